@@ -1,0 +1,3 @@
+//! A Kubernetes API simulator for Hydroplane's tests (under construction).
+
+fn main() {}
