@@ -1,3 +1,24 @@
+//! Hydroplane: a gRPC control plane that starts, stops, lists and watches named, containerised
+//! processes on a runtime (host processes, Kubernetes, Amazon EKS).
+//!
+//! # Layout
+//! - [`spec`]: the domain model (process specs, their validation, process info). No I/O.
+//! - [`config`]: the YAML settings, in the Python Hydroplane's format.
+//! - [`secrets`]: secret stores, which resolve the secret references of specs and settings.
+//!
+//! Architecture invariants: the domain model knows no I/O and no protobuf; runtimes never see
+//! protobuf types; domain errors become gRPC status codes in exactly one place.
+
+pub mod config;
+pub mod secrets;
+pub mod spec;
+
+/// The code generated from `proto/hydroplane/v1`: messages, the server trait and the client.
 pub mod proto {
+    #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("hydroplane.v1");
+
+    /// The encoded descriptor set of the contract, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("hydroplane_descriptor");
 }

@@ -1,0 +1,364 @@
+//! The server's YAML settings, in the Python Hydroplane's format: `secret_store`, `runtime` and
+//! `process_culling`. Every file of `reference/eks-runtime.rst` parses into these types.
+//!
+//! YAML is read with `serde-saphyr` (pure Rust, line and column in its errors): `serde_yaml` is
+//! archived and `serde_yml` has an advisory. Unknown keys are errors, so a typo never silently
+//! falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::spec::SecretReference;
+
+/// Everything the server reads from its config file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where secrets come from.
+    #[serde(default)]
+    pub secret_store: SecretStoreSettings,
+    /// Where processes run.
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+    /// Stops processes older than a maximum age, when set.
+    #[serde(default)]
+    pub process_culling: Option<CullingSettings>,
+}
+
+/// The secret store, chosen by `secret_store_type`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(tag = "secret_store_type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretStoreSettings {
+    /// No secret store: specs that reference secrets are refused.
+    #[default]
+    None,
+    /// A directory of encrypted files, opened with a password.
+    Local {
+        /// The store's directory; `~` is the user's home.
+        #[serde(default = "default_store_location")]
+        store_location: PathBuf,
+    },
+}
+
+/// The default directory of the local secret store, as in Hydroplane.
+pub fn default_store_location() -> PathBuf {
+    PathBuf::from("~/.hydro_secrets")
+}
+
+/// The runtime, chosen by `runtime_type`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "runtime_type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RuntimeSettings {
+    /// Host processes, embedded in the server.
+    Local {
+        /// How long a stopped process gets between SIGTERM and SIGKILL.
+        #[serde(default = "default_stop_grace_seconds")]
+        stop_grace_seconds: f64,
+        /// The most output kept per process, in bytes.
+        #[serde(default = "default_output_buffer_bytes")]
+        output_buffer_bytes: usize,
+    },
+    /// Any Kubernetes cluster, from a kubeconfig or the in-cluster config.
+    Kubernetes(KubernetesSettings),
+    /// Amazon EKS.
+    Eks(EksSettings),
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings::Local {
+            stop_grace_seconds: default_stop_grace_seconds(),
+            output_buffer_bytes: default_output_buffer_bytes(),
+        }
+    }
+}
+
+impl RuntimeSettings {
+    /// The `runtime_type` spelling, for messages.
+    pub fn runtime_type(&self) -> &'static str {
+        match self {
+            RuntimeSettings::Local { .. } => "local",
+            RuntimeSettings::Kubernetes(_) => "kubernetes",
+            RuntimeSettings::Eks(_) => "eks",
+        }
+    }
+}
+
+fn default_stop_grace_seconds() -> f64 {
+    5.0
+}
+
+fn default_output_buffer_bytes() -> usize {
+    1 << 20
+}
+
+/// Settings of the `kubernetes` runtime.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSettings {
+    /// The namespace processes live in; `default` when unset.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// A kubeconfig file; the in-cluster config, then `~/.kube/config`, when unset.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; its current context when unset.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// Settings of the `eks` runtime, as in the Hydroplane EKS guide.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EksSettings {
+    /// The EKS cluster's name.
+    pub cluster_name: String,
+    /// The AWS region of the cluster.
+    pub region: String,
+    /// The namespace processes live in; `default` when unset.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// How to authenticate with AWS; the default credential chain when unset.
+    #[serde(default)]
+    pub credentials: Option<AwsCredentialsSettings>,
+}
+
+/// AWS credentials: access keys from the secret store, optionally used to assume a role.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentialsSettings {
+    /// The access key pair.
+    pub access_key: AccessKeySettings,
+    /// A role to assume with those keys.
+    #[serde(default)]
+    pub assume_role: Option<AssumeRoleSettings>,
+}
+
+/// An AWS access key pair, as secret references.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeySettings {
+    /// Where the access key id is kept.
+    pub access_key_id: SecretReference,
+    /// Where the secret access key is kept.
+    pub secret_access_key: SecretReference,
+}
+
+/// An IAM role to assume through STS.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssumeRoleSettings {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external id the role's trust policy asks for, if any.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The session name shown in CloudTrail.
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// How long the temporary credentials last (900..43200 seconds).
+    #[serde(default)]
+    pub session_duration_seconds: Option<u32>,
+}
+
+/// Settings of the process culler, as in Hydroplane.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CullingSettings {
+    /// Processes older than this are stopped.
+    pub max_age_minutes: f64,
+    /// How often the culler looks.
+    #[serde(default = "default_culling_interval_minutes")]
+    pub culling_interval_minutes: f64,
+}
+
+fn default_culling_interval_minutes() -> f64 {
+    1.0
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or does not match the settings.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Reads and checks a YAML settings file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Settings::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?
+        .checked()
+        .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+    }
+
+    /// Parses YAML settings; an empty document is the defaults.
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        if text.lines().all(|line| {
+            let line = line.trim();
+            line.is_empty() || line == "---" || line.starts_with('#')
+        }) {
+            return Ok(Settings::default());
+        }
+        serde_saphyr::from_str(text).map_err(|error| error.to_string())
+    }
+
+    fn checked(self) -> Result<Settings, String> {
+        if let Some(culling) = &self.process_culling {
+            if !(culling.max_age_minutes.is_finite() && culling.max_age_minutes > 0.0) {
+                return Err(format!(
+                    "process_culling.max_age_minutes must be positive, got {}",
+                    culling.max_age_minutes
+                ));
+            }
+            if !(culling.culling_interval_minutes.is_finite()
+                && culling.culling_interval_minutes > 0.0)
+            {
+                return Err(format!(
+                    "process_culling.culling_interval_minutes must be positive, got {}",
+                    culling.culling_interval_minutes
+                ));
+            }
+        }
+        if let RuntimeSettings::Local { stop_grace_seconds, .. } = &self.runtime
+            && !(stop_grace_seconds.is_finite() && *stop_grace_seconds >= 0.0)
+        {
+            return Err(format!(
+                "runtime.stop_grace_seconds must be zero or more, got {stop_grace_seconds}"
+            ));
+        }
+        if let RuntimeSettings::Eks(EksSettings {
+            credentials: Some(AwsCredentialsSettings { assume_role: Some(role), .. }),
+            ..
+        }) = &self.runtime
+            && let Some(seconds) = role.session_duration_seconds
+            && !(900..=43200).contains(&seconds)
+        {
+            return Err(format!(
+                "runtime.credentials.assume_role.session_duration_seconds must be between 900 \
+                 and 43200, got {seconds}"
+            ));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, key: &str) -> SecretReference {
+        SecretReference { secret_name: name.to_owned(), key: Some(key.to_owned()) }
+    }
+
+    #[test]
+    fn no_config_means_the_local_runtime_without_secrets() {
+        let settings = Settings::parse("---\n").expect("parses");
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.runtime.runtime_type(), "local");
+        assert_eq!(settings.secret_store, SecretStoreSettings::None);
+    }
+
+    #[test]
+    fn the_guides_quickstart_config_parses() {
+        let settings = Settings::parse(
+            "---\nsecret_store:\n  secret_store_type: local\n  store_location: ~/.hydro_secrets\n\n\
+             runtime:\n  runtime_type: eks\n  cluster_name: hydro-eks\n  region: us-west-2\n  \
+             credentials:\n    access_key:\n      access_key_id:\n        secret_name: \
+             aws-credentials\n        key: AccessKeyId\n      secret_access_key:\n        \
+             secret_name: aws-credentials\n        key: SecretAccessKey\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            settings.secret_store,
+            SecretStoreSettings::Local { store_location: PathBuf::from("~/.hydro_secrets") }
+        );
+        let RuntimeSettings::Eks(eks) = settings.runtime else { panic!("not eks") };
+        assert_eq!(eks.cluster_name, "hydro-eks");
+        assert_eq!(eks.region, "us-west-2");
+        let credentials = eks.credentials.expect("credentials");
+        assert_eq!(credentials.access_key.access_key_id, secret("aws-credentials", "AccessKeyId"));
+        assert_eq!(
+            credentials.access_key.secret_access_key,
+            secret("aws-credentials", "SecretAccessKey")
+        );
+    }
+
+    #[test]
+    fn assume_role_parses() {
+        let settings = Settings::parse(
+            "runtime:\n    runtime_type: eks\n    cluster_name: my-cluster\n    region: us-west-2\n    \
+             credentials:\n      access_key:\n        access_key_id:\n          secret_name: aws-creds\n          \
+             key: AccessKeyId\n        secret_access_key:\n          secret_name: aws-creds\n          \
+             key: SecretAccessKey\n      assume_role:\n        role_arn: \"arn:aws:iam::123456789012:role/EKSAdmin\"\n",
+        )
+        .expect("parses");
+        let RuntimeSettings::Eks(eks) = settings.runtime else { panic!("not eks") };
+        let role = eks.credentials.and_then(|c| c.assume_role).expect("assume_role");
+        assert_eq!(role.role_arn, "arn:aws:iam::123456789012:role/EKSAdmin");
+    }
+
+    #[test]
+    fn an_unknown_runtime_type_is_named() {
+        let error = Settings::parse("runtime:\n  runtime_type: docker\n").unwrap_err();
+        assert!(error.contains("docker"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = Settings::parse("runtime:\n  runtime_type: local\n  nmespace: x\n").unwrap_err();
+        assert!(error.contains("nmespace"), "{error}");
+    }
+
+    #[test]
+    fn culling_defaults_to_one_minute_intervals() {
+        let settings = Settings::parse("process_culling:\n  max_age_minutes: 30\n").expect("parses");
+        let culling = settings.process_culling.expect("culling");
+        assert_eq!(culling.max_age_minutes, 30.0);
+        assert_eq!(culling.culling_interval_minutes, 1.0);
+    }
+
+    #[test]
+    fn kubernetes_settings_parse() {
+        let settings = Settings::parse(
+            "runtime:\n  runtime_type: kubernetes\n  namespace: procs\n  kubeconfig: /tmp/kc\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            settings.runtime,
+            RuntimeSettings::Kubernetes(KubernetesSettings {
+                namespace: Some("procs".into()),
+                kubeconfig: Some(PathBuf::from("/tmp/kc")),
+                context: None,
+            })
+        );
+    }
+}
