@@ -181,7 +181,7 @@ fn default_culling_interval_minutes() -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -228,7 +228,10 @@ impl Settings {
         }) {
             return Ok(Settings::default());
         }
-        serde_saphyr::from_str(text).map_err(|error| error.to_string())
+        serde_saphyr::from_str(text).map_err(|error| {
+            let message = error.to_string();
+            message.strip_prefix("error: ").map(str::to_owned).unwrap_or(message)
+        })
     }
 
     fn checked(self) -> Result<Settings, String> {

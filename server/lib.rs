@@ -9,9 +9,14 @@
 //! Architecture invariants: the domain model knows no I/O and no protobuf; runtimes never see
 //! protobuf types; domain errors become gRPC status codes in exactly one place.
 
+pub mod app;
 pub mod config;
+pub mod culler;
+pub mod grpc;
+pub mod runtime;
 pub mod secrets;
 pub mod spec;
+pub mod table;
 
 /// The code generated from `proto/hydroplane/v1`: messages, the server trait and the client.
 pub mod proto {

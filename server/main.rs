@@ -1,1 +1,136 @@
-fn main(){}
+//! The `hydroplane` server: reads its settings, opens the secret store, builds the runtime and
+//! serves `hydroplane.v1.ProcessService` until SIGINT or SIGTERM, then stops every process it
+//! owns and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hydroplane::app::Processes;
+use hydroplane::config::{RuntimeSettings, SecretStoreSettings, Settings};
+use hydroplane::runtime::Runtime;
+use hydroplane::runtime::local::{LocalRuntime, LocalSettings};
+use hydroplane::secrets::{NoSecretStore, SecretStore};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How long calls in flight may take to finish once shutdown has begun.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the Hydroplane process API over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "hydroplane", version, about)]
+struct Args {
+    /// The YAML settings file; without one, the local runtime and no secret store.
+    #[arg(short = 'c', long = "config", visible_alias = "conf", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port to listen on (0 picks a free one).
+    #[arg(short = 'p', long, default_value_t = 50051)]
+    port: u16,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let settings = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    let secrets = open_secret_store(&settings.secret_store)?;
+    let runtime = build_runtime(&settings.runtime, secrets)?;
+    let processes = Processes::new(Arc::clone(&runtime));
+
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let local_address: SocketAddr = listener.local_addr().context("cannot read the bound address")?;
+    // Tests and scripts read this line to learn the port when they asked for port 0.
+    println!("hydroplane listening on {local_address} (runtime: {})", runtime.name());
+    tracing::info!(address = %local_address, runtime = runtime.name(), "serving");
+
+    let culler = settings.process_culling.clone().map(|culling| tokio::spawn(hydroplane::culler::run(processes.clone(), culling)));
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stop_receiver.await;
+    };
+    let server = hydroplane::grpc::serve(listener, processes, shutdown);
+    tokio::pin!(server);
+    let signal_name = tokio::select! {
+        result = &mut server => {
+            result?;
+            bail!("the gRPC server stopped on its own");
+        }
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = signal_name, "shutting down: no new calls; stopping every process");
+    let _ = stop_sender.send(());
+    if let Some(culler) = culler {
+        culler.abort();
+    }
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still in flight after the drain timeout; closing them"),
+    }
+    runtime.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn open_secret_store(settings: &SecretStoreSettings) -> anyhow::Result<Arc<dyn SecretStore>> {
+    match settings {
+        SecretStoreSettings::None => Ok(Arc::new(NoSecretStore)),
+        SecretStoreSettings::Local { .. } => {
+            bail!("secret_store_type `local` is not available in this build of Hydroplane yet")
+        }
+    }
+}
+
+fn build_runtime(settings: &RuntimeSettings, secrets: Arc<dyn SecretStore>) -> anyhow::Result<Arc<dyn Runtime>> {
+    match settings {
+        RuntimeSettings::Local { stop_grace_seconds, output_buffer_bytes } => Ok(LocalRuntime::new(
+            LocalSettings {
+                stop_grace: Duration::from_secs_f64(*stop_grace_seconds),
+                output_buffer_bytes: *output_buffer_bytes,
+            },
+            secrets,
+        )),
+        other => bail!(
+            "runtime_type `{}` is not available in this build of Hydroplane yet; \
+             `local` is",
+            other.runtime_type()
+        ),
+    }
+}

@@ -266,11 +266,11 @@ impl fmt::Display for Violation {
 
 /// Every broken rule of one spec, reported together.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid process spec: {}", display_violations(.0))]
+#[error("invalid process spec:{}", display_violations(.0))]
 pub struct InvalidSpec(pub Vec<Violation>);
 
 fn display_violations(violations: &[Violation]) -> String {
-    violations.iter().map(Violation::to_string).collect::<Vec<_>>().join("; ")
+    violations.iter().map(|violation| format!("\n  - {violation}")).collect()
 }
 
 /// Collects violations with their field paths.
@@ -305,6 +305,29 @@ impl ProcessSpec {
             check_dns_label(violations, "group", group);
         }
         self.container.collect_violations(violations);
+    }
+
+    /// The fields in which `other` differs from this spec, for messages about a name that is
+    /// taken by another spec.
+    pub fn differing_fields(&self, other: &ProcessSpec) -> Vec<&'static str> {
+        let (mine, theirs) = (&self.container, &other.container);
+        [
+            ("process_name", self.process_name != other.process_name),
+            ("group", self.group != other.group),
+            ("has_public_ip", self.has_public_ip != other.has_public_ip),
+            ("container.image_uri", mine.image_uri != theirs.image_uri),
+            ("container.command", mine.command != theirs.command),
+            ("container.env", mine.env != theirs.env),
+            ("container.ports", mine.ports != theirs.ports),
+            ("container.resource_request", mine.resource_request != theirs.resource_request),
+            ("container.resource_limit", mine.resource_limit != theirs.resource_limit),
+            ("container.node_selector", mine.node_selector != theirs.node_selector),
+            ("container.username", mine.username != theirs.username),
+            ("container.password", mine.password != theirs.password),
+        ]
+        .into_iter()
+        .filter_map(|(field, differs)| differs.then_some(field))
+        .collect()
     }
 
     /// The names of the secrets this spec refers to, in order, without repeats.

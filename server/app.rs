@@ -1,0 +1,92 @@
+//! The operations of the process service over a runtime, free of protobuf: validation before
+//! anything reaches the runtime, and the `wait` of Start, which every runtime shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::runtime::{Runtime, RuntimeError, Started, StopTarget};
+use crate::spec::{ProcessInfo, ProcessSpec};
+use crate::table::{ChangeKind, Filter, WatchEvent};
+
+/// How long a `wait`ing Start waits when the caller gives no timeout.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest wait a caller may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// The process service: start, stop, list and watch over one runtime.
+#[derive(Clone)]
+pub struct Processes {
+    runtime: Arc<dyn Runtime>,
+}
+
+impl Processes {
+    /// The service over a runtime.
+    pub fn new(runtime: Arc<dyn Runtime>) -> Processes {
+        Processes { runtime }
+    }
+
+    /// The runtime underneath.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// Validates the spec and starts the process; with `wait`, answers once the process has
+    /// left STARTING (or the wait ran out).
+    pub async fn start(&self, spec: ProcessSpec, wait: Option<Duration>) -> Result<Started, RuntimeError> {
+        spec.validate()?;
+        let name = spec.process_name.clone();
+        // Subscribing first means no change between Start's answer and the wait is missed.
+        let changes = wait.map(|_| {
+            self.runtime.table().watch(Filter { group: None, process_name: Some(name.clone()) }, None)
+        });
+        let mut started = self.runtime.start(spec).await?;
+        if let (Some(timeout), Some(changes)) = (wait, changes)
+            && !started.process.status.is_settled()
+        {
+            started.process = wait_until_settled(changes, started.process, timeout).await?;
+        }
+        Ok(started)
+    }
+
+    /// Stops a process or a group.
+    pub async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError> {
+        self.runtime.stop(target).await
+    }
+
+    /// The processes that pass the filter, ordered by name.
+    pub fn list(&self, filter: &Filter) -> Vec<ProcessInfo> {
+        self.runtime.table().list(filter)
+    }
+
+    /// A watch of the processes that pass the filter; see [`crate::table::ProcessTable::watch`].
+    pub fn watch(&self, filter: Filter, since_revision: Option<u64>) -> mpsc::Receiver<WatchEvent> {
+        self.runtime.table().watch(filter, since_revision)
+    }
+}
+
+/// Follows one process's changes until it has left STARTING (or is gone).
+async fn wait_until_settled(
+    mut changes: mpsc::Receiver<WatchEvent>,
+    mut process: ProcessInfo,
+    timeout: Duration,
+) -> Result<ProcessInfo, RuntimeError> {
+    let name = process.process_name.clone();
+    let settle = async {
+        while let Some(event) = changes.recv().await {
+            let WatchEvent::Change(change) = event else { continue };
+            process = change.process;
+            if change.kind == ChangeKind::Deleted || process.status.is_settled() {
+                break;
+            }
+        }
+        process
+    };
+    tokio::time::timeout(timeout, settle).await.map_err(|_| RuntimeError::WaitTimedOut {
+        name,
+        status: "STARTING".to_owned(),
+        waited: timeout,
+    })
+}

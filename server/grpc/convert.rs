@@ -1,0 +1,272 @@
+//! Conversions between the wire types of `hydroplane.v1` and the domain model. Wire input that
+//! the domain cannot represent becomes a [`Violation`](crate::spec::Violation) with its field path,
+//! reported together with the spec's own violations.
+
+use crate::proto;
+use crate::spec::{
+    ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessInfo, ProcessSpec,
+    ProcessStatus, Protocol, ResourceSpec, SecretReference, SocketAddress, ValueOrSecret,
+    Violations,
+};
+use crate::table::{ChangeKind, WatchEvent};
+
+/// Converts a wire spec into a validated domain spec, reporting every problem at once.
+pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ProcessSpec, InvalidSpec> {
+    let mut violations = Violations::default();
+    let Some(spec) = spec else {
+        violations.add("spec", "is required");
+        return Err(violations.into_result().unwrap_err());
+    };
+    let container = match spec.container {
+        Some(container) => container_from_proto(container, &mut violations),
+        None => {
+            violations.add("container", "is required");
+            ContainerSpec { image_uri: "-".to_owned(), ..Default::default() }
+        }
+    };
+    let spec = ProcessSpec {
+        process_name: spec.process_name,
+        group: spec.group,
+        container,
+        has_public_ip: spec.has_public_ip,
+    };
+    spec.collect_violations(&mut violations);
+    violations.into_result().map(|()| spec)
+}
+
+fn container_from_proto(container: proto::ContainerSpec, violations: &mut Violations) -> ContainerSpec {
+    let env = container
+        .env
+        .into_iter()
+        .enumerate()
+        .map(|(index, variable)| {
+            let value = match variable.source {
+                Some(proto::environment_variable::Source::Value(value)) => ValueOrSecret::Value(value),
+                Some(proto::environment_variable::Source::Secret(secret)) => {
+                    ValueOrSecret::Secret(secret_from_proto(secret))
+                }
+                None => {
+                    violations.add(format!("container.env[{index}]"), "needs a `value` or a `secret`");
+                    ValueOrSecret::Value(String::new())
+                }
+            };
+            EnvironmentVariable { name: variable.name, value }
+        })
+        .collect();
+    let ports = container
+        .ports
+        .into_iter()
+        .enumerate()
+        .map(|(index, port)| {
+            let protocol = Protocol::parse(&port.protocol).unwrap_or_else(|| {
+                violations.add(
+                    format!("container.ports[{index}].protocol"),
+                    format!("must be tcp or udp, got `{}`", port.protocol),
+                );
+                Protocol::Tcp
+            });
+            PortMapping {
+                container_port: i64::from(port.container_port),
+                host_port: port.host_port.map(i64::from),
+                protocol,
+                name: port.name,
+            }
+        })
+        .collect();
+    let username = container.username.and_then(|username| match username.source {
+        Some(proto::value_or_secret::Source::Value(value)) => Some(ValueOrSecret::Value(value)),
+        Some(proto::value_or_secret::Source::Secret(secret)) => {
+            Some(ValueOrSecret::Secret(secret_from_proto(secret)))
+        }
+        None => None,
+    });
+    ContainerSpec {
+        image_uri: container.image_uri,
+        command: container.command,
+        env,
+        ports,
+        resource_request: container
+            .resource_request
+            .map(|resources| resources_from_proto(resources, "container.resource_request", violations)),
+        resource_limit: container
+            .resource_limit
+            .map(|resources| resources_from_proto(resources, "container.resource_limit", violations)),
+        node_selector: container.node_selector.into_iter().collect(),
+        username,
+        password: container.password.map(secret_from_proto),
+    }
+}
+
+fn resources_from_proto(resources: proto::ResourceSpec, path: &str, violations: &mut Violations) -> ResourceSpec {
+    let memory_mib = resources.memory_mib.map(|memory| {
+        i64::try_from(memory).unwrap_or_else(|_| {
+            violations.add(format!("{path}.memory_mib"), format!("{memory} is too large"));
+            i64::MAX
+        })
+    });
+    ResourceSpec { cpu_vcpu: resources.cpu_vcpu, memory_mib }
+}
+
+fn secret_from_proto(secret: proto::SecretReference) -> SecretReference {
+    SecretReference { secret_name: secret.secret_name, key: secret.key }
+}
+
+fn secret_to_proto(secret: SecretReference) -> proto::SecretReference {
+    proto::SecretReference { secret_name: secret.secret_name, key: secret.key }
+}
+
+/// Converts a domain spec (for example one read from a JSON file) into its wire form.
+pub fn spec_to_proto(spec: ProcessSpec) -> proto::ProcessSpec {
+    let container = spec.container;
+    let resources = |resources: ResourceSpec| proto::ResourceSpec {
+        cpu_vcpu: resources.cpu_vcpu,
+        // Negative values cannot travel as uint64; zero makes the server name the field.
+        memory_mib: resources.memory_mib.map(|memory| u64::try_from(memory).unwrap_or(0)),
+    };
+    proto::ProcessSpec {
+        process_name: spec.process_name,
+        group: spec.group,
+        has_public_ip: spec.has_public_ip,
+        container: Some(proto::ContainerSpec {
+            image_uri: container.image_uri,
+            command: container.command,
+            env: container
+                .env
+                .into_iter()
+                .map(|variable| proto::EnvironmentVariable {
+                    name: variable.name,
+                    source: Some(match variable.value {
+                        ValueOrSecret::Value(value) => proto::environment_variable::Source::Value(value),
+                        ValueOrSecret::Secret(secret) => {
+                            proto::environment_variable::Source::Secret(secret_to_proto(secret))
+                        }
+                    }),
+                })
+                .collect(),
+            ports: container
+                .ports
+                .into_iter()
+                .map(|port| proto::PortMapping {
+                    // Out-of-range ports travel as 0 (or saturated) so that the server's
+                    // validation names the field, rather than the client refusing silently.
+                    container_port: u32::try_from(port.container_port).unwrap_or(0),
+                    host_port: port.host_port.map(|host_port| u32::try_from(host_port).unwrap_or(0)),
+                    protocol: port.protocol.as_str().to_owned(),
+                    name: port.name,
+                })
+                .collect(),
+            resource_request: container.resource_request.map(resources),
+            resource_limit: container.resource_limit.map(resources),
+            node_selector: container.node_selector.into_iter().collect(),
+            username: container.username.map(|username| proto::ValueOrSecret {
+                source: Some(match username {
+                    ValueOrSecret::Value(value) => proto::value_or_secret::Source::Value(value),
+                    ValueOrSecret::Secret(secret) => {
+                        proto::value_or_secret::Source::Secret(secret_to_proto(secret))
+                    }
+                }),
+            }),
+            password: container.password.map(secret_to_proto),
+        }),
+    }
+}
+
+/// Converts a domain status into its wire form.
+pub fn status_to_proto(status: ProcessStatus) -> proto::ProcessStatus {
+    match status {
+        ProcessStatus::Starting => proto::ProcessStatus::Starting,
+        ProcessStatus::Running => proto::ProcessStatus::Running,
+        ProcessStatus::Failed => proto::ProcessStatus::Failed,
+        ProcessStatus::Exited => proto::ProcessStatus::Exited,
+        ProcessStatus::Stopping => proto::ProcessStatus::Stopping,
+    }
+}
+
+/// Converts what the server knows of a process into its wire form.
+pub fn info_to_proto(info: ProcessInfo) -> proto::ProcessInfo {
+    proto::ProcessInfo {
+        process_name: info.process_name,
+        group: info.group,
+        socket_addresses: info.socket_addresses.into_iter().map(address_to_proto).collect(),
+        created: Some(prost_types::Timestamp {
+            seconds: info.created.as_second(),
+            nanos: info.created.subsec_nanosecond(),
+        }),
+        status: status_to_proto(info.status).into(),
+        reason: info.reason,
+        message: info.message,
+        restart_count: info.restart_count,
+        exit_code: info.exit_code,
+        node: info.node,
+    }
+}
+
+fn address_to_proto(address: SocketAddress) -> proto::SocketAddress {
+    proto::SocketAddress {
+        host: address.host,
+        port: u32::from(address.port),
+        is_public: address.is_public,
+        dns_name: address.dns_name,
+    }
+}
+
+/// Converts a watch event into its wire form.
+pub fn watch_event_to_proto(event: WatchEvent) -> proto::WatchEvent {
+    use proto::WatchEventType as Type;
+    match event {
+        WatchEvent::Change(change) => proto::WatchEvent {
+            r#type: match change.kind {
+                ChangeKind::Added => Type::Added,
+                ChangeKind::Modified => Type::Modified,
+                ChangeKind::Deleted => Type::Deleted,
+            }
+            .into(),
+            process: Some(info_to_proto(change.process)),
+            revision: change.revision,
+        },
+        WatchEvent::Synced { revision } => {
+            proto::WatchEvent { r#type: Type::Synced.into(), process: None, revision }
+        }
+        WatchEvent::Reset { revision } => {
+            proto::WatchEvent { r#type: Type::Reset.into(), process: None, revision }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_problems_and_spec_problems_are_reported_together() {
+        let spec = proto::ProcessSpec {
+            process_name: "Bad".into(),
+            container: Some(proto::ContainerSpec {
+                image_uri: "i".into(),
+                ports: vec![proto::PortMapping { container_port: 80, protocol: "sctp".into(), ..Default::default() }],
+                env: vec![proto::EnvironmentVariable { name: "A".into(), source: None }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let fields: Vec<String> =
+            spec_from_proto(Some(spec)).unwrap_err().0.into_iter().map(|violation| violation.field).collect();
+        assert_eq!(fields, ["container.env[0]", "container.ports[0].protocol", "process_name"]);
+    }
+
+    #[test]
+    fn a_spec_survives_the_round_trip_through_the_wire() {
+        let spec: ProcessSpec = serde_json::from_str(
+            r#"{"process_name": "p", "group": "g", "has_public_ip": true, "container": {
+                "image_uri": "i", "command": ["a", "b"],
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "secret": {"secret_name": "s"}}],
+                "ports": [{"container_port": 80, "host_port": 8080, "protocol": "udp", "name": "web"}],
+                "resource_request": {"cpu_vcpu": 0.5, "memory_mib": 64},
+                "resource_limit": {"cpu_vcpu": "1", "memory_mib": 128},
+                "node_selector": {"zone": "a"},
+                "username": "me", "password": {"secret_name": "registry", "key": "password"}}}"#,
+        )
+        .expect("parses");
+        assert_eq!(spec_from_proto(Some(spec_to_proto(spec.clone()))), Ok(spec));
+    }
+}

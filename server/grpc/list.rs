@@ -1,0 +1,15 @@
+//! `List`: served from the runtime's process table, with no call to the runtime's backend.
+
+use tonic::Status;
+
+use crate::app::Processes;
+use crate::grpc::convert;
+use crate::proto;
+use crate::table::Filter;
+
+/// Handles one List call.
+pub fn handle(processes: &Processes, request: proto::ListRequest) -> Result<proto::ListResponse, Status> {
+    let filter = Filter { group: request.group, process_name: None };
+    let processes = processes.list(&filter).into_iter().map(convert::info_to_proto).collect();
+    Ok(proto::ListResponse { processes })
+}

@@ -1,0 +1,22 @@
+//! `Watch`: a stream fed from the runtime's process table; it ends when the client hangs up.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tonic::Status;
+
+use crate::app::Processes;
+use crate::grpc::convert;
+use crate::proto;
+use crate::table::Filter;
+
+/// The stream a Watch call answers with.
+pub type WatchStream = BoxStream<'static, Result<proto::WatchEvent, Status>>;
+
+/// Handles one Watch call.
+pub fn handle(processes: &Processes, request: proto::WatchRequest) -> Result<WatchStream, Status> {
+    let filter = Filter { group: request.group, process_name: request.process_name };
+    let events = processes.watch(filter, request.since_revision);
+    Ok(tokio_stream::wrappers::ReceiverStream::new(events)
+        .map(|event| Ok(convert::watch_event_to_proto(event)))
+        .boxed())
+}

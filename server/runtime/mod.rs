@@ -1,0 +1,108 @@
+//! Runtimes: where processes actually run. The gRPC layer talks to one through the [`Runtime`]
+//! trait and never knows which it is.
+//!
+//! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
+//! so that those two calls behave the same everywhere.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::secrets::SecretError;
+use crate::spec::{InvalidSpec, ProcessInfo, ProcessSpec};
+use crate::table::ProcessTable;
+
+/// Starts and stops processes, and keeps their table up to date.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// The runtime's name (`local`, `kubernetes`, `eks`), for logs.
+    fn name(&self) -> &'static str;
+
+    /// Starts a process from a validated spec. Retry-safe: the same spec again returns the
+    /// existing process with `created = false`.
+    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError>;
+
+    /// Stops one process or a group, and returns the names of the processes stopped.
+    async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError>;
+
+    /// The table of the runtime's processes.
+    fn table(&self) -> &Arc<ProcessTable>;
+
+    /// Stops every process the runtime owns, for a server that is shutting down.
+    async fn shutdown(&self);
+}
+
+/// The outcome of a Start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Started {
+    /// The process as it is now.
+    pub process: ProcessInfo,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// What a Stop is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopTarget {
+    /// One process, by name.
+    Process(String),
+    /// Every process of a group.
+    Group(String),
+}
+
+/// Why a runtime operation failed, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The spec breaks the rules.
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    /// The spec is valid but this runtime cannot run it (for example, no command on the local
+    /// runtime).
+    #[error("{field}: {message}")]
+    Unsupported {
+        /// The field at fault.
+        field: String,
+        /// Why, and what to do instead.
+        message: String,
+    },
+    /// A process of that name exists with a different spec, or is being stopped.
+    #[error("process `{name}` already exists {detail}")]
+    AlreadyExists {
+        /// The process's name.
+        name: String,
+        /// How it differs.
+        detail: String,
+    },
+    /// No process of that name exists.
+    #[error("process `{name}` does not exist")]
+    NotFound {
+        /// The process's name.
+        name: String,
+    },
+    /// A secret the spec refers to cannot be resolved.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A `wait`ing Start ran out of time.
+    #[error("process `{name}` is still {status} after {waited:?}")]
+    WaitTimedOut {
+        /// The process's name.
+        name: String,
+        /// Its status when the time ran out.
+        status: String,
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
+    /// The runtime's backend cannot be reached.
+    #[error("the {runtime} runtime is unavailable: {message}")]
+    Unavailable {
+        /// The runtime.
+        runtime: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// Something that should not happen; logged, and reported without detail.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
