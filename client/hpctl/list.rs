@@ -1,0 +1,21 @@
+//! `hpctl list [-g GROUP]`: the server's processes as a JSON array.
+
+use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use tonic::transport::Channel;
+
+use crate::output::{ProcessJson, print_pretty};
+
+/// Arguments of `hpctl list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only the processes of this group.
+    #[arg(short, long)]
+    group: Option<String>,
+}
+
+/// Lists and prints.
+pub async fn run(client: &mut ProcessServiceClient<Channel>, args: ListArgs) -> Result<(), tonic::Status> {
+    let response = client.list(proto::ListRequest { group: args.group }).await?.into_inner();
+    let processes: Vec<ProcessJson> = response.processes.into_iter().map(ProcessJson::from).collect();
+    print_pretty(&processes).map_err(|error| tonic::Status::internal(error.to_string()))
+}

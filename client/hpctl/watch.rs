@@ -1,0 +1,58 @@
+//! `hpctl watch [-g GROUP] [--process NAME] [--since REVISION]`: one JSON object per change.
+
+use std::io::Write;
+
+use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::output::ProcessJson;
+
+/// Arguments of `hpctl watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Only the processes of this group.
+    #[arg(short, long)]
+    group: Option<String>,
+    /// Only the process of this name.
+    #[arg(long = "process", value_name = "NAME")]
+    process_name: Option<String>,
+    /// Resume after this revision (the `revision` of the last line seen).
+    #[arg(long, value_name = "REVISION")]
+    since: Option<u64>,
+}
+
+/// One line of output.
+#[derive(Serialize)]
+struct EventJson {
+    r#type: &'static str,
+    revision: u64,
+    process: Option<ProcessJson>,
+}
+
+/// Follows changes until the server ends the stream or the user interrupts.
+pub async fn run(client: &mut ProcessServiceClient<Channel>, args: WatchArgs) -> Result<(), tonic::Status> {
+    let request = proto::WatchRequest { group: args.group, process_name: args.process_name, since_revision: args.since };
+    let mut events = client.watch(request).await?.into_inner();
+    let mut stdout = std::io::stdout().lock();
+    while let Some(event) = events.message().await? {
+        let r#type = match event.r#type() {
+            proto::WatchEventType::Unspecified => "UNSPECIFIED",
+            proto::WatchEventType::Added => "ADDED",
+            proto::WatchEventType::Modified => "MODIFIED",
+            proto::WatchEventType::Deleted => "DELETED",
+            proto::WatchEventType::Synced => "SYNCED",
+            proto::WatchEventType::Reset => "RESET",
+        };
+        let line = EventJson { r#type, revision: event.revision, process: event.process.map(ProcessJson::from) };
+        let written = serde_json::to_writer(&mut stdout, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(stdout))
+            .and_then(|()| stdout.flush());
+        // A closed stdout (`hpctl watch | head`) ends the watch quietly.
+        if written.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
