@@ -14,7 +14,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("hydroplane_descriptor.bin"),
         prost::Message::encode_to_vec(&file_descriptors),
     )?;
-    tonic_prost_build::configure()
-        .compile_fds(file_descriptors)?;
+    tonic_prost_build::configure().compile_fds(file_descriptors)?;
     Ok(())
 }

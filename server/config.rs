@@ -212,12 +212,10 @@ impl Settings {
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Settings::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?
-        .checked()
-        .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+        Settings::parse(&text)
+            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?
+            .checked()
+            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
     }
 
     /// Parses YAML settings; an empty document is the defaults.
@@ -242,9 +240,7 @@ impl Settings {
                     culling.max_age_minutes
                 ));
             }
-            if !(culling.culling_interval_minutes.is_finite()
-                && culling.culling_interval_minutes > 0.0)
-            {
+            if !(culling.culling_interval_minutes.is_finite() && culling.culling_interval_minutes > 0.0) {
                 return Err(format!(
                     "process_culling.culling_interval_minutes must be positive, got {}",
                     culling.culling_interval_minutes
@@ -254,9 +250,7 @@ impl Settings {
         if let RuntimeSettings::Local { stop_grace_seconds, .. } = &self.runtime
             && !(stop_grace_seconds.is_finite() && *stop_grace_seconds >= 0.0)
         {
-            return Err(format!(
-                "runtime.stop_grace_seconds must be zero or more, got {stop_grace_seconds}"
-            ));
+            return Err(format!("runtime.stop_grace_seconds must be zero or more, got {stop_grace_seconds}"));
         }
         if let RuntimeSettings::Eks(EksSettings {
             credentials: Some(AwsCredentialsSettings { assume_role: Some(role), .. }),
@@ -309,10 +303,7 @@ mod tests {
         assert_eq!(eks.region, "us-west-2");
         let credentials = eks.credentials.expect("credentials");
         assert_eq!(credentials.access_key.access_key_id, secret("aws-credentials", "AccessKeyId"));
-        assert_eq!(
-            credentials.access_key.secret_access_key,
-            secret("aws-credentials", "SecretAccessKey")
-        );
+        assert_eq!(credentials.access_key.secret_access_key, secret("aws-credentials", "SecretAccessKey"));
     }
 
     #[test]

@@ -24,6 +24,5 @@ pub mod proto {
     tonic::include_proto!("hydroplane.v1");
 
     /// The encoded descriptor set of the contract, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("hydroplane_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hydroplane_descriptor");
 }

@@ -77,7 +77,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("hydroplane listening on {local_address} (runtime: {})", runtime.name());
     tracing::info!(address = %local_address, runtime = runtime.name(), "serving");
 
-    let culler = settings.process_culling.clone().map(|culling| tokio::spawn(hydroplane::culler::run(processes.clone(), culling)));
+    let culler = settings
+        .process_culling
+        .clone()
+        .map(|culling| tokio::spawn(hydroplane::culler::run(processes.clone(), culling)));
 
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -102,7 +105,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
         Ok(result) => result?,
-        Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still in flight after the drain timeout; closing them"),
+        Err(_) => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still in flight after the drain timeout; closing them")
+        }
     }
     runtime.shutdown().await;
     tracing::info!("stopped");
@@ -118,7 +123,10 @@ fn open_secret_store(settings: &SecretStoreSettings) -> anyhow::Result<Arc<dyn S
     }
 }
 
-fn build_runtime(settings: &RuntimeSettings, secrets: Arc<dyn SecretStore>) -> anyhow::Result<Arc<dyn Runtime>> {
+fn build_runtime(
+    settings: &RuntimeSettings,
+    secrets: Arc<dyn SecretStore>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     match settings {
         RuntimeSettings::Local { stop_grace_seconds, output_buffer_bytes } => Ok(LocalRuntime::new(
             LocalSettings {

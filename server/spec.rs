@@ -95,10 +95,7 @@ impl TryFrom<EnvironmentVariableJson> for EnvironmentVariable {
                 return Err(format!("env var `{}` needs a `value` or a `secret`", json.name));
             }
             (Some(_), Some(_)) => {
-                return Err(format!(
-                    "env var `{}` has both `value` and `secret`; give one",
-                    json.name
-                ));
+                return Err(format!("env var `{}` has both `value` and `secret`; give one", json.name));
             }
         };
         Ok(EnvironmentVariable { name: json.name, value })
@@ -113,11 +110,9 @@ impl From<EnvironmentVariable> for EnvironmentVariableJson {
                 value: Some(ValueOrSecret::Value(value)),
                 secret: None,
             },
-            ValueOrSecret::Secret(secret) => EnvironmentVariableJson {
-                name: var.name,
-                value: None,
-                secret: Some(secret),
-            },
+            ValueOrSecret::Secret(secret) => {
+                EnvironmentVariableJson { name: var.name, value: None, secret: Some(secret) }
+            }
         }
     }
 }
@@ -241,9 +236,7 @@ where
             .ok()
             .filter(|number| number.is_finite())
             .map(Some)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("`{text}` is not a decimal number"))
-            }),
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a decimal number"))),
     }
 }
 

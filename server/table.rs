@@ -189,7 +189,11 @@ impl ProcessTable {
     /// Starts a watch: a snapshot (or the replay since `since_revision`), `Synced`, then live
     /// changes. The stream ends when the receiver is dropped; a watcher that cannot keep up gets
     /// a `Reset` and a fresh snapshot rather than lost events, and never slows anyone else down.
-    pub fn watch(self: &Arc<Self>, filter: Filter, since_revision: Option<u64>) -> mpsc::Receiver<WatchEvent> {
+    pub fn watch(
+        self: &Arc<Self>,
+        filter: Filter,
+        since_revision: Option<u64>,
+    ) -> mpsc::Receiver<WatchEvent> {
         let (sender, receiver) = mpsc::channel(WATCHER_BUFFER);
         let table = Arc::clone(self);
         tokio::spawn(async move {

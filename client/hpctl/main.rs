@@ -54,7 +54,9 @@ enum CliError {
     #[error("{}", .0.message())]
     Server(tonic::Status),
     /// The server could not be reached.
-    #[error("cannot reach the Hydroplane server at {server}: {reason} (is `hydroplane` running? choose another server with -s/--server or HYDROPLANE_SERVER)")]
+    #[error(
+        "cannot reach the Hydroplane server at {server}: {reason} (is `hydroplane` running? choose another server with -s/--server or HYDROPLANE_SERVER)"
+    )]
     Unreachable { server: String, reason: String },
 }
 

@@ -66,7 +66,10 @@ fn parse_spec(name: &str, text: &str) -> anyhow::Result<ProcessSpec> {
 }
 
 /// Starts and prints the process.
-pub async fn run(client: &mut ProcessServiceClient<Channel>, request: proto::StartRequest) -> Result<(), tonic::Status> {
+pub async fn run(
+    client: &mut ProcessServiceClient<Channel>,
+    request: proto::StartRequest,
+) -> Result<(), tonic::Status> {
     let response = client.start(request).await?.into_inner();
     let process = response.process.unwrap_or_default();
     if !response.created {
@@ -87,9 +90,14 @@ mod tests {
 
     #[test]
     fn problems_name_the_file_line_and_field() {
-        check("{\n  \"process_name\": \"p\",\n  \"container\": {\"image_uri\": \"i\",\n \"nodeselector\": {}}}",
-              "spec.json:4:15: container.nodeselector: unknown field `nodeselector`, expected one of `image_uri`, `command`, `env`, `ports`, `resource_request`, `resource_limit`, `node_selector`, `username`, `password`");
+        check(
+            "{\n  \"process_name\": \"p\",\n  \"container\": {\"image_uri\": \"i\",\n \"nodeselector\": {}}}",
+            "spec.json:4:15: container.nodeselector: unknown field `nodeselector`, expected one of `image_uri`, `command`, `env`, `ports`, `resource_request`, `resource_limit`, `node_selector`, `username`, `password`",
+        );
         check("{\"process_name\": \"p\",\n\"container\": }", "spec.json:2:14: container: expected value");
-        check("{\"process_name\": 5}", "spec.json:1:18: process_name: invalid type: integer `5`, expected a string");
+        check(
+            "{\"process_name\": 5}",
+            "spec.json:1:18: process_name: invalid type: integer `5`, expected a string",
+        );
     }
 }

@@ -32,7 +32,11 @@ struct EventJson {
 
 /// Follows changes until the server ends the stream or the user interrupts.
 pub async fn run(client: &mut ProcessServiceClient<Channel>, args: WatchArgs) -> Result<(), tonic::Status> {
-    let request = proto::WatchRequest { group: args.group, process_name: args.process_name, since_revision: args.since };
+    let request = proto::WatchRequest {
+        group: args.group,
+        process_name: args.process_name,
+        since_revision: args.since,
+    };
     let mut events = client.watch(request).await?.into_inner();
     let mut stdout = std::io::stdout().lock();
     while let Some(event) = events.message().await? {
@@ -44,7 +48,8 @@ pub async fn run(client: &mut ProcessServiceClient<Channel>, args: WatchArgs) ->
             proto::WatchEventType::Synced => "SYNCED",
             proto::WatchEventType::Reset => "RESET",
         };
-        let line = EventJson { r#type, revision: event.revision, process: event.process.map(ProcessJson::from) };
+        let line =
+            EventJson { r#type, revision: event.revision, process: event.process.map(ProcessJson::from) };
         let written = serde_json::to_writer(&mut stdout, &line)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(stdout))

@@ -4,9 +4,8 @@
 
 use crate::proto;
 use crate::spec::{
-    ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessInfo, ProcessSpec,
-    ProcessStatus, Protocol, ResourceSpec, SecretReference, SocketAddress, ValueOrSecret,
-    Violations,
+    ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessInfo, ProcessSpec, ProcessStatus,
+    Protocol, ResourceSpec, SecretReference, SocketAddress, ValueOrSecret, Violations,
 };
 use crate::table::{ChangeKind, WatchEvent};
 
@@ -97,7 +96,11 @@ fn container_from_proto(container: proto::ContainerSpec, violations: &mut Violat
     }
 }
 
-fn resources_from_proto(resources: proto::ResourceSpec, path: &str, violations: &mut Violations) -> ResourceSpec {
+fn resources_from_proto(
+    resources: proto::ResourceSpec,
+    path: &str,
+    violations: &mut Violations,
+) -> ResourceSpec {
     let memory_mib = resources.memory_mib.map(|memory| {
         i64::try_from(memory).unwrap_or_else(|_| {
             violations.add(format!("{path}.memory_mib"), format!("{memory} is too large"));
@@ -243,7 +246,11 @@ mod tests {
             process_name: "Bad".into(),
             container: Some(proto::ContainerSpec {
                 image_uri: "i".into(),
-                ports: vec![proto::PortMapping { container_port: 80, protocol: "sctp".into(), ..Default::default() }],
+                ports: vec![proto::PortMapping {
+                    container_port: 80,
+                    protocol: "sctp".into(),
+                    ..Default::default()
+                }],
                 env: vec![proto::EnvironmentVariable { name: "A".into(), source: None }],
                 ..Default::default()
             }),

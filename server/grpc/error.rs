@@ -53,7 +53,11 @@ mod tests {
             "secret `db`",
         );
         check(
-            RuntimeError::WaitTimedOut { name: "x".into(), status: "STARTING".into(), waited: std::time::Duration::from_secs(1) },
+            RuntimeError::WaitTimedOut {
+                name: "x".into(),
+                status: "STARTING".into(),
+                waited: std::time::Duration::from_secs(1),
+            },
             Code::DeadlineExceeded,
             "still STARTING",
         );

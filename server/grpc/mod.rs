@@ -29,28 +29,43 @@ pub struct ProcessServiceHandler {
 impl ProcessServiceHandler {
     /// A handler over the process service; its Watch streams end when `shutting_down` turns
     /// true.
-    pub fn new(processes: Processes, shutting_down: tokio::sync::watch::Receiver<bool>) -> ProcessServiceHandler {
+    pub fn new(
+        processes: Processes,
+        shutting_down: tokio::sync::watch::Receiver<bool>,
+    ) -> ProcessServiceHandler {
         ProcessServiceHandler { processes, shutting_down }
     }
 }
 
 #[tonic::async_trait]
 impl ProcessService for ProcessServiceHandler {
-    async fn start(&self, request: Request<proto::StartRequest>) -> Result<Response<proto::StartResponse>, Status> {
+    async fn start(
+        &self,
+        request: Request<proto::StartRequest>,
+    ) -> Result<Response<proto::StartResponse>, Status> {
         start::handle(&self.processes, request.into_inner()).await.map(Response::new)
     }
 
-    async fn stop(&self, request: Request<proto::StopRequest>) -> Result<Response<proto::StopResponse>, Status> {
+    async fn stop(
+        &self,
+        request: Request<proto::StopRequest>,
+    ) -> Result<Response<proto::StopResponse>, Status> {
         stop::handle(&self.processes, request.into_inner()).await.map(Response::new)
     }
 
-    async fn list(&self, request: Request<proto::ListRequest>) -> Result<Response<proto::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
         list::handle(&self.processes, request.into_inner()).map(Response::new)
     }
 
     type WatchStream = watch::WatchStream;
 
-    async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let mut shutting_down = self.shutting_down.clone();
         let stream = watch::handle(&self.processes, request.into_inner())?;
         let shutdown = async move {

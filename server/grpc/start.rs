@@ -45,11 +45,17 @@ impl Start {
     /// Starts the process.
     pub async fn apply(self, processes: &Processes) -> Result<proto::StartResponse, RuntimeError> {
         let started = processes.start(self.spec, self.wait).await?;
-        Ok(proto::StartResponse { process: Some(convert::info_to_proto(started.process)), created: started.created })
+        Ok(proto::StartResponse {
+            process: Some(convert::info_to_proto(started.process)),
+            created: started.created,
+        })
     }
 }
 
 /// Handles one Start call.
-pub async fn handle(processes: &Processes, request: proto::StartRequest) -> Result<proto::StartResponse, Status> {
+pub async fn handle(
+    processes: &Processes,
+    request: proto::StartRequest,
+) -> Result<proto::StartResponse, Status> {
     Ok(Start::parse(request)?.apply(processes).await?)
 }

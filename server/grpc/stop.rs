@@ -33,7 +33,10 @@ pub fn parse(request: proto::StopRequest) -> Result<StopTarget, RuntimeError> {
 }
 
 /// Handles one Stop call.
-pub async fn handle(processes: &Processes, request: proto::StopRequest) -> Result<proto::StopResponse, Status> {
+pub async fn handle(
+    processes: &Processes,
+    request: proto::StopRequest,
+) -> Result<proto::StopResponse, Status> {
     let target = parse(request)?;
     let stopped = processes.stop(target).await?;
     Ok(proto::StopResponse { stopped })

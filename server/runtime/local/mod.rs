@@ -109,7 +109,10 @@ impl LocalRuntime {
     }
 
     /// Resolves the spec's environment, secrets included.
-    fn environment(&self, spec: &ProcessSpec) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, RuntimeError> {
+    fn environment(
+        &self,
+        spec: &ProcessSpec,
+    ) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, RuntimeError> {
         let mut environment = Vec::new();
         for name in INHERITED_ENVIRONMENT {
             if let Ok(value) = std::env::var(name) {
@@ -133,8 +136,7 @@ impl LocalRuntime {
             if value.contains('\0') {
                 return Err(RuntimeError::Unsupported {
                     field: format!("container.env[{index}]"),
-                    message: "the value contains NUL, which an environment variable cannot hold"
-                        .to_owned(),
+                    message: "the value contains NUL, which an environment variable cannot hold".to_owned(),
                 });
             }
             environment.retain(|(name, _)| name != &variable.name);
@@ -161,9 +163,8 @@ impl LocalRuntime {
         // SAFETY: the closure runs in the child between fork and exec, and only makes one
         // async-signal-safe system call (prctl).
         unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
+            command
+                .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
 
         let mut info = ProcessInfo {
@@ -444,7 +445,8 @@ impl Runtime for LocalRuntime {
                     .collect(),
             }
         };
-        let mut stopped = futures::future::join_all(targets.into_iter().map(|process| self.stop_process(process))).await;
+        let mut stopped =
+            futures::future::join_all(targets.into_iter().map(|process| self.stop_process(process))).await;
         stopped.sort();
         Ok(stopped)
     }

@@ -1,0 +1,195 @@
+//! Shared helpers of the integration tests: the real `hydroplane` binary on a free loopback
+//! port, stopped when the test ends (also when it fails), and small utilities.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hydroplane::proto::process_service_client::ProcessServiceClient;
+use tonic::transport::Channel;
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running `hydroplane` server, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// The address it listens on, `127.0.0.1:PORT`.
+    pub address: String,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server with no config (the local runtime).
+    pub fn start() -> Server {
+        Server::start_with_args(&[])
+    }
+
+    /// Starts the server with a config file's contents.
+    pub fn start_with_config(directory: &Path, yaml: &str) -> Server {
+        let path = directory.join("hydroplane.yml");
+        std::fs::write(&path, yaml).expect("write config");
+        Server::start_with_args(&["-c", path.to_str().expect("utf-8 path")])
+    }
+
+    /// Starts the server with extra arguments, on a free port.
+    pub fn start_with_args(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .args(args)
+            .env("RUST_LOG", "info,hydroplane=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hydroplane binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).expect("read the server's first line");
+        let stdout_text = Arc::new(Mutex::new(first_line.clone()));
+        collect(stdout, Arc::clone(&stdout_text));
+        let address = first_line
+            .strip_prefix("hydroplane listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        let mut server = Server { child: Some(child), address: String::new(), stderr, stdout: stdout_text };
+        match address {
+            Some(address) => server.address = address,
+            None => {
+                let status = server.child.as_mut().and_then(|child| child.wait().ok());
+                panic!("the server did not start ({status:?}); stderr:\n{}", server.stderr());
+            }
+        }
+        server
+    }
+
+    /// The server's URL for gRPC clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A connected gRPC client.
+    pub async fn client(&self) -> ProcessServiceClient<Channel> {
+        ProcessServiceClient::connect(self.url()).await.expect("connect to the server")
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Everything the server wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().expect("stdout lock").clone()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|child| child.id() as i32).expect("server is running")
+    }
+
+    /// Sends SIGTERM and waits for the server to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("the server did not exit within 30 s of SIGTERM; stderr:\n{}", self.stderr());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read) = pipe.read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+            into.lock().expect("lock").push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    });
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Fetches `/` over HTTP/1.0 and returns the status line.
+pub fn http_get_status(host: &str, port: u32) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect((host, port as u16)).expect("connect to the process");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A spec that serves HTTP on `port` with Python's http.server.
+pub fn http_server_spec(name: &str, port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "process_name": name,
+        "container": {
+            "image_uri": "python:3.11",
+            "command": ["python3", "-m", "http.server", port.to_string(), "--bind", "127.0.0.1"],
+            "ports": [{"container_port": port, "protocol": "tcp"}]
+        }
+    })
+}
+
+/// Whether a process of this pid still exists (and is not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (polling, bounded) until `condition` holds; panics with `what` otherwise.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
+}

@@ -1,0 +1,179 @@
+//! End to end through `hpctl`: the real CLI against the real server on the local runtime.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Server, free_port, http_get_status, http_server_spec};
+
+fn hpctl(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        .args(args)
+        .env("HYDROPLANE_SERVER", server.url())
+        .output()
+        .expect("run hpctl")
+}
+
+#[track_caller]
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "hpctl failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("hpctl prints JSON")
+}
+
+/// Follows `hpctl watch` in the background; lines arrive on the channel.
+struct Watch {
+    child: std::process::Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watch {
+    fn start(server: &Server) -> Watch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+            .args(["watch", "--server", &server.url()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run hpctl watch");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let value =
+                    serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+                if sender.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// Waits for a line of this type (and process), returning it.
+    fn expect(&self, kind: &str, process: Option<&str>) -> serde_json::Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no {kind} line within 30 s"));
+            if line["type"] == kind && process.is_none_or(|name| line["process"]["process_name"] == name) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn hpctl_starts_lists_watches_and_stops_a_process() {
+    let server = Server::start();
+    assert_eq!(json_of(&hpctl(&server, &["list"])), serde_json::json!([]));
+    let watch = Watch::start(&server);
+    watch.expect("SYNCED", None);
+
+    let directory = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let spec_path = directory.path().join("web.json");
+    let mut spec = http_server_spec("web", port);
+    spec["group"] = "site".into();
+    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec).expect("json")).expect("write spec");
+    let started = json_of(&hpctl(&server, &["start", "--wait", spec_path.to_str().expect("path")]));
+    assert_eq!(started["status"], "RUNNING");
+
+    let listed = json_of(&hpctl(&server, &["list"]));
+    let process = &listed[0];
+    assert_eq!(process["process_name"], "web");
+    assert_eq!(process["group"], "site");
+    let address = &process["socket_addresses"][0];
+    assert_eq!(address["host"], "127.0.0.1");
+    assert_eq!(address["port"], u64::from(port));
+    assert_eq!(address["is_public"], false);
+    let created = process["created"].as_str().expect("created is a string");
+    assert!(created.ends_with("+00:00") && created.len() == 25, "{created}");
+    assert!(http_get_status("127.0.0.1", u32::from(port)).contains("200"));
+
+    watch.expect("ADDED", Some("web"));
+    assert_eq!(json_of(&hpctl(&server, &["list", "-g", "other"])), serde_json::json!([]));
+    assert_eq!(json_of(&hpctl(&server, &["stop", "-g", "site"])), serde_json::json!(["web"]));
+    let deleted = watch.expect("DELETED", Some("web"));
+    assert!(deleted["revision"].as_u64().is_some());
+    assert_eq!(json_of(&hpctl(&server, &["list"])), serde_json::json!([]));
+}
+
+#[test]
+fn the_server_flag_goes_before_or_after_the_subcommand() {
+    let server = Server::start();
+    for args in
+        [vec!["-s", server.address.as_str(), "list"], vec!["list", "--server", server.address.as_str()]]
+    {
+        let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+            .args(&args)
+            .env_remove("HYDROPLANE_SERVER")
+            .output()
+            .expect("run");
+        assert_eq!(json_of(&output), serde_json::json!([]), "{args:?}");
+    }
+}
+
+#[test]
+fn a_spec_from_stdin_works_and_malformed_json_names_the_file_and_line() {
+    let server = Server::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        .args(["start", "-"])
+        .env("HYDROPLANE_SERVER", server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let spec =
+        r#"{"process_name": "from-stdin", "container": {"image_uri": "x", "command": ["sleep", "300"]}}"#;
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), spec.as_bytes()).expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(json_of(&output)["process_name"], "from-stdin");
+
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("broken.json");
+    std::fs::write(&path, "{\n  \"process_name\": \"x\",\n  \"container\": {\"image_uri\": \"i\",,}\n}\n")
+        .expect("write");
+    let output = hpctl(&server, &["start", path.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("{}:3:", path.display())), "{stderr}");
+
+    std::fs::write(
+        &path,
+        r#"{"process_name": "x", "container": {"image_uri": "i", "command": ["true"]}, "node_selector": {}}"#,
+    )
+    .expect("write");
+    let stderr = String::from_utf8_lossy(&hpctl(&server, &["start", path.to_str().expect("path")]).stderr)
+        .into_owned();
+    assert!(stderr.contains("unknown field `node_selector`"), "{stderr}");
+
+    let output = hpctl(&server, &["stop", "ghost"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "error: process `ghost` does not exist");
+}
+
+#[test]
+fn an_unreachable_server_is_one_clear_line() {
+    let port = free_port();
+    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        .args(["list", "-s", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the Hydroplane server at http://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}

@@ -1,0 +1,429 @@
+//! End to end on the local runtime: the real `hydroplane` binary on a free loopback port, driven
+//! through the generated Rust client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, free_port, http_get_status, http_server_spec, process_alive, wait_until};
+use hydroplane::grpc::convert::spec_to_proto;
+use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
+use tonic::Code;
+
+fn spec(json: serde_json::Value) -> proto::ProcessSpec {
+    spec_to_proto(serde_json::from_value(json).expect("a valid test spec"))
+}
+
+fn start_request(json: serde_json::Value, wait: bool) -> proto::StartRequest {
+    proto::StartRequest { spec: Some(spec(json)), wait, wait_timeout: None }
+}
+
+async fn next_event(stream: &mut tonic::Streaming<proto::WatchEvent>) -> proto::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("a watch event within 30 s")
+        .expect("the watch stream is healthy")
+        .expect("the watch stream is open")
+}
+
+fn describe(event: &proto::WatchEvent) -> String {
+    let kind = event.r#type().as_str_name().trim_start_matches("WATCH_EVENT_TYPE_").to_owned();
+    match &event.process {
+        Some(process) => format!(
+            "{kind} {} {}",
+            process.process_name,
+            process.status().as_str_name().trim_start_matches("PROCESS_STATUS_")
+        ),
+        None => kind,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_is_started_reached_listed_watched_and_stopped() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
+    assert_eq!(describe(&next_event(&mut watch).await), "SYNCED");
+
+    let port = free_port();
+    let started =
+        client.start(start_request(http_server_spec("web", port), true)).await.expect("start").into_inner();
+    assert!(started.created);
+    let process = started.process.expect("process");
+    assert_eq!(process.status(), ProcessStatus::Running, "{process:?}");
+    let address = &process.socket_addresses[0];
+    assert_eq!(
+        (address.host.as_str(), address.port, address.is_public),
+        ("127.0.0.1", u32::from(port), false)
+    );
+    assert!(http_get_status(&address.host, address.port).contains("200"));
+
+    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
+    assert_eq!(listed.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["web"]);
+
+    assert_eq!(describe(&next_event(&mut watch).await), "ADDED web STARTING");
+    assert_eq!(describe(&next_event(&mut watch).await), "MODIFIED web RUNNING");
+
+    let stopped = client
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("web".into())) })
+        .await
+        .expect("stop")
+        .into_inner()
+        .stopped;
+    assert_eq!(stopped, ["web"]);
+    assert_eq!(describe(&next_event(&mut watch).await), "MODIFIED web STOPPING");
+    let deleted = next_event(&mut watch).await;
+    assert_eq!(deleted.r#type(), WatchEventType::Deleted, "{}", describe(&deleted));
+    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_is_idempotent_and_a_different_spec_is_already_exists() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let sleeper = serde_json::json!({"process_name": "sleeper", "container": {"image_uri": "busybox", "command": ["sleep", "300"]}});
+    let first = client.start(start_request(sleeper.clone(), false)).await.expect("start").into_inner();
+    let again = client.start(start_request(sleeper.clone(), false)).await.expect("start again").into_inner();
+    assert!(first.created);
+    assert!(!again.created);
+    assert_eq!(first.process.map(|p| p.created), again.process.map(|p| p.created));
+
+    let mut different = sleeper;
+    different["container"]["command"] = serde_json::json!(["sleep", "301"]);
+    let error = client.start(start_request(different, false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists, "{error:?}");
+    assert!(error.message().contains("container.command"), "{}", error.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_spec_lists_every_violated_field() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let invalid = serde_json::json!({
+        "process_name": "Not_A_Label",
+        "group": "",
+        "container": {
+            "image_uri": "",
+            "command": ["true"],
+            "ports": [{"container_port": 80}, {"container_port": 70000}, {"container_port": 80}],
+            "env": [{"name": "9LIVES", "value": "x"}],
+            "resource_request": {"memory_mib": 256},
+            "resource_limit": {"memory_mib": 128}
+        }
+    });
+    let error = client.start(start_request(invalid, false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    for field in [
+        "process_name:",
+        "group:",
+        "container.image_uri:",
+        "container.ports[1].container_port:",
+        "container.ports[2].container_port: port 80 is given twice",
+        "container.env[0].name:",
+        "container.resource_limit.memory_mib:",
+    ] {
+        assert!(error.message().contains(field), "`{field}` missing from:\n{}", error.message());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_processes_are_not_found_and_image_only_specs_are_refused() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let error = client
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("ghost".into())) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    assert!(error.message().contains("ghost"));
+
+    let nginx = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("examples/nginx.json")).expect("read"),
+    )
+    .expect("examples/nginx.json parses");
+    let error = client.start(start_request(nginx, false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("runs commands, not images"), "{}", error.message());
+
+    let stopped = client
+        .stop(proto::StopRequest { target: Some(Target::Group("empty".into())) })
+        .await
+        .expect("stopping an empty group succeeds")
+        .into_inner();
+    assert!(stopped.stopped.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_that_cannot_run_or_exit_are_reported_with_their_reason() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let missing = serde_json::json!({"process_name": "missing", "container": {"image_uri": "x", "command": ["/no/such/program"]}});
+    let process = client
+        .start(start_request(missing, true))
+        .await
+        .expect("start")
+        .into_inner()
+        .process
+        .expect("process");
+    assert_eq!(process.status(), ProcessStatus::Failed);
+    assert_eq!(process.reason.as_deref(), Some("SpawnFailed"));
+    assert!(process.message().contains("No such file or directory"), "{process:?}");
+
+    let failing = serde_json::json!({"process_name": "failing", "container": {"image_uri": "x", "command": ["sh", "-c", "exit 3"]}});
+    client.start(start_request(failing, false)).await.expect("start");
+    let completing = serde_json::json!({"process_name": "completing", "container": {"image_uri": "x", "command": ["true"]}});
+    client.start(start_request(completing, false)).await.expect("start");
+    let mut watch = client
+        .watch(proto::WatchRequest { process_name: Some("failing".into()), ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let failed = loop {
+        let event = next_event(&mut watch).await;
+        if let Some(process) = event.process.filter(|p| p.status() == ProcessStatus::Failed) {
+            break process;
+        }
+    };
+    assert_eq!((failed.exit_code, failed.reason()), (Some(3), "Error"));
+
+    let mut settled = None;
+    for _ in 0..600 {
+        let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
+        settled = listed
+            .into_iter()
+            .find(|p| p.process_name == "completing" && p.status() == ProcessStatus::Exited);
+        if settled.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(settled.expect("`completing` exits").exit_code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_that_runs_out_is_deadline_exceeded() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    // Declares a port it never opens, so it never becomes ready.
+    let never_ready = serde_json::json!({"process_name": "never-ready", "container": {
+        "image_uri": "x", "command": ["sleep", "300"], "ports": [{"container_port": free_port()}]}});
+    let mut request = start_request(never_ready, true);
+    request.wait_timeout = Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 });
+    let error = client.start(request).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+    assert!(error.message().contains("still STARTING"), "{}", error.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_resumes_with_exactly_what_it_missed_or_a_reset() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let sleeper = |name: &str| serde_json::json!({"process_name": name, "container": {"image_uri": "x", "command": ["sleep", "300"]}});
+    client.start(start_request(sleeper("a"), true)).await.expect("start a");
+
+    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
+    assert_eq!(describe(&next_event(&mut watch).await), "ADDED a RUNNING");
+    let synced = next_event(&mut watch).await;
+    assert_eq!(synced.r#type(), WatchEventType::Synced);
+    drop(watch);
+
+    client.start(start_request(sleeper("b"), true)).await.expect("start b");
+    client.stop(proto::StopRequest { target: Some(Target::ProcessName("a".into())) }).await.expect("stop a");
+
+    let mut resumed = client
+        .watch(proto::WatchRequest { since_revision: Some(synced.revision), ..Default::default() })
+        .await
+        .expect("resume")
+        .into_inner();
+    let mut missed = Vec::new();
+    loop {
+        let event = next_event(&mut resumed).await;
+        if event.r#type() == WatchEventType::Synced {
+            break;
+        }
+        missed.push(describe(&event));
+    }
+    assert_eq!(
+        missed,
+        ["ADDED b STARTING", "MODIFIED b RUNNING", "MODIFIED a STOPPING", "DELETED a STOPPING"]
+    );
+
+    let mut too_old = client
+        .watch(proto::WatchRequest { since_revision: Some(1), ..Default::default() })
+        .await
+        .expect("resume from a revision of another server run")
+        .into_inner();
+    let events =
+        [next_event(&mut too_old).await, next_event(&mut too_old).await, next_event(&mut too_old).await];
+    assert_eq!(events.iter().map(describe).collect::<Vec<_>>(), ["RESET", "ADDED b RUNNING", "SYNCED"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_listed_and_stopped_together() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    for (name, group) in [("g1-a", "g1"), ("g1-b", "g1"), ("g2-a", "g2")] {
+        let spec = serde_json::json!({"process_name": name, "group": group, "container": {"image_uri": "x", "command": ["sleep", "300"]}});
+        client.start(start_request(spec, false)).await.expect("start");
+    }
+    let group = client
+        .list(proto::ListRequest { group: Some("g1".into()) })
+        .await
+        .expect("list")
+        .into_inner()
+        .processes;
+    assert_eq!(group.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["g1-a", "g1-b"]);
+    let stopped = client
+        .stop(proto::StopRequest { target: Some(Target::Group("g1".into())) })
+        .await
+        .expect("stop group")
+        .into_inner()
+        .stopped;
+    assert_eq!(stopped, ["g1-a", "g1-b"]);
+    let left = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
+    assert_eq!(left.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["g2-a"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_every_process_and_leaves_no_child_behind() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with_config(
+        directory.path(),
+        "runtime:\n  runtime_type: local\n  stop_grace_seconds: 0.5\n",
+    );
+    let mut client = server.client().await;
+    let pid_file = |name: &str| directory.path().join(format!("{name}.pid"));
+    // A plain child, one that ignores SIGTERM, and a grandchild left in the background.
+    let commands = [
+        ("plain", format!("echo $$ > {}; exec sleep 300", pid_file("plain").display())),
+        (
+            "stubborn",
+            format!(
+                "trap '' TERM; echo $$ > {}; while true; do sleep 1; done",
+                pid_file("stubborn").display()
+            ),
+        ),
+        ("parent", format!("sleep 300 & echo $! > {}; wait", pid_file("parent").display())),
+    ];
+    for (name, script) in &commands {
+        let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
+        client.start(start_request(spec, true)).await.expect("start");
+    }
+    let mut pids = Vec::new();
+    for (name, _) in &commands {
+        let path = pid_file(name);
+        wait_until(&format!("{name} wrote its pid"), Duration::from_secs(10), || {
+            std::fs::read_to_string(&path).is_ok_and(|text| text.trim().parse::<i32>().is_ok())
+        });
+        let pid: i32 = std::fs::read_to_string(&path).expect("pid").trim().parse().expect("a pid");
+        assert!(process_alive(pid), "{name} is running before the shutdown");
+        pids.push(pid);
+    }
+    drop(client);
+    assert_eq!(server.terminate(), Some(0), "a clean exit after SIGTERM");
+    for pid in pids {
+        assert!(!process_alive(pid), "process {pid} outlived the server");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_culler_stops_processes_older_than_the_maximum_age() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_config(
+        directory.path(),
+        "process_culling:\n  max_age_minutes: 0.005\n  culling_interval_minutes: 0.002\n",
+    );
+    let mut client = server.client().await;
+    let mut watch = client
+        .watch(proto::WatchRequest { process_name: Some("old".into()), ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let spec = serde_json::json!({"process_name": "old", "container": {"image_uri": "x", "command": ["sleep", "300"]}});
+    client.start(start_request(spec, false)).await.expect("start");
+    loop {
+        let event = next_event(&mut watch).await;
+        if event.r#type() == WatchEventType::Deleted {
+            break;
+        }
+    }
+    assert!(server.stderr().contains("older than the maximum age"), "{}", server.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_are_served() {
+    let server = Server::start();
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url()).expect("url").connect().await.expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "hydroplane.v1.ProcessService".into() })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = responses.message().await.expect("a reflection answer").expect("one message");
+    let Some(MessageResponse::ListServicesResponse(services)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let names: Vec<String> = services.service.into_iter().map(|service| service.name).collect();
+    assert!(names.contains(&"hydroplane.v1.ProcessService".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let check = |yaml: &str, expected: &str| {
+        let path = directory.path().join("bad.yml");
+        std::fs::write(&path, yaml).expect("write");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            .args(["-p", "0", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run hydroplane");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{yaml} was accepted");
+        assert_eq!(output.status.code(), Some(1), "a clean failure, not a panic: {stderr}");
+        assert!(stderr.contains(expected), "`{expected}` missing from:\n{stderr}");
+    };
+    check("runtime:\n  runtime_type: docker\n", "unknown variant `docker`");
+    check("runtime:\n  runtime_type: local\n  bogus: 1\n", "bogus");
+    check(
+        "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n",
+        "runtime_type `eks` is not available",
+    );
+    check("process_culling:\n  max_age_minutes: -1\n", "max_age_minutes must be positive");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["--conf", "/no/such/file.yml"])
+        .output()
+        .expect("run hydroplane");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file /no/such/file.yml"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_references_without_a_secret_store_are_failed_precondition() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let spec = serde_json::json!({"process_name": "needs-secret", "container": {"image_uri": "x", "command": ["true"],
+        "env": [{"name": "TOKEN", "value": {"secret_name": "api-token"}}]}});
+    let error = client.start(start_request(spec, false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("secret `api-token`"), "{}", error.message());
+}
