@@ -1,1 +1,107 @@
-fn main(){}
+//! Benchmark of the server on the local runtime, over gRPC on loopback: Start, List and Stop
+//! latency (p50/p99) with 1,000 live processes, and the server's resident memory.
+//!
+//! Run with `cargo bench --bench local_runtime` (`-- --processes N` to change the count). It
+//! starts the real `hydroplane` binary on a free port and stops it at the end.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hydroplane::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
+
+fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * fraction).round() as usize;
+    samples[index]
+}
+
+fn report(name: &str, samples: &mut [Duration]) {
+    let p50 = percentile(samples, 0.50);
+    let p99 = percentile(samples, 0.99);
+    println!("{name:<28} n={:<6} p50={:>9.3} ms  p99={:>9.3} ms", samples.len(), ms(p50), ms(p99));
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn sleeper(name: &str) -> proto::StartRequest {
+    proto::StartRequest {
+        spec: Some(proto::ProcessSpec {
+            process_name: name.to_owned(),
+            group: Some("bench".to_owned()),
+            container: Some(proto::ContainerSpec {
+                image_uri: "busybox".to_owned(),
+                command: vec!["sleep".to_owned(), "3600".to_owned()],
+                ..Default::default()
+            }),
+            has_public_ip: false,
+        }),
+        wait: false,
+        wait_timeout: None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let count: usize = args
+        .iter()
+        .position(|arg| arg == "--processes")
+        .and_then(|index| args.get(index + 1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1000);
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-H", "127.0.0.1", "-p", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut first_line = String::new();
+    BufReader::new(server.stdout.take().ok_or("no stdout")?).read_line(&mut first_line)?;
+    let address = first_line.split_whitespace().nth(3).ok_or("no address line")?.to_owned();
+    let mut client = ProcessServiceClient::connect(format!("http://{address}")).await?;
+    let idle_rss = rss_mib(server.id());
+
+    println!("local runtime, {count} live processes (`sleep 3600`), gRPC on loopback, one caller");
+    let mut starts = Vec::with_capacity(count);
+    for index in 0..count {
+        let begin = Instant::now();
+        client.start(sleeper(&format!("p{index:05}"))).await?;
+        starts.push(begin.elapsed());
+    }
+    // Let every process reach RUNNING before measuring List at the full count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut lists = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let begin = Instant::now();
+        let listed = client.list(proto::ListRequest::default()).await?.into_inner().processes.len();
+        lists.push(begin.elapsed());
+        assert_eq!(listed, count, "List sees every process");
+    }
+    let loaded_rss = rss_mib(server.id());
+    let mut stops = Vec::with_capacity(count);
+    for index in 0..count {
+        let begin = Instant::now();
+        client.stop(proto::StopRequest { target: Some(Target::ProcessName(format!("p{index:05}"))) }).await?;
+        stops.push(begin.elapsed());
+    }
+    report("Start (spawn, no wait)", &mut starts);
+    report(&format!("List ({count} processes)"), &mut lists);
+    report("Stop (SIGTERM + reap)", &mut stops);
+    println!("server RSS: {idle_rss:.1} MiB idle, {loaded_rss:.1} MiB with {count} processes");
+
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    server.wait()?;
+    Ok(())
+}

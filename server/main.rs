@@ -60,6 +60,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let settings = match &args.config {
         Some(path) => Settings::load(path)?,
         None => Settings::default(),
@@ -112,6 +113,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     runtime.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every local process holds two pipes
+/// in the server, and the usual soft limit of 1,024 would cap the server at a few hundred.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 fn open_secret_store(settings: &SecretStoreSettings) -> anyhow::Result<Arc<dyn SecretStore>> {

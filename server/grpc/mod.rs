@@ -86,6 +86,18 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The accepted connections of a listener, with Nagle's algorithm off: small gRPC frames
+/// otherwise wait for delayed ACKs (40 ms on Linux) when a response spans several packets.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |connection| {
+        let connection = connection?;
+        connection.set_nodelay(true)?;
+        Ok(connection)
+    })
+}
+
 /// Serves the process service, health and reflection on `listener` until `shutdown` resolves;
 /// then stops accepting, lets calls in flight finish, and returns.
 pub async fn serve(
@@ -113,7 +125,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ProcessServiceServer::new(ProcessServiceHandler::new(processes, shutting_down)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }
