@@ -75,37 +75,23 @@ impl StoreKey {
     /// Derives the key from a password, as the header describes.
     fn derive(password: &[u8], salt: &[u8], iterations: NonZeroU32) -> StoreKey {
         let mut key_bytes = Zeroizing::new([0u8; KEY_LEN]);
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            iterations,
-            salt,
-            password,
-            &mut key_bytes[..],
-        );
-        let unbound = UnboundKey::new(&AES_256_GCM, &key_bytes[..])
-            .expect("a 32-byte key is valid for AES-256-GCM");
-        StoreKey {
-            key: LessSafeKey::new(unbound),
-        }
+        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password, &mut key_bytes[..]);
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, &key_bytes[..]).expect("a 32-byte key is valid for AES-256-GCM");
+        StoreKey { key: LessSafeKey::new(unbound) }
     }
 
     /// Seals `plaintext` as `nonce || ciphertext || tag`.
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RandomFailed> {
         let mut nonce_bytes = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce_bytes)
-            .map_err(|_| RandomFailed)?;
+        SystemRandom::new().fill(&mut nonce_bytes).map_err(|_| RandomFailed)?;
         let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         sealed.extend_from_slice(&nonce_bytes);
         sealed.extend_from_slice(plaintext);
         // Sealing in place leaves only ciphertext in `sealed`: no plaintext copy outlives this.
         let mut body = sealed.split_off(NONCE_LEN);
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(aad),
-                &mut body,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut body)
             .expect("AES-GCM seals any message shorter than 64 GiB");
         sealed.extend_from_slice(&body);
         Ok(sealed)
@@ -119,11 +105,7 @@ impl StoreKey {
         let (nonce_bytes, body) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce_bytes).ok()?;
         let mut buffer: SecretValue = Zeroizing::new(body.to_vec());
-        let plaintext_len = self
-            .key
-            .open_in_place(nonce, Aad::from(aad), &mut buffer[..])
-            .ok()?
-            .len();
+        let plaintext_len = self.key.open_in_place(nonce, Aad::from(aad), &mut buffer[..]).ok()?.len();
         buffer.truncate(plaintext_len);
         Some(buffer)
     }
@@ -167,12 +149,9 @@ pub struct Header {
 impl Header {
     /// A header with a fresh salt for `password`, and the key it describes.
     pub fn create(password: &[u8], iterations: u32) -> Result<(Header, StoreKey), RandomFailed> {
-        let iterations =
-            NonZeroU32::new(iterations.clamp(1, MAX_ITERATIONS)).expect("clamped to 1 or more");
+        let iterations = NonZeroU32::new(iterations.clamp(1, MAX_ITERATIONS)).expect("clamped to 1 or more");
         let mut salt = [0u8; SALT_LEN];
-        SystemRandom::new()
-            .fill(&mut salt)
-            .map_err(|_| RandomFailed)?;
+        SystemRandom::new().fill(&mut salt).map_err(|_| RandomFailed)?;
         let key = StoreKey::derive(password, &salt, iterations);
         let check = key.seal(CHECK_AAD, CHECK_PLAINTEXT)?;
         let mut header = Header {
@@ -235,10 +214,8 @@ impl Header {
     }
 
     fn expected_digest(&self) -> String {
-        let canonical = format!(
-            "{}|{}|{}|{}|{}",
-            self.format, self.kdf, self.iterations, self.salt, self.check
-        );
+        let canonical =
+            format!("{}|{}|{}|{}|{}", self.format, self.kdf, self.iterations, self.salt, self.check);
         hex_encode(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
     }
 }
@@ -247,12 +224,7 @@ fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     bytes
         .iter()
-        .flat_map(|byte| {
-            [
-                DIGITS[usize::from(byte >> 4)],
-                DIGITS[usize::from(byte & 0xf)],
-            ]
-        })
+        .flat_map(|byte| [DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0xf)]])
         .map(char::from)
         .collect()
 }
@@ -266,30 +238,22 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
-    bytes
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    bytes.chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 /// A random identifier for a generation directory: 16 lowercase hex digits.
 pub fn random_id() -> Result<String, RandomFailed> {
     let mut bytes = [0u8; 8];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| RandomFailed)?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| RandomFailed)?;
     Ok(hex_encode(&bytes))
 }
 
 /// Whether `text` is what [`random_id`] makes.
 pub fn is_random_id(text: &str) -> bool {
-    text.len() == 16
-        && text
-            .bytes()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    text.len() == 16 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -307,10 +271,7 @@ mod tests {
         assert!(parsed.unlock(b"wrong").is_none());
         let unlocked = parsed.unlock(b"right").unwrap();
         let sealed = key.seal_secret("name", b"value").unwrap();
-        assert_eq!(
-            unlocked.open_secret("name", &sealed).unwrap().as_slice(),
-            b"value"
-        );
+        assert_eq!(unlocked.open_secret("name", &sealed).unwrap().as_slice(), b"value");
     }
 
     #[test]
@@ -319,19 +280,8 @@ mod tests {
         let text = String::from_utf8(header.to_bytes()).unwrap();
         let tampered = [
             text.replace(&format!("\"iterations\": {FEW}"), "\"iterations\": 11"),
-            text.replacen(
-                &header.salt[..2],
-                if &header.salt[..2] == "00" {
-                    "01"
-                } else {
-                    "00"
-                },
-                1,
-            ),
-            text.replace(
-                &header.check,
-                &header.check.chars().rev().collect::<String>(),
-            ),
+            text.replacen(&header.salt[..2], if &header.salt[..2] == "00" { "01" } else { "00" }, 1),
+            text.replace(&header.check, &header.check.chars().rev().collect::<String>()),
             text[..text.len() / 2].to_owned(),
         ];
         for bad in tampered {
@@ -367,15 +317,9 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = sealed.clone();
                 bad[index] ^= 1 << bit;
-                assert!(
-                    key.open_secret("s", &bad).is_none(),
-                    "byte {index} bit {bit}"
-                );
+                assert!(key.open_secret("s", &bad).is_none(), "byte {index} bit {bit}");
             }
-            assert!(
-                key.open_secret("s", &sealed[..index]).is_none(),
-                "truncated to {index}"
-            );
+            assert!(key.open_secret("s", &sealed[..index]).is_none(), "truncated to {index}");
         }
     }
 

@@ -32,11 +32,7 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 /// An I/O error, with the step and the path it concerns.
 pub fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SecretError {
     let path = path.to_owned();
-    move |source| SecretError::Io {
-        operation,
-        path,
-        source,
-    }
+    move |source| SecretError::Io { operation, path, source }
 }
 
 /// Creates a directory with mode 0700; `Ok(false)` when it already existed.
@@ -53,8 +49,7 @@ pub fn create_private_dir(path: &Path) -> Result<bool, SecretError> {
 
 /// Sets the permission bits of `path`.
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), SecretError> {
-    fs::set_permissions(path, Permissions::from_mode(mode))
-        .map_err(io_error("set permissions of", path))
+    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io_error("set permissions of", path))
 }
 
 /// Sets the permission bits of `path` to `mode` when they differ. Symbolic links are refused: the
@@ -82,8 +77,7 @@ pub fn write_new_file(path: &Path, contents: &[u8]) -> Result<(), SecretError> {
         .mode(FILE_MODE)
         .open(path)
         .map_err(io_error("create", path))?;
-    file.set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(io_error("set permissions of", path))?;
+    file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(io_error("set permissions of", path))?;
     file.write_all(contents).map_err(io_error("write", path))?;
     file.sync_all().map_err(io_error("sync", path))
 }
@@ -104,25 +98,20 @@ pub fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> Result<(), Secre
 
 /// Makes the entries of `dir` (creations, renames, removals) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SecretError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_error("sync directory", dir))
+    File::open(dir).and_then(|handle| handle.sync_all()).map_err(io_error("sync directory", dir))
 }
 
 /// Reads a whole file into a buffer that is zeroed when dropped; `Ok(None)` when it does not exist.
 /// Files longer than `limit` are an error of kind `InvalidData`, read no further.
 pub fn read_private(path: &Path, limit: u64) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),
     };
     let length = file.metadata()?.len();
     if length > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file larger than the limit",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "file larger than the limit"));
     }
     // The exact capacity up front means the buffer never reallocates, which would leave an
     // unzeroed copy of the contents behind.
@@ -145,15 +134,11 @@ pub fn read_all_private(reader: &mut impl Read, limit: usize) -> io::Result<Zero
             Err(error) => return Err(error),
         };
         if buffer.len() + count > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "input larger than the limit",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "input larger than the limit"));
         }
         if buffer.len() + count > buffer.capacity() {
-            let mut grown = Zeroizing::new(Vec::with_capacity(
-                (buffer.capacity() * 2).max(buffer.len() + count),
-            ));
+            let mut grown =
+                Zeroizing::new(Vec::with_capacity((buffer.capacity() * 2).max(buffer.len() + count)));
             grown.extend_from_slice(&buffer);
             buffer = grown;
         }
@@ -188,15 +173,11 @@ impl WriterLock {
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(WriterLock { _file: file }),
-                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
-                    if Instant::now() < deadline =>
-                {
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) if Instant::now() < deadline => {
                     std::thread::sleep(LOCK_POLL);
                 }
                 Err(rustix::io::Errno::WOULDBLOCK) => {
-                    return Err(SecretError::Locked {
-                        path: store.to_owned(),
-                    });
+                    return Err(SecretError::Locked { path: store.to_owned() });
                 }
                 Err(errno) => return Err(io_error("lock", path)(errno.into())),
             }
@@ -229,11 +210,7 @@ mod tests {
         replace_file(dir.path(), "f", b"two").unwrap();
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"two");
         assert_eq!(mode_of(&dir.path().join("f")), FILE_MODE);
-        let names: Vec<_> = dir_entries(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
+        let names: Vec<_> = dir_entries(dir.path()).unwrap().into_iter().map(|(name, _)| name).collect();
         assert_eq!(names, [Some("f".to_owned())]);
     }
 
@@ -247,10 +224,7 @@ mod tests {
         assert_eq!(mode_of(&file), FILE_MODE);
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert!(matches!(
-            repair_mode(&link, FILE_MODE),
-            Err(SecretError::StoreDamaged { .. })
-        ));
+        assert!(matches!(repair_mode(&link, FILE_MODE), Err(SecretError::StoreDamaged { .. })));
     }
 
     #[test]
@@ -258,19 +232,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         fs::write(&file, b"12345").unwrap();
-        assert_eq!(
-            read_private(&file, 5).unwrap().unwrap().as_slice(),
-            b"12345"
-        );
-        assert_eq!(
-            read_private(&file, 4).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-        assert!(
-            read_private(&dir.path().join("missing"), 5)
-                .unwrap()
-                .is_none()
-        );
+        assert_eq!(read_private(&file, 5).unwrap().unwrap().as_slice(), b"12345");
+        assert_eq!(read_private(&file, 4).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(read_private(&dir.path().join("missing"), 5).unwrap().is_none());
     }
 
     #[test]

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use super::crypto::{Header, StoreKey, default_iterations, is_random_id, random_id};
 use super::files::{
-    DIR_MODE, FILE_MODE, TEMP_PREFIX, WriterLock, create_private_dir, dir_entries, io_error,
-    read_private, repair_mode, replace_file, sync_dir, write_new_file,
+    DIR_MODE, FILE_MODE, TEMP_PREFIX, WriterLock, create_private_dir, dir_entries, io_error, read_private,
+    repair_mode, replace_file, sync_dir, write_new_file,
 };
 use super::name::validate_secret_name;
 use super::password::Password;
@@ -100,43 +100,30 @@ impl LocalSecretStore {
         if !created {
             let metadata = fs::symlink_metadata(root).map_err(io_error("inspect", root))?;
             if !metadata.is_dir() {
-                return Err(SecretError::NotAStore {
-                    path: root.to_owned(),
-                });
+                return Err(SecretError::NotAStore { path: root.to_owned() });
             }
             repair_mode(root, DIR_MODE)?;
         }
         let _lock = WriterLock::acquire(&root.join(LOCK_FILE), root)?;
         if root.join(CURRENT_FILE).exists() {
-            return Err(SecretError::StoreExists {
-                path: root.to_owned(),
-            });
+            return Err(SecretError::StoreExists { path: root.to_owned() });
         }
         // Only the leftovers of an interrupted `init` may be there: anything else is someone's data.
         for (name, _) in dir_entries(root).map_err(io_error("list", root))? {
             let ours = name.as_deref().is_some_and(|name| {
-                name == LOCK_FILE
-                    || name.starts_with(GENERATION_PREFIX)
-                    || name.starts_with(TEMP_PREFIX)
+                name == LOCK_FILE || name.starts_with(GENERATION_PREFIX) || name.starts_with(TEMP_PREFIX)
             });
             if !ours {
-                return Err(SecretError::NotAStore {
-                    path: root.to_owned(),
-                });
+                return Err(SecretError::NotAStore { path: root.to_owned() });
             }
         }
         remove_stale(root, None);
-        let (header, key) = Header::create(password.as_bytes(), iterations)
-            .map_err(|_| SecretError::RandomFailed)?;
+        let (header, key) =
+            Header::create(password.as_bytes(), iterations).map_err(|_| SecretError::RandomFailed)?;
         let generation = random_id().map_err(|_| SecretError::RandomFailed)?;
         write_generation(root, &generation, &header, &[])?;
         switch_current(root, &generation)?;
-        Ok(LocalSecretStore {
-            root: root.to_owned(),
-            generation,
-            iterations: header.iterations(),
-            key,
-        })
+        Ok(LocalSecretStore { root: root.to_owned(), generation, iterations: header.iterations(), key })
     }
 
     /// Opens the store at `root`, checking `password` and repairing loose permissions.
@@ -147,16 +134,11 @@ impl LocalSecretStore {
         let (generation, header) = loop {
             attempts += 1;
             let generation = read_current(root)?;
-            let header_path = root
-                .join(generation_dir_name(&generation))
-                .join(HEADER_FILE);
+            let header_path = root.join(generation_dir_name(&generation)).join(HEADER_FILE);
             match read_private(&header_path, MAX_HEADER_LEN) {
                 Ok(Some(bytes)) => {
-                    let header =
-                        Header::parse(&bytes).map_err(|reason| SecretError::StoreDamaged {
-                            path: header_path.clone(),
-                            reason,
-                        })?;
+                    let header = Header::parse(&bytes)
+                        .map_err(|reason| SecretError::StoreDamaged { path: header_path.clone(), reason })?;
                     break (generation, header);
                 }
                 Ok(None) if attempts < 3 && read_current(root)? != generation => continue,
@@ -171,17 +153,16 @@ impl LocalSecretStore {
         };
         let key = header
             .unlock(password.as_bytes())
-            .ok_or_else(|| SecretError::WrongPassword {
-                path: root.to_owned(),
-            })?;
-        let store = LocalSecretStore {
-            root: root.to_owned(),
-            generation,
-            iterations: header.iterations(),
-            key,
-        };
+            .ok_or_else(|| SecretError::WrongPassword { path: root.to_owned() })?;
+        let store =
+            LocalSecretStore { root: root.to_owned(), generation, iterations: header.iterations(), key };
         store.repair_permissions()?;
         Ok(store)
+    }
+
+    /// Checks that a store exists at `root`, before asking for its password.
+    pub fn check_exists(root: &Path) -> Result<(), SecretError> {
+        read_current(root).map(drop)
     }
 
     /// The store's directory.
@@ -219,19 +200,11 @@ impl LocalSecretStore {
             Ok(Some(sealed)) => sealed,
             Ok(None) => return Err(self.missing(name)?),
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                return Err(SecretError::Damaged {
-                    name: name.to_owned(),
-                    path,
-                });
+                return Err(SecretError::Damaged { name: name.to_owned(), path });
             }
             Err(error) => return Err(io_error("read", &path)(error)),
         };
-        self.key
-            .open_secret(name, &sealed)
-            .ok_or(SecretError::Damaged {
-                name: name.to_owned(),
-                path,
-            })
+        self.key.open_secret(name, &sealed).ok_or(SecretError::Damaged { name: name.to_owned(), path })
     }
 
     /// Whether secret `name` exists.
@@ -252,21 +225,13 @@ impl LocalSecretStore {
     pub fn add(&self, name: &str, value: &[u8], if_exists: IfExists) -> Result<(), SecretError> {
         validate_secret_name(name)?;
         if value.len() > MAX_VALUE_LEN {
-            return Err(SecretError::TooLarge {
-                name: name.to_owned(),
-                limit: MAX_VALUE_LEN,
-            });
+            return Err(SecretError::TooLarge { name: name.to_owned(), limit: MAX_VALUE_LEN });
         }
         let _lock = self.lock_for_writing()?;
         if if_exists == IfExists::Fail && self.contains(name)? {
-            return Err(SecretError::AlreadyExists {
-                name: name.to_owned(),
-            });
+            return Err(SecretError::AlreadyExists { name: name.to_owned() });
         }
-        let sealed = self
-            .key
-            .seal_secret(name, value)
-            .map_err(|_| SecretError::RandomFailed)?;
+        let sealed = self.key.seal_secret(name, value).map_err(|_| SecretError::RandomFailed)?;
         replace_file(&self.secrets_dir(), name, &sealed)
     }
 
@@ -278,9 +243,9 @@ impl LocalSecretStore {
         let path = dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&dir),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Err(SecretError::NotFound {
-                name: name.to_owned(),
-            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                Err(SecretError::NotFound { name: name.to_owned() })
+            }
             Err(error) => Err(io_error("remove", &path)(error)),
         }
     }
@@ -288,22 +253,26 @@ impl LocalSecretStore {
     /// Re-encrypts every secret under `new_password` (with a fresh salt and the current iteration
     /// count) and returns the store opened with it. Atomic: until the switch, the old password
     /// keeps working; after it, the new one does. A damaged secret aborts the change.
-    pub fn change_password(
+    pub fn change_password(&self, new_password: &Password) -> Result<LocalSecretStore, SecretError> {
+        self.change_password_with_iterations(new_password, default_iterations())
+    }
+
+    /// [`LocalSecretStore::change_password`] with a given iteration count.
+    fn change_password_with_iterations(
         &self,
         new_password: &Password,
+        iterations: u32,
     ) -> Result<LocalSecretStore, SecretError> {
         if new_password.is_empty() {
             return Err(SecretError::EmptyPassword);
         }
         let _lock = self.lock_for_writing()?;
-        let (header, key) = Header::create(new_password.as_bytes(), default_iterations())
-            .map_err(|_| SecretError::RandomFailed)?;
+        let (header, key) =
+            Header::create(new_password.as_bytes(), iterations).map_err(|_| SecretError::RandomFailed)?;
         let mut sealed_secrets = Vec::new();
         for name in self.list()? {
             let value = self.get(&name)?;
-            let sealed = key
-                .seal_secret(&name, &value)
-                .map_err(|_| SecretError::RandomFailed)?;
+            let sealed = key.seal_secret(&name, &value).map_err(|_| SecretError::RandomFailed)?;
             sealed_secrets.push((name, sealed));
         }
         let generation = random_id().map_err(|_| SecretError::RandomFailed)?;
@@ -313,18 +282,11 @@ impl LocalSecretStore {
         }
         switch_current(&self.root, &generation)?;
         remove_stale(&self.root, Some(&generation));
-        Ok(LocalSecretStore {
-            root: self.root.clone(),
-            generation,
-            iterations: header.iterations(),
-            key,
-        })
+        Ok(LocalSecretStore { root: self.root.clone(), generation, iterations: header.iterations(), key })
     }
 
     fn secrets_dir(&self) -> PathBuf {
-        self.root
-            .join(generation_dir_name(&self.generation))
-            .join(SECRETS_DIR)
+        self.root.join(generation_dir_name(&self.generation)).join(SECRETS_DIR)
     }
 
     /// Takes the writers' lock and makes sure this store's generation is still the live one;
@@ -340,9 +302,7 @@ impl LocalSecretStore {
         if read_current(&self.root)? == self.generation {
             Ok(())
         } else {
-            Err(SecretError::Rekeyed {
-                path: self.root.clone(),
-            })
+            Err(SecretError::Rekeyed { path: self.root.clone() })
         }
     }
 
@@ -350,9 +310,7 @@ impl LocalSecretStore {
     /// generation was replaced by a password change.
     fn missing(&self, name: &str) -> Result<SecretError, SecretError> {
         self.check_live()?;
-        Ok(SecretError::NotFound {
-            name: name.to_owned(),
-        })
+        Ok(SecretError::NotFound { name: name.to_owned() })
     }
 
     /// The error for a generation directory that is not there.
@@ -364,7 +322,16 @@ impl LocalSecretStore {
         })
     }
 
+    /// Sets every mode back to 0700/0600. A password change may delete this generation while we
+    /// walk it; that is reported as such rather than as a missing file.
     fn repair_permissions(&self) -> Result<(), SecretError> {
+        self.repair_generation_permissions().map_err(|error| match self.check_live() {
+            Ok(()) => error,
+            Err(rekeyed) => rekeyed,
+        })
+    }
+
+    fn repair_generation_permissions(&self) -> Result<(), SecretError> {
         let generation_dir = self.root.join(generation_dir_name(&self.generation));
         let secrets_dir = self.secrets_dir();
         repair_mode(&self.root, DIR_MODE)?;
@@ -406,24 +373,17 @@ fn read_current(root: &Path) -> Result<String, SecretError> {
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Err(SecretError::StoreMissing {
-                path: root.to_owned(),
-            });
+            return Err(SecretError::StoreMissing { path: root.to_owned() });
         }
         Err(error) if error.kind() == io::ErrorKind::NotADirectory => {
-            return Err(SecretError::StoreMissing {
-                path: root.to_owned(),
-            });
+            return Err(SecretError::StoreMissing { path: root.to_owned() });
         }
         Err(error) => return Err(io_error("read", &path)(error)),
     };
     let text = String::from_utf8(bytes).unwrap_or_default();
     let generation = text.trim_end_matches('\n');
     if !is_random_id(generation) {
-        return Err(SecretError::StoreDamaged {
-            path,
-            reason: "it does not name a generation",
-        });
+        return Err(SecretError::StoreDamaged { path, reason: "it does not name a generation" });
     }
     Ok(generation.to_owned())
 }
@@ -453,9 +413,7 @@ fn create_new_private_dir(path: &Path) -> Result<(), SecretError> {
     if create_private_dir(path)? {
         Ok(())
     } else {
-        Err(io_error("create directory", path)(
-            io::ErrorKind::AlreadyExists.into(),
-        ))
+        Err(io_error("create directory", path)(io::ErrorKind::AlreadyExists.into()))
     }
 }
 
@@ -503,17 +461,12 @@ mod tests {
     }
 
     fn reference(name: &str, key: Option<&str>) -> SecretReference {
-        SecretReference {
-            secret_name: name.to_owned(),
-            key: key.map(str::to_owned),
-        }
+        SecretReference { secret_name: name.to_owned(), key: key.map(str::to_owned) }
     }
 
     fn only_file(dir: &Path, name: &str) -> PathBuf {
         let generation = read_current(dir).unwrap();
-        dir.join(generation_dir_name(&generation))
-            .join(SECRETS_DIR)
-            .join(name)
+        dir.join(generation_dir_name(&generation)).join(SECRETS_DIR).join(name)
     }
 
     #[test]
@@ -522,9 +475,7 @@ mod tests {
         let root = temp.path().join("store");
         let store = new_store(&root, "pw");
         assert_eq!(store.list().unwrap(), Vec::<String>::new());
-        store
-            .add("b", b"\x00\xff\xfe binary", IfExists::Fail)
-            .unwrap();
+        store.add("b", b"\x00\xff\xfe binary", IfExists::Fail).unwrap();
         store.add("a", b"one", IfExists::Fail).unwrap();
         assert!(matches!(
             store.add("a", b"two", IfExists::Fail),
@@ -536,10 +487,7 @@ mod tests {
         assert_eq!(store.get("b").unwrap().as_slice(), b"\x00\xff\xfe binary");
         assert_eq!(store.list().unwrap(), ["a", "b"]);
         store.remove("a").unwrap();
-        assert!(matches!(
-            store.remove("a"),
-            Err(SecretError::NotFound { .. })
-        ));
+        assert!(matches!(store.remove("a"), Err(SecretError::NotFound { .. })));
         assert!(matches!(store.get("a"), Err(SecretError::NotFound { .. })));
         assert_eq!(store.list().unwrap(), ["b"]);
     }
@@ -548,9 +496,7 @@ mod tests {
     fn open_tells_a_wrong_password_and_a_missing_store() {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path().join("store");
-        new_store(&root, "right")
-            .add("s", b"v", IfExists::Fail)
-            .unwrap();
+        new_store(&root, "right").add("s", b"v", IfExists::Fail).unwrap();
         assert!(matches!(
             LocalSecretStore::open(&root, &Password::from("wrong")),
             Err(SecretError::WrongPassword { .. })
@@ -567,9 +513,7 @@ mod tests {
     fn init_refuses_an_existing_store_and_a_foreign_directory() {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path().join("store");
-        new_store(&root, "pw")
-            .add("s", b"kept", IfExists::Fail)
-            .unwrap();
+        new_store(&root, "pw").add("s", b"kept", IfExists::Fail).unwrap();
         assert!(matches!(
             LocalSecretStore::init_with_iterations(&root, &Password::from("other"), FEW),
             Err(SecretError::StoreExists { .. })
@@ -585,11 +529,7 @@ mod tests {
             Err(SecretError::NotAStore { .. })
         ));
         assert!(matches!(
-            LocalSecretStore::init_with_iterations(
-                &temp.path().join("e"),
-                &Password::from(""),
-                FEW
-            ),
+            LocalSecretStore::init_with_iterations(&temp.path().join("e"), &Password::from(""), FEW),
             Err(SecretError::EmptyPassword)
         ));
     }
@@ -602,11 +542,7 @@ mod tests {
         fs::create_dir(root.join("gen-0000000000000000")).unwrap();
         fs::write(root.join(".tmp-0000000000000000"), b"").unwrap();
         new_store(&root, "pw");
-        let names: Vec<_> = dir_entries(&root)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(name, _)| name)
-            .collect();
+        let names: Vec<_> = dir_entries(&root).unwrap().into_iter().filter_map(|(name, _)| name).collect();
         assert_eq!(names.len(), 3, "{names:?}");
     }
 
@@ -616,9 +552,7 @@ mod tests {
         let root = temp.path().join("store");
         let store = new_store(&root, "pw");
         store.add("flipped", b"value-one", IfExists::Fail).unwrap();
-        store
-            .add("truncated", b"value-two", IfExists::Fail)
-            .unwrap();
+        store.add("truncated", b"value-two", IfExists::Fail).unwrap();
         store.add("intact", b"value-three", IfExists::Fail).unwrap();
         let mut bytes = fs::read(only_file(&root, "flipped")).unwrap();
         bytes[20] ^= 0x01;
@@ -630,12 +564,7 @@ mod tests {
         for name in ["flipped", "truncated"] {
             let error = store.get(name).unwrap_err();
             assert!(matches!(&error, SecretError::Damaged { name: got, .. } if got == name));
-            assert!(
-                error
-                    .to_string()
-                    .starts_with(&format!("secret `{name}` is damaged")),
-                "{error}"
-            );
+            assert!(error.to_string().starts_with(&format!("secret `{name}` is damaged")), "{error}");
         }
         assert_eq!(store.get("intact").unwrap().as_slice(), b"value-three");
     }
@@ -648,10 +577,7 @@ mod tests {
         store.add("admin", b"admin-value", IfExists::Fail).unwrap();
         store.add("guest", b"guest-value", IfExists::Fail).unwrap();
         fs::rename(only_file(&root, "admin"), only_file(&root, "guest")).unwrap();
-        assert!(matches!(
-            store.get("guest"),
-            Err(SecretError::Damaged { .. })
-        ));
+        assert!(matches!(store.get("guest"), Err(SecretError::Damaged { .. })));
     }
 
     #[test]
@@ -660,15 +586,9 @@ mod tests {
         let root = temp.path().join("store");
         new_store(&root, "pw");
         let generation = read_current(&root).unwrap();
-        let header_path = root
-            .join(generation_dir_name(&generation))
-            .join(HEADER_FILE);
+        let header_path = root.join(generation_dir_name(&generation)).join(HEADER_FILE);
         let text = fs::read_to_string(&header_path).unwrap();
-        fs::write(
-            &header_path,
-            text.replace("\"iterations\": 10", "\"iterations\": 1"),
-        )
-        .unwrap();
+        fs::write(&header_path, text.replace("\"iterations\": 10", "\"iterations\": 1")).unwrap();
         assert!(matches!(
             LocalSecretStore::open(&root, &Password::from("pw")),
             Err(SecretError::StoreDamaged { .. })
@@ -682,8 +602,8 @@ mod tests {
         let old = new_store(&root, "old");
         old.add("a", b"alpha", IfExists::Fail).unwrap();
         old.add("b", b"\x00beta", IfExists::Fail).unwrap();
-        let new = old.change_password(&Password::from("new")).unwrap();
-        assert_eq!(new.iterations(), default_iterations());
+        let new = old.change_password_with_iterations(&Password::from("new"), FEW + 1).unwrap();
+        assert_eq!(new.iterations(), FEW + 1);
         assert!(matches!(
             LocalSecretStore::open(&root, &Password::from("old")),
             Err(SecretError::WrongPassword { .. })
@@ -693,17 +613,11 @@ mod tests {
         assert_eq!(reopened.get("b").unwrap().as_slice(), b"\x00beta");
         // The store opened before the change fails clearly rather than with a decryption error.
         assert!(matches!(old.get("a"), Err(SecretError::Rekeyed { .. })));
-        assert!(matches!(
-            old.add("c", b"x", IfExists::Fail),
-            Err(SecretError::Rekeyed { .. })
-        ));
+        assert!(matches!(old.add("c", b"x", IfExists::Fail), Err(SecretError::Rekeyed { .. })));
         let generations = dir_entries(&root)
             .unwrap()
             .into_iter()
-            .filter(|(name, _)| {
-                name.as_deref()
-                    .is_some_and(|name| name.starts_with(GENERATION_PREFIX))
-            })
+            .filter(|(name, _)| name.as_deref().is_some_and(|name| name.starts_with(GENERATION_PREFIX)))
             .count();
         assert_eq!(generations, 1);
     }
@@ -716,7 +630,7 @@ mod tests {
         store.add("bad", b"value", IfExists::Fail).unwrap();
         fs::write(only_file(&root, "bad"), b"HPS1 junk").unwrap();
         assert!(matches!(
-            store.change_password(&Password::from("new")),
+            store.change_password_with_iterations(&Password::from("new"), FEW),
             Err(SecretError::Damaged { .. })
         ));
         LocalSecretStore::open(&root, &Password::from("old")).unwrap();
@@ -728,39 +642,23 @@ mod tests {
         let root = temp.path().join("store");
         let store = new_store(&root, "pw");
         store
-            .add(
-                "aws-credentials",
-                br#"{"AccessKeyId":"AKIA","SecretAccessKey":"sk","n":5}"#,
-                IfExists::Fail,
-            )
+            .add("aws-credentials", br#"{"AccessKeyId":"AKIA","SecretAccessKey":"sk","n":5}"#, IfExists::Fail)
             .unwrap();
         let resolve = |name, key| store.resolve(&reference(name, key));
-        assert_eq!(
-            resolve("aws-credentials", Some("AccessKeyId"))
-                .unwrap()
-                .as_slice(),
-            b"AKIA"
-        );
-        assert_eq!(
-            resolve("aws-credentials", Some("n")).unwrap().as_slice(),
-            b"5"
-        );
+        assert_eq!(resolve("aws-credentials", Some("AccessKeyId")).unwrap().as_slice(), b"AKIA");
+        assert_eq!(resolve("aws-credentials", Some("n")).unwrap().as_slice(), b"5");
         assert!(matches!(
             resolve("aws-credentials", Some("Missing")),
             Err(SecretError::KeyNotFound { name, key }) if name == "aws-credentials" && key == "Missing"
         ));
-        assert!(
-            matches!(resolve("nope", None), Err(SecretError::NotFound { name }) if name == "nope")
-        );
+        assert!(matches!(resolve("nope", None), Err(SecretError::NotFound { name }) if name == "nope"));
     }
 
     #[test]
     fn open_repairs_loose_permissions() {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path().join("store");
-        new_store(&root, "pw")
-            .add("s", b"v", IfExists::Fail)
-            .unwrap();
+        new_store(&root, "pw").add("s", b"v", IfExists::Fail).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(only_file(&root, "s"), fs::Permissions::from_mode(0o644)).unwrap();
         LocalSecretStore::open(&root, &Password::from("pw")).unwrap();

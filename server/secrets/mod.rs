@@ -218,9 +218,7 @@ pub struct NoSecretStore;
 
 impl SecretStore for NoSecretStore {
     fn resolve(&self, reference: &SecretReference) -> Result<SecretValue, SecretError> {
-        Err(SecretError::NoStore {
-            reference: reference.clone(),
-        })
+        Err(SecretError::NoStore { reference: reference.clone() })
     }
 }
 
@@ -248,35 +246,21 @@ pub fn expand_home(path: &Path) -> Result<PathBuf, SecretError> {
     };
     let home = std::env::var_os("HOME")
         .filter(|home| !home.is_empty())
-        .ok_or_else(|| SecretError::HomeUnknown {
-            path: path.to_owned(),
-        })?;
+        .ok_or_else(|| SecretError::HomeUnknown { path: path.to_owned() })?;
     let home = PathBuf::from(home);
-    Ok(if rest.as_os_str().is_empty() {
-        home
-    } else {
-        home.join(rest)
-    })
+    Ok(if rest.as_os_str().is_empty() { home } else { home.join(rest) })
 }
 
 /// The value of `key` in secret `name`, whose value must be a JSON object: a JSON string's
 /// contents, or the JSON text of any other value.
 pub fn select_key(name: &str, key: &str, value: &[u8]) -> Result<SecretValue, SecretError> {
-    let not_an_object = || SecretError::NotAnObject {
-        name: name.to_owned(),
-        key: key.to_owned(),
-    };
+    let not_an_object = || SecretError::NotAnObject { name: name.to_owned(), key: key.to_owned() };
     let mut json: serde_json::Value = serde_json::from_slice(value).map_err(|_| not_an_object())?;
     let selected = match &json {
         serde_json::Value::Object(map) => match map.get(key) {
-            None => Err(SecretError::KeyNotFound {
-                name: name.to_owned(),
-                key: key.to_owned(),
-            }),
+            None => Err(SecretError::KeyNotFound { name: name.to_owned(), key: key.to_owned() }),
             Some(serde_json::Value::String(text)) => Ok(SecretValue::new(text.as_bytes().to_vec())),
-            Some(other) => Ok(SecretValue::new(
-                serde_json::to_vec(other).expect("a JSON value serialises"),
-            )),
+            Some(other) => Ok(SecretValue::new(serde_json::to_vec(other).expect("a JSON value serialises"))),
         },
         _ => Err(not_an_object()),
     };
@@ -339,58 +323,35 @@ mod tests {
     #[test]
     fn tilde_expands_to_home() {
         let home = PathBuf::from(std::env::var_os("HOME").expect("tests run with HOME set"));
-        assert_eq!(
-            expand_home(Path::new("~/.hydro_secrets")).unwrap(),
-            home.join(".hydro_secrets")
-        );
+        assert_eq!(expand_home(Path::new("~/.hydro_secrets")).unwrap(), home.join(".hydro_secrets"));
         assert_eq!(expand_home(Path::new("~")).unwrap(), home);
-        assert_eq!(
-            expand_home(Path::new("/abs/~")).unwrap(),
-            PathBuf::from("/abs/~")
-        );
-        assert_eq!(
-            expand_home(Path::new("~user/x")).unwrap(),
-            PathBuf::from("~user/x")
-        );
+        assert_eq!(expand_home(Path::new("/abs/~")).unwrap(), PathBuf::from("/abs/~"));
+        assert_eq!(expand_home(Path::new("~user/x")).unwrap(), PathBuf::from("~user/x"));
     }
 
     #[test]
     fn the_none_store_is_opened_without_a_password() {
-        let store = open_configured(
-            &SecretStoreSettings::None,
-            PasswordSource::File(PathBuf::from("/nonexistent")),
-        )
-        .unwrap();
-        let reference = SecretReference {
-            secret_name: "s".into(),
-            key: None,
-        };
-        assert!(matches!(
-            store.resolve(&reference),
-            Err(SecretError::NoStore { .. })
-        ));
+        let store =
+            open_configured(&SecretStoreSettings::None, PasswordSource::File(PathBuf::from("/nonexistent")))
+                .unwrap();
+        let reference = SecretReference { secret_name: "s".into(), key: None };
+        assert!(matches!(store.resolve(&reference), Err(SecretError::NoStore { .. })));
     }
 
     #[test]
     fn open_configured_checks_the_password() {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path().join("store");
-        let store =
-            LocalSecretStore::init_with_iterations(&root, &Password::from("right"), 10).unwrap();
+        let store = LocalSecretStore::init_with_iterations(&root, &Password::from("right"), 10).unwrap();
         store.add("s", b"v", IfExists::Fail).unwrap();
-        let settings = SecretStoreSettings::Local {
-            store_location: root.clone(),
-        };
+        let settings = SecretStoreSettings::Local { store_location: root.clone() };
         let given = |text: &str| PasswordSource::Given(Password::from(text));
         assert!(matches!(
             open_configured(&settings, given("wrong")),
             Err(SecretError::WrongPassword { path }) if path == root
         ));
         let opened = open_configured(&settings, given("right")).unwrap();
-        let reference = SecretReference {
-            secret_name: "s".into(),
-            key: None,
-        };
+        let reference = SecretReference { secret_name: "s".into(), key: None };
         assert_eq!(opened.resolve(&reference).unwrap().as_slice(), b"v");
     }
 }

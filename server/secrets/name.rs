@@ -9,10 +9,7 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// Checks a secret name: 1 to 128 characters of `[A-Za-z0-9._-]`, not starting with a dot.
 pub fn validate_secret_name(name: &str) -> Result<(), SecretError> {
-    let invalid = |reason: &'static str| SecretError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
+    let invalid = |reason: &'static str| SecretError::InvalidName { name: name.to_owned(), reason };
     if name.is_empty() {
         return Err(invalid("it is empty"));
     }
@@ -29,13 +26,8 @@ pub fn validate_secret_name(name: &str) -> Result<(), SecretError> {
     if name.contains("..") {
         return Err(invalid("it contains `..`"));
     }
-    if !name
-        .bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
-    {
-        return Err(invalid(
-            "only letters, digits, `.`, `_` and `-` are allowed",
-        ));
+    if !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')) {
+        return Err(invalid("only letters, digits, `.`, `_` and `-` are allowed"));
     }
     Ok(())
 }
@@ -70,17 +62,8 @@ mod tests {
         check("..", Some("it starts with a dot"));
         check(".hidden", Some("it starts with a dot"));
         check("a..b", Some("it contains `..`"));
-        check(
-            "with space",
-            Some("only letters, digits, `.`, `_` and `-` are allowed"),
-        );
-        check(
-            "nul\0byte",
-            Some("only letters, digits, `.`, `_` and `-` are allowed"),
-        );
-        check(
-            "é",
-            Some("only letters, digits, `.`, `_` and `-` are allowed"),
-        );
+        check("with space", Some("only letters, digits, `.`, `_` and `-` are allowed"));
+        check("nul\0byte", Some("only letters, digits, `.`, `_` and `-` are allowed"));
+        check("é", Some("only letters, digits, `.`, `_` and `-` are allowed"));
     }
 }

@@ -82,10 +82,7 @@ impl PasswordSource {
         match password_file {
             Some(path) => PasswordSource::File(path),
             None if std::env::var_os(PASSWORD_ENV).is_some() => PasswordSource::Env(PASSWORD_ENV),
-            None => PasswordSource::Terminal {
-                prompt: PASSWORD_PROMPT,
-                confirm: false,
-            },
+            None => PasswordSource::Terminal { prompt: PASSWORD_PROMPT, confirm: false },
         }
     }
 
@@ -94,13 +91,8 @@ impl PasswordSource {
     pub fn for_new_password(new_password_file: Option<PathBuf>) -> PasswordSource {
         match new_password_file {
             Some(path) => PasswordSource::File(path),
-            None if std::env::var_os(NEW_PASSWORD_ENV).is_some() => {
-                PasswordSource::Env(NEW_PASSWORD_ENV)
-            }
-            None => PasswordSource::Terminal {
-                prompt: NEW_PASSWORD_PROMPT,
-                confirm: true,
-            },
+            None if std::env::var_os(NEW_PASSWORD_ENV).is_some() => PasswordSource::Env(NEW_PASSWORD_ENV),
+            None => PasswordSource::Terminal { prompt: NEW_PASSWORD_PROMPT, confirm: true },
         }
     }
 
@@ -114,10 +106,7 @@ impl PasswordSource {
 pub fn read_password(source: &PasswordSource) -> Result<Password, SecretError> {
     match source {
         PasswordSource::File(path) => {
-            let read_error = |source| SecretError::PasswordFile {
-                path: path.clone(),
-                source,
-            };
+            let read_error = |source| SecretError::PasswordFile { path: path.clone(), source };
             let mut bytes = read_private(path, PASSWORD_FILE_LIMIT)
                 .map_err(read_error)?
                 .ok_or_else(|| read_error(std::io::ErrorKind::NotFound.into()))?;
@@ -130,8 +119,7 @@ pub fn read_password(source: &PasswordSource) -> Result<Password, SecretError> {
             Ok(Password(bytes))
         }
         PasswordSource::Env(name) => {
-            let value: OsString =
-                std::env::var_os(name).ok_or(SecretError::PasswordEnvUnset { name })?;
+            let value: OsString = std::env::var_os(name).ok_or(SecretError::PasswordEnvUnset { name })?;
             Ok(Password::new(value.into_vec()))
         }
         PasswordSource::Terminal { prompt, confirm } => {
@@ -147,8 +135,7 @@ pub fn read_password(source: &PasswordSource) -> Result<Password, SecretError> {
 
 fn ask_terminal(prompt: &str) -> Result<Password, SecretError> {
     // rpassword prompts and reads on /dev/tty, so standard input stays free for secret values.
-    let answer =
-        rpassword::prompt_password(prompt).map_err(|source| SecretError::NoTerminal { source })?;
+    let answer = rpassword::prompt_password(prompt).map_err(|source| SecretError::NoTerminal { source })?;
     Ok(Password::new(answer.into_bytes()))
 }
 
@@ -177,21 +164,14 @@ mod tests {
     fn a_missing_password_file_names_the_file() {
         let path = PathBuf::from("/nonexistent/password-file");
         let error = read_password(&PasswordSource::File(path)).unwrap_err();
-        assert!(
-            error.to_string().contains("/nonexistent/password-file"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("/nonexistent/password-file"), "{error}");
     }
 
     #[test]
     fn debug_output_redacts_passwords() {
         let password = Password::from("hunter2-marker");
         let source = PasswordSource::Given(password.clone());
-        for printed in [
-            format!("{password:?}"),
-            format!("{source:?}"),
-            format!("{source:#?}"),
-        ] {
+        for printed in [format!("{password:?}"), format!("{source:?}"), format!("{source:#?}")] {
             assert!(!printed.contains("hunter2-marker"), "{printed}");
             assert!(printed.contains("<redacted>"), "{printed}");
         }
