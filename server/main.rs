@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use hydroplane::app::Processes;
-use hydroplane::config::{RuntimeSettings, SecretStoreSettings, Settings};
+use hydroplane::config::{RuntimeSettings, Settings};
 use hydroplane::runtime::Runtime;
+use hydroplane::runtime::kube as kube_runtime;
 use hydroplane::runtime::local::{LocalRuntime, LocalSettings};
-use hydroplane::secrets::{NoSecretStore, SecretStore};
+use hydroplane::secrets::SecretStore;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long calls in flight may take to finish once shutdown has begun.
@@ -32,6 +33,10 @@ struct Args {
     /// The port to listen on (0 picks a free one).
     #[arg(short = 'p', long, default_value_t = 50051)]
     port: u16,
+    /// Read the local secret store's password from this file instead of the terminal (or of
+    /// HYDROPLANE_SECRET_STORE_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,8 +70,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Settings::load(path)?,
         None => Settings::default(),
     };
-    let secrets = open_secret_store(&settings.secret_store)?;
-    let runtime = build_runtime(&settings.runtime, secrets)?;
+    // The password is checked before anything binds, so a wrong one ends here with one line.
+    let secrets = hydroplane::secrets::open_configured(
+        &settings.secret_store,
+        hydroplane::secrets::PasswordSource::for_opening(args.password_file.clone()),
+    )
+    .context("cannot open the secret store")?;
+    let runtime = build_runtime(&settings.runtime, secrets).await?;
     let processes = Processes::new(Arc::clone(&runtime));
 
     let address = format!("{}:{}", args.host, args.port);
@@ -130,16 +140,7 @@ fn raise_open_file_limit() {
     }
 }
 
-fn open_secret_store(settings: &SecretStoreSettings) -> anyhow::Result<Arc<dyn SecretStore>> {
-    match settings {
-        SecretStoreSettings::None => Ok(Arc::new(NoSecretStore)),
-        SecretStoreSettings::Local { .. } => {
-            bail!("secret_store_type `local` is not available in this build of Hydroplane yet")
-        }
-    }
-}
-
-fn build_runtime(
+async fn build_runtime(
     settings: &RuntimeSettings,
     secrets: Arc<dyn SecretStore>,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
@@ -151,9 +152,18 @@ fn build_runtime(
             },
             secrets,
         )),
+        RuntimeSettings::Kubernetes(kubernetes) => {
+            let client = kube_runtime::connect::client(kubernetes).await?;
+            let namespace = kube_runtime::connect::namespace(kubernetes);
+            tracing::info!(%namespace, "connecting to the Kubernetes cluster");
+            let runtime = kube_runtime::KubeRuntime::connect("kubernetes", client, namespace, secrets)
+                .await
+                .context("cannot use the Kubernetes cluster")?;
+            Ok(runtime)
+        }
         other => bail!(
             "runtime_type `{}` is not available in this build of Hydroplane yet; \
-             `local` is",
+             `local` and `kubernetes` are",
             other.runtime_type()
         ),
     }

@@ -16,6 +16,9 @@ pub struct ListArgs {
 /// Lists and prints.
 pub async fn run(client: &mut ProcessServiceClient<Channel>, args: ListArgs) -> Result<(), tonic::Status> {
     let response = client.list(proto::ListRequest { group: args.group }).await?.into_inner();
+    if let Some(reason) = &response.stale_reason {
+        eprintln!("warning: this list may be out of date: {reason}");
+    }
     let processes: Vec<ProcessJson> = response.processes.into_iter().map(ProcessJson::from).collect();
     print_pretty(&processes).map_err(|error| tonic::Status::internal(error.to_string()))
 }

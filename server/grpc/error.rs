@@ -15,6 +15,9 @@ impl From<RuntimeError> for Status {
             RuntimeError::Secret(_) => Code::FailedPrecondition,
             RuntimeError::WaitTimedOut { .. } => Code::DeadlineExceeded,
             RuntimeError::Unavailable { .. } => Code::Unavailable,
+            RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
+            RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,
+            RuntimeError::Rejected { .. } => Code::InvalidArgument,
             RuntimeError::Internal(_) => {
                 tracing::error!(%error, "request failed unexpectedly");
                 return Status::internal("internal error; the server's log has the details");

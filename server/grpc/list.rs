@@ -10,6 +10,7 @@ use crate::table::Filter;
 /// Handles one List call.
 pub fn handle(processes: &Processes, request: proto::ListRequest) -> Result<proto::ListResponse, Status> {
     let filter = Filter { group: request.group, process_name: None };
+    let stale_reason = processes.runtime().health();
     let processes = processes.list(&filter).into_iter().map(convert::info_to_proto).collect();
-    Ok(proto::ListResponse { processes })
+    Ok(proto::ListResponse { processes, stale_reason })
 }

@@ -31,6 +31,12 @@ pub trait Runtime: Send + Sync {
     /// The table of the runtime's processes.
     fn table(&self) -> &Arc<ProcessTable>;
 
+    /// Why the table may be out of date (the backend cannot be reached, or the first sync is not
+    /// done), or `None` when it is current.
+    fn health(&self) -> Option<String> {
+        None
+    }
+
     /// Stops every process the runtime owns, for a server that is shutting down.
     async fn shutdown(&self);
 }
@@ -94,6 +100,24 @@ pub enum RuntimeError {
         status: String,
         /// How long the call waited.
         waited: std::time::Duration,
+    },
+    /// The runtime's backend refused our credentials.
+    #[error("the cluster refused our credentials: {message}")]
+    Unauthenticated {
+        /// The backend's message.
+        message: String,
+    },
+    /// The runtime's backend does not allow what was asked.
+    #[error("the cluster does not allow this: {message}")]
+    PermissionDenied {
+        /// The backend's message.
+        message: String,
+    },
+    /// The runtime's backend rejected an object as invalid.
+    #[error("the cluster rejected the request: {message}")]
+    Rejected {
+        /// The backend's message, naming the field.
+        message: String,
     },
     /// The runtime's backend cannot be reached.
     #[error("the {runtime} runtime is unavailable: {message}")]

@@ -1,5 +1,339 @@
-//! The Kubernetes runtime: each process is one Pod and one Service (see [`manifests`]); List and
-//! Watch are served from an index of the cluster fed by watches.
+//! The Kubernetes runtime: each process is one Pod and one Service in the configured namespace
+//! (see [`manifests`]), plus the Secrets its env and registry credentials need, all owned by the
+//! Pod so they go with it. List and Watch are served from a watch-fed [`index`].
+//!
+//! The cluster connection is a `kube::Client` built outside (from a kubeconfig here, from AWS
+//! credentials for EKS), so this module knows nothing of how it authenticates.
 
+pub mod connect;
+pub mod index;
 pub mod manifests;
 pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::{Api, Client, ResourceExt};
+
+use self::index::{Index, IndexHealth};
+use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
+use super::{Runtime, RuntimeError, Started, StopTarget};
+use crate::secrets::SecretStore;
+use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValueOrSecret};
+use crate::table::ProcessTable;
+
+/// How long a call waits for the index to show its own writes before answering anyway.
+const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long start-up waits for the first list of pods, services and nodes.
+const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs processes as Pods and Services on a Kubernetes cluster.
+pub struct KubeRuntime {
+    client: Client,
+    namespace: String,
+    secrets: Arc<dyn SecretStore>,
+    table: Arc<ProcessTable>,
+    index: Arc<Index>,
+    index_task: tokio::task::JoinHandle<()>,
+    name: &'static str,
+}
+
+impl Drop for KubeRuntime {
+    fn drop(&mut self) {
+        self.index_task.abort();
+    }
+}
+
+impl KubeRuntime {
+    /// Connects to the cluster: checks that the namespace can be read (so that a wrong
+    /// endpoint or missing permission is one clear error at start-up), then follows it.
+    /// `name` is the runtime's name for logs (`kubernetes` or `eks`).
+    pub async fn connect(
+        name: &'static str,
+        client: Client,
+        namespace: String,
+        secrets: Arc<dyn SecretStore>,
+    ) -> Result<Arc<KubeRuntime>, RuntimeError> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        pods.list_metadata(&ListParams::default().labels(MANAGED_SELECTOR).limit(1))
+            .await
+            .map_err(|error| api_error(name, "list pods", error))?;
+        let table = ProcessTable::starting_now();
+        let index = Index::new(namespace.clone(), Arc::clone(&table));
+        let index_task = index.spawn(client.clone());
+        if !index.wait_until(INITIAL_SYNC_TIMEOUT, |view| view.synced()).await {
+            tracing::warn!(timeout = ?INITIAL_SYNC_TIMEOUT, health = ?index.health(), "the index is not synced yet; serving what it has");
+        }
+        Ok(Arc::new(KubeRuntime { client, namespace, secrets, table, index, index_task, name }))
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn error(&self, step: &str, error: kube::Error) -> RuntimeError {
+        api_error(self.name, step, error)
+    }
+
+    /// The answer to a Start for a name that is taken: the process itself when the spec is the
+    /// same, otherwise ALREADY_EXISTS saying why.
+    fn existing(&self, spec: &ProcessSpec, existing: Option<&ProcessSpec>, stopping: bool) -> Result<Started, RuntimeError> {
+        let name = &spec.process_name;
+        if stopping {
+            return Err(RuntimeError::AlreadyExists {
+                name: name.clone(),
+                detail: "and is being stopped; start it again once it is gone".to_owned(),
+            });
+        }
+        match existing {
+            Some(existing) if existing == spec => match self.table.get(name) {
+                Some(process) => Ok(Started { process, created: false }),
+                None => Err(RuntimeError::Unavailable {
+                    runtime: self.name,
+                    message: format!("process `{name}` exists but is not in the index yet; try again"),
+                }),
+            },
+            Some(existing) => Err(RuntimeError::AlreadyExists {
+                name: name.clone(),
+                detail: format!("with a different spec (differs in {})", existing.differing_fields(spec).join(", ")),
+            }),
+            None => Err(RuntimeError::AlreadyExists {
+                name: name.clone(),
+                detail: format!(
+                    "as a pod in namespace `{}` that Hydroplane did not create",
+                    self.namespace
+                ),
+            }),
+        }
+    }
+
+    /// Resolves the secret env values (by variable name) and the registry credentials.
+    fn resolve_secrets(&self, spec: &ProcessSpec) -> Result<ResolvedSecrets, RuntimeError> {
+        let container = &spec.container;
+        let mut env = BTreeMap::new();
+        for variable in &container.env {
+            if let ValueOrSecret::Secret(reference) = &variable.value {
+                env.insert(variable.name.clone(), self.secrets.resolve(reference)?.to_vec());
+            }
+        }
+        let registry = match (&container.username, &container.password) {
+            (Some(username), Some(password)) => {
+                let username = match username {
+                    ValueOrSecret::Value(value) => value.clone(),
+                    ValueOrSecret::Secret(reference) => utf8(reference.to_string(), self.secrets.resolve(reference)?.to_vec())?,
+                };
+                let password = utf8(password.to_string(), self.secrets.resolve(password)?.to_vec())?;
+                Some((username, zeroize::Zeroizing::new(password)))
+            }
+            _ => None,
+        };
+        Ok(ResolvedSecrets { env, registry })
+    }
+
+    /// Creates what the Pod owns: its Secrets and its Service.
+    async fn create_dependents(&self, spec: &ProcessSpec, pod_uid: &str, secrets: ResolvedSecrets) -> Result<(), RuntimeError> {
+        let post = PostParams::default();
+        let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        if let Some(secret) = manifests::env_secret(spec, &self.namespace, pod_uid, secrets.env) {
+            secrets_api.create(&post, &secret).await.map_err(|error| self.error("create the env secret", error))?;
+        }
+        if let Some((username, password)) = &secrets.registry {
+            let secret = manifests::registry_secret(spec, &self.namespace, pod_uid, username, password);
+            secrets_api.create(&post, &secret).await.map_err(|error| self.error("create the registry secret", error))?;
+        }
+        if let Some(service) = manifests::service(spec, &self.namespace, pod_uid) {
+            let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            services.create(&post, &service).await.map_err(|error| self.error("create the service", error))?;
+        }
+        Ok(())
+    }
+
+    /// The process as the index shows it, or as the created Pod says when the index has not
+    /// caught up in time.
+    fn info_after_create(&self, spec: &ProcessSpec, pod: &Pod) -> ProcessInfo {
+        self.table.get(&spec.process_name).unwrap_or_else(|| ProcessInfo {
+            process_name: spec.process_name.clone(),
+            group: spec.group.clone(),
+            socket_addresses: Vec::new(),
+            created: pod.metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0),
+            status: ProcessStatus::Starting,
+            reason: None,
+            message: None,
+            restart_count: 0,
+            exit_code: None,
+            node: None,
+        })
+    }
+
+    async fn stop_one(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
+        let indexed_uid = self.index.read(|view| view.pod(name).map(|pod| pod.uid.clone()));
+        let uid = match indexed_uid {
+            Some(uid) => uid,
+            // Not in the index: it may be newer than the index, or not ours at all.
+            None => match self.pods().get_opt(name).await.map_err(|error| self.error("get the pod", error))? {
+                Some(pod) if pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str) == Some(manifests::MANAGED_BY) => {
+                    pod.metadata.uid.clone().unwrap_or_default()
+                }
+                _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
+            },
+        };
+        let params = DeleteParams {
+            // Foreground: the Pod goes only after the Service and Secrets it owns.
+            propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
+            preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+            ..Default::default()
+        };
+        match self.pods().delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => {
+                return Err(RuntimeError::NotFound { name: name.to_owned() });
+            }
+            Err(error) => return Err(self.error("delete the pod", error)),
+        }
+        self.index
+            .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
+                view.pod(name).is_none_or(|pod| pod.uid != uid || pod.state.status == ProcessStatus::Stopping)
+            })
+            .await;
+        Ok(vec![name.to_owned()])
+    }
+
+    async fn stop_group(&self, group: &str) -> Result<Vec<String>, RuntimeError> {
+        let selector = format!("{MANAGED_SELECTOR},{GROUP_LABEL}={group}");
+        let params = DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Foreground), ..Default::default() };
+        let deleted = self
+            .pods()
+            .delete_collection(&params, &ListParams::default().labels(&selector))
+            .await
+            .map_err(|error| self.error("delete the group's pods", error))?;
+        let mut names: Vec<String> = match deleted {
+            either::Either::Left(list) => list.items.iter().map(ResourceExt::name_any).collect(),
+            either::Either::Right(_) => self.index.read(|view| view.group(group)),
+        };
+        names.sort();
+        self.index
+            .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
+                names.iter().all(|name| view.pod(name).is_none_or(|pod| pod.state.status == ProcessStatus::Stopping))
+            })
+            .await;
+        Ok(names)
+    }
+}
+
+/// Secret values a process needs, resolved before anything is created.
+struct ResolvedSecrets {
+    env: BTreeMap<String, Vec<u8>>,
+    registry: Option<(String, zeroize::Zeroizing<String>)>,
+}
+
+fn utf8(what: String, bytes: Vec<u8>) -> Result<String, RuntimeError> {
+    String::from_utf8(bytes).map_err(|_| RuntimeError::Unsupported {
+        field: "container.password".to_owned(),
+        message: format!("{what} is not UTF-8 text"),
+    })
+}
+
+/// Turns an API error into what a caller can act on; `step` says what was being done.
+pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> RuntimeError {
+    match error {
+        kube::Error::Api(response) => {
+            let message = format!("cannot {step}: {} ({})", response.message, response.reason);
+            match response.code {
+                401 => RuntimeError::Unauthenticated { message },
+                403 => RuntimeError::PermissionDenied { message },
+                409 => RuntimeError::AlreadyExists { name: String::new(), detail: message },
+                400 | 422 => RuntimeError::Rejected { message },
+                404 => RuntimeError::Unavailable { runtime, message },
+                _ => RuntimeError::Unavailable { runtime, message },
+            }
+        }
+        other => RuntimeError::Unavailable { runtime, message: format!("cannot {step}: {}", root_cause(&other)) },
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut messages = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !messages.iter().any(|message| message.contains(&text)) {
+            messages.push(text);
+        }
+        cause = source.source();
+    }
+    messages.join(": ")
+}
+
+#[async_trait]
+impl Runtime for KubeRuntime {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError> {
+        let name = spec.process_name.clone();
+        let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec.clone(), pod.state.status)));
+        if let Some((existing, status)) = indexed {
+            return self.existing(&spec, existing.as_ref(), status == ProcessStatus::Stopping);
+        }
+        let secrets = self.resolve_secrets(&spec)?;
+        let pod = match self.pods().create(&PostParams::default(), &manifests::pod(&spec, &self.namespace)).await {
+            Ok(pod) => pod,
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                // Created meanwhile, by another call or another server: compare with the cluster.
+                let pod = self.pods().get(&name).await.map_err(|error| self.error("get the pod", error))?;
+                let managed = pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str) == Some(manifests::MANAGED_BY);
+                let uid = pod.metadata.uid.clone();
+                self.index.wait_until(READ_YOUR_WRITES_TIMEOUT, |view| view.pod(&name).map(|p| Some(&p.uid)) == Some(uid.as_ref())).await;
+                let existing = if managed { manifests::spec_of(&pod) } else { None };
+                return self.existing(&spec, existing.as_ref(), pod.metadata.deletion_timestamp.is_some());
+            }
+            Err(error) => return Err(self.error("create the pod", error)),
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if let Err(error) = self.create_dependents(&spec, &uid, secrets).await {
+            // No orphans: the Pod goes, and with it whatever it already owns.
+            let cleanup = DeleteParams::background();
+            if let Err(cleanup_error) = self.pods().delete(&name, &cleanup).await {
+                tracing::error!(process = %name, error = %cleanup_error, "cannot delete the pod of a failed start");
+            }
+            return Err(error);
+        }
+        let expects_service = !spec.container.ports.is_empty();
+        self.index
+            .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
+                view.pod(&name).is_some_and(|pod| pod.uid == uid) && (!expects_service || view.service(&name).is_some())
+            })
+            .await;
+        Ok(Started { process: self.info_after_create(&spec, &pod), created: true })
+    }
+
+    async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError> {
+        match target {
+            StopTarget::Process(name) => self.stop_one(&name).await,
+            StopTarget::Group(group) => self.stop_group(&group).await,
+        }
+    }
+
+    fn table(&self) -> &Arc<ProcessTable> {
+        &self.table
+    }
+
+    fn health(&self) -> Option<String> {
+        match self.index.health() {
+            IndexHealth::Synced => None,
+            IndexHealth::Syncing => Some("the index of the cluster is still syncing".to_owned()),
+            IndexHealth::Stale(reason) => Some(reason),
+        }
+    }
+
+    async fn shutdown(&self) {
+        // Processes on a cluster are the cluster's: they outlive the server by design.
+        self.index_task.abort();
+    }
+}

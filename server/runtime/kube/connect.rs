@@ -1,0 +1,59 @@
+//! Builds the `kube::Client` of the `kubernetes` runtime from its settings: a kubeconfig file
+//! when given, otherwise the in-cluster config, then `~/.kube/config` (or `$KUBECONFIG`).
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::config::KubernetesSettings;
+
+/// Why no client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig file cannot be read or parsed.
+    #[error("cannot read the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// What failed.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Neither an in-cluster config nor a kubeconfig could be found.
+    #[error("no Kubernetes configuration: not in a cluster ({in_cluster}), and no kubeconfig ({kubeconfig}); set runtime.kubeconfig")]
+    NotFound {
+        /// Why the in-cluster config failed.
+        in_cluster: String,
+        /// Why the default kubeconfig failed.
+        kubeconfig: String,
+    },
+    /// The configuration was found but the client cannot use it.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// The namespace the runtime uses: the configured one, else `default`.
+pub fn namespace(settings: &KubernetesSettings) -> String {
+    settings.namespace.clone().unwrap_or_else(|| "default".to_owned())
+}
+
+/// Builds the client the settings describe.
+pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectError> {
+    let options = KubeConfigOptions { context: settings.context.clone(), ..Default::default() };
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let path_text = path.display().to_string();
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|source| ConnectError::Kubeconfig { path: path_text.clone(), source })?;
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|source| ConnectError::Kubeconfig { path: path_text, source })?
+        }
+        None => match Config::incluster() {
+            Ok(config) => config,
+            Err(in_cluster) => Config::from_kubeconfig(&options).await.map_err(|kubeconfig| {
+                ConnectError::NotFound { in_cluster: in_cluster.to_string(), kubeconfig: kubeconfig.to_string() }
+            })?,
+        },
+    };
+    Client::try_from(config).map_err(ConnectError::Client)
+}

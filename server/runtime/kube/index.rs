@@ -1,0 +1,449 @@
+//! The index: Pods, Services and Nodes of the cluster, followed with kube-runtime's `watcher`
+//! into compact entries (only the fields a process's info needs, so 10,000 processes stay small),
+//! and turned into the runtime's [`ProcessTable`] on every change. List and Watch are served from
+//! the table, so they cost no API call.
+//!
+//! The cluster is the only source of truth: the index keeps nothing of its own, so a restarted
+//! server, or a second one on the same namespace, ends up with the same view.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use super::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
+use super::status::{PodState, pod_state};
+use crate::spec::{ProcessInfo, ProcessSpec, SocketAddress};
+use crate::table::ProcessTable;
+
+/// What the index keeps of a Pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodEntry {
+    /// The Pod's uid.
+    pub uid: String,
+    /// The Pod's resourceVersion.
+    pub resource_version: Option<String>,
+    /// The process's group, from its label.
+    pub group: Option<String>,
+    /// When the Pod was created.
+    pub created: jiff::Timestamp,
+    /// The node the Pod is bound to.
+    pub node_name: Option<String>,
+    /// The process's state, derived from the Pod.
+    pub state: PodState,
+    /// The spec the Pod was made from.
+    pub spec: Option<ProcessSpec>,
+}
+
+/// What the index keeps of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// Whether it is a NodePort Service.
+    pub node_port: bool,
+    /// Its cluster IP.
+    pub cluster_ip: Option<String>,
+    /// Its ports: the service port and, for NodePort, the node port.
+    pub ports: Vec<(u16, Option<u16>)>,
+}
+
+/// What the index keeps of a Node: its addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeEntry {
+    /// The first ExternalIP.
+    pub external_ip: Option<String>,
+    /// The first InternalIP.
+    pub internal_ip: Option<String>,
+}
+
+/// How the index stands with the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexHealth {
+    /// Not every watch has completed its first list yet.
+    Syncing,
+    /// Every watch is up.
+    Synced,
+    /// A watch failed; the index serves what it has and retries with backoff.
+    Stale(String),
+}
+
+#[derive(Default)]
+struct IndexState {
+    pods: HashMap<String, PodEntry>,
+    services: HashMap<String, ServiceEntry>,
+    nodes: HashMap<String, NodeEntry>,
+    /// Objects seen during a relist, which replaces the kind's entries when it completes.
+    relisting_pods: Option<HashMap<String, PodEntry>>,
+    relisting_services: Option<HashMap<String, ServiceEntry>>,
+    relisting_nodes: Option<HashMap<String, NodeEntry>>,
+    synced: HashSet<&'static str>,
+    errors: HashMap<&'static str, String>,
+}
+
+/// The watch-fed index of one namespace.
+pub struct Index {
+    namespace: String,
+    state: Mutex<IndexState>,
+    table: Arc<ProcessTable>,
+    /// Bumped on every applied event, so that callers can wait for the index to catch up.
+    generation: watch::Sender<u64>,
+}
+
+impl Index {
+    /// An empty index that publishes into `table`.
+    pub fn new(namespace: String, table: Arc<ProcessTable>) -> Arc<Index> {
+        let (generation, _) = watch::channel(0);
+        Arc::new(Index { namespace, state: Mutex::new(IndexState::default()), table, generation })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IndexState> {
+        // Every update is applied whole under the lock; a panic cannot leave it half-done.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Follows the cluster until the returned task is dropped or aborted.
+    pub fn spawn(self: &Arc<Self>, client: Client) -> tokio::task::JoinHandle<()> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let services: Api<Service> = Api::namespaced(client.clone(), &self.namespace);
+        let nodes: Api<Node> = Api::all(client);
+        let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
+        let index = Arc::clone(self);
+        tokio::spawn(async move {
+            let pods = follow(watcher::watcher(pods, managed.clone()), "pods", &index, Index::apply_pod);
+            let services =
+                follow(watcher::watcher(services, managed), "services", &index, Index::apply_service);
+            let nodes = follow(watcher::watcher(nodes, watcher::Config::default()), "nodes", &index, Index::apply_node);
+            tokio::join!(pods, services, nodes);
+        })
+    }
+
+    /// How the index stands.
+    pub fn health(&self) -> IndexHealth {
+        let state = self.lock();
+        if let Some((kind, error)) = state.errors.iter().next() {
+            return IndexHealth::Stale(format!("watching {kind} failed ({error}); retrying"));
+        }
+        if state.synced.len() < 3 { IndexHealth::Syncing } else { IndexHealth::Synced }
+    }
+
+    /// Waits until `condition` holds of the index, or `timeout` passes; returns whether it holds.
+    pub async fn wait_until(&self, timeout: Duration, condition: impl Fn(&IndexView<'_>) -> bool) -> bool {
+        let mut generation = self.generation.subscribe();
+        let check = |index: &Index| condition(&IndexView { state: &index.lock() });
+        tokio::time::timeout(timeout, async {
+            loop {
+                if check(self) {
+                    return;
+                }
+                if generation.changed().await.is_err() {
+                    // The index is gone: nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Reads the index.
+    pub fn read<T>(&self, read: impl FnOnce(&IndexView<'_>) -> T) -> T {
+        read(&IndexView { state: &self.lock() })
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    fn apply_pod(&self, event: Event<Pod>) {
+        let mut state = self.lock();
+        let touched: Vec<String> = match event {
+            Event::Init => {
+                state.relisting_pods = Some(HashMap::new());
+                Vec::new()
+            }
+            Event::InitApply(pod) => {
+                let (name, entry) = pod_entry(&pod);
+                state.relisting_pods.get_or_insert_with(HashMap::new).insert(name, entry);
+                Vec::new()
+            }
+            Event::InitDone => {
+                let fresh = state.relisting_pods.take().unwrap_or_default();
+                let mut touched: Vec<String> = state.pods.keys().cloned().collect();
+                touched.extend(fresh.keys().cloned());
+                state.pods = fresh;
+                state.synced.insert("pods");
+                touched
+            }
+            Event::Apply(pod) => {
+                let (name, entry) = pod_entry(&pod);
+                state.pods.insert(name.clone(), entry);
+                vec![name]
+            }
+            Event::Delete(pod) => {
+                let name = pod.name_any();
+                state.pods.remove(&name);
+                vec![name]
+            }
+        };
+        state.errors.remove("pods");
+        self.publish(&state, touched);
+        drop(state);
+        self.bump();
+    }
+
+    fn apply_service(&self, event: Event<Service>) {
+        let mut state = self.lock();
+        let touched: Vec<String> = match event {
+            Event::Init => {
+                state.relisting_services = Some(HashMap::new());
+                Vec::new()
+            }
+            Event::InitApply(service) => {
+                let (name, entry) = service_entry(&service);
+                state.relisting_services.get_or_insert_with(HashMap::new).insert(name, entry);
+                Vec::new()
+            }
+            Event::InitDone => {
+                let fresh = state.relisting_services.take().unwrap_or_default();
+                let mut touched: Vec<String> = state.services.keys().cloned().collect();
+                touched.extend(fresh.keys().cloned());
+                state.services = fresh;
+                state.synced.insert("services");
+                touched
+            }
+            Event::Apply(service) => {
+                let (name, entry) = service_entry(&service);
+                state.services.insert(name.clone(), entry);
+                vec![name]
+            }
+            Event::Delete(service) => {
+                let name = service.name_any();
+                state.services.remove(&name);
+                vec![name]
+            }
+        };
+        state.errors.remove("services");
+        self.publish(&state, touched);
+        drop(state);
+        self.bump();
+    }
+
+    fn apply_node(&self, event: Event<Node>) {
+        let mut state = self.lock();
+        let changed_nodes: Option<Vec<String>> = match event {
+            Event::Init => {
+                state.relisting_nodes = Some(HashMap::new());
+                Some(Vec::new())
+            }
+            Event::InitApply(node) => {
+                state.relisting_nodes.get_or_insert_with(HashMap::new).insert(node.name_any(), node_entry(&node));
+                Some(Vec::new())
+            }
+            Event::InitDone => {
+                state.nodes = state.relisting_nodes.take().unwrap_or_default();
+                state.synced.insert("nodes");
+                None
+            }
+            Event::Apply(node) => {
+                let name = node.name_any();
+                state.nodes.insert(name.clone(), node_entry(&node));
+                Some(vec![name])
+            }
+            Event::Delete(node) => {
+                let name = node.name_any();
+                state.nodes.remove(&name);
+                Some(vec![name])
+            }
+        };
+        state.errors.remove("nodes");
+        // A node's addresses are part of the info of every process on it.
+        let touched: Vec<String> = state
+            .pods
+            .iter()
+            .filter(|(_, pod)| match (&changed_nodes, &pod.node_name) {
+                (None, _) => true,
+                (Some(nodes), Some(node)) => nodes.contains(node),
+                (Some(_), None) => false,
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.publish(&state, touched);
+        drop(state);
+        self.bump();
+    }
+
+    fn record_error(&self, kind: &'static str, error: &watcher::Error) {
+        tracing::warn!(kind, %error, "watch failed; serving the index as it is and retrying");
+        self.lock().errors.insert(kind, error.to_string());
+        self.bump();
+    }
+
+    /// Brings the table up to date for the named processes.
+    fn publish(&self, state: &IndexState, names: Vec<String>) {
+        for name in names {
+            match process_info(state, &self.namespace, &name) {
+                Some(info) => {
+                    self.table.upsert(info);
+                }
+                None => {
+                    self.table.remove(&name);
+                }
+            }
+        }
+    }
+}
+
+/// Drives one watcher into the index, with kube-runtime's default backoff on errors.
+async fn follow<K>(
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+    kind: &'static str,
+    index: &Arc<Index>,
+    apply: fn(&Index, Event<K>),
+) {
+    let stream = stream.default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => apply(index, event),
+            Err(error) => index.record_error(kind, &error),
+        }
+    }
+}
+
+/// A read-only view of the index.
+pub struct IndexView<'a> {
+    state: &'a IndexState,
+}
+
+impl IndexView<'_> {
+    /// Whether pods, services and nodes have all been listed once.
+    pub fn synced(&self) -> bool {
+        self.state.synced.len() == 3
+    }
+
+    /// The Pod of a process.
+    pub fn pod(&self, name: &str) -> Option<&PodEntry> {
+        self.state.pods.get(name)
+    }
+
+    /// The Service of a process.
+    pub fn service(&self, name: &str) -> Option<&ServiceEntry> {
+        self.state.services.get(name)
+    }
+
+    /// The processes of a group.
+    pub fn group(&self, group: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .state
+            .pods
+            .iter()
+            .filter(|(_, pod)| pod.group.as_deref() == Some(group))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn pod_entry(pod: &Pod) -> (String, PodEntry) {
+    let name = pod.name_any();
+    let created = pod.metadata.creation_timestamp.as_ref().map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0);
+    let entry = PodEntry {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        resource_version: pod.metadata.resource_version.clone(),
+        group: pod.labels().get(GROUP_LABEL).cloned(),
+        created,
+        node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
+        state: pod_state(pod),
+        spec: super::manifests::spec_of(pod),
+    };
+    (name, entry)
+}
+
+fn service_entry(service: &Service) -> (String, ServiceEntry) {
+    let spec = service.spec.as_ref();
+    let entry = ServiceEntry {
+        node_port: spec.and_then(|spec| spec.type_.as_deref()) == Some("NodePort"),
+        cluster_ip: spec.and_then(|spec| spec.cluster_ip.clone()).filter(|ip| !ip.is_empty() && ip != "None"),
+        ports: spec
+            .and_then(|spec| spec.ports.as_ref())
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(|port| {
+                        let service_port = u16::try_from(port.port).ok()?;
+                        Some((service_port, port.node_port.and_then(|node_port| u16::try_from(node_port).ok())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    (service.name_any(), entry)
+}
+
+fn node_entry(node: &Node) -> NodeEntry {
+    let addresses = node.status.as_ref().and_then(|status| status.addresses.as_ref());
+    let first = |kind: &str| {
+        addresses.and_then(|addresses| addresses.iter().find(|address| address.type_ == kind)).map(|a| a.address.clone())
+    };
+    NodeEntry { external_ip: first("ExternalIP"), internal_ip: first("InternalIP") }
+}
+
+/// A process's info from its Pod, Service and Node; `None` when it has no Pod.
+fn process_info(state: &IndexState, namespace: &str, name: &str) -> Option<ProcessInfo> {
+    let pod = state.pods.get(name)?;
+    let service = state.services.get(name);
+    let node = pod.node_name.as_ref().and_then(|node| state.nodes.get(node));
+    Some(ProcessInfo {
+        process_name: name.to_owned(),
+        group: pod.group.clone(),
+        socket_addresses: addresses(name, namespace, service, node),
+        created: pod.created,
+        status: pod.state.status,
+        reason: pod.state.reason.clone(),
+        message: pod.state.message.clone(),
+        restart_count: pod.state.restart_count,
+        exit_code: pod.state.exit_code,
+        node: pod.node_name.clone(),
+    })
+}
+
+/// Public: the node the pod runs on (its ExternalIP, else its InternalIP) and the NodePort, only
+/// that node, as the Hydroplane guide explains. Private: the ClusterIP and port, with the DNS
+/// name. None before the pod is scheduled (public) or the Service has its IP (private).
+fn addresses(
+    name: &str,
+    namespace: &str,
+    service: Option<&ServiceEntry>,
+    node: Option<&NodeEntry>,
+) -> Vec<SocketAddress> {
+    let Some(service) = service else { return Vec::new() };
+    if service.node_port {
+        let Some(host) = node.and_then(|node| node.external_ip.clone().or_else(|| node.internal_ip.clone())) else {
+            return Vec::new();
+        };
+        service
+            .ports
+            .iter()
+            .filter_map(|(_, node_port)| *node_port)
+            .map(|port| SocketAddress { host: host.clone(), port, is_public: true, dns_name: None })
+            .collect()
+    } else {
+        let Some(cluster_ip) = &service.cluster_ip else { return Vec::new() };
+        service
+            .ports
+            .iter()
+            .map(|(port, _)| SocketAddress {
+                host: cluster_ip.clone(),
+                port: *port,
+                is_public: false,
+                dns_name: Some(format!("{name}.{namespace}.svc.cluster.local")),
+            })
+            .collect()
+    }
+}
