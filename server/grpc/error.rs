@@ -18,6 +18,7 @@ impl From<RuntimeError> for Status {
             RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
             RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,
             RuntimeError::Rejected { .. } => Code::InvalidArgument,
+            RuntimeError::Conflict { .. } => Code::Aborted,
             RuntimeError::Internal(_) => {
                 tracing::error!(%error, "request failed unexpectedly");
                 return Status::internal("internal error; the server's log has the details");

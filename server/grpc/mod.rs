@@ -88,9 +88,7 @@ pub enum ServeError {
 
 /// The accepted connections of a listener, with Nagle's algorithm off: small gRPC frames
 /// otherwise wait for delayed ACKs (40 ms on Linux) when a response spans several packets.
-fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |connection| {
         let connection = connection?;
         connection.set_nodelay(true)?;

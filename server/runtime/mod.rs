@@ -113,6 +113,12 @@ pub enum RuntimeError {
         /// The backend's message.
         message: String,
     },
+    /// The object changed under us (another server or user); trying again may succeed.
+    #[error("the cluster reported a conflict: {message}")]
+    Conflict {
+        /// The backend's message.
+        message: String,
+    },
     /// The runtime's backend rejected an object as invalid.
     #[error("the cluster rejected the request: {message}")]
     Rejected {

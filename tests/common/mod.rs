@@ -193,3 +193,145 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
     panic!("timed out after {timeout:?} waiting until {what}");
 }
+
+/// A running Kubernetes API simulator (`kube-sim`), killed when dropped.
+pub struct KubeSim {
+    child: Option<Child>,
+    /// The simulator's base URL.
+    pub url: String,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    directory: tempfile::TempDir,
+}
+
+/// The `kube-sim` binary, built on demand when a lone `cargo test` did not build the workspace.
+pub fn kube_sim_binary() -> PathBuf {
+    let binary = Path::new(env!("CARGO_BIN_EXE_hydroplane")).with_file_name("kube-sim");
+    if !binary.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["build", "-p", "kube-sim", "--bin", "kube-sim"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build -p kube-sim");
+        assert!(status.success(), "cannot build kube-sim");
+    }
+    binary
+}
+
+impl KubeSim {
+    /// Starts the simulator with extra flags.
+    pub fn start(extra: &[&str]) -> KubeSim {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = directory.path().join("kubeconfig");
+        let mut child = Command::new(kube_sim_binary())
+            .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+            .arg(&kubeconfig)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kube-sim");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read kube-sim's first line");
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_owned();
+        KubeSim { child: Some(child), url, kubeconfig, directory }
+    }
+
+    /// A config file for a `kubernetes` runtime on this simulator, with extra YAML lines.
+    pub fn hydroplane_config(&self, extra: &str) -> String {
+        format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n{extra}", self.kubeconfig.display())
+    }
+
+    /// A scratch directory that lives as long as the simulator.
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// Runs kubectl against the simulator and returns stdout; panics on failure.
+    #[track_caller]
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.directory.path().join("kube-cache"))
+            .args(args)
+            .env("HOME", self.directory.path())
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The names of the objects of a kind, as kubectl lists them.
+    pub fn names(&self, kind: &str) -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.kubectl(&["get", kind, "-o", "json"])).expect("kubectl prints JSON");
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items.iter().filter_map(|item| item["metadata"]["name"].as_str().map(str::to_owned)).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Patches a pod's status as a kubelet would, through the status subresource.
+    pub fn patch_pod_status(&self, pod: &str, status: serde_json::Value) {
+        let patch = serde_json::json!({ "status": status }).to_string();
+        self.kubectl(&["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &patch]);
+    }
+
+    /// Sets faults through the simulator's admin endpoint (`POST /_sim/faults`).
+    pub fn faults(&self, body: serde_json::Value) {
+        use std::io::Write;
+        let address = self.url.trim_start_matches("http://").trim_start_matches("https://");
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to kube-sim");
+        write!(
+            stream,
+            "POST /_sim/faults HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send the fault request");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        assert!(response.starts_with("HTTP/1.1 200"), "fault request refused: {response}");
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `hpctl` against a server; returns its output.
+pub fn hpctl(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        .args(args)
+        .env("HYDROPLANE_SERVER", server.url())
+        .output()
+        .expect("run hpctl")
+}
+
+/// Runs `hpctl`, asserts success, and parses its JSON output.
+#[track_caller]
+pub fn hpctl_json(server: &Server, args: &[&str]) -> serde_json::Value {
+    let output = hpctl(server, args);
+    assert!(output.status.success(), "hpctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("hpctl prints JSON")
+}

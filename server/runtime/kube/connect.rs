@@ -19,7 +19,9 @@ pub enum ConnectError {
         source: kube::config::KubeconfigError,
     },
     /// Neither an in-cluster config nor a kubeconfig could be found.
-    #[error("no Kubernetes configuration: not in a cluster ({in_cluster}), and no kubeconfig ({kubeconfig}); set runtime.kubeconfig")]
+    #[error(
+        "no Kubernetes configuration: not in a cluster ({in_cluster}), and no kubeconfig ({kubeconfig}); set runtime.kubeconfig"
+    )]
     NotFound {
         /// Why the in-cluster config failed.
         in_cluster: String,
@@ -50,9 +52,12 @@ pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectErro
         }
         None => match Config::incluster() {
             Ok(config) => config,
-            Err(in_cluster) => Config::from_kubeconfig(&options).await.map_err(|kubeconfig| {
-                ConnectError::NotFound { in_cluster: in_cluster.to_string(), kubeconfig: kubeconfig.to_string() }
-            })?,
+            Err(in_cluster) => {
+                Config::from_kubeconfig(&options).await.map_err(|kubeconfig| ConnectError::NotFound {
+                    in_cluster: in_cluster.to_string(),
+                    kubeconfig: kubeconfig.to_string(),
+                })?
+            }
         },
     };
     Client::try_from(config).map_err(ConnectError::Client)

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -117,7 +117,12 @@ impl Index {
             let pods = follow(watcher::watcher(pods, managed.clone()), "pods", &index, Index::apply_pod);
             let services =
                 follow(watcher::watcher(services, managed), "services", &index, Index::apply_service);
-            let nodes = follow(watcher::watcher(nodes, watcher::Config::default()), "nodes", &index, Index::apply_node);
+            let nodes = follow(
+                watcher::watcher(nodes, watcher::Config::default()),
+                "nodes",
+                &index,
+                Index::apply_node,
+            );
             tokio::join!(pods, services, nodes);
         })
     }
@@ -241,7 +246,10 @@ impl Index {
                 Some(Vec::new())
             }
             Event::InitApply(node) => {
-                state.relisting_nodes.get_or_insert_with(HashMap::new).insert(node.name_any(), node_entry(&node));
+                state
+                    .relisting_nodes
+                    .get_or_insert_with(HashMap::new)
+                    .insert(node.name_any(), node_entry(&node));
                 Some(Vec::new())
             }
             Event::InitDone => {
@@ -377,7 +385,10 @@ fn service_entry(service: &Service) -> (String, ServiceEntry) {
                     .iter()
                     .filter_map(|port| {
                         let service_port = u16::try_from(port.port).ok()?;
-                        Some((service_port, port.node_port.and_then(|node_port| u16::try_from(node_port).ok())))
+                        Some((
+                            service_port,
+                            port.node_port.and_then(|node_port| u16::try_from(node_port).ok()),
+                        ))
                     })
                     .collect()
             })
@@ -389,7 +400,9 @@ fn service_entry(service: &Service) -> (String, ServiceEntry) {
 fn node_entry(node: &Node) -> NodeEntry {
     let addresses = node.status.as_ref().and_then(|status| status.addresses.as_ref());
     let first = |kind: &str| {
-        addresses.and_then(|addresses| addresses.iter().find(|address| address.type_ == kind)).map(|a| a.address.clone())
+        addresses
+            .and_then(|addresses| addresses.iter().find(|address| address.type_ == kind))
+            .map(|a| a.address.clone())
     };
     NodeEntry { external_ip: first("ExternalIP"), internal_ip: first("InternalIP") }
 }
@@ -424,7 +437,8 @@ fn addresses(
 ) -> Vec<SocketAddress> {
     let Some(service) = service else { return Vec::new() };
     if service.node_port {
-        let Some(host) = node.and_then(|node| node.external_ip.clone().or_else(|| node.internal_ip.clone())) else {
+        let Some(host) = node.and_then(|node| node.external_ip.clone().or_else(|| node.internal_ip.clone()))
+        else {
             return Vec::new();
         };
         service

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, LocalObjectReference, Pod, PodSpec,
-    ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, LocalObjectReference, Pod, PodSpec, ResourceRequirements,
+    Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -156,9 +156,10 @@ pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
             // restart count), one that completes stays completed (EXITED with its code).
             restart_policy: Some("OnFailure".to_owned()),
             node_selector: (!container.node_selector.is_empty()).then(|| container.node_selector.clone()),
-            image_pull_secrets: container.password.as_ref().map(|_| {
-                vec![LocalObjectReference { name: registry_secret_name(&spec.process_name) }]
-            }),
+            image_pull_secrets: container
+                .password
+                .as_ref()
+                .map(|_| vec![LocalObjectReference { name: registry_secret_name(&spec.process_name) }]),
             ..Default::default()
         }),
         status: None,
@@ -277,7 +278,8 @@ pub fn registry_secret(
         "auths": { registry_host(&spec.container.image_uri): {
             "username": username, "password": password, "auth": auth } }
     });
-    let data = BTreeMap::from([(".dockerconfigjson".to_owned(), ByteString(config.to_string().into_bytes()))]);
+    let data =
+        BTreeMap::from([(".dockerconfigjson".to_owned(), ByteString(config.to_string().into_bytes()))]);
     owned_secret(
         spec,
         namespace,
@@ -363,10 +365,14 @@ mod tests {
         );
         let pod_spec = pod.spec.expect("spec");
         let container = &pod_spec.containers[0];
-        assert_eq!(container.command.as_deref(), Some(&["/api".to_owned(), "--port".into(), "8080".into()][..]));
+        assert_eq!(
+            container.command.as_deref(),
+            Some(&["/api".to_owned(), "--port".into(), "8080".into()][..])
+        );
         let env = container.env.as_ref().expect("env");
         assert_eq!(env[0].value.as_deref(), Some("prod"));
-        let secret_ref = env[1].value_from.as_ref().and_then(|from| from.secret_key_ref.as_ref()).expect("ref");
+        let secret_ref =
+            env[1].value_from.as_ref().and_then(|from| from.secret_key_ref.as_ref()).expect("ref");
         assert_eq!((secret_ref.name.as_str(), secret_ref.key.as_str()), ("api-env", "TOKEN"));
         let resources = container.resources.as_ref().expect("resources");
         let requests = resources.requests.as_ref().expect("requests");

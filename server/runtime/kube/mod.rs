@@ -82,7 +82,12 @@ impl KubeRuntime {
 
     /// The answer to a Start for a name that is taken: the process itself when the spec is the
     /// same, otherwise ALREADY_EXISTS saying why.
-    fn existing(&self, spec: &ProcessSpec, existing: Option<&ProcessSpec>, stopping: bool) -> Result<Started, RuntimeError> {
+    fn existing(
+        &self,
+        spec: &ProcessSpec,
+        existing: Option<&ProcessSpec>,
+        stopping: bool,
+    ) -> Result<Started, RuntimeError> {
         let name = &spec.process_name;
         if stopping {
             return Err(RuntimeError::AlreadyExists {
@@ -100,14 +105,14 @@ impl KubeRuntime {
             },
             Some(existing) => Err(RuntimeError::AlreadyExists {
                 name: name.clone(),
-                detail: format!("with a different spec (differs in {})", existing.differing_fields(spec).join(", ")),
+                detail: format!(
+                    "with a different spec (differs in {})",
+                    existing.differing_fields(spec).join(", ")
+                ),
             }),
             None => Err(RuntimeError::AlreadyExists {
                 name: name.clone(),
-                detail: format!(
-                    "as a pod in namespace `{}` that Hydroplane did not create",
-                    self.namespace
-                ),
+                detail: format!("as a pod in namespace `{}` that Hydroplane did not create", self.namespace),
             }),
         }
     }
@@ -125,7 +130,9 @@ impl KubeRuntime {
             (Some(username), Some(password)) => {
                 let username = match username {
                     ValueOrSecret::Value(value) => value.clone(),
-                    ValueOrSecret::Secret(reference) => utf8(reference.to_string(), self.secrets.resolve(reference)?.to_vec())?,
+                    ValueOrSecret::Secret(reference) => {
+                        utf8(reference.to_string(), self.secrets.resolve(reference)?.to_vec())?
+                    }
                 };
                 let password = utf8(password.to_string(), self.secrets.resolve(password)?.to_vec())?;
                 Some((username, zeroize::Zeroizing::new(password)))
@@ -136,21 +143,56 @@ impl KubeRuntime {
     }
 
     /// Creates what the Pod owns: its Secrets and its Service.
-    async fn create_dependents(&self, spec: &ProcessSpec, pod_uid: &str, secrets: ResolvedSecrets) -> Result<(), RuntimeError> {
+    async fn create_dependents(
+        &self,
+        spec: &ProcessSpec,
+        pod_uid: &str,
+        secrets: ResolvedSecrets,
+    ) -> Result<(), RuntimeError> {
         let post = PostParams::default();
         let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         if let Some(secret) = manifests::env_secret(spec, &self.namespace, pod_uid, secrets.env) {
-            secrets_api.create(&post, &secret).await.map_err(|error| self.error("create the env secret", error))?;
+            secrets_api
+                .create(&post, &secret)
+                .await
+                .map_err(|error| self.dependent_error(spec, "secret", &secret.name_any(), error))?;
         }
         if let Some((username, password)) = &secrets.registry {
             let secret = manifests::registry_secret(spec, &self.namespace, pod_uid, username, password);
-            secrets_api.create(&post, &secret).await.map_err(|error| self.error("create the registry secret", error))?;
+            secrets_api
+                .create(&post, &secret)
+                .await
+                .map_err(|error| self.dependent_error(spec, "secret", &secret.name_any(), error))?;
         }
         if let Some(service) = manifests::service(spec, &self.namespace, pod_uid) {
             let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-            services.create(&post, &service).await.map_err(|error| self.error("create the service", error))?;
+            services
+                .create(&post, &service)
+                .await
+                .map_err(|error| self.dependent_error(spec, "service", &service.name_any(), error))?;
         }
         Ok(())
+    }
+
+    /// An error creating an object the Pod owns; a name taken by an object Hydroplane did not
+    /// make is ALREADY_EXISTS saying which.
+    fn dependent_error(
+        &self,
+        spec: &ProcessSpec,
+        kind: &str,
+        object: &str,
+        error: kube::Error,
+    ) -> RuntimeError {
+        match error {
+            kube::Error::Api(response) if response.code == 409 => RuntimeError::AlreadyExists {
+                name: spec.process_name.clone(),
+                detail: format!(
+                    "in part: a {kind} named `{object}` is already in namespace `{}`, and Hydroplane did not make it",
+                    self.namespace
+                ),
+            },
+            other => self.error(&format!("create the {kind} `{object}`"), other),
+        }
     }
 
     /// The process as the index shows it, or as the created Pod says when the index has not
@@ -160,7 +202,11 @@ impl KubeRuntime {
             process_name: spec.process_name.clone(),
             group: spec.group.clone(),
             socket_addresses: Vec::new(),
-            created: pod.metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0),
+            created: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or_else(jiff::Timestamp::now, |time| time.0),
             status: ProcessStatus::Starting,
             reason: None,
             message: None,
@@ -175,12 +221,17 @@ impl KubeRuntime {
         let uid = match indexed_uid {
             Some(uid) => uid,
             // Not in the index: it may be newer than the index, or not ours at all.
-            None => match self.pods().get_opt(name).await.map_err(|error| self.error("get the pod", error))? {
-                Some(pod) if pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str) == Some(manifests::MANAGED_BY) => {
-                    pod.metadata.uid.clone().unwrap_or_default()
+            None => {
+                match self.pods().get_opt(name).await.map_err(|error| self.error("get the pod", error))? {
+                    Some(pod)
+                        if pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
+                            == Some(manifests::MANAGED_BY) =>
+                    {
+                        pod.metadata.uid.clone().unwrap_or_default()
+                    }
+                    _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
                 }
-                _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
-            },
+            }
         };
         let params = DeleteParams {
             // Foreground: the Pod goes only after the Service and Secrets it owns.
@@ -205,7 +256,10 @@ impl KubeRuntime {
 
     async fn stop_group(&self, group: &str) -> Result<Vec<String>, RuntimeError> {
         let selector = format!("{MANAGED_SELECTOR},{GROUP_LABEL}={group}");
-        let params = DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Foreground), ..Default::default() };
+        let params = DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
+            ..Default::default()
+        };
         let deleted = self
             .pods()
             .delete_collection(&params, &ListParams::default().labels(&selector))
@@ -218,7 +272,9 @@ impl KubeRuntime {
         names.sort();
         self.index
             .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                names.iter().all(|name| view.pod(name).is_none_or(|pod| pod.state.status == ProcessStatus::Stopping))
+                names
+                    .iter()
+                    .all(|name| view.pod(name).is_none_or(|pod| pod.state.status == ProcessStatus::Stopping))
             })
             .await;
         Ok(names)
@@ -246,13 +302,15 @@ pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> Runti
             match response.code {
                 401 => RuntimeError::Unauthenticated { message },
                 403 => RuntimeError::PermissionDenied { message },
-                409 => RuntimeError::AlreadyExists { name: String::new(), detail: message },
+                409 => RuntimeError::Conflict { message },
                 400 | 422 => RuntimeError::Rejected { message },
                 404 => RuntimeError::Unavailable { runtime, message },
                 _ => RuntimeError::Unavailable { runtime, message },
             }
         }
-        other => RuntimeError::Unavailable { runtime, message: format!("cannot {step}: {}", root_cause(&other)) },
+        other => {
+            RuntimeError::Unavailable { runtime, message: format!("cannot {step}: {}", root_cause(&other)) }
+        }
     }
 }
 
@@ -282,14 +340,23 @@ impl Runtime for KubeRuntime {
             return self.existing(&spec, existing.as_ref(), status == ProcessStatus::Stopping);
         }
         let secrets = self.resolve_secrets(&spec)?;
-        let pod = match self.pods().create(&PostParams::default(), &manifests::pod(&spec, &self.namespace)).await {
+        let pod = match self
+            .pods()
+            .create(&PostParams::default(), &manifests::pod(&spec, &self.namespace))
+            .await
+        {
             Ok(pod) => pod,
             Err(kube::Error::Api(response)) if response.code == 409 => {
                 // Created meanwhile, by another call or another server: compare with the cluster.
                 let pod = self.pods().get(&name).await.map_err(|error| self.error("get the pod", error))?;
-                let managed = pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str) == Some(manifests::MANAGED_BY);
+                let managed = pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
+                    == Some(manifests::MANAGED_BY);
                 let uid = pod.metadata.uid.clone();
-                self.index.wait_until(READ_YOUR_WRITES_TIMEOUT, |view| view.pod(&name).map(|p| Some(&p.uid)) == Some(uid.as_ref())).await;
+                self.index
+                    .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
+                        view.pod(&name).map(|p| Some(&p.uid)) == Some(uid.as_ref())
+                    })
+                    .await;
                 let existing = if managed { manifests::spec_of(&pod) } else { None };
                 return self.existing(&spec, existing.as_ref(), pod.metadata.deletion_timestamp.is_some());
             }
@@ -307,7 +374,8 @@ impl Runtime for KubeRuntime {
         let expects_service = !spec.container.ports.is_empty();
         self.index
             .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.pod(&name).is_some_and(|pod| pod.uid == uid) && (!expects_service || view.service(&name).is_some())
+                view.pod(&name).is_some_and(|pod| pod.uid == uid)
+                    && (!expects_service || view.service(&name).is_some())
             })
             .await;
         Ok(Started { process: self.info_after_create(&spec, &pod), created: true })

@@ -34,9 +34,8 @@ const FAILED_WAITING_REASONS: &[&str] = &[
 /// Derives the process's state from its Pod.
 pub fn pod_state(pod: &Pod) -> PodState {
     let status = pod.status.as_ref();
-    let container = status
-        .and_then(|status| status.container_statuses.as_ref())
-        .and_then(|statuses| statuses.first());
+    let container =
+        status.and_then(|status| status.container_statuses.as_ref()).and_then(|statuses| statuses.first());
     let restart_count = container.map_or(0, |container| u32::try_from(container.restart_count).unwrap_or(0));
     let mut state = PodState {
         status: ProcessStatus::Starting,
@@ -88,7 +87,8 @@ pub fn pod_state(pod: &Pod) -> PodState {
         }
         "Failed" => {
             state.status = ProcessStatus::Failed;
-            state.reason = status.and_then(|status| status.reason.clone()).or_else(|| Some("Failed".to_owned()));
+            state.reason =
+                status.and_then(|status| status.reason.clone()).or_else(|| Some("Failed".to_owned()));
             state.message = status.and_then(|status| status.message.clone());
         }
         _ => {
@@ -219,7 +219,10 @@ mod tests {
                 serde_json::json!({"terminated": {"reason": "Error", "exitCode": 2}}), 0, false)}),
             (Failed, Some("Error"), 0, Some(2)),
         );
-        check(serde_json::json!({"phase": "Failed", "reason": "Evicted"}), (Failed, Some("Evicted"), 0, None));
+        check(
+            serde_json::json!({"phase": "Failed", "reason": "Evicted"}),
+            (Failed, Some("Evicted"), 0, None),
+        );
     }
 
     #[test]
@@ -228,7 +231,10 @@ mod tests {
             "name": "p", "image": "i", "imageID": "", "ready": false, "restartCount": 2,
             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})));
-        assert_eq!(state.message.as_deref(), Some("back-off after the container was OOMKilled (exit code 137)"));
+        assert_eq!(
+            state.message.as_deref(),
+            Some("back-off after the container was OOMKilled (exit code 137)")
+        );
     }
 
     #[test]

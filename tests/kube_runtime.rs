@@ -1,0 +1,280 @@
+//! End to end on the `kubernetes` runtime: the real server against the Kubernetes API simulator
+//! (`kube-sim`), checked with the real `kubectl`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{KubeSim, Server, hpctl, hpctl_json};
+use hydroplane::grpc::convert::spec_to_proto;
+use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
+use tonic::Code;
+
+fn start_request(json: serde_json::Value) -> proto::StartRequest {
+    let spec = serde_json::from_value(json).expect("a valid test spec");
+    proto::StartRequest { spec: Some(spec_to_proto(spec)), wait: false, wait_timeout: None }
+}
+
+fn server_on(sim: &KubeSim, directory: &std::path::Path) -> Server {
+    Server::start_with_config(directory, &sim.hydroplane_config(""))
+}
+
+async fn next_event(stream: &mut tonic::Streaming<proto::WatchEvent>) -> proto::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("a watch event within 60 s")
+        .expect("the watch stream is healthy")
+        .expect("the watch stream is open")
+}
+
+/// Follows a watch until `process`'s event matches; returns it.
+async fn until(
+    stream: &mut tonic::Streaming<proto::WatchEvent>,
+    process: &str,
+    matches: impl Fn(&proto::WatchEvent, &proto::ProcessInfo) -> bool,
+) -> proto::ProcessInfo {
+    loop {
+        let event = next_event(stream).await;
+        if let Some(info) = event.process.clone().filter(|info| info.process_name == process)
+            && matches(&event, &info)
+        {
+            return info;
+        }
+    }
+}
+
+#[test]
+fn the_nginx_example_is_one_pod_and_one_node_port_service_and_stop_leaves_nothing() {
+    let sim = KubeSim::start(&[]);
+    let server = server_on(&sim, sim.directory());
+    assert_eq!(hpctl_json(&server, &["list"]), serde_json::json!([]));
+    let nginx = common::repo_root().join("examples/nginx.json");
+    let started = hpctl_json(&server, &["start", nginx.to_str().expect("path")]);
+    assert_eq!(started["process_name"], "nginx");
+
+    assert_eq!(sim.names("pods"), ["nginx"]);
+    assert_eq!(sim.names("services"), ["nginx"]);
+    let service: serde_json::Value =
+        serde_json::from_str(&sim.kubectl(&["get", "service", "nginx", "-o", "json"])).expect("json");
+    assert_eq!(service["spec"]["type"], "NodePort");
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().expect("a node port");
+    assert_eq!(service["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    let pod: serde_json::Value =
+        serde_json::from_str(&sim.kubectl(&["get", "pod", "nginx", "-o", "json"])).expect("json");
+    assert_eq!(pod["metadata"]["labels"]["hydroplane/process-id"], "nginx");
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/managed-by"], "hydroplane");
+    let node_name = pod["spec"]["nodeName"].as_str().expect("the pod is scheduled");
+    let node: serde_json::Value =
+        serde_json::from_str(&sim.kubectl(&["get", "node", node_name, "-o", "json"])).expect("json");
+    let external_ip = node["status"]["addresses"]
+        .as_array()
+        .and_then(|addresses| addresses.iter().find(|address| address["type"] == "ExternalIP"))
+        .and_then(|address| address["address"].as_str())
+        .expect("the node has an ExternalIP")
+        .to_owned();
+
+    let listed = hpctl_json(&server, &["list"]);
+    let addresses = &listed[0]["socket_addresses"];
+    assert_eq!(addresses.as_array().map(Vec::len), Some(1), "only the pod's node: {listed}");
+    assert_eq!(addresses[0]["host"], external_ip.as_str());
+    assert_eq!(addresses[0]["port"], node_port);
+    assert_eq!(addresses[0]["is_public"], true);
+    assert_eq!(listed[0]["node"], node_name);
+
+    assert_eq!(hpctl_json(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
+    common::wait_until("the pod and its service are gone", Duration::from_secs(30), || {
+        sim.names("pods").is_empty() && sim.names("services").is_empty()
+    });
+    assert!(sim.kubectl(&["get", "all"]).trim().is_empty(), "kubectl get all is empty");
+    let after = hpctl_json(&server, &["list"]);
+    assert!(after == serde_json::json!([]) || after[0]["status"] == "STOPPING", "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_follows_the_pod_through_a_crash_loop_to_deletion() {
+    let sim = KubeSim::start(&["--pod-start-delay-ms", "300"]);
+    let server = server_on(&sim, sim.directory());
+    let mut client = server.client().await;
+    let mut watch = client
+        .watch(proto::WatchRequest { process_name: Some("crasher".into()), ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let spec = serde_json::json!({"process_name": "crasher", "group": "g", "container": {
+        "image_uri": "busybox", "command": ["sh", "-c", "exit 1"]}});
+    client.start(start_request(spec)).await.expect("start");
+    until(&mut watch, "crasher", |_, info| info.status() == ProcessStatus::Starting).await;
+    until(&mut watch, "crasher", |_, info| info.status() == ProcessStatus::Running).await;
+
+    sim.patch_pod_status(
+        "crasher",
+        serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "crasher", "image": "busybox", "imageID": "", "ready": false,
+                "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff",
+                "message": "back-off 40s restarting failed container"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+    );
+    let failed = until(&mut watch, "crasher", |_, info| info.status() == ProcessStatus::Failed).await;
+    assert_eq!(failed.reason(), "CrashLoopBackOff");
+    assert_eq!(failed.restart_count, 3);
+    assert!(failed.message().contains("back-off"), "{failed:?}");
+
+    client.stop(proto::StopRequest { target: Some(Target::Group("g".into())) }).await.expect("stop");
+    until(&mut watch, "crasher", |event, _| event.r#type() == WatchEventType::Deleted).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_and_addresses_follow_the_cluster() {
+    let sim = KubeSim::start(&[]);
+    let server = server_on(&sim, sim.directory());
+    let mut client = server.client().await;
+    let spec = serde_json::json!({"process_name": "private", "container": {
+        "image_uri": "busybox", "ports": [{"container_port": 8080, "name": "http"}, {"container_port": 9090}]}});
+    let started = client.start(start_request(spec.clone())).await.expect("start").into_inner();
+    assert!(started.created);
+    let again = client.start(start_request(spec.clone())).await.expect("start again").into_inner();
+    assert!(!again.created, "a retried Start returns the existing process");
+    let mut different = spec;
+    different["container"]["image_uri"] = "other".into();
+    let error = client.start(start_request(different)).await.unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists);
+    assert!(error.message().contains("container.image_uri"), "{}", error.message());
+
+    let process =
+        client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes.remove(0);
+    let addresses: Vec<(String, u32, bool, String)> = process
+        .socket_addresses
+        .iter()
+        .map(|address| (address.host.clone(), address.port, address.is_public, address.dns_name().to_owned()))
+        .collect();
+    let service: serde_json::Value =
+        serde_json::from_str(&sim.kubectl(&["get", "service", "private", "-o", "json"])).expect("json");
+    let cluster_ip = service["spec"]["clusterIP"].as_str().expect("cluster IP").to_owned();
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    let dns = "private.default.svc.cluster.local".to_owned();
+    assert_eq!(addresses, [(cluster_ip.clone(), 8080, false, dns.clone()), (cluster_ip, 9090, false, dns)]);
+
+    for (status, expected, reason, exit_code) in [
+        (
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{"name": "private", "image": "busybox",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}),
+            ProcessStatus::Failed,
+            "ImagePullBackOff",
+            None,
+        ),
+        (
+            serde_json::json!({"phase": "Running", "containerStatuses": [{"name": "private", "image": "busybox",
+                "imageID": "", "ready": false, "restartCount": 1,
+                "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}),
+            ProcessStatus::Failed,
+            "OOMKilled",
+            Some(137),
+        ),
+        (
+            serde_json::json!({"phase": "Succeeded", "containerStatuses": [{"name": "private", "image": "busybox",
+                "imageID": "", "ready": false, "restartCount": 1,
+                "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]}),
+            ProcessStatus::Exited,
+            "Completed",
+            Some(0),
+        ),
+    ] {
+        sim.patch_pod_status("private", status);
+        let mut seen = None;
+        for _ in 0..400 {
+            let listed =
+                client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
+            if let Some(process) = listed.into_iter().find(|p| p.status() == expected && p.reason() == reason)
+            {
+                seen = Some(process);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let process = seen.unwrap_or_else(|| panic!("List never showed {expected:?} {reason}"));
+        assert_eq!(process.exit_code, exit_code);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_that_fails_half_way_leaves_no_orphan() {
+    let sim = KubeSim::start(&[]);
+    // A Service Hydroplane did not make takes the name, so creating the process's Service fails
+    // after its Pod was created.
+    let manifest = sim.directory().join("clash.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  ports:\n  - port: 80\n",
+    )
+    .expect("write");
+    sim.kubectl(&["apply", "-f", manifest.to_str().expect("path")]);
+    let server = server_on(&sim, sim.directory());
+    let mut client = server.client().await;
+    let spec = serde_json::json!({"process_name": "clash", "container": {"image_uri": "nginx", "ports": [{"container_port": 80}]}});
+    let error = client.start(start_request(spec)).await.unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists, "{error:?}");
+    assert!(error.message().contains("service"), "{}", error.message());
+    common::wait_until("the half-made pod is deleted", Duration::from_secs(30), || {
+        sim.names("pods").is_empty()
+    });
+    assert_eq!(sim.names("services"), ["clash"], "the other service is left alone");
+    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
+    assert!(listed.iter().all(|process| process.status() == ProcessStatus::Stopping), "{listed:?}");
+}
+
+#[test]
+fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
+    let sim = KubeSim::start(&[]);
+    let first_directory = tempfile::tempdir().expect("tempdir");
+    let second_directory = tempfile::tempdir().expect("tempdir");
+    let mut first = server_on(&sim, first_directory.path());
+    let second = server_on(&sim, second_directory.path());
+    let directory = tempfile::tempdir().expect("tempdir");
+    for name in ["one", "two"] {
+        let path = directory.path().join(format!("{name}.json"));
+        let spec =
+            serde_json::json!({"process_name": name, "group": "shared", "container": {"image_uri": "nginx"}});
+        std::fs::write(&path, spec.to_string()).expect("write");
+        hpctl_json(&first, &["start", "--wait", path.to_str().expect("path")]);
+    }
+    let names = |server: &Server| -> Vec<String> {
+        let listed = hpctl_json(server, &["list"]);
+        listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|p| p["process_name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    common::wait_until("the second server sees both", Duration::from_secs(30), || {
+        names(&second) == ["one", "two"]
+    });
+
+    assert_eq!(first.terminate(), Some(0));
+    assert_eq!(sim.names("pods"), ["one", "two"], "processes on a cluster outlive the server");
+    let restarted = server_on(&sim, first_directory.path());
+    assert_eq!(names(&restarted), ["one", "two"]);
+    let created: BTreeMap<String, String> = hpctl_json(&restarted, &["list"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| {
+            (
+                p["process_name"].as_str().expect("name").to_owned(),
+                p["created"].as_str().expect("created").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(created.len(), 2);
+
+    assert_eq!(hpctl_json(&second, &["stop", "-g", "shared"]), serde_json::json!(["one", "two"]));
+    common::wait_until("the restarted server sees them go", Duration::from_secs(30), || {
+        hpctl_json(&restarted, &["list"])
+            .as_array()
+            .is_some_and(|processes| processes.iter().all(|process| process["status"] == "STOPPING"))
+    });
+    let output = hpctl(&restarted, &["stop", "ghost"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`ghost` does not exist"));
+}
