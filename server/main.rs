@@ -79,6 +79,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let runtime = build_runtime(&settings.runtime, secrets).await?;
     let processes = Processes::new(Arc::clone(&runtime));
 
+    // Handlers are in place before the address is announced, so a SIGTERM right after it is a
+    // clean shutdown rather than the default instant death.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let address = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
@@ -93,8 +97,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .map(|culling| tokio::spawn(hydroplane::culler::run(processes.clone(), culling)));
 
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         let _ = stop_receiver.await;

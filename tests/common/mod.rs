@@ -41,10 +41,16 @@ impl Server {
 
     /// Starts the server with extra arguments, on a free port.
     pub fn start_with_args(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Starts the server with extra arguments and environment variables, on a free port.
+    pub fn start_with_env(args: &[&str], environment: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
             .args(["-H", "127.0.0.1", "-p", "0"])
             .args(args)
             .env("RUST_LOG", "info,hydroplane=debug")
+            .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
