@@ -82,8 +82,14 @@ struct IndexState {
     relisting_services: Option<HashMap<String, ServiceEntry>>,
     relisting_nodes: Option<HashMap<String, NodeEntry>>,
     synced: HashSet<&'static str>,
-    errors: HashMap<&'static str, String>,
+    /// The last failure of each watch. A watch that recovers without news sends no event, so
+    /// a failure counts only for [`STALE_WINDOW`] unless it recurs (a watch that stays down
+    /// fails again within the longest backoff).
+    errors: HashMap<&'static str, (String, tokio::time::Instant)>,
 }
+
+/// How long after its last failure a watch counts as down: longer than the longest backoff.
+const STALE_WINDOW: Duration = Duration::from_secs(10);
 
 /// The watch-fed index of one namespace.
 pub struct Index {
@@ -130,7 +136,8 @@ impl Index {
     /// How the index stands.
     pub fn health(&self) -> IndexHealth {
         let state = self.lock();
-        if let Some((kind, error)) = state.errors.iter().next() {
+        let recent = state.errors.iter().find(|(_, (_, at))| at.elapsed() < STALE_WINDOW);
+        if let Some((kind, (error, _))) = recent {
             return IndexHealth::Stale(format!("watching {kind} failed ({error}); retrying"));
         }
         if state.synced.len() < 3 { IndexHealth::Syncing } else { IndexHealth::Synced }
@@ -287,7 +294,7 @@ impl Index {
 
     fn record_error(&self, kind: &'static str, error: &watcher::Error) {
         tracing::warn!(kind, %error, "watch failed; serving the index as it is and retrying");
-        self.lock().errors.insert(kind, error.to_string());
+        self.lock().errors.insert(kind, (error.to_string(), tokio::time::Instant::now()));
         self.bump();
     }
 
@@ -306,14 +313,49 @@ impl Index {
     }
 }
 
-/// Drives one watcher into the index, with kube-runtime's default backoff on errors.
+/// The delay between attempts to re-establish a failed watch: doubling from 250 ms up to 5 s, so
+/// that an API server that comes back is followed again within seconds (kube-runtime's default
+/// waits up to 30 s), yet one that stays down is not hammered.
+#[derive(Clone, Debug)]
+struct ReconnectBackoff {
+    next: Duration,
+}
+
+impl ReconnectBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        ReconnectBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for ReconnectBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for ReconnectBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Drives one watcher into the index, retrying failed watches with [`ReconnectBackoff`].
 async fn follow<K>(
     stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
     kind: &'static str,
     index: &Arc<Index>,
     apply: fn(&Index, Event<K>),
 ) {
-    let stream = stream.default_backoff();
+    let stream = stream.backoff(ReconnectBackoff::default());
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         match event {

@@ -195,6 +195,31 @@ impl KubeRuntime {
         }
     }
 
+    /// Deletes the Pod of a Start that failed after creating it, and with it whatever it owns
+    /// already: no orphans. Retried a few times, since the failure may be the API server's.
+    async fn delete_half_made(&self, name: &str, uid: &str) {
+        let params = DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
+            preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
+            ..Default::default()
+        };
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=5 {
+            match self.pods().delete(name, &params).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(response)) if response.code == 404 || response.code == 409 => return,
+                Err(error) if attempt == 5 => {
+                    tracing::error!(process = %name, %error, "cannot delete the pod of a failed start; it is left behind");
+                }
+                Err(error) => {
+                    tracing::warn!(process = %name, %error, attempt, "cannot delete the pod of a failed start yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+
     /// The process as the index shows it, or as the created Pod says when the index has not
     /// caught up in time.
     fn info_after_create(&self, spec: &ProcessSpec, pod: &Pod) -> ProcessInfo {
@@ -364,11 +389,7 @@ impl Runtime for KubeRuntime {
         };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if let Err(error) = self.create_dependents(&spec, &uid, secrets).await {
-            // No orphans: the Pod goes, and with it whatever it already owns.
-            let cleanup = DeleteParams::background();
-            if let Err(cleanup_error) = self.pods().delete(&name, &cleanup).await {
-                tracing::error!(process = %name, error = %cleanup_error, "cannot delete the pod of a failed start");
-            }
+            self.delete_half_made(&name, &uid).await;
             return Err(error);
         }
         let expects_service = !spec.container.ports.is_empty();

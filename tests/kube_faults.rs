@@ -1,0 +1,219 @@
+//! The `kubernetes` runtime under injected faults: dropped watches, a forced 410 Gone, 5% of
+//! requests failing with 500, and the API server refusing connections for 10 s. The index must
+//! converge to the API server's state, no Watch client may miss a final state, and a Start that
+//! failed half-way must leave no orphan.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{KubeSim, Server};
+use hydroplane::grpc::convert::spec_to_proto;
+use hydroplane::proto::{
+    self, WatchEventType, process_service_client::ProcessServiceClient, stop_request::Target,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// What a process looks like at the end: (status, reason), or `None` once deleted.
+type Final = Option<(String, String)>;
+
+fn spec(name: &str, with_port: bool) -> proto::StartRequest {
+    let mut json =
+        serde_json::json!({"process_name": name, "group": "faults", "container": {"image_uri": "nginx"}});
+    if with_port {
+        json["container"]["ports"] = serde_json::json!([{"container_port": 80}]);
+    }
+    let spec = serde_json::from_value(json).expect("valid");
+    proto::StartRequest { spec: Some(spec_to_proto(spec)), wait: false, wait_timeout: None }
+}
+
+fn summary(process: &proto::ProcessInfo) -> (String, String) {
+    (
+        process.status().as_str_name().trim_start_matches("PROCESS_STATUS_").to_owned(),
+        process.reason().to_owned(),
+    )
+}
+
+/// Calls until the server stops answering UNAVAILABLE or ABORTED (the injected 500s).
+async fn start_with_retries(client: &mut ProcessServiceClient<Channel>, name: &str) {
+    for _ in 0..50 {
+        match client.start(spec(name, true)).await {
+            Ok(_) => return,
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(status) => panic!("start {name}: {status:?}"),
+        }
+    }
+    panic!("start {name} kept failing");
+}
+
+/// kubectl, retried through the injected 500s.
+fn patch_with_retries(sim: &KubeSim, pod: &str, status: serde_json::Value) {
+    let patch = serde_json::json!({ "status": status }).to_string();
+    for _ in 0..50 {
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&sim.kubeconfig)
+            .args(["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &patch])
+            .env("HOME", sim.directory())
+            .output()
+            .expect("run kubectl");
+        if output.status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("patching {pod} kept failing");
+}
+
+fn crash_loop(name: &str, restarts: u32) -> serde_json::Value {
+    serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": name, "image": "nginx", "imageID": "", "ready": false,
+            "restartCount": restarts, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
+    let sim = KubeSim::start(&["--pod-start-delay-ms", "50"]);
+    let server = Server::start_with_config(sim.directory(), &sim.hydroplane_config(""));
+    let mut client = server.client().await;
+
+    // A watcher that records the last thing it heard of each process.
+    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
+    let (latest_sender, latest) = tokio::sync::watch::channel(BTreeMap::<String, Final>::new());
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = watch.message().await {
+            let deleted = event.r#type() == WatchEventType::Deleted;
+            let Some(process) = event.process else { continue };
+            let value = (!deleted).then(|| summary(&process));
+            latest_sender.send_modify(|latest| {
+                latest.insert(process.process_name.clone(), value);
+            });
+        }
+    });
+
+    for index in 0..6 {
+        start_with_retries(&mut client, &format!("p{index}")).await;
+    }
+
+    // Watches dropped every few events, then history forgotten: the index must relist.
+    sim.faults(serde_json::json!({"close_watches_after_events": 3}));
+    patch_with_retries(&sim, "p0", crash_loop("p0", 2));
+    patch_with_retries(&sim, "p1", crash_loop("p1", 5));
+    sim.faults(serde_json::json!({"force_gone": true, "drop_watches_now": true}));
+    client
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("p2".into())) })
+        .await
+        .expect("stop p2");
+
+    // 5% of requests fail: Starts retried by the caller must not leave half-made processes.
+    sim.faults(serde_json::json!({"close_watches_after_events": 0, "error_rate": 0.05, "error_code": 500}));
+    for index in 6..14 {
+        start_with_retries(&mut client, &format!("p{index}")).await;
+    }
+    patch_with_retries(&sim, "p6", crash_loop("p6", 1));
+    sim.faults(serde_json::json!({"error_rate": 0.0}));
+
+    // The API server is down for 10 s: List answers from the index and says it may be stale;
+    // Start is UNAVAILABLE.
+    sim.faults(serde_json::json!({"refuse_connections_for_ms": 10_000}));
+    let mut saw_stale = false;
+    let mut saw_unavailable = false;
+    for _ in 0..160 {
+        let listed = client
+            .list(proto::ListRequest::default())
+            .await
+            .expect("List works while the cluster is down")
+            .into_inner();
+        assert!(listed.processes.len() >= 13, "the index keeps what it had");
+        saw_stale |= listed.stale_reason.is_some();
+        // Once List says it is stale, the outage is surely on.
+        if saw_stale && !saw_unavailable {
+            match client.start(spec("during-outage", true)).await {
+                Err(status) if status.code() == Code::Unavailable => saw_unavailable = true,
+                Err(status) => panic!("a Start during the outage: {status:?}"),
+                Ok(response) => panic!("a Start during the outage succeeded: {response:?}"),
+            }
+        }
+        if saw_stale && saw_unavailable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_stale, "List said it may be stale during the outage");
+    assert!(saw_unavailable, "Start was UNAVAILABLE during the outage");
+
+    // After the outage: one more change that the index can only learn from a fresh watch.
+    let mut patched = false;
+    for _ in 0..400 {
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&sim.kubeconfig)
+            .args(["patch", "pod", "p3", "--subresource=status", "--type=merge", "-p",
+                r#"{"status": {"phase": "Succeeded", "containerStatuses": [{"name": "p3", "image": "nginx", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}}"#])
+            .env("HOME", sim.directory())
+            .output()
+            .expect("run kubectl");
+        if output.status.success() {
+            patched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(patched, "the API server came back");
+
+    // Converged: the server's List equals the API server's pods, and the watcher's last word on
+    // every process equals List (DELETED for the ones that are gone).
+    let expected_names: Vec<String> = sim.names("pods");
+    assert!(!expected_names.contains(&"p2".to_owned()));
+    assert!(!expected_names.contains(&"during-outage".to_owned()), "no orphan of the failed start");
+    for name in ["p0", "p1", "p3", "p6", "p13"] {
+        assert!(expected_names.contains(&name.to_owned()), "{name} exists: {expected_names:?}");
+    }
+    let expected: BTreeMap<String, Final> = [
+        ("p0", ("FAILED", "CrashLoopBackOff")),
+        ("p1", ("FAILED", "CrashLoopBackOff")),
+        ("p3", ("EXITED", "Completed")),
+        ("p6", ("FAILED", "CrashLoopBackOff")),
+    ]
+    .into_iter()
+    .map(|(name, (status, reason))| (name.to_owned(), Some((status.to_owned(), reason.to_owned()))))
+    .collect();
+    let mut converged = false;
+    for _ in 0..600 {
+        let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
+        let listed_names: Vec<String> = listed.processes.iter().map(|p| p.process_name.clone()).collect();
+        let listed_states: BTreeMap<String, Final> =
+            listed.processes.iter().map(|p| (p.process_name.clone(), Some(summary(p)))).collect();
+        let watched = latest.borrow().clone();
+        let watched_live: BTreeMap<String, Final> = watched
+            .iter()
+            .filter(|(_, state)| state.is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        converged = listed.stale_reason.is_none()
+            && listed_names == expected_names
+            && expected.iter().all(|(name, state)| listed_states.get(name) == Some(state))
+            && listed_states
+                .iter()
+                .filter(|(name, _)| !expected.contains_key(*name))
+                .all(|(_, state)| state.as_ref().is_some_and(|(status, _)| status == "RUNNING"))
+            && watched_live == listed_states
+            && watched.get("p2") == Some(&None);
+        if converged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
+    assert!(
+        converged,
+        "did not converge:\n api server: {expected_names:?}\n list: {:?} (stale: {:?})\n watcher: {:?}",
+        listed.processes.iter().map(|p| (p.process_name.clone(), summary(p))).collect::<Vec<_>>(),
+        listed.stale_reason,
+        latest.borrow()
+    );
+}
