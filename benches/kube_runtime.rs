@@ -1,0 +1,196 @@
+//! Benchmark of the server on the `kubernetes` runtime against the Kubernetes API simulator,
+//! with 10,000 processes: List latency over gRPC, Start latency and throughput at 64 concurrent
+//! callers, the delay from a pod change to the Watch event, and the server's resident memory.
+//!
+//! Run with `cargo bench --bench kube_runtime` (`-- --processes N --callers C` to change the
+//! sizes). It starts the release `kube-sim` and `hydroplane` binaries on free loopback ports.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+
+fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * fraction).round() as usize]
+}
+
+fn report(name: &str, samples: &mut [Duration]) {
+    let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
+    println!("{name:<36} n={:<6} p50={:>9.3} ms  p99={:>9.3} ms", samples.len(), ms(p50), ms(p99));
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn argument(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|arg| arg == name)
+        .and_then(|index| args.get(index + 1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Kills the child when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn first_line(child: &mut Child) -> String {
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("first line");
+    std::thread::spawn(move || for _ in reader.lines() {});
+    line
+}
+
+fn kube_sim_binary() -> PathBuf {
+    let binary = Path::new(env!("CARGO_BIN_EXE_hydroplane")).with_file_name("kube-sim");
+    if !binary.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "kube-sim", "--bin", "kube-sim"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success());
+    }
+    binary
+}
+
+fn start_request(name: String) -> proto::StartRequest {
+    proto::StartRequest {
+        spec: Some(proto::ProcessSpec {
+            process_name: name,
+            group: Some("bench".into()),
+            container: Some(proto::ContainerSpec {
+                image_uri: "nginx".into(),
+                ports: vec![proto::PortMapping { container_port: 80, protocol: "tcp".into(), ..Default::default() }],
+                ..Default::default()
+            }),
+            has_public_ip: false,
+        }),
+        wait: false,
+        wait_timeout: None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let count = argument(&args, "--processes", 10_000);
+    let callers = argument(&args, "--callers", 64);
+    let directory = tempfile::tempdir()?;
+    let kubeconfig = directory.path().join("kubeconfig");
+
+    let mut sim = Command::new(kube_sim_binary())
+        .args(["--listen", "127.0.0.1:0", "--pod-start-delay-ms", "100", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    first_line(&mut sim);
+    let _sim = Guard(sim);
+    let config = directory.path().join("hydroplane.yml");
+    std::fs::write(&config, format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", kubeconfig.display()))?;
+    let mut server = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-H", "127.0.0.1", "-p", "0", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let line = first_line(&mut server);
+    let server_pid = server.id();
+    let _server = Guard(server);
+    let url = format!("http://{}", line.split_whitespace().nth(3).ok_or("no address")?);
+    let client = ProcessServiceClient::connect(url.clone()).await?.max_decoding_message_size(64 << 20);
+
+    println!("kubernetes runtime on kube-sim, {count} processes (Pod + ClusterIP Service each), gRPC on loopback");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let begin = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = client.clone();
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if index >= count {
+                    return latencies;
+                }
+                let started = Instant::now();
+                client.start(start_request(format!("p{index:05}"))).await.expect("start");
+                latencies.push(started.elapsed());
+            }
+        }));
+    }
+    let mut starts = Vec::new();
+    for task in tasks {
+        starts.extend(task.await?);
+    }
+    let elapsed = begin.elapsed();
+    report(&format!("Start ({callers} concurrent callers)"), &mut starts);
+    println!("{:<36} {:.0} starts/s ({count} in {:.1} s)", "Start throughput", count as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+
+    let mut lists = Vec::new();
+    let mut list_client = client.clone();
+    for _ in 0..100 {
+        let begin = Instant::now();
+        let listed = list_client.list(proto::ListRequest::default()).await?.into_inner().processes.len();
+        lists.push(begin.elapsed());
+        assert_eq!(listed, count);
+    }
+    report(&format!("List ({count} processes)"), &mut lists);
+
+    let kube_client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig)?, &Default::default()).await?,
+    )?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(kube_client, "default");
+    let mut watch_client = client.clone();
+    let mut watch = watch_client
+        .watch(proto::WatchRequest { process_name: Some("p00000".into()), ..Default::default() })
+        .await?
+        .into_inner();
+    while let Some(event) = watch.message().await? {
+        if event.r#type() == proto::WatchEventType::Synced {
+            break;
+        }
+    }
+    let mut delays = Vec::new();
+    for round in 0..100u32 {
+        let patch = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{"name": "p00000",
+            "image": "nginx", "imageID": "", "ready": false, "restartCount": round + 1,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        let begin = Instant::now();
+        pods.patch_status("p00000", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        loop {
+            let event = watch.message().await?.ok_or("watch ended")?;
+            if event.process.is_some_and(|process| process.restart_count == round + 1) {
+                break;
+            }
+        }
+        delays.push(begin.elapsed());
+    }
+    report("Pod change -> Watch event", &mut delays);
+    println!("server RSS with {count} processes: {:.1} MiB", rss_mib(server_pid));
+    Ok(())
+}
