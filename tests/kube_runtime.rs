@@ -278,3 +278,45 @@ fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
     let output = hpctl(&restarted, &["stop", "ghost"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("`ghost` does not exist"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_and_missing_permissions_are_clear() {
+    // Over TLS, as real clusters are: kubectl sends no bearer token over plain HTTP.
+    let sim = KubeSim::start(&["--tls", "--token", "admin-token", "--read-only-token", "reader-token"]);
+    let kubeconfig = std::fs::read_to_string(&sim.kubeconfig).expect("read kubeconfig");
+    assert!(kubeconfig.contains("admin-token"), "the simulator writes its first token");
+
+    // A token the cluster does not know: the server says so at start-up and exits.
+    let wrong = sim.directory().join("wrong-kubeconfig");
+    std::fs::write(&wrong, kubeconfig.replace("admin-token", "stolen-token")).expect("write");
+    let config = sim.directory().join("wrong.yml");
+    std::fs::write(
+        &config,
+        format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", wrong.display()),
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-p", "0", "-c", config.to_str().expect("path")])
+        .output()
+        .expect("run hydroplane");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused our credentials"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+
+    // A token that may only read: List works, Start is PERMISSION_DENIED with the cluster's word.
+    let reader = sim.directory().join("reader-kubeconfig");
+    std::fs::write(&reader, kubeconfig.replace("admin-token", "reader-token")).expect("write");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_config(
+        directory.path(),
+        &format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", reader.display()),
+    );
+    let mut client = server.client().await;
+    client.list(proto::ListRequest::default()).await.expect("reading is allowed");
+    let spec = serde_json::json!({"process_name": "denied", "container": {"image_uri": "nginx"}});
+    let error = client.start(start_request(spec)).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    assert!(error.message().contains("create the pod"), "{}", error.message());
+    assert!(sim.names("pods").is_empty());
+}
