@@ -38,7 +38,11 @@ fn invalid(kind: Kind, object: &Value, field: String, value: Value, error: Alloc
 }
 
 /// Applies defaults and allocations to a new object.
-pub fn admit_create(kind: Kind, object: &mut Value, context: &mut AdmissionContext<'_>) -> Result<(), ApiError> {
+pub fn admit_create(
+    kind: Kind,
+    object: &mut Value,
+    context: &mut AdmissionContext<'_>,
+) -> Result<(), ApiError> {
     match kind {
         Kind::Pod => {
             default_pod_spec(object.get_mut("spec"));
@@ -81,7 +85,12 @@ pub fn admit_create(kind: Kind, object: &mut Value, context: &mut AdmissionConte
 }
 
 /// Carries allocations and immutable fields over an update.
-pub fn admit_update(kind: Kind, old: &Value, new: &mut Value, context: &mut AdmissionContext<'_>) -> Result<(), ApiError> {
+pub fn admit_update(
+    kind: Kind,
+    old: &Value,
+    new: &mut Value,
+    context: &mut AdmissionContext<'_>,
+) -> Result<(), ApiError> {
     match kind {
         Kind::Service => admit_service(new, Some(old), context),
         Kind::Secret => {
@@ -116,7 +125,9 @@ pub fn admit_update(kind: Kind, old: &Value, new: &mut Value, context: &mut Admi
 pub fn release(kind: Kind, object: &Value, context: &mut AdmissionContext<'_>) {
     match kind {
         Kind::Service => {
-            if let Some(ip) = object.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|ip| ip.parse().ok()) {
+            if let Some(ip) =
+                object.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|ip| ip.parse().ok())
+            {
                 context.allocators.cluster_ips.release(ip);
             }
             for port in node_ports(object) {
@@ -170,7 +181,8 @@ fn image_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn default_pod_spec(spec: Option<&mut Value>) {
+/// Fills the pod spec defaults the API server sets (restart policy, DNS policy, pull policy...).
+pub fn default_pod_spec(spec: Option<&mut Value>) {
     let Some(Value::Object(spec)) = spec else { return };
     spec.entry("restartPolicy").or_insert(json!("Always"));
     spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
@@ -211,15 +223,13 @@ fn node_is_schedulable(node: &Value, node_selector: &LabelSelector) -> bool {
 /// Unschedulable like the scheduler does when none fits.
 fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
     let now = meta::now();
-    let containers: Vec<Value> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let containers: Vec<Value> =
+        pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut status = Map::new();
     status.insert("phase".into(), json!("Pending"));
     status.insert("qosClass".into(), json!("BestEffort"));
-    let requested_node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
+    let requested_node =
+        pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string);
     let chosen = match requested_node {
         Some(node) => Some(node),
         None => {
@@ -228,7 +238,8 @@ fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
                 .and_then(Value::as_object)
                 .map(|labels| LabelSelector::from_object(&json!({"matchLabels": labels})))
                 .unwrap_or_default();
-            let fitting: Vec<&Arc<Value>> = context.nodes.iter().filter(|n| node_is_schedulable(n, &selector)).collect();
+            let fitting: Vec<&Arc<Value>> =
+                context.nodes.iter().filter(|n| node_is_schedulable(n, &selector)).collect();
             if fitting.is_empty() {
                 None
             } else {
@@ -284,7 +295,11 @@ fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
 }
 
 /// Allocates a Service's ClusterIP and NodePorts, keeping those of `old` on update.
-fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut AdmissionContext<'_>) -> Result<(), ApiError> {
+fn admit_service(
+    service: &mut Value,
+    old: Option<&Value>,
+    context: &mut AdmissionContext<'_>,
+) -> Result<(), ApiError> {
     let snapshot = service.clone();
     let spec = meta::object_mut(service, "spec");
     let service_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
@@ -305,7 +320,8 @@ fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut Admissi
 
     // ClusterIP: kept across updates, immutable once set.
     let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(str::to_string);
-    let requested_ip = spec.get("clusterIP").and_then(Value::as_str).filter(|ip| !ip.is_empty()).map(str::to_string);
+    let requested_ip =
+        spec.get("clusterIP").and_then(Value::as_str).filter(|ip| !ip.is_empty()).map(str::to_string);
     let mut newly_allocated_ip = None;
     let cluster_ip = match (&old_ip, requested_ip) {
         (Some(old_ip), None) => old_ip.clone(),
@@ -314,7 +330,11 @@ fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut Admissi
                 return Err(ApiError::Invalid {
                     kind: Kind::Service,
                     name: meta::name(&snapshot).to_string(),
-                    causes: vec![FieldError::invalid("spec.clusterIPs[0]", requested.as_str(), "may not change once set")],
+                    causes: vec![FieldError::invalid(
+                        "spec.clusterIPs[0]",
+                        requested.as_str(),
+                        "may not change once set",
+                    )],
                 });
             }
             requested
@@ -324,13 +344,15 @@ fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut Admissi
             let address: Ipv4Addr = requested.parse().map_err(|_| ApiError::Invalid {
                 kind: Kind::Service,
                 name: meta::name(&snapshot).to_string(),
-                causes: vec![FieldError::invalid("spec.clusterIPs[0]", requested.as_str(), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")],
+                causes: vec![FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    requested.as_str(),
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                )],
             })?;
-            context
-                .allocators
-                .cluster_ips
-                .allocate_specific(address)
-                .map_err(|e| invalid(Kind::Service, &snapshot, "spec.clusterIPs[0]".into(), json!(requested), e))?;
+            context.allocators.cluster_ips.allocate_specific(address).map_err(|e| {
+                invalid(Kind::Service, &snapshot, "spec.clusterIPs[0]".into(), json!(requested), e)
+            })?;
             newly_allocated_ip = Some(address);
             requested
         }
@@ -353,7 +375,8 @@ fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut Admissi
 
     // NodePorts: requested ones are honoured, others reuse the old port for the same service
     // port or get a fresh one; ports no longer used go back to the pool.
-    let old_ports: Vec<Value> = old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let old_ports: Vec<Value> =
+        old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
     let old_node_ports: Vec<u16> = old.map(node_ports).unwrap_or_default();
     let wants_node_ports = service_type == "NodePort" || service_type == "LoadBalancer";
     let mut kept = Vec::new();
@@ -372,11 +395,15 @@ fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut Admissi
                     kept.push(requested as u16);
                     Ok(requested as u16)
                 }
-                Some(requested) => context.allocators.node_ports.allocate_specific(requested).inspect(|p| taken.push(*p)),
+                Some(requested) => {
+                    context.allocators.node_ports.allocate_specific(requested).inspect(|p| taken.push(*p))
+                }
                 None => {
                     let previous = old_ports
                         .iter()
-                        .find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"))
+                        .find(|o| {
+                            o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol")
+                        })
                         .and_then(|o| o.get("nodePort"))
                         .and_then(Value::as_u64)
                         .and_then(|p| u16::try_from(p).ok())
@@ -395,7 +422,8 @@ fn admit_service(service: &mut Value, old: Option<&Value>, context: &mut Admissi
                     port.insert("nodePort".into(), json!(node_port));
                 }
                 Err(error) => {
-                    failure = Some((format!("spec.ports[{index}].nodePort"), json!(requested.unwrap_or(0)), error));
+                    failure =
+                        Some((format!("spec.ports[{index}].nodePort"), json!(requested.unwrap_or(0)), error));
                     break;
                 }
             }

@@ -96,7 +96,7 @@ impl PortAllocator {
 
     /// The next free port.
     pub fn allocate(&mut self) -> Result<u16, AllocError> {
-        if self.used.len() >= usize::from(self.high - self.low) + 1 {
+        if self.used.len() > usize::from(self.high - self.low) {
             return Err(AllocError::Exhausted);
         }
         loop {
@@ -112,7 +112,10 @@ impl PortAllocator {
     pub fn allocate_specific(&mut self, port: i64) -> Result<u16, AllocError> {
         let in_range = u16::try_from(port).ok().filter(|p| (self.low..=self.high).contains(p));
         let Some(port) = in_range else {
-            return Err(AllocError::OutOfRange { what: "port", range: format!("{}-{}", self.low, self.high) });
+            return Err(AllocError::OutOfRange {
+                what: "port",
+                range: format!("{}-{}", self.low, self.high),
+            });
         };
         if self.used.insert(port) { Ok(port) } else { Err(AllocError::Taken("port")) }
     }

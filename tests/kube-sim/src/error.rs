@@ -35,7 +35,10 @@ pub enum FieldProblem {
 impl FieldError {
     /// A `FieldValueInvalid` error.
     pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
-        FieldError { field: field.into(), problem: FieldProblem::Invalid { value: value.into(), detail: detail.into() } }
+        FieldError {
+            field: field.into(),
+            problem: FieldProblem::Invalid { value: value.into(), detail: detail.into() },
+        }
     }
 
     /// A `FieldValueRequired` error.

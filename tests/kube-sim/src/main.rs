@@ -1,3 +1,103 @@
-//! A Kubernetes API simulator for Hydroplane's tests (under construction).
+//! The `kube-sim` binary: parses flags, prepares TLS and the kubeconfig, prints
+//! `listening on <url>` as the first stdout line, then serves until SIGINT/SIGTERM.
 
-fn main() {}
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kube_sim::api::{ApiSettings, AppState};
+use kube_sim::auth::{Authenticator, eks::EksVerifier};
+use kube_sim::config::Args;
+use kube_sim::controllers::{self, ControllerSettings};
+use kube_sim::faults::{FaultSettings, Faults};
+use kube_sim::store::{Store, StoreSettings};
+use kube_sim::{kubeconfig, server, tls};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+
+    let listener = server::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
+    let host = if address.is_ipv6() && !address.ip().is_unspecified() { format!("[{host}]") } else { host };
+    let tls = if args.tls {
+        Some(tls::generate(address.ip()).context("generating TLS certificates")?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{}", address.port());
+
+    let eks = args.eks_cluster_name.clone().map(|cluster_name| EksVerifier {
+        cluster_name,
+        region: args.eks_region.clone(),
+        keys: args
+            .eks_static_keys
+            .iter()
+            .filter_map(|key| key.split_once(':').map(|(id, secret)| (id.to_string(), secret.to_string())))
+            .collect(),
+        extra_hosts: args.eks_sts_hosts.clone(),
+        trust_session_tokens: args.eks_trust_session_tokens,
+    });
+    let (refuse_sender, refuse_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let faults = Arc::new(Faults::new(
+        FaultSettings {
+            latency_ms: args.latency_ms,
+            error_rate: args.error_rate,
+            error_code: args.error_code,
+            close_watches_after_events: args.close_watches_after_events,
+        },
+        refuse_sender,
+    ));
+    let store = Store::new(&StoreSettings {
+        nodes: args.nodes,
+        history_limit: args.history_size,
+        watch_buffer: args.watch_buffer,
+    });
+    controllers::spawn_all(
+        store.clone(),
+        ControllerSettings { pod_start_delay: Duration::from_millis(args.pod_start_delay_ms) },
+    );
+    let state = Arc::new(AppState {
+        store,
+        auth: Authenticator::new(&args.tokens, &args.read_only_tokens, eks),
+        faults,
+        settings: ApiSettings {
+            bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
+            server_address: format!("{host}:{}", address.port()),
+        },
+    });
+
+    if let Some(path) = &args.kubeconfig_out {
+        kubeconfig::write(
+            path,
+            &url,
+            tls.as_ref().map(|t| t.ca_pem.as_str()),
+            args.tokens.first().map(String::as_str),
+        )
+        .with_context(|| format!("writing kubeconfig {}", path.display()))?;
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {url}")?;
+    stdout.flush()?;
+
+    let shutdown = async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    server::serve(listener, state, tls.map(|t| t.acceptor), refuse_receiver, shutdown).await?;
+    Ok(())
+}

@@ -73,7 +73,9 @@ pub fn owner_uids(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_string).collect())
+        .map(|refs| {
+            refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_string).collect()
+        })
         .unwrap_or_default()
 }
 

@@ -297,7 +297,10 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
             .and_then(Value::as_str)
             .ok_or_else(|| PatchError::Malformed("operation has no path".into()))?;
         let value = || {
-            operation.get("value").cloned().ok_or_else(|| PatchError::Malformed(format!("{op} at {path} has no value")))
+            operation
+                .get("value")
+                .cloned()
+                .ok_or_else(|| PatchError::Malformed(format!("{op} at {path} has no value")))
         };
         let from = || {
             operation
@@ -316,7 +319,8 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
                 add_at(&mut working, path, moved, false)?;
             }
             "copy" => {
-                let copied = working.pointer(from()?).cloned().ok_or_else(|| PatchError::PathNotFound(path.into()))?;
+                let copied =
+                    working.pointer(from()?).cloned().ok_or_else(|| PatchError::PathNotFound(path.into()))?;
                 add_at(&mut working, path, copied, false)?;
             }
             "test" => {
@@ -390,13 +394,17 @@ mod tests {
             {"op": "move", "from": "/copy", "path": "/moved"}
         ]);
         json_patch(&mut target, &patch).unwrap();
-        assert_eq!(target, json!({"metadata": {"labels": {"a/b": "2"}}, "list": [0, 2, 3], "moved": [0, 2, 3]}));
+        assert_eq!(
+            target,
+            json!({"metadata": {"labels": {"a/b": "2"}}, "list": [0, 2, 3], "moved": [0, 2, 3]})
+        );
     }
 
     #[test]
     fn json_patch_is_all_or_nothing() {
         let mut target = json!({"a": 1});
-        let patch = json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "remove", "path": "/missing"}]);
+        let patch =
+            json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "remove", "path": "/missing"}]);
         assert_eq!(json_patch(&mut target, &patch), Err(PatchError::PathNotFound("/missing".into())));
         assert_eq!(target, json!({"a": 1}));
         assert!(json_patch(&mut target, &json!({"op": "add"})).is_err());

@@ -208,7 +208,11 @@ impl Kind {
     /// The resource as error messages name it: `pods`, `deployments.apps`.
     pub fn qualified_resource(self) -> String {
         let info = self.info();
-        if info.group.is_empty() { info.plural.to_string() } else { format!("{}.{}", info.plural, info.group) }
+        if info.group.is_empty() {
+            info.plural.to_string()
+        } else {
+            format!("{}.{}", info.plural, info.group)
+        }
     }
 
     /// The `kind` of a list of these objects.

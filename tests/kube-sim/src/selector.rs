@@ -69,15 +69,19 @@ pub fn label_key_error(key: &str) -> Option<String> {
 }
 
 fn check_key(key: &str) -> Result<(), SelectorError> {
-    let invalid = |detail: &str| SelectorError::InvalidLabel { what: "key", text: key.to_string(), detail: detail.to_string() };
+    let invalid = |detail: &str| SelectorError::InvalidLabel {
+        what: "key",
+        text: key.to_string(),
+        detail: detail.to_string(),
+    };
     let (prefix, name) = match key.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() || crate::validation::dns1123_subdomain_error(prefix).is_some() {
-            return Err(invalid("prefix part must be a DNS-1123 subdomain"));
-        }
+    if let Some(prefix) = prefix
+        && (prefix.is_empty() || crate::validation::dns1123_subdomain_error(prefix).is_some())
+    {
+        return Err(invalid("prefix part must be a DNS-1123 subdomain"));
     }
     if name.is_empty() || name.len() > 63 || !is_label_value_syntax(name) {
         return Err(invalid(
@@ -106,18 +110,18 @@ fn check_value(value: &str) -> Result<(), SelectorError> {
         Err(SelectorError::InvalidLabel {
             what: "value",
             text: value.to_string(),
-            detail: "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"
-                .to_string(),
+            detail:
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"
+                    .to_string(),
         })
     }
 }
 
 fn parse_set(text: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
-    let inner = text
-        .trim()
-        .strip_prefix('(')
-        .and_then(|rest| rest.strip_suffix(')'))
-        .ok_or_else(|| SelectorError::Syntax(format!("{whole}: expected a parenthesised set of values")))?;
+    let inner =
+        text.trim().strip_prefix('(').and_then(|rest| rest.strip_suffix(')')).ok_or_else(|| {
+            SelectorError::Syntax(format!("{whole}: expected a parenthesised set of values"))
+        })?;
     let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
     for value in &values {
         check_value(value)?;
@@ -143,11 +147,14 @@ impl LabelSelector {
                 requirements.push(Requirement::DoesNotExist(key.to_string()));
                 continue;
             }
-            let key_end = term.find(|c: char| c == '=' || c == '!' || c.is_whitespace() || c == '(').unwrap_or(term.len());
+            let key_end = term
+                .find(|c: char| c == '=' || c == '!' || c.is_whitespace() || c == '(')
+                .unwrap_or(term.len());
             let key = &term[..key_end];
             let rest = term[key_end..].trim_start();
             check_key(key)?;
-            let requirement = if let Some(value) = rest.strip_prefix("==").or_else(|| rest.strip_prefix('=')) {
+            let requirement = if let Some(value) = rest.strip_prefix("==").or_else(|| rest.strip_prefix('='))
+            {
                 let value = value.trim();
                 check_value(value)?;
                 Requirement::Equals(key.to_string(), value.to_string())
@@ -162,7 +169,9 @@ impl LabelSelector {
             } else if rest.is_empty() {
                 Requirement::Exists(key.to_string())
             } else {
-                return Err(SelectorError::Syntax(format!("{term}: found '{rest}', expected: in, notin, =, ==, !=")));
+                return Err(SelectorError::Syntax(format!(
+                    "{term}: found '{rest}', expected: in, notin, =, ==, !="
+                )));
             };
             requirements.push(requirement);
         }
@@ -192,7 +201,8 @@ impl LabelSelector {
         let mut requirements = Vec::new();
         if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
             for (key, value) in labels {
-                requirements.push(Requirement::Equals(key.clone(), value.as_str().unwrap_or_default().to_string()));
+                requirements
+                    .push(Requirement::Equals(key.clone(), value.as_str().unwrap_or_default().to_string()));
             }
         }
         for expression in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
@@ -248,9 +258,15 @@ impl FieldSelector {
             } else if let Some((field, value)) = term.split_once('=') {
                 (field, true, value)
             } else {
-                return Err(SelectorError::Syntax(format!("invalid selector: '{text}'; can't understand '{term}'")));
+                return Err(SelectorError::Syntax(format!(
+                    "invalid selector: '{text}'; can't understand '{term}'"
+                )));
             };
-            requirements.push(FieldRequirement { field: field.trim().to_string(), equal, value: value.trim().to_string() });
+            requirements.push(FieldRequirement {
+                field: field.trim().to_string(),
+                equal,
+                value: value.trim().to_string(),
+            });
         }
         Ok(FieldSelector { requirements })
     }

@@ -79,16 +79,20 @@ fn check_port_number(field: String, value: Option<&Value>, errors: &mut Vec<Fiel
         None | Some(Value::Null) => errors.push(FieldError::required(field, "")),
         Some(value) => match value.as_i64() {
             Some(port) if (1..=65535).contains(&port) => {}
-            _ => errors.push(FieldError::invalid(field, value.clone(), "must be between 1 and 65535, inclusive")),
+            _ => errors.push(FieldError::invalid(
+                field,
+                value.clone(),
+                "must be between 1 and 65535, inclusive",
+            )),
         },
     }
 }
 
 fn check_protocol(field: String, value: Option<&Value>, errors: &mut Vec<FieldError>) {
-    if let Some(value) = value {
-        if !matches!(value.as_str(), Some("TCP" | "UDP" | "SCTP")) {
-            errors.push(FieldError::not_supported(field, value.clone(), &["SCTP", "TCP", "UDP"]));
-        }
+    if let Some(value) = value
+        && !matches!(value.as_str(), Some("TCP" | "UDP" | "SCTP"))
+    {
+        errors.push(FieldError::not_supported(field, value.clone(), &["SCTP", "TCP", "UDP"]));
     }
 }
 
@@ -184,7 +188,9 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
             errors.push(FieldError::required(format!("{prefix}.image"), ""));
         }
         let mut port_names = HashSet::new();
-        for (port_index, port) in container.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (port_index, port) in
+            container.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
             let port_path = format!("{prefix}.ports[{port_index}]");
             check_port_number(format!("{port_path}.containerPort"), port.get("containerPort"), errors);
             if let Some(host_port) = port.get("hostPort").filter(|p| !p.is_null() && p.as_i64() != Some(0)) {
@@ -199,16 +205,22 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
                 }
             }
         }
-        for (env_index, env) in container.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (env_index, env) in
+            container.get("env").and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
             if env.get("name").and_then(Value::as_str).unwrap_or_default().is_empty() {
                 errors.push(FieldError::required(format!("{prefix}.env[{env_index}].name"), ""));
             }
         }
     }
-    if let Some(policy) = spec.and_then(|s| s.get("restartPolicy")) {
-        if !matches!(policy.as_str(), Some("Always" | "OnFailure" | "Never")) {
-            errors.push(FieldError::not_supported(format!("{path}.restartPolicy"), policy.clone(), &["Always", "Never", "OnFailure"]));
-        }
+    if let Some(policy) = spec.and_then(|s| s.get("restartPolicy"))
+        && !matches!(policy.as_str(), Some("Always" | "OnFailure" | "Never"))
+    {
+        errors.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            policy.clone(),
+            &["Always", "Never", "OnFailure"],
+        ));
     }
 }
 
@@ -242,15 +254,20 @@ fn validate_service_spec(spec: Option<&Value>, errors: &mut Vec<FieldError>) {
         }
         check_port_number(format!("{prefix}.port"), port.get("port"), errors);
         check_protocol(format!("{prefix}.protocol"), port.get("protocol"), errors);
-        let key = (port.get("port").and_then(Value::as_i64), port.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string());
+        let key = (
+            port.get("port").and_then(Value::as_i64),
+            port.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string(),
+        );
         if key.0.is_some() && !seen_ports.insert(key) {
             errors.push(FieldError::duplicate(prefix.clone(), port.clone()));
         }
         match port.get("targetPort") {
-            Some(Value::Number(number)) => {
-                if !number.as_i64().is_some_and(|p| (1..=65535).contains(&p)) {
-                    errors.push(FieldError::invalid(format!("{prefix}.targetPort"), number.clone(), "must be between 1 and 65535, inclusive"));
-                }
+            Some(Value::Number(number)) if !number.as_i64().is_some_and(|p| (1..=65535).contains(&p)) => {
+                errors.push(FieldError::invalid(
+                    format!("{prefix}.targetPort"),
+                    number.clone(),
+                    "must be between 1 and 65535, inclusive",
+                ));
             }
             Some(Value::String(target)) => {
                 if let Some(detail) = port_name_error(target) {
@@ -261,7 +278,10 @@ fn validate_service_spec(spec: Option<&Value>, errors: &mut Vec<FieldError>) {
         }
         if let Some(node_port) = port.get("nodePort").filter(|p| !p.is_null() && p.as_i64() != Some(0)) {
             if service_type == "ClusterIP" {
-                errors.push(FieldError::forbidden(format!("{prefix}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                errors.push(FieldError::forbidden(
+                    format!("{prefix}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else {
                 check_port_number(format!("{prefix}.nodePort"), Some(node_port), errors);
             }
@@ -271,10 +291,14 @@ fn validate_service_spec(spec: Option<&Value>, errors: &mut Vec<FieldError>) {
 
 fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
     let spec = object.get("spec");
-    if let Some(replicas) = spec.and_then(|s| s.get("replicas")) {
-        if !replicas.as_i64().is_some_and(|r| r >= 0) {
-            errors.push(FieldError::invalid("spec.replicas", replicas.clone(), "must be greater than or equal to 0"));
-        }
+    if let Some(replicas) = spec.and_then(|s| s.get("replicas"))
+        && replicas.as_i64().is_none_or(|r| r < 0)
+    {
+        errors.push(FieldError::invalid(
+            "spec.replicas",
+            replicas.clone(),
+            "must be greater than or equal to 0",
+        ));
     }
     let selector = spec.and_then(|s| s.get("selector"));
     let template_labels = spec.and_then(|s| s.pointer("/template/metadata/labels"));
@@ -283,7 +307,11 @@ fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
         Some(selector) => {
             let parsed = crate::selector::LabelSelector::from_object(selector);
             if parsed.is_empty() {
-                errors.push(FieldError::invalid("spec.selector", selector.clone(), "empty selector is invalid for deployment"));
+                errors.push(FieldError::invalid(
+                    "spec.selector",
+                    selector.clone(),
+                    "empty selector is invalid for deployment",
+                ));
             } else if !parsed.matches(template_labels) {
                 errors.push(FieldError::invalid(
                     "spec.template.metadata.labels",
@@ -326,30 +354,56 @@ mod tests {
         let pod = |spec: Value| json!({"metadata": {"name": "p"}, "spec": spec});
         check(Kind::Pod, pod(json!({"containers": [{"name": "c", "image": "i"}]})), &[]);
         check(Kind::Pod, pod(json!({})), &["spec.containers"]);
-        check(Kind::Pod, pod(json!({"containers": [{"name": "C"}]})), &["spec.containers[0].name", "spec.containers[0].image"]);
         check(
             Kind::Pod,
-            pod(json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 0}, {"containerPort": 70000}]}]})),
+            pod(json!({"containers": [{"name": "C"}]})),
+            &["spec.containers[0].name", "spec.containers[0].image"],
+        );
+        check(
+            Kind::Pod,
+            pod(
+                json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 0}, {"containerPort": 70000}]}]}),
+            ),
             &["spec.containers[0].ports[0].containerPort", "spec.containers[0].ports[1].containerPort"],
         );
-        check(Kind::Pod, json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}), &["metadata.name"]);
+        check(
+            Kind::Pod,
+            json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            &["metadata.name"],
+        );
     }
 
     #[test]
     fn services_need_named_ports_when_several() {
         let service = |spec: Value| json!({"metadata": {"name": "web"}, "spec": spec});
         check(Kind::Service, service(json!({"ports": [{"port": 80}]})), &[]);
-        check(Kind::Service, service(json!({"ports": [{"port": 80}, {"port": 81}]})), &["spec.ports[0].name", "spec.ports[1].name"]);
+        check(
+            Kind::Service,
+            service(json!({"ports": [{"port": 80}, {"port": 81}]})),
+            &["spec.ports[0].name", "spec.ports[1].name"],
+        );
         check(Kind::Service, service(json!({"ports": [{"port": 0, "name": "a"}]})), &["spec.ports[0].port"]);
         check(Kind::Service, service(json!({})), &["spec.ports"]);
-        check(Kind::Service, service(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 70000}]})), &["spec.ports[0].nodePort"]);
-        check(Kind::Service, json!({"metadata": {"name": "1web"}, "spec": {"ports": [{"port": 80}]}}), &["metadata.name"]);
+        check(
+            Kind::Service,
+            service(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 70000}]})),
+            &["spec.ports[0].nodePort"],
+        );
+        check(
+            Kind::Service,
+            json!({"metadata": {"name": "1web"}, "spec": {"ports": [{"port": 80}]}}),
+            &["metadata.name"],
+        );
     }
 
     #[test]
     fn deployments_need_matching_selectors() {
         let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        check(Kind::Deployment, json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}), &[]);
+        check(
+            Kind::Deployment,
+            json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+            &[],
+        );
         check(
             Kind::Deployment,
             json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "db"}}, "template": template}}),

@@ -1,0 +1,141 @@
+//! Authentication and the little authorization we simulate.
+//!
+//! Static bearer tokens (`--token`, full access; `--read-only-token`, 403 on writes) are
+//! checked here. With no tokens and no EKS cluster configured every request is anonymous and
+//! allowed. EKS tokens (`k8s-aws-v1.` + a presigned STS GetCallerIdentity URL) go to
+//! [`eks::EksVerifier`] when `--eks-cluster-name` is given.
+
+pub mod eks;
+
+use std::collections::HashMap;
+
+use crate::error::ApiError;
+use crate::resources::Kind;
+
+/// Who a request is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials, and none are required.
+    Anonymous,
+    /// A known user.
+    User {
+        /// The user name, as it appears in 403 messages.
+        name: String,
+        /// Whether writes are forbidden.
+        read_only: bool,
+    },
+}
+
+/// Checks `Authorization` headers.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    tokens: HashMap<String, Identity>,
+    eks: Option<eks::EksVerifier>,
+}
+
+impl Authenticator {
+    /// An authenticator over static tokens and, optionally, EKS token review.
+    pub fn new(
+        tokens: &[String],
+        read_only_tokens: &[String],
+        eks: Option<eks::EksVerifier>,
+    ) -> Authenticator {
+        let mut map = HashMap::new();
+        for (index, token) in tokens.iter().enumerate() {
+            map.insert(
+                token.clone(),
+                Identity::User { name: format!("kube-sim-user-{}", index + 1), read_only: false },
+            );
+        }
+        for (index, token) in read_only_tokens.iter().enumerate() {
+            map.insert(
+                token.clone(),
+                Identity::User { name: format!("kube-sim-reader-{}", index + 1), read_only: true },
+            );
+        }
+        Authenticator { tokens: map, eks }
+    }
+
+    /// Whether any credentials are required.
+    pub fn required(&self) -> bool {
+        !self.tokens.is_empty() || self.eks.is_some()
+    }
+
+    /// Authenticates a request from its `Authorization` header value.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
+        if !self.required() {
+            return Ok(Identity::Anonymous);
+        }
+        let token = authorization
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        if let Some(identity) = self.tokens.get(token) {
+            return Ok(identity.clone());
+        }
+        match &self.eks {
+            Some(verifier) if token.starts_with(eks::TOKEN_PREFIX) => verifier
+                .verify(token, jiff::Timestamp::now())
+                .map(|arn| Identity::User { name: arn, read_only: false })
+                .map_err(|error| {
+                    tracing::info!(%error, "EKS token rejected");
+                    ApiError::Unauthorized
+                }),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// Refuses writes to read-only users with the API server's 403 message.
+pub fn authorize(
+    identity: &Identity,
+    verb: &str,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<(), ApiError> {
+    let Identity::User { name: user, read_only: true } = identity else { return Ok(()) };
+    if matches!(verb, "get" | "list" | "watch") {
+        return Ok(());
+    }
+    let info = kind.info();
+    let target =
+        if name.is_empty() { info.plural.to_string() } else { format!("{} \"{name}\"", info.plural) };
+    let scope = match namespace {
+        Some(namespace) if info.namespaced => format!(" in the namespace \"{namespace}\""),
+        _ => " at the cluster scope".to_string(),
+    };
+    Err(ApiError::Forbidden {
+        kind: Some(kind),
+        name: name.to_string(),
+        message: format!(
+            "{target} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\"{scope}",
+            info.plural, info.group
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_only_when_configured() {
+        let open = Authenticator::new(&[], &[], None);
+        assert_eq!(open.authenticate(None).unwrap(), Identity::Anonymous);
+        let closed = Authenticator::new(&["secret".into()], &["reader".into()], None);
+        assert!(matches!(closed.authenticate(None), Err(ApiError::Unauthorized)));
+        assert!(matches!(closed.authenticate(Some("Bearer wrong")), Err(ApiError::Unauthorized)));
+        assert!(matches!(closed.authenticate(Some("Basic c2VjcmV0")), Err(ApiError::Unauthorized)));
+        let user = closed.authenticate(Some("Bearer secret")).unwrap();
+        assert!(authorize(&user, "create", Kind::Pod, Some("default"), "").is_ok());
+        let reader = closed.authenticate(Some("Bearer reader")).unwrap();
+        assert!(authorize(&reader, "list", Kind::Pod, Some("default"), "").is_ok());
+        let denied = authorize(&reader, "delete", Kind::Pod, Some("default"), "web").unwrap_err();
+        assert_eq!(denied.code(), 403);
+        assert_eq!(
+            denied.to_string(),
+            "pods \"web\" is forbidden: User \"kube-sim-reader-1\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Command-line flags of the `kube-sim` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A Kubernetes API simulator for tests: pods, services, nodes, secrets, namespaces and
+/// deployments over the real REST API, with watches, fault injection and token checks.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kube-sim", version)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port. The first line on stdout is
+    /// `listening on http(s)://HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// Serve HTTPS with a CA generated for this run.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Write a kubeconfig for this server here (before the `listening on` line is printed).
+    #[arg(long)]
+    pub kubeconfig_out: Option<PathBuf>,
+
+    /// Number of nodes (node-1..node-N, InternalIP 10.0.0.N, ExternalIP 203.0.113.N).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+
+    /// A bearer token with full access; repeatable. Without any, requests are anonymous.
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub tokens: Vec<String>,
+
+    /// A bearer token that may only read (writes get 403 Forbidden); repeatable.
+    #[arg(long = "read-only-token", value_name = "TOKEN")]
+    pub read_only_tokens: Vec<String>,
+
+    /// How long a scheduled pod stays Pending before it runs.
+    #[arg(long, default_value_t = 200)]
+    pub pod_start_delay_ms: u64,
+
+    /// How many recent events are kept for watch resumption; older versions get 410 Gone.
+    #[arg(long, default_value_t = 10_000)]
+    pub history_size: usize,
+
+    /// How many events a watch may fall behind before the server closes it.
+    #[arg(long, default_value_t = 16_384)]
+    pub watch_buffer: usize,
+
+    /// Interval between BOOKMARK events on watches that allow them.
+    #[arg(long, default_value_t = 1000)]
+    pub bookmark_interval_ms: u64,
+
+    /// Fault: latency added to every API request.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Fault: fraction (0..1) of API requests answered with --error-code.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Fault: the injected error's status (429, 500 or 503).
+    #[arg(long, default_value_t = 500)]
+    pub error_code: u16,
+
+    /// Fault: close every watch after this many events (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub close_watches_after_events: u64,
+
+    /// EKS token review: accept `k8s-aws-v1.` tokens for this cluster name (`x-k8s-aws-id`).
+    #[arg(long)]
+    pub eks_cluster_name: Option<String>,
+
+    /// EKS token review: the STS region.
+    #[arg(long, default_value = "us-east-1")]
+    pub eks_region: String,
+
+    /// EKS token review: a known key as ACCESS_KEY_ID:SECRET; repeatable.
+    #[arg(long = "eks-static-key", value_name = "ACCESS_KEY_ID:SECRET")]
+    pub eks_static_keys: Vec<String>,
+
+    /// EKS token review: another accepted STS host name besides the region's and the global
+    /// one (e.g. a VPC endpoint); repeatable. Token URLs must still be https.
+    #[arg(long = "eks-sts-host", value_name = "HOST")]
+    pub eks_sts_hosts: Vec<String>,
+
+    /// EKS token review: accept tokens signed with unknown temporary credentials (those with
+    /// X-Amz-Security-Token) without checking the signature, for assumed roles whose secrets
+    /// only the STS emulator knows. All other checks still apply.
+    #[arg(long)]
+    pub eks_trust_session_tokens: bool,
+}

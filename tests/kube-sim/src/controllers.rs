@@ -1,0 +1,338 @@
+//! The cluster's moving parts, each a task fed by the store's event broadcast: the kubelet
+//! (starts scheduled pods after a delay), the garbage collector (deletes dependents of deleted
+//! owners) and the Deployment controller (one pod per replica).
+//!
+//! Each controller resynchronises from the store when it falls behind the broadcast, so a
+//! burst of events never leaves work undone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::meta;
+use crate::resources::Kind;
+use crate::store::{DeleteOptions, EventType, ObjectKey, Store};
+
+/// Controller tunables.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// How long a scheduled pod stays Pending before the kubelet runs it.
+    pub pod_start_delay: Duration,
+}
+
+/// Starts every controller; they run until the runtime stops.
+pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
+    tokio::spawn(kubelet(store.clone(), store.subscribe(), settings.pod_start_delay));
+    tokio::spawn(garbage_collector(store.clone(), store.subscribe()));
+    tokio::spawn(deployment_controller(store.clone(), store.subscribe()));
+}
+
+// === kubelet ===
+
+async fn kubelet(
+    store: Arc<Store>,
+    mut events: broadcast::Receiver<Arc<crate::store::Event>>,
+    delay: Duration,
+) {
+    for (key, uid, node) in store.pending_pods() {
+        schedule_start(&store, key, uid, node, delay);
+    }
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if event.kind != Kind::Pod || event.event_type != EventType::Added {
+                    continue;
+                }
+                let Some(node) = event.object.pointer("/spec/nodeName").and_then(Value::as_str) else {
+                    continue;
+                };
+                let key = ObjectKey::new(&event.namespace, meta::name(&event.object));
+                schedule_start(&store, key, meta::uid(&event.object).to_string(), node.to_string(), delay);
+            }
+            Err(RecvError::Lagged(_)) => {
+                for (key, uid, node) in store.pending_pods() {
+                    schedule_start(&store, key, uid, node, delay);
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn schedule_start(store: &Arc<Store>, key: ObjectKey, uid: String, node: String, delay: Duration) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let Some((pod_ip, host_ip)) = store.pod_addresses(&uid, &node) else { return };
+        store.update_by_controller(Kind::Pod, &key, &uid, true, |pod| {
+            start_pod(pod, &pod_ip.to_string(), &host_ip)
+        });
+    });
+}
+
+/// Moves a Pending pod to Running with every container ready, as a kubelet reports it.
+pub fn start_pod(pod: &mut Value, pod_ip: &str, host_ip: &str) -> bool {
+    if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Pending")
+        || pod.pointer("/metadata/deletionTimestamp").is_some()
+    {
+        return false;
+    }
+    let now = meta::now();
+    let statuses: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|container| {
+            let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
+            let image = container.get("image").and_then(Value::as_str).unwrap_or_default();
+            let digest = hex64(image.as_bytes());
+            json!({
+                "name": name,
+                "image": image,
+                "imageID": format!("{}@sha256:{digest}", image.split(':').next().unwrap_or(image)),
+                "containerID": format!("containerd://{}", hex64(format!("{name}{now}{pod_ip}").as_bytes())),
+                "ready": true,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+                "lastState": {}
+            })
+        })
+        .collect();
+    let condition = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    pod["status"] = json!({
+        "phase": "Running",
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
+        "startTime": now,
+        "qosClass": pod.pointer("/status/qosClass").cloned().unwrap_or(json!("BestEffort")),
+        "conditions": [
+            condition("PodReadyToStartContainers"),
+            condition("Initialized"),
+            condition("Ready"),
+            condition("ContainersReady"),
+            condition("PodScheduled"),
+        ],
+        "containerStatuses": statuses,
+    });
+    true
+}
+
+/// 64 hex digits derived from `bytes`, shaped like a digest or container ID.
+fn hex64(bytes: &[u8]) -> String {
+    let first = fnv(bytes);
+    format!("{first:032x}{:032x}", fnv(&first.to_le_bytes()))
+}
+
+fn fnv(bytes: &[u8]) -> u128 {
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for byte in bytes {
+        hash ^= u128::from(*byte);
+        hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    hash
+}
+
+// === garbage collector ===
+
+async fn garbage_collector(store: Arc<Store>, mut events: broadcast::Receiver<Arc<crate::store::Event>>) {
+    loop {
+        match events.recv().await {
+            Ok(event) if event.event_type == EventType::Deleted => {
+                store.collect_garbage(meta::uid(&event.object))
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => store.collect_all_garbage(),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+// === deployment controller ===
+
+async fn deployment_controller(store: Arc<Store>, mut events: broadcast::Receiver<Arc<crate::store::Event>>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                let target = match event.kind {
+                    Kind::Deployment => Some(meta::name(&event.object).to_string()),
+                    Kind::Pod => event
+                        .object
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .and_then(|refs| {
+                            refs.iter().find(|r| r["kind"] == "Deployment" && r["controller"] == true)
+                        })
+                        .and_then(|r| r["name"].as_str())
+                        .map(str::to_string),
+                    _ => None,
+                };
+                if let Some(name) = target {
+                    reconcile_deployment(&store, &event.namespace, &name);
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                let all = store.list(Kind::Deployment, None, &Default::default(), None, None);
+                for deployment in all.items {
+                    reconcile_deployment(
+                        &store,
+                        meta::meta_str(&deployment, "namespace"),
+                        meta::name(&deployment),
+                    );
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A stable short hash of a pod template, like the `pod-template-hash` label.
+pub fn template_hash(template: &Value) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut hash = fnv(template.to_string().as_bytes());
+    let mut text = String::new();
+    for _ in 0..10 {
+        text.push(char::from(ALPHABET[(hash % ALPHABET.len() as u128) as usize]));
+        hash /= ALPHABET.len() as u128;
+    }
+    text
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Brings a Deployment's pods to `spec.replicas` copies of the current template.
+pub fn reconcile_deployment(store: &Store, namespace: &str, name: &str) {
+    let Ok(deployment) = store.get(Kind::Deployment, namespace, name) else { return };
+    if deployment.pointer("/metadata/deletionTimestamp").is_some() {
+        return;
+    }
+    let uid = meta::uid(&deployment).to_string();
+    let replicas = deployment.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) as usize;
+    let template = deployment.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let hash = template_hash(&template);
+    let mut current: BTreeMap<String, Arc<Value>> = BTreeMap::new();
+    for (kind, pod) in store.dependents_of(&uid) {
+        if kind != Kind::Pod || pod.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        if pod.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str) == Some(hash.as_str()) {
+            current.insert(meta::name(&pod).to_string(), pod);
+        } else {
+            let _ = store.delete(Kind::Pod, namespace, meta::name(&pod), &DeleteOptions::default());
+        }
+    }
+    while current.len() > replicas {
+        let Some((extra, _)) = current.pop_last() else { break };
+        let _ = store.delete(Kind::Pod, namespace, &extra, &DeleteOptions::default());
+    }
+    for _ in current.len()..replicas {
+        let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+        labels["pod-template-hash"] = json!(hash);
+        let mut metadata = json!({
+            "generateName": format!("{name}-{hash}-"),
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
+                "controller": true, "blockOwnerDeletion": true
+            }]
+        });
+        if let Some(annotations) = template.pointer("/metadata/annotations") {
+            metadata["annotations"] = annotations.clone();
+        }
+        let pod = json!({"metadata": metadata, "spec": template.get("spec").cloned().unwrap_or(json!({}))});
+        match store.create(Kind::Pod, namespace, pod) {
+            Ok(created) => {
+                current.insert(meta::name(&created).to_string(), created);
+            }
+            Err(error) => {
+                tracing::warn!(%error, deployment = name, "creating a replica failed");
+                break;
+            }
+        }
+    }
+    let ready = current.values().filter(|p| is_ready(p)).count();
+    let generation = deployment.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+    let key = ObjectKey::new(namespace, name);
+    store.update_by_controller(Kind::Deployment, &key, &uid, false, |deployment| {
+        let mut status = json!({
+            "observedGeneration": generation,
+            "replicas": current.len(),
+            "updatedReplicas": current.len(),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "conditions": [{
+                "type": "Available",
+                "status": if ready >= replicas { "True" } else { "False" },
+                "reason": if ready >= replicas { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+            }]
+        });
+        if current.len() > ready {
+            status["unavailableReplicas"] = json!(current.len() - ready);
+        }
+        if deployment.get("status") == Some(&status) {
+            return false;
+        }
+        deployment["status"] = status;
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreSettings;
+
+    #[test]
+    fn started_pods_report_running_and_ready() {
+        let mut pod = json!({"spec": {"containers": [{"name": "web", "image": "nginx:1"}]}, "status": {"phase": "Pending"}});
+        assert!(start_pod(&mut pod, "10.244.0.5", "10.0.0.1"));
+        assert_eq!(pod["status"]["phase"], "Running");
+        assert_eq!(pod["status"]["hostIP"], "10.0.0.1");
+        assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
+        assert!(pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
+        assert!(is_ready(&pod));
+        assert!(!start_pod(&mut pod, "x", "y"), "a running pod is left alone");
+    }
+
+    #[test]
+    fn deployments_keep_one_pod_per_replica() {
+        let store = Store::new(&StoreSettings::default());
+        let deployment = json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}
+            }
+        });
+        let created = store.create(Kind::Deployment, "default", deployment).unwrap();
+        reconcile_deployment(&store, "default", "web");
+        let pods = store.dependents_of(meta::uid(&created));
+        assert_eq!(pods.len(), 3);
+        assert!(pods.iter().all(|(_, p)| meta::name(p).starts_with("web-")));
+        store
+            .patch(
+                Kind::Deployment,
+                "default",
+                "web",
+                crate::patch::PatchType::Merge,
+                &json!({"spec": {"replicas": 1}}),
+                crate::store::WriteTarget::Main,
+            )
+            .unwrap();
+        reconcile_deployment(&store, "default", "web");
+        assert_eq!(store.dependents_of(meta::uid(&created)).len(), 1);
+        let status = store.get(Kind::Deployment, "default", "web").unwrap();
+        assert_eq!(status["status"]["replicas"], 1);
+    }
+}

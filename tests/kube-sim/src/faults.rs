@@ -1,0 +1,176 @@
+//! Fault injection: latency, random 5xx/429 errors, watches closed after N events or at once,
+//! forced 410 Gone, and refusing connections for a while, set by flags or at run time through
+//! `POST /_sim/faults`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::ApiError;
+
+/// The standing faults, as `GET /_sim/faults` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultSettings {
+    /// Added to every API request before it is handled.
+    pub latency_ms: u64,
+    /// The fraction (0.0..=1.0) of API requests answered with `error_code`.
+    pub error_rate: f64,
+    /// 500 (InternalError), 503 (ServiceUnavailable) or 429 (TooManyRequests).
+    pub error_code: u16,
+    /// When non-zero, each watch is closed after sending this many events.
+    pub close_watches_after_events: u64,
+}
+
+/// A `POST /_sim/faults` body: settings to change, and one-off actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRequest {
+    /// New latency.
+    pub latency_ms: Option<u64>,
+    /// New error rate.
+    pub error_rate: Option<f64>,
+    /// New error code.
+    pub error_code: Option<u16>,
+    /// New watch event limit (0 = none).
+    pub close_watches_after_events: Option<u64>,
+    /// Close every open watch now.
+    #[serde(default)]
+    pub drop_watches_now: bool,
+    /// Forget the event history so resuming watches get 410 Gone.
+    #[serde(default)]
+    pub force_gone: bool,
+    /// Close the listener and every connection, and listen again after this long.
+    pub refuse_connections_for_ms: Option<u64>,
+}
+
+/// Why a fault request was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// error_rate outside 0..=1.
+    #[error("error_rate must be between 0 and 1, got {0}")]
+    BadRate(f64),
+    /// An error code we do not inject.
+    #[error("error_code must be 429, 500 or 503, got {0}")]
+    BadCode(u16),
+}
+
+/// Shared fault state.
+pub struct Faults {
+    settings: Mutex<FaultSettings>,
+    drop_watches: watch::Sender<u64>,
+    refuse: mpsc::UnboundedSender<Duration>,
+}
+
+impl Faults {
+    /// Faults starting from `settings`; refusal requests go to the server loop via `refuse`.
+    pub fn new(settings: FaultSettings, refuse: mpsc::UnboundedSender<Duration>) -> Faults {
+        let (drop_watches, _) = watch::channel(0);
+        Faults { settings: Mutex::new(settings), drop_watches, refuse }
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> FaultSettings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a request's settings (not its actions, which need the store and server).
+    pub fn apply(&self, request: &FaultRequest) -> Result<FaultSettings, FaultError> {
+        if let Some(rate) = request.error_rate
+            && !(0.0..=1.0).contains(&rate)
+        {
+            return Err(FaultError::BadRate(rate));
+        }
+        if let Some(code) = request.error_code
+            && !matches!(code, 429 | 500 | 503)
+        {
+            return Err(FaultError::BadCode(code));
+        }
+        let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(latency) = request.latency_ms {
+            settings.latency_ms = latency;
+        }
+        if let Some(rate) = request.error_rate {
+            settings.error_rate = rate;
+        }
+        if let Some(code) = request.error_code {
+            settings.error_code = code;
+        }
+        if let Some(limit) = request.close_watches_after_events {
+            settings.close_watches_after_events = limit;
+        }
+        Ok(settings.clone())
+    }
+
+    /// Clears every standing fault.
+    pub fn reset(&self) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) =
+            FaultSettings { error_code: 500, ..FaultSettings::default() };
+    }
+
+    /// The delay to add to a request, if any.
+    pub fn latency(&self) -> Option<Duration> {
+        let latency = self.settings().latency_ms;
+        (latency > 0).then(|| Duration::from_millis(latency))
+    }
+
+    /// The error to answer with instead of handling the request, when the dice say so.
+    pub fn injected_error(&self) -> Option<ApiError> {
+        let settings = self.settings();
+        if settings.error_rate <= 0.0 || fastrand::f64() >= settings.error_rate {
+            return None;
+        }
+        Some(match settings.error_code {
+            429 => ApiError::TooManyRequests,
+            503 => ApiError::Unavailable,
+            _ => ApiError::Internal("kube-sim: injected fault".into()),
+        })
+    }
+
+    /// The per-watch event limit, 0 for none.
+    pub fn close_watches_after(&self) -> u64 {
+        self.settings().close_watches_after_events
+    }
+
+    /// A signal that changes whenever all watches must close.
+    pub fn drop_signal(&self) -> watch::Receiver<u64> {
+        self.drop_watches.subscribe()
+    }
+
+    /// Closes every open watch.
+    pub fn drop_watches_now(&self) {
+        self.drop_watches.send_modify(|generation| *generation += 1);
+    }
+
+    /// Asks the server loop to stop listening for `duration`.
+    pub fn refuse_connections_for(&self, duration: Duration) {
+        // The server loop owns the receiver for the whole run; a send only fails at shutdown.
+        let _ = self.refuse.send(duration);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_change_only_what_they_name() {
+        let (sender, _receiver) = mpsc::unbounded_channel();
+        let faults = Faults::new(FaultSettings { error_code: 500, ..Default::default() }, sender);
+        let request: FaultRequest = serde_json::from_str(r#"{"latency_ms": 5}"#).unwrap();
+        let settings = faults.apply(&request).unwrap();
+        assert_eq!(settings.latency_ms, 5);
+        assert_eq!(settings.error_code, 500);
+        assert!(faults.apply(&FaultRequest { error_rate: Some(2.0), ..Default::default() }).is_err());
+        assert!(faults.apply(&FaultRequest { error_code: Some(404), ..Default::default() }).is_err());
+        assert!(faults.injected_error().is_none());
+        faults
+            .apply(&FaultRequest { error_rate: Some(1.0), error_code: Some(429), ..Default::default() })
+            .unwrap();
+        assert!(matches!(faults.injected_error(), Some(ApiError::TooManyRequests)));
+        faults.reset();
+        assert!(faults.injected_error().is_none());
+        assert!(serde_json::from_str::<FaultRequest>(r#"{"latency": 5}"#).is_err());
+    }
+}

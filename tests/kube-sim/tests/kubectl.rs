@@ -1,0 +1,209 @@
+//! The real `kubectl` against the simulator, through the kubeconfig it writes: apply, get,
+//! get -w, status patches via `--subresource=status`, describe, delete by label, validation
+//! errors, and the same over TLS with a bearer token.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Simulator;
+use serde_json::Value;
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: nginx:1.27
+    ports: [{containerPort: 80, name: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http, name: http}]
+"#;
+
+/// A running `kubectl get -w`, killed on drop, whose output lines arrive on a channel.
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(simulator: &Simulator, args: &[&str]) -> Watcher {
+        let mut child = simulator
+            .kubectl()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kubectl get -w");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// Reads lines until one satisfies `wanted`, failing after `timeout`.
+    #[track_caller]
+    fn wait_for(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("kubectl get -w showed no matching line within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_manifest(simulator: &Simulator) -> String {
+    let path = simulator.directory().join("web.yaml");
+    std::fs::write(&path, MANIFEST).expect("writing the manifest");
+    path.to_string_lossy().into_owned()
+}
+
+#[track_caller]
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn kubectl_apply_get_watch_patch_describe_delete() {
+    let simulator = Simulator::start(&["--pod-start-delay-ms", "100"]);
+    let manifest = write_manifest(&simulator);
+
+    let applied = simulator.kubectl_ok(&["apply", "-f", &manifest]);
+    assert!(applied.contains("pod/web created") && applied.contains("service/web created"), "{applied}");
+    let again = simulator.kubectl_ok(&["apply", "-f", &manifest]);
+    assert!(again.contains("pod/web unchanged"), "{again}");
+
+    let service = json(&simulator.kubectl_ok(&["get", "service", "web", "-o", "json"]));
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort");
+    assert!((30000..=32767).contains(&node_port));
+    assert!(service["spec"]["clusterIP"].as_str().is_some_and(|ip| ip.starts_with("10.")));
+
+    // The pod runs on its own after the start delay; get -w shows it, then a status patch.
+    let watcher = Watcher::start(&simulator, &["get", "pods", "-w"]);
+    watcher.wait_for(Duration::from_secs(20), |line| line.starts_with("web") && line.contains("Running"));
+    let pod = json(&simulator.kubectl_ok(&["get", "pod", "web", "-o", "json"]));
+    assert_eq!(pod["status"]["phase"], "Running");
+    let node = pod["spec"]["nodeName"].as_str().expect("a node").to_string();
+    let node_object = json(&simulator.kubectl_ok(&["get", "node", &node, "-o", "json"]));
+    let internal_ip = node_object["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .unwrap()["address"]
+        .clone();
+    assert_eq!(pod["status"]["hostIP"], internal_ip);
+
+    let patch = r#"{"status":{"phase":"Running","containerStatuses":[{"name":"web","ready":false,"restartCount":4,"image":"nginx:1.27","imageID":"","state":{"waiting":{"reason":"CrashLoopBackOff","message":"back-off"}}}]}}"#;
+    simulator.kubectl_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", patch]);
+    let line = watcher.wait_for(Duration::from_secs(20), |line| line.contains("CrashLoopBackOff"));
+    assert!(line.contains(" 4"), "restart count shown: {line}");
+    drop(watcher);
+
+    // A changed manifest applies as a strategic merge patch.
+    std::fs::write(&manifest, MANIFEST.replace("nginx:1.27", "nginx:1.28")).unwrap();
+    let reapplied = simulator.kubectl_ok(&["apply", "-f", &manifest]);
+    assert!(reapplied.contains("pod/web configured"), "{reapplied}");
+    let image = simulator.kubectl_ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[0].image}"]);
+    assert_eq!(image, "nginx:1.28");
+    // The client owns the status now: the simulated kubelet left it alone.
+    let status = simulator.kubectl_ok(&[
+        "get",
+        "pod",
+        "web",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+    ]);
+    assert_eq!(status, "CrashLoopBackOff");
+
+    let described = simulator.kubectl_ok(&["describe", "pod", "web"]);
+    assert!(
+        described.contains("Name:") && described.contains("web") && described.contains(&node),
+        "{described}"
+    );
+
+    let labelled = simulator.kubectl_ok(&["get", "pods,services", "-l", "app=web", "-o", "name"]);
+    assert_eq!(labelled.lines().collect::<Vec<_>>(), ["pod/web", "service/web"]);
+    let deleted = simulator.kubectl_ok(&["delete", "pods,services", "-l", "app=web"]);
+    assert!(
+        deleted.contains("pod \"web\" deleted") && deleted.contains("service \"web\" deleted"),
+        "{deleted}"
+    );
+    let left = simulator.kubectl_ok(&["get", "pods,services", "-l", "app=web", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
+}
+
+#[test]
+fn kubectl_sees_validation_and_allocation_errors() {
+    let simulator = Simulator::start(&[]);
+    let bad = simulator.directory().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}, {port: 81}]\n",
+    )
+    .unwrap();
+    let error = simulator.kubectl_err(&["apply", "-f", &bad.to_string_lossy()]);
+    assert!(error.contains("spec.ports[0].name: Required value"), "{error}");
+
+    let first = simulator.directory().join("first.yaml");
+    std::fs::write(&first, "apiVersion: v1\nkind: Service\nmetadata: {name: first}\nspec:\n  type: NodePort\n  ports: [{port: 80, nodePort: 30080}]\n").unwrap();
+    simulator.kubectl_ok(&["apply", "-f", &first.to_string_lossy()]);
+    let clash = simulator.directory().join("clash.yaml");
+    std::fs::write(&clash, "apiVersion: v1\nkind: Service\nmetadata: {name: clash}\nspec:\n  type: NodePort\n  ports: [{port: 80, nodePort: 30080}]\n").unwrap();
+    let error = simulator.kubectl_err(&["apply", "-f", &clash.to_string_lossy()]);
+    assert!(
+        error.contains("spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"),
+        "{error}"
+    );
+
+    let missing = simulator.kubectl_err(&["get", "pod", "nope"]);
+    assert!(missing.contains("pods \"nope\" not found"), "{missing}");
+}
+
+#[test]
+fn kubectl_over_tls_with_a_token() {
+    let simulator = Simulator::start(&["--tls", "--token", "t0ken", "--pod-start-delay-ms", "50"]);
+    assert!(simulator.url.starts_with("https://127.0.0.1:"), "{}", simulator.url);
+    let manifest = write_manifest(&simulator);
+    simulator.kubectl_ok(&["apply", "-f", &manifest]);
+    let names = simulator.kubectl_ok(&["get", "pods", "-o", "name"]);
+    assert_eq!(names.trim(), "pod/web");
+    let nodes = simulator.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.lines().count(), 3);
+
+    let denied = simulator.kubectl_err(&["--token", "wrong", "get", "pods"]);
+    assert!(denied.contains("provide credentials") || denied.contains("Unauthorized"), "{denied}");
+    simulator.kubectl_ok(&["delete", "-f", &manifest]);
+}
