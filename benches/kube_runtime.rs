@@ -83,7 +83,11 @@ fn start_request(name: String) -> proto::StartRequest {
             group: Some("bench".into()),
             container: Some(proto::ContainerSpec {
                 image_uri: "nginx".into(),
-                ports: vec![proto::PortMapping { container_port: 80, protocol: "tcp".into(), ..Default::default() }],
+                ports: vec![proto::PortMapping {
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             has_public_ip: false,
@@ -110,7 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     first_line(&mut sim);
     let _sim = Guard(sim);
     let config = directory.path().join("hydroplane.yml");
-    std::fs::write(&config, format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", kubeconfig.display()))?;
+    std::fs::write(
+        &config,
+        format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", kubeconfig.display()),
+    )?;
     let mut server = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
         .args(["-H", "127.0.0.1", "-p", "0", "-c"])
         .arg(&config)
@@ -123,7 +130,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("http://{}", line.split_whitespace().nth(3).ok_or("no address")?);
     let client = ProcessServiceClient::connect(url.clone()).await?.max_decoding_message_size(64 << 20);
 
-    println!("kubernetes runtime on kube-sim, {count} processes (Pod + ClusterIP Service each), gRPC on loopback");
+    println!(
+        "kubernetes runtime on kube-sim, {count} processes (Pod + ClusterIP Service each), gRPC on loopback"
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let begin = Instant::now();
     let mut tasks = Vec::new();
@@ -149,7 +158,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = begin.elapsed();
     report(&format!("Start ({callers} concurrent callers)"), &mut starts);
-    println!("{:<36} {:.0} starts/s ({count} in {:.1} s)", "Start throughput", count as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "{:<36} {:.0} starts/s ({count} in {:.1} s)",
+        "Start throughput",
+        count as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
 
     let mut lists = Vec::new();
     let mut list_client = client.clone();
@@ -162,7 +176,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     report(&format!("List ({count} processes)"), &mut lists);
 
     let kube_client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig)?, &Default::default()).await?,
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig)?,
+            &Default::default(),
+        )
+        .await?,
     )?;
     let pods: kube::Api<Pod> = kube::Api::namespaced(kube_client, "default");
     let mut watch_client = client.clone();

@@ -101,7 +101,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("Stop (SIGTERM + reap)", &mut stops);
     println!("server RSS: {idle_rss:.1} MiB idle, {loaded_rss:.1} MiB with {count} processes");
 
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     server.wait()?;
     Ok(())
 }
