@@ -61,8 +61,8 @@ pub enum RuntimeSettings {
     },
     /// Any Kubernetes cluster, from a kubeconfig or the in-cluster config.
     Kubernetes(KubernetesSettings),
-    /// Amazon EKS.
-    Eks(EksSettings),
+    /// Amazon EKS (boxed: it is much larger than the others).
+    Eks(Box<EksSettings>),
 }
 
 impl Default for RuntimeSettings {
@@ -122,6 +122,32 @@ pub struct EksSettings {
     /// How to authenticate with AWS; the default credential chain when unset.
     #[serde(default)]
     pub credentials: Option<AwsCredentialsSettings>,
+    /// An STS endpoint instead of the region's (a private VPC endpoint, or a test's).
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+    /// An EKS endpoint instead of the region's.
+    #[serde(default)]
+    pub eks_endpoint: Option<String>,
+    /// The cluster's API server URL; with `certificate_authority`, skips DescribeCluster.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The cluster's CA: base64 of the PEM, as DescribeCluster returns it.
+    #[serde(default)]
+    pub certificate_authority: Option<String>,
+    /// How often the bearer token is renewed (it is valid for 15 minutes); default 600.
+    #[serde(default = "default_token_refresh_seconds")]
+    pub token_refresh_seconds: f64,
+    /// How long before they expire temporary credentials are renewed; default 300.
+    #[serde(default = "default_credentials_renew_before_seconds")]
+    pub credentials_renew_before_seconds: f64,
+}
+
+fn default_token_refresh_seconds() -> f64 {
+    600.0
+}
+
+fn default_credentials_renew_before_seconds() -> f64 {
+    300.0
 }
 
 /// AWS credentials: access keys from the secret store, optionally used to assume a role.
@@ -252,10 +278,30 @@ impl Settings {
         {
             return Err(format!("runtime.stop_grace_seconds must be zero or more, got {stop_grace_seconds}"));
         }
-        if let RuntimeSettings::Eks(EksSettings {
-            credentials: Some(AwsCredentialsSettings { assume_role: Some(role), .. }),
-            ..
-        }) = &self.runtime
+        if let RuntimeSettings::Eks(eks) = &self.runtime {
+            if !(eks.token_refresh_seconds.is_finite()
+                && eks.token_refresh_seconds > 0.0
+                && eks.token_refresh_seconds < 840.0)
+            {
+                return Err(format!(
+                    "runtime.token_refresh_seconds must be between 0 and 840 (tokens last 15 minutes), got {}",
+                    eks.token_refresh_seconds
+                ));
+            }
+            if !(eks.credentials_renew_before_seconds.is_finite()
+                && eks.credentials_renew_before_seconds >= 0.0)
+            {
+                return Err(format!(
+                    "runtime.credentials_renew_before_seconds must be zero or more, got {}",
+                    eks.credentials_renew_before_seconds
+                ));
+            }
+            if eks.endpoint.is_some() != eks.certificate_authority.is_some() {
+                return Err("runtime.endpoint and runtime.certificate_authority go together".to_owned());
+            }
+        }
+        if let RuntimeSettings::Eks(eks) = &self.runtime
+            && let Some(AwsCredentialsSettings { assume_role: Some(role), .. }) = &eks.credentials
             && let Some(seconds) = role.session_duration_seconds
             && !(900..=43200).contains(&seconds)
         {

@@ -10,6 +10,7 @@
 //! protobuf types; domain errors become gRPC status codes in exactly one place.
 
 pub mod app;
+pub mod aws;
 pub mod config;
 pub mod culler;
 pub mod grpc;

@@ -120,7 +120,7 @@ fn the_server_resolves_secret_env_values_for_local_processes_and_prints_none() {
 
     let listed = hpctl(&server, &["list"]);
     transcript.record(&listed);
-    drop(server_output_into(&mut transcript, server));
+    assert_eq!(server_output_into(&mut transcript, server), Some(0));
     transcript.assert_clean("");
 }
 
@@ -210,6 +210,6 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
 
     assert_eq!(hpctl_json(&server, &["stop", "aws-tool"]), serde_json::json!(["aws-tool"]));
     wait_until("the secret goes with its pod", Duration::from_secs(30), || sim.names("secrets").is_empty());
-    drop(server_output_into(&mut transcript, server));
+    assert_eq!(server_output_into(&mut transcript, server), Some(0));
     transcript.assert_clean("");
 }

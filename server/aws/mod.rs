@@ -1,0 +1,6 @@
+//! AWS: the SDK configuration, the credentials Hydroplane authenticates with (static keys from the
+//! secret store, optionally used to assume a role whose temporary credentials are renewed ahead of
+//! expiry), and the EKS bearer token made from them.
+
+pub mod credentials;
+pub mod token;
