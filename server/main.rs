@@ -163,10 +163,12 @@ async fn build_runtime(
                 .context("cannot use the Kubernetes cluster")?;
             Ok(runtime)
         }
-        other => bail!(
-            "runtime_type `{}` is not available in this build of Hydroplane yet; \
-             `local` and `kubernetes` are",
-            other.runtime_type()
-        ),
+        RuntimeSettings::Eks(eks) => {
+            tracing::info!(cluster = %eks.cluster_name, region = %eks.region, "connecting to EKS");
+            let runtime = hydroplane::runtime::eks::connect(eks, secrets)
+                .await
+                .context("cannot use the EKS cluster")?;
+            Ok(runtime)
+        }
     }
 }

@@ -406,8 +406,10 @@ fn bad_configs_are_clear_errors() {
     check("runtime:\n  runtime_type: docker\n", "unknown variant `docker`");
     check("runtime:\n  runtime_type: local\n  bogus: 1\n", "bogus");
     check(
-        "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n",
-        "runtime_type `eks` is not available",
+        "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  credentials:\n    access_key:\n      \
+         access_key_id: {secret_name: aws-creds, key: AccessKeyId}\n      \
+         secret_access_key: {secret_name: aws-creds, key: SecretAccessKey}\n",
+        "secret `aws-creds` key `AccessKeyId` is referenced, but the server has no secret store",
     );
     check("process_culling:\n  max_age_minutes: -1\n", "max_age_minutes must be positive");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))

@@ -4,6 +4,7 @@
 //! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
 //! so that those two calls behave the same everywhere.
 
+pub mod eks;
 pub mod kube;
 pub mod local;
 

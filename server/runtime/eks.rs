@@ -1,0 +1,347 @@
+//! The `eks` runtime: the Kubernetes runtime on a cluster that is found and authenticated
+//! through AWS. AWS credentials (see [`crate::aws::credentials`]) give the cluster's endpoint and
+//! CA (EKS DescribeCluster, unless configured) and sign the bearer token of every request (see
+//! [`crate::aws::token`]); the token is renewed well before its 15 minutes, and at once when the
+//! API server answers 401 (the request is then sent once more).
+//!
+//! At start-up the whole chain is checked once (credentials, STS identity, the cluster, the
+//! namespace), so a mistake is one clear message rather than a server whose every call fails.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request, Response};
+use kube::client::Body;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tower::{Layer, Service, ServiceExt};
+
+use super::RuntimeError;
+use super::kube::KubeRuntime;
+use crate::aws::credentials::{self, AwsError, CredentialsSource, classify_credentials_error, error_chain};
+use crate::aws::token::{TokenError, eks_token};
+use crate::config::EksSettings;
+use crate::secrets::SecretStore;
+
+/// Why the EKS runtime could not start. Messages name keys, roles, clusters and regions, never
+/// secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum EksError {
+    /// Credentials could not be had or were refused.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// No cluster of that name in that region.
+    #[error("there is no EKS cluster `{cluster}` in region {region} (EKS says: {message})")]
+    ClusterNotFound {
+        /// The cluster's name.
+        cluster: String,
+        /// The region.
+        region: String,
+        /// EKS's message.
+        message: String,
+    },
+    /// DescribeCluster failed otherwise.
+    #[error("cannot describe the EKS cluster `{cluster}` in region {region}: {message}")]
+    DescribeCluster {
+        /// The cluster's name.
+        cluster: String,
+        /// The region.
+        region: String,
+        /// What failed.
+        message: String,
+    },
+    /// The cluster's endpoint or CA is unusable.
+    #[error("the EKS cluster `{cluster}` has an unusable {what}: {message}")]
+    BadCluster {
+        /// The cluster's name.
+        cluster: String,
+        /// `endpoint` or `certificate authority`.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The kube client could not be built.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(String),
+    /// The cluster itself refused or failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Connects to the cluster the settings name and returns the Kubernetes runtime on it.
+pub async fn connect(
+    settings: &EksSettings,
+    secrets: Arc<dyn SecretStore>,
+) -> Result<Arc<KubeRuntime>, EksError> {
+    let region = settings.region.clone();
+    let (provider, access_key_id) = credentials::provider(settings, &*secrets).await?;
+    let role_arn = settings
+        .credentials
+        .as_ref()
+        .and_then(|credentials| credentials.assume_role.as_ref())
+        .map(|role| role.role_arn.clone());
+    let renew_before = Duration::from_secs_f64(settings.credentials_renew_before_seconds);
+    let source = CredentialsSource::start(provider, renew_before)
+        .await
+        .map_err(|error| classify_credentials_error(&error, access_key_id.as_deref(), role_arn.as_deref()))?;
+    check_identity(settings, &source, access_key_id.as_deref()).await?;
+    tracing::info!(cluster = %settings.cluster_name, %region, "AWS credentials accepted");
+
+    let (endpoint, certificate_authority) = match (&settings.endpoint, &settings.certificate_authority) {
+        (Some(endpoint), Some(ca)) => (endpoint.clone(), ca.clone()),
+        _ => describe_cluster(settings, &source).await?,
+    };
+    let tokens = Arc::new(TokenSource {
+        credentials: source,
+        region,
+        cluster_name: settings.cluster_name.clone(),
+        refresh: Duration::from_secs_f64(settings.token_refresh_seconds),
+        current: Mutex::new(None),
+    });
+    let namespace = settings.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let client = kube_client(&settings.cluster_name, &endpoint, &certificate_authority, &namespace, tokens)?;
+    tracing::info!(cluster = %settings.cluster_name, %endpoint, %namespace, "connecting to the EKS cluster");
+    Ok(KubeRuntime::connect("eks", client, namespace, secrets).await?)
+}
+
+/// Asks STS who the credentials belong to: unknown keys are refused here, by name.
+async fn check_identity(
+    settings: &EksSettings,
+    source: &CredentialsSource,
+    access_key_id: Option<&str>,
+) -> Result<(), EksError> {
+    let config = sdk_config(settings, source).await;
+    let mut sts = aws_sdk_sts::config::Builder::from(&config);
+    if let Some(endpoint) = &settings.sts_endpoint {
+        sts = sts.endpoint_url(endpoint.clone());
+    }
+    let client = aws_sdk_sts::Client::from_conf(sts.build());
+    match client.get_caller_identity().send().await {
+        Ok(identity) => {
+            tracing::info!(arn = identity.arn().unwrap_or("?"), "authenticated with AWS");
+            Ok(())
+        }
+        Err(error) => {
+            let key = access_key_id
+                .map(str::to_owned)
+                .unwrap_or_else(|| source.current().access_key_id().to_owned());
+            let message = match error.as_service_error() {
+                Some(service) => aws_error_message(service.meta()),
+                None => error_chain(&error),
+            };
+            Err(AwsError::InvalidKeys { access_key_id: key, message }.into())
+        }
+    }
+}
+
+fn aws_error_message(meta: &aws_smithy_types::error::ErrorMetadata) -> String {
+    match (meta.code(), meta.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        (None, Some(message)) => message.to_owned(),
+        (None, None) => "no detail".to_owned(),
+    }
+}
+
+/// The SDK configuration with the current credentials of `source`.
+async fn sdk_config(settings: &EksSettings, source: &CredentialsSource) -> aws_config::SdkConfig {
+    credentials::sdk_config(&settings.region, Some(SharedCredentialsProvider::new(source.current()))).await
+}
+
+/// The cluster's endpoint and CA (base64 of the PEM), from EKS DescribeCluster.
+async fn describe_cluster(
+    settings: &EksSettings,
+    source: &CredentialsSource,
+) -> Result<(String, String), EksError> {
+    let config = sdk_config(settings, source).await;
+    let mut eks = aws_sdk_eks::config::Builder::from(&config);
+    if let Some(endpoint) = &settings.eks_endpoint {
+        eks = eks.endpoint_url(endpoint.clone());
+    }
+    let client = aws_sdk_eks::Client::from_conf(eks.build());
+    let cluster = settings.cluster_name.clone();
+    let region = settings.region.clone();
+    let described = client.describe_cluster().name(&cluster).send().await.map_err(|error| {
+        match error.as_service_error() {
+            Some(service) if service.is_resource_not_found_exception() => EksError::ClusterNotFound {
+                cluster: cluster.clone(),
+                region: region.clone(),
+                message: aws_error_message(service.meta()),
+            },
+            Some(service) => EksError::DescribeCluster {
+                cluster: cluster.clone(),
+                region: region.clone(),
+                message: aws_error_message(service.meta()),
+            },
+            None => EksError::DescribeCluster {
+                cluster: cluster.clone(),
+                region: region.clone(),
+                message: error_chain(&error),
+            },
+        }
+    })?;
+    let details = described.cluster().ok_or_else(|| EksError::DescribeCluster {
+        cluster: cluster.clone(),
+        region: region.clone(),
+        message: "the answer has no cluster".to_owned(),
+    })?;
+    let endpoint =
+        details.endpoint().filter(|endpoint| !endpoint.is_empty()).ok_or_else(|| EksError::BadCluster {
+            cluster: cluster.clone(),
+            what: "endpoint",
+            message: "it has none yet (is the cluster still being created?)".to_owned(),
+        })?;
+    let certificate_authority =
+        details.certificate_authority().and_then(|ca| ca.data()).ok_or_else(|| EksError::BadCluster {
+            cluster: cluster.clone(),
+            what: "certificate authority",
+            message: "it has none".to_owned(),
+        })?;
+    Ok((endpoint.to_owned(), certificate_authority.to_owned()))
+}
+
+/// A kube client for the cluster: its CA is the only one trusted (no insecure TLS anywhere), and
+/// every request carries a fresh EKS token.
+fn kube_client(
+    cluster: &str,
+    endpoint: &str,
+    certificate_authority: &str,
+    namespace: &str,
+    tokens: Arc<TokenSource>,
+) -> Result<kube::Client, EksError> {
+    let bad = |what: &'static str, message: String| EksError::BadCluster {
+        cluster: cluster.to_owned(),
+        what,
+        message,
+    };
+    let url: http::Uri =
+        endpoint.parse().map_err(|error| bad("endpoint", format!("`{endpoint}`: {error}")))?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(certificate_authority.trim())
+        .map_err(|error| bad("certificate authority", format!("not base64: {error}")))?;
+    let certificates: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
+        .map(|certificate| certificate.map(|der| der.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|error| bad("certificate authority", format!("not PEM certificates: {error}")))?;
+    if certificates.is_empty() {
+        return Err(bad("certificate authority", "no certificate in it".to_owned()));
+    }
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(certificates);
+    config.default_namespace = namespace.to_owned();
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|error| EksError::Client(error.to_string()))?;
+    Ok(builder.with_layer(&EksAuthLayer { tokens }).build())
+}
+
+/// The bearer token of the cluster, made afresh when it is older than `refresh` or was refused.
+struct TokenSource {
+    credentials: CredentialsSource,
+    region: String,
+    cluster_name: String,
+    refresh: Duration,
+    current: Mutex<Option<(HeaderValue, tokio::time::Instant)>>,
+}
+
+impl TokenSource {
+    /// The `Authorization` header value to send now.
+    fn header(&self, renew: bool) -> Result<HeaderValue, TokenError> {
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !renew
+            && let Some((header, made)) = current.as_ref()
+            && made.elapsed() < self.refresh
+        {
+            return Ok(header.clone());
+        }
+        let token =
+            eks_token(&self.credentials.current(), &self.region, &self.cluster_name, SystemTime::now())?;
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+            .map_err(|error| TokenError::Signing(error.to_string()))?;
+        header.set_sensitive(true);
+        *current = Some((header.clone(), tokio::time::Instant::now()));
+        tracing::debug!(cluster = %self.cluster_name, "made a new EKS token");
+        Ok(header)
+    }
+}
+
+/// Adds the EKS bearer token to every request of the kube client.
+#[derive(Clone)]
+struct EksAuthLayer {
+    tokens: Arc<TokenSource>,
+}
+
+/// How many requests may wait for the client's connection stack at once.
+const REQUEST_QUEUE: usize = 1024;
+
+impl<S, B> Layer<S> for EksAuthLayer
+where
+    S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError> + Send + Sync,
+    B: Send + 'static,
+{
+    type Service = EksAuth<tower::buffer::Buffer<Request<Body>, S::Future>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        // The retry after a 401 calls the stack a second time from the same future, which needs
+        // a handle that can be cloned; the buffer gives one over the (uncloneable) kube stack.
+        EksAuth { inner: tower::buffer::Buffer::new(inner, REQUEST_QUEUE), tokens: Arc::clone(&self.tokens) }
+    }
+}
+
+/// The service [`EksAuthLayer`] makes.
+#[derive(Clone)]
+struct EksAuth<S> {
+    inner: S,
+    tokens: Arc<TokenSource>,
+}
+
+impl<S, B> Service<Request<Body>> for EksAuth<S>
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: From<tower::BoxError> + Send,
+    B: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<B>, S::Error>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The service that was polled ready serves this call; a clone stands in for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let tokens = Arc::clone(&self.tokens);
+        // A second copy for the one retry after a 401; watch bodies cannot be copied, but
+        // requests with such bodies are GETs with empty ones, which can.
+        let retry = request.body().try_clone().map(|body| {
+            let mut copy = Request::new(body);
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.version_mut() = request.version();
+            *copy.headers_mut() = request.headers().clone();
+            copy
+        });
+        Box::pin(async move {
+            let header = tokens.header(false).map_err(|error| S::Error::from(Box::new(error)))?;
+            request.headers_mut().insert(http::header::AUTHORIZATION, header);
+            let response = inner.call(request).await?;
+            if response.status() != http::StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            let Some(mut retry) = retry else { return Ok(response) };
+            tracing::info!("the cluster refused the EKS token; sending the request once more with a new one");
+            let header = tokens.header(true).map_err(|error| S::Error::from(Box::new(error)))?;
+            retry.headers_mut().insert(http::header::AUTHORIZATION, header);
+            inner.ready().await?.call(retry).await
+        })
+    }
+}
