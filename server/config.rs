@@ -238,24 +238,46 @@ impl Settings {
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Settings::parse(&text)
-            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?
-            .checked()
-            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+        let (settings, warnings) = Settings::parse_with_warnings(&text)
+            .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        for warning in warnings {
+            tracing::warn!("{}: {warning}", path.display());
+        }
+        settings.checked().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
     }
 
     /// Parses YAML settings; an empty document is the defaults.
     pub fn parse(text: &str) -> Result<Settings, String> {
+        Settings::parse_with_warnings(text).map(|(settings, _)| settings)
+    }
+
+    /// Parses YAML settings, and says what it had to forgive: a key indented between two levels
+    /// (as in the Hydroplane EKS guide's `assume_role` example) is read at the enclosing level,
+    /// with a warning naming the line, when the strict reading fails.
+    pub fn parse_with_warnings(text: &str) -> Result<(Settings, Vec<String>), String> {
         if text.lines().all(|line| {
             let line = line.trim();
             line.is_empty() || line == "---" || line.starts_with('#')
         }) {
-            return Ok(Settings::default());
+            return Ok((Settings::default(), Vec::new()));
         }
-        serde_saphyr::from_str(text).map_err(|error| {
+        let strict = serde_saphyr::from_str(text).map_err(|error| {
             let message = error.to_string();
             message.strip_prefix("error: ").map(str::to_owned).unwrap_or(message)
-        })
+        });
+        match strict {
+            Ok(settings) => Ok((settings, Vec::new())),
+            Err(message) => match realign_indentation(text) {
+                // The realigned reading's error names the real mistake more often than the strict
+                // one (which sees a mis-indented key as part of the value above it), so it is
+                // reported, with what was realigned.
+                Some((realigned, warnings)) => match serde_saphyr::from_str(&realigned) {
+                    Ok(settings) => Ok((settings, warnings)),
+                    Err(error) => Err(format!("{error}\n(while reading {})", warnings.join("; "))),
+                },
+                None => Err(message),
+            },
+        }
     }
 
     fn checked(self) -> Result<Settings, String> {
@@ -312,6 +334,58 @@ impl Settings {
         }
         Ok(self)
     }
+}
+
+/// Moves block-mapping keys that are indented between two open levels to the enclosing level
+/// (their nested lines with them), and says which lines moved. `None` when no line needed it.
+fn realign_indentation(text: &str) -> Option<(String, Vec<String>)> {
+    let mut levels: Vec<usize> = Vec::new();
+    let mut opens_block = false;
+    // While a misaligned key's own block is being read: the original indent of that key and how
+    // far its lines move.
+    let mut moving: Option<(usize, usize)> = None;
+    let mut warnings = Vec::new();
+    let mut lines = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') || content == "---" {
+            lines.push(line.to_owned());
+            continue;
+        }
+        let indent = line.len() - content.len();
+        if let Some((key_indent, shift)) = moving {
+            if indent > key_indent {
+                lines.push(format!("{}{content}", " ".repeat(indent - shift)));
+                continue;
+            }
+            moving = None;
+        }
+        let mut new_indent = indent;
+        let deeper_than_top = levels.last().is_none_or(|top| indent > *top);
+        if !(deeper_than_top && opens_block) {
+            while levels.last().is_some_and(|top| *top > indent) {
+                levels.pop();
+            }
+            if let Some(&top) = levels.last()
+                && top != indent
+            {
+                new_indent = top;
+                moving = Some((indent, indent - top));
+                warnings.push(format!(
+                    "line {}: `{}` is indented by {indent} spaces, between two levels; read as indented by {top}, \
+                     as a key of the enclosing mapping. Fix the file to silence this warning.",
+                    number + 1,
+                    content.split(':').next().unwrap_or(content)
+                ));
+            }
+        }
+        if levels.last() != Some(&new_indent) {
+            levels.push(new_indent);
+        }
+        opens_block = content.ends_with(':');
+        lines.push(format!("{}{content}", " ".repeat(new_indent)));
+    }
+    (!warnings.is_empty()).then(|| (lines.join("\n") + "\n", warnings))
 }
 
 #[cfg(test)]
@@ -400,5 +474,68 @@ mod tests {
                 context: None,
             })
         );
+    }
+}
+
+#[cfg(test)]
+mod guide_tests {
+    use super::*;
+
+    /// The YAML blocks of the EKS guide (`docs/eks-runtime.rst`, a copy of the Hydroplane
+    /// guide), in order.
+    fn guide_yaml_blocks() -> Vec<String> {
+        let guide = include_str!("../docs/eks-runtime.rst");
+        let mut blocks = Vec::new();
+        let mut lines = guide.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line.trim() != ".. code-block:: yaml" {
+                continue;
+            }
+            let mut block = Vec::new();
+            while let Some(next) = lines.peek() {
+                if !next.trim().is_empty() && !next.starts_with(' ') {
+                    break;
+                }
+                block.push(lines.next().unwrap_or_default());
+            }
+            let text: Vec<&str> =
+                block.iter().map(|line| line.strip_prefix("    ").unwrap_or(line)).collect();
+            blocks.push(text.join("\n").trim_matches('\n').to_owned() + "\n");
+        }
+        blocks
+    }
+
+    #[test]
+    fn every_yaml_block_of_the_guide_parses() {
+        let blocks = guide_yaml_blocks();
+        assert_eq!(blocks.len(), 4, "{blocks:#?}");
+        for block in &blocks {
+            let settings = Settings::parse(block).unwrap_or_else(|error| panic!("{error}\n{block}"));
+            assert_eq!(settings.runtime.runtime_type(), "eks");
+        }
+        // The last block indents `assume_role` by one space too many: it is read as meant, with
+        // a warning that names the line.
+        let (settings, warnings) = Settings::parse_with_warnings(&blocks[3]).expect("parses");
+        let RuntimeSettings::Eks(eks) = settings.runtime else { panic!("eks") };
+        let role = eks.credentials.and_then(|credentials| credentials.assume_role).expect("assume_role");
+        assert_eq!(role.role_arn, "arn:aws:iam::123456789012:role/EKSAdmin");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("line 13: `assume_role` is indented by 7 spaces"), "{warnings:?}");
+        // Well-indented files get no warning.
+        assert!(Settings::parse_with_warnings(&blocks[1]).expect("parses").1.is_empty());
+    }
+
+    #[test]
+    fn realignment_is_always_announced_and_never_hides_other_mistakes() {
+        let (settings, warnings) =
+            Settings::parse_with_warnings("runtime:\n  runtime_type: local\n   stop_grace_seconds: 1\n")
+                .expect("parses");
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            matches!(settings.runtime, RuntimeSettings::Local { stop_grace_seconds, .. } if stop_grace_seconds == 1.0)
+        );
+        assert!(Settings::parse("runtime: [\n").is_err());
+        let error = Settings::parse("runtime:\n  runtime_type: local\n   bogus: 1\n").unwrap_err();
+        assert!(error.contains("bogus") && error.contains("line 3: `bogus` is indented by 3"), "{error}");
     }
 }
