@@ -19,7 +19,7 @@ pub enum AllocError {
 }
 
 /// Hands out IPv4 addresses from a CIDR block.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IpAllocator {
     base: u32,
     size: u32,
@@ -80,7 +80,7 @@ impl IpAllocator {
 }
 
 /// Hands out ports from an inclusive range.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PortAllocator {
     low: u16,
     high: u16,
@@ -127,7 +127,7 @@ impl PortAllocator {
 }
 
 /// All allocators of one simulated cluster.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Allocators {
     /// Service ClusterIPs.
     pub cluster_ips: IpAllocator,

@@ -53,6 +53,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Fault injection.
     pub faults: Arc<Faults>,
+    /// Container logs.
+    pub logs: crate::logs::LogStore,
     /// Settings.
     pub settings: ApiSettings,
 }
@@ -414,6 +416,9 @@ async fn resource(
             WriteTarget::Status
         }
         Some("log") if kind == Kind::Pod && verb == "get" => WriteTarget::Main,
+        Some("scale") if kind == Kind::Deployment && matches!(verb, "get" | "update" | "patch") => {
+            WriteTarget::Main
+        }
         Some(_) => return Err(ApiError::NoRoute),
     };
     let namespace = target.namespace.as_deref();
@@ -424,11 +429,19 @@ async fn resource(
     auth::authorize(context.identity, verb, kind, namespace, &name)?;
     let store = &context.state.store;
     let scope = namespace.unwrap_or_default();
+    let dry_run = match context.query.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("Invalid dry run value: {other:?}"))),
+    };
+    if target.subresource.as_deref() == Some("scale") {
+        return scale(context, scope, &name, verb, body, dry_run).await;
+    }
     match verb {
         "get" => {
             let object = store.get(kind, scope, &name)?;
             if target.subresource.as_deref() == Some("log") {
-                return Ok(text_response(200, ""));
+                return crate::logs::serve(context.state, &object, context.query);
             }
             Ok(object_response(context, kind, 200, &object))
         }
@@ -507,13 +520,15 @@ async fn resource(
         "create" => {
             require_json(context)?;
             let object = read_json(body).await?;
-            let created = store.create(kind, scope, object)?;
+            let created = maybe_dry_run(store, dry_run, |store| store.create(kind, scope, object))?;
             Ok(json_response(201, &*created))
         }
         "update" => {
             require_json(context)?;
             let object = read_json(body).await?;
-            let updated = store.update(kind, scope, &name, object, target_write)?;
+            let updated = maybe_dry_run(store, dry_run, |store| {
+                store.update(kind, scope, &name, object, target_write)
+            })?;
             Ok(json_response(200, &*updated))
         }
         "patch" => {
@@ -524,13 +539,17 @@ async fn resource(
                 ))
             })?;
             let patch = read_json(body).await?;
-            let patched = store.patch(kind, scope, &name, patch_type, &patch, target_write)?;
+            let patched = maybe_dry_run(store, dry_run, |store| {
+                store.patch(kind, scope, &name, patch_type, &patch, target_write)
+            })?;
             Ok(json_response(200, &*patched))
         }
         "delete" => {
             let body = read_json(body).await?;
             let options = delete_options(context.query, &body)?;
-            let deleted = store.delete(kind, scope, &name, &options)?;
+            let dry_run = dry_run
+                || body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.contains(&json!("All")));
+            let deleted = maybe_dry_run(store, dry_run, |store| store.delete(kind, scope, &name, &options))?;
             let still_there = store.get(kind, scope, &name).is_ok();
             if still_there || matches!(kind, Kind::Pod | Kind::Service | Kind::Namespace | Kind::Node) {
                 Ok(json_response(200, &*deleted))
@@ -557,6 +576,94 @@ async fn resource(
     }
 }
 
+fn maybe_dry_run<T>(
+    store: &Store,
+    dry_run: bool,
+    operation: impl FnOnce(&Store) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if dry_run { store.dry_run(operation) } else { operation(store) }
+}
+
+/// A Deployment's `autoscaling/v1` Scale, as `deployments/{name}/scale` shows it.
+fn scale_of(deployment: &Value) -> Value {
+    let selector: Vec<String> = deployment
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .collect();
+    let metadata = deployment.get("metadata").cloned().unwrap_or(json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+            "creationTimestamp": metadata.get("creationTimestamp"),
+        },
+        "spec": {"replicas": deployment.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": deployment.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector.join(","),
+        }
+    })
+}
+
+/// `deployments/{name}/scale`: reads or sets `spec.replicas` through a Scale object.
+async fn scale(
+    context: &RequestContext<'_>,
+    namespace: &str,
+    name: &str,
+    verb: &str,
+    body: Incoming,
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let store = &context.state.store;
+    let current = scale_of(&*store.get(Kind::Deployment, namespace, name)?);
+    let wanted = match verb {
+        "get" => return Ok(json_response(200, &current)),
+        "update" => read_json(body).await?,
+        _ => {
+            let content_type = context.content_type().to_string();
+            let patch_type = PatchType::from_content_type(&content_type).ok_or_else(|| {
+                ApiError::UnsupportedMediaType(format!("unsupported patch type {content_type}"))
+            })?;
+            let mut patched = current.clone();
+            if let Some(metadata) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.remove("resourceVersion");
+            }
+            crate::patch::apply(patch_type, &mut patched, &read_json(body).await?)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            patched
+        }
+    };
+    let replicas = wanted.pointer("/spec/replicas").cloned().unwrap_or(Value::Null);
+    if replicas.as_i64().is_none_or(|r| r < 0) {
+        return Err(ApiError::Invalid {
+            kind: Kind::Deployment,
+            name: name.to_string(),
+            causes: vec![crate::error::FieldError::invalid(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        });
+    }
+    let mut change = json!({"spec": {"replicas": replicas}});
+    if let Some(version) =
+        wanted.pointer("/metadata/resourceVersion").filter(|v| v.as_str().is_some_and(|v| !v.is_empty()))
+    {
+        change["metadata"] = json!({"resourceVersion": version});
+    }
+    let updated = maybe_dry_run(store, dry_run, |store| {
+        store.patch(Kind::Deployment, namespace, name, PatchType::Merge, &change, WriteTarget::Main)
+    })?;
+    Ok(json_response(200, &scale_of(&updated)))
+}
+
 /// The `/_sim/` admin endpoints: no authentication and no injected faults, so tests can always
 /// reach them.
 async fn admin(
@@ -571,6 +678,15 @@ async fn admin(
             Ok(json_response(200, &json!({"resourceVersion": state.store.resource_version().to_string()})))
         }
         ("GET", "faults") => Ok(json_response(200, &state.faults.settings())),
+        ("POST", logs) if logs.starts_with("logs/") => {
+            let collected = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("failed to read the request body: {e}")))?;
+            let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+            crate::logs::append_from_admin(state, &logs["logs/".len()..], &text)?;
+            Ok(json_response(200, &json!({})))
+        }
         ("DELETE", "faults") => {
             state.faults.reset();
             Ok(json_response(200, &state.faults.settings()))

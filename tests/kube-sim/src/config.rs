@@ -23,6 +23,11 @@ pub struct Args {
     #[arg(long)]
     pub kubeconfig_out: Option<PathBuf>,
 
+    /// With --tls, also write the CA certificate (PEM) here, e.g. for an EKS DescribeCluster
+    /// emulator that must hand out the cluster's CA.
+    #[arg(long)]
+    pub ca_out: Option<PathBuf>,
+
     /// Number of nodes (node-1..node-N, InternalIP 10.0.0.N, ExternalIP 203.0.113.N).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,

@@ -1,6 +1,8 @@
 //! The cluster's moving parts, each a task fed by the store's event broadcast: the kubelet
 //! (starts scheduled pods after a delay), the garbage collector (deletes dependents of deleted
-//! owners) and the Deployment controller (one pod per replica).
+//! owners), the Deployment controller (one pod per replica) and the event recorder (the
+//! core/v1 Events `kubectl describe` shows: Scheduled, FailedScheduling, Pulled, Created,
+//! Started, Killing).
 //!
 //! Each controller resynchronises from the store when it falls behind the broadcast, so a
 //! burst of events never leaves work undone.
@@ -28,6 +30,7 @@ pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
     tokio::spawn(kubelet(store.clone(), store.subscribe(), settings.pod_start_delay));
     tokio::spawn(garbage_collector(store.clone(), store.subscribe()));
     tokio::spawn(deployment_controller(store.clone(), store.subscribe()));
+    tokio::spawn(event_recorder(store.clone(), store.subscribe()));
 }
 
 // === kubelet ===
@@ -287,6 +290,129 @@ pub fn reconcile_deployment(store: &Store, namespace: &str, name: &str) {
     });
 }
 
+// === event recorder ===
+
+async fn event_recorder(store: Arc<Store>, mut events: broadcast::Receiver<Arc<crate::store::Event>>) {
+    loop {
+        match events.recv().await {
+            Ok(event) if event.kind == Kind::Pod => {
+                for (event_type, reason, message, component) in pod_events(&event) {
+                    let record = event_object(&event.object, event_type, reason, &message, component);
+                    // Events are best effort, as on real clusters: a vanished namespace drops them.
+                    let _ = store.create(Kind::Event, &event.namespace, record);
+                }
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+type EventRecord = (&'static str, &'static str, String, &'static str);
+
+fn container_names(pod: &Value) -> Vec<String> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// The Events a scheduler and kubelet would record for this change of a pod.
+fn pod_events(event: &crate::store::Event) -> Vec<EventRecord> {
+    let pod = &event.object;
+    let namespace = meta::meta_str(pod, "namespace");
+    let name = meta::name(pod);
+    let phase = |object: &Value| object.pointer("/status/phase").and_then(Value::as_str).map(str::to_string);
+    match event.event_type {
+        EventType::Added => match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+            Some(node) => vec![(
+                "Normal",
+                "Scheduled",
+                format!("Successfully assigned {namespace}/{name} to {node}"),
+                "default-scheduler",
+            )],
+            None => pod
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["reason"] == "Unschedulable"))
+                .map(|c| {
+                    let message = c["message"].as_str().unwrap_or_default().to_string();
+                    vec![("Warning", "FailedScheduling", message, "default-scheduler")]
+                })
+                .unwrap_or_default(),
+        },
+        EventType::Modified => {
+            let was_pending = event.previous.as_ref().and_then(|p| phase(p)).as_deref() == Some("Pending");
+            if !(was_pending && phase(pod).as_deref() == Some("Running")) {
+                return Vec::new();
+            }
+            let images: Vec<(String, String)> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or_default().to_string(),
+                        c["image"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            images
+                .into_iter()
+                .flat_map(|(container, image)| {
+                    [
+                        (
+                            "Normal",
+                            "Pulled",
+                            format!("Container image \"{image}\" already present on machine"),
+                            "kubelet",
+                        ),
+                        ("Normal", "Created", format!("Created container: {container}"), "kubelet"),
+                        ("Normal", "Started", format!("Started container {container}"), "kubelet"),
+                    ]
+                })
+                .collect()
+        }
+        EventType::Deleted if phase(pod).as_deref() == Some("Running") => container_names(pod)
+            .into_iter()
+            .map(|container| ("Normal", "Killing", format!("Stopping container {container}"), "kubelet"))
+            .collect(),
+        EventType::Deleted => Vec::new(),
+    }
+}
+
+fn event_object(pod: &Value, event_type: &str, reason: &str, message: &str, component: &str) -> Value {
+    let now = meta::now();
+    let host = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+    let mut source = json!({"component": component});
+    if component == "kubelet" {
+        source["host"] = json!(host);
+    }
+    json!({
+        "metadata": {"name": format!("{}.{:016x}", meta::name(pod), fastrand::u64(..))},
+        "involvedObject": {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "namespace": meta::meta_str(pod, "namespace"),
+            "name": meta::name(pod),
+            "uid": meta::uid(pod),
+            "resourceVersion": meta::meta_str(pod, "resourceVersion"),
+        },
+        "reason": reason,
+        "message": message,
+        "source": source,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "type": event_type,
+        "reportingComponent": component,
+        "reportingInstance": host,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +428,35 @@ mod tests {
         assert!(pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
         assert!(is_ready(&pod));
         assert!(!start_pod(&mut pod, "x", "y"), "a running pod is left alone");
+    }
+
+    #[test]
+    fn pods_get_scheduler_and_kubelet_events() {
+        let pending = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx"}]}, "status": {"phase": "Pending"}});
+        let mut running = pending.clone();
+        running["status"]["phase"] = json!("Running");
+        let event = |event_type, object: &Value, previous: Option<&Value>| crate::store::Event {
+            resource_version: 1,
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            event_type,
+            object: Arc::new(object.clone()),
+            previous: previous.map(|p| Arc::new(p.clone())),
+        };
+        let reasons = |records: Vec<EventRecord>| records.into_iter().map(|r| r.1).collect::<Vec<_>>();
+        assert_eq!(reasons(pod_events(&event(EventType::Added, &pending, None))), ["Scheduled"]);
+        assert_eq!(
+            reasons(pod_events(&event(EventType::Modified, &running, Some(&pending)))),
+            ["Pulled", "Created", "Started"]
+        );
+        assert_eq!(
+            reasons(pod_events(&event(EventType::Modified, &running, Some(&running)))),
+            Vec::<&str>::new()
+        );
+        assert_eq!(reasons(pod_events(&event(EventType::Deleted, &running, None))), ["Killing"]);
+        let record = event_object(&pending, "Normal", "Scheduled", "m", "default-scheduler");
+        assert_eq!(record["involvedObject"]["name"], "p");
+        assert!(meta::name(&record).starts_with("p."));
     }
 
     #[test]

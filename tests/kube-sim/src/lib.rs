@@ -4,7 +4,8 @@
 //! - [`config`]: command-line flags.
 //! - [`server`]: the listener (HTTP or HTTPS), connection handling and refusing connections.
 //! - [`api`]: routing of Kubernetes REST paths to store operations; [`watch`] streams events;
-//!   [`discovery`] answers `/api`, `/apis`, `/version` and OpenAPI; [`table`] renders kubectl tables.
+//!   [`discovery`] answers `/api`, `/apis`, `/version` and OpenAPI; [`table`] renders kubectl tables;
+//!   [`logs`] serves `pods/{name}/log` from lines tests append.
 //! - [`store`]: objects, the global resourceVersion, event history, watch subscriptions.
 //!   [`admission`] applies defaults and allocations ([`alloc`]) as objects are written;
 //!   [`validation`] checks them; [`patch`] and [`selector`] implement those API features.
@@ -26,6 +27,7 @@ pub mod discovery;
 pub mod error;
 pub mod faults;
 pub mod kubeconfig;
+pub mod logs;
 pub mod meta;
 pub mod patch;
 pub mod resources;

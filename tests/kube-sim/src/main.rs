@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         auth: Authenticator::new(&args.tokens, &args.read_only_tokens, eks),
         faults,
+        logs: Default::default(),
         settings: ApiSettings {
             bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
             server_address: format!("{host}:{}", address.port()),
@@ -86,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
             args.tokens.first().map(String::as_str),
         )
         .with_context(|| format!("writing kubeconfig {}", path.display()))?;
+    }
+    if let (Some(path), Some(tls)) = (&args.ca_out, &tls) {
+        let temporary = path.with_extension("tmp-kube-sim");
+        std::fs::write(&temporary, &tls.ca_pem)
+            .and_then(|()| std::fs::rename(&temporary, path))
+            .with_context(|| format!("writing the CA to {}", path.display()))?;
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {url}")?;

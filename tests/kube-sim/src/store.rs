@@ -160,6 +160,7 @@ impl Default for StoreSettings {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     object: Arc<Value>,
     /// Set once a client wrote the status subresource: the simulated kubelet then leaves it alone.
@@ -222,6 +223,29 @@ impl Store {
         // A panic while holding the lock leaves a consistent map (writes are single inserts),
         // so a poisoned lock is still safe to use.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `operation` against a throw-away copy of the store, as `dryRun=All` asks: the
+    /// answer is what the real operation would return, and nothing changes or is announced.
+    pub fn dry_run<T>(&self, operation: impl FnOnce(&Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let (sender, _) = broadcast::channel(16);
+        let scratch = {
+            let inner = self.lock();
+            Inner {
+                resource_version: inner.resource_version,
+                tables: inner.tables.clone(),
+                history: VecDeque::new(),
+                history_limit: 1,
+                min_resumable: inner.min_resumable,
+                dependents: inner.dependents.clone(),
+                by_uid: inner.by_uid.clone(),
+                allocators: inner.allocators.clone(),
+                next_node: inner.next_node,
+                pod_ips: inner.pod_ips.clone(),
+                sender: sender.clone(),
+            }
+        };
+        operation(&Store { inner: Mutex::new(scratch), sender })
     }
 
     /// The current global resourceVersion.
@@ -999,7 +1023,9 @@ fn immutable_field_error(kind: Kind, old: &Value, new: &Value) -> Option<FieldEr
                 }
                 if let Some(spec) = spec.as_object_mut() {
                     // Defaults and the binding are the server's to set; mutable fields are ignored.
-                    for field in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName"] {
+                    for field in
+                        ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName"]
+                    {
                         spec.remove(field);
                     }
                 }
@@ -1017,7 +1043,11 @@ fn immutable_field_error(kind: Kind, old: &Value, new: &Value) -> Option<FieldEr
         Kind::Deployment => {
             let selector = |object: &Value| object.pointer("/spec/selector").cloned();
             (selector(old) != selector(new)).then(|| {
-                FieldError::invalid("spec.selector", selector(new).unwrap_or(Value::Null), "field is immutable")
+                FieldError::invalid(
+                    "spec.selector",
+                    selector(new).unwrap_or(Value::Null),
+                    "field is immutable",
+                )
             })
         }
         _ => None,
@@ -1199,9 +1229,28 @@ mod tests {
         let labels = json!({"metadata": {"labels": {"extra": "yes"}}});
         store.patch(Kind::Pod, "default", "a", PatchType::Merge, &labels, WriteTarget::Main).unwrap();
         let command = json!({"spec": {"containers": [{"name": "c", "command": ["sleep"]}]}});
-        let error = store.patch(Kind::Pod, "default", "a", PatchType::StrategicMerge, &command, WriteTarget::Main).unwrap_err();
+        let error = store
+            .patch(Kind::Pod, "default", "a", PatchType::StrategicMerge, &command, WriteTarget::Main)
+            .unwrap_err();
         assert_eq!(error.to_status()["details"]["causes"][0]["field"], "spec");
         assert_eq!(error.code(), 422);
+    }
+
+    #[test]
+    fn dry_runs_change_nothing() {
+        let store = store();
+        let version = store.resource_version();
+        let created = store.dry_run(|scratch| scratch.create(Kind::Pod, "default", pod("a"))).unwrap();
+        assert_eq!(meta::name(&created), "a");
+        assert!(store.get(Kind::Pod, "default", "a").is_err());
+        assert_eq!(store.resource_version(), version);
+        store.create(Kind::Pod, "default", pod("a")).unwrap();
+        store
+            .dry_run(|scratch| scratch.delete(Kind::Pod, "default", "a", &DeleteOptions::default()))
+            .unwrap();
+        assert!(store.get(Kind::Pod, "default", "a").is_ok());
+        let invalid = store.dry_run(|scratch| scratch.create(Kind::Pod, "default", pod("B")));
+        assert!(matches!(invalid, Err(ApiError::Invalid { .. })));
     }
 
     #[test]

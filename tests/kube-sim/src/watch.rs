@@ -31,6 +31,13 @@ pub struct ChannelBody {
     receiver: mpsc::Receiver<Bytes>,
 }
 
+impl ChannelBody {
+    /// A body that yields each chunk received, ending when every sender is gone.
+    pub fn new(receiver: mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody { receiver }
+    }
+}
+
 impl HttpBody for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;

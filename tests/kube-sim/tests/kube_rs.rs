@@ -534,3 +534,20 @@ async fn streaming_list_watchers_get_initial_events() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn orphaned_dependents_keep_living() {
+    let simulator = Simulator::start(&[]);
+    let client = simulator.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let secrets: Api<Secret> = Api::default_namespaced(client);
+    let owner = pods.create(&PostParams::default(), &pod("owner", "o")).await.unwrap();
+    let reference =
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": owner.metadata.uid.unwrap()}]);
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "kept", "ownerReferences": reference}})).unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    pods.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    let kept = secrets.get("kept").await.unwrap();
+    assert!(kept.metadata.owner_references.is_none_or(|r| r.is_empty()), "the owner reference is removed");
+}

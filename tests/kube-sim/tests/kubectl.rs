@@ -153,6 +153,9 @@ fn kubectl_apply_get_watch_patch_describe_delete() {
         described.contains("Name:") && described.contains("web") && described.contains(&node),
         "{described}"
     );
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(described.contains(reason), "describe shows the {reason} event: {described}");
+    }
 
     let labelled = simulator.kubectl_ok(&["get", "pods,services", "-l", "app=web", "-o", "name"]);
     assert_eq!(labelled.lines().collect::<Vec<_>>(), ["pod/web", "service/web"]);
@@ -194,7 +197,12 @@ fn kubectl_sees_validation_and_allocation_errors() {
 
 #[test]
 fn kubectl_over_tls_with_a_token() {
-    let simulator = Simulator::start(&["--tls", "--token", "t0ken", "--pod-start-delay-ms", "50"]);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    let ca_path = ca.path().to_string_lossy().into_owned();
+    let simulator =
+        Simulator::start(&["--tls", "--token", "t0ken", "--ca-out", &ca_path, "--pod-start-delay-ms", "50"]);
+    let pem = std::fs::read_to_string(ca.path()).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     assert!(simulator.url.starts_with("https://127.0.0.1:"), "{}", simulator.url);
     let manifest = write_manifest(&simulator);
     simulator.kubectl_ok(&["apply", "-f", &manifest]);
@@ -206,4 +214,86 @@ fn kubectl_over_tls_with_a_token() {
     let denied = simulator.kubectl_err(&["--token", "wrong", "get", "pods"]);
     assert!(denied.contains("provide credentials") || denied.contains("Unauthorized"), "{denied}");
     simulator.kubectl_ok(&["delete", "-f", &manifest]);
+}
+
+#[test]
+fn kubectl_wait_and_logs_with_follow() {
+    let simulator = Simulator::start(&["--pod-start-delay-ms", "50"]);
+    let manifest = write_manifest(&simulator);
+    simulator.kubectl_ok(&["apply", "-f", &manifest]);
+    simulator.kubectl_ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=20s"]);
+    assert_eq!(simulator.kubectl_ok(&["logs", "web"]), "");
+
+    let append = |text: &str| {
+        let (status, response) =
+            common::raw_post(simulator.port(), "/_sim/logs/default/web", "text/plain", text);
+        assert_eq!(status, 200, "{response}");
+    };
+    append("hello\nworld\n");
+    assert_eq!(simulator.kubectl_ok(&["logs", "web"]), "hello\nworld\n");
+    assert_eq!(simulator.kubectl_ok(&["logs", "web", "--tail=1"]), "world\n");
+    let stamped = simulator.kubectl_ok(&["logs", "web", "--timestamps"]);
+    assert!(stamped.lines().all(|line| line.contains("Z ")), "{stamped}");
+
+    let follower = Watcher::start(&simulator, &["logs", "-f", "web"]);
+    follower.wait_for(Duration::from_secs(20), |line| line == "world");
+    append("later");
+    follower.wait_for(Duration::from_secs(20), |line| line == "later");
+    drop(follower);
+
+    // A container that has not started has no log yet.
+    let pending = simulator.directory().join("pending.yaml");
+    std::fs::write(
+        &pending,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: pending}\nspec:\n  nodeSelector: {disk: none}\n  containers: [{name: main, image: nginx}]\n",
+    )
+    .unwrap();
+    simulator.kubectl_ok(&["apply", "-f", &pending.to_string_lossy()]);
+    let error = simulator.kubectl_err(&["logs", "pending"]);
+    assert!(error.contains("is waiting to start"), "{error}");
+}
+
+#[test]
+fn kubectl_rollout_scale_dry_run_and_namespaces() {
+    let simulator = Simulator::start(&["--pod-start-delay-ms", "30"]);
+    let deployment = simulator.directory().join("deployment.yaml");
+    std::fs::write(
+        &deployment,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx:1.27}]}\n",
+    )
+    .unwrap();
+    simulator.kubectl_ok(&["apply", "-f", &deployment.to_string_lossy()]);
+    let rollout = simulator.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=20s"]);
+    assert!(rollout.contains("successfully rolled out"), "{rollout}");
+    simulator.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
+    simulator.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.readyReplicas}=3",
+        "deployment/web",
+        "--timeout=20s",
+    ]);
+    assert_eq!(simulator.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "name"]).lines().count(), 3);
+
+    // A server-side dry run validates and answers, but stores nothing.
+    let manifest = write_manifest(&simulator);
+    let dry = simulator.kubectl_ok(&["apply", "--dry-run=server", "-f", &manifest]);
+    assert!(dry.contains("pod/web created (server dry run)"), "{dry}");
+    let missing = simulator.kubectl_err(&["get", "pod", "web"]);
+    assert!(missing.contains("not found"), "{missing}");
+
+    // Deleting a namespace deletes what is in it.
+    let namespace = simulator.directory().join("team.yaml");
+    std::fs::write(
+        &namespace,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: worker, namespace: team}\nspec: {containers: [{name: main, image: nginx}]}\n",
+    )
+    .unwrap();
+    simulator.kubectl_ok(&["apply", "-f", &namespace.to_string_lossy()]);
+    assert_eq!(simulator.kubectl_ok(&["get", "pods", "-n", "team", "-o", "name"]).trim(), "pod/worker");
+    simulator.kubectl_ok(&["delete", "namespace", "team"]);
+    assert!(
+        simulator.kubectl_ok(&["get", "pods", "-A", "-o", "name"]).lines().all(|line| line != "pod/worker")
+    );
+    let forbidden = simulator.kubectl_err(&["delete", "namespace", "default"]);
+    assert!(forbidden.contains("forbidden"), "{forbidden}");
 }

@@ -42,3 +42,17 @@ fn python_client_lists_watches_resumes_and_sees_gone() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn python_client_trusts_the_generated_ca() {
+    let python = python();
+    let simulator = Simulator::start(&["--tls", "--token", "py-token"]);
+    let script = "import sys\nfrom kubernetes import client, config\nconfig.load_kube_config(config_file=sys.argv[1])\nprint(' '.join(n.metadata.name for n in client.CoreV1Api().list_node().items))\n";
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&simulator.kubeconfig)
+        .output()
+        .expect("running the Python client");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "node-1 node-2 node-3");
+}

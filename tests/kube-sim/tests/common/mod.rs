@@ -164,3 +164,20 @@ pub fn raw_get(port: u16, path: &str) -> (u16, String) {
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     (status, response)
 }
+
+/// A plain HTTP/1.1 POST of `body` over a fresh connection: (status, whole response).
+pub fn raw_post(port: u16, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("setting a timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writing");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reading");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, response)
+}
