@@ -126,7 +126,7 @@ pub async fn handle(state: Arc<AppState>, request: hyper::Request<Incoming>) -> 
         return error_response(&error);
     }
     let authorization = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let identity = match state.auth.authenticate(authorization) {
+    let identity = match state.auth.authenticate(authorization).await {
         Ok(identity) => identity,
         Err(error) => return error_response(&error),
     };

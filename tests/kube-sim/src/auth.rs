@@ -6,6 +6,7 @@
 //! [`eks::EksVerifier`] when `--eks-cluster-name` is given.
 
 pub mod eks;
+pub mod sts;
 
 use std::collections::HashMap;
 
@@ -62,7 +63,7 @@ impl Authenticator {
     }
 
     /// Authenticates a request from its `Authorization` header value.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
         if !self.required() {
             return Ok(Identity::Anonymous);
         }
@@ -73,15 +74,26 @@ impl Authenticator {
         if let Some(identity) = self.tokens.get(token) {
             return Ok(identity.clone());
         }
-        match &self.eks {
-            Some(verifier) if token.starts_with(eks::TOKEN_PREFIX) => verifier
-                .verify(token, jiff::Timestamp::now())
-                .map(|arn| Identity::User { name: arn, read_only: false })
-                .map_err(|error| {
-                    tracing::info!(%error, "EKS token rejected");
-                    ApiError::Unauthorized
-                }),
-            _ => Err(ApiError::Unauthorized),
+        let Some(verifier) = self.eks.as_ref().filter(|_| token.starts_with(eks::TOKEN_PREFIX)) else {
+            return Err(ApiError::Unauthorized);
+        };
+        let rejected = |error: &dyn std::fmt::Display| {
+            tracing::info!(%error, "EKS token rejected");
+            ApiError::Unauthorized
+        };
+        match verifier.verify(token, jiff::Timestamp::now()) {
+            Ok(arn) => Ok(Identity::User { name: arn, read_only: false }),
+            // Every local check passed but the key is not ours: STS decides, as in EKS.
+            Err(eks::EksTokenError::UnknownKey(_)) if verifier.sts.is_some() => {
+                let (path_and_query, expires) =
+                    eks::replay_target(token).map_err(|error| rejected(&error))?;
+                let sts = verifier.sts.as_ref().ok_or(ApiError::Unauthorized)?;
+                sts.identify(&path_and_query, expires)
+                    .await
+                    .map(|arn| Identity::User { name: arn, read_only: false })
+                    .map_err(|error| rejected(&error))
+            }
+            Err(error) => Err(rejected(&error)),
         }
     }
 }
@@ -119,17 +131,17 @@ pub fn authorize(
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_are_checked_only_when_configured() {
+    #[tokio::test]
+    async fn tokens_are_checked_only_when_configured() {
         let open = Authenticator::new(&[], &[], None);
-        assert_eq!(open.authenticate(None).unwrap(), Identity::Anonymous);
+        assert_eq!(open.authenticate(None).await.unwrap(), Identity::Anonymous);
         let closed = Authenticator::new(&["secret".into()], &["reader".into()], None);
-        assert!(matches!(closed.authenticate(None), Err(ApiError::Unauthorized)));
-        assert!(matches!(closed.authenticate(Some("Bearer wrong")), Err(ApiError::Unauthorized)));
-        assert!(matches!(closed.authenticate(Some("Basic c2VjcmV0")), Err(ApiError::Unauthorized)));
-        let user = closed.authenticate(Some("Bearer secret")).unwrap();
+        assert!(matches!(closed.authenticate(None).await, Err(ApiError::Unauthorized)));
+        assert!(matches!(closed.authenticate(Some("Bearer wrong")).await, Err(ApiError::Unauthorized)));
+        assert!(matches!(closed.authenticate(Some("Basic c2VjcmV0")).await, Err(ApiError::Unauthorized)));
+        let user = closed.authenticate(Some("Bearer secret")).await.unwrap();
         assert!(authorize(&user, "create", Kind::Pod, Some("default"), "").is_ok());
-        let reader = closed.authenticate(Some("Bearer reader")).unwrap();
+        let reader = closed.authenticate(Some("Bearer reader")).await.unwrap();
         assert!(authorize(&reader, "list", Kind::Pod, Some("default"), "").is_ok());
         let denied = authorize(&reader, "delete", Kind::Pod, Some("default"), "web").unwrap_err();
         assert_eq!(denied.code(), 403);

@@ -94,4 +94,15 @@ pub struct Args {
     /// only the STS emulator knows. All other checks still apply.
     #[arg(long)]
     pub eks_trust_session_tokens: bool,
+
+    /// EKS token review: replay tokens of keys not given with --eks-static-key against this STS
+    /// endpoint (`http://127.0.0.1:PORT`, e.g. moto behind the test launcher), as
+    /// aws-iam-authenticator does against AWS.
+    #[arg(long, value_name = "URL")]
+    pub eks_sts_endpoint: Option<String>,
+
+    /// EKS token review: an ARN allowed on the cluster (a user, or a role for assumed-role
+    /// sessions); repeatable. Used with --eks-sts-endpoint.
+    #[arg(long = "eks-allowed-arn", value_name = "ARN")]
+    pub eks_allowed_arns: Vec<String>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kube_sim::api::{ApiSettings, AppState};
-use kube_sim::auth::{Authenticator, eks::EksVerifier};
+use kube_sim::auth::{Authenticator, eks::EksVerifier, sts::StsReplay};
 use kube_sim::config::Args;
 use kube_sim::controllers::{self, ControllerSettings};
 use kube_sim::faults::{FaultSettings, Faults};
@@ -48,6 +48,10 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         extra_hosts: args.eks_sts_hosts.clone(),
         trust_session_tokens: args.eks_trust_session_tokens,
+        sts: args
+            .eks_sts_endpoint
+            .clone()
+            .map(|endpoint| Arc::new(StsReplay::new(endpoint, args.eks_allowed_arns.clone()))),
     });
     let (refuse_sender, refuse_receiver) = tokio::sync::mpsc::unbounded_channel();
     let faults = Arc::new(Faults::new(

@@ -15,7 +15,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, W
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(20);
+/// A bound for waits that guards against hangs; generous, since CI machines are loaded and a
+/// watcher's backoff after repeated 410s can reach tens of seconds.
+const WAIT: Duration = Duration::from_secs(90);
 
 fn status_code(error: &kube::Error) -> Option<u16> {
     match error {

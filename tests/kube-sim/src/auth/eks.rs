@@ -103,6 +103,8 @@ pub struct EksVerifier {
     /// `X-Amz-Security-Token`) without checking their signature, for assumed roles whose
     /// secrets only the STS emulator knows. Every other check still applies.
     pub trust_session_tokens: bool,
+    /// Replays tokens of unknown keys against an STS endpoint, when set.
+    pub sts: Option<std::sync::Arc<super::sts::StsReplay>>,
 }
 
 /// RFC 3986 encoding as SigV4 wants it: unreserved characters stay, the rest is `%XX`.
@@ -287,6 +289,27 @@ impl EksVerifier {
     }
 }
 
+/// The path and query to replay against STS for a token that passed [`EksVerifier::verify`]'s
+/// local checks, and when the token stops being valid.
+pub fn replay_target(token: &str) -> Result<(String, jiff::Timestamp), EksTokenError> {
+    let encoded = token.strip_prefix(TOKEN_PREFIX).ok_or(EksTokenError::MissingPrefix)?;
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|e| EksTokenError::Encoding(e.to_string()))?;
+    let url = String::from_utf8(decoded).map_err(|e| EksTokenError::Encoding(e.to_string()))?;
+    let rest =
+        url.split_once("://").map(|(_, rest)| rest).ok_or_else(|| EksTokenError::Scheme(String::new()))?;
+    let path_and_query = &rest[rest.find('/').ok_or(EksTokenError::Path)?..];
+    let query = path_and_query.split_once('?').map(|(_, query)| query).unwrap_or_default();
+    let date = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key.eq_ignore_ascii_case("x-amz-date"))
+        .and_then(|(_, value)| parse_amz_date(&value))
+        .ok_or(EksTokenError::Date)?;
+    let expires =
+        jiff::Timestamp::from_second(date.as_second() + VALIDITY_SECONDS).map_err(|_| EksTokenError::Date)?;
+    Ok((path_and_query.to_string(), expires))
+}
+
 /// Makes an EKS token as `aws eks get-token` (botocore) does: a presigned GetCallerIdentity
 /// URL for `sts.<region>.amazonaws.com`, valid 60 seconds, signed at `now`.
 pub fn presign_token(
@@ -347,6 +370,7 @@ mod tests {
             keys: vec![("AKIDEXAMPLE".into(), SECRET.into())],
             extra_hosts: vec![],
             trust_session_tokens: false,
+            sts: None,
         }
     }
 
