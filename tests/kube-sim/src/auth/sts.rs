@@ -77,7 +77,7 @@ impl StsReplay {
         }
         let arn = element(&body, "Arn").ok_or(StsError::NotAnIdentity)?;
         let canonical = canonical_arn(&arn);
-        if !self.allowed_arns.iter().any(|allowed| *allowed == canonical) {
+        if !self.allowed_arns.contains(&canonical) {
             return Err(StsError::NotAllowed(canonical));
         }
         self.cache
