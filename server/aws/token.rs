@@ -72,17 +72,23 @@ pub fn eks_token(
         sign(request, &params).map_err(|error| TokenError::Signing(error.to_string()))?.into_parts();
     let (_, signed_params) = instructions.into_parts();
 
-    // The query as botocore writes it: the request's own parameters, then the signing ones in
-    // name order, the signature last.
+    // The query in botocore's order: the request's own parameters, the signing ones, then the
+    // session token (for temporary credentials) and the signature last.
+    const ORDER: [&str; 9] = [
+        "Action",
+        "Version",
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Security-Token",
+        "X-Amz-Signature",
+    ];
     let mut query: Vec<(String, String)> =
         vec![("Action".into(), "GetCallerIdentity".into()), ("Version".into(), "2011-06-15".into())];
-    let mut signing: Vec<(String, String)> =
-        signed_params.iter().map(|(name, value)| ((*name).to_owned(), value.to_string())).collect();
-    signing.sort();
-    let (signature, rest): (Vec<_>, Vec<_>) =
-        signing.into_iter().partition(|(name, _)| name == "X-Amz-Signature");
-    query.extend(rest);
-    query.extend(signature);
+    query.extend(signed_params.iter().map(|(name, value)| ((*name).to_owned(), value.to_string())));
+    query.sort_by_key(|(name, _)| ORDER.iter().position(|known| known == name).unwrap_or(ORDER.len()));
     let query = query
         .iter()
         .map(|(name, value)| {
@@ -135,7 +141,10 @@ mod tests {
         let credentials =
             Credentials::new("ASIAEXAMPLE", "secret", Some("session/token+=".into()), None, "test");
         let url = decode(&eks_token(&credentials, "eu-west-1", "c", SystemTime::UNIX_EPOCH).expect("token"));
-        assert!(url.contains("&X-Amz-Security-Token=session%2Ftoken%2B%3D&X-Amz-SignedHeaders="), "{url}");
+        assert!(
+            url.contains("&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Security-Token=session%2Ftoken%2B%3D&X-Amz-Signature="),
+            "{url}"
+        );
         assert!(!url.contains("secret"));
     }
 }
