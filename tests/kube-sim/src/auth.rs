@@ -88,7 +88,7 @@ impl Authenticator {
                 let (path_and_query, expires) =
                     eks::replay_target(token).map_err(|error| rejected(&error))?;
                 let sts = verifier.sts.as_ref().ok_or(ApiError::Unauthorized)?;
-                sts.identify(&path_and_query, expires)
+                sts.identify(&path_and_query, &verifier.cluster_name, expires)
                     .await
                     .map(|arn| Identity::User { name: arn, read_only: false })
                     .map_err(|error| rejected(&error))

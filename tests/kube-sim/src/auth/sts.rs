@@ -55,9 +55,15 @@ impl StsReplay {
         StsReplay { endpoint, allowed_arns, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// Asks STS who signed `path_and_query` (the presigned URL without scheme and host);
-    /// `expires` is when the token stops being valid, for the cache.
-    pub async fn identify(&self, path_and_query: &str, expires: jiff::Timestamp) -> Result<String, StsError> {
+    /// Asks STS who signed `path_and_query` (the presigned URL without scheme and host), sending
+    /// the signed `x-k8s-aws-id: cluster` header along as aws-iam-authenticator does; `expires`
+    /// is when the token stops being valid, for the cache.
+    pub async fn identify(
+        &self,
+        path_and_query: &str,
+        cluster: &str,
+        expires: jiff::Timestamp,
+    ) -> Result<String, StsError> {
         let now = jiff::Timestamp::now();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -66,7 +72,7 @@ impl StsReplay {
                 return Ok(arn.clone());
             }
         }
-        let (status, body) = tokio::time::timeout(STS_TIMEOUT, self.get(path_and_query))
+        let (status, body) = tokio::time::timeout(STS_TIMEOUT, self.get(path_and_query, cluster))
             .await
             .map_err(|_| self.unreachable("timed out".to_string()))??;
         if status != 200 {
@@ -92,7 +98,7 @@ impl StsReplay {
     }
 
     /// A plain HTTP/1.1 GET on loopback: the endpoint is a test fixture, never the internet.
-    async fn get(&self, path_and_query: &str) -> Result<(u16, String), StsError> {
+    async fn get(&self, path_and_query: &str, cluster: &str) -> Result<(u16, String), StsError> {
         let authority = self
             .endpoint
             .strip_prefix("http://")
@@ -101,8 +107,9 @@ impl StsReplay {
         let mut stream = tokio::net::TcpStream::connect(authority)
             .await
             .map_err(|error| self.unreachable(error.to_string()))?;
-        let request =
-            format!("GET {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nx-k8s-aws-id: {cluster}\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.map_err(|error| self.unreachable(error.to_string()))?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.map_err(|error| self.unreachable(error.to_string()))?;
