@@ -163,11 +163,11 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     messages.join(": ")
 }
 
-/// When to renew credentials that expire: `renew_before` ahead of expiry, or at half their
-/// remaining life when that is shorter.
+/// When to renew credentials that expire: `renew_before` ahead of expiry, or half-way through
+/// their remaining life when they expire sooner than that.
 fn renewal_delay(expiry: SystemTime, now: SystemTime, renew_before: Duration) -> Duration {
     let remaining = expiry.duration_since(now).unwrap_or_default();
-    remaining.saturating_sub(renew_before).max(remaining / 2).min(remaining)
+    if remaining > renew_before { remaining - renew_before } else { remaining / 2 }
 }
 
 /// The current credentials, renewed in the background ahead of expiry.

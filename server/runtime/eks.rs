@@ -129,21 +129,40 @@ async fn check_identity(
             let key = access_key_id
                 .map(str::to_owned)
                 .unwrap_or_else(|| source.current().access_key_id().to_owned());
-            let message = match error.as_service_error() {
-                Some(service) => aws_error_message(service.meta()),
-                None => error_chain(&error),
-            };
+            let message = sdk_error_message(&error);
             Err(AwsError::InvalidKeys { access_key_id: key, message }.into())
         }
     }
 }
 
-fn aws_error_message(meta: &aws_smithy_types::error::ErrorMetadata) -> String {
-    match (meta.code(), meta.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        (None, Some(message)) => message.to_owned(),
-        (None, None) => "no detail".to_owned(),
+/// What went wrong in an AWS call, for people: the service's error code and message, read
+/// from the raw answer when the SDK could not parse it (endpoints that answer in another
+/// dialect, such as private STS endpoints behind proxies), and the HTTP status.
+fn sdk_error_message<E>(
+    error: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> String
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let parsed = error.as_service_error().map(|service| (service.code(), service.message()));
+    if let Some((Some(code), message)) = parsed {
+        return match message {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_owned(),
+        };
+    }
+    let Some(raw) = error.raw_response() else { return error_chain(error) };
+    let status = raw.status().as_u16();
+    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+        (Some(code), None) => format!("{code} (HTTP {status})"),
+        _ => format!("HTTP {status}: {}", error_chain(error)),
     }
 }
 
@@ -166,22 +185,12 @@ async fn describe_cluster(
     let cluster = settings.cluster_name.clone();
     let region = settings.region.clone();
     let described = client.describe_cluster().name(&cluster).send().await.map_err(|error| {
+        let message = sdk_error_message(&error);
         match error.as_service_error() {
-            Some(service) if service.is_resource_not_found_exception() => EksError::ClusterNotFound {
-                cluster: cluster.clone(),
-                region: region.clone(),
-                message: aws_error_message(service.meta()),
-            },
-            Some(service) => EksError::DescribeCluster {
-                cluster: cluster.clone(),
-                region: region.clone(),
-                message: aws_error_message(service.meta()),
-            },
-            None => EksError::DescribeCluster {
-                cluster: cluster.clone(),
-                region: region.clone(),
-                message: error_chain(&error),
-            },
+            Some(service) if service.is_resource_not_found_exception() => {
+                EksError::ClusterNotFound { cluster: cluster.clone(), region: region.clone(), message }
+            }
+            _ => EksError::DescribeCluster { cluster: cluster.clone(), region: region.clone(), message },
         }
     })?;
     let details = described.cluster().ok_or_else(|| EksError::DescribeCluster {

@@ -1,0 +1,384 @@
+//! The EKS guide's quickstart, step by step, with the real binaries: AWS is moto behind our
+//! launcher (`tests/aws/moto_launcher.py`), the cluster is the Kubernetes API simulator over TLS
+//! in token-review mode, so every request is authenticated by a real presigned URL that the
+//! simulator replays against moto's STS.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{KubeSim, Server, free_port, hpctl, repo_root};
+
+const PASSWORD: &str = "guide password 42";
+const REGION: &str = "us-west-2";
+const CLUSTER: &str = "hydro-eks";
+
+fn test_python() -> PathBuf {
+    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test, which creates the test venv",
+        python.display()
+    );
+    python
+}
+
+/// moto behind our launcher, stopped when dropped.
+struct Aws {
+    child: Child,
+    url: String,
+    access_key_id: String,
+    secret_access_key: String,
+    role_arn: String,
+}
+
+impl Aws {
+    fn start(port: u16, eks_endpoint: &str, ca_file: &Path) -> Aws {
+        let mut child = Command::new(test_python())
+            .arg(repo_root().join("tests/aws/moto_launcher.py"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--region",
+                REGION,
+                "--eks-endpoint",
+                eks_endpoint,
+                "--eks-ca-file",
+            ])
+            .arg(ca_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the moto launcher");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the launcher's first line");
+        let info: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|error| panic!("launcher said {line:?}: {error}"));
+        let text = |key: &str| info[key].as_str().unwrap_or_else(|| panic!("no {key} in {info}")).to_owned();
+        Aws {
+            url: text("url"),
+            access_key_id: text("access_key_id"),
+            secret_access_key: text("secret_access_key"),
+            role_arn: text("role_arn"),
+            child,
+        }
+    }
+
+    /// One AWS API call through boto3, as JSON.
+    fn call(&self, service: &str, operation: &str, params: serde_json::Value) -> serde_json::Value {
+        let output = Command::new(test_python())
+            .arg(repo_root().join("tests/aws/aws_call.py"))
+            .args(["--endpoint", &self.url, "--region", REGION, "--access-key-id", &self.access_key_id])
+            .args(["--secret-access-key", &self.secret_access_key, service, operation, &params.to_string()])
+            .output()
+            .expect("run aws_call.py");
+        assert!(output.status.success(), "aws_call failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("aws_call prints JSON")
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the launcher");
+        write!(stream, "GET /_launcher/stats HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let body = response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|error| panic!("stats: {error}: {response}"))
+    }
+}
+
+impl Drop for Aws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The simulator in EKS token-review mode and moto, wired to each other, with the guide's
+/// cluster created through the real EKS API.
+struct World {
+    sim: KubeSim,
+    aws: Aws,
+    home: tempfile::TempDir,
+    transcript: String,
+}
+
+impl World {
+    fn start() -> World {
+        let aws_port = free_port();
+        let ca_directory = tempfile::tempdir().expect("tempdir");
+        let ca_file = ca_directory.path().join("ca.pem");
+        let sts_endpoint = format!("http://127.0.0.1:{aws_port}");
+        // kubectl, which checks what Hydroplane made, uses a static admin token; Hydroplane has
+        // only its EKS tokens.
+        let sim = KubeSim::start(&[
+            "--tls",
+            "--token",
+            "kubectl-admin-token",
+            "--ca-out",
+            ca_file.to_str().expect("path"),
+            "--eks-cluster-name",
+            CLUSTER,
+            "--eks-region",
+            REGION,
+            "--eks-sts-endpoint",
+            &sts_endpoint,
+            "--eks-allowed-arn",
+            "arn:aws:iam::123456789012:user/hydroplane",
+            "--eks-allowed-arn",
+            "arn:aws:iam::123456789012:role/EKSAdmin",
+        ]);
+        let aws = Aws::start(aws_port, &sim.url, &ca_file);
+        let created = aws.call(
+            "eks",
+            "create_cluster",
+            serde_json::json!({"name": CLUSTER, "roleArn": "arn:aws:iam::123456789012:role/eks-service",
+                "resourcesVpcConfig": {"subnetIds": ["subnet-1"]}}),
+        );
+        assert_eq!(created["ok"], true, "{created}");
+        World { sim, aws, home: tempfile::tempdir().expect("tempdir"), transcript: String::new() }
+    }
+
+    fn record(&mut self, output: &Output) {
+        self.transcript.push_str(&String::from_utf8_lossy(&output.stdout));
+        self.transcript.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// `local-secret-store` as the guide runs it, with HOME in the test's home.
+    fn secret_store(&mut self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_local-secret-store"))
+            .args(args)
+            .current_dir(self.home.path())
+            .env("HOME", self.home.path())
+            .env("HYDROPLANE_SECRET_STORE_PASSWORD", PASSWORD)
+            .env("HYDROPLANE_SECRET_STORE_NEW_PASSWORD", PASSWORD)
+            .env("HYDROPLANE_SECRET_STORE_TEST_ITERATIONS", "1000")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run local-secret-store");
+        self.record(&output);
+        assert!(
+            output.status.success(),
+            "local-secret-store {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Steps 2 of the guide: the store, creds.json, and the secret.
+    fn store_credentials(&mut self, access_key_id: &str, secret_access_key: &str) {
+        self.secret_store(&["init"]);
+        let creds = self.home.path().join("creds.json");
+        std::fs::write(
+            &creds,
+            format!(r#"{{"AccessKeyId":"{access_key_id}","SecretAccessKey":"{secret_access_key}"}}"#),
+        )
+        .expect("write creds.json");
+        self.secret_store(&["add", "-f", "creds.json", "aws-credentials"]);
+        std::fs::remove_file(creds).expect("rm creds.json");
+    }
+
+    /// The guide's `eks.yml`, verbatim, plus the test's endpoint overrides and `extra` lines.
+    fn eks_yml(&self, extra: &str) -> PathBuf {
+        let guide = "---\nsecret_store:\n  secret_store_type: local\n  store_location: ~/.hydro_secrets\n\n\
+                     runtime:\n  runtime_type: eks\n  cluster_name: hydro-eks\n  region: us-west-2\n  \
+                     credentials:\n    access_key:\n      access_key_id:\n        secret_name: aws-credentials\n        \
+                     key: AccessKeyId\n      secret_access_key:\n        secret_name: aws-credentials\n        \
+                     key: SecretAccessKey\n";
+        let overrides = format!("  sts_endpoint: {url}\n  eks_endpoint: {url}\n{extra}", url = self.aws.url);
+        let path = self.home.path().join("eks.yml");
+        std::fs::write(&path, format!("{guide}{overrides}")).expect("write eks.yml");
+        path
+    }
+
+    /// `hydroplane -c eks.yml`, with the password from the environment.
+    fn server(&self, config: &Path) -> Server {
+        Server::start_with_env(
+            &["-c", config.to_str().expect("path")],
+            &[
+                ("HOME", self.home.path().to_str().expect("path")),
+                ("HYDROPLANE_SECRET_STORE_PASSWORD", PASSWORD),
+            ],
+        )
+    }
+
+    /// `hydroplane -c eks.yml` that must fail at start-up; returns its stderr.
+    fn failed_server(&mut self, config: &Path) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            .args(["-p", "0", "-c", config.to_str().expect("path")])
+            .env("HOME", self.home.path())
+            .env("HYDROPLANE_SECRET_STORE_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hydroplane");
+        self.record(&output);
+        assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"), "it never served");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    fn hpctl(&mut self, server: &Server, args: &[&str]) -> serde_json::Value {
+        let output = hpctl(server, args);
+        self.record(&output);
+        assert!(output.status.success(), "hpctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("hpctl prints JSON")
+    }
+
+    #[track_caller]
+    fn assert_no_secret_anywhere(&self, server: &Server) {
+        let everything = format!("{}{}{}", self.transcript, server.stdout(), server.stderr());
+        for secret in [PASSWORD, self.aws.secret_access_key.as_str()] {
+            assert!(!everything.contains(secret), "a secret appears in the output:\n{everything}");
+        }
+    }
+}
+
+#[test]
+fn the_guides_quickstart_works_as_written() {
+    let mut world = World::start();
+    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    world.store_credentials(&key, &secret);
+    let config = world.eks_yml("");
+    let server = world.server(&config);
+    assert_eq!(world.hpctl(&server, &["list"]), serde_json::json!([]));
+
+    let nginx = repo_root().join("examples/nginx.json");
+    world.hpctl(&server, &["start", nginx.to_str().expect("path")]);
+    let listed = world.hpctl(&server, &["list"]);
+    let process = &listed[0];
+    assert_eq!(process["process_name"], "nginx");
+    assert_eq!(process["group"], serde_json::Value::Null);
+    let address = &process["socket_addresses"][0];
+    assert!(address["host"].as_str().is_some_and(|host| host.starts_with("203.0.113.")), "{listed}");
+    assert!(address["port"].as_u64().is_some_and(|port| (30000..=32767).contains(&port)), "{listed}");
+    assert_eq!(address["is_public"], true);
+    assert!(process["created"].as_str().is_some_and(|created| created.ends_with("+00:00")));
+    assert_eq!(world.sim.names("pods"), ["nginx"]);
+
+    assert_eq!(world.hpctl(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
+    common::wait_until("nginx is gone", Duration::from_secs(30), || world.sim.names("pods").is_empty());
+
+    let stats = world.aws.stats();
+    assert!(stats["eks"]["DescribeCluster"].as_u64() >= Some(1), "{stats}");
+    assert!(
+        stats["sts_presigned"]["GetCallerIdentity"].as_u64() >= Some(1),
+        "the simulator asked STS: {stats}"
+    );
+    world.assert_no_secret_anywhere(&server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assumed_role_credentials_and_tokens_are_renewed_without_failed_requests() {
+    let mut world = World::start();
+    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    world.store_credentials(&key, &secret);
+    let config = world.eks_yml(&format!(
+        "  token_refresh_seconds: 1\n  credentials_renew_before_seconds: 898\n  credentials:\n    access_key:\n      \
+         access_key_id:\n        secret_name: aws-credentials\n        key: AccessKeyId\n      secret_access_key:\n        \
+         secret_name: aws-credentials\n        key: SecretAccessKey\n    assume_role:\n      role_arn: \"{}\"\n      \
+         session_duration_seconds: 900\n",
+        world.aws.role_arn
+    ));
+    // The guide's credentials block is replaced by the one with assume_role.
+    let text = std::fs::read_to_string(&config).expect("read");
+    let (head, tail) = text.split_once("  credentials:\n").expect("credentials block");
+    let rest = tail
+        .split_once("  sts_endpoint:")
+        .map(|(_, rest)| format!("  sts_endpoint:{rest}"))
+        .expect("overrides");
+    std::fs::write(&config, format!("{head}{rest}")).expect("write");
+
+    let server = world.server(&config);
+    let mut client = server.client().await;
+    let before = world.aws.stats();
+    // Several renewal periods (credentials every ~2 s, tokens every 1 s) of steady traffic.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut calls = 0;
+    while tokio::time::Instant::now() < deadline {
+        let name = format!("p{calls}");
+        let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "nginx"}});
+        let request = hydroplane::proto::StartRequest {
+            spec: Some(hydroplane::grpc::convert::spec_to_proto(serde_json::from_value(spec).expect("spec"))),
+            wait: false,
+            wait_timeout: None,
+        };
+        client.start(request).await.unwrap_or_else(|status| panic!("start {name} failed: {status:?}"));
+        client
+            .list(hydroplane::proto::ListRequest::default())
+            .await
+            .unwrap_or_else(|status| panic!("list failed: {status:?}"));
+        client
+            .stop(hydroplane::proto::StopRequest {
+                target: Some(hydroplane::proto::stop_request::Target::ProcessName(name.clone())),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("stop {name} failed: {status:?}"));
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = world.aws.stats();
+    let count =
+        |stats: &serde_json::Value, group: &str, action: &str| stats[group][action].as_u64().unwrap_or(0);
+    let assumed = count(&after, "sts", "AssumeRole") - count(&before, "sts", "AssumeRole");
+    let reviewed = count(&after, "sts_presigned", "GetCallerIdentity")
+        - count(&before, "sts_presigned", "GetCallerIdentity");
+    assert!(calls >= 10, "{calls} rounds of calls");
+    assert!(assumed >= 3, "credentials were renewed: {assumed} AssumeRole calls in 10 s ({after})");
+    assert!(reviewed >= 5, "tokens were renewed: {reviewed} new tokens reviewed in 10 s ({after})");
+    assert!(server.stderr().contains("authenticated with AWS"), "{}", server.stderr());
+    world.assert_no_secret_anywhere(&server);
+}
+
+#[test]
+fn mistakes_are_reported_at_start_up_with_what_to_fix() {
+    let mut world = World::start();
+    // Keys AWS does not know: named by their id, never by their secret.
+    world.store_credentials("AKIAUNKNOWNKEY000001", "not-a-real-secret-key-0000000000000000000");
+    let config = world.eks_yml("");
+    let stderr = world.failed_server(&config);
+    assert!(stderr.contains("AWS refused the access key AKIAUNKNOWNKEY000001"), "{stderr}");
+    assert!(stderr.contains("InvalidClientTokenId"), "{stderr}");
+    assert!(!stderr.contains("not-a-real-secret-key"), "{stderr}");
+
+    // Good keys, a role that cannot be assumed: the ARN and STS's message.
+    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    world.secret_store(&["remove", "aws-credentials"]);
+    let creds = world.home.path().join("creds.json");
+    std::fs::write(&creds, format!(r#"{{"AccessKeyId":"{key}","SecretAccessKey":"{secret}"}}"#))
+        .expect("write");
+    world.secret_store(&["add", "-f", "creds.json", "aws-credentials"]);
+    std::fs::remove_file(creds).expect("rm");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let with_role = text.replace(
+        "        key: SecretAccessKey\n",
+        "        key: SecretAccessKey\n    assume_role:\n      role_arn: arn:aws:iam::123456789012:role/NoSuchRole\n",
+    );
+    std::fs::write(&config, with_role).expect("write");
+    let stderr = world.failed_server(&config);
+    assert!(stderr.contains("cannot assume the role arn:aws:iam::123456789012:role/NoSuchRole"), "{stderr}");
+    assert!(stderr.contains("AccessDenied") || stderr.contains("not authorized"), "{stderr}");
+
+    // An unknown cluster: its name and region.
+    std::fs::write(&config, text.replace("cluster_name: hydro-eks", "cluster_name: no-such-cluster"))
+        .expect("write");
+    let stderr = world.failed_server(&config);
+    assert!(stderr.contains("there is no EKS cluster `no-such-cluster` in region us-west-2"), "{stderr}");
+
+    // A missing secret key: its name.
+    std::fs::write(&config, text.replace("key: AccessKeyId", "key: AccessKeyID")).expect("write");
+    let stderr = world.failed_server(&config);
+    assert!(stderr.contains("secret `aws-credentials` has no key `AccessKeyID`"), "{stderr}");
+
+    for secret in [PASSWORD, world.aws.secret_access_key.as_str()] {
+        assert!(!world.transcript.contains(secret), "a secret appears in the output:\n{}", world.transcript);
+    }
+}

@@ -1,0 +1,75 @@
+//! Our EKS bearer token against botocore's (`aws eks get-token`), for fixed keys, cluster and
+//! clock: they must be equal, byte for byte. botocore runs from the test venv.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use hydroplane::aws::token::eks_token;
+
+fn test_python() -> PathBuf {
+    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test, which creates the test venv",
+        python.display()
+    );
+    python
+}
+
+fn botocore_token(
+    key: &str,
+    secret: &str,
+    session: Option<&str>,
+    region: &str,
+    cluster: &str,
+    timestamp: &str,
+) -> String {
+    let mut command = Command::new(test_python());
+    command.arg(common::repo_root().join("tests/aws/botocore_token.py")).args([
+        "--access-key-id",
+        key,
+        "--secret-access-key",
+        secret,
+        "--region",
+        region,
+        "--cluster-name",
+        cluster,
+        "--timestamp",
+        timestamp,
+    ]);
+    if let Some(session) = session {
+        command.args(["--session-token", session]);
+    }
+    let output = command.output().expect("run botocore_token.py");
+    assert!(output.status.success(), "botocore failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+#[track_caller]
+fn check(session: Option<&str>, region: &str, cluster: &str, seconds: u64, timestamp: &str) {
+    let (key, secret) = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    let credentials = Credentials::new(key, secret, session.map(str::to_owned), None, "test");
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+    let ours = eks_token(&credentials, region, cluster, now).expect("our token");
+    let theirs = botocore_token(key, secret, session, region, cluster, timestamp);
+    assert_eq!(ours.as_str(), theirs, "tokens differ for {region} {cluster} session={session:?}");
+}
+
+#[test]
+fn our_token_equals_botocores_byte_for_byte() {
+    check(None, "us-west-2", "hydro-eks", 1_735_787_045, "2025-01-02T03:04:05Z");
+    check(None, "eu-central-1", "my-cool-cluster", 1_764_028_800, "2025-11-25T00:00:00Z");
+    check(
+        Some("IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLXdlc3QtMiJHMEUCIQD+session/token=="),
+        "us-west-2",
+        "hydro-eks",
+        1_735_787_045,
+        "2025-01-02T03:04:05Z",
+    );
+}
