@@ -526,6 +526,15 @@ mod guide_tests {
     }
 
     #[test]
+    fn the_example_eks_config_parses_without_warnings() {
+        let (settings, warnings) = Settings::parse_with_warnings(include_str!("../examples/eks.yml"))
+            .expect("examples/eks.yml parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let RuntimeSettings::Eks(eks) = settings.runtime else { panic!("eks") };
+        assert_eq!((eks.cluster_name.as_str(), eks.region.as_str()), ("hydro-eks", "us-west-2"));
+    }
+
+    #[test]
     fn realignment_is_always_announced_and_never_hides_other_mistakes() {
         let (settings, warnings) =
             Settings::parse_with_warnings("runtime:\n  runtime_type: local\n   stop_grace_seconds: 1\n")

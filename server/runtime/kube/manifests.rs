@@ -434,3 +434,37 @@ mod tests {
         assert_eq!(cpu_quantity(0.1 + 0.2), Quantity("0.3".into()));
     }
 }
+
+#[cfg(test)]
+mod rbac_tests {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+
+    /// The RBAC example grants exactly what the runtime does with each resource.
+    #[test]
+    fn the_rbac_example_covers_what_the_runtime_does() {
+        let text = include_str!("../../../examples/rbac.yaml");
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(text).expect("examples/rbac.yaml is valid YAML");
+        assert_eq!(documents.len(), 4);
+        let role: Role = serde_json::from_value(documents[0].clone()).expect("a Role");
+        let verbs = |resource: &str| -> Vec<String> {
+            role.rules
+                .iter()
+                .flatten()
+                .find(|rule| rule.resources.iter().flatten().any(|r| r == resource))
+                .map(|rule| rule.verbs.clone())
+                .unwrap_or_default()
+        };
+        for verb in ["get", "list", "watch", "create", "delete", "deletecollection"] {
+            assert!(verbs("pods").iter().any(|v| v == verb), "pods: {verb}");
+        }
+        for verb in ["list", "watch", "create"] {
+            assert!(verbs("services").iter().any(|v| v == verb), "services: {verb}");
+        }
+        assert!(verbs("secrets").iter().any(|v| v == "create"));
+        assert!(!verbs("secrets").iter().any(|v| v == "get" || v == "list"), "secrets are never read back");
+        let nodes: ClusterRole = serde_json::from_value(documents[2].clone()).expect("a ClusterRole");
+        let node_verbs = &nodes.rules.expect("rules")[0].verbs;
+        assert_eq!(node_verbs, &["get", "list", "watch"]);
+    }
+}
