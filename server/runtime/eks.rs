@@ -354,3 +354,96 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_credential_types::Credentials;
+
+    use super::*;
+
+    async fn tokens(refresh: Duration) -> Arc<TokenSource> {
+        let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let source =
+            CredentialsSource::start(SharedCredentialsProvider::new(credentials), Duration::from_secs(300))
+                .await
+                .expect("static credentials");
+        Arc::new(TokenSource {
+            credentials: source,
+            region: "us-west-2".into(),
+            cluster_name: "hydro-eks".into(),
+            refresh,
+            current: Mutex::new(None),
+        })
+    }
+
+    /// A stand-in for the kube stack: answers 401 to the first `refusals` requests, records the
+    /// Authorization headers it saw.
+    fn cluster(
+        refusals: usize,
+        seen: Arc<Mutex<Vec<String>>>,
+    ) -> impl Service<Request<Body>, Response = Response<String>, Error = tower::BoxError, Future: Send>
+    + Send
+    + 'static {
+        let calls = Arc::new(AtomicUsize::new(0));
+        tower::service_fn(move |request: Request<Body>| {
+            let seen = Arc::clone(&seen);
+            let calls = Arc::clone(&calls);
+            async move {
+                let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                seen.lock().expect("lock").push(header.unwrap_or_default().to_owned());
+                let status = if calls.fetch_add(1, Ordering::SeqCst) < refusals { 401 } else { 200 };
+                Ok::<_, tower::BoxError>(
+                    Response::builder().status(status).body(String::new()).expect("response"),
+                )
+            }
+        })
+    }
+
+    fn get() -> Request<Body> {
+        Request::get("https://cluster/api/v1/pods").body(Body::empty()).expect("request")
+    }
+
+    fn made(tokens: &TokenSource) -> tokio::time::Instant {
+        *tokens.current.lock().expect("lock").as_ref().map(|(_, made)| made).expect("a token was made")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_renewed_at_once_and_the_request_sent_again() {
+        let tokens = tokens(Duration::from_secs(600)).await;
+        tokens.header(false).expect("token");
+        let first_made = made(&tokens);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut service = EksAuthLayer { tokens: Arc::clone(&tokens) }.layer(cluster(1, Arc::clone(&seen)));
+        let response = service.ready().await.expect("ready").call(get()).await.expect("answered");
+        assert_eq!(response.status(), 200, "the retry went through");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 2, "sent exactly twice");
+        assert!(seen.iter().all(|header| header.starts_with("Bearer k8s-aws-v1.")), "{seen:?}");
+        assert!(made(&tokens) > first_made, "the refused token was replaced, though it was not due yet");
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_twice_is_reported_not_retried_forever() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut service = EksAuthLayer { tokens: tokens(Duration::from_secs(600)).await }
+            .layer(cluster(usize::MAX, Arc::clone(&seen)));
+        let response = service.ready().await.expect("ready").call(get()).await.expect("answered");
+        assert_eq!(response.status(), 401);
+        assert_eq!(seen.lock().expect("lock").len(), 2, "one retry only");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_reused_until_they_are_due_for_renewal() {
+        let cached = tokens(Duration::from_secs(600)).await;
+        let first = cached.header(false).expect("token");
+        assert_eq!(first, cached.header(false).expect("token"), "reused while fresh");
+        assert!(first.is_sensitive(), "never printed by header dumps");
+        let made_first = made(&cached);
+        tokio::time::advance(Duration::from_secs(601)).await;
+        cached.header(false).expect("token");
+        assert!(made(&cached) > made_first, "renewed once due");
+    }
+}
