@@ -16,18 +16,6 @@ const PASSWORD: &str = "guide password 42";
 const REGION: &str = "us-west-2";
 const CLUSTER: &str = "hydro-eks";
 
-fn test_python() -> PathBuf {
-    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test, which creates the test venv",
-        python.display()
-    );
-    python
-}
-
 /// moto behind our launcher, stopped when dropped.
 struct Aws {
     child: Child,
@@ -39,7 +27,7 @@ struct Aws {
 
 impl Aws {
     fn start(port: u16, eks_endpoint: &str, ca_file: &Path) -> Aws {
-        let mut child = Command::new(test_python())
+        let mut child = Command::new(common::test_python())
             .arg(repo_root().join("tests/aws/moto_launcher.py"))
             .args([
                 "--port",
@@ -73,7 +61,7 @@ impl Aws {
 
     /// One AWS API call through boto3, as JSON.
     fn call(&self, service: &str, operation: &str, params: serde_json::Value) -> serde_json::Value {
-        let output = Command::new(test_python())
+        let output = Command::new(common::test_python())
             .arg(repo_root().join("tests/aws/aws_call.py"))
             .args(["--endpoint", &self.url, "--region", REGION, "--access-key-id", &self.access_key_id])
             .args(["--secret-access-key", &self.secret_access_key, service, operation, &params.to_string()])

@@ -3,24 +3,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use hydroplane::aws::token::eks_token;
-
-fn test_python() -> PathBuf {
-    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test, which creates the test venv",
-        python.display()
-    );
-    python
-}
 
 fn botocore_token(
     key: &str,
@@ -30,7 +17,7 @@ fn botocore_token(
     cluster: &str,
     timestamp: &str,
 ) -> String {
-    let mut command = Command::new(test_python());
+    let mut command = Command::new(common::test_python());
     command.arg(common::repo_root().join("tests/aws/botocore_token.py")).args([
         "--access-key-id",
         key,

@@ -7,15 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Server, free_port, http_get_status, http_server_spec};
-
-fn hpctl(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hpctl"))
-        .args(args)
-        .env("HYDROPLANE_SERVER", server.url())
-        .output()
-        .expect("run hpctl")
-}
+use common::{Server, free_port, hpctl, http_get_status, http_server_spec};
 
 #[track_caller]
 fn json_of(output: &Output) -> serde_json::Value {

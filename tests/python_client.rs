@@ -3,27 +3,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::Server;
 
-fn test_python() -> PathBuf {
-    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run the test command, scripts/test, which creates the Python test venv",
-        python.display()
-    );
-    python
-}
-
 #[test]
 fn the_python_example_drives_a_process_end_to_end() {
     let server = Server::start();
-    let output = Command::new(test_python())
+    let output = Command::new(common::test_python())
         .arg(common::repo_root().join("examples/python/hydroplane_example.py"))
         .args(["--server", &server.address, "--name", "from-python"])
         .output()

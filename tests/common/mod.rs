@@ -17,6 +17,20 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Python of the test venv (`HYDROPLANE_TEST_PYTHON`, else `.venv/bin/python`), which the
+/// test command (`scripts/test`) creates; a clear failure when it is missing.
+pub fn test_python() -> PathBuf {
+    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run the test command, scripts/test, which creates the Python test venv",
+        python.display()
+    );
+    python
+}
+
 /// A running `hydroplane` server, killed when dropped.
 pub struct Server {
     child: Option<Child>,
