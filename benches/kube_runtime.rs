@@ -5,38 +5,18 @@
 //! Run with `cargo bench --bench kube_runtime` (`-- --processes N --callers C` to change the
 //! sizes). It starts the release `kube-sim` and `hydroplane` binaries on free loopback ports.
 
+mod common;
+
+use common::{report, rss_mib};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
-
-fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * fraction).round() as usize]
-}
-
-fn report(name: &str, samples: &mut [Duration]) {
-    let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
-    println!("{name:<36} n={:<6} p50={:>9.3} ms  p99={:>9.3} ms", samples.len(), ms(p50), ms(p99));
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
 
 fn argument(args: &[String], name: &str, default: usize) -> usize {
     args.iter()

@@ -4,36 +4,14 @@
 //! Run with `cargo bench --bench local_runtime` (`-- --processes N` to change the count). It
 //! starts the real `hydroplane` binary on a free port and stops it at the end.
 
+mod common;
+
+use common::{report, rss_mib};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
-
-fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() as f64 - 1.0) * fraction).round() as usize;
-    samples[index]
-}
-
-fn report(name: &str, samples: &mut [Duration]) {
-    let p50 = percentile(samples, 0.50);
-    let p99 = percentile(samples, 0.99);
-    println!("{name:<28} n={:<6} p50={:>9.3} ms  p99={:>9.3} ms", samples.len(), ms(p50), ms(p99));
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
 
 fn sleeper(name: &str) -> proto::StartRequest {
     proto::StartRequest {
