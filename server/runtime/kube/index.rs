@@ -74,18 +74,71 @@ pub enum IndexHealth {
 
 #[derive(Default)]
 struct IndexState {
-    pods: HashMap<String, PodEntry>,
-    services: HashMap<String, ServiceEntry>,
-    nodes: HashMap<String, NodeEntry>,
-    /// Objects seen during a relist, which replaces the kind's entries when it completes.
-    relisting_pods: Option<HashMap<String, PodEntry>>,
-    relisting_services: Option<HashMap<String, ServiceEntry>>,
-    relisting_nodes: Option<HashMap<String, NodeEntry>>,
+    pods: Entries<PodEntry>,
+    services: Entries<ServiceEntry>,
+    nodes: Entries<NodeEntry>,
     synced: HashSet<&'static str>,
     /// The last failure of each watch. A watch that recovers without news sends no event, so
     /// a failure counts only for [`STALE_WINDOW`] unless it recurs (a watch that stays down
     /// fails again within the longest backoff).
     errors: HashMap<&'static str, (String, tokio::time::Instant)>,
+}
+
+/// The entries of one kind, by name, kept current from its watcher's events.
+struct Entries<E> {
+    live: HashMap<String, E>,
+    /// Objects seen during a relist, which replaces `live` when it completes.
+    relisting: Option<HashMap<String, E>>,
+}
+
+impl<E> Default for Entries<E> {
+    fn default() -> Self {
+        Entries { live: HashMap::new(), relisting: None }
+    }
+}
+
+/// What one watcher event changed.
+struct Applied {
+    /// The names whose entries changed (or may have: every name before and after a relist).
+    touched: Vec<String>,
+    /// Whether a relist completed.
+    relisted: bool,
+}
+
+impl<E> Entries<E> {
+    fn apply<K: ResourceExt>(&mut self, event: Event<K>, entry: impl Fn(&K) -> (String, E)) -> Applied {
+        let mut relisted = false;
+        let touched = match event {
+            Event::Init => {
+                self.relisting = Some(HashMap::new());
+                Vec::new()
+            }
+            Event::InitApply(object) => {
+                let (name, value) = entry(&object);
+                self.relisting.get_or_insert_with(HashMap::new).insert(name, value);
+                Vec::new()
+            }
+            Event::InitDone => {
+                let fresh = self.relisting.take().unwrap_or_default();
+                let mut touched: Vec<String> = self.live.keys().cloned().collect();
+                touched.extend(fresh.keys().cloned());
+                self.live = fresh;
+                relisted = true;
+                touched
+            }
+            Event::Apply(object) => {
+                let (name, value) = entry(&object);
+                self.live.insert(name.clone(), value);
+                vec![name]
+            }
+            Event::Delete(object) => {
+                let name = object.name_any();
+                self.live.remove(&name);
+                vec![name]
+            }
+        };
+        Applied { touched, relisted }
+    }
 }
 
 /// How long after its last failure a watch counts as down: longer than the longest backoff.
@@ -173,120 +226,46 @@ impl Index {
 
     fn apply_pod(&self, event: Event<Pod>) {
         let mut state = self.lock();
-        let touched: Vec<String> = match event {
-            Event::Init => {
-                state.relisting_pods = Some(HashMap::new());
-                Vec::new()
-            }
-            Event::InitApply(pod) => {
-                let (name, entry) = pod_entry(&pod);
-                state.relisting_pods.get_or_insert_with(HashMap::new).insert(name, entry);
-                Vec::new()
-            }
-            Event::InitDone => {
-                let fresh = state.relisting_pods.take().unwrap_or_default();
-                let mut touched: Vec<String> = state.pods.keys().cloned().collect();
-                touched.extend(fresh.keys().cloned());
-                state.pods = fresh;
-                state.synced.insert("pods");
-                touched
-            }
-            Event::Apply(pod) => {
-                let (name, entry) = pod_entry(&pod);
-                state.pods.insert(name.clone(), entry);
-                vec![name]
-            }
-            Event::Delete(pod) => {
-                let name = pod.name_any();
-                state.pods.remove(&name);
-                vec![name]
-            }
-        };
-        state.errors.remove("pods");
-        self.publish(&state, touched);
-        drop(state);
-        self.bump();
+        let applied = state.pods.apply(event, pod_entry);
+        self.finish(state, "pods", applied.relisted, applied.touched);
     }
 
     fn apply_service(&self, event: Event<Service>) {
         let mut state = self.lock();
-        let touched: Vec<String> = match event {
-            Event::Init => {
-                state.relisting_services = Some(HashMap::new());
-                Vec::new()
-            }
-            Event::InitApply(service) => {
-                let (name, entry) = service_entry(&service);
-                state.relisting_services.get_or_insert_with(HashMap::new).insert(name, entry);
-                Vec::new()
-            }
-            Event::InitDone => {
-                let fresh = state.relisting_services.take().unwrap_or_default();
-                let mut touched: Vec<String> = state.services.keys().cloned().collect();
-                touched.extend(fresh.keys().cloned());
-                state.services = fresh;
-                state.synced.insert("services");
-                touched
-            }
-            Event::Apply(service) => {
-                let (name, entry) = service_entry(&service);
-                state.services.insert(name.clone(), entry);
-                vec![name]
-            }
-            Event::Delete(service) => {
-                let name = service.name_any();
-                state.services.remove(&name);
-                vec![name]
-            }
-        };
-        state.errors.remove("services");
-        self.publish(&state, touched);
-        drop(state);
-        self.bump();
+        let applied = state.services.apply(event, service_entry);
+        self.finish(state, "services", applied.relisted, applied.touched);
     }
 
     fn apply_node(&self, event: Event<Node>) {
         let mut state = self.lock();
-        let changed_nodes: Option<Vec<String>> = match event {
-            Event::Init => {
-                state.relisting_nodes = Some(HashMap::new());
-                Some(Vec::new())
-            }
-            Event::InitApply(node) => {
-                state
-                    .relisting_nodes
-                    .get_or_insert_with(HashMap::new)
-                    .insert(node.name_any(), node_entry(&node));
-                Some(Vec::new())
-            }
-            Event::InitDone => {
-                state.nodes = state.relisting_nodes.take().unwrap_or_default();
-                state.synced.insert("nodes");
-                None
-            }
-            Event::Apply(node) => {
-                let name = node.name_any();
-                state.nodes.insert(name.clone(), node_entry(&node));
-                Some(vec![name])
-            }
-            Event::Delete(node) => {
-                let name = node.name_any();
-                state.nodes.remove(&name);
-                Some(vec![name])
-            }
-        };
-        state.errors.remove("nodes");
-        // A node's addresses are part of the info of every process on it.
+        let applied = state.nodes.apply(event, |node| (node.name_any(), node_entry(node)));
+        // A node's addresses are part of the info of every process on it; after a relist, any
+        // node may have changed.
         let touched: Vec<String> = state
             .pods
+            .live
             .iter()
-            .filter(|(_, pod)| match (&changed_nodes, &pod.node_name) {
-                (None, _) => true,
-                (Some(nodes), Some(node)) => nodes.contains(node),
-                (Some(_), None) => false,
+            .filter(|(_, pod)| {
+                applied.relisted || pod.node_name.as_ref().is_some_and(|node| applied.touched.contains(node))
             })
             .map(|(name, _)| name.clone())
             .collect();
+        self.finish(state, "nodes", applied.relisted, touched);
+    }
+
+    /// Records that a watch of `kind` works, publishes the processes `touched`, and wakes those
+    /// waiting for the index.
+    fn finish(
+        &self,
+        mut state: MutexGuard<'_, IndexState>,
+        kind: &'static str,
+        relisted: bool,
+        touched: Vec<String>,
+    ) {
+        if relisted {
+            state.synced.insert(kind);
+        }
+        state.errors.remove(kind);
         self.publish(&state, touched);
         drop(state);
         self.bump();
@@ -378,12 +357,12 @@ impl IndexView<'_> {
 
     /// The Pod of a process.
     pub fn pod(&self, name: &str) -> Option<&PodEntry> {
-        self.state.pods.get(name)
+        self.state.pods.live.get(name)
     }
 
     /// The Service of a process.
     pub fn service(&self, name: &str) -> Option<&ServiceEntry> {
-        self.state.services.get(name)
+        self.state.services.live.get(name)
     }
 
     /// The processes of a group.
@@ -391,6 +370,7 @@ impl IndexView<'_> {
         let mut names: Vec<String> = self
             .state
             .pods
+            .live
             .iter()
             .filter(|(_, pod)| pod.group.as_deref() == Some(group))
             .map(|(name, _)| name.clone())
@@ -451,9 +431,9 @@ fn node_entry(node: &Node) -> NodeEntry {
 
 /// A process's info from its Pod, Service and Node; `None` when it has no Pod.
 fn process_info(state: &IndexState, namespace: &str, name: &str) -> Option<ProcessInfo> {
-    let pod = state.pods.get(name)?;
-    let service = state.services.get(name);
-    let node = pod.node_name.as_ref().and_then(|node| state.nodes.get(node));
+    let pod = state.pods.live.get(name)?;
+    let service = state.services.live.get(name);
+    let node = pod.node_name.as_ref().and_then(|node| state.nodes.live.get(node));
     Some(ProcessInfo {
         process_name: name.to_owned(),
         group: pod.group.clone(),
