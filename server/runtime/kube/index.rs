@@ -483,3 +483,89 @@ fn addresses(
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ProcessStatus;
+    use crate::table::Filter;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "labels": {"hydroplane/group-id": "g"},
+                "creationTimestamp": "2025-01-02T03:04:05Z"},
+            "spec": {"containers": [{"name": name}], "nodeName": node},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" }}]}
+        }))
+        .expect("a pod")
+    }
+
+    fn service(name: &str, node_port: bool) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"type": if node_port { "NodePort" } else { "ClusterIP" }, "clusterIP": "10.96.0.9",
+                "ports": [{"port": 80, "nodePort": if node_port { Some(30080) } else { None }}]}
+        }))
+        .expect("a service")
+    }
+
+    fn node(name: &str, external: Option<&str>) -> Node {
+        let mut addresses = vec![serde_json::json!({"type": "InternalIP", "address": "10.0.0.1"})];
+        if let Some(external) = external {
+            addresses.push(serde_json::json!({"type": "ExternalIP", "address": external}));
+        }
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "status": {"addresses": addresses}}),
+        )
+        .expect("a node")
+    }
+
+    fn listed(table: &ProcessTable) -> Vec<(String, ProcessStatus, Vec<(String, u16)>)> {
+        table
+            .list(&Filter::default())
+            .into_iter()
+            .map(|p| {
+                (p.process_name, p.status, p.socket_addresses.into_iter().map(|a| (a.host, a.port)).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn processes_join_pods_services_and_nodes_and_relists_replace_everything() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        index.apply_node(Event::Init);
+        index.apply_node(Event::InitApply(node("n1", Some("203.0.113.1"))));
+        index.apply_node(Event::InitDone);
+        index.apply_service(Event::Init);
+        index.apply_service(Event::InitApply(service("web", true)));
+        index.apply_service(Event::InitDone);
+        assert_eq!(index.health(), IndexHealth::Syncing);
+        index.apply_pod(Event::Init);
+        index.apply_pod(Event::InitApply(pod("web", Some("n1"), "Running")));
+        index.apply_pod(Event::InitApply(pod("db", None, "Pending")));
+        assert!(listed(&table).is_empty(), "nothing is published before the list is complete");
+        index.apply_pod(Event::InitDone);
+        assert_eq!(index.health(), IndexHealth::Synced);
+        assert_eq!(
+            listed(&table),
+            [
+                ("db".into(), ProcessStatus::Starting, vec![]),
+                ("web".into(), ProcessStatus::Running, vec![("203.0.113.1".into(), 30080)]),
+            ]
+        );
+
+        // The node loses its ExternalIP: the InternalIP serves.
+        index.apply_node(Event::Apply(node("n1", None)));
+        assert_eq!(listed(&table)[1].2, [("10.0.0.1".to_owned(), 30080)]);
+
+        // A relist (after a 410) that no longer has `db` deletes it, without touching `web`.
+        let revision = table.revision();
+        index.apply_pod(Event::Init);
+        index.apply_pod(Event::InitApply(pod("web", Some("n1"), "Running")));
+        index.apply_pod(Event::InitDone);
+        assert_eq!(listed(&table).len(), 1);
+        assert_eq!(table.revision(), revision + 1, "one change: db deleted");
+        assert_eq!(index.read(|view| view.group("g")), ["web"]);
+    }
+}
