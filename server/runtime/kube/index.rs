@@ -520,7 +520,10 @@ mod tests {
         .expect("a node")
     }
 
-    fn listed(table: &ProcessTable) -> Vec<(String, ProcessStatus, Vec<(String, u16)>)> {
+    /// A process as the tests compare it: name, status, and (host, port) addresses.
+    type Listed = (String, ProcessStatus, Vec<(String, u16)>);
+
+    fn listed(table: &ProcessTable) -> Vec<Listed> {
         table
             .list(&Filter::default())
             .into_iter()
