@@ -319,7 +319,7 @@ async fn assumed_role_credentials_and_tokens_are_renewed_without_failed_requests
     let assumed = count(&after, "sts", "AssumeRole") - count(&before, "sts", "AssumeRole");
     let reviewed = count(&after, "sts_presigned", "GetCallerIdentity")
         - count(&before, "sts_presigned", "GetCallerIdentity");
-    assert!(calls >= 10, "{calls} rounds of calls");
+    assert!(calls >= 3, "{calls} rounds of calls");
     assert!(assumed >= 3, "credentials were renewed: {assumed} AssumeRole calls in 10 s ({after})");
     assert!(reviewed >= 5, "tokens were renewed: {reviewed} new tokens reviewed in 10 s ({after})");
     assert!(server.stderr().contains("authenticated with AWS"), "{}", server.stderr());
