@@ -97,6 +97,7 @@ struct World {
     sim: KubeSim,
     aws: Aws,
     home: tempfile::TempDir,
+    ca_directory: tempfile::TempDir,
     transcript: String,
 }
 
@@ -133,7 +134,13 @@ impl World {
                 "resourcesVpcConfig": {"subnetIds": ["subnet-1"]}}),
         );
         assert_eq!(created["ok"], true, "{created}");
-        World { sim, aws, home: tempfile::tempdir().expect("tempdir"), transcript: String::new() }
+        World {
+            sim,
+            aws,
+            home: tempfile::tempdir().expect("tempdir"),
+            ca_directory,
+            transcript: String::new(),
+        }
     }
 
     fn record(&mut self, output: &Output) {
@@ -369,4 +376,42 @@ fn mistakes_are_reported_at_start_up_with_what_to_fix() {
     for secret in [PASSWORD, world.aws.secret_access_key.as_str()] {
         assert!(!world.transcript.contains(secret), "a secret appears in the output:\n{}", world.transcript);
     }
+}
+
+#[test]
+fn a_configured_endpoint_and_ca_skip_describe_cluster() {
+    use base64::Engine as _;
+    let mut world = World::start();
+    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    world.store_credentials(&key, &secret);
+    let ca = std::fs::read(world.ca_directory.path().join("ca.pem")).expect("the simulator's CA");
+    let config = world.eks_yml(&format!(
+        "  endpoint: {}\n  certificate_authority: {}\n",
+        world.sim.url,
+        base64::engine::general_purpose::STANDARD.encode(ca)
+    ));
+    let before = world.aws.stats();
+    let server = world.server(&config);
+    assert_eq!(world.hpctl(&server, &["list"]), serde_json::json!([]));
+    let after = world.aws.stats();
+    assert_eq!(
+        after["eks"]["DescribeCluster"], before["eks"]["DescribeCluster"],
+        "no DescribeCluster: {after}"
+    );
+
+    // The CA of another cluster: TLS verification fails (nothing is ever trusted blindly), and
+    // the server says so at start-up.
+    let other_ca_file = world.ca_directory.path().join("other-ca.pem");
+    let _other = KubeSim::start(&["--tls", "--ca-out", other_ca_file.to_str().expect("path")]);
+    let other_ca = std::fs::read(&other_ca_file).expect("the other simulator's CA");
+    let config = world.eks_yml(&format!(
+        "  endpoint: {}\n  certificate_authority: {}\n",
+        world.sim.url,
+        base64::engine::general_purpose::STANDARD.encode(other_ca)
+    ));
+    let stderr = world.failed_server(&config);
+    assert!(
+        stderr.contains("cannot use the EKS cluster") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
 }
