@@ -655,6 +655,24 @@ pub struct ProcessInfo {
     pub node: Option<String>,
 }
 
+impl ProcessInfo {
+    /// A process just accepted: STARTING, with no address or detail yet.
+    pub fn starting(spec: &ProcessSpec, created: jiff::Timestamp) -> ProcessInfo {
+        ProcessInfo {
+            process_name: spec.process_name.clone(),
+            group: spec.group.clone(),
+            socket_addresses: Vec::new(),
+            created,
+            status: ProcessStatus::Starting,
+            reason: None,
+            message: None,
+            restart_count: 0,
+            exit_code: None,
+            node: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,21 +223,10 @@ impl KubeRuntime {
     /// The process as the index shows it, or as the created Pod says when the index has not
     /// caught up in time.
     fn info_after_create(&self, spec: &ProcessSpec, pod: &Pod) -> ProcessInfo {
-        self.table.get(&spec.process_name).unwrap_or_else(|| ProcessInfo {
-            process_name: spec.process_name.clone(),
-            group: spec.group.clone(),
-            socket_addresses: Vec::new(),
-            created: pod
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or_else(jiff::Timestamp::now, |time| time.0),
-            status: ProcessStatus::Starting,
-            reason: None,
-            message: None,
-            restart_count: 0,
-            exit_code: None,
-            node: None,
+        self.table.get(&spec.process_name).unwrap_or_else(|| {
+            let created =
+                pod.metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0);
+            ProcessInfo::starting(spec, created)
         })
     }
 

@@ -167,18 +167,8 @@ impl LocalRuntime {
                 .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
 
-        let mut info = ProcessInfo {
-            process_name: spec.process_name.clone(),
-            group: spec.group.clone(),
-            socket_addresses: socket_addresses(&spec),
-            created: jiff::Timestamp::now(),
-            status: ProcessStatus::Starting,
-            reason: None,
-            message: None,
-            restart_count: 0,
-            exit_code: None,
-            node: None,
-        };
+        let mut info = ProcessInfo::starting(&spec, jiff::Timestamp::now());
+        info.socket_addresses = socket_addresses(&spec);
         let (exited_sender, exited) = watch::channel(false);
         let output = Arc::new(Mutex::new(OutputBuffer::new(self.settings.output_buffer_bytes)));
         let (child, process_group) = match command.spawn() {
