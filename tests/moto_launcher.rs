@@ -3,6 +3,8 @@
 //! `tests/aws/botocore_token.py` (the token `aws eks get-token` makes, with a frozen clock).
 //! The EKS runtime's own tests build on both, so a regression must show up here first.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -22,30 +24,13 @@ const TOKEN_PREFIX: &str = "k8s-aws-v1.";
 const USER_ARN: &str = "arn:aws:iam::123456789012:user/hydroplane";
 const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBhydroplanetestca\n-----END CERTIFICATE-----\n";
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's Python, which has moto and boto3; the test cannot run without it.
-fn python() -> PathBuf {
-    let python = std::env::var_os("HYDROPLANE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "no Python test environment at {}: run scripts/test once (it creates .venv with \
-         tests/requirements.txt), or set HYDROPLANE_TEST_PYTHON",
-        python.display()
-    );
-    python
-}
-
 fn script(name: &str) -> PathBuf {
-    repo_root().join("tests/aws").join(name)
+    common::repo_root().join("tests/aws").join(name)
 }
 
 fn run_python(args: &[String]) -> Output {
-    let output = Command::new(python()).args(args).stdin(Stdio::null()).output().expect("run python");
+    let output =
+        Command::new(common::test_python()).args(args).stdin(Stdio::null()).output().expect("run python");
     assert!(
         output.status.success(),
         "python {args:?} failed ({}):\n{}",
@@ -113,7 +98,7 @@ impl Launcher {
         let ca_directory = tempfile::tempdir().expect("tempdir");
         let ca_file = ca_directory.path().join("ca.pem");
         std::fs::write(&ca_file, CA_PEM).expect("write CA");
-        let mut child = Command::new(python())
+        let mut child = Command::new(common::test_python())
             .arg(script("moto_launcher.py"))
             .args(["--region", REGION, "--eks-endpoint", EKS_ENDPOINT, "--eks-ca-file"])
             .arg(&ca_file)
