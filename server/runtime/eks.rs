@@ -88,12 +88,16 @@ pub async fn connect(
     let source = CredentialsSource::start(provider, renew_before)
         .await
         .map_err(|error| classify_credentials_error(&error, access_key_id.as_deref(), role_arn.as_deref()))?;
-    check_identity(settings, &source, access_key_id.as_deref()).await?;
+    // One SDK configuration (and HTTPS client) serves both start-up calls.
+    let config =
+        credentials::sdk_config(&settings.region, Some(SharedCredentialsProvider::new(source.current())))
+            .await;
+    check_identity(settings, &config, &source, access_key_id.as_deref()).await?;
     tracing::info!(cluster = %settings.cluster_name, %region, "AWS credentials accepted");
 
     let (endpoint, certificate_authority) = match (&settings.endpoint, &settings.certificate_authority) {
         (Some(endpoint), Some(ca)) => (endpoint.clone(), ca.clone()),
-        _ => describe_cluster(settings, &source).await?,
+        _ => describe_cluster(settings, &config).await?,
     };
     let tokens = Arc::new(TokenSource {
         credentials: source,
@@ -111,11 +115,11 @@ pub async fn connect(
 /// Asks STS who the credentials belong to: unknown keys are refused here, by name.
 async fn check_identity(
     settings: &EksSettings,
+    config: &aws_config::SdkConfig,
     source: &CredentialsSource,
     access_key_id: Option<&str>,
 ) -> Result<(), EksError> {
-    let config = sdk_config(settings, source).await;
-    let mut sts = aws_sdk_sts::config::Builder::from(&config);
+    let mut sts = aws_sdk_sts::config::Builder::from(config);
     if let Some(endpoint) = &settings.sts_endpoint {
         sts = sts.endpoint_url(endpoint.clone());
     }
@@ -166,18 +170,12 @@ where
     }
 }
 
-/// The SDK configuration with the current credentials of `source`.
-async fn sdk_config(settings: &EksSettings, source: &CredentialsSource) -> aws_config::SdkConfig {
-    credentials::sdk_config(&settings.region, Some(SharedCredentialsProvider::new(source.current()))).await
-}
-
 /// The cluster's endpoint and CA (base64 of the PEM), from EKS DescribeCluster.
 async fn describe_cluster(
     settings: &EksSettings,
-    source: &CredentialsSource,
+    config: &aws_config::SdkConfig,
 ) -> Result<(String, String), EksError> {
-    let config = sdk_config(settings, source).await;
-    let mut eks = aws_sdk_eks::config::Builder::from(&config);
+    let mut eks = aws_sdk_eks::config::Builder::from(config);
     if let Some(endpoint) = &settings.eks_endpoint {
         eks = eks.endpoint_url(endpoint.clone());
     }
