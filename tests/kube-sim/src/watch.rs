@@ -177,6 +177,8 @@ impl Pump {
     async fn run(mut self, subscription: crate::store::Subscription) {
         let mut receiver = subscription.receiver;
         let mut last_seen = subscription.floor;
+        // Subscribed before anything is sent, so a drop asked for at any point ends this watch.
+        let mut drop_signal = self.state.faults.drop_signal();
         for object in &subscription.initial {
             if let Flow::Stop = self.send_object(EventType::Added, object).await {
                 return;
@@ -199,11 +201,18 @@ impl Pump {
         let mut bookmarks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let deadline = tokio::time::sleep(self.request.timeout);
         tokio::pin!(deadline);
-        let mut drop_signal = self.state.faults.drop_signal();
         loop {
             tokio::select! {
+                biased;
+                _ = drop_signal.changed() => return,
                 received = receiver.recv() => match received {
                     Ok(event) => {
+                        // A drop asked for before this change was made must end the watch before
+                        // the change is delivered: a test that drops watches and then writes
+                        // relies on the client resuming from a version older than its write.
+                        if drop_signal.has_changed().unwrap_or(true) {
+                            return;
+                        }
                         if event.resource_version <= subscription.floor {
                             continue;
                         }
@@ -229,7 +238,6 @@ impl Pump {
                     }
                 }
                 _ = &mut deadline => return,
-                _ = drop_signal.changed() => return,
                 _ = self.sender.closed() => return,
             }
         }

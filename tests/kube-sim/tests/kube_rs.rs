@@ -312,6 +312,20 @@ async fn raw_watches_resume_bookmark_and_expire() {
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
+
+    // A drop ends every open watch before it delivers a change made after the drop, so a client
+    // resumes from a version older than that change (and sees it, or a 410, on the next watch).
+    let now = pods.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut open = pods.watch(&WatchParams::default(), &now).await.unwrap().boxed();
+    simulator.admin(&client, "POST", "faults", json!({"drop_watches_now": true})).await;
+    pods.create(&PostParams::default(), &pod("after-drop", "x")).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, open.try_next()).await.expect("the dropped watch ends in time") {
+            Ok(None) | Err(_) => break,
+            Ok(Some(WatchEvent::Bookmark(_))) => {}
+            Ok(Some(other)) => panic!("a dropped watch delivered {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
