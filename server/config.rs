@@ -24,6 +24,87 @@ pub struct Settings {
     /// Stops processes older than a maximum age, when set.
     #[serde(default)]
     pub process_culling: Option<CullingSettings>,
+    /// Bearer tokens every call must carry, when set.
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
+    /// TLS on the gRPC port, when set.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// Limits that keep one caller from exhausting the server.
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// Who may call: the tokens file (`hydroplane token create` writes it), re-read on change.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The YAML file of token names, hashes, scopes and groups.
+    pub tokens_file: PathBuf,
+}
+
+/// TLS on the gRPC port; the files are re-read when they change on disk.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM); when set, every client must present a certificate they signed.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Limits on what callers may ask of the server. Every number is range-checked at load.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// The largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// How many calls (Watch streams excepted, once open) run at once; more are shed.
+    pub max_concurrent_calls: usize,
+    /// Start and Stop calls per second per token (0: no limit).
+    pub start_stop_per_second: u32,
+    /// How many Start and Stop calls a token may make in a burst above that rate.
+    pub start_stop_burst: u32,
+    /// Open Watch streams per token.
+    pub max_watches_per_token: usize,
+    /// Open Watch streams in total.
+    pub max_watches: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_request_bytes: 1 << 20,
+            max_concurrent_calls: 512,
+            start_stop_per_second: 100,
+            start_stop_burst: 200,
+            max_watches_per_token: 256,
+            max_watches: 4096,
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Checks every limit against its allowed range.
+    fn check(&self) -> Result<(), String> {
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            ("max_request_bytes", self.max_request_bytes as u64, 1024, 64 << 20),
+            ("max_concurrent_calls", self.max_concurrent_calls as u64, 1, 100_000),
+            ("start_stop_per_second", u64::from(self.start_stop_per_second), 0, 1_000_000),
+            ("start_stop_burst", u64::from(self.start_stop_burst), 1, 1_000_000),
+            ("max_watches_per_token", self.max_watches_per_token as u64, 1, 1_000_000),
+            ("max_watches", self.max_watches as u64, 1, 1_000_000),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(format!("limits.{name} must be between {low} and {high}, got {value}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The secret store, chosen by `secret_store_type`.
@@ -281,6 +362,7 @@ impl Settings {
     }
 
     fn checked(self) -> Result<Settings, String> {
+        self.limits.check()?;
         if let Some(culling) = &self.process_culling {
             if !(culling.max_age_minutes.is_finite() && culling.max_age_minutes > 0.0) {
                 return Err(format!(

@@ -16,6 +16,7 @@ pub mod culler;
 pub mod grpc;
 pub mod runtime;
 pub mod secrets;
+pub mod security;
 pub mod spec;
 pub mod table;
 
