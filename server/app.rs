@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::runtime::{Runtime, RuntimeError, Started, StopTarget};
+use crate::security::access::{Caller, Groups};
 use crate::spec::{ProcessInfo, ProcessSpec};
 use crate::table::{ChangeKind, Filter, WatchEvent};
 
@@ -33,14 +34,20 @@ impl Processes {
         &self.runtime
     }
 
-    /// Validates the spec and starts the process; with `wait`, answers once the process has
-    /// left STARTING (or the wait ran out).
-    pub async fn start(&self, spec: ProcessSpec, wait: Option<Duration>) -> Result<Started, RuntimeError> {
+    /// Validates the spec and starts the process, if its group is in the caller's reach; with
+    /// `wait`, answers once the process has left STARTING (or the wait ran out).
+    pub async fn start(
+        &self,
+        spec: ProcessSpec,
+        wait: Option<Duration>,
+        caller: &Caller,
+    ) -> Result<Started, RuntimeError> {
         spec.validate()?;
+        caller.check_group(spec.group.as_deref())?;
         let name = spec.process_name.clone();
         // Subscribing first means no change between Start's answer and the wait is missed.
         let changes = wait.map(|_| {
-            self.runtime.table().watch(Filter { group: None, process_name: Some(name.clone()) }, None)
+            self.runtime.table().watch(Filter { process_name: Some(name.clone()), ..Filter::default() }, None)
         });
         let mut started = self.runtime.start(spec).await?;
         if let (Some(timeout), Some(changes)) = (wait, changes)
@@ -51,18 +58,38 @@ impl Processes {
         Ok(started)
     }
 
-    /// Stops a process or a group.
-    pub async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError> {
+    /// Stops a process or a group in the caller's reach. A process out of reach is refused
+    /// by the group it is in; an unknown one is left to the runtime to call unknown.
+    pub async fn stop(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, RuntimeError> {
+        match &target {
+            StopTarget::Process(name) => {
+                if let Some(process) = self.runtime.table().get(name) {
+                    caller.check_group(process.group.as_deref())?;
+                } else if caller.groups != Groups::All {
+                    // A restricted caller learns nothing of processes it cannot reach.
+                    return Err(RuntimeError::NotFound { name: name.clone() });
+                }
+            }
+            StopTarget::Group(group) => caller.check_group(Some(group))?,
+        }
         self.runtime.stop(target).await
     }
 
-    /// The processes that pass the filter, ordered by name.
-    pub fn list(&self, filter: &Filter) -> Vec<ProcessInfo> {
-        self.runtime.table().list(filter)
+    /// The processes that pass the filter and are in the caller's reach, ordered by name.
+    pub fn list(&self, mut filter: Filter, caller: &Caller) -> Vec<ProcessInfo> {
+        filter.groups = caller.groups.clone();
+        self.runtime.table().list(&filter)
     }
 
-    /// A watch of the processes that pass the filter; see [`crate::table::ProcessTable::watch`].
-    pub fn watch(&self, filter: Filter, since_revision: Option<u64>) -> mpsc::Receiver<WatchEvent> {
+    /// A watch of the processes that pass the filter and are in the caller's reach; see
+    /// [`crate::table::ProcessTable::watch`].
+    pub fn watch(
+        &self,
+        mut filter: Filter,
+        since_revision: Option<u64>,
+        caller: &Caller,
+    ) -> mpsc::Receiver<WatchEvent> {
+        filter.groups = caller.groups.clone();
         self.runtime.table().watch(filter, since_revision)
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::app::Processes;
 use crate::config::CullingSettings;
 use crate::runtime::{RuntimeError, StopTarget};
+use crate::security::access::Caller;
 use crate::spec::ProcessStatus;
 use crate::table::Filter;
 
@@ -31,7 +32,7 @@ pub async fn run(processes: Processes, settings: CullingSettings) {
 pub async fn cull_once(processes: &Processes, max_age: Duration, now: jiff::Timestamp) -> Vec<String> {
     let max_age = jiff::SignedDuration::try_from(max_age).unwrap_or(jiff::SignedDuration::MAX);
     let too_old: Vec<_> = processes
-        .list(&Filter::default())
+        .list(Filter::default(), &Caller::unrestricted("culler"))
         .into_iter()
         .filter(|process| process.status != ProcessStatus::Stopping)
         .filter(|process| now.duration_since(process.created) > max_age)
@@ -39,7 +40,10 @@ pub async fn cull_once(processes: &Processes, max_age: Duration, now: jiff::Time
     let mut culled = Vec::new();
     for process in too_old {
         tracing::info!(process = %process.process_name, created = %process.created, "stopping a process older than the maximum age");
-        match processes.stop(StopTarget::Process(process.process_name.clone())).await {
+        match processes
+            .stop(StopTarget::Process(process.process_name.clone()), &Caller::unrestricted("culler"))
+            .await
+        {
             Ok(stopped) => culled.extend(stopped),
             // Stopped by someone else meanwhile: nothing to do.
             Err(RuntimeError::NotFound { .. }) => {}

@@ -5,6 +5,13 @@
 //! - [`spec`]: the domain model (process specs, their validation, process info). No I/O.
 //! - [`config`]: the YAML settings, in the Python Hydroplane's format.
 //! - [`secrets`]: secret stores, which resolve the secret references of specs and settings.
+//! - [`security`]: who may call: scopes and callers, the tokens file, TLS.
+//! - [`table`]: the revisioned process table List and Watch are served from.
+//! - [`app`]: the operations (start with wait, stop, list, watch) for a caller, over a runtime.
+//! - [`grpc`]: the tonic service, the guard layer every call passes, listeners and the audit log.
+//! - [`runtime`]: the `Runtime` trait and the local, Kubernetes and EKS runtimes.
+//! - [`aws`]: AWS credentials and the EKS token.
+//! - [`culler`]: stops processes older than a maximum age.
 //!
 //! Architecture invariants: the domain model knows no I/O and no protobuf; runtimes never see
 //! protobuf types; domain errors become gRPC status codes in exactly one place.

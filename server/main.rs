@@ -1,8 +1,9 @@
 //! The `hydroplane` server: reads its settings, opens the secret store, builds the runtime and
 //! serves `hydroplane.v1.ProcessService` until SIGINT or SIGTERM, then stops every process it
-//! owns and exits 0.
+//! owns and exits 0. `hydroplane token ...` manages the tokens file instead.
 
-use std::net::SocketAddr;
+mod token_cli;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,26 +11,37 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use hydroplane::app::Processes;
-use hydroplane::config::{RuntimeSettings, Settings};
+use hydroplane::config::{AuthSettings, RuntimeSettings, Settings, TlsSettings};
+use hydroplane::grpc::guard::Guard;
+use hydroplane::grpc::listen::{self, ListenAddress, Listener};
 use hydroplane::runtime::Runtime;
 use hydroplane::runtime::kube as kube_runtime;
 use hydroplane::runtime::local::{LocalRuntime, LocalSettings};
 use hydroplane::secrets::SecretStore;
+use hydroplane::security::tls::ServerTls;
+use hydroplane::security::tokens::TokenStore;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long calls in flight may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the TLS files are looked at for a rotated certificate.
+const FILE_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Serves the Hydroplane process API over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "hydroplane", version, about)]
 struct Args {
+    /// Manage API tokens instead of serving.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The YAML settings file; without one, the local runtime and no secret store.
-    #[arg(short = 'c', long = "config", visible_alias = "conf", value_name = "FILE")]
+    #[arg(short = 'c', long = "config", visible_alias = "conf", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// The address to listen on.
-    #[arg(short = 'H', long, default_value = "127.0.0.1")]
-    host: String,
+    /// An address to listen on: a host or IP address (with --port), or unix:PATH for a Unix
+    /// socket only this user can use. Repeat it to listen on several.
+    #[arg(short = 'H', long, default_value = "127.0.0.1", value_name = "ADDR")]
+    host: Vec<String>,
     /// The port to listen on (0 picks a free one).
     #[arg(short = 'p', long, default_value_t = 50051)]
     port: u16,
@@ -37,10 +49,36 @@ struct Args {
     /// HYDROPLANE_SECRET_STORE_PASSWORD).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// The TLS certificate chain (PEM); overrides `tls.cert_file`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM); overrides `tls.key_file`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must be signed by; overrides
+    /// `tls.client_ca_file`.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// The tokens file every call is checked against; overrides `auth.tokens_file`.
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Serve a non-loopback address without TLS or tokens (or tokens without TLS), with a warning.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Creates, lists and revokes API tokens.
+    #[command(subcommand)]
+    Token(token_cli::TokenCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Token(command)) = args.command {
+        return token_cli::run(command, args.config.as_deref());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,10 +106,36 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     raise_open_file_limit();
-    let settings = match &args.config {
+    let mut settings = match &args.config {
         Some(path) => Settings::load(path)?,
         None => Settings::default(),
     };
+    apply_flags(&mut settings, &args)?;
+    let addresses = args
+        .host
+        .iter()
+        .map(|host| ListenAddress::parse(host, args.port))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    // Everything that can be wrong with the security settings is found before the secret store
+    // asks for a password or a runtime connects to anything.
+    let tls = match &settings.tls {
+        Some(tls) => Some(ServerTls::load(tls).context("cannot set up TLS")?),
+        None => None,
+    };
+    let tokens = match &settings.auth {
+        Some(auth) => Some(TokenStore::open(&auth.tokens_file)?),
+        None => None,
+    };
+    for address in &addresses {
+        if let ListenAddress::Tcp { host, port } = address {
+            let protection = listen::protection(tls.as_ref(), tokens.is_some());
+            for warning in listen::check_tcp(host, *port, protection, args.insecure).await? {
+                tracing::warn!("{warning}");
+            }
+        }
+    }
+
     // The password is checked before anything binds, so a wrong one ends here with one line.
     let secrets = hydroplane::secrets::open_configured(
         &settings.secret_store,
@@ -81,18 +145,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let runtime = build_runtime(&settings.runtime, secrets).await?;
     let processes = Processes::new(Arc::clone(&runtime));
 
+    let mut listeners = Vec::new();
+    for address in &addresses {
+        listeners.push(match address {
+            ListenAddress::Tcp { host, port } => {
+                listen::bind_tcp(host, *port, tls.as_ref(), tokens.is_some(), args.insecure).await?
+            }
+            ListenAddress::Unix(path) => listen::bind_unix(path).await?,
+        });
+    }
+
     // Handlers are in place before the address is announced, so a SIGTERM right after it is a
     // clean shutdown rather than the default instant death.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let address = format!("{}:{}", args.host, args.port);
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
-    let local_address: SocketAddr = listener.local_addr().context("cannot read the bound address")?;
-    // Tests and scripts read this line to learn the port when they asked for port 0.
-    println!("hydroplane listening on {local_address} (runtime: {})", runtime.name());
-    tracing::info!(address = %local_address, runtime = runtime.name(), "serving");
+    let reloaders: Vec<tokio::task::JoinHandle<()>> = tls
+        .iter()
+        .map(|tls| tls.watch_files(FILE_RELOAD_INTERVAL))
+        .chain(tokens.iter().map(|tokens| tokens.watch_file()))
+        .collect();
+    // Tests and scripts read the first line to learn the port when they asked for port 0.
+    for listener in &listeners {
+        println!("hydroplane listening on {} (runtime: {})", listener.describe(), runtime.name());
+        tracing::info!(
+            address = %listener.describe(),
+            runtime = runtime.name(),
+            tls = matches!(listener, Listener::Tls(..)),
+            tokens = tokens.is_some(),
+            "serving"
+        );
+    }
 
     let culler = settings
         .process_culling
@@ -103,7 +185,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = stop_receiver.await;
     };
-    let server = hydroplane::grpc::serve(listener, processes, shutdown);
+    let guard = Guard::new(tokens, settings.limits.clone());
+    let server = hydroplane::grpc::serve(listeners, processes, guard, &settings.limits, shutdown);
     tokio::pin!(server);
     let signal_name = tokio::select! {
         result = &mut server => {
@@ -118,6 +201,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(culler) = culler {
         culler.abort();
     }
+    for reloader in reloaders {
+        reloader.abort();
+    }
     match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
         Ok(result) => result?,
         Err(_) => {
@@ -126,6 +212,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     runtime.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Lets the security flags override the settings file.
+fn apply_flags(settings: &mut Settings, args: &Args) -> anyhow::Result<()> {
+    if let (Some(cert_file), Some(key_file)) = (&args.tls_cert, &args.tls_key) {
+        let client_ca_file = settings.tls.as_ref().and_then(|tls| tls.client_ca_file.clone());
+        settings.tls =
+            Some(TlsSettings { cert_file: cert_file.clone(), key_file: key_file.clone(), client_ca_file });
+    }
+    if let Some(client_ca) = &args.tls_client_ca {
+        match &mut settings.tls {
+            Some(tls) => tls.client_ca_file = Some(client_ca.clone()),
+            None => {
+                bail!("--tls-client-ca needs TLS: give --tls-cert and --tls-key (or `tls` in the settings)")
+            }
+        }
+    }
+    if let Some(tokens_file) = &args.tokens_file {
+        settings.auth = Some(AuthSettings { tokens_file: tokens_file.clone() });
+    }
     Ok(())
 }
 

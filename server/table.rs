@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::security::access::Groups;
 use crate::spec::ProcessInfo;
 
 /// How many changes are kept for replay by default.
@@ -80,6 +81,8 @@ pub struct Filter {
     pub group: Option<String>,
     /// Only the process of this name, when set.
     pub process_name: Option<String>,
+    /// Only processes of the groups the caller may touch.
+    pub groups: Groups,
 }
 
 impl Filter {
@@ -87,6 +90,7 @@ impl Filter {
     pub fn matches(&self, process: &ProcessInfo) -> bool {
         self.group.as_ref().is_none_or(|group| process.group.as_ref() == Some(group))
             && self.process_name.as_ref().is_none_or(|name| &process.process_name == name)
+            && self.groups.allows(process.group.as_deref())
     }
 }
 
@@ -334,7 +338,7 @@ mod tests {
         table.upsert(process("a", None, ProcessStatus::Running));
         table.upsert(process("b", Some("g"), ProcessStatus::Running));
         let mut all = table.watch(Filter::default(), None);
-        let mut group = table.watch(Filter { group: Some("g".into()), process_name: None }, None);
+        let mut group = table.watch(Filter { group: Some("g".into()), ..Filter::default() }, None);
         assert_eq!(take(&mut all, 3).await, ["Added a Running @102", "Added b Running @102", "Synced @102"]);
         assert_eq!(take(&mut group, 2).await, ["Added b Running @102", "Synced @102"]);
         table.upsert(process("a", None, ProcessStatus::Failed));

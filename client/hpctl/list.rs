@@ -1,8 +1,8 @@
 //! `hpctl list [-g GROUP]`: the server's processes as a JSON array.
 
-use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
-use tonic::transport::Channel;
+use hydroplane::proto;
 
+use crate::connect::Client;
 use crate::output::{ProcessJson, print_pretty};
 
 /// Arguments of `hpctl list`.
@@ -14,7 +14,7 @@ pub struct ListArgs {
 }
 
 /// Lists and prints.
-pub async fn run(client: &mut ProcessServiceClient<Channel>, args: ListArgs) -> Result<(), tonic::Status> {
+pub async fn run(client: &mut Client, args: ListArgs) -> Result<(), tonic::Status> {
     let response = client.list(proto::ListRequest { group: args.group }).await?.into_inner();
     if let Some(reason) = &response.stale_reason {
         eprintln!("warning: this list may be out of date: {reason}");

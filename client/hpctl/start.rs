@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use hydroplane::proto;
 use hydroplane::spec::ProcessSpec;
-use tonic::transport::Channel;
 
+use crate::connect::Client;
 use crate::output::{ProcessJson, print_pretty};
 
 /// Arguments of `hpctl start`.
@@ -66,10 +66,7 @@ fn parse_spec(name: &str, text: &str) -> anyhow::Result<ProcessSpec> {
 }
 
 /// Starts and prints the process.
-pub async fn run(
-    client: &mut ProcessServiceClient<Channel>,
-    request: proto::StartRequest,
-) -> Result<(), tonic::Status> {
+pub async fn run(client: &mut Client, request: proto::StartRequest) -> Result<(), tonic::Status> {
     let response = client.start(request).await?.into_inner();
     let process = response.process.unwrap_or_default();
     if !response.created {

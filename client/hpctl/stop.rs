@@ -1,8 +1,8 @@
 //! `hpctl stop NAME` or `hpctl stop -g GROUP`: stops, and prints the names stopped.
 
-use hydroplane::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
-use tonic::transport::Channel;
+use hydroplane::proto::{self, stop_request::Target};
 
+use crate::connect::Client;
 use crate::output::print_pretty;
 
 /// Arguments of `hpctl stop`.
@@ -17,7 +17,7 @@ pub struct StopArgs {
 }
 
 /// Stops and prints.
-pub async fn run(client: &mut ProcessServiceClient<Channel>, args: StopArgs) -> Result<(), tonic::Status> {
+pub async fn run(client: &mut Client, args: StopArgs) -> Result<(), tonic::Status> {
     let target = match (args.process_name, args.group) {
         (Some(name), _) => Target::ProcessName(name),
         (None, Some(group)) => Target::Group(group),

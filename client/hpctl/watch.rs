@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use hydroplane::proto;
 use serde::Serialize;
-use tonic::transport::Channel;
 
+use crate::connect::Client;
 use crate::output::ProcessJson;
 
 /// Arguments of `hpctl watch`.
@@ -31,7 +31,7 @@ struct EventJson {
 }
 
 /// Follows changes until the server ends the stream or the user interrupts.
-pub async fn run(client: &mut ProcessServiceClient<Channel>, args: WatchArgs) -> Result<(), tonic::Status> {
+pub async fn run(client: &mut Client, args: WatchArgs) -> Result<(), tonic::Status> {
     let request = proto::WatchRequest {
         group: args.group,
         process_name: args.process_name,

@@ -16,7 +16,7 @@ impl From<RuntimeError> for Status {
             RuntimeError::WaitTimedOut { .. } => Code::DeadlineExceeded,
             RuntimeError::Unavailable { .. } => Code::Unavailable,
             RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
-            RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,
+            RuntimeError::PermissionDenied { .. } | RuntimeError::Denied(_) => Code::PermissionDenied,
             RuntimeError::Rejected { .. } => Code::InvalidArgument,
             RuntimeError::Conflict { .. } => Code::Aborted,
             RuntimeError::Internal(_) => {

@@ -5,12 +5,17 @@ use tonic::Status;
 use crate::app::Processes;
 use crate::grpc::convert;
 use crate::proto;
+use crate::security::access::Caller;
 use crate::table::Filter;
 
 /// Handles one List call.
-pub fn handle(processes: &Processes, request: proto::ListRequest) -> Result<proto::ListResponse, Status> {
-    let filter = Filter { group: request.group, process_name: None };
+pub fn handle(
+    processes: &Processes,
+    request: proto::ListRequest,
+    caller: &Caller,
+) -> Result<proto::ListResponse, Status> {
+    let filter = Filter { group: request.group, ..Filter::default() };
     let stale_reason = processes.runtime().health();
-    let processes = processes.list(&filter).into_iter().map(convert::info_to_proto).collect();
+    let processes = processes.list(filter, caller).into_iter().map(convert::info_to_proto).collect();
     Ok(proto::ListResponse { processes, stale_reason })
 }

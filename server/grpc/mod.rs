@@ -2,21 +2,29 @@
 //! reflection beside it. Handlers are thin: parse the request, call [`Processes`], let
 //! [`error`] turn domain errors into status codes.
 
+pub mod audit;
 pub mod convert;
 pub mod error;
+pub mod guard;
 pub mod list;
+pub mod listen;
 pub mod start;
 pub mod stop;
 pub mod watch;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::app::Processes;
+use crate::config::LimitSettings;
+use crate::grpc::guard::Guard;
+use crate::grpc::listen::Listener;
 use crate::proto;
 use crate::proto::process_service_server::{ProcessService, ProcessServiceServer};
+use crate::security::access::Caller;
 
 /// The `ProcessService` implementation.
 pub struct ProcessServiceHandler {
@@ -37,27 +45,44 @@ impl ProcessServiceHandler {
     }
 }
 
+/// The caller the guard layer attached to a request. Its absence is the server's mistake (a
+/// service mounted without the guard), so it fails closed.
+fn caller_of<T>(request: &Request<T>) -> Result<(Caller, guard::Peer), Status> {
+    let caller = request.extensions().get::<Caller>().cloned();
+    let peer = request.extensions().get::<guard::Peer>().cloned().unwrap_or_default();
+    match caller {
+        Some(caller) => Ok((caller, peer)),
+        None => {
+            tracing::error!("a call reached a handler without passing the guard layer; refused");
+            Err(Status::internal("internal error; the server's log has the details"))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ProcessService for ProcessServiceHandler {
     async fn start(
         &self,
         request: Request<proto::StartRequest>,
     ) -> Result<Response<proto::StartResponse>, Status> {
-        start::handle(&self.processes, request.into_inner()).await.map(Response::new)
+        let (caller, peer) = caller_of(&request)?;
+        start::handle(&self.processes, request.into_inner(), &caller, &peer).await.map(Response::new)
     }
 
     async fn stop(
         &self,
         request: Request<proto::StopRequest>,
     ) -> Result<Response<proto::StopResponse>, Status> {
-        stop::handle(&self.processes, request.into_inner()).await.map(Response::new)
+        let (caller, peer) = caller_of(&request)?;
+        stop::handle(&self.processes, request.into_inner(), &caller, &peer).await.map(Response::new)
     }
 
     async fn list(
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        list::handle(&self.processes, request.into_inner()).map(Response::new)
+        let (caller, _) = caller_of(&request)?;
+        list::handle(&self.processes, request.into_inner(), &caller).map(Response::new)
     }
 
     type WatchStream = watch::WatchStream;
@@ -66,8 +91,9 @@ impl ProcessService for ProcessServiceHandler {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let (caller, _) = caller_of(&request)?;
         let mut shutting_down = self.shutting_down.clone();
-        let stream = watch::handle(&self.processes, request.into_inner())?;
+        let stream = watch::handle(&self.processes, request.into_inner(), &caller)?;
         let shutdown = async move {
             let _ = shutting_down.wait_for(|shutting_down| *shutting_down).await;
         };
@@ -96,34 +122,83 @@ fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Resul
     })
 }
 
-/// Serves the process service, health and reflection on `listener` until `shutdown` resolves;
-/// then stops accepting, lets calls in flight finish, and returns.
+/// Serves the process service, health and reflection on every listener, each call through the
+/// guard, until `shutdown` resolves; then stops accepting, lets calls in flight finish, and
+/// returns.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     processes: Processes,
+    guard: Arc<Guard>,
+    limits: &LimitSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ProcessServiceServer<ProcessServiceHandler>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let reflection_v1 = reflection.build_v1()?;
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let (shutting_down_sender, shutting_down) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        shutting_down_sender.send_replace(true);
-    };
-    tonic::transport::Server::builder()
+    let process_service =
+        ProcessServiceServer::new(ProcessServiceHandler::new(processes, shutting_down.clone()))
+            // The guard refuses larger requests first, with a clearer message; this is a backstop.
+            .max_decoding_message_size(limits.max_request_bytes);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ProcessServiceServer::new(ProcessServiceHandler::new(processes, shutting_down)))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await?;
+        .add_service(process_service);
+    let routes = routes.routes();
+    // Enough streams on one connection for a caller's every Watch plus its share of calls, so
+    // the guard, not the transport, says when a limit is reached.
+    let streams_per_connection =
+        u32::try_from(limits.max_watches_per_token.saturating_add(limits.max_concurrent_calls))
+            .unwrap_or(u32::MAX);
+    let mut socket_files = Vec::new();
+    let mut servers: Vec<futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>>> =
+        Vec::new();
+    for listener in listeners {
+        let mut stop = shutting_down.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|shutting_down| *shutting_down).await;
+        };
+        let mut server = tonic::transport::Server::builder()
+            .max_concurrent_streams(streams_per_connection)
+            .layer(guard.layer());
+        let router = server.add_routes(routes.clone());
+        servers.push(match listener {
+            Listener::Tcp(listener) => {
+                Box::pin(router.serve_with_incoming_shutdown(incoming(listener), stopped))
+            }
+            Listener::Tls(listener, tls) => Box::pin(
+                router.serve_with_incoming_shutdown(crate::security::tls::incoming(listener, tls), stopped),
+            ),
+            Listener::Unix(listener, socket_file) => {
+                socket_files.push(socket_file);
+                Box::pin(router.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    stopped,
+                ))
+            }
+        });
+    }
+    let all = futures::future::try_join_all(servers);
+    tokio::pin!(all);
+    tokio::select! {
+        result = &mut all => {
+            result?;
+            return Ok(());
+        }
+        () = shutdown => {
+            shutting_down_sender.send_replace(true);
+        }
+    }
+    all.await?;
+    drop(socket_files);
     Ok(())
 }

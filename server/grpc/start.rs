@@ -5,9 +5,12 @@ use std::time::Duration;
 use tonic::Status;
 
 use crate::app::{DEFAULT_WAIT, MAX_WAIT, Processes};
+use crate::grpc::audit;
 use crate::grpc::convert;
+use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::runtime::RuntimeError;
+use crate::security::access::Caller;
 use crate::spec::{ProcessSpec, Violations};
 
 /// A parsed Start request.
@@ -42,9 +45,13 @@ impl Start {
         Ok(Start { spec, wait: request.wait.then_some(wait_timeout) })
     }
 
-    /// Starts the process.
-    pub async fn apply(self, processes: &Processes) -> Result<proto::StartResponse, RuntimeError> {
-        let started = processes.start(self.spec, self.wait).await?;
+    /// Starts the process on the caller's behalf.
+    pub async fn apply(
+        self,
+        processes: &Processes,
+        caller: &Caller,
+    ) -> Result<proto::StartResponse, RuntimeError> {
+        let started = processes.start(self.spec, self.wait, caller).await?;
         Ok(proto::StartResponse {
             process: Some(convert::info_to_proto(started.process)),
             created: started.created,
@@ -52,10 +59,19 @@ impl Start {
     }
 }
 
-/// Handles one Start call.
+/// Handles one Start call, with its audit line.
 pub async fn handle(
     processes: &Processes,
     request: proto::StartRequest,
+    caller: &Caller,
+    peer: &Peer,
 ) -> Result<proto::StartResponse, Status> {
-    Ok(Start::parse(request)?.apply(processes).await?)
+    let target = audit::start_target(&request);
+    let result = match Start::parse(request) {
+        Ok(start) => start.apply(processes, caller).await,
+        Err(error) => Err(error),
+    }
+    .map_err(Status::from);
+    audit::record("Start", caller, peer, &target, &result);
+    result
 }

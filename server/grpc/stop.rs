@@ -3,8 +3,11 @@
 use tonic::Status;
 
 use crate::app::Processes;
+use crate::grpc::audit;
+use crate::grpc::guard::Peer;
 use crate::proto::{self, stop_request::Target};
 use crate::runtime::{RuntimeError, StopTarget};
+use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
 
 /// Checks the request's target.
@@ -32,12 +35,20 @@ pub fn parse(request: proto::StopRequest) -> Result<StopTarget, RuntimeError> {
     Ok(target)
 }
 
-/// Handles one Stop call.
+/// Handles one Stop call, with its audit line.
 pub async fn handle(
     processes: &Processes,
     request: proto::StopRequest,
+    caller: &Caller,
+    peer: &Peer,
 ) -> Result<proto::StopResponse, Status> {
-    let target = parse(request)?;
-    let stopped = processes.stop(target).await?;
-    Ok(proto::StopResponse { stopped })
+    let target = audit::stop_target(&request);
+    let result = match parse(request) {
+        Ok(stop_target) => processes.stop(stop_target, caller).await,
+        Err(error) => Err(error),
+    }
+    .map(|stopped| proto::StopResponse { stopped })
+    .map_err(Status::from);
+    audit::record("Stop", caller, peer, &target, &result);
+    result
 }

@@ -134,6 +134,9 @@ pub enum RuntimeError {
         /// What failed.
         message: String,
     },
+    /// The caller may not touch this process or group (its token's groups exclude it).
+    #[error(transparent)]
+    Denied(#[from] crate::security::access::Denied),
     /// Something that should not happen; logged, and reported without detail.
     #[error("internal error: {0}")]
     Internal(String),

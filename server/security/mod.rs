@@ -5,4 +5,6 @@
 //! the handlers a [`access::Caller`] (a token's name, scopes and groups), never the token itself,
 //! and runtimes see neither.
 
+pub mod access;
 pub mod tls;
+pub mod tokens;

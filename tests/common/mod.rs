@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -354,4 +356,58 @@ pub fn hpctl_json(server: &Server, args: &[&str]) -> serde_json::Value {
     let output = hpctl(server, args);
     assert!(output.status.success(), "hpctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("hpctl prints JSON")
+}
+
+/// A gRPC client that sends `authorization: Bearer TOKEN` on every call (or nothing).
+pub type TokenClient =
+    ProcessServiceClient<tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>>;
+
+/// Adds the bearer token to each request.
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of `channel` that presents `token` (none: no `authorization` metadata).
+pub fn token_client(channel: Channel, token: Option<&str>) -> TokenClient {
+    let value = token.map(|token| format!("Bearer {token}").parse().expect("a token is ASCII"));
+    ProcessServiceClient::with_interceptor(channel, TokenInterceptor(value))
+}
+
+/// Runs `hydroplane token create` and returns the token it printed on its last line.
+#[track_caller]
+pub fn create_token(tokens_file: &Path, name: &str, scope: &str, groups: Option<&str>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hydroplane"));
+    command
+        .args(["token", "create", "--tokens-file"])
+        .arg(tokens_file)
+        .args(["--name", name, "--scope", scope]);
+    if let Some(groups) = groups {
+        command.args(["--groups", groups]);
+    }
+    let output = command.output().expect("run hydroplane token create");
+    assert!(output.status.success(), "token create failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    stdout.lines().last().expect("a token line").trim().to_owned()
+}
+
+/// A spec of a process that sleeps, in a group or none.
+pub fn sleeper_spec(name: &str, group: Option<&str>) -> hydroplane::proto::ProcessSpec {
+    hydroplane::proto::ProcessSpec {
+        process_name: name.to_owned(),
+        group: group.map(str::to_owned),
+        container: Some(hydroplane::proto::ContainerSpec {
+            image_uri: "sleep".to_owned(),
+            command: vec!["sleep".to_owned(), "300".to_owned()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

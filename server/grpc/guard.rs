@@ -1,0 +1,455 @@
+//! The guard: the one tower layer every call passes before any handler. It authenticates the
+//! bearer token, checks the scope the method needs, applies the limits (request size, concurrent
+//! calls with load shedding, the per-token rate of Start and Stop, open Watch streams per token
+//! and in total), writes the audit line of a refused call, and hands the handler a [`Caller`]
+//! and a [`Peer`] in the request's extensions. The `authorization` header is removed on the way:
+//! no handler, and so no runtime, ever sees a token.
+//!
+//! Group restrictions are the one check left to the handlers' side (`app`), because only the
+//! decoded request says which group a call is about; the guard provides what they need for it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShed;
+use tower::load_shed::error::Overloaded;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use crate::config::LimitSettings;
+use crate::grpc::audit;
+use crate::security::access::{Caller, Groups, Scope};
+use crate::security::tokens::TokenStore;
+
+/// Where a call came from, for audit lines: a TCP peer address, or the Unix socket's peer user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer(String);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() { formatter.write_str("unknown") } else { formatter.write_str(&self.0) }
+    }
+}
+
+impl Peer {
+    /// The peer of a request, from the connection information tonic attached to it.
+    fn of<B>(request: &http::Request<B>) -> Peer {
+        let extensions = request.extensions();
+        if let Some(tcp) = extensions.get::<TcpConnectInfo>() {
+            return Peer(tcp.remote_addr().map(|address| address.to_string()).unwrap_or_default());
+        }
+        if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+            return Peer(tls.get_ref().remote_addr().map(|address| address.to_string()).unwrap_or_default());
+        }
+        if let Some(unix) = extensions.get::<UdsConnectInfo>() {
+            return Peer(match &unix.peer_cred {
+                Some(credentials) => {
+                    format!("unix (uid {}, pid {})", credentials.uid(), credentials.pid().unwrap_or(0))
+                }
+                None => "unix".to_owned(),
+            });
+        }
+        Peer::default()
+    }
+}
+
+/// What a method is, for the guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Open to everyone (health checks, so probes need no token).
+    Open,
+    /// A plain call.
+    Unary,
+    /// Start or Stop: rate-limited per token.
+    Mutating,
+    /// A Watch stream: counted while open.
+    Watch,
+}
+
+/// The scope and kind of a method, by its path. Anything unknown needs `admin`: a service added
+/// later is closed until someone decides who may call it.
+fn classify(path: &str) -> (Kind, Option<Scope>, &str) {
+    let method = path.rsplit('/').next().unwrap_or(path);
+    if path.starts_with("/grpc.health.v1.Health/") {
+        return (Kind::Open, None, method);
+    }
+    if path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+    {
+        return (Kind::Unary, Some(Scope::Read), method);
+    }
+    match path {
+        "/hydroplane.v1.ProcessService/List" => (Kind::Unary, Some(Scope::Read), method),
+        "/hydroplane.v1.ProcessService/Watch" => (Kind::Watch, Some(Scope::Read), method),
+        "/hydroplane.v1.ProcessService/Start" | "/hydroplane.v1.ProcessService/Stop" => {
+            (Kind::Mutating, Some(Scope::Write), method)
+        }
+        "/hydroplane.v1.ProcessService/Logs" => (Kind::Unary, Some(Scope::Logs), method),
+        _ => (Kind::Unary, Some(Scope::Admin), path),
+    }
+}
+
+/// The guard's shared state: the tokens, the limiters and the Watch stream counts.
+pub struct Guard {
+    tokens: Option<Arc<TokenStore>>,
+    limits: LimitSettings,
+    rate: Option<DefaultKeyedRateLimiter<String>>,
+    watches: Arc<Semaphore>,
+    watches_per_caller: Mutex<HashMap<String, Arc<Semaphore>>>,
+    calls: Arc<Semaphore>,
+}
+
+impl Guard {
+    /// A guard over these tokens (none: every caller is `anonymous` with every scope) and limits.
+    pub fn new(tokens: Option<Arc<TokenStore>>, limits: LimitSettings) -> Arc<Guard> {
+        let rate = NonZeroU32::new(limits.start_stop_per_second).map(|per_second| {
+            let burst = NonZeroU32::new(limits.start_stop_burst).unwrap_or(per_second);
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
+        Arc::new(Guard {
+            tokens,
+            rate,
+            watches: Arc::new(Semaphore::new(limits.max_watches)),
+            watches_per_caller: Mutex::new(HashMap::new()),
+            calls: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+            limits,
+        })
+    }
+
+    /// The tower layer that puts this guard in front of a service.
+    pub fn layer(self: &Arc<Self>) -> GuardLayer {
+        GuardLayer { guard: Arc::clone(self) }
+    }
+
+    /// Who presents this request's `authorization` metadata.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        let Some(tokens) = &self.tokens else { return Ok(Caller::anonymous()) };
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(Status::unauthenticated(
+                "this server needs a token: send the metadata `authorization: Bearer <token>` (hpctl: --token or HYDROPLANE_TOKEN)",
+            ));
+        };
+        let presented = value
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Status::unauthenticated("the `authorization` metadata must be `Bearer <token>`")
+            })?;
+        tokens.current().authenticate(presented).cloned().ok_or_else(|| {
+            Status::unauthenticated(
+                "the token is not known to this server (revoked, mistyped, or meant for another server)",
+            )
+        })
+    }
+
+    /// Refuses a Start or Stop over the caller's rate.
+    fn check_rate(&self, caller: &Caller) -> Result<(), Status> {
+        let Some(rate) = &self.rate else { return Ok(()) };
+        rate.check_key(&caller.name).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            Status::resource_exhausted(format!(
+                "token `{}` is over its rate of {} Start/Stop calls per second (limits.start_stop_per_second); retry in {} ms",
+                caller.name,
+                self.limits.start_stop_per_second,
+                wait.as_millis().max(1)
+            ))
+        })
+    }
+
+    /// Takes a Watch slot of the caller's and one of the server's, or says which limit is full.
+    fn open_watch(&self, caller: &Caller) -> Result<[OwnedSemaphorePermit; 2], Status> {
+        let per_caller = {
+            let mut map = self.watches_per_caller.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Arc::clone(
+                map.entry(caller.name.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_watches_per_token))),
+            )
+        };
+        let mine = per_caller.try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "token `{}` has {} Watch streams open, its limit (limits.max_watches_per_token); close one first",
+                caller.name, self.limits.max_watches_per_token
+            ))
+        })?;
+        let server = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the server has {} Watch streams open, its limit (limits.max_watches); retry later",
+                self.limits.max_watches
+            ))
+        })?;
+        Ok([mine, server])
+    }
+
+    /// Runs every check a call must pass; on success, the caller and what it holds while open.
+    fn admit(
+        &self,
+        kind: Kind,
+        scope: Option<Scope>,
+        method: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Admitted, (Option<String>, Status)> {
+        if kind == Kind::Open {
+            // Whoever calls an open method is nobody in particular: no scope, no group.
+            let nobody = Caller {
+                name: "unauthenticated".to_owned(),
+                scopes: Vec::new(),
+                groups: Groups::Only(Vec::new()),
+            };
+            return Ok(Admitted { caller: nobody, permits: None });
+        }
+        let caller = self.authenticate(headers).map_err(|status| (None, status))?;
+        let refuse = |status: Status| (Some(caller.name.clone()), status);
+        if let Some(scope) = scope
+            && !caller.has(scope)
+        {
+            let held: Vec<&str> = caller.scopes.iter().map(|scope| scope.name()).collect();
+            return Err(refuse(Status::permission_denied(format!(
+                "token `{}` lacks the `{scope}` scope, which {method} needs (it has: {})",
+                caller.name,
+                held.join(", ")
+            ))));
+        }
+        let permits = match kind {
+            Kind::Mutating => {
+                self.check_rate(&caller).map_err(refuse)?;
+                None
+            }
+            Kind::Watch => Some(self.open_watch(&caller).map_err(refuse)?),
+            Kind::Open | Kind::Unary => None,
+        };
+        Ok(Admitted { caller, permits })
+    }
+}
+
+/// A call that passed the guard.
+struct Admitted {
+    caller: Caller,
+    permits: Option<[OwnedSemaphorePermit; 2]>,
+}
+
+/// The guard as a tower layer (`tonic::transport::Server::layer`).
+#[derive(Clone)]
+pub struct GuardLayer {
+    guard: Arc<Guard>,
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = GuardService<LoadShed<tower::limit::ConcurrencyLimit<S>>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        // One semaphore for every connection: the cap is the server's, not each connection's.
+        let limited = GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(&self.guard.calls)).layer(inner);
+        GuardService { inner: LoadShed::new(limited), guard: Arc::clone(&self.guard) }
+    }
+}
+
+/// The guard in front of one connection's service.
+#[derive(Clone)]
+pub struct GuardService<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+impl<S> Service<http::Request<Body>> for GuardService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is decided per call, inside: the load shedder answers at once either way.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let guard = Arc::clone(&self.guard);
+        // Readiness (a concurrency slot) is taken per call by `oneshot`, on a clone.
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let peer = Peer::of(&request);
+            let (kind, scope, method) = classify(request.uri().path());
+            let method = method.to_owned();
+            let admitted = guard.admit(kind, scope, &method, request.headers());
+            // Whatever the outcome, the token goes no further than this function.
+            request.headers_mut().remove(http::header::AUTHORIZATION);
+            let Admitted { caller, permits } = match admitted {
+                Ok(admitted) => admitted,
+                Err((caller, status)) => {
+                    audit::refused(&method, caller.as_deref(), &peer, &status);
+                    return Ok(status.into_http());
+                }
+            };
+            let limit = guard.limits.max_request_bytes;
+            let caller_name = caller.name.clone();
+            request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(peer.clone());
+            let request = request.map(|body| Body::new(LimitedBody { inner: body, seen: 0, limit }));
+            let response = match inner.oneshot(request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    let error: BoxError = error.into();
+                    if error.is::<Overloaded>() {
+                        let status = Status::resource_exhausted(format!(
+                            "the server is at its limit of {} calls at once (limits.max_concurrent_calls); retry shortly",
+                            guard.limits.max_concurrent_calls
+                        ));
+                        audit::refused(&method, Some(&caller_name), &peer, &status);
+                        return Ok(status.into_http());
+                    }
+                    return Err(error);
+                }
+            };
+            Ok(match permits {
+                Some(permits) => {
+                    response.map(|body| Body::new(HoldingBody { inner: body, _permits: permits }))
+                }
+                None => response,
+            })
+        })
+    }
+}
+
+/// A request body cut off with `RESOURCE_EXHAUSTED` once it passes the limit, before the whole
+/// of a huge message is buffered.
+struct LimitedBody {
+    inner: Body,
+    seen: usize,
+    limit: usize,
+}
+
+/// The gRPC frame header before each message: the limit is on the message itself.
+const FRAME_HEADER_BYTES: usize = 5;
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(context));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            // The first message's header declares its length: a huge request is refused on its
+            // first bytes, before tonic would make room for it.
+            let declared = match (self.seen, data.get(1..FRAME_HEADER_BYTES)) {
+                (0, Some(length)) => length.try_into().map(u32::from_be_bytes).unwrap_or(0) as usize,
+                _ => 0,
+            };
+            self.seen = self.seen.saturating_add(data.len());
+            if declared > self.limit || self.seen > self.limit + FRAME_HEADER_BYTES {
+                let size = if declared > 0 { format!("{declared} bytes") } else { "larger".to_owned() };
+                return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                    "the request is {size}, above the limit of {} bytes (limits.max_request_bytes)",
+                    self.limit
+                )))));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that holds a Watch stream's slots until the stream ends or the client leaves.
+struct HoldingBody {
+    inner: Body,
+    _permits: [OwnedSemaphorePermit; 2],
+}
+
+impl http_body::Body for HoldingBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.inner).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_need_their_scopes_and_unknown_ones_need_admin() {
+        assert_eq!(classify("/grpc.health.v1.Health/Check").0, Kind::Open);
+        assert_eq!(classify("/hydroplane.v1.ProcessService/List").1, Some(Scope::Read));
+        assert_eq!(classify("/hydroplane.v1.ProcessService/Watch").0, Kind::Watch);
+        assert_eq!(
+            classify("/hydroplane.v1.ProcessService/Start"),
+            (Kind::Mutating, Some(Scope::Write), "Start")
+        );
+        assert_eq!(classify("/hydroplane.v1.ProcessService/Logs").1, Some(Scope::Logs));
+        assert_eq!(
+            classify("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").1,
+            Some(Scope::Read)
+        );
+        assert_eq!(classify("/other.Service/Do").1, Some(Scope::Admin));
+    }
+
+    #[test]
+    fn watch_slots_are_counted_per_token_and_in_total() {
+        let limits = LimitSettings { max_watches_per_token: 2, max_watches: 3, ..LimitSettings::default() };
+        let guard = Guard::new(None, limits);
+        let one = Caller::unrestricted("one");
+        let two = Caller::unrestricted("two");
+        let first = guard.open_watch(&one).unwrap();
+        let _second = guard.open_watch(&one).unwrap();
+        let full = guard.open_watch(&one).unwrap_err();
+        assert!(full.message().contains("token `one` has 2 Watch streams open"), "{}", full.message());
+        let _third = guard.open_watch(&two).unwrap();
+        let total = guard.open_watch(&two).unwrap_err();
+        assert!(total.message().contains("limits.max_watches"), "{}", total.message());
+        drop(first);
+        assert!(guard.open_watch(&two).is_ok());
+    }
+
+    #[test]
+    fn the_rate_of_start_and_stop_is_per_token() {
+        let limits =
+            LimitSettings { start_stop_per_second: 1, start_stop_burst: 2, ..LimitSettings::default() };
+        let guard = Guard::new(None, limits);
+        let busy = Caller::unrestricted("busy");
+        assert!(guard.check_rate(&busy).is_ok() && guard.check_rate(&busy).is_ok());
+        let over = guard.check_rate(&busy).unwrap_err();
+        assert_eq!(over.code(), tonic::Code::ResourceExhausted);
+        assert!(over.message().contains("token `busy`") && over.message().contains("retry in"));
+        assert!(guard.check_rate(&Caller::unrestricted("calm")).is_ok());
+    }
+}
