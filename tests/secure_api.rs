@@ -64,6 +64,32 @@ fn assert_no_token_leaked(server: &Server, tokens: &[&str]) {
     }
 }
 
+/// The services server reflection lists, asked with this token.
+async fn reflected_services(server: &Server, token: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut request = tonic::Request::new(futures::stream::iter([ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    }]));
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII"));
+    }
+    let mut responses = ServerReflectionClient::new(channel(server).await)
+        .server_reflection_info(request)
+        .await?
+        .into_inner();
+    let response = responses.message().await?.expect("a reflection response");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|service| service.name).collect())
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn tokens_scopes_and_groups_decide_what_a_caller_may_do() {
     let directory = tempfile::tempdir().expect("tempdir");
@@ -75,7 +101,11 @@ async fn tokens_scopes_and_groups_decide_what_a_caller_may_do() {
         &std::fs::metadata(&tokens_file).expect("stat").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let server = Server::start_with_args(&["--tokens-file", tokens_file.to_str().expect("utf-8")]);
+    // Every library's most verbose logging: no layer may print a token even then.
+    let server = Server::start_with_env(
+        &["--tokens-file", tokens_file.to_str().expect("utf-8")],
+        &[("RUST_LOG", "trace")],
+    );
 
     let mut anonymous = client(&server, None).await;
     assert_status(names(&mut anonymous).await, Code::Unauthenticated, &["authorization: Bearer"]);
@@ -86,6 +116,12 @@ async fn tokens_scopes_and_groups_decide_what_a_caller_may_do() {
     let served =
         health.check(tonic_health::pb::HealthCheckRequest::default()).await.expect("health").into_inner();
     assert_eq!(served.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // Reflection needs `read`.
+    assert_status(reflected_services(&server, None).await, Code::Unauthenticated, &[]);
+    let services =
+        reflected_services(&server, Some(&reader_token)).await.expect("reflection with a read token");
+    assert!(services.iter().any(|service| service == "hydroplane.v1.ProcessService"), "{services:?}");
 
     let mut admin = client(&server, Some(&admin_token)).await;
     start(&mut admin, "ci-a", Some("ci-1")).await.expect("admin starts ci-a");
