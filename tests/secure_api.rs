@@ -546,6 +546,47 @@ async fn with_a_client_ca_a_client_certificate_is_mandatory() {
     // The certificate is on top of the token, not instead of it.
     let channel = tls_channel(&server, &server_ca.pem(), Some((&cert, &key))).await.expect("connect");
     assert_status(names(&mut token_client(channel, None)).await, Code::Unauthenticated, &[]);
+
+    // hpctl and the Python client present certificates too.
+    let https = format!("https://{}", server.address);
+    let ca_file = server_ca.write_ca_file(directory.path(), "server-ca.pem");
+    let (client_cert_file, client_key_file) = client_ca.write_client_files(directory.path(), "client");
+    let ca = ca_file.to_str().expect("utf-8");
+    let (client_cert, client_key) =
+        (client_cert_file.to_str().expect("utf-8"), client_key_file.to_str().expect("utf-8"));
+    let without = hpctl(&["-s", &https, "--ca-cert", ca, "--token", &token, "list"], &[]);
+    assert_eq!(without.status.code(), Some(1), "no client certificate, no call");
+    let with = hpctl(
+        &[
+            "-s",
+            &https,
+            "--ca-cert",
+            ca,
+            "--token",
+            &token,
+            "--client-cert",
+            client_cert,
+            "--client-key",
+            client_key,
+            "list",
+        ],
+        &[],
+    );
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    let python = Command::new(common::test_python())
+        .arg(common::repo_root().join("examples/python/hydroplane_example.py"))
+        .args(["--name", "from-python"])
+        .env("HYDROPLANE_SERVER", &https)
+        .env("HYDROPLANE_CA_CERT", ca)
+        .env("HYDROPLANE_CLIENT_CERT", client_cert)
+        .env("HYDROPLANE_CLIENT_KEY", client_key)
+        .env("HYDROPLANE_TOKEN", &token)
+        .output()
+        .expect("run the Python example");
+    // A `read` token lists but cannot start: the call reached the server through mTLS.
+    let stderr = String::from_utf8_lossy(&python.stderr);
+    assert!(stderr.contains("PERMISSION_DENIED") && stderr.contains("`write`"), "{stderr}");
+    assert_no_token_leaked(&server, &[&token]);
 }
 
 /// Runs hpctl with these arguments and environment (no HYDROPLANE_* from the test's own).
