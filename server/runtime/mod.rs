@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::secrets::SecretError;
-use crate::spec::{InvalidSpec, ProcessInfo, ProcessSpec};
+use crate::spec::{InvalidSpec, ProcessInfo, ValidSpec};
 use crate::table::ProcessTable;
 
 /// Starts and stops processes, and keeps their table up to date.
@@ -24,7 +24,7 @@ pub trait Runtime: Send + Sync {
 
     /// Starts a process from a validated spec. Retry-safe: the same spec again returns the
     /// existing process with `created = false`.
-    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError>;
+    async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError>;
 
     /// Stops one process or a group, and returns the names of the processes stopped.
     async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError>;

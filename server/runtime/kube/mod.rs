@@ -23,7 +23,7 @@ use self::index::{Index, IndexHealth};
 use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
 use super::{Runtime, RuntimeError, Started, StopTarget};
 use crate::secrets::SecretStore;
-use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValueOrSecret};
+use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec, ValueOrSecret};
 use crate::table::ProcessTable;
 
 /// How long a call waits for the index to show its own writes before answering anyway.
@@ -347,7 +347,7 @@ impl Runtime for KubeRuntime {
         self.name
     }
 
-    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError> {
+    async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
         let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec.clone(), pod.state.status)));
         if let Some((existing, status)) = indexed {

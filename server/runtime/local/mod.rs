@@ -30,7 +30,9 @@ use tokio::sync::watch;
 use self::output::{OutputBuffer, OutputStream};
 use super::{Runtime, RuntimeError, Started, StopTarget};
 use crate::secrets::SecretStore;
-use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValueOrSecret};
+use crate::spec::{
+    ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValidSpec, ValueOrSecret,
+};
 use crate::table::ProcessTable;
 
 /// Variables of the server's own environment that processes inherit.
@@ -376,7 +378,7 @@ impl Runtime for LocalRuntime {
         "local"
     }
 
-    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError> {
+    async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         if spec.container.command.is_empty() {
             return Err(RuntimeError::Unsupported {
                 field: "container.command".to_owned(),
@@ -393,7 +395,7 @@ impl Runtime for LocalRuntime {
                 let info = lock(&existing.info).clone();
                 if info.status == ProcessStatus::Stopping {
                     return Err(RuntimeError::AlreadyExists {
-                        name: spec.process_name,
+                        name: spec.process_name.clone(),
                         detail: "and is being stopped; start it again once it is gone".to_owned(),
                     });
                 }
@@ -402,13 +404,13 @@ impl Runtime for LocalRuntime {
                     return Ok(Started { process: info, created: false });
                 }
                 return Err(RuntimeError::AlreadyExists {
-                    name: spec.process_name,
+                    name: spec.process_name.clone(),
                     detail: format!("with a different spec (differs in {})", differences.join(", ")),
                 });
             }
             // Spawning under the lock keeps two Starts of one name from both spawning; a fork
             // and exec take about a millisecond.
-            let (process, child) = self.spawn(spec)?;
+            let (process, child) = self.spawn(spec.into_inner())?;
             processes.insert(process.spec.process_name.clone(), Arc::clone(&process));
             (process, child)
         };
