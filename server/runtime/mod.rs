@@ -4,7 +4,6 @@
 //! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
 //! so that those two calls behave the same everywhere.
 
-pub mod eks;
 pub mod kube;
 pub mod local;
 
@@ -12,7 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::secrets::SecretError;
+use crate::config::RuntimeSettings;
+use crate::secrets::{SecretError, SecretStore};
 use crate::spec::{InvalidSpec, ProcessInfo, ValidSpec};
 use crate::table::ProcessTable;
 
@@ -58,6 +58,50 @@ pub enum StopTarget {
     Process(String),
     /// Every process of a group.
     Group(String),
+}
+
+/// Why the runtime the settings name could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// No Kubernetes client could be made from the settings.
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::connect::ConnectError),
+    /// The Kubernetes cluster could not be used.
+    #[error("cannot use the Kubernetes cluster")]
+    Kubernetes(#[source] RuntimeError),
+    /// The EKS cluster could not be found, authenticated with or used.
+    #[error("cannot use the EKS cluster")]
+    Eks(#[source] kube::connect::eks::EksError),
+}
+
+/// Builds the runtime the settings name; secrets resolve the specs' (and AWS's) references.
+pub async fn from_settings(
+    settings: &RuntimeSettings,
+    secrets: Arc<dyn SecretStore>,
+) -> Result<Arc<dyn Runtime>, SetupError> {
+    match settings {
+        RuntimeSettings::Local { stop_grace_seconds, output_buffer_bytes } => Ok(local::LocalRuntime::new(
+            local::LocalSettings {
+                stop_grace: std::time::Duration::from_secs_f64(*stop_grace_seconds),
+                output_buffer_bytes: *output_buffer_bytes,
+            },
+            secrets,
+        )),
+        RuntimeSettings::Kubernetes(kubernetes) => {
+            let client = kube::connect::client(kubernetes).await?;
+            let namespace = kube::connect::namespace(kubernetes);
+            tracing::info!(%namespace, "connecting to the Kubernetes cluster");
+            let runtime = kube::KubeRuntime::connect("kubernetes", client, namespace, secrets)
+                .await
+                .map_err(SetupError::Kubernetes)?;
+            Ok(runtime)
+        }
+        RuntimeSettings::Eks(eks) => {
+            tracing::info!(cluster = %eks.cluster_name, region = %eks.region, "connecting to EKS");
+            let runtime = kube::connect::eks::connect(eks, secrets).await.map_err(SetupError::Eks)?;
+            Ok(runtime)
+        }
+    }
 }
 
 /// Why a runtime operation failed, in terms a caller can act on.

@@ -1,5 +1,8 @@
-//! Builds the `kube::Client` of the `kubernetes` runtime from its settings: a kubeconfig file
-//! when given, otherwise the in-cluster config, then `~/.kube/config` (or `$KUBECONFIG`).
+//! How the Kubernetes runtime finds its cluster: from a kubeconfig file when given, otherwise
+//! the in-cluster config, then `~/.kube/config` (or `$KUBECONFIG`) ([`client`]); or, for EKS,
+//! through AWS ([`eks`]).
+
+pub mod eks;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
