@@ -80,16 +80,10 @@ pub async fn from_settings(
     secrets: Arc<dyn SecretStore>,
 ) -> Result<Arc<dyn Runtime>, SetupError> {
     match settings {
-        RuntimeSettings::Local { stop_grace_seconds, output_buffer_bytes } => Ok(local::LocalRuntime::new(
-            local::LocalSettings {
-                stop_grace: std::time::Duration::from_secs_f64(*stop_grace_seconds),
-                output_buffer_bytes: *output_buffer_bytes,
-            },
-            secrets,
-        )),
+        RuntimeSettings::Local(local) => Ok(local::LocalRuntime::new(local.clone(), secrets)),
         RuntimeSettings::Kubernetes(kubernetes) => {
             let client = kube::connect::client(kubernetes).await?;
-            let namespace = kube::connect::namespace(kubernetes);
+            let namespace = kubernetes.namespace().to_owned();
             tracing::info!(%namespace, "connecting to the Kubernetes cluster");
             let runtime = kube::KubeRuntime::connect("kubernetes", client, namespace, secrets)
                 .await

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use self::output::{OutputBuffer, OutputStream};
 use super::{Runtime, RuntimeError, Started, StopTarget};
+use crate::config::LocalRuntimeSettings;
 use crate::secrets::SecretStore;
 use crate::spec::{
     ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValidSpec, ValueOrSecret,
@@ -41,26 +42,11 @@ const INHERITED_ENVIRONMENT: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"]
 /// How often a starting process's ports are tried.
 const READINESS_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Settings of the local runtime.
-#[derive(Clone, Debug)]
-pub struct LocalSettings {
-    /// How long a stopped process gets between SIGTERM and SIGKILL.
-    pub stop_grace: Duration,
-    /// The most output kept per process, in bytes.
-    pub output_buffer_bytes: usize,
-}
-
-impl Default for LocalSettings {
-    fn default() -> Self {
-        LocalSettings { stop_grace: Duration::from_secs(5), output_buffer_bytes: 1 << 20 }
-    }
-}
-
 /// Runs processes as children of the server.
 pub struct LocalRuntime {
     table: Arc<ProcessTable>,
     secrets: Arc<dyn SecretStore>,
-    settings: LocalSettings,
+    settings: LocalRuntimeSettings,
     processes: Mutex<HashMap<String, Arc<LocalProcess>>>,
 }
 
@@ -94,7 +80,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LocalRuntime {
     /// A local runtime with no processes yet.
-    pub fn new(settings: LocalSettings, secrets: Arc<dyn SecretStore>) -> Arc<LocalRuntime> {
+    pub fn new(settings: LocalRuntimeSettings, secrets: Arc<dyn SecretStore>) -> Arc<LocalRuntime> {
         Arc::new(LocalRuntime {
             table: ProcessTable::starting_now(),
             secrets,
@@ -198,7 +184,7 @@ impl LocalRuntime {
         if let Some(process_group) = process.process_group {
             signal_group(process_group, Signal::SIGTERM);
             let mut exited = process.exited.clone();
-            let grace = tokio::time::timeout(self.settings.stop_grace, exited.wait_for(|done| *done));
+            let grace = tokio::time::timeout(self.settings.stop_grace(), exited.wait_for(|done| *done));
             let reaped = grace.await.is_ok();
             if !reaped {
                 tracing::warn!(process = %name, "still running after the grace period; sending SIGKILL");

@@ -68,7 +68,7 @@ pub async fn connect(
         .as_ref()
         .and_then(|credentials| credentials.assume_role.as_ref())
         .map(|role| role.role_arn.clone());
-    let renew_before = Duration::from_secs_f64(settings.credentials_renew_before_seconds);
+    let renew_before = settings.credentials_renew_before();
     let source = CredentialsSource::start(provider, renew_before)
         .await
         .map_err(|error| classify_credentials_error(&error, access_key_id.as_deref(), role_arn.as_deref()))?;
@@ -88,10 +88,10 @@ pub async fn connect(
         credentials: source,
         region,
         cluster_name: settings.cluster_name.clone(),
-        refresh: Duration::from_secs_f64(settings.token_refresh_seconds),
+        refresh: settings.token_refresh(),
         current: Mutex::new(None),
     });
-    let namespace = settings.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let namespace = settings.namespace().to_owned();
     let client = kube_client(&settings.cluster_name, &endpoint, &certificate_authority, &namespace, tokens)?;
     tracing::info!(cluster = %settings.cluster_name, %endpoint, %namespace, "connecting to the EKS cluster");
     Ok(KubeRuntime::connect("eks", client, namespace, secrets).await?)

@@ -36,11 +36,6 @@ pub enum ConnectError {
     Client(#[source] kube::Error),
 }
 
-/// The namespace the runtime uses: the configured one, else `default`.
-pub fn namespace(settings: &KubernetesSettings) -> String {
-    settings.namespace.clone().unwrap_or_else(|| "default".to_owned())
-}
-
 /// Builds the client the settings describe.
 pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectError> {
     let options = KubeConfigOptions { context: settings.context.clone(), ..Default::default() };
