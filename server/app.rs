@@ -30,9 +30,10 @@ impl Processes {
         Processes { runtime }
     }
 
-    /// The runtime underneath.
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.runtime
+    /// Why List and Watch may be out of date (the runtime's backend cannot be reached, or its
+    /// first sync is not done), or `None` when they are current.
+    pub fn staleness(&self) -> Option<String> {
+        self.runtime.health()
     }
 
     /// Starts the process, if its group is in the caller's reach; with `wait`, answers once the

@@ -1,8 +1,9 @@
 //! The AWS calls that find an EKS cluster: STS GetCallerIdentity (are the credentials good?)
 //! and EKS DescribeCluster (its endpoint and CA), with messages built from what AWS answered.
 
-use crate::aws::credentials::{AwsError, error_chain};
+use crate::aws::credentials::AwsError;
 use crate::config::EksSettings;
+use crate::report::error_chain;
 
 /// Why the cluster could not be found or described. Messages name clusters and regions.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::config::RuntimeSettings;
 use crate::secrets::{SecretError, SecretStore};
-use crate::spec::{InvalidSpec, ProcessInfo, ValidSpec};
+use crate::spec::{InvalidSpec, ProcessInfo, ProcessSpec, ValidSpec};
 use crate::table::ProcessTable;
 
 /// Starts and stops processes, and keeps their table up to date.
@@ -58,6 +58,31 @@ pub enum StopTarget {
     Process(String),
     /// Every process of a group.
     Group(String),
+}
+
+/// The answer to a Start whose name is taken by a process Hydroplane made: `Ok` when the spec is
+/// the same (the Start is a retry, answered with that process), ALREADY_EXISTS saying why
+/// otherwise. Every runtime answers the same way.
+pub fn name_taken(
+    requested: &ProcessSpec,
+    existing: &ProcessSpec,
+    stopping: bool,
+) -> Result<(), RuntimeError> {
+    let name = &requested.process_name;
+    if stopping {
+        return Err(RuntimeError::AlreadyExists {
+            name: name.clone(),
+            detail: "and is being stopped; start it again once it is gone".to_owned(),
+        });
+    }
+    let differences = existing.differing_fields(requested);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(RuntimeError::AlreadyExists {
+        name: name.clone(),
+        detail: format!("with a different spec (differs in {})", differences.join(", ")),
+    })
 }
 
 /// Why the runtime the settings name could not be set up.

@@ -28,8 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use self::output::{OutputBuffer, OutputStream};
-use super::{Runtime, RuntimeError, Started, StopTarget};
+use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
 use crate::config::LocalRuntimeSettings;
+use crate::secrets::SecretError;
 use crate::secrets::SecretStore;
 use crate::spec::{
     ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValidSpec, ValueOrSecret,
@@ -110,16 +111,16 @@ impl LocalRuntime {
         for (index, variable) in spec.container.env.iter().enumerate() {
             let value = match &variable.value {
                 ValueOrSecret::Value(value) => zeroize::Zeroizing::new(value.clone()),
-                ValueOrSecret::Secret(reference) => {
-                    let bytes = self.secrets.resolve(reference)?;
-                    let text = std::str::from_utf8(&bytes).map_err(|_| RuntimeError::Unsupported {
+                ValueOrSecret::Secret(reference) => crate::secrets::resolve_text(&*self.secrets, reference)
+                    .map_err(|error| match error {
+                    SecretError::NotText { reference } => RuntimeError::Unsupported {
                         field: format!("container.env[{index}].secret"),
                         message: format!(
                             "{reference} is not UTF-8 text, so it cannot be an environment variable"
                         ),
-                    })?;
-                    zeroize::Zeroizing::new(text.to_owned())
-                }
+                    },
+                    other => other.into(),
+                })?,
             };
             if value.contains('\0') {
                 return Err(RuntimeError::Unsupported {
@@ -379,20 +380,8 @@ impl Runtime for LocalRuntime {
             let mut processes = lock(&self.processes);
             if let Some(existing) = processes.get(&spec.process_name) {
                 let info = lock(&existing.info).clone();
-                if info.status == ProcessStatus::Stopping {
-                    return Err(RuntimeError::AlreadyExists {
-                        name: spec.process_name.clone(),
-                        detail: "and is being stopped; start it again once it is gone".to_owned(),
-                    });
-                }
-                let differences = existing.spec.differing_fields(&spec);
-                if differences.is_empty() {
-                    return Ok(Started { process: info, created: false });
-                }
-                return Err(RuntimeError::AlreadyExists {
-                    name: spec.process_name.clone(),
-                    detail: format!("with a different spec (differs in {})", differences.join(", ")),
-                });
+                name_taken(&spec, &existing.spec, info.status == ProcessStatus::Stopping)?;
+                return Ok(Started { process: info, created: false });
             }
             // Spawning under the lock keeps two Starts of one name from both spawning; a fork
             // and exec take about a millisecond.
