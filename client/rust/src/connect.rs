@@ -517,19 +517,19 @@ impl ConnectOptions {
         &self.target
     }
 
-    /// The token, if one is set.
-    pub fn token_ref(&self) -> Option<&Token> {
-        self.token.as_ref()
+    /// Whether a token is set (a program may hint at one when the server wants it).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
-    /// The CA certificate, if one is set.
-    pub fn ca_certificate_ref(&self) -> Option<&Pem> {
-        self.ca_certificate.as_ref()
+    /// Whether a CA certificate is set, instead of the system's CAs.
+    pub fn has_ca_certificate(&self) -> bool {
+        self.ca_certificate.is_some()
     }
 
-    /// The client identity, if one is set.
-    pub fn client_identity_ref(&self) -> Option<&ClientIdentity> {
-        self.client_identity.as_ref()
+    /// Whether a client identity is set.
+    pub fn has_client_identity(&self) -> bool {
+        self.client_identity.is_some()
     }
 
     /// Checks the options together, without reading any file or touching the network.
