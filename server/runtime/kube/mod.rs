@@ -318,7 +318,7 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
-        let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec.clone(), pod.state.status)));
+        let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec(), pod.state.status)));
         if let Some((existing, status)) = indexed {
             return self.existing(&spec, existing.as_ref(), status == ProcessStatus::Stopping);
         }
