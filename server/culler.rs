@@ -53,3 +53,40 @@ pub async fn cull_once(processes: &Processes, max_age: Duration, now: jiff::Time
     }
     culled
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::spec::{ContainerSpec, ProcessSpec};
+
+    fn spec(name: &str) -> ProcessSpec {
+        ProcessSpec {
+            process_name: name.to_owned(),
+            group: None,
+            container: ContainerSpec { image_uri: "busybox".to_owned(), ..Default::default() },
+            has_public_ip: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn processes_older_than_the_maximum_age_are_culled_and_younger_ones_kept() {
+        let runtime = FakeRuntime::new();
+        let now = jiff::Timestamp::now();
+        runtime.insert(spec("old"), now - jiff::SignedDuration::from_mins(30));
+        runtime.insert(spec("young"), now - jiff::SignedDuration::from_mins(5));
+        let processes = Processes::new(Arc::clone(&runtime) as Arc<dyn crate::runtime::Runtime>);
+        let culled = cull_once(&processes, Duration::from_secs(10 * 60), now).await;
+        assert_eq!(culled, ["old"]);
+        let left: Vec<String> = processes
+            .list(Filter::default(), &Caller::unrestricted("test"))
+            .into_iter()
+            .map(|process| process.process_name)
+            .collect();
+        assert_eq!(left, ["young"]);
+        // With no age allowed, the rest go too.
+        assert!(cull_once(&processes, Duration::ZERO, now).await == ["young"]);
+    }
+}

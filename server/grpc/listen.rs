@@ -94,6 +94,8 @@ pub enum Listener {
     Tls(tokio::net::TcpListener, Arc<ServerTls>),
     /// A Unix domain socket, removed when the listener is dropped.
     Unix(tokio::net::UnixListener, SocketFile),
+    /// In-memory connections (one end of each `tokio::io::duplex`), for tests in one process.
+    InMemory(futures::stream::BoxStream<'static, std::io::Result<tokio::io::DuplexStream>>),
 }
 
 impl Listener {
@@ -105,6 +107,7 @@ impl Listener {
                 .map(|address| address.to_string())
                 .unwrap_or_else(|_| "an unknown address".to_owned()),
             Listener::Unix(_, file) => format!("unix:{}", file.0.display()),
+            Listener::InMemory(_) => "memory".to_owned(),
         }
     }
 }

@@ -178,6 +178,9 @@ pub async fn serve(
             Listener::Tls(listener, tls) => Box::pin(
                 router.serve_with_incoming_shutdown(crate::security::tls::incoming(listener, tls), stopped),
             ),
+            Listener::InMemory(connections) => {
+                Box::pin(router.serve_with_incoming_shutdown(connections, stopped))
+            }
             Listener::Unix(listener, socket_file) => {
                 socket_files.push(socket_file);
                 Box::pin(router.serve_with_incoming_shutdown(
@@ -202,3 +205,6 @@ pub async fn serve(
     drop(socket_files);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,8 @@
 //! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
 //! so that those two calls behave the same everywhere.
 
+#[cfg(test)]
+pub mod fake;
 pub mod kube;
 pub mod local;
 

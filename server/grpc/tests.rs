@@ -1,0 +1,217 @@
+//! The gRPC face in one process: the real service, guard and app over a fake runtime, reached
+//! by tonic through in-memory connections. What only the binaries do (signals, flags, stdout)
+//! is tested end to end in `tests/`; everything else that can be is tested here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::app::Processes;
+use crate::config::LimitSettings;
+use crate::grpc::guard::Guard;
+use crate::grpc::listen::Listener;
+use crate::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
+use crate::runtime::fake::FakeRuntime;
+use crate::security::tokens::TokenStore;
+
+/// A server over the fake runtime, reached through in-memory connections; stopped when dropped.
+struct InProcess {
+    channel: Channel,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve(tokens: Option<Arc<TokenStore>>, limits: LimitSettings) -> InProcess {
+    let (connections, incoming) = tokio::sync::mpsc::channel::<std::io::Result<tokio::io::DuplexStream>>(16);
+    let listener = Listener::InMemory(Box::pin(tokio_stream::wrappers::ReceiverStream::new(incoming)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let processes = Processes::new(FakeRuntime::new());
+    let guard = Guard::new(tokens, limits.clone());
+    tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        crate::grpc::serve(vec![listener], processes, guard, &limits, shutdown)
+            .await
+            .expect("the server runs");
+    });
+    let channel = Endpoint::from_static("http://in-memory")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connections = connections.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(64 * 1024);
+                connections
+                    .send(Ok(server))
+                    .await
+                    .map_err(|_| std::io::Error::other("the server is gone"))?;
+                Ok::<_, std::io::Error>(TokioIo::new(client))
+            }
+        }))
+        .await
+        .expect("connect in memory");
+    InProcess { channel, _stop: stop }
+}
+
+fn sleeper(name: &str, group: Option<&str>) -> proto::ProcessSpec {
+    proto::ProcessSpec {
+        process_name: name.to_owned(),
+        group: group.map(str::to_owned),
+        container: Some(proto::ContainerSpec {
+            image_uri: "busybox".to_owned(),
+            command: vec!["sleep".to_owned(), "60".to_owned()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn start_request(name: &str, group: Option<&str>) -> proto::StartRequest {
+    proto::StartRequest { spec: Some(sleeper(name, group)), ..Default::default() }
+}
+
+#[tokio::test]
+async fn start_list_watch_and_stop_in_one_process() {
+    let server = serve(None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let started = client.start(start_request("web", Some("site"))).await.expect("start").into_inner();
+    assert!(started.created);
+    let again = client.start(start_request("web", Some("site"))).await.expect("a retried start").into_inner();
+    assert!(!again.created, "the same spec again is the same process");
+    let mut different = start_request("web", Some("site"));
+    different.spec.as_mut().and_then(|spec| spec.container.as_mut()).expect("container").image_uri =
+        "nginx".into();
+    let taken = client.start(different).await.expect_err("another spec under the name");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    assert!(taken.message().contains("container.image_uri"), "{}", taken.message());
+
+    let mut events = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
+    let first = events.message().await.expect("stream").expect("an event");
+    assert_eq!(first.r#type, proto::WatchEventType::Added as i32);
+    let synced = events.message().await.expect("stream").expect("an event");
+    assert_eq!(synced.r#type, proto::WatchEventType::Synced as i32);
+
+    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
+    assert_eq!(listed.processes.len(), 1);
+    let stopped = client
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("web".into())) })
+        .await
+        .expect("stop")
+        .into_inner();
+    assert_eq!(stopped.stopped, ["web"]);
+    let deleted = events.message().await.expect("stream").expect("an event");
+    assert_eq!(deleted.r#type, proto::WatchEventType::Deleted as i32);
+    let unknown = client
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("web".into())) })
+        .await
+        .expect_err("gone");
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn every_problem_of_a_start_is_reported_at_once() {
+    let server = serve(None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let mut request = start_request("Bad_Name", Some("-group"));
+    request.spec.as_mut().and_then(|spec| spec.container.as_mut()).expect("container").image_uri.clear();
+    request.wait_timeout = Some(prost_types::Duration { seconds: 999_999, nanos: 0 });
+    let refused = client.start(request).await.expect_err("an invalid start");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    for field in ["process_name", "group", "container.image_uri", "wait_timeout"] {
+        assert!(refused.message().contains(field), "`{}` lacks `{field}`", refused.message());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_that_runs_out_is_deadline_exceeded() {
+    let server = serve(None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let request = proto::StartRequest {
+        spec: Some(sleeper("slow-starter", None)),
+        wait: true,
+        wait_timeout: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+    };
+    // The paused clock jumps over the 30 s once nothing else can happen.
+    let waited = client.start(request).await.expect_err("it never leaves STARTING");
+    assert_eq!(waited.code(), Code::DeadlineExceeded);
+    assert!(waited.message().contains("still STARTING"), "{}", waited.message());
+    let quick = proto::StartRequest { spec: Some(sleeper("quick", None)), wait: true, wait_timeout: None };
+    let settled = client.start(quick).await.expect("a process that runs at once").into_inner();
+    assert_eq!(settled.process.expect("a process").status, proto::ProcessStatus::Running as i32);
+}
+
+#[tokio::test]
+async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("tokens.yml");
+    let request = |name: &str, scopes: &str, groups: Option<&str>| crate::security::tokens::TokenRequest {
+        name: name.to_owned(),
+        scopes: crate::security::access::parse_scopes(scopes).expect("scopes"),
+        groups: groups.map(|groups| crate::security::access::parse_group_patterns(groups).expect("groups")),
+        created: "2026-12-01T00:00:00Z".to_owned(),
+    };
+    let admin = crate::security::tokens::create(&path, &request("root", "admin", None)).expect("a token");
+    let ci =
+        crate::security::tokens::create(&path, &request("ci", "read,write", Some("ci-*"))).expect("a token");
+    let server = serve(Some(TokenStore::open(&path).expect("tokens")), LimitSettings::default()).await;
+    let with = |token: &str| {
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ASCII");
+        ProcessServiceClient::with_interceptor(server.channel.clone(), move |mut call: tonic::Request<()>| {
+            call.metadata_mut().insert("authorization", bearer.clone());
+            Ok(call)
+        })
+    };
+    let mut admin = with(admin.expose());
+    let mut ci = with(ci.expose());
+    admin.start(start_request("ci-a", Some("ci-1"))).await.expect("admin starts ci-a");
+    admin.start(start_request("prod-x", Some("prod"))).await.expect("admin starts prod-x");
+
+    let listed = ci.list(proto::ListRequest::default()).await.expect("ci lists").into_inner();
+    let names: Vec<String> = listed.processes.into_iter().map(|process| process.process_name).collect();
+    assert_eq!(names, ["ci-a"]);
+    let refused = ci
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("prod-x".into())) })
+        .await
+        .expect_err("out of reach");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("group `prod`"), "{}", refused.message());
+    // A restricted token learns nothing of a process it cannot reach, nor of one that is not there.
+    let unknown = ci
+        .stop(proto::StopRequest { target: Some(Target::ProcessName("nowhere".into())) })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let mut anonymous = ProcessServiceClient::new(server.channel.clone());
+    let nobody = anonymous.list(proto::ListRequest::default()).await.expect_err("no token");
+    assert_eq!(nobody.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_full_server_sheds_calls_with_resource_exhausted() {
+    let limits = LimitSettings { max_watches_per_token: 2, max_watches: 3, ..LimitSettings::default() };
+    let server = serve(None, limits).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(client.watch(proto::WatchRequest::default()).await.expect("a watch within the cap"));
+    }
+    let refused = client.watch(proto::WatchRequest::default()).await.expect_err("over the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("limits.max_watches_per_token"), "{}", refused.message());
+    drop(open);
+    // A closed stream gives its slot back.
+    let mut reopened = None;
+    for _ in 0..100 {
+        match client.watch(proto::WatchRequest::default()).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reopened.is_some(), "the slots of closed streams come back");
+}
