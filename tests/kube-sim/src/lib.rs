@@ -3,10 +3,27 @@
 //! # Layout
 //! - [`config`]: command-line flags.
 //! - [`server`]: the listener (HTTP or HTTPS), connection handling and refusing connections.
-//! - [`api`]: routing of Kubernetes REST paths to store operations; [`watch`] streams events;
-//!   [`discovery`] answers `/api`, `/apis`, `/version` and OpenAPI; [`table`] renders kubectl tables;
-//!   [`logs`] serves `pods/{name}/log` from lines tests append.
-//! - [`store`]: objects, the global resourceVersion, event history, watch subscriptions.
+//! - [`api`]: the Kubernetes REST API, by job:
+//!   - `api/mod.rs`: the shared state, responses, and routing (faults, authentication, then
+//!     discovery or a resource path);
+//!   - `api/request.rs`: request parsing (query parameters, the resource path, selectors, JSON
+//!     bodies, continue tokens, the verb, delete options);
+//!   - `api/resources.rs`: the handlers of resource paths (each verb, the `status`, `scale` and
+//!     `log` subresources, dry runs, lists and tables);
+//!   - `api/admin.rs`: the `/_sim/` endpoints.
+//!
+//!   [`watch`] streams events; [`discovery`] answers `/api`, `/apis`, `/version` and OpenAPI;
+//!   [`table`] renders kubectl tables; [`logs`] serves `pods/{name}/log` from lines tests append.
+//! - [`store`]: the objects, by job:
+//!   - `store/mod.rs`: the state (objects, the owner index, allocations) behind one lock, and
+//!     the seed namespaces and nodes;
+//!   - `store/reads.rs`: get, list pages, and the controllers' queries;
+//!   - `store/writes.rs`: create, update, patch, and controllers' writes;
+//!   - `store/deletes.rs`: delete, deletecollection, finalizers, and garbage collection by
+//!     ownerReference;
+//!   - `store/history.rs`: the global resourceVersion, the event history, and what watches
+//!     replay or find expired (410 Gone).
+//!
 //!   [`admission`] applies defaults and allocations ([`alloc`]) as objects are written;
 //!   [`validation`] checks them; [`patch`] and [`selector`] implement those API features.
 //! - [`controllers`]: the simulated kubelet, garbage collector and Deployment controller.

@@ -1,0 +1,74 @@
+//! The `/_sim/` admin endpoints: health, the store's resourceVersion, fault injection and
+//! appending container log lines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::request::read_json;
+use super::{AppState, Body, MAX_BODY_BYTES, json_response, text_response};
+use crate::error::ApiError;
+use crate::faults::FaultRequest;
+
+/// Serves one `/_sim/{path}` request: no authentication and no injected faults, so tests can
+/// always reach them.
+pub(super) async fn handle(
+    state: &Arc<AppState>,
+    method: &Method,
+    path: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    match (method.as_str(), path.trim_end_matches('/')) {
+        ("GET", "healthz") => Ok(text_response(200, "ok")),
+        ("GET", "state") => {
+            Ok(json_response(200, &json!({"resourceVersion": state.store.resource_version().to_string()})))
+        }
+        ("GET", "faults") => Ok(json_response(200, &state.faults.settings())),
+        ("POST", logs) if logs.starts_with("logs/") => {
+            let collected = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("failed to read the request body: {e}")))?;
+            let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+            crate::logs::append_from_admin(state, &logs["logs/".len()..], &text)?;
+            Ok(json_response(200, &json!({})))
+        }
+        ("DELETE", "faults") => {
+            state.faults.reset();
+            Ok(json_response(200, &state.faults.settings()))
+        }
+        ("POST" | "PUT", "faults") => {
+            let body = read_json(body).await?;
+            let request: FaultRequest = if body.is_null() {
+                FaultRequest::default()
+            } else {
+                serde_json::from_value(body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid fault request: {e}")))?
+            };
+            let settings = state.faults.apply(&request).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            if request.force_gone {
+                state.store.force_gone();
+            }
+            if request.drop_watches_now {
+                state.faults.drop_watches_now();
+            }
+            if let Some(millis) = request.refuse_connections_for_ms {
+                let faults = state.faults.clone();
+                // Answer this request before the listener and its connections go away.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    faults.refuse_connections_for(Duration::from_millis(millis));
+                });
+            }
+            Ok(json_response(
+                200,
+                &json!({"settings": settings, "resourceVersion": state.store.resource_version().to_string()}),
+            ))
+        }
+        _ => Err(ApiError::NoRoute),
+    }
+}

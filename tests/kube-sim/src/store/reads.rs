@@ -1,0 +1,153 @@
+//! Reads: one object, a page of a list, and the queries the simulated controllers make (pods
+//! to start, their addresses, an owner's dependents).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{ObjectKey, Store, scope};
+use crate::error::ApiError;
+use crate::meta;
+use crate::resources::Kind;
+use crate::selector::Filter;
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The matching objects.
+    pub items: Vec<Arc<Value>>,
+    /// The list's resourceVersion.
+    pub resource_version: u64,
+    /// The key after which the next page starts, when there is one.
+    pub next_start: Option<ObjectKey>,
+    /// How many matching objects follow this page, when known.
+    pub remaining: Option<u64>,
+}
+
+impl Store {
+    /// Reads one object.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        let inner = self.lock();
+        inner
+            .table(kind)
+            .and_then(|t| t.get(&ObjectKey::new(scope(kind, namespace), name)))
+            .map(|e| e.object.clone())
+            .ok_or_else(|| ApiError::NotFound { kind, name: name.to_string() })
+    }
+
+    /// Lists objects of `kind` in `namespace` (all when `None`) that pass `filter`, at most
+    /// `limit` of them, starting after `start_after`.
+    pub fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        filter: &Filter,
+        limit: Option<usize>,
+        start_after: Option<&ObjectKey>,
+    ) -> ListPage {
+        let inner = self.lock();
+        let resource_version = inner.resource_version;
+        let Some(table) = inner.table(kind) else {
+            return ListPage { items: Vec::new(), resource_version, next_start: None, remaining: None };
+        };
+        let namespace = namespace.filter(|_| kind.info().namespaced);
+        let lower = match (start_after, namespace) {
+            (Some(key), _) => std::ops::Bound::Excluded(key.clone()),
+            (None, Some(namespace)) => std::ops::Bound::Included(ObjectKey::new(namespace, "")),
+            (None, None) => std::ops::Bound::Unbounded,
+        };
+        let mut matching = table
+            .range((lower, std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| namespace.is_none_or(|ns| key.namespace == ns))
+            .filter(|(_, entry)| filter.matches(&entry.object));
+        let mut items = Vec::new();
+        let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let mut last_key = None;
+        for (key, entry) in matching.by_ref() {
+            items.push(entry.object.clone());
+            if items.len() >= limit {
+                last_key = Some(key.clone());
+                break;
+            }
+        }
+        let (next_start, remaining) = match last_key {
+            Some(key) => {
+                let remaining = matching.count() as u64;
+                if remaining == 0 { (None, None) } else { (Some(key), Some(remaining)) }
+            }
+            None => (None, None),
+        };
+        ListPage { items, resource_version, next_start, remaining }
+    }
+
+    /// The pod IP allocated to a pod and its node's InternalIP.
+    pub fn pod_addresses(&self, pod_uid: &str, node_name: &str) -> Option<(Ipv4Addr, String)> {
+        let inner = self.lock();
+        let pod_ip = *inner.pod_ips.get(pod_uid)?;
+        let node = inner.table(Kind::Node)?.get(&ObjectKey::new("", node_name))?;
+        let host_ip = node
+            .object
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|a| a["type"] == "InternalIP")?
+            .get("address")?
+            .as_str()?
+            .to_string();
+        Some((pod_ip, host_ip))
+    }
+
+    /// The objects owned by the object with `owner_uid`.
+    pub fn dependents_of(&self, owner_uid: &str) -> Vec<(Kind, Arc<Value>)> {
+        let inner = self.lock();
+        inner
+            .dependents
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|(kind, key)| inner.entry(*kind, key).map(|object| (*kind, object)))
+            .collect()
+    }
+
+    /// Every pod the simulated kubelet has yet to start: (key, uid, node).
+    pub fn pending_pods(&self) -> Vec<(ObjectKey, String, String)> {
+        let inner = self.lock();
+        inner
+            .table(Kind::Pod)
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .filter(|(_, e)| {
+                !e.status_owned_by_client && e.object.pointer("/status/phase") == Some(&json!("Pending"))
+            })
+            .filter_map(|(key, e)| {
+                let node = e.object.pointer("/spec/nodeName")?.as_str()?.to_string();
+                Some((key.clone(), meta::uid(&e.object).to_string(), node))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::{pod, store};
+
+    #[test]
+    fn list_pages_and_filters() {
+        let store = store();
+        for index in 0..5 {
+            store.create(Kind::Pod, "default", pod(&format!("p{index}"))).unwrap();
+        }
+        let everything = Filter::default();
+        let first = store.list(Kind::Pod, Some("default"), &everything, Some(2), None);
+        assert_eq!(first.items.len(), 2);
+        assert_eq!(first.remaining, Some(3));
+        let second = store.list(Kind::Pod, Some("default"), &everything, Some(10), first.next_start.as_ref());
+        assert_eq!(second.items.len(), 3);
+        assert!(second.next_start.is_none());
+        let none =
+            Filter { labels: crate::selector::LabelSelector::parse("app=db").unwrap(), ..Filter::default() };
+        assert!(store.list(Kind::Pod, None, &none, None, None).items.is_empty());
+    }
+}
