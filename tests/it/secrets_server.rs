@@ -1,13 +1,11 @@
 //! The secret store as the server uses it: the password at start-up, secret env values on the
 //! local and Kubernetes runtimes, and no secret value or password anywhere in any output.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{KubeSim, Server, hpctl, hpctl_json, wait_until};
+use crate::common::{KubeSim, Server, hpctl, hpctl_json, wait_until};
 
 const PASSWORD: &str = "correct horse battery staple";
 const ACCESS_KEY_ID: &str = "AKIAEXAMPLEKEYID0001";

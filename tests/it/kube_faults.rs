@@ -3,12 +3,10 @@
 //! converge to the API server's state, no Watch client may miss a final state, and a Start that
 //! failed half-way must leave no orphan.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{KubeSim, Server};
+use crate::common::{KubeSim, Server};
 use hydroplane::grpc::convert::spec_to_proto;
 use hydroplane::proto::{
     self, WatchEventType, process_service_client::ProcessServiceClient, stop_request::Target,

@@ -3,7 +3,7 @@
 //! `tests/aws/botocore_token.py` (the token `aws eks get-token` makes, with a frozen clock).
 //! The EKS runtime's own tests build on both, so a regression must show up here first.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

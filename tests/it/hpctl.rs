@@ -1,13 +1,11 @@
 //! End to end through `hpctl`: the real CLI against the real server on the local runtime.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Server, free_port, hpctl, http_get_status, http_server_spec};
+use crate::common::{Server, free_port, hpctl, http_get_status, http_server_spec};
 
 #[track_caller]
 fn json_of(output: &Output) -> serde_json::Value {

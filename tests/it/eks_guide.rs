@@ -3,14 +3,14 @@
 //! in token-review mode, so every request is authenticated by a real presigned URL that the
 //! simulator replays against moto's STS.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{KubeSim, Server, free_port, hpctl, repo_root};
+use crate::common::{KubeSim, Server, free_port, hpctl, repo_root};
 
 const PASSWORD: &str = "guide password 42";
 const REGION: &str = "us-west-2";

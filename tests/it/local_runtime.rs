@@ -1,11 +1,11 @@
 //! End to end on the local runtime: the real `hydroplane` binary on a free loopback port, driven
 //! through the generated Rust client.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Server, free_port, http_get_status, http_server_spec, process_alive, wait_until};
+use crate::common::{Server, free_port, http_get_status, http_server_spec, process_alive, wait_until};
 use hydroplane::grpc::convert::spec_to_proto;
 use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
 use tonic::Code;

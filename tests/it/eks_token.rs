@@ -1,7 +1,7 @@
 //! Our EKS bearer token against botocore's (`aws eks get-token`), for fixed keys, cluster and
 //! clock: they must be equal, byte for byte. botocore runs from the test venv.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, SystemTime};

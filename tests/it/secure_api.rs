@@ -3,12 +3,12 @@
 //! unprotected server on loopback, Unix sockets, limits, and the audit log. No token value may
 //! appear in anything the server writes.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, TokenClient, create_token, sleeper_spec, token_client};
+use crate::common::{Server, TokenClient, create_token, sleeper_spec, token_client};
 use hydroplane::proto;
 use tonic::Code;
 use tonic::transport::Channel;

@@ -1,12 +1,12 @@
 //! End to end on the `kubernetes` runtime: the real server against the Kubernetes API simulator
 //! (`kube-sim`), checked with the real `kubectl`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{KubeSim, Server, hpctl, hpctl_json};
+use crate::common::{KubeSim, Server, hpctl, hpctl_json};
 use hydroplane::grpc::convert::spec_to_proto;
 use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
 use tonic::Code;
