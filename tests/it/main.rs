@@ -8,6 +8,7 @@ mod common;
 
 mod eks_guide;
 mod eks_token;
+mod harness;
 mod hpctl;
 mod kube_faults;
 mod kube_runtime;

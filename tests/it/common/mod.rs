@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod child;
+pub mod moto;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -62,33 +64,33 @@ impl Server {
 
     /// Starts the server with extra arguments and environment variables, on a free port.
     pub fn start_with_env(args: &[&str], environment: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .args(args)
-            .env("RUST_LOG", "info,hydroplane=debug")
-            .envs(environment.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the hydroplane binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut first_line = String::new();
-        stdout.read_line(&mut first_line).expect("read the server's first line");
-        let stdout_text = Arc::new(Mutex::new(first_line.clone()));
-        collect(stdout, Arc::clone(&stdout_text));
-        let address = first_line
+        let spawned = child::spawn_with_first_line(
+            "the hydroplane server",
+            Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+                .args(["-H", "127.0.0.1", "-p", "0"])
+                .args(args)
+                .env("RUST_LOG", "info,hydroplane=debug")
+                .envs(environment.iter().copied())
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped()),
+            child::FIRST_LINE_TIMEOUT,
+        );
+        let address = spawned
+            .first_line
             .strip_prefix("hydroplane listening on ")
             .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_owned);
-        let mut server = Server { child: Some(child), address: String::new(), stderr, stdout: stdout_text };
+        let mut server = Server {
+            child: Some(spawned.child),
+            address: String::new(),
+            stderr: spawned.stderr,
+            stdout: spawned.stdout,
+        };
         match address {
             Some(address) => server.address = address,
             None => {
-                let status = server.child.as_mut().and_then(|child| child.wait().ok());
-                panic!("the server did not start ({status:?}); stderr:\n{}", server.stderr());
+                let line = &spawned.first_line;
+                panic!("the server's first line is not its address: {line:?}; stderr:\n{}", server.stderr());
             }
         }
         server
@@ -154,18 +156,6 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
-}
-
-fn collect(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(read) = pipe.read(&mut buffer) {
-            if read == 0 {
-                break;
-            }
-            into.lock().expect("lock").push_str(&String::from_utf8_lossy(&buffer[..read]));
-        }
-    });
 }
 
 /// A loopback port that was free a moment ago.
@@ -245,24 +235,25 @@ impl KubeSim {
     pub fn start(extra: &[&str]) -> KubeSim {
         let directory = tempfile::tempdir().expect("tempdir");
         let kubeconfig = directory.path().join("kubeconfig");
-        let mut child = Command::new(kube_sim_binary())
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
-            .arg(&kubeconfig)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kube-sim");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read kube-sim's first line");
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_owned();
+        let spawned = child::spawn_with_first_line(
+            "kube-sim",
+            Command::new(kube_sim_binary())
+                .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+                .arg(&kubeconfig)
+                .args(extra)
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped()),
+            child::FIRST_LINE_TIMEOUT,
+        );
+        let child = spawned.child;
+        let line = spawned.first_line;
+        let url = line.strip_prefix("listening on ").map(str::to_owned);
+        let Some(url) = url else {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kube-sim's first line is not its address: {line:?}");
+        };
         KubeSim { child: Some(child), url, kubeconfig, directory }
     }
 
