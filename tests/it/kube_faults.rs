@@ -52,11 +52,9 @@ async fn start_with_retries(client: &mut ProcessServiceClient<Channel>, name: &s
 fn patch_with_retries(sim: &KubeSim, pod: &str, status: serde_json::Value) {
     let patch = serde_json::json!({ "status": status }).to_string();
     for _ in 0..50 {
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&sim.kubeconfig)
+        let output = sim
+            .kubectl_command()
             .args(["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &patch])
-            .env("HOME", sim.directory())
             .output()
             .expect("run kubectl");
         if output.status.success() {
@@ -147,12 +145,10 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     // After the outage: one more change that the index can only learn from a fresh watch.
     let mut patched = false;
     for _ in 0..400 {
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&sim.kubeconfig)
+        let output = sim
+            .kubectl_command()
             .args(["patch", "pod", "p3", "--subresource=status", "--type=merge", "-p",
                 r#"{"status": {"phase": "Succeeded", "containerStatuses": [{"name": "p3", "image": "nginx", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}}"#])
-            .env("HOME", sim.directory())
             .output()
             .expect("run kubectl");
         if output.status.success() {

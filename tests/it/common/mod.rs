@@ -267,18 +267,16 @@ impl KubeSim {
         self.directory.path()
     }
 
+    /// A kubectl command (`$KUBECTL`, else `kubectl`) for the simulator, with its kubeconfig
+    /// and `HOME` and a discovery cache in the simulator's directory.
+    pub fn kubectl_command(&self) -> Command {
+        child::kubectl(&self.kubeconfig, self.directory.path())
+    }
+
     /// Runs kubectl against the simulator and returns stdout; panics on failure.
     #[track_caller]
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let output = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.directory.path().join("kube-cache"))
-            .args(args)
-            .env("HOME", self.directory.path())
-            .output()
-            .expect("run kubectl");
+        let output = self.kubectl_command().args(args).output().expect("run kubectl");
         assert!(
             output.status.success(),
             "kubectl {args:?} failed: {}",
