@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::common::moto::Moto;
+use crate::common::requests::{start_request, stop_process};
 use crate::common::{self, KubeSim, Server, free_port, hpctl, repo_root};
 
 const PASSWORD: &str = "guide password 42";
@@ -225,20 +226,16 @@ async fn assumed_role_credentials_and_tokens_are_renewed_without_failed_requests
     while tokio::time::Instant::now() < deadline {
         let name = format!("p{calls}");
         let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "nginx"}});
-        let request = hydroplane::proto::StartRequest {
-            spec: Some(hydroplane::grpc::convert::spec_to_proto(serde_json::from_value(spec).expect("spec"))),
-            wait: false,
-            wait_timeout: None,
-        };
-        client.start(request).await.unwrap_or_else(|status| panic!("start {name} failed: {status:?}"));
+        client
+            .start(start_request(spec))
+            .await
+            .unwrap_or_else(|status| panic!("start {name} failed: {status:?}"));
         client
             .list(hydroplane::proto::ListRequest::default())
             .await
             .unwrap_or_else(|status| panic!("list failed: {status:?}"));
         client
-            .stop(hydroplane::proto::StopRequest {
-                target: Some(hydroplane::proto::stop_request::Target::ProcessName(name.clone())),
-            })
+            .stop(stop_process(&name))
             .await
             .unwrap_or_else(|status| panic!("stop {name} failed: {status:?}"));
         calls += 1;

@@ -4,7 +4,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::common::child::Follow;
-use crate::common::{Server, free_port, hpctl, http_get_status, http_server_spec};
+use crate::common::requests::http_server_spec;
+use crate::common::{Server, free_port, hpctl, http_get_status};
 
 #[track_caller]
 fn json_of(output: &Output) -> serde_json::Value {

@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::requests::{start_request, stop_process};
 use crate::common::{KubeSim, Server};
-use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto::{
-    self, WatchEventType, process_service_client::ProcessServiceClient, stop_request::Target,
-};
+use hydroplane::proto::{self, WatchEventType, process_service_client::ProcessServiceClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -23,8 +21,7 @@ fn spec(name: &str, with_port: bool) -> proto::StartRequest {
     if with_port {
         json["container"]["ports"] = serde_json::json!([{"container_port": 80}]);
     }
-    let spec = serde_json::from_value(json).expect("valid");
-    proto::StartRequest { spec: Some(spec_to_proto(spec)), wait: false, wait_timeout: None }
+    start_request(json)
 }
 
 fn summary(process: &proto::ProcessInfo) -> (String, String) {
@@ -100,10 +97,7 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     patch_with_retries(&sim, "p0", crash_loop("p0", 2));
     patch_with_retries(&sim, "p1", crash_loop("p1", 5));
     sim.faults(serde_json::json!({"force_gone": true, "drop_watches_now": true}));
-    client
-        .stop(proto::StopRequest { target: Some(Target::ProcessName("p2".into())) })
-        .await
-        .expect("stop p2");
+    client.stop(stop_process("p2")).await.expect("stop p2");
 
     // 5% of requests fail: Starts retried by the caller must not leave half-made processes.
     sim.faults(serde_json::json!({"close_watches_after_events": 0, "error_rate": 0.05, "error_code": 500}));

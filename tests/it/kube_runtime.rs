@@ -6,15 +6,10 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::requests::{start_request, stop_group};
 use crate::common::{KubeSim, Server, hpctl, hpctl_json};
-use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
+use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
-
-fn start_request(json: serde_json::Value) -> proto::StartRequest {
-    let spec = serde_json::from_value(json).expect("a valid test spec");
-    proto::StartRequest { spec: Some(spec_to_proto(spec)), wait: false, wait_timeout: None }
-}
 
 fn server_on(sim: &KubeSim, directory: &std::path::Path) -> Server {
     Server::start_with_config(directory, &sim.hydroplane_config(""))
@@ -120,7 +115,7 @@ async fn a_watch_follows_the_pod_through_a_crash_loop_to_deletion() {
     assert_eq!(failed.restart_count, 3);
     assert!(failed.message().contains("back-off"), "{failed:?}");
 
-    client.stop(proto::StopRequest { target: Some(Target::Group("g".into())) }).await.expect("stop");
+    client.stop(stop_group("g")).await.expect("stop");
     until(&mut watch, "crasher", |event, _| event.r#type() == WatchEventType::Deleted).await;
 }
 

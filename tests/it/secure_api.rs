@@ -8,7 +8,8 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, TokenClient, create_token, sleeper_spec, token_client};
+use crate::common::requests::sleeper_spec;
+use crate::common::{Server, TokenClient, create_token, token_client};
 use hydroplane::proto;
 use tonic::Code;
 use tonic::transport::Channel;

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod child;
 pub mod moto;
+pub mod requests;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -172,18 +173,6 @@ pub fn http_get_status(host: &str, port: u32) -> String {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.lines().next().unwrap_or_default().to_owned()
-}
-
-/// A spec that serves HTTP on `port` with Python's http.server.
-pub fn http_server_spec(name: &str, port: u16) -> serde_json::Value {
-    serde_json::json!({
-        "process_name": name,
-        "container": {
-            "image_uri": "python:3.11",
-            "command": ["python3", "-m", "http.server", port.to_string(), "--bind", "127.0.0.1"],
-            "ports": [{"container_port": port, "protocol": "tcp"}]
-        }
-    })
 }
 
 /// Whether a process of this pid still exists (and is not a zombie).
@@ -385,18 +374,4 @@ pub fn create_token(tokens_file: &Path, name: &str, scope: &str, groups: Option<
     assert!(output.status.success(), "token create failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
     stdout.lines().last().expect("a token line").trim().to_owned()
-}
-
-/// A spec of a process that sleeps, in a group or none.
-pub fn sleeper_spec(name: &str, group: Option<&str>) -> hydroplane::proto::ProcessSpec {
-    hydroplane::proto::ProcessSpec {
-        process_name: name.to_owned(),
-        group: group.map(str::to_owned),
-        container: Some(hydroplane::proto::ContainerSpec {
-            image_uri: "sleep".to_owned(),
-            command: vec!["sleep".to_owned(), "300".to_owned()],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
