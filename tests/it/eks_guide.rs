@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::moto::Moto;
 use crate::common::requests::{start_request, stop_process};
-use crate::common::{self, KubeSim, Server, free_port, hpctl, repo_root};
+use crate::common::{KubeSim, Server, free_port, hpctl, repo_root};
 
 const PASSWORD: &str = "guide password 42";
 const REGION: &str = "us-west-2";
@@ -185,7 +185,8 @@ fn the_guides_quickstart_works_as_written() {
     assert_eq!(world.sim.names("pods"), ["nginx"]);
 
     assert_eq!(world.hpctl(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
-    common::wait_until("nginx is gone", Duration::from_secs(30), || world.sim.names("pods").is_empty());
+    world.sim.wait_deleted(&["pod/nginx"]);
+    assert!(world.sim.names("pods").is_empty(), "nginx is gone");
 
     let stats = world.aws.stats();
     assert!(stats["eks"]["DescribeCluster"].as_u64() >= Some(1), "{stats}");

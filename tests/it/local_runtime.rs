@@ -8,36 +8,17 @@ use std::time::Duration;
 use crate::common::requests::{
     http_server_spec, sleeper, start_request, start_waiting, stop_group, stop_process,
 };
+use crate::common::watch::{Watch, describe};
 use crate::common::{Server, free_port, http_get_status, process_alive, wait_until};
 use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
-
-async fn next_event(stream: &mut tonic::Streaming<proto::WatchEvent>) -> proto::WatchEvent {
-    tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .expect("a watch event within 30 s")
-        .expect("the watch stream is healthy")
-        .expect("the watch stream is open")
-}
-
-fn describe(event: &proto::WatchEvent) -> String {
-    let kind = event.r#type().as_str_name().trim_start_matches("WATCH_EVENT_TYPE_").to_owned();
-    match &event.process {
-        Some(process) => format!(
-            "{kind} {} {}",
-            process.process_name,
-            process.status().as_str_name().trim_start_matches("PROCESS_STATUS_")
-        ),
-        None => kind,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_is_started_reached_listed_watched_and_stopped() {
     let server = Server::start();
     let mut client = server.client().await;
-    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
-    assert_eq!(describe(&next_event(&mut watch).await), "SYNCED");
+    let mut watch = Watch::all(&mut client).await;
+    assert_eq!(describe(&watch.next().await), "SYNCED");
 
     let port = free_port();
     let started =
@@ -55,13 +36,13 @@ async fn a_process_is_started_reached_listed_watched_and_stopped() {
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert_eq!(listed.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["web"]);
 
-    assert_eq!(describe(&next_event(&mut watch).await), "ADDED web STARTING");
-    assert_eq!(describe(&next_event(&mut watch).await), "MODIFIED web RUNNING");
+    assert_eq!(describe(&watch.next().await), "ADDED web STARTING");
+    assert_eq!(describe(&watch.next().await), "MODIFIED web RUNNING");
 
     let stopped = client.stop(stop_process("web")).await.expect("stop").into_inner().stopped;
     assert_eq!(stopped, ["web"]);
-    assert_eq!(describe(&next_event(&mut watch).await), "MODIFIED web STOPPING");
-    let deleted = next_event(&mut watch).await;
+    assert_eq!(describe(&watch.next().await), "MODIFIED web STOPPING");
+    let deleted = watch.next().await;
     assert_eq!(deleted.r#type(), WatchEventType::Deleted, "{}", describe(&deleted));
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert!(listed.is_empty(), "{listed:?}");
@@ -152,31 +133,14 @@ async fn processes_that_cannot_run_or_exit_are_reported_with_their_reason() {
     client.start(start_request(failing)).await.expect("start");
     let completing = serde_json::json!({"process_name": "completing", "container": {"image_uri": "x", "command": ["true"]}});
     client.start(start_request(completing)).await.expect("start");
-    let mut watch = client
-        .watch(proto::WatchRequest { process_name: Some("failing".into()), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
-    let failed = loop {
-        let event = next_event(&mut watch).await;
-        if let Some(process) = event.process.filter(|p| p.status() == ProcessStatus::Failed) {
-            break process;
-        }
-    };
+    let mut watch = Watch::process(&mut client, "failing").await;
+    let failed = watch.until_process("failing", "FAILED", |_, p| p.status() == ProcessStatus::Failed).await;
     assert_eq!((failed.exit_code, failed.reason()), (Some(3), "Error"));
 
-    let mut settled = None;
-    for _ in 0..600 {
-        let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
-        settled = listed
-            .into_iter()
-            .find(|p| p.process_name == "completing" && p.status() == ProcessStatus::Exited);
-        if settled.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(settled.expect("`completing` exits").exit_code, Some(0));
+    let mut watch = Watch::process(&mut client, "completing").await;
+    let exited =
+        watch.until_process("completing", "EXITED", |_, p| p.status() == ProcessStatus::Exited).await;
+    assert_eq!(exited.exit_code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,40 +163,30 @@ async fn a_watch_resumes_with_exactly_what_it_missed_or_a_reset() {
     let mut client = server.client().await;
     client.start(start_waiting(sleeper("a"))).await.expect("start a");
 
-    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
-    assert_eq!(describe(&next_event(&mut watch).await), "ADDED a RUNNING");
-    let synced = next_event(&mut watch).await;
+    let mut watch = Watch::all(&mut client).await;
+    assert_eq!(describe(&watch.next().await), "ADDED a RUNNING");
+    let synced = watch.next().await;
     assert_eq!(synced.r#type(), WatchEventType::Synced);
     drop(watch);
 
     client.start(start_waiting(sleeper("b"))).await.expect("start b");
     client.stop(stop_process("a")).await.expect("stop a");
 
-    let mut resumed = client
-        .watch(proto::WatchRequest { since_revision: Some(synced.revision), ..Default::default() })
-        .await
-        .expect("resume")
-        .into_inner();
-    let mut missed = Vec::new();
-    loop {
-        let event = next_event(&mut resumed).await;
-        if event.r#type() == WatchEventType::Synced {
-            break;
-        }
-        missed.push(describe(&event));
-    }
+    let mut resumed = Watch::open(
+        &mut client,
+        proto::WatchRequest { since_revision: Some(synced.revision), ..Default::default() },
+    )
+    .await;
+    let missed: Vec<String> = resumed.until_synced().await.iter().map(describe).collect();
     assert_eq!(
         missed,
         ["ADDED b STARTING", "MODIFIED b RUNNING", "MODIFIED a STOPPING", "DELETED a STOPPING"]
     );
 
-    let mut too_old = client
-        .watch(proto::WatchRequest { since_revision: Some(1), ..Default::default() })
-        .await
-        .expect("resume from a revision of another server run")
-        .into_inner();
-    let events =
-        [next_event(&mut too_old).await, next_event(&mut too_old).await, next_event(&mut too_old).await];
+    // Resumed from a revision of another server run.
+    let mut too_old =
+        Watch::open(&mut client, proto::WatchRequest { since_revision: Some(1), ..Default::default() }).await;
+    let events = [too_old.next().await, too_old.next().await, too_old.next().await];
     assert_eq!(events.iter().map(describe).collect::<Vec<_>>(), ["RESET", "ADDED b RUNNING", "SYNCED"]);
 }
 
@@ -308,18 +262,9 @@ async fn the_culler_stops_processes_older_than_the_maximum_age() {
         "process_culling:\n  max_age_minutes: 0.005\n  culling_interval_minutes: 0.002\n",
     );
     let mut client = server.client().await;
-    let mut watch = client
-        .watch(proto::WatchRequest { process_name: Some("old".into()), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = Watch::process(&mut client, "old").await;
     client.start(start_request(sleeper("old"))).await.expect("start");
-    loop {
-        let event = next_event(&mut watch).await;
-        if event.r#type() == WatchEventType::Deleted {
-            break;
-        }
-    }
+    watch.until("`old` is culled", |event| event.r#type() == WatchEventType::Deleted).await;
     assert!(server.stderr().contains("older than the maximum age"), "{}", server.stderr());
 }
 

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod child;
 pub mod moto;
 pub mod requests;
+pub mod watch;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -272,6 +273,16 @@ impl KubeSim {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until these objects (`pod/nginx`, `service/nginx`) are gone, or were never there:
+    /// `kubectl wait --for=delete`, which watches them, within 60 s.
+    #[track_caller]
+    pub fn wait_deleted(&self, objects: &[&str]) {
+        // No per-request bound: the wait's own timeout bounds the watch.
+        let mut args = vec!["wait", "--for=delete", "--timeout=60s", "--request-timeout=0"];
+        args.extend_from_slice(objects);
+        self.kubectl(&args);
     }
 
     /// The names of the objects of a kind, as kubectl lists them.
