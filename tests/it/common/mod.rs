@@ -1,7 +1,8 @@
-//! Shared helpers of the integration tests: the real `hydroplane` binary on a free loopback
-//! port, stopped when the test ends (also when it fails), and small utilities.
-
-#![allow(dead_code)]
+//! Shared helpers of the integration tests: the real `hydroplane` binary and the Kubernetes API
+//! simulator on free loopback ports, stopped when the test ends (also when it fails), `hpctl`,
+//! tokens, and small utilities. Beside them: [`child`] (a child's first line with a timeout,
+//! followed lines, `$KUBECTL`), [`requests`] (specs and requests), [`watch`] (waiting on Watch
+//! events), [`moto`] (the AWS fixtures) and [`certs`] (test CAs).
 
 pub mod certs;
 pub mod child;

@@ -46,11 +46,6 @@ impl Watch {
         Watch { stream, view: View::new(), synced: false, recent: Vec::new() }
     }
 
-    /// The processes as of the last event read.
-    pub fn view(&self) -> &View {
-        &self.view
-    }
-
     /// The next event, within [`WATCH_TIMEOUT`]; the view follows it.
     pub async fn next(&mut self) -> proto::WatchEvent {
         self.next_before(Instant::now() + WATCH_TIMEOUT, "the next event").await
