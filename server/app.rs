@@ -1,5 +1,6 @@
-//! The operations of the process service over a runtime, free of protobuf: validation before
-//! anything reaches the runtime, and the `wait` of Start, which every runtime shares.
+//! The operations of the process service over a runtime, free of protobuf: the group checks of
+//! a caller, and the `wait` of Start, which every runtime shares. Specs arrive validated
+//! ([`ValidSpec`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::runtime::{Runtime, RuntimeError, Started, StopTarget};
 use crate::security::access::{Caller, Groups};
-use crate::spec::{ProcessInfo, ProcessSpec};
+use crate::spec::{ProcessInfo, ValidSpec};
 use crate::table::{ChangeKind, Filter, WatchEvent};
 
 /// How long a `wait`ing Start waits when the caller gives no timeout.
@@ -29,20 +30,20 @@ impl Processes {
         Processes { runtime }
     }
 
-    /// The runtime underneath.
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.runtime
+    /// Why List and Watch may be out of date (the runtime's backend cannot be reached, or its
+    /// first sync is not done), or `None` when they are current.
+    pub fn staleness(&self) -> Option<String> {
+        self.runtime.health()
     }
 
-    /// Validates the spec and starts the process, if its group is in the caller's reach; with
-    /// `wait`, answers once the process has left STARTING (or the wait ran out).
+    /// Starts the process, if its group is in the caller's reach; with `wait`, answers once the
+    /// process has left STARTING (or the wait ran out).
     pub async fn start(
         &self,
-        spec: ProcessSpec,
+        spec: ValidSpec,
         wait: Option<Duration>,
         caller: &Caller,
     ) -> Result<Started, RuntimeError> {
-        spec.validate()?;
         caller.check_group(spec.group.as_deref())?;
         let name = spec.process_name.clone();
         // Subscribing first means no change between Start's answer and the wait is missed.

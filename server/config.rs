@@ -6,6 +6,7 @@
 //! falls back to a default.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -132,14 +133,7 @@ pub fn default_store_location() -> PathBuf {
 #[serde(tag = "runtime_type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RuntimeSettings {
     /// Host processes, embedded in the server.
-    Local {
-        /// How long a stopped process gets between SIGTERM and SIGKILL.
-        #[serde(default = "default_stop_grace_seconds")]
-        stop_grace_seconds: f64,
-        /// The most output kept per process, in bytes.
-        #[serde(default = "default_output_buffer_bytes")]
-        output_buffer_bytes: usize,
-    },
+    Local(LocalRuntimeSettings),
     /// Any Kubernetes cluster, from a kubeconfig or the in-cluster config.
     Kubernetes(KubernetesSettings),
     /// Amazon EKS (boxed: it is much larger than the others).
@@ -148,18 +142,47 @@ pub enum RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings::Local {
+        RuntimeSettings::Local(LocalRuntimeSettings::default())
+    }
+}
+
+/// Settings of the `local` runtime.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRuntimeSettings {
+    /// How long a stopped process gets between SIGTERM and SIGKILL, in seconds.
+    #[serde(default = "default_stop_grace_seconds")]
+    pub stop_grace_seconds: f64,
+    /// The most output kept per process, in bytes.
+    #[serde(default = "default_output_buffer_bytes")]
+    pub output_buffer_bytes: usize,
+}
+
+impl Default for LocalRuntimeSettings {
+    fn default() -> Self {
+        LocalRuntimeSettings {
             stop_grace_seconds: default_stop_grace_seconds(),
             output_buffer_bytes: default_output_buffer_bytes(),
         }
     }
 }
 
+impl LocalRuntimeSettings {
+    /// How long a stopped process gets between SIGTERM and SIGKILL (checked at load: finite and
+    /// not negative).
+    pub fn stop_grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.stop_grace_seconds).unwrap_or_default()
+    }
+}
+
+/// The namespace of the Kubernetes runtimes when the settings name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 impl RuntimeSettings {
     /// The `runtime_type` spelling, for messages.
     pub fn runtime_type(&self) -> &'static str {
         match self {
-            RuntimeSettings::Local { .. } => "local",
+            RuntimeSettings::Local(_) => "local",
             RuntimeSettings::Kubernetes(_) => "kubernetes",
             RuntimeSettings::Eks(_) => "eks",
         }
@@ -187,6 +210,13 @@ pub struct KubernetesSettings {
     /// The kubeconfig context to use; its current context when unset.
     #[serde(default)]
     pub context: Option<String>,
+}
+
+impl KubernetesSettings {
+    /// The namespace processes live in.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
 }
 
 /// Settings of the `eks` runtime, as in the Hydroplane EKS guide.
@@ -221,6 +251,23 @@ pub struct EksSettings {
     /// How long before they expire temporary credentials are renewed; default 300.
     #[serde(default = "default_credentials_renew_before_seconds")]
     pub credentials_renew_before_seconds: f64,
+}
+
+impl EksSettings {
+    /// The namespace processes live in.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+
+    /// How often the bearer token is renewed (checked at load: between 0 and 840 seconds).
+    pub fn token_refresh(&self) -> Duration {
+        Duration::try_from_secs_f64(self.token_refresh_seconds).unwrap_or_default()
+    }
+
+    /// How long before they expire temporary credentials are renewed (checked at load).
+    pub fn credentials_renew_before(&self) -> Duration {
+        Duration::try_from_secs_f64(self.credentials_renew_before_seconds).unwrap_or_default()
+    }
 }
 
 fn default_token_refresh_seconds() -> f64 {
@@ -278,6 +325,18 @@ pub struct CullingSettings {
     /// How often the culler looks.
     #[serde(default = "default_culling_interval_minutes")]
     pub culling_interval_minutes: f64,
+}
+
+impl CullingSettings {
+    /// Processes older than this are stopped (checked at load: positive).
+    pub fn max_age(&self) -> Duration {
+        Duration::try_from_secs_f64(self.max_age_minutes * 60.0).unwrap_or(Duration::MAX)
+    }
+
+    /// How often the culler looks (checked at load: positive).
+    pub fn interval(&self) -> Duration {
+        Duration::try_from_secs_f64(self.culling_interval_minutes * 60.0).unwrap_or(Duration::MAX)
+    }
 }
 
 fn default_culling_interval_minutes() -> f64 {
@@ -377,7 +436,7 @@ impl Settings {
                 ));
             }
         }
-        if let RuntimeSettings::Local { stop_grace_seconds, .. } = &self.runtime
+        if let RuntimeSettings::Local(LocalRuntimeSettings { stop_grace_seconds, .. }) = &self.runtime
             && !(stop_grace_seconds.is_finite() && *stop_grace_seconds >= 0.0)
         {
             return Err(format!("runtime.stop_grace_seconds must be zero or more, got {stop_grace_seconds}"));
@@ -623,7 +682,7 @@ mod guide_tests {
                 .expect("parses");
         assert_eq!(warnings.len(), 1);
         assert!(
-            matches!(settings.runtime, RuntimeSettings::Local { stop_grace_seconds, .. } if stop_grace_seconds == 1.0)
+            matches!(settings.runtime, RuntimeSettings::Local(LocalRuntimeSettings { stop_grace_seconds, .. }) if stop_grace_seconds == 1.0)
         );
         assert!(Settings::parse("runtime: [\n").is_err());
         let error = Settings::parse("runtime:\n  runtime_type: local\n   bogus: 1\n").unwrap_err();

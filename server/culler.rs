@@ -13,9 +13,8 @@ use crate::table::Filter;
 
 /// Runs the culler until the task is dropped.
 pub async fn run(processes: Processes, settings: CullingSettings) {
-    let max_age = Duration::from_secs_f64(settings.max_age_minutes * 60.0);
-    let mut interval =
-        tokio::time::interval(Duration::from_secs_f64(settings.culling_interval_minutes * 60.0));
+    let max_age = settings.max_age();
+    let mut interval = tokio::time::interval(settings.interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(?max_age, interval = ?interval.period(), "culling old processes");
     loop {

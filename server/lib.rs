@@ -12,15 +12,18 @@
 //! - [`runtime`]: the `Runtime` trait and the local, Kubernetes and EKS runtimes.
 //! - [`aws`]: AWS credentials and the EKS token.
 //! - [`culler`]: stops processes older than a maximum age.
+//! - [`backoff`] and [`report`]: the one backoff, and how error chains are told to people.
 //!
 //! Architecture invariants: the domain model knows no I/O and no protobuf; runtimes never see
 //! protobuf types; domain errors become gRPC status codes in exactly one place.
 
 pub mod app;
 pub mod aws;
+pub mod backoff;
 pub mod config;
 pub mod culler;
 pub mod grpc;
+pub mod report;
 pub mod runtime;
 pub mod secrets;
 pub mod security;

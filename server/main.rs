@@ -11,13 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use hydroplane::app::Processes;
-use hydroplane::config::{AuthSettings, RuntimeSettings, Settings, TlsSettings};
+use hydroplane::config::{AuthSettings, Settings, TlsSettings};
 use hydroplane::grpc::guard::Guard;
 use hydroplane::grpc::listen::{self, ListenAddress, Listener};
-use hydroplane::runtime::Runtime;
-use hydroplane::runtime::kube as kube_runtime;
-use hydroplane::runtime::local::{LocalRuntime, LocalSettings};
-use hydroplane::secrets::SecretStore;
 use hydroplane::security::tls::ServerTls;
 use hydroplane::security::tokens::TokenStore;
 use tokio::signal::unix::{SignalKind, signal};
@@ -142,7 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         hydroplane::secrets::PasswordSource::for_opening(args.password_file.clone()),
     )
     .context("cannot open the secret store")?;
-    let runtime = build_runtime(&settings.runtime, secrets).await?;
+    let runtime = hydroplane::runtime::from_settings(&settings.runtime, secrets).await?;
     let processes = Processes::new(Arc::clone(&runtime));
 
     let mut listeners = Vec::new();
@@ -248,36 +244,5 @@ fn raise_open_file_limit() {
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
-    }
-}
-
-async fn build_runtime(
-    settings: &RuntimeSettings,
-    secrets: Arc<dyn SecretStore>,
-) -> anyhow::Result<Arc<dyn Runtime>> {
-    match settings {
-        RuntimeSettings::Local { stop_grace_seconds, output_buffer_bytes } => Ok(LocalRuntime::new(
-            LocalSettings {
-                stop_grace: Duration::from_secs_f64(*stop_grace_seconds),
-                output_buffer_bytes: *output_buffer_bytes,
-            },
-            secrets,
-        )),
-        RuntimeSettings::Kubernetes(kubernetes) => {
-            let client = kube_runtime::connect::client(kubernetes).await?;
-            let namespace = kube_runtime::connect::namespace(kubernetes);
-            tracing::info!(%namespace, "connecting to the Kubernetes cluster");
-            let runtime = kube_runtime::KubeRuntime::connect("kubernetes", client, namespace, secrets)
-                .await
-                .context("cannot use the Kubernetes cluster")?;
-            Ok(runtime)
-        }
-        RuntimeSettings::Eks(eks) => {
-            tracing::info!(cluster = %eks.cluster_name, region = %eks.region, "connecting to EKS");
-            let runtime = hydroplane::runtime::eks::connect(eks, secrets)
-                .await
-                .context("cannot use the EKS cluster")?;
-            Ok(runtime)
-        }
     }
 }

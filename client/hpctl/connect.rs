@@ -1,34 +1,18 @@
-//! How hpctl reaches the server: the connection flags, the server URL (TCP with or without TLS,
-//! or a Unix domain socket), the TLS files, and the bearer token that goes on every call.
+//! How hpctl reaches the server: its connection flags, turned into the client crate's
+//! [`ConnectOptions`], and the one-line messages, with hints naming the flags, for what goes
+//! wrong. Parsing the URL, reading the token and TLS files, connecting and classifying failures
+//! are `hydroplane_client`'s; only what is about flags is here.
 //!
 //! The flags are checked without any I/O first ([`ConnectArgs::plan`]), so a wrong combination is
 //! reported before a file is read or a connection tried. Failures are explained in one line that
 //! names the flag or file that fixes them, and never include the token.
 
-use std::error::Error as StdError;
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use http::Uri;
-use hydroplane::proto::process_service_client::ProcessServiceClient;
-use hyper_util::rt::TokioIo;
-use rustls::CertificateError;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::UnixStream;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-/// A connected client; every call carries the token, when one was given.
-pub type Client = ProcessServiceClient<InterceptedService<Channel, Auth>>;
-
-/// How long the TCP connect and, separately, the TLS handshake may take: a server that accepts
-/// but never answers should not hang hpctl.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use hydroplane_client::{
+    Client, ClientIdentity, ConnectError, ConnectOptions, Failure, Pem, Target, TlsFailure, TlsFile,
+    TlsSetupProblem, Token, Unreachable, UrlError,
+};
 
 /// The hint for a server that is not there.
 const SERVER_HINT: &str =
@@ -46,7 +30,7 @@ pub struct ConnectArgs {
         long,
         global = true,
         env = "HYDROPLANE_SERVER",
-        default_value = "http://127.0.0.1:50051",
+        default_value = hydroplane_client::DEFAULT_SERVER,
         value_name = "URL"
     )]
     pub server: String,
@@ -76,166 +60,12 @@ pub struct ConnectArgs {
     pub client_key: Option<PathBuf>,
 }
 
-/// A bearer token. Its Debug prints `<redacted>` and it has no Display, so neither the parsed
-/// flags' Debug nor an error message can show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl From<String> for Token {
-    fn from(token: String) -> Token {
-        Token(token)
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("<redacted>")
-    }
-}
-
-impl Token {
-    /// The `authorization` value, checked to be a valid header; `what` names where the token came
-    /// from in the error, which never includes the token itself.
-    fn header(&self, what: &str) -> Result<MetadataValue<Ascii>, CliError> {
-        // Trimmed: a trailing newline from `$(cat file)` or an editor is never part of a token.
-        let token = self.0.trim();
-        let invalid = || {
-            CliError::Setup(format!(
-                "{what} has characters that cannot go in a gRPC header (only visible ASCII, no spaces)"
-            ))
-        };
-        // Stricter than a header allows: a space inside would make `Bearer a b`, which no server
-        // would match, so it is reported here rather than as an unknown token.
-        if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
-            return Err(invalid());
-        }
-        let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| invalid())?;
-        // Sensitive: hyper and h2 then keep it out of their Debug output and HPACK tables.
-        value.set_sensitive(true);
-        Ok(value)
-    }
-
-    /// Whether there is no token at all, which is the same as not giving one.
-    fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
-    }
-}
-
-/// Where the server is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// Plain HTTP/2 over TCP: `http://HOST:PORT`, or `HOST:PORT`.
-    Http {
-        /// `http://HOST:PORT`, as shown in messages.
-        url: String,
-    },
-    /// HTTP/2 over TLS; the server's certificate must be valid for `domain`.
-    Https {
-        /// `https://HOST:PORT`, as shown in messages.
-        url: String,
-        /// The URL's host (an IPv6 address without its brackets), a DNS name or an IP address.
-        domain: String,
-    },
-    /// A Unix domain socket: `unix:PATH` or `unix:///ABSOLUTE/PATH`.
-    Unix {
-        /// The socket's path.
-        path: PathBuf,
-    },
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Http { url } | Target::Https { url, .. } => formatter.write_str(url),
-            Target::Unix { path } => write!(formatter, "unix:{}", path.display()),
-        }
-    }
-}
-
-/// Parses a server URL: `http://`, `https://`, `unix:` or a bare `HOST:PORT` (plain HTTP).
-pub fn parse_server(server: &str) -> Result<Target, String> {
-    let server = server.trim();
-    if server.is_empty() {
-        return Err("the server URL is empty: give one with -s/--server or HYDROPLANE_SERVER".to_owned());
-    }
-    if let Some(rest) = server.strip_prefix("unix:") {
-        // As in gRPC: `unix:PATH` may be relative; `unix://` must be followed by an absolute path,
-        // since `unix://run/x.sock` could mean either and guessing would pick the wrong socket.
-        let path = match rest.strip_prefix("//") {
-            Some(absolute) if absolute.starts_with('/') => absolute,
-            Some(_) => {
-                return Err(format!(
-                    "`{server}`: unix:// needs an absolute path, as in unix:///run/hydroplane.sock (or write unix:PATH)"
-                ));
-            }
-            None => rest,
-        };
-        if path.is_empty() {
-            return Err(format!(
-                "`{server}` names no socket: write unix:PATH, as in unix:/run/hydroplane.sock"
-            ));
-        }
-        return Ok(Target::Unix { path: PathBuf::from(path) });
-    }
-    let url = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
-    let uri: Uri = url.parse().map_err(|error| format!("invalid server URL `{server}`: {error}"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!(
-            "invalid server URL `{server}`: write http://HOST:PORT, https://HOST:PORT or unix:PATH"
-        ));
-    };
-    // A user name or password in the URL is most likely a token in the wrong place: it would be
-    // shown in every message, so it is refused without echoing the URL.
-    if authority.as_str().contains('@') {
-        return Err("the server URL must not contain a user name or password: give a token with --token, HYDROPLANE_TOKEN or HYDROPLANE_TOKEN_FILE".to_owned());
-    }
-    // gRPC calls always go to /package.Service/Method: a path here would be silently ignored.
-    if uri.path_and_query().is_some_and(|path| path.as_str() != "/") {
-        return Err(format!("invalid server URL `{server}`: it takes no path, only scheme://HOST:PORT"));
-    }
-    // `Uri` takes any text after the last colon; a port that is no number would only fail later
-    // with a less clear message.
-    if authority.port().is_none()
-        && authority.as_str().rsplit_once(':').is_some_and(|(_, port)| !port.ends_with(']'))
-    {
-        return Err(format!("invalid server URL `{server}`: the port must be a number from 1 to 65535"));
-    }
-    let url = format!("{scheme}://{authority}");
-    match scheme {
-        "http" => Ok(Target::Http { url }),
-        "https" => {
-            let host = authority.host();
-            let domain = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')).unwrap_or(host);
-            Ok(Target::Https { domain: domain.to_owned(), url })
-        }
-        other => {
-            Err(format!("unsupported scheme `{other}://` in `{server}`: use http://, https:// or unix:"))
-        }
-    }
-}
-
-/// Where the token comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum TokenSource {
-    /// No token: calls go without `authorization`.
-    None,
-    /// `--token` or `HYDROPLANE_TOKEN`.
-    Given(Token),
-    /// `--token-file` or `HYDROPLANE_TOKEN_FILE`, read at connect time.
-    File(PathBuf),
-}
-
-/// The connection flags, checked: where to connect, and what to send and trust there.
+/// The connection flags, checked: the options to connect with. The hints are derived from them
+/// (was a token, a CA, a client certificate given?), so they are all a plan needs.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The server.
-    target: Target,
-    /// The token to send.
-    token: TokenSource,
-    /// The only CA trusted for https, instead of the system's.
-    ca_cert: Option<PathBuf>,
-    /// The client certificate and its key, for mTLS.
-    identity: Option<(PathBuf, PathBuf)>,
+    /// Where to connect, and what to send and trust there.
+    options: ConnectOptions,
 }
 
 /// An empty value (`HYDROPLANE_CA_CERT=`) counts as not given, as for most tools' variables.
@@ -246,9 +76,9 @@ fn given(path: &Option<PathBuf>) -> Option<PathBuf> {
 impl ConnectArgs {
     /// Checks the flags together, without reading any file or touching the network.
     pub fn plan(&self) -> Result<Plan, CliError> {
-        let target = parse_server(&self.server).map_err(CliError::Setup)?;
+        let mut options = ConnectOptions::new(&self.server).map_err(url_error)?;
         let token = self.token.as_ref().filter(|token| !token.is_empty());
-        let token = match (token, given(&self.token_file)) {
+        match (token, given(&self.token_file)) {
             (Some(_), Some(_)) => {
                 return Err(CliError::Setup(
                     "give the token with --token (HYDROPLANE_TOKEN) or --token-file (HYDROPLANE_TOKEN_FILE), not both"
@@ -256,181 +86,131 @@ impl ConnectArgs {
                 ));
             }
             (Some(token), None) => {
-                token.header("the token")?;
-                TokenSource::Given(token.clone())
+                token.check().map_err(|error| CliError::Setup(error.to_string()))?;
+                options = options.token(token.clone());
             }
-            (None, Some(path)) => TokenSource::File(path),
-            (None, None) => TokenSource::None,
-        };
-        let identity = match (given(&self.client_cert), given(&self.client_key)) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
+            (None, Some(path)) => options = options.token(Token::from_file(path)),
+            (None, None) => {}
+        }
+        match (given(&self.client_cert), given(&self.client_key)) {
+            (Some(cert), Some(key)) => {
+                options = options.client_identity(ClientIdentity {
+                    certificate: Pem::from_file(cert),
+                    key: Pem::from_file(key),
+                });
+            }
+            (None, None) => {}
             _ => {
                 return Err(CliError::Setup(
                     "--client-cert and --client-key go together (HYDROPLANE_CLIENT_CERT and HYDROPLANE_CLIENT_KEY): give both or neither"
                         .to_owned(),
                 ));
             }
-        };
-        let ca_cert = given(&self.ca_cert);
-        // TLS files for a plain or Unix server would be silently unused: the user thinks the
-        // connection is verified when it is not.
-        if !matches!(target, Target::Https { .. }) {
-            if ca_cert.is_some() {
-                return Err(CliError::Setup(format!(
-                    "--ca-cert needs an https:// server URL, not {target} (check -s/--server, HYDROPLANE_SERVER and HYDROPLANE_CA_CERT)"
-                )));
-            }
-            if identity.is_some() {
-                return Err(CliError::Setup(format!(
-                    "--client-cert and --client-key need an https:// server URL, not {target} (check -s/--server, HYDROPLANE_SERVER, HYDROPLANE_CLIENT_CERT and HYDROPLANE_CLIENT_KEY)"
-                )));
-            }
         }
-        Ok(Plan { target, token, ca_cert, identity })
+        if let Some(ca_cert) = given(&self.ca_cert) {
+            options = options.ca_certificate(Pem::from_file(ca_cert));
+        }
+        let plan = Plan { options };
+        plan.options.check().map_err(|error| plan.explain_connect(error))?;
+        Ok(plan)
     }
 }
 
-/// Puts `authorization: Bearer TOKEN` on every call, when a token was given.
-#[derive(Clone)]
-pub struct Auth(Option<MetadataValue<Ascii>>);
+/// A URL error, with the flags that set the URL or the token where they are the fix.
+fn url_error(error: UrlError) -> CliError {
+    CliError::Setup(match error {
+        UrlError::Empty => "the server URL is empty: give one with -s/--server or HYDROPLANE_SERVER".to_owned(),
+        UrlError::Credentials => "the server URL must not contain a user name or password: give a token with --token, HYDROPLANE_TOKEN or HYDROPLANE_TOKEN_FILE".to_owned(),
+        other => other.to_string(),
+    })
+}
 
-impl Interceptor for Auth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
+/// The flag that names a TLS file.
+fn flag(file: TlsFile) -> &'static str {
+    match file {
+        TlsFile::CaCertificate => "--ca-cert",
+        TlsFile::ClientCertificate => "--client-cert",
+        TlsFile::ClientKey => "--client-key",
     }
 }
 
 impl Plan {
     /// Reads the token and TLS files and connects.
     pub async fn connect(&self) -> Result<Client, CliError> {
-        let auth = Auth(self.authorization()?);
-        let channel = match &self.target {
-            Target::Http { url } => endpoint(url)?.connect_timeout(CONNECT_TIMEOUT).connect().await,
-            Target::Https { url, domain } => {
-                let tls = self.tls_config(domain)?;
-                endpoint(url)?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tls_config(tls)
-                    .map_err(|error| self.tls_setup_error(&error))?
-                    .connect()
-                    .await
-            }
-            Target::Unix { path } => {
-                let path: Arc<Path> = Arc::from(path.as_path());
-                // The URL is a placeholder for the `:authority` header: the connector below decides
-                // where the bytes go, and it is called again for each reconnect.
-                Endpoint::from_static("http://localhost")
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = Arc::clone(&path);
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(&*path).await?)) }
-                    }))
-                    .await
-            }
-        };
-        let channel = channel.map_err(|error| self.unreachable(&error))?;
-        Ok(ProcessServiceClient::with_interceptor(channel, auth))
+        Client::connect(self.options.clone()).await.map_err(|error| self.explain_connect(error))
     }
 
     /// Turns a failed call into one line: transport failures read as a failed connection, and
     /// UNAUTHENTICATED without a token says how to give one.
     pub fn explain(&self, status: tonic::Status) -> CliError {
-        // A connection that breaks after connect (a refused client certificate, a server that
-        // went away) comes back as a status whose source is the transport error.
-        let transport = (status.code() == tonic::Code::Unavailable && status.message().contains("transport"))
-            || StdError::source(&status).is_some_and(|source| source.is::<tonic::transport::Error>());
-        if transport {
-            return self.unreachable(&status);
+        if let Some(unreachable) = Unreachable::from_status(self.options.target(), &status) {
+            return self.unreachable(&unreachable);
         }
-        let hint = (status.code() == tonic::Code::Unauthenticated && self.token == TokenSource::None)
+        let hint = (status.code() == tonic::Code::Unauthenticated && !self.options.has_token())
             .then_some(TOKEN_HINT);
         CliError::Server { status, hint }
     }
 
-    /// The `authorization` value, reading the token file when the token is in one.
-    fn authorization(&self) -> Result<Option<MetadataValue<Ascii>>, CliError> {
-        match &self.token {
-            TokenSource::None => Ok(None),
-            TokenSource::Given(token) => token.header("the token").map(Some),
-            TokenSource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| {
-                    CliError::Setup(format!("cannot read the token file {}: {error}", path.display()))
-                })?;
-                let token = Token(text);
-                if token.is_empty() {
-                    return Err(CliError::Setup(format!("the token file {} is empty", path.display())));
-                }
-                token.header(&format!("the token in {}", path.display())).map(Some)
+    /// A failure to check the options or to connect, in hpctl's words.
+    fn explain_connect(&self, error: ConnectError) -> CliError {
+        match error {
+            ConnectError::CaCertificateWithoutTls(target) => CliError::Setup(format!(
+                "--ca-cert needs an https:// server URL, not {target} (check -s/--server, HYDROPLANE_SERVER and HYDROPLANE_CA_CERT)"
+            )),
+            ConnectError::ClientIdentityWithoutTls(target) => CliError::Setup(format!(
+                "--client-cert and --client-key need an https:// server URL, not {target} (check -s/--server, HYDROPLANE_SERVER, HYDROPLANE_CLIENT_CERT and HYDROPLANE_CLIENT_KEY)"
+            )),
+            ConnectError::File(error) => CliError::Setup(error.describe(flag(error.file))),
+            ConnectError::TlsSetup { target, reason, problem } => {
+                let hint = match problem {
+                    TlsSetupProblem::NoSystemRoots => {
+                        " (this system has no CA certificates: name the CA that signed the server's certificate with --ca-cert or HYDROPLANE_CA_CERT)"
+                    }
+                    TlsSetupProblem::ClientIdentity => " (does --client-key belong to --client-cert?)",
+                    _ => "",
+                };
+                CliError::Setup(format!("cannot set up TLS for {target}: {reason}{hint}"))
             }
+            ConnectError::Unreachable(unreachable) => self.unreachable(&unreachable),
+            // The token's messages name the file, if any, and need no flag.
+            other => CliError::Setup(other.to_string()),
         }
     }
 
-    /// The TLS settings: the given CA only, or else the system's roots; the client identity.
-    fn tls_config(&self, domain: &str) -> Result<ClientTlsConfig, CliError> {
-        let tls = ClientTlsConfig::new().domain_name(domain).timeout(CONNECT_TIMEOUT);
-        let tls = match &self.ca_cert {
-            Some(path) => tls.ca_certificate(Certificate::from_pem(read_certificates("--ca-cert", path)?)),
-            None => tls.with_native_roots(),
-        };
-        Ok(match &self.identity {
-            Some((cert, key)) => tls.identity(Identity::from_pem(
-                read_certificates("--client-cert", cert)?,
-                read_private_key("--client-key", key)?,
-            )),
-            None => tls,
-        })
-    }
-
-    /// Explains why the TLS settings were refused before connecting.
-    fn tls_setup_error(&self, error: &(dyn StdError + 'static)) -> CliError {
-        let reason = root_cause(error);
-        let hint = match (&self.ca_cert, &self.identity) {
-            (None, _) if reason.contains("native") => {
-                " (this system has no CA certificates: name the CA that signed the server's certificate with --ca-cert or HYDROPLANE_CA_CERT)"
-            }
-            (_, Some(_)) => " (does --client-key belong to --client-cert?)",
-            _ => "",
-        };
-        CliError::Setup(format!("cannot set up TLS for {}: {reason}{hint}", self.target))
-    }
-
     /// A failure to reach the server, with the hint that fits its cause.
-    fn unreachable(&self, error: &(dyn StdError + 'static)) -> CliError {
-        let reason = root_cause(error);
-        let hint = match TlsFailure::find(error, &reason) {
-            Some(failure) => self.tls_hint(failure),
-            None if matches!(self.target, Target::Unix { .. })
-                && find_io_kind(error) == Some(std::io::ErrorKind::PermissionDenied) =>
-            {
+    fn unreachable(&self, unreachable: &Unreachable) -> CliError {
+        let hint = match unreachable.failure() {
+            Failure::Tls(failure) => self.tls_hint(failure),
+            Failure::SocketPermission => {
                 "(this user may not open the socket: check its owner and mode)".to_owned()
             }
-            // Some TLS servers (BoringSSL's, as in grpcio) just close the connection when a client
-            // certificate is missing or refused, with no alert to tell why.
-            None if matches!(self.target, Target::Https { .. }) && closed_by_peer(error, &reason) => {
-                if self.identity.is_none() {
+            Failure::ClosedByServer if matches!(self.options.target(), Target::Https { .. }) => {
+                if !self.options.has_client_identity() {
                     "(the server closed the connection: if it wants a client certificate, give --client-cert and --client-key)".to_owned()
                 } else {
                     "(the server closed the connection: is --client-cert signed by the CA the server trusts for clients?)".to_owned()
                 }
             }
             // A TLS server closes a connection that does not start with a TLS handshake.
-            None if matches!(self.target, Target::Http { .. }) && closed_by_peer(error, &reason) => {
+            Failure::ClosedByServer => {
                 "(the server closed the connection: if it uses TLS, give an https:// URL)".to_owned()
             }
-            None => SERVER_HINT.to_owned(),
+            _ => SERVER_HINT.to_owned(),
         };
-        CliError::Unreachable { server: self.target.to_string(), reason, hint }
+        CliError::Unreachable {
+            server: unreachable.target().to_string(),
+            reason: unreachable.reason().to_owned(),
+            hint,
+        }
     }
 
     /// What to try when the TLS handshake failed.
     fn tls_hint(&self, failure: TlsFailure) -> String {
+        let ca_cert = self.options.has_ca_certificate();
+        let identity = self.options.has_client_identity();
         match failure {
             TlsFailure::WrongName => {
-                let domain = match &self.target {
+                let domain = match self.options.target() {
                     Target::Https { domain, .. } => domain.as_str(),
                     _ => "this host",
                 };
@@ -442,14 +222,14 @@ impl Plan {
                 "(the server's certificate is outside its validity period; is this machine's clock right?)"
                     .to_owned()
             }
-            TlsFailure::Untrusted if self.ca_cert.is_some() => {
+            TlsFailure::Untrusted if ca_cert => {
                 "(does --ca-cert name the CA that signed the server's certificate?)".to_owned()
             }
             TlsFailure::Untrusted => {
                 "(only the system's CAs are trusted: name the CA that signed the server's certificate with --ca-cert or HYDROPLANE_CA_CERT)"
                     .to_owned()
             }
-            TlsFailure::ClientCertificate if self.identity.is_none() => {
+            TlsFailure::ClientCertificate if !identity => {
                 "(the server wants a client certificate: give --client-cert and --client-key)".to_owned()
             }
             TlsFailure::ClientCertificate => {
@@ -459,193 +239,9 @@ impl Plan {
             TlsFailure::NotTls => {
                 "(does the server use TLS? a server without TLS needs an http:// URL)".to_owned()
             }
-            TlsFailure::Other => {
-                "(check the server's TLS settings and --ca-cert, --client-cert and --client-key)".to_owned()
-            }
+            _ => "(check the server's TLS settings and --ca-cert, --client-cert and --client-key)".to_owned(),
         }
     }
-}
-
-/// Why a TLS handshake failed, as far as the hint depends on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TlsFailure {
-    /// The server's certificate does not name the host connected to.
-    WrongName,
-    /// The server's certificate has expired or is not valid yet.
-    OutOfValidity,
-    /// The server's certificate is signed by no trusted CA (or is otherwise unacceptable).
-    Untrusted,
-    /// The server wanted a client certificate, or refused the one given.
-    ClientCertificate,
-    /// The server did not answer in TLS at all.
-    NotTls,
-    /// Anything else.
-    Other,
-}
-
-impl TlsFailure {
-    /// Finds the failure in an error chain, given its root cause's message. During the handshake
-    /// it is a `rustls::Error` inside an `io::Error` (whose `source()` skips it, so it is looked
-    /// into); an alert that arrives after the client's side of the handshake, as a refused client
-    /// certificate does in TLS 1.3, has been turned into text by h2 and is known by its message.
-    fn find(error: &(dyn StdError + 'static), root_cause: &str) -> Option<TlsFailure> {
-        let mut current = Some(error);
-        while let Some(error) = current {
-            let tls = error.downcast_ref::<rustls::Error>().or_else(|| {
-                error
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(|io| io.get_ref())
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            });
-            if let Some(tls) = tls {
-                return Some(TlsFailure::from_rustls(tls));
-            }
-            current = error.source();
-        }
-        TlsFailure::from_message(root_cause)
-    }
-
-    /// Classifies a rustls error.
-    fn from_rustls(error: &rustls::Error) -> TlsFailure {
-        match error {
-            rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            ) => TlsFailure::WrongName,
-            rustls::Error::InvalidCertificate(
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. },
-            ) => TlsFailure::OutOfValidity,
-            rustls::Error::InvalidCertificate(_) => TlsFailure::Untrusted,
-            rustls::Error::AlertReceived(alert) => TlsFailure::from_alert(&format!("{alert:?}")),
-            rustls::Error::InvalidMessage(_) => TlsFailure::NotTls,
-            _ => TlsFailure::Other,
-        }
-    }
-
-    /// Classifies a TLS alert from the server by its name, as rustls prints it.
-    fn from_alert(name: &str) -> TlsFailure {
-        match name {
-            "CertificateRequired"
-            | "HandshakeFailure"
-            | "BadCertificate"
-            | "UnknownCA"
-            | "CertificateUnknown"
-            | "UnsupportedCertificate"
-            | "CertificateExpired"
-            | "CertificateRevoked"
-            | "AccessDenied"
-            | "DecryptError" => TlsFailure::ClientCertificate,
-            _ => TlsFailure::Other,
-        }
-    }
-
-    /// Classifies rustls's message for an error, when only the text is left.
-    fn from_message(message: &str) -> Option<TlsFailure> {
-        if let Some(alert) = message.strip_prefix("received fatal alert: ") {
-            Some(TlsFailure::from_alert(alert.trim()))
-        } else if let Some(problem) = message.strip_prefix("invalid peer certificate: ") {
-            let problem = problem.to_ascii_lowercase();
-            Some(if problem.contains("notvalidforname") || problem.contains("not valid for name") {
-                TlsFailure::WrongName
-            } else if problem.contains("expired")
-                || problem.contains("notvalidyet")
-                || problem.contains("not valid yet")
-            {
-                TlsFailure::OutOfValidity
-            } else {
-                TlsFailure::Untrusted
-            })
-        } else if message.starts_with("received corrupt message") {
-            Some(TlsFailure::NotTls)
-        } else {
-            None
-        }
-    }
-}
-
-/// The endpoint of an already checked `http://` or `https://` URL.
-fn endpoint(url: &str) -> Result<Endpoint, CliError> {
-    // From a `Uri`, not `Endpoint::from_shared`: for https that would load the system's roots
-    // even when --ca-cert is given, and fail on a machine that has none.
-    let uri: Uri =
-        url.parse().map_err(|error| CliError::Setup(format!("invalid server URL `{url}`: {error}")))?;
-    Ok(Endpoint::from(uri))
-}
-
-/// Reads a PEM file that must hold at least one certificate; `flag` names it in errors.
-fn read_certificates(flag: &str, path: &Path) -> Result<Vec<u8>, CliError> {
-    let pem = read_file(flag, path)?;
-    // Checked here because rustls skips what it cannot parse: a wrong file would otherwise show up
-    // only later as an UnknownIssuer that does not name it.
-    let mut count = 0;
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        certificate.map_err(|error| {
-            CliError::Setup(format!("{flag} {}: not a PEM certificate file ({error})", path.display()))
-        })?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(CliError::Setup(format!(
-            "{flag} {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        )));
-    }
-    Ok(pem)
-}
-
-/// Reads a PEM file that must hold a private key.
-fn read_private_key(flag: &str, path: &Path) -> Result<Vec<u8>, CliError> {
-    let pem = read_file(flag, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| {
-        CliError::Setup(format!("{flag} {}: no PEM private key in it ({error})", path.display()))
-    })?;
-    Ok(pem)
-}
-
-/// Reads a file given by a flag, naming both when it cannot.
-fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path)
-        .map_err(|error| CliError::Setup(format!("cannot read {flag} {}: {error}", path.display())))
-}
-
-/// Whether the server accepted the connection and then closed it. Depending on timing, h2 and
-/// rustls report that as any of these, some only as text.
-fn closed_by_peer(error: &(dyn StdError + 'static), reason: &str) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        find_io_kind(error),
-        Some(
-            ErrorKind::BrokenPipe
-                | ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::UnexpectedEof
-        )
-    ) || ["broken pipe", "connection reset", "connection closed", "close_notify", "handshake eof"]
-        .iter()
-        .any(|text| reason.to_ascii_lowercase().contains(text))
-}
-
-/// The kind of the first `io::Error` in a chain.
-fn find_io_kind(error: &(dyn StdError + 'static)) -> Option<std::io::ErrorKind> {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        current = error.source();
-    }
-    None
-}
-
-/// The innermost error's message: "Connection refused (os error 111)", not "transport error".
-fn root_cause(error: &(dyn StdError + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 /// A failure to report: one line on stderr.
@@ -685,101 +281,13 @@ fn message(status: &tonic::Status) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use hydroplane_client::proto;
+    use tonic::transport::{Certificate, Identity};
+
     use super::*;
-
-    /// Parses one server URL and compares.
-    #[track_caller]
-    fn check(server: &str, expected: Result<Target, &str>) {
-        assert_eq!(parse_server(server), expected.map_err(str::to_owned), "{server}");
-    }
-
-    fn http(url: &str) -> Result<Target, &'static str> {
-        Ok(Target::Http { url: url.to_owned() })
-    }
-
-    fn https(url: &str, domain: &str) -> Result<Target, &'static str> {
-        Ok(Target::Https { url: url.to_owned(), domain: domain.to_owned() })
-    }
-
-    fn unix(path: &str) -> Result<Target, &'static str> {
-        Ok(Target::Unix { path: PathBuf::from(path) })
-    }
-
-    #[test]
-    fn server_urls() {
-        check("127.0.0.1:50051", http("http://127.0.0.1:50051"));
-        check("localhost:50051", http("http://localhost:50051"));
-        check(" [::1]:50051 ", http("http://[::1]:50051"));
-        check("http://127.0.0.1:50051", http("http://127.0.0.1:50051"));
-        check("http://127.0.0.1:50051/", http("http://127.0.0.1:50051"));
-        check(
-            "https://hydroplane.example:443",
-            https("https://hydroplane.example:443", "hydroplane.example"),
-        );
-        check("https://10.0.0.7:8443", https("https://10.0.0.7:8443", "10.0.0.7"));
-        check("https://[::1]:8443", https("https://[::1]:8443", "::1"));
-        check("unix:/run/hydroplane.sock", unix("/run/hydroplane.sock"));
-        check("unix:hydroplane.sock", unix("hydroplane.sock"));
-        check("unix:///run/hydroplane.sock", unix("/run/hydroplane.sock"));
-        check(
-            "unix://run/hydroplane.sock",
-            Err(
-                "`unix://run/hydroplane.sock`: unix:// needs an absolute path, as in unix:///run/hydroplane.sock (or write unix:PATH)",
-            ),
-        );
-        check("unix:", Err("`unix:` names no socket: write unix:PATH, as in unix:/run/hydroplane.sock"));
-        check("", Err("the server URL is empty: give one with -s/--server or HYDROPLANE_SERVER"));
-        check(
-            "ftp://host:21",
-            Err("unsupported scheme `ftp://` in `ftp://host:21`: use http://, https:// or unix:"),
-        );
-        check(
-            "https://host:1/api",
-            Err("invalid server URL `https://host:1/api`: it takes no path, only scheme://HOST:PORT"),
-        );
-        check(
-            "https://secret@host:1",
-            Err(
-                "the server URL must not contain a user name or password: give a token with --token, HYDROPLANE_TOKEN or HYDROPLANE_TOKEN_FILE",
-            ),
-        );
-        check(
-            "http://host:port",
-            Err("invalid server URL `http://host:port`: the port must be a number from 1 to 65535"),
-        );
-        check(
-            "https://host:",
-            Err("invalid server URL `https://host:`: the port must be a number from 1 to 65535"),
-        );
-        check("https://host", https("https://host", "host"));
-        check("[::1]", http("http://[::1]"));
-    }
-
-    /// Classifies one rustls message and compares.
-    #[track_caller]
-    fn check_message(message: &str, expected: Option<TlsFailure>) {
-        assert_eq!(TlsFailure::from_message(message), expected, "{message}");
-    }
-
-    #[test]
-    fn tls_failures_known_only_by_their_message() {
-        check_message("received fatal alert: CertificateRequired", Some(TlsFailure::ClientCertificate));
-        check_message("received fatal alert: UnknownCA", Some(TlsFailure::ClientCertificate));
-        check_message("received fatal alert: ProtocolVersion", Some(TlsFailure::Other));
-        check_message("invalid peer certificate: UnknownIssuer", Some(TlsFailure::Untrusted));
-        check_message("invalid peer certificate: BadSignature", Some(TlsFailure::Untrusted));
-        check_message(
-            "invalid peer certificate: certificate not valid for name \"h\"; certificate is only valid for DnsName(\"x\")",
-            Some(TlsFailure::WrongName),
-        );
-        check_message("invalid peer certificate: NotValidForName", Some(TlsFailure::WrongName));
-        check_message(
-            "invalid peer certificate: certificate expired: verification time 2, but certificate is not valid after 1",
-            Some(TlsFailure::OutOfValidity),
-        );
-        check_message("received corrupt message of type InvalidContentType", Some(TlsFailure::NotTls));
-        check_message("Connection refused (os error 111)", None);
-    }
 
     /// Connection flags with only the server set; tests fill in the rest.
     fn args(server: &str) -> ConnectArgs {
@@ -805,29 +313,28 @@ mod tests {
     }
 
     fn token(token: &str) -> Option<Token> {
-        Some(Token(token.to_owned()))
+        Some(Token::new(token))
     }
 
     #[test]
     fn flag_combinations() {
-        let local = || Target::Http { url: "http://127.0.0.1:1".to_owned() };
-        let secure = || Target::Https { url: "https://h:1".to_owned(), domain: "h".to_owned() };
-        let plan =
-            |target, token, ca_cert: Option<PathBuf>, identity| Plan { target, token, ca_cert, identity };
+        let plan = |options| Plan { options };
+        let local = || ConnectOptions::new("127.0.0.1:1").expect("url");
+        let secure = || ConnectOptions::new("https://h:1").expect("url");
 
-        check_plan(args("127.0.0.1:1"), Ok(plan(local(), TokenSource::None, None, None)));
+        check_plan(args("127.0.0.1:1"), Ok(plan(local())));
         check_plan(
             ConnectArgs { token: token(" abc\n"), ..args("127.0.0.1:1") },
-            Ok(plan(local(), TokenSource::Given(Token(" abc\n".to_owned())), None, None)),
+            Ok(plan(local().token(Token::new(" abc\n")))),
         );
         // Empty values, as from `HYDROPLANE_TOKEN=`, count as not given.
         check_plan(
             ConnectArgs { token: token(""), token_file: path(""), ca_cert: path(""), ..args("127.0.0.1:1") },
-            Ok(plan(local(), TokenSource::None, None, None)),
+            Ok(plan(local())),
         );
         check_plan(
             ConnectArgs { token_file: path("/t"), ..args("127.0.0.1:1") },
-            Ok(plan(local(), TokenSource::File(PathBuf::from("/t")), None, None)),
+            Ok(plan(local().token(Token::from_file("/t")))),
         );
         check_plan(
             ConnectArgs { token: token("abc"), token_file: path("/t"), ..args("127.0.0.1:1") },
@@ -843,7 +350,7 @@ mod tests {
             ConnectArgs { token: token("caf\u{e9}"), ..args("127.0.0.1:1") },
             Err("the token has characters that cannot go in a gRPC header (only visible ASCII, no spaces)"),
         );
-        check_plan(args("https://h:1"), Ok(plan(secure(), TokenSource::None, None, None)));
+        check_plan(args("https://h:1"), Ok(plan(secure())));
         check_plan(
             ConnectArgs {
                 ca_cert: path("ca.pem"),
@@ -851,12 +358,10 @@ mod tests {
                 client_key: path("k.pem"),
                 ..args("https://h:1")
             },
-            Ok(plan(
-                secure(),
-                TokenSource::None,
-                path("ca.pem"),
-                Some((PathBuf::from("c.pem"), PathBuf::from("k.pem"))),
-            )),
+            Ok(plan(secure().ca_certificate(Pem::from_file("ca.pem")).client_identity(ClientIdentity {
+                certificate: Pem::from_file("c.pem"),
+                key: Pem::from_file("k.pem"),
+            }))),
         );
         let pair = "--client-cert and --client-key go together (HYDROPLANE_CLIENT_CERT and HYDROPLANE_CLIENT_KEY): give both or neither";
         check_plan(ConnectArgs { client_cert: path("c.pem"), ..args("https://h:1") }, Err(pair));
@@ -886,6 +391,27 @@ mod tests {
     }
 
     #[test]
+    fn url_errors_name_the_flags_that_fix_them() {
+        check_plan(args(""), Err("the server URL is empty: give one with -s/--server or HYDROPLANE_SERVER"));
+        check_plan(
+            args("https://secret@host:1"),
+            Err(
+                "the server URL must not contain a user name or password: give a token with --token, HYDROPLANE_TOKEN or HYDROPLANE_TOKEN_FILE",
+            ),
+        );
+        check_plan(
+            args("unix://run/hydroplane.sock"),
+            Err(
+                "`unix://run/hydroplane.sock`: unix:// needs an absolute path, as in unix:///run/hydroplane.sock (or write unix:PATH)",
+            ),
+        );
+        check_plan(
+            args("http://host:port"),
+            Err("invalid server URL `http://host:port`: the port must be a number from 1 to 65535"),
+        );
+    }
+
+    #[test]
     fn the_token_never_shows() {
         let args = ConnectArgs { token: token("s3cret-token"), ..args("https://h:1") };
         let debug = format!("{args:?} {:?}", args.plan().expect("plan"));
@@ -895,54 +421,42 @@ mod tests {
         assert!(!error.contains("s3cret"), "{error}");
     }
 
-    #[test]
-    fn the_token_and_tls_files_are_read_and_named_when_wrong() {
+    /// Plans and connects with these flags; the error line. Files are read before any connection
+    /// is tried, so a port nothing listens on is enough.
+    async fn connect_error(args: ConnectArgs) -> String {
+        args.plan().expect("plan").connect().await.map(drop).unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn the_token_and_tls_files_are_read_and_named_when_wrong() {
         let directory = tempfile::tempdir().expect("tempdir");
         let file = |name: &str, text: &str| {
             let path = directory.path().join(name);
             std::fs::write(&path, text).expect("write");
             path
         };
-        let token_file = file("token", "  abc.def\n");
-        let plan = ConnectArgs { token_file: Some(token_file), ..args("127.0.0.1:1") }.plan().expect("plan");
-        let value = plan.authorization().expect("token").expect("a value");
-        assert_eq!(value.to_str().expect("ascii"), "Bearer abc.def");
-        assert!(value.is_sensitive());
-
         let empty = file("empty", "\n");
-        let error = ConnectArgs { token_file: Some(empty.clone()), ..args("127.0.0.1:1") }
-            .plan()
-            .expect("plan")
-            .authorization()
-            .unwrap_err();
-        assert_eq!(error.to_string(), format!("the token file {} is empty", empty.display()));
+        let error =
+            connect_error(ConnectArgs { token_file: Some(empty.clone()), ..args("127.0.0.1:1") }).await;
+        assert_eq!(error, format!("the token file {} is empty", empty.display()));
 
         let missing = directory.path().join("missing");
-        let error = ConnectArgs { token_file: Some(missing.clone()), ..args("127.0.0.1:1") }
-            .plan()
-            .expect("plan")
-            .authorization()
-            .unwrap_err()
-            .to_string();
+        let error =
+            connect_error(ConnectArgs { token_file: Some(missing.clone()), ..args("127.0.0.1:1") }).await;
         assert!(error.starts_with(&format!("cannot read the token file {}: ", missing.display())), "{error}");
 
         let not_pem = file("not.pem", "hello");
         let tls_error = |ca_cert: &Path, cert: &Path, key: &Path| {
-            ConnectArgs {
+            connect_error(ConnectArgs {
                 ca_cert: Some(ca_cert.to_owned()),
                 client_cert: Some(cert.to_owned()),
                 client_key: Some(key.to_owned()),
-                ..args("https://h:1")
-            }
-            .plan()
-            .expect("plan")
-            .tls_config("h")
-            .unwrap_err()
-            .to_string()
+                ..args("https://127.0.0.1:1")
+            })
         };
-        let error = tls_error(&missing, &missing, &missing);
+        let error = tls_error(&missing, &missing, &missing).await;
         assert!(error.starts_with(&format!("cannot read --ca-cert {}: ", missing.display())), "{error}");
-        let error = tls_error(&not_pem, &not_pem, &not_pem);
+        let error = tls_error(&not_pem, &not_pem, &not_pem).await;
         assert_eq!(
             error,
             format!(
@@ -952,9 +466,9 @@ mod tests {
         );
         let pki = Pki::new("hpctl test CA");
         let ca = file("ca.pem", &pki.ca_pem);
-        let error = tls_error(&ca, &ca, &missing);
+        let error = tls_error(&ca, &ca, &missing).await;
         assert!(error.starts_with(&format!("cannot read --client-key {}: ", missing.display())), "{error}");
-        let error = tls_error(&ca, &ca, &ca);
+        let error = tls_error(&ca, &ca, &ca).await;
         assert!(
             error.starts_with(&format!("--client-key {}: no PEM private key in it", ca.display())),
             "{error}"
@@ -1011,25 +525,25 @@ mod tests {
     }
 
     #[tonic::async_trait]
-    impl hydroplane::proto::process_service_server::ProcessService for Recorder {
+    impl proto::process_service_server::ProcessService for Recorder {
         async fn start(
             &self,
-            _: tonic::Request<hydroplane::proto::StartRequest>,
-        ) -> Result<tonic::Response<hydroplane::proto::StartResponse>, tonic::Status> {
+            _: tonic::Request<proto::StartRequest>,
+        ) -> Result<tonic::Response<proto::StartResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("start"))
         }
 
         async fn stop(
             &self,
-            _: tonic::Request<hydroplane::proto::StopRequest>,
-        ) -> Result<tonic::Response<hydroplane::proto::StopResponse>, tonic::Status> {
+            _: tonic::Request<proto::StopRequest>,
+        ) -> Result<tonic::Response<proto::StopResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("stop"))
         }
 
         async fn list(
             &self,
-            request: tonic::Request<hydroplane::proto::ListRequest>,
-        ) -> Result<tonic::Response<hydroplane::proto::ListResponse>, tonic::Status> {
+            request: tonic::Request<proto::ListRequest>,
+        ) -> Result<tonic::Response<proto::ListResponse>, tonic::Status> {
             let authorization = request
                 .metadata()
                 .get("authorization")
@@ -1040,14 +554,14 @@ mod tests {
             {
                 return Err(tonic::Status::unauthenticated("no valid bearer token"));
             }
-            Ok(tonic::Response::new(hydroplane::proto::ListResponse::default()))
+            Ok(tonic::Response::new(proto::ListResponse::default()))
         }
 
-        type WatchStream = tokio_stream::Empty<Result<hydroplane::proto::WatchEvent, tonic::Status>>;
+        type WatchStream = tokio_stream::Empty<Result<proto::WatchEvent, tonic::Status>>;
 
         async fn watch(
             &self,
-            _: tonic::Request<hydroplane::proto::WatchRequest>,
+            _: tonic::Request<proto::WatchRequest>,
         ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
             Ok(tonic::Response::new(tokio_stream::empty()))
         }
@@ -1061,8 +575,7 @@ mod tests {
         if let Some(tls) = tls {
             server = server.tls_config(tls).expect("server tls");
         }
-        let router = server
-            .add_service(hydroplane::proto::process_service_server::ProcessServiceServer::new(recorder));
+        let router = server.add_service(proto::process_service_server::ProcessServiceServer::new(recorder));
         tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
         port
     }
@@ -1077,12 +590,8 @@ mod tests {
     /// Connects with these flags and lists; the error line on failure.
     async fn list(args: ConnectArgs) -> Result<(), String> {
         let plan = args.plan().map_err(|error| error.to_string())?;
-        let mut client = plan.connect().await.map_err(|error| error.to_string())?;
-        client
-            .list(hydroplane::proto::ListRequest::default())
-            .await
-            .map(drop)
-            .map_err(|status| plan.explain(status).to_string())
+        let client = plan.connect().await.map_err(|error| error.to_string())?;
+        client.list(None).await.map(drop).map_err(|status| plan.explain(status).to_string())
     }
 
     #[tokio::test]
@@ -1110,9 +619,8 @@ mod tests {
         let socket = directory.path().join("hydroplane.sock");
         let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
         let recorder = Recorder::default();
-        let router = tonic::transport::Server::builder().add_service(
-            hydroplane::proto::process_service_server::ProcessServiceServer::new(recorder.clone()),
-        );
+        let router = tonic::transport::Server::builder()
+            .add_service(proto::process_service_server::ProcessServiceServer::new(recorder.clone()));
         tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)));
         for server in [format!("unix:{}", socket.display()), format!("unix://{}", socket.display())] {
             list(ConnectArgs { token: token("t"), ..args(&server) }).await.expect("list over the socket");

@@ -1,8 +1,7 @@
 //! `hpctl list [-g GROUP]`: the server's processes as a JSON array.
 
-use hydroplane::proto;
+use hydroplane_client::Client;
 
-use crate::connect::Client;
 use crate::output::{ProcessJson, print_pretty};
 
 /// Arguments of `hpctl list`.
@@ -14,8 +13,8 @@ pub struct ListArgs {
 }
 
 /// Lists and prints.
-pub async fn run(client: &mut Client, args: ListArgs) -> Result<(), tonic::Status> {
-    let response = client.list(proto::ListRequest { group: args.group }).await?.into_inner();
+pub async fn run(client: &Client, args: ListArgs) -> Result<(), tonic::Status> {
+    let response = client.list(args.group.as_deref()).await?;
     if let Some(reason) = &response.stale_reason {
         eprintln!("warning: this list may be out of date: {reason}");
     }

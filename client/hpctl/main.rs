@@ -1,8 +1,10 @@
-//! `hpctl`: the command-line client of a Hydroplane server, built on the generated gRPC client.
+//! `hpctl`: the command-line client of a Hydroplane server, built on the `hydroplane-client` crate
+//! (`client/rust/`), which connects, calls and resumes watches.
 //!
-//! Each subcommand has its own file; how the server is reached is in `connect.rs`: a plain,
-//! TLS (`https://`, optionally with a client certificate) or Unix-socket (`unix:PATH`) server,
-//! and a bearer token sent with every call. Output is JSON on stdout (one object per line for
+//! Each subcommand has its own file; `connect.rs` turns the connection flags into the crate's
+//! options (a plain, TLS (`https://`, optionally with a client certificate) or Unix-socket
+//! (`unix:PATH`) server, and a bearer token sent with every call) and its errors into one line
+//! with hints that name the flags. Output is JSON on stdout (one object per line for
 //! `watch`); errors are one clear line on stderr and a non-zero exit code, and never show the
 //! token.
 
@@ -70,12 +72,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(args) => Some(start::read_request(args)?),
         _ => None,
     };
-    let mut client = plan.connect().await?;
+    let client = plan.connect().await?;
     let result = match cli.command {
-        Command::List(args) => list::run(&mut client, args).await,
-        Command::Start(_) => start::run(&mut client, start_request.context("start request was read")?).await,
-        Command::Stop(args) => stop::run(&mut client, args).await,
-        Command::Watch(args) => watch::run(&mut client, args).await,
+        Command::List(args) => list::run(&client, args).await,
+        Command::Start(_) => start::run(&client, start_request.context("start request was read")?).await,
+        Command::Stop(args) => stop::run(&client, args).await,
+        Command::Watch(args) => watch::run(&client, args).await,
     };
     result.map_err(|status| plan.explain(status).into())
 }

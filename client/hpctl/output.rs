@@ -1,7 +1,7 @@
 //! The JSON shapes hpctl prints, as in the Hydroplane guide (`process_name`, `group`,
 //! `socket_addresses`, `created`), plus the status and its detail.
 
-use hydroplane::proto;
+use hydroplane_client::proto;
 use serde::Serialize;
 
 /// A process, as printed.

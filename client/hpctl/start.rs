@@ -4,13 +4,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::{ProcessJson, print_pretty};
 use anyhow::{Context, bail};
 use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto;
 use hydroplane::spec::ProcessSpec;
-
-use crate::connect::Client;
-use crate::output::{ProcessJson, print_pretty};
+use hydroplane_client::{Client, Wait, proto};
 
 /// Arguments of `hpctl start`.
 #[derive(Debug, clap::Args)]
@@ -25,8 +23,16 @@ pub struct StartArgs {
     timeout: f64,
 }
 
+/// What to start, and when the server should answer.
+pub struct StartRequest {
+    /// The spec, checked by the server library's parser.
+    spec: proto::ProcessSpec,
+    /// `--wait` and `--timeout`.
+    wait: Wait,
+}
+
 /// Reads and checks the spec file into a request.
-pub fn read_request(args: &StartArgs) -> anyhow::Result<proto::StartRequest> {
+pub fn read_request(args: &StartArgs) -> anyhow::Result<StartRequest> {
     let (name, text) = if args.file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("cannot read the spec from stdin")?;
@@ -40,12 +46,17 @@ pub fn read_request(args: &StartArgs) -> anyhow::Result<proto::StartRequest> {
     if !(args.timeout.is_finite() && args.timeout >= 0.0) {
         bail!("--timeout must be a number of seconds, got {}", args.timeout);
     }
-    let wait_timeout = Duration::from_secs_f64(args.timeout);
-    Ok(proto::StartRequest {
-        spec: Some(spec_to_proto(spec)),
-        wait: args.wait,
-        wait_timeout: args.wait.then(|| wait_timeout.try_into().unwrap_or_default()),
-    })
+    let wait =
+        if args.wait { Wait::UntilStartedWithin(Duration::from_secs_f64(args.timeout)) } else { Wait::No };
+    Ok(StartRequest { spec: client_proto(spec_to_proto(spec))?, wait })
+}
+
+/// The spec as the client crate's message. The JSON parser and its conversion are the server
+/// library's, which compiles its own copy of the generated types from the same `.proto`; the
+/// encoded bytes are the same message, so they carry it across unchanged.
+fn client_proto(spec: hydroplane::proto::ProcessSpec) -> anyhow::Result<proto::ProcessSpec> {
+    let bytes = prost::Message::encode_to_vec(&spec);
+    prost::Message::decode(bytes.as_slice()).context("the spec does not fit the client's ProcessSpec")
 }
 
 /// Parses a JSON spec, naming the file, line, column and field path of the first problem.
@@ -66,8 +77,8 @@ fn parse_spec(name: &str, text: &str) -> anyhow::Result<ProcessSpec> {
 }
 
 /// Starts and prints the process.
-pub async fn run(client: &mut Client, request: proto::StartRequest) -> Result<(), tonic::Status> {
-    let response = client.start(request).await?.into_inner();
+pub async fn run(client: &Client, request: StartRequest) -> Result<(), tonic::Status> {
+    let response = client.start(request.spec, request.wait).await?;
     let process = response.process.unwrap_or_default();
     if !response.created {
         eprintln!("process `{}` already exists with this spec; nothing started", process.process_name);
@@ -96,5 +107,32 @@ mod tests {
             "{\"process_name\": 5}",
             "spec.json:1:18: process_name: invalid type: integer `5`, expected a string",
         );
+    }
+
+    #[test]
+    fn a_spec_reaches_the_client_message_whole() {
+        let text = r#"{"process_name": "web", "group": "site", "has_public_ip": true,
+            "container": {"image_uri": "python:3.11", "command": ["python3", "-m", "http.server"],
+              "env": [{"name": "A", "value": "1"}, {"name": "B", "value": {"secret_name": "s", "key": "k"}}],
+              "ports": [{"container_port": 8000, "host_port": 8080, "protocol": "tcp"}],
+              "resource_request": {"cpu_vcpu": 0.25, "memory_mib": 128},
+              "node_selector": {"zone": "a"}, "username": "u"}}"#;
+        let server = spec_to_proto(parse_spec("spec.json", text).expect("a valid spec"));
+        let client = client_proto(server.clone()).expect("the same message");
+        assert_eq!(prost::Message::encode_to_vec(&client), prost::Message::encode_to_vec(&server));
+        let container = client.container.expect("a container");
+        assert_eq!((client.process_name.as_str(), client.group.as_deref()), ("web", Some("site")));
+        assert!(client.has_public_ip);
+        assert_eq!(container.command, ["python3", "-m", "http.server"]);
+        assert_eq!(
+            container.env[1].source,
+            Some(proto::environment_variable::Source::Secret(proto::SecretReference {
+                secret_name: "s".to_owned(),
+                key: Some("k".to_owned()),
+            }))
+        );
+        assert_eq!(container.ports[0].host_port, Some(8080));
+        assert_eq!(container.resource_request.expect("a request").memory_mib, Some(128));
+        assert_eq!(container.node_selector["zone"], "a");
     }
 }

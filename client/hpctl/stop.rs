@@ -1,8 +1,7 @@
 //! `hpctl stop NAME` or `hpctl stop -g GROUP`: stops, and prints the names stopped.
 
-use hydroplane::proto::{self, stop_request::Target};
+use hydroplane_client::Client;
 
-use crate::connect::Client;
 use crate::output::print_pretty;
 
 /// Arguments of `hpctl stop`.
@@ -17,12 +16,11 @@ pub struct StopArgs {
 }
 
 /// Stops and prints.
-pub async fn run(client: &mut Client, args: StopArgs) -> Result<(), tonic::Status> {
-    let target = match (args.process_name, args.group) {
-        (Some(name), _) => Target::ProcessName(name),
-        (None, Some(group)) => Target::Group(group),
+pub async fn run(client: &Client, args: StopArgs) -> Result<(), tonic::Status> {
+    let stopped = match (args.process_name, args.group) {
+        (Some(name), _) => client.stop_process(name).await?,
+        (None, Some(group)) => client.stop_group(group).await?,
         (None, None) => return Err(tonic::Status::invalid_argument("give a process name or -g GROUP")),
     };
-    let response = client.stop(proto::StopRequest { target: Some(target) }).await?.into_inner();
-    print_pretty(&response.stopped).map_err(|error| tonic::Status::internal(error.to_string()))
+    print_pretty(&stopped).map_err(|error| tonic::Status::internal(error.to_string()))
 }

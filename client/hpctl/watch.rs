@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use hydroplane::proto;
+use hydroplane_client::{Client, proto};
 use serde::Serialize;
+use tokio_stream::StreamExt;
 
-use crate::connect::Client;
 use crate::output::ProcessJson;
 
 /// Arguments of `hpctl watch`.
@@ -30,16 +30,20 @@ struct EventJson {
     process: Option<ProcessJson>,
 }
 
-/// Follows changes until the server ends the stream or the user interrupts.
-pub async fn run(client: &mut Client, args: WatchArgs) -> Result<(), tonic::Status> {
+/// Follows changes until the user interrupts (or stdout closes). A broken connection or a server
+/// restart does not end it: the client crate resumes from the last revision (the server then
+/// replays what was missed, or sends RESET and a fresh snapshot); an error that is no outage, or
+/// an outage of about a minute, ends it with that error.
+pub async fn run(client: &Client, args: WatchArgs) -> Result<(), tonic::Status> {
     let request = proto::WatchRequest {
         group: args.group,
         process_name: args.process_name,
         since_revision: args.since,
     };
-    let mut events = client.watch(request).await?.into_inner();
+    let mut events = client.watch(request);
     let mut stdout = std::io::stdout().lock();
-    while let Some(event) = events.message().await? {
+    while let Some(event) = events.next().await {
+        let event = event?;
         let r#type = match event.r#type() {
             proto::WatchEventType::Unspecified => "UNSPECIFIED",
             proto::WatchEventType::Added => "ADDED",

@@ -17,7 +17,9 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use tokio::sync::watch;
 
+use crate::backoff::Backoff;
 use crate::config::{AwsCredentialsSettings, EksSettings};
+use crate::report::error_chain;
 use crate::secrets::{SecretError, SecretStore};
 
 /// The first delay between attempts to renew credentials after a failure.
@@ -31,12 +33,6 @@ pub enum AwsError {
     /// A secret the credentials refer to cannot be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// A secret holds something that cannot be an access key.
-    #[error("{what} is not UTF-8 text")]
-    NotText {
-        /// The secret reference.
-        what: String,
-    },
     /// STS does not know the access key.
     #[error("AWS refused the access key {access_key_id}: {message}")]
     InvalidKeys {
@@ -75,14 +71,12 @@ pub async fn sdk_config(region: &str, provider: Option<SharedCredentialsProvider
     loader.load().await
 }
 
+/// An access key part from the secret store, without the whitespace a file may add.
 fn secret_text(
     secrets: &dyn SecretStore,
     reference: &crate::spec::SecretReference,
 ) -> Result<String, AwsError> {
-    let value = secrets.resolve(reference)?;
-    std::str::from_utf8(&value)
-        .map(|text| text.trim().to_owned())
-        .map_err(|_| AwsError::NotText { what: reference.to_string() })
+    Ok(crate::secrets::resolve_text(secrets, reference)?.trim().to_owned())
 }
 
 /// The static keys of the settings, from the secret store.
@@ -149,20 +143,6 @@ pub fn classify_credentials_error(
     }
 }
 
-/// Every distinct message of an error and its sources, joined.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut messages: Vec<String> = Vec::new();
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        let text = current.to_string();
-        if !messages.iter().any(|message| message.contains(&text)) {
-            messages.push(text);
-        }
-        cause = current.source();
-    }
-    messages.join(": ")
-}
-
 /// When to renew credentials that expire: `renew_before` ahead of expiry, or half-way through
 /// their remaining life when they expire sooner than that.
 fn renewal_delay(expiry: SystemTime, now: SystemTime, renew_before: Duration) -> Duration {
@@ -222,7 +202,7 @@ async fn renew(
         let expiry = sender.borrow().expiry();
         let Some(expiry) = expiry else { return };
         tokio::time::sleep(renewal_delay(expiry, SystemTime::now(), renew_before)).await;
-        let mut retry = RENEWAL_RETRY_FIRST;
+        let mut retry = Backoff::new(RENEWAL_RETRY_FIRST, RENEWAL_RETRY_MAX);
         loop {
             match provider.provide_credentials().await {
                 Ok(credentials) => {
@@ -232,9 +212,9 @@ async fn renew(
                 }
                 Err(error) => {
                     let still_valid = expiry.duration_since(SystemTime::now()).unwrap_or_default();
-                    tracing::warn!(error = %error_chain(&error), ?still_valid, ?retry, "cannot renew AWS credentials; the current ones stay in use; retrying");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(RENEWAL_RETRY_MAX);
+                    let delay = retry.next_delay();
+                    tracing::warn!(error = %error_chain(&error), ?still_valid, retry = ?delay, "cannot renew AWS credentials; the current ones stay in use; retrying");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

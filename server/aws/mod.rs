@@ -2,5 +2,6 @@
 //! secret store, optionally used to assume a role whose temporary credentials are renewed ahead of
 //! expiry), and the EKS bearer token made from them.
 
+pub mod cluster;
 pub mod credentials;
 pub mod token;

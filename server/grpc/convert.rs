@@ -5,12 +5,13 @@
 use crate::proto;
 use crate::spec::{
     ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessInfo, ProcessSpec, ProcessStatus,
-    Protocol, ResourceSpec, SecretReference, SocketAddress, ValueOrSecret, Violations,
+    Protocol, ResourceSpec, SecretReference, SocketAddress, ValidSpec, ValueOrSecret, Violations,
 };
 use crate::table::{ChangeKind, WatchEvent};
 
-/// Converts a wire spec into a validated domain spec, reporting every problem at once.
-pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ProcessSpec, InvalidSpec> {
+/// Converts a wire spec into a validated domain spec, reporting every problem (of the wire and
+/// of the rules) at once.
+pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ValidSpec, InvalidSpec> {
     let mut violations = Violations::default();
     let Some(spec) = spec else {
         violations.add("spec", "is required");
@@ -29,8 +30,7 @@ pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ProcessSpec, 
         container,
         has_public_ip: spec.has_public_ip,
     };
-    spec.collect_violations(&mut violations);
-    violations.into_result().map(|()| spec)
+    violations.and(spec.validate())
 }
 
 fn container_from_proto(container: proto::ContainerSpec, violations: &mut Violations) -> ContainerSpec {
@@ -274,6 +274,6 @@ mod tests {
                 "username": "me", "password": {"secret_name": "registry", "key": "password"}}}"#,
         )
         .expect("parses");
-        assert_eq!(spec_from_proto(Some(spec_to_proto(spec.clone()))), Ok(spec));
+        assert_eq!(spec_from_proto(Some(spec_to_proto(spec.clone()))).map(ValidSpec::into_inner), Ok(spec));
     }
 }

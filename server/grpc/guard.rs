@@ -304,7 +304,7 @@ where
             let caller_name = caller.name.clone();
             request.extensions_mut().insert(caller);
             request.extensions_mut().insert(peer.clone());
-            let request = request.map(|body| Body::new(LimitedBody { inner: body, seen: 0, limit }));
+            let request = request.map(|body| GuardedBody::limited(body, limit));
             let response = match inner.oneshot(request).await {
                 Ok(response) => response,
                 Err(error) => {
@@ -321,27 +321,37 @@ where
                 }
             };
             Ok(match permits {
-                Some(permits) => {
-                    response.map(|body| Body::new(HoldingBody { inner: body, _permits: permits }))
-                }
+                Some(permits) => response.map(|body| GuardedBody::holding(body, permits)),
                 None => response,
             })
         })
     }
 }
 
-/// A request body cut off with `RESOURCE_EXHAUSTED` once it passes the limit, before the whole
-/// of a huge message is buffered.
-struct LimitedBody {
-    inner: Body,
-    seen: usize,
-    limit: usize,
-}
-
 /// The gRPC frame header before each message: the limit is on the message itself.
 const FRAME_HEADER_BYTES: usize = 5;
 
-impl http_body::Body for LimitedBody {
+/// A body the guard watches over: a request body cut off with `RESOURCE_EXHAUSTED` once it
+/// passes the size limit (before the whole of a huge message is buffered), or a Watch response
+/// body that holds the stream's slots until it ends or the client leaves.
+struct GuardedBody {
+    inner: Body,
+    /// For a request: the bytes seen so far and the limit.
+    limit: Option<(usize, usize)>,
+    _permits: Option<[OwnedSemaphorePermit; 2]>,
+}
+
+impl GuardedBody {
+    fn limited(inner: Body, limit: usize) -> Body {
+        Body::new(GuardedBody { inner, limit: Some((0, limit)), _permits: None })
+    }
+
+    fn holding(inner: Body, permits: [OwnedSemaphorePermit; 2]) -> Body {
+        Body::new(GuardedBody { inner, limit: None, _permits: Some(permits) })
+    }
+}
+
+impl http_body::Body for GuardedBody {
     type Data = Bytes;
     type Error = Status;
 
@@ -350,51 +360,25 @@ impl http_body::Body for LimitedBody {
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(context));
-        if let Some(Ok(frame)) = &frame
+        if let Some((seen, limit)) = &mut self.limit
+            && let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
         {
             // The first message's header declares its length: a huge request is refused on its
             // first bytes, before tonic would make room for it.
-            let declared = match (self.seen, data.get(1..FRAME_HEADER_BYTES)) {
+            let declared = match (*seen, data.get(1..FRAME_HEADER_BYTES)) {
                 (0, Some(length)) => length.try_into().map(u32::from_be_bytes).unwrap_or(0) as usize,
                 _ => 0,
             };
-            self.seen = self.seen.saturating_add(data.len());
-            if declared > self.limit || self.seen > self.limit + FRAME_HEADER_BYTES {
+            *seen = seen.saturating_add(data.len());
+            if declared > *limit || *seen > *limit + FRAME_HEADER_BYTES {
                 let size = if declared > 0 { format!("{declared} bytes") } else { "larger".to_owned() };
                 return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
-                    "the request is {size}, above the limit of {} bytes (limits.max_request_bytes)",
-                    self.limit
+                    "the request is {size}, above the limit of {limit} bytes (limits.max_request_bytes)"
                 )))));
             }
         }
         Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that holds a Watch stream's slots until the stream ends or the client leaves.
-struct HoldingBody {
-    inner: Body,
-    _permits: [OwnedSemaphorePermit; 2],
-}
-
-impl http_body::Body for HoldingBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        Pin::new(&mut self.inner).poll_frame(context)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -15,7 +15,7 @@ pub fn handle(
     caller: &Caller,
 ) -> Result<proto::ListResponse, Status> {
     let filter = Filter { group: request.group, ..Filter::default() };
-    let stale_reason = processes.runtime().health();
+    let stale_reason = processes.staleness();
     let processes = processes.list(filter, caller).into_iter().map(convert::info_to_proto).collect();
     Ok(proto::ListResponse { processes, stale_reason })
 }

@@ -11,11 +11,11 @@ use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::runtime::RuntimeError;
 use crate::security::access::Caller;
-use crate::spec::{ProcessSpec, Violations};
+use crate::spec::{ValidSpec, Violations};
 
 /// A parsed Start request.
 pub struct Start {
-    spec: ProcessSpec,
+    spec: ValidSpec,
     wait: Option<Duration>,
 }
 
@@ -33,15 +33,7 @@ impl Start {
                 }
             },
         };
-        let spec = convert::spec_from_proto(request.spec);
-        let spec = match (spec, violations.into_result()) {
-            (Ok(spec), Ok(())) => spec,
-            (Err(mut invalid), Err(wait_problem)) => {
-                invalid.0.extend(wait_problem.0);
-                return Err(invalid.into());
-            }
-            (Err(invalid), Ok(())) | (Ok(_), Err(invalid)) => return Err(invalid.into()),
-        };
+        let spec = violations.and(convert::spec_from_proto(request.spec))?;
         Ok(Start { spec, wait: request.wait.then_some(wait_timeout) })
     }
 

@@ -4,7 +4,6 @@
 //! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
 //! so that those two calls behave the same everywhere.
 
-pub mod eks;
 pub mod kube;
 pub mod local;
 
@@ -12,8 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::secrets::SecretError;
-use crate::spec::{InvalidSpec, ProcessInfo, ProcessSpec};
+use crate::config::RuntimeSettings;
+use crate::secrets::{SecretError, SecretStore};
+use crate::spec::{InvalidSpec, ProcessInfo, ProcessSpec, ValidSpec};
 use crate::table::ProcessTable;
 
 /// Starts and stops processes, and keeps their table up to date.
@@ -24,7 +24,7 @@ pub trait Runtime: Send + Sync {
 
     /// Starts a process from a validated spec. Retry-safe: the same spec again returns the
     /// existing process with `created = false`.
-    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError>;
+    async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError>;
 
     /// Stops one process or a group, and returns the names of the processes stopped.
     async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError>;
@@ -58,6 +58,69 @@ pub enum StopTarget {
     Process(String),
     /// Every process of a group.
     Group(String),
+}
+
+/// The answer to a Start whose name is taken by a process Hydroplane made: `Ok` when the spec is
+/// the same (the Start is a retry, answered with that process), ALREADY_EXISTS saying why
+/// otherwise. Every runtime answers the same way.
+pub fn name_taken(
+    requested: &ProcessSpec,
+    existing: &ProcessSpec,
+    stopping: bool,
+) -> Result<(), RuntimeError> {
+    let name = &requested.process_name;
+    if stopping {
+        return Err(RuntimeError::AlreadyExists {
+            name: name.clone(),
+            detail: "and is being stopped; start it again once it is gone".to_owned(),
+        });
+    }
+    let differences = existing.differing_fields(requested);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(RuntimeError::AlreadyExists {
+        name: name.clone(),
+        detail: format!("with a different spec (differs in {})", differences.join(", ")),
+    })
+}
+
+/// Why the runtime the settings name could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// No Kubernetes client could be made from the settings.
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::connect::ConnectError),
+    /// The Kubernetes cluster could not be used.
+    #[error("cannot use the Kubernetes cluster")]
+    Kubernetes(#[source] RuntimeError),
+    /// The EKS cluster could not be found, authenticated with or used.
+    #[error("cannot use the EKS cluster")]
+    Eks(#[source] kube::connect::eks::EksError),
+}
+
+/// Builds the runtime the settings name; secrets resolve the specs' (and AWS's) references.
+pub async fn from_settings(
+    settings: &RuntimeSettings,
+    secrets: Arc<dyn SecretStore>,
+) -> Result<Arc<dyn Runtime>, SetupError> {
+    match settings {
+        RuntimeSettings::Local(local) => Ok(local::LocalRuntime::new(local.clone(), secrets)),
+        RuntimeSettings::Kubernetes(kubernetes) => {
+            let client = kube::connect::client(kubernetes).await?;
+            let namespace = kubernetes.namespace().to_owned();
+            tracing::info!(%namespace, "connecting to the Kubernetes cluster");
+            let runtime = kube::KubeRuntime::connect("kubernetes", client, namespace, secrets)
+                .await
+                .map_err(SetupError::Kubernetes)?;
+            Ok(runtime)
+        }
+        RuntimeSettings::Eks(eks) => {
+            tracing::info!(cluster = %eks.cluster_name, region = %eks.region, "connecting to EKS");
+            let runtime = kube::connect::eks::connect(eks, secrets).await.map_err(SetupError::Eks)?;
+            Ok(runtime)
+        }
+    }
 }
 
 /// Why a runtime operation failed, in terms a caller can act on.

@@ -47,6 +47,12 @@ pub trait SecretStore: Send + Sync {
 /// keys and paths, never values or passwords.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// A secret used where text is needed (an access key, registry credentials) is not UTF-8.
+    #[error("{reference} is not UTF-8 text")]
+    NotText {
+        /// The reference.
+        reference: SecretReference,
+    },
     /// The server runs without a secret store.
     #[error(
         "{reference} is referenced, but the server has no secret store \
@@ -236,6 +242,19 @@ pub fn open_configured(
             let password = read_password(&password)?;
             Ok(Arc::new(LocalSecretStore::open(&root, &password)?))
         }
+    }
+}
+
+/// The value of a secret reference as text, for the settings and fields that are text (access
+/// keys, registry credentials); zeroed when dropped, like every secret value.
+pub fn resolve_text(
+    store: &dyn SecretStore,
+    reference: &SecretReference,
+) -> Result<zeroize::Zeroizing<String>, SecretError> {
+    let value = store.resolve(reference)?;
+    match std::str::from_utf8(&value) {
+        Ok(text) => Ok(zeroize::Zeroizing::new(text.to_owned())),
+        Err(_) => Err(SecretError::NotText { reference: reference.clone() }),
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
 use super::status::{PodState, pod_state};
+use crate::backoff::Backoff;
 use crate::spec::{ProcessInfo, ProcessSpec, SocketAddress};
 use crate::table::ProcessTable;
 
@@ -295,46 +296,16 @@ impl Index {
 /// The delay between attempts to re-establish a failed watch: doubling from 250 ms up to 5 s, so
 /// that an API server that comes back is followed again within seconds (kube-runtime's default
 /// waits up to 30 s), yet one that stays down is not hammered.
-#[derive(Clone, Debug)]
-struct ReconnectBackoff {
-    next: Duration,
-}
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 
-impl ReconnectBackoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
-}
-
-impl Default for ReconnectBackoff {
-    fn default() -> Self {
-        ReconnectBackoff { next: Self::FIRST }
-    }
-}
-
-impl Iterator for ReconnectBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        Some(delay)
-    }
-}
-
-impl kube::runtime::utils::Backoff for ReconnectBackoff {
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-/// Drives one watcher into the index, retrying failed watches with [`ReconnectBackoff`].
+/// Drives one watcher into the index, retrying failed watches after the [`RECONNECT`] delays.
 async fn follow<K>(
     stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
     kind: &'static str,
     index: &Arc<Index>,
     apply: fn(&Index, Event<K>),
 ) {
-    let stream = stream.backoff(ReconnectBackoff::default());
+    let stream = stream.backoff(RECONNECT);
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         match event {

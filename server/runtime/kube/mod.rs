@@ -21,9 +21,12 @@ use kube::{Api, Client, ResourceExt};
 
 use self::index::{Index, IndexHealth};
 use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
-use super::{Runtime, RuntimeError, Started, StopTarget};
+use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
+use crate::backoff::Backoff;
+use crate::report::error_chain;
 use crate::secrets::SecretStore;
-use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValueOrSecret};
+use crate::secrets::resolve_text;
+use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec, ValueOrSecret};
 use crate::table::ProcessTable;
 
 /// How long a call waits for the index to show its own writes before answering anyway.
@@ -89,27 +92,17 @@ impl KubeRuntime {
         stopping: bool,
     ) -> Result<Started, RuntimeError> {
         let name = &spec.process_name;
-        if stopping {
-            return Err(RuntimeError::AlreadyExists {
-                name: name.clone(),
-                detail: "and is being stopped; start it again once it is gone".to_owned(),
-            });
-        }
         match existing {
-            Some(existing) if existing == spec => match self.table.get(name) {
-                Some(process) => Ok(Started { process, created: false }),
-                None => Err(RuntimeError::Unavailable {
-                    runtime: self.name,
-                    message: format!("process `{name}` exists but is not in the index yet; try again"),
-                }),
-            },
-            Some(existing) => Err(RuntimeError::AlreadyExists {
-                name: name.clone(),
-                detail: format!(
-                    "with a different spec (differs in {})",
-                    existing.differing_fields(spec).join(", ")
-                ),
-            }),
+            Some(existing) => {
+                name_taken(spec, existing, stopping)?;
+                match self.table.get(name) {
+                    Some(process) => Ok(Started { process, created: false }),
+                    None => Err(RuntimeError::Unavailable {
+                        runtime: self.name,
+                        message: format!("process `{name}` exists but is not in the index yet; try again"),
+                    }),
+                }
+            }
             None => Err(RuntimeError::AlreadyExists {
                 name: name.clone(),
                 detail: format!("as a pod in namespace `{}` that Hydroplane did not create", self.namespace),
@@ -130,12 +123,9 @@ impl KubeRuntime {
             (Some(username), Some(password)) => {
                 let username = match username {
                     ValueOrSecret::Value(value) => value.clone(),
-                    ValueOrSecret::Secret(reference) => {
-                        utf8(reference.to_string(), self.secrets.resolve(reference)?.to_vec())?
-                    }
+                    ValueOrSecret::Secret(reference) => resolve_text(&*self.secrets, reference)?.to_string(),
                 };
-                let password = utf8(password.to_string(), self.secrets.resolve(password)?.to_vec())?;
-                Some((username, zeroize::Zeroizing::new(password)))
+                Some((username, resolve_text(&*self.secrets, password)?))
             }
             _ => None,
         };
@@ -203,7 +193,7 @@ impl KubeRuntime {
             preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
             ..Default::default()
         };
-        let mut delay = Duration::from_millis(100);
+        let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for attempt in 1..=5 {
             match self.pods().delete(name, &params).await {
                 Ok(_) => return,
@@ -213,8 +203,7 @@ impl KubeRuntime {
                 }
                 Err(error) => {
                     tracing::warn!(process = %name, %error, attempt, "cannot delete the pod of a failed start yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    tokio::time::sleep(delays.next_delay()).await;
                 }
             }
         }
@@ -301,13 +290,6 @@ struct ResolvedSecrets {
     registry: Option<(String, zeroize::Zeroizing<String>)>,
 }
 
-fn utf8(what: String, bytes: Vec<u8>) -> Result<String, RuntimeError> {
-    String::from_utf8(bytes).map_err(|_| RuntimeError::Unsupported {
-        field: "container.password".to_owned(),
-        message: format!("{what} is not UTF-8 text"),
-    })
-}
-
 /// Turns an API error into what a caller can act on; `step` says what was being done.
 pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> RuntimeError {
     match error {
@@ -323,22 +305,9 @@ pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> Runti
             }
         }
         other => {
-            RuntimeError::Unavailable { runtime, message: format!("cannot {step}: {}", root_cause(&other)) }
+            RuntimeError::Unavailable { runtime, message: format!("cannot {step}: {}", error_chain(&other)) }
         }
     }
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut messages = vec![error.to_string()];
-    let mut cause = error.source();
-    while let Some(source) = cause {
-        let text = source.to_string();
-        if !messages.iter().any(|message| message.contains(&text)) {
-            messages.push(text);
-        }
-        cause = source.source();
-    }
-    messages.join(": ")
 }
 
 #[async_trait]
@@ -347,7 +316,7 @@ impl Runtime for KubeRuntime {
         self.name
     }
 
-    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError> {
+    async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
         let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec.clone(), pod.state.status)));
         if let Some((existing, status)) = indexed {

@@ -28,9 +28,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use self::output::{OutputBuffer, OutputStream};
-use super::{Runtime, RuntimeError, Started, StopTarget};
+use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
+use crate::config::LocalRuntimeSettings;
+use crate::secrets::SecretError;
 use crate::secrets::SecretStore;
-use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValueOrSecret};
+use crate::spec::{
+    ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValidSpec, ValueOrSecret,
+};
 use crate::table::ProcessTable;
 
 /// Variables of the server's own environment that processes inherit.
@@ -39,26 +43,11 @@ const INHERITED_ENVIRONMENT: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"]
 /// How often a starting process's ports are tried.
 const READINESS_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Settings of the local runtime.
-#[derive(Clone, Debug)]
-pub struct LocalSettings {
-    /// How long a stopped process gets between SIGTERM and SIGKILL.
-    pub stop_grace: Duration,
-    /// The most output kept per process, in bytes.
-    pub output_buffer_bytes: usize,
-}
-
-impl Default for LocalSettings {
-    fn default() -> Self {
-        LocalSettings { stop_grace: Duration::from_secs(5), output_buffer_bytes: 1 << 20 }
-    }
-}
-
 /// Runs processes as children of the server.
 pub struct LocalRuntime {
     table: Arc<ProcessTable>,
     secrets: Arc<dyn SecretStore>,
-    settings: LocalSettings,
+    settings: LocalRuntimeSettings,
     processes: Mutex<HashMap<String, Arc<LocalProcess>>>,
 }
 
@@ -92,7 +81,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LocalRuntime {
     /// A local runtime with no processes yet.
-    pub fn new(settings: LocalSettings, secrets: Arc<dyn SecretStore>) -> Arc<LocalRuntime> {
+    pub fn new(settings: LocalRuntimeSettings, secrets: Arc<dyn SecretStore>) -> Arc<LocalRuntime> {
         Arc::new(LocalRuntime {
             table: ProcessTable::starting_now(),
             secrets,
@@ -122,16 +111,16 @@ impl LocalRuntime {
         for (index, variable) in spec.container.env.iter().enumerate() {
             let value = match &variable.value {
                 ValueOrSecret::Value(value) => zeroize::Zeroizing::new(value.clone()),
-                ValueOrSecret::Secret(reference) => {
-                    let bytes = self.secrets.resolve(reference)?;
-                    let text = std::str::from_utf8(&bytes).map_err(|_| RuntimeError::Unsupported {
+                ValueOrSecret::Secret(reference) => crate::secrets::resolve_text(&*self.secrets, reference)
+                    .map_err(|error| match error {
+                    SecretError::NotText { reference } => RuntimeError::Unsupported {
                         field: format!("container.env[{index}].secret"),
                         message: format!(
                             "{reference} is not UTF-8 text, so it cannot be an environment variable"
                         ),
-                    })?;
-                    zeroize::Zeroizing::new(text.to_owned())
-                }
+                    },
+                    other => other.into(),
+                })?,
             };
             if value.contains('\0') {
                 return Err(RuntimeError::Unsupported {
@@ -196,7 +185,7 @@ impl LocalRuntime {
         if let Some(process_group) = process.process_group {
             signal_group(process_group, Signal::SIGTERM);
             let mut exited = process.exited.clone();
-            let grace = tokio::time::timeout(self.settings.stop_grace, exited.wait_for(|done| *done));
+            let grace = tokio::time::timeout(self.settings.stop_grace(), exited.wait_for(|done| *done));
             let reaped = grace.await.is_ok();
             if !reaped {
                 tracing::warn!(process = %name, "still running after the grace period; sending SIGKILL");
@@ -376,7 +365,7 @@ impl Runtime for LocalRuntime {
         "local"
     }
 
-    async fn start(&self, spec: ProcessSpec) -> Result<Started, RuntimeError> {
+    async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         if spec.container.command.is_empty() {
             return Err(RuntimeError::Unsupported {
                 field: "container.command".to_owned(),
@@ -391,24 +380,12 @@ impl Runtime for LocalRuntime {
             let mut processes = lock(&self.processes);
             if let Some(existing) = processes.get(&spec.process_name) {
                 let info = lock(&existing.info).clone();
-                if info.status == ProcessStatus::Stopping {
-                    return Err(RuntimeError::AlreadyExists {
-                        name: spec.process_name,
-                        detail: "and is being stopped; start it again once it is gone".to_owned(),
-                    });
-                }
-                let differences = existing.spec.differing_fields(&spec);
-                if differences.is_empty() {
-                    return Ok(Started { process: info, created: false });
-                }
-                return Err(RuntimeError::AlreadyExists {
-                    name: spec.process_name,
-                    detail: format!("with a different spec (differs in {})", differences.join(", ")),
-                });
+                name_taken(&spec, &existing.spec, info.status == ProcessStatus::Stopping)?;
+                return Ok(Started { process: info, created: false });
             }
             // Spawning under the lock keeps two Starts of one name from both spawning; a fork
             // and exec take about a millisecond.
-            let (process, child) = self.spawn(spec)?;
+            let (process, child) = self.spawn(spec.into_inner())?;
             processes.insert(process.spec.process_name.clone(), Arc::clone(&process));
             (process, child)
         };

@@ -1,5 +1,8 @@
-//! Builds the `kube::Client` of the `kubernetes` runtime from its settings: a kubeconfig file
-//! when given, otherwise the in-cluster config, then `~/.kube/config` (or `$KUBECONFIG`).
+//! How the Kubernetes runtime finds its cluster: from a kubeconfig file when given, otherwise
+//! the in-cluster config, then `~/.kube/config` (or `$KUBECONFIG`) ([`client`]); or, for EKS,
+//! through AWS ([`eks`]).
+
+pub mod eks;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -31,11 +34,6 @@ pub enum ConnectError {
     /// The configuration was found but the client cannot use it.
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
-}
-
-/// The namespace the runtime uses: the configured one, else `default`.
-pub fn namespace(settings: &KubernetesSettings) -> String {
-    settings.namespace.clone().unwrap_or_else(|| "default".to_owned())
 }
 
 /// Builds the client the settings describe.

@@ -1,5 +1,5 @@
-//! The `eks` runtime: the Kubernetes runtime on a cluster that is found and authenticated
-//! through AWS. AWS credentials (see [`crate::aws::credentials`]) give the cluster's endpoint and
+//! How the Kubernetes runtime connects to an EKS cluster: a cluster that is found and
+//! authenticated through AWS. AWS credentials (see [`crate::aws::credentials`]) give the cluster's endpoint and
 //! CA (EKS DescribeCluster, unless configured) and sign the bearer token of every request (see
 //! [`crate::aws::token`]); the token is renewed well before its 15 minutes, and at once when the
 //! API server answers 401 (the request is then sent once more).
@@ -20,11 +20,12 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tower::{Layer, Service, ServiceExt};
 
-use super::RuntimeError;
-use super::kube::KubeRuntime;
-use crate::aws::credentials::{self, AwsError, CredentialsSource, classify_credentials_error, error_chain};
+use crate::aws::cluster::{self, ClusterError};
+use crate::aws::credentials::{self, AwsError, CredentialsSource, classify_credentials_error};
 use crate::aws::token::{TokenError, eks_token};
 use crate::config::EksSettings;
+use crate::runtime::RuntimeError;
+use crate::runtime::kube::KubeRuntime;
 use crate::secrets::SecretStore;
 
 /// Why the EKS runtime could not start. Messages name keys, roles, clusters and regions, never
@@ -34,26 +35,9 @@ pub enum EksError {
     /// Credentials could not be had or were refused.
     #[error(transparent)]
     Aws(#[from] AwsError),
-    /// No cluster of that name in that region.
-    #[error("there is no EKS cluster `{cluster}` in region {region} (EKS says: {message})")]
-    ClusterNotFound {
-        /// The cluster's name.
-        cluster: String,
-        /// The region.
-        region: String,
-        /// EKS's message.
-        message: String,
-    },
-    /// DescribeCluster failed otherwise.
-    #[error("cannot describe the EKS cluster `{cluster}` in region {region}: {message}")]
-    DescribeCluster {
-        /// The cluster's name.
-        cluster: String,
-        /// The region.
-        region: String,
-        /// What failed.
-        message: String,
-    },
+    /// The cluster could not be found or described.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The cluster's endpoint or CA is unusable.
     #[error("the EKS cluster `{cluster}` has an unusable {what}: {message}")]
     BadCluster {
@@ -84,7 +68,7 @@ pub async fn connect(
         .as_ref()
         .and_then(|credentials| credentials.assume_role.as_ref())
         .map(|role| role.role_arn.clone());
-    let renew_before = Duration::from_secs_f64(settings.credentials_renew_before_seconds);
+    let renew_before = settings.credentials_renew_before();
     let source = CredentialsSource::start(provider, renew_before)
         .await
         .map_err(|error| classify_credentials_error(&error, access_key_id.as_deref(), role_arn.as_deref()))?;
@@ -92,123 +76,25 @@ pub async fn connect(
     let config =
         credentials::sdk_config(&settings.region, Some(SharedCredentialsProvider::new(source.current())))
             .await;
-    check_identity(settings, &config, &source, access_key_id.as_deref()).await?;
+    let access_key_id = access_key_id.unwrap_or_else(|| source.current().access_key_id().to_owned());
+    cluster::check_identity(&config, settings.sts_endpoint.as_deref(), &access_key_id).await?;
     tracing::info!(cluster = %settings.cluster_name, %region, "AWS credentials accepted");
 
     let (endpoint, certificate_authority) = match (&settings.endpoint, &settings.certificate_authority) {
         (Some(endpoint), Some(ca)) => (endpoint.clone(), ca.clone()),
-        _ => describe_cluster(settings, &config).await?,
+        _ => cluster::describe_cluster(&config, settings).await?,
     };
     let tokens = Arc::new(TokenSource {
         credentials: source,
         region,
         cluster_name: settings.cluster_name.clone(),
-        refresh: Duration::from_secs_f64(settings.token_refresh_seconds),
+        refresh: settings.token_refresh(),
         current: Mutex::new(None),
     });
-    let namespace = settings.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let namespace = settings.namespace().to_owned();
     let client = kube_client(&settings.cluster_name, &endpoint, &certificate_authority, &namespace, tokens)?;
     tracing::info!(cluster = %settings.cluster_name, %endpoint, %namespace, "connecting to the EKS cluster");
     Ok(KubeRuntime::connect("eks", client, namespace, secrets).await?)
-}
-
-/// Asks STS who the credentials belong to: unknown keys are refused here, by name.
-async fn check_identity(
-    settings: &EksSettings,
-    config: &aws_config::SdkConfig,
-    source: &CredentialsSource,
-    access_key_id: Option<&str>,
-) -> Result<(), EksError> {
-    let mut sts = aws_sdk_sts::config::Builder::from(config);
-    if let Some(endpoint) = &settings.sts_endpoint {
-        sts = sts.endpoint_url(endpoint.clone());
-    }
-    let client = aws_sdk_sts::Client::from_conf(sts.build());
-    match client.get_caller_identity().send().await {
-        Ok(identity) => {
-            tracing::info!(arn = identity.arn().unwrap_or("?"), "authenticated with AWS");
-            Ok(())
-        }
-        Err(error) => {
-            let key = access_key_id
-                .map(str::to_owned)
-                .unwrap_or_else(|| source.current().access_key_id().to_owned());
-            let message = sdk_error_message(&error);
-            Err(AwsError::InvalidKeys { access_key_id: key, message }.into())
-        }
-    }
-}
-
-/// What went wrong in an AWS call, for people: the service's error code and message, read
-/// from the raw answer when the SDK could not parse it (endpoints that answer in another
-/// dialect, such as private STS endpoints behind proxies), and the HTTP status.
-fn sdk_error_message<E>(
-    error: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> String
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let parsed = error.as_service_error().map(|service| (service.code(), service.message()));
-    if let Some((Some(code), message)) = parsed {
-        return match message {
-            Some(message) => format!("{code}: {message}"),
-            None => code.to_owned(),
-        };
-    }
-    let Some(raw) = error.raw_response() else { return error_chain(error) };
-    let status = raw.status().as_u16();
-    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
-    let element = |name: &str| {
-        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
-        let end = body[start..].find(&format!("</{name}>"))? + start;
-        Some(body[start..end].trim().to_owned())
-    };
-    match (element("Code"), element("Message")) {
-        (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
-        (Some(code), None) => format!("{code} (HTTP {status})"),
-        _ => format!("HTTP {status}: {}", error_chain(error)),
-    }
-}
-
-/// The cluster's endpoint and CA (base64 of the PEM), from EKS DescribeCluster.
-async fn describe_cluster(
-    settings: &EksSettings,
-    config: &aws_config::SdkConfig,
-) -> Result<(String, String), EksError> {
-    let mut eks = aws_sdk_eks::config::Builder::from(config);
-    if let Some(endpoint) = &settings.eks_endpoint {
-        eks = eks.endpoint_url(endpoint.clone());
-    }
-    let client = aws_sdk_eks::Client::from_conf(eks.build());
-    let cluster = settings.cluster_name.clone();
-    let region = settings.region.clone();
-    let described = client.describe_cluster().name(&cluster).send().await.map_err(|error| {
-        let message = sdk_error_message(&error);
-        match error.as_service_error() {
-            Some(service) if service.is_resource_not_found_exception() => {
-                EksError::ClusterNotFound { cluster: cluster.clone(), region: region.clone(), message }
-            }
-            _ => EksError::DescribeCluster { cluster: cluster.clone(), region: region.clone(), message },
-        }
-    })?;
-    let details = described.cluster().ok_or_else(|| EksError::DescribeCluster {
-        cluster: cluster.clone(),
-        region: region.clone(),
-        message: "the answer has no cluster".to_owned(),
-    })?;
-    let endpoint =
-        details.endpoint().filter(|endpoint| !endpoint.is_empty()).ok_or_else(|| EksError::BadCluster {
-            cluster: cluster.clone(),
-            what: "endpoint",
-            message: "it has none yet (is the cluster still being created?)".to_owned(),
-        })?;
-    let certificate_authority =
-        details.certificate_authority().and_then(|ca| ca.data()).ok_or_else(|| EksError::BadCluster {
-            cluster: cluster.clone(),
-            what: "certificate authority",
-            message: "it has none".to_owned(),
-        })?;
-    Ok((endpoint.to_owned(), certificate_authority.to_owned()))
 }
 
 /// A kube client for the cluster: its CA is the only one trusted (no insecure TLS anywhere), and

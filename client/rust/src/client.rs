@@ -1,0 +1,116 @@
+//! The typed client: one method per operation, taking and returning the generated messages.
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::GrpcClient;
+use crate::connect::{ConnectError, ConnectOptions, Target};
+use crate::proto::process_service_client::ProcessServiceClient;
+use crate::proto::{
+    ListRequest, ListResponse, ProcessSpec, StartRequest, StartResponse, StopRequest, WatchRequest,
+    stop_request,
+};
+use crate::watch::{Resume, Watch};
+
+/// A connected client of a Hydroplane server. Cheap to clone: clones share the connection, which
+/// is re-established as needed, and every call carries the token when one was given.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The generated client, with the token interceptor.
+    grpc: GrpcClient,
+    /// Where it is connected, for messages.
+    target: Target,
+}
+
+/// When [`Client::start`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// As soon as the server has accepted the process (it is then usually STARTING).
+    No,
+    /// Once the process is RUNNING or FAILED, or after the server's default time (60 s) with
+    /// DEADLINE_EXCEEDED.
+    UntilStarted,
+    /// As `UntilStarted`, but DEADLINE_EXCEEDED after this long.
+    UntilStartedWithin(Duration),
+}
+
+impl Client {
+    /// Reads the token and TLS files of `options` and connects to the server.
+    pub async fn connect(options: ConnectOptions) -> Result<Client, ConnectError> {
+        let (channel, auth) = options.channel().await?;
+        let grpc = ProcessServiceClient::with_interceptor(channel, auth);
+        Ok(Client { grpc, target: options.target().clone() })
+    }
+
+    /// Where the client is connected.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The generated client on the same connection, for what the methods here do not cover
+    /// (request metadata, deadlines, compression).
+    pub fn grpc(&self) -> GrpcClient {
+        self.grpc.clone()
+    }
+
+    /// Starts a process (retry-safe: the same spec again returns the existing process with
+    /// `created = false`).
+    pub async fn start(&self, spec: ProcessSpec, wait: Wait) -> Result<StartResponse, Status> {
+        let (wait, wait_timeout) = match wait {
+            Wait::No => (false, None),
+            Wait::UntilStarted => (true, None),
+            // Saturated rather than refused: a timeout beyond what protobuf can hold means "wait
+            // as long as the server lets me", never "do not wait".
+            Wait::UntilStartedWithin(timeout) => (
+                true,
+                Some(
+                    prost_types::Duration::try_from(timeout)
+                        .unwrap_or(prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 }),
+                ),
+            ),
+        };
+        let request = StartRequest { spec: Some(spec), wait, wait_timeout };
+        Ok(self.grpc.clone().start(request).await?.into_inner())
+    }
+
+    /// Stops one process; answers the names stopped. An unknown name is NOT_FOUND.
+    pub async fn stop_process(&self, process_name: impl Into<String>) -> Result<Vec<String>, Status> {
+        self.stop(stop_request::Target::ProcessName(process_name.into())).await
+    }
+
+    /// Stops every process of a group; answers the names stopped (none for an empty group).
+    pub async fn stop_group(&self, group: impl Into<String>) -> Result<Vec<String>, Status> {
+        self.stop(stop_request::Target::Group(group.into())).await
+    }
+
+    /// Stops a process or a group.
+    async fn stop(&self, target: stop_request::Target) -> Result<Vec<String>, Status> {
+        let request = StopRequest { target: Some(target) };
+        Ok(self.grpc.clone().stop(request).await?.into_inner().stopped)
+    }
+
+    /// Lists the processes, of one group when given, ordered by name; `stale_reason` is set when
+    /// the server answers from what it last saw of its runtime.
+    pub async fn list(&self, group: Option<&str>) -> Result<ListResponse, Status> {
+        let request = ListRequest { group: group.map(str::to_owned) };
+        Ok(self.grpc.clone().list(request).await?.into_inner())
+    }
+
+    /// Follows process changes (`request` filters by group or name, and may resume after a
+    /// revision), taking the stream up again when it breaks, with the default [`Resume`].
+    ///
+    /// The events are the server's: ADDED per existing process, SYNCED, then changes. When the
+    /// connection breaks or the server ends the stream, the watch reconnects with backoff from
+    /// the last revision the caller can rely on; the server then replays exactly what was missed,
+    /// or sends RESET and a fresh snapshot, which reaches the caller like any event. Any other
+    /// error (UNAUTHENTICATED, PERMISSION_DENIED, ...) ends the watch with it.
+    pub fn watch(&self, request: WatchRequest) -> Watch {
+        self.watch_with(request, Resume::default())
+    }
+
+    /// As [`Client::watch`], resuming as `resume` says.
+    pub fn watch_with(&self, request: WatchRequest, resume: Resume) -> Watch {
+        Watch::new(self.grpc.clone(), request, resume)
+    }
+}

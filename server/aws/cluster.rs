@@ -1,0 +1,137 @@
+//! The AWS calls that find an EKS cluster: STS GetCallerIdentity (are the credentials good?)
+//! and EKS DescribeCluster (its endpoint and CA), with messages built from what AWS answered.
+
+use crate::aws::credentials::AwsError;
+use crate::config::EksSettings;
+use crate::report::error_chain;
+
+/// Why the cluster could not be found or described. Messages name clusters and regions.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No cluster of that name in that region.
+    #[error("there is no EKS cluster `{cluster}` in region {region} (EKS says: {message})")]
+    ClusterNotFound {
+        /// The cluster's name.
+        cluster: String,
+        /// The region.
+        region: String,
+        /// EKS's message.
+        message: String,
+    },
+    /// DescribeCluster failed otherwise.
+    #[error("cannot describe the EKS cluster `{cluster}` in region {region}: {message}")]
+    DescribeCluster {
+        /// The cluster's name.
+        cluster: String,
+        /// The region.
+        region: String,
+        /// What failed.
+        message: String,
+    },
+    /// The cluster has no endpoint or CA yet.
+    #[error("the EKS cluster `{cluster}` has an unusable {what}: {message}")]
+    BadCluster {
+        /// The cluster's name.
+        cluster: String,
+        /// `endpoint` or `certificate authority`.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Asks STS who the credentials belong to: unknown keys are refused here, by name.
+pub async fn check_identity(
+    config: &aws_config::SdkConfig,
+    sts_endpoint: Option<&str>,
+    access_key_id: &str,
+) -> Result<(), AwsError> {
+    let mut sts = aws_sdk_sts::config::Builder::from(config);
+    if let Some(endpoint) = sts_endpoint {
+        sts = sts.endpoint_url(endpoint);
+    }
+    let client = aws_sdk_sts::Client::from_conf(sts.build());
+    match client.get_caller_identity().send().await {
+        Ok(identity) => {
+            tracing::info!(arn = identity.arn().unwrap_or("?"), "authenticated with AWS");
+            Ok(())
+        }
+        Err(error) => {
+            let message = sdk_error_message(&error);
+            Err(AwsError::InvalidKeys { access_key_id: access_key_id.to_owned(), message })
+        }
+    }
+}
+
+/// What went wrong in an AWS call, for people: the service's error code and message, read
+/// from the raw answer when the SDK could not parse it (endpoints that answer in another
+/// dialect, such as private STS endpoints behind proxies), and the HTTP status.
+pub fn sdk_error_message<E>(
+    error: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> String
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let parsed = error.as_service_error().map(|service| (service.code(), service.message()));
+    if let Some((Some(code), message)) = parsed {
+        return match message {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_owned(),
+        };
+    }
+    let Some(raw) = error.raw_response() else { return error_chain(error) };
+    let status = raw.status().as_u16();
+    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+        (Some(code), None) => format!("{code} (HTTP {status})"),
+        _ => format!("HTTP {status}: {}", error_chain(error)),
+    }
+}
+
+/// The cluster's endpoint and CA (base64 of the PEM), from EKS DescribeCluster.
+pub async fn describe_cluster(
+    config: &aws_config::SdkConfig,
+    settings: &EksSettings,
+) -> Result<(String, String), ClusterError> {
+    let mut eks = aws_sdk_eks::config::Builder::from(config);
+    if let Some(endpoint) = &settings.eks_endpoint {
+        eks = eks.endpoint_url(endpoint.clone());
+    }
+    let client = aws_sdk_eks::Client::from_conf(eks.build());
+    let cluster = settings.cluster_name.clone();
+    let region = settings.region.clone();
+    let described = client.describe_cluster().name(&cluster).send().await.map_err(|error| {
+        let message = sdk_error_message(&error);
+        match error.as_service_error() {
+            Some(service) if service.is_resource_not_found_exception() => {
+                ClusterError::ClusterNotFound { cluster: cluster.clone(), region: region.clone(), message }
+            }
+            _ => ClusterError::DescribeCluster { cluster: cluster.clone(), region: region.clone(), message },
+        }
+    })?;
+    let details = described.cluster().ok_or_else(|| ClusterError::DescribeCluster {
+        cluster: cluster.clone(),
+        region: region.clone(),
+        message: "the answer has no cluster".to_owned(),
+    })?;
+    let endpoint = details.endpoint().filter(|endpoint| !endpoint.is_empty()).ok_or_else(|| {
+        ClusterError::BadCluster {
+            cluster: cluster.clone(),
+            what: "endpoint",
+            message: "it has none yet (is the cluster still being created?)".to_owned(),
+        }
+    })?;
+    let certificate_authority =
+        details.certificate_authority().and_then(|ca| ca.data()).ok_or_else(|| ClusterError::BadCluster {
+            cluster: cluster.clone(),
+            what: "certificate authority",
+            message: "it has none".to_owned(),
+        })?;
+    Ok((endpoint.to_owned(), certificate_authority.to_owned()))
+}

@@ -1,0 +1,85 @@
+//! What the server knows of a process: its status, addresses and the detail runtimes report.
+
+use serde::{Deserialize, Serialize};
+
+use super::ProcessSpec;
+
+/// The lifecycle state of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProcessStatus {
+    /// Accepted, not yet running.
+    Starting,
+    /// Running, and reachable where the runtime can tell.
+    Running,
+    /// Cannot run, or crashed; the info's `reason` says why.
+    Failed,
+    /// Ran to completion.
+    Exited,
+    /// Being stopped.
+    Stopping,
+}
+
+impl ProcessStatus {
+    /// Whether a `wait`ing Start has its answer once a process reaches this status.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, ProcessStatus::Starting)
+    }
+}
+
+/// Where a process can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketAddress {
+    /// An IP address.
+    pub host: String,
+    /// A port number.
+    pub port: u16,
+    /// Whether it is reachable from outside the runtime's private network.
+    pub is_public: bool,
+    /// A DNS name for the same endpoint, when the runtime has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+}
+
+/// What the server knows about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process's name.
+    pub process_name: String,
+    /// Its group, if any.
+    pub group: Option<String>,
+    /// Where it can be reached.
+    pub socket_addresses: Vec<SocketAddress>,
+    /// When it was started.
+    pub created: jiff::Timestamp,
+    /// Its lifecycle state.
+    pub status: ProcessStatus,
+    /// A short machine-readable cause for FAILED or EXITED.
+    pub reason: Option<String>,
+    /// A human-readable explanation of `reason`.
+    pub message: Option<String>,
+    /// How often the runtime restarted it.
+    pub restart_count: u32,
+    /// Its exit code, once it has exited.
+    pub exit_code: Option<i32>,
+    /// The node it runs on, where the runtime has nodes.
+    pub node: Option<String>,
+}
+
+impl ProcessInfo {
+    /// A process just accepted: STARTING, with no address or detail yet.
+    pub fn starting(spec: &ProcessSpec, created: jiff::Timestamp) -> ProcessInfo {
+        ProcessInfo {
+            process_name: spec.process_name.clone(),
+            group: spec.group.clone(),
+            socket_addresses: Vec::new(),
+            created,
+            status: ProcessStatus::Starting,
+            reason: None,
+            message: None,
+            restart_count: 0,
+            exit_code: None,
+            node: None,
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The rules a process spec must follow, checked all at once with every violation's field path.
+//! [`ProcessSpec::validate`] is the only way to make a [`ValidSpec`], so a runtime cannot be
+//! handed a spec nobody checked, and nothing checks one twice.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::{ContainerSpec, ProcessSpec, ResourceSpec, SecretReference, ValueOrSecret};
+
+/// One broken rule of a spec: the field's path and the rule it breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The field's path, e.g. `container.ports[1].container_port`.
+    pub field: String,
+    /// The rule, as a sentence fragment, e.g. `must be between 1 and 65535, got 0`.
+    pub rule: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.rule)
+    }
+}
+
+/// Every broken rule of one spec, reported together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid process spec:{}", display_violations(.0))]
+pub struct InvalidSpec(pub Vec<Violation>);
+
+fn display_violations(violations: &[Violation]) -> String {
+    violations.iter().map(|violation| format!("\n  - {violation}")).collect()
+}
+
+/// Collects violations with their field paths.
+#[derive(Default)]
+pub struct Violations(Vec<Violation>);
+
+impl Violations {
+    /// Records that `field` breaks `rule`.
+    pub fn add(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        self.0.push(Violation { field: field.into(), rule: rule.into() });
+    }
+
+    /// Ok when nothing was recorded, otherwise every violation.
+    pub fn into_result(self) -> Result<(), InvalidSpec> {
+        if self.0.is_empty() { Ok(()) } else { Err(InvalidSpec(self.0)) }
+    }
+
+    /// `result`, with these violations reported before its own, so that every problem of a
+    /// request is reported at once.
+    pub fn and<T>(mut self, result: Result<T, InvalidSpec>) -> Result<T, InvalidSpec> {
+        match result {
+            Ok(value) if self.0.is_empty() => Ok(value),
+            Ok(_) => Err(InvalidSpec(self.0)),
+            Err(InvalidSpec(later)) => {
+                self.0.extend(later);
+                Err(InvalidSpec(self.0))
+            }
+        }
+    }
+}
+
+/// A spec that passed [`ProcessSpec::validate`]: what runtimes take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec(ProcessSpec);
+
+impl ValidSpec {
+    /// The checked spec, to keep or hand on.
+    pub fn into_inner(self) -> ProcessSpec {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidSpec {
+    type Target = ProcessSpec;
+
+    fn deref(&self) -> &ProcessSpec {
+        &self.0
+    }
+}
+
+impl ProcessSpec {
+    /// Checks every rule that a runtime (Kubernetes above all) would otherwise reject later, and
+    /// reports all violations at once.
+    pub fn validate(self) -> Result<ValidSpec, InvalidSpec> {
+        let mut violations = Violations::default();
+        self.collect_violations(&mut violations);
+        violations.into_result().map(|()| ValidSpec(self))
+    }
+
+    /// Adds this spec's violations to `violations`.
+    fn collect_violations(&self, violations: &mut Violations) {
+        check_dns_label(violations, "process_name", &self.process_name);
+        if let Some(group) = &self.group {
+            check_dns_label(violations, "group", group);
+        }
+        self.container.collect_violations(violations);
+    }
+}
+
+impl ContainerSpec {
+    fn collect_violations(&self, violations: &mut Violations) {
+        if self.image_uri.trim().is_empty() {
+            violations.add("container.image_uri", "must not be empty");
+        } else if self.image_uri.chars().any(char::is_whitespace) {
+            violations.add("container.image_uri", "must not contain whitespace");
+        }
+        if let Some(first) = self.command.first()
+            && first.is_empty()
+        {
+            violations.add("container.command[0]", "the program must not be empty");
+        }
+        for (index, argument) in self.command.iter().enumerate() {
+            if argument.contains('\0') {
+                violations.add(format!("container.command[{index}]"), "must not contain NUL");
+            }
+        }
+
+        let mut env_names = HashSet::new();
+        for (index, var) in self.env.iter().enumerate() {
+            let path = format!("container.env[{index}]");
+            if !is_env_name(&var.name) {
+                violations.add(
+                    format!("{path}.name"),
+                    format!(
+                        "`{}` is not a valid variable name (letters, digits and '_', not starting \
+                         with a digit)",
+                        var.name
+                    ),
+                );
+            } else if !env_names.insert(var.name.as_str()) {
+                violations.add(format!("{path}.name"), format!("`{}` is given twice", var.name));
+            }
+            match &var.value {
+                ValueOrSecret::Value(value) if value.contains('\0') => {
+                    violations.add(format!("{path}.value"), "must not contain NUL");
+                }
+                ValueOrSecret::Value(_) => {}
+                ValueOrSecret::Secret(secret) => {
+                    check_secret_reference(violations, &format!("{path}.secret"), secret)
+                }
+            }
+        }
+
+        let mut container_ports = HashSet::new();
+        let mut port_names = HashSet::new();
+        for (index, port) in self.ports.iter().enumerate() {
+            let path = format!("container.ports[{index}]");
+            if check_port(violations, &format!("{path}.container_port"), port.container_port)
+                && !container_ports.insert(port.container_port)
+            {
+                violations.add(
+                    format!("{path}.container_port"),
+                    format!("port {} is given twice", port.container_port),
+                );
+            }
+            if let Some(host_port) = port.host_port {
+                check_port(violations, &format!("{path}.host_port"), host_port);
+            }
+            if let Some(name) = &port.name {
+                if let Err(rule) = check_port_name(name) {
+                    violations.add(format!("{path}.name"), rule);
+                } else if !port_names.insert(name.as_str()) {
+                    violations.add(format!("{path}.name"), format!("`{name}` is given twice"));
+                }
+            }
+        }
+
+        if let Some(request) = &self.resource_request {
+            request.collect_violations(violations, "container.resource_request");
+        }
+        if let Some(limit) = &self.resource_limit {
+            limit.collect_violations(violations, "container.resource_limit");
+        }
+        if let (Some(request), Some(limit)) = (&self.resource_request, &self.resource_limit) {
+            if let (Some(requested), Some(limited)) = (request.cpu_vcpu, limit.cpu_vcpu)
+                && requested > limited
+            {
+                violations.add(
+                    "container.resource_limit.cpu_vcpu",
+                    format!("{limited} is below the requested {requested}"),
+                );
+            }
+            if let (Some(requested), Some(limited)) = (request.memory_mib, limit.memory_mib)
+                && requested > limited
+            {
+                violations.add(
+                    "container.resource_limit.memory_mib",
+                    format!("{limited} is below the requested {requested}"),
+                );
+            }
+        }
+
+        for (key, value) in &self.node_selector {
+            let path = format!("container.node_selector[{key:?}]");
+            if let Err(rule) = check_label_key(key) {
+                violations.add(path.clone(), format!("key {rule}"));
+            }
+            if let Err(rule) = check_label_value(value) {
+                violations.add(path, format!("value {rule}"));
+            }
+        }
+
+        match &self.username {
+            Some(ValueOrSecret::Secret(secret)) => {
+                check_secret_reference(violations, "container.username", secret)
+            }
+            Some(ValueOrSecret::Value(username)) if username.is_empty() => {
+                violations.add("container.username", "must not be empty")
+            }
+            _ => {}
+        }
+        if let Some(password) = &self.password {
+            check_secret_reference(violations, "container.password", password);
+        }
+        if self.password.is_some() != self.username.is_some() {
+            violations.add(
+                if self.password.is_some() { "container.username" } else { "container.password" },
+                "registry credentials need both `username` and `password`",
+            );
+        }
+    }
+}
+
+impl ResourceSpec {
+    fn collect_violations(&self, violations: &mut Violations, path: &str) {
+        if let Some(cpu) = self.cpu_vcpu
+            && !(cpu.is_finite() && cpu >= 0.001)
+        {
+            violations.add(format!("{path}.cpu_vcpu"), format!("must be at least 0.001, got {cpu}"));
+        }
+        if let Some(memory) = self.memory_mib
+            && memory <= 0
+        {
+            violations.add(format!("{path}.memory_mib"), format!("must be positive, got {memory}"));
+        }
+    }
+}
+
+fn check_secret_reference(violations: &mut Violations, path: &str, secret: &SecretReference) {
+    if secret.secret_name.is_empty() {
+        violations.add(format!("{path}.secret_name"), "must not be empty");
+    }
+    if secret.key.as_deref() == Some("") {
+        violations.add(format!("{path}.key"), "must not be empty when given");
+    }
+}
+
+/// Returns whether the port is in range, recording a violation when it is not.
+fn check_port(violations: &mut Violations, path: &str, port: i64) -> bool {
+    let in_range = (1..=65535).contains(&port);
+    if !in_range {
+        violations.add(path, format!("must be between 1 and 65535, got {port}"));
+    }
+    in_range
+}
+
+fn check_dns_label(violations: &mut Violations, path: &str, value: &str) {
+    if let Err(rule) = dns_label_rule(value) {
+        violations.add(path, rule);
+    }
+}
+
+/// Checks a DNS-1123 label (RFC 1123), the rule Kubernetes applies to object names.
+pub fn dns_label_rule(value: &str) -> Result<(), String> {
+    let rule = "must be a DNS-1123 label: lower-case letters, digits and '-', starting and \
+                ending with a letter or digit";
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if value.len() > 63 {
+        return Err(format!("must be at most 63 characters, got {}", value.len()));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ends_ok = value.starts_with(allowed) && value.ends_with(allowed);
+    if !ends_ok || !value.chars().all(|c| allowed(c) || c == '-') {
+        return Err(format!("{rule}, got `{value}`"));
+    }
+    Ok(())
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks an IANA service name, the rule Kubernetes applies to port names.
+fn check_port_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 15
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid port name: at most 15 lower-case letters, digits and '-', \
+             with a letter, no '-' at either end or twice in a row"
+        ))
+    }
+}
+
+/// Checks a label key: an optional DNS subdomain prefix and '/', then a name of at most 63
+/// characters.
+fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        let valid_prefix = !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| dns_label_rule(part).is_ok());
+        if !valid_prefix {
+            return Err(format!("`{key}` has an invalid prefix: it must be a DNS subdomain"));
+        }
+    }
+    if name.is_empty() {
+        return Err(format!("`{key}` has an empty name"));
+    }
+    check_label_value(name).map_err(|rule| format!("`{key}`: {rule}"))
+}
+
+/// Checks a label value: empty, or at most 63 alphanumerics, '-', '_' and '.', starting and
+/// ending with an alphanumeric.
+fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric();
+    let valid = value.len() <= 63
+        && value.starts_with(allowed)
+        && value.ends_with(allowed)
+        && value.chars().all(|c| allowed(c) || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{value}` must be at most 63 letters, digits, '-', '_' and '.', starting and \
+             ending with a letter or digit"
+        ))
+    }
+}
