@@ -1,5 +1,6 @@
-//! Compiles `proto/` into Rust with no system `protoc`: protox parses the files, tonic-prost-build
-//! generates the code, and the descriptor set is kept for gRPC server reflection.
+//! Keeps the descriptor set of `proto/` for gRPC server reflection (protox parses the files; no
+//! system `protoc`). The generated code itself is the client crate's (`client/rust`), so the
+//! server, hpctl and the tests share one set of types.
 
 use std::{env, path::PathBuf};
 
@@ -14,6 +15,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("hydroplane_descriptor.bin"),
         prost::Message::encode_to_vec(&file_descriptors),
     )?;
-    tonic_prost_build::configure().compile_fds(file_descriptors)?;
     Ok(())
 }

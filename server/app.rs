@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::runtime::{Runtime, RuntimeError, Started, StopTarget};
+use crate::security::access::Denied;
 use crate::security::access::{Caller, Groups};
+use crate::spec::InvalidSpec;
 use crate::spec::{ProcessInfo, ValidSpec};
 use crate::table::{ChangeKind, Filter, WatchEvent};
 
@@ -17,6 +19,30 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// The longest wait a caller may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Why an operation of the process service failed, named after the step.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request breaks the rules: every field and its rule.
+    #[error(transparent)]
+    InvalidRequest(#[from] InvalidSpec),
+    /// The caller may not touch the process or group.
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// A `wait`ing Start ran out of time.
+    #[error("process `{name}` is still {status} after {waited:?}")]
+    WaitTimedOut {
+        /// The process's name.
+        name: String,
+        /// Its status when the time ran out.
+        status: String,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
 
 /// The process service: start, stop, list and watch over one runtime.
 #[derive(Clone)]
@@ -43,7 +69,7 @@ impl Processes {
         spec: ValidSpec,
         wait: Option<Duration>,
         caller: &Caller,
-    ) -> Result<Started, RuntimeError> {
+    ) -> Result<Started, AppError> {
         caller.check_group(spec.group.as_deref())?;
         let name = spec.process_name.clone();
         // Subscribing first means no change between Start's answer and the wait is missed.
@@ -61,19 +87,19 @@ impl Processes {
 
     /// Stops a process or a group in the caller's reach. A process out of reach is refused
     /// by the group it is in; an unknown one is left to the runtime to call unknown.
-    pub async fn stop(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, RuntimeError> {
+    pub async fn stop(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, AppError> {
         match &target {
             StopTarget::Process(name) => {
                 if let Some(process) = self.runtime.table().get(name) {
                     caller.check_group(process.group.as_deref())?;
                 } else if caller.groups != Groups::All {
                     // A restricted caller learns nothing of processes it cannot reach.
-                    return Err(RuntimeError::NotFound { name: name.clone() });
+                    return Err(RuntimeError::NotFound { name: name.clone() }.into());
                 }
             }
             StopTarget::Group(group) => caller.check_group(Some(group))?,
         }
-        self.runtime.stop(target).await
+        Ok(self.runtime.stop(target).await?)
     }
 
     /// The processes that pass the filter and are in the caller's reach, ordered by name.
@@ -100,7 +126,7 @@ async fn wait_until_settled(
     mut changes: mpsc::Receiver<WatchEvent>,
     mut process: ProcessInfo,
     timeout: Duration,
-) -> Result<ProcessInfo, RuntimeError> {
+) -> Result<ProcessInfo, AppError> {
     let name = process.process_name.clone();
     let settle = async {
         while let Some(event) = changes.recv().await {
@@ -112,7 +138,7 @@ async fn wait_until_settled(
         }
         process
     };
-    tokio::time::timeout(timeout, settle).await.map_err(|_| RuntimeError::WaitTimedOut {
+    tokio::time::timeout(timeout, settle).await.map_err(|_| AppError::WaitTimedOut {
         name,
         status: "STARTING".to_owned(),
         waited: timeout,

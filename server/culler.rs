@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::app::Processes;
+use crate::app::{AppError, Processes};
 use crate::config::CullingSettings;
 use crate::runtime::{RuntimeError, StopTarget};
 use crate::security::access::Caller;
@@ -45,7 +45,7 @@ pub async fn cull_once(processes: &Processes, max_age: Duration, now: jiff::Time
         {
             Ok(stopped) => culled.extend(stopped),
             // Stopped by someone else meanwhile: nothing to do.
-            Err(RuntimeError::NotFound { .. }) => {}
+            Err(AppError::Runtime(RuntimeError::NotFound { .. })) => {}
             Err(error) => {
                 tracing::warn!(process = %process.process_name, %error, "cannot cull a process; trying again next pass")
             }

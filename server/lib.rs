@@ -30,10 +30,10 @@ pub mod security;
 pub mod spec;
 pub mod table;
 
-/// The code generated from `proto/hydroplane/v1`: messages, the server trait and the client.
+/// The code generated from `proto/hydroplane/v1` (messages, the server trait and the client), from
+/// the client crate, so that the server and its clients share one set of types.
 pub mod proto {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("hydroplane.v1");
+    pub use hydroplane_client::proto::*;
 
     /// The encoded descriptor set of the contract, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hydroplane_descriptor");

@@ -48,15 +48,7 @@ pub fn read_request(args: &StartArgs) -> anyhow::Result<StartRequest> {
     }
     let wait =
         if args.wait { Wait::UntilStartedWithin(Duration::from_secs_f64(args.timeout)) } else { Wait::No };
-    Ok(StartRequest { spec: client_proto(spec_to_proto(spec))?, wait })
-}
-
-/// The spec as the client crate's message. The JSON parser and its conversion are the server
-/// library's, which compiles its own copy of the generated types from the same `.proto`; the
-/// encoded bytes are the same message, so they carry it across unchanged.
-fn client_proto(spec: hydroplane::proto::ProcessSpec) -> anyhow::Result<proto::ProcessSpec> {
-    let bytes = prost::Message::encode_to_vec(&spec);
-    prost::Message::decode(bytes.as_slice()).context("the spec does not fit the client's ProcessSpec")
+    Ok(StartRequest { spec: spec_to_proto(spec), wait })
 }
 
 /// Parses a JSON spec, naming the file, line, column and field path of the first problem.
@@ -117,9 +109,7 @@ mod tests {
               "ports": [{"container_port": 8000, "host_port": 8080, "protocol": "tcp"}],
               "resource_request": {"cpu_vcpu": 0.25, "memory_mib": 128},
               "node_selector": {"zone": "a"}, "username": "u"}}"#;
-        let server = spec_to_proto(parse_spec("spec.json", text).expect("a valid spec"));
-        let client = client_proto(server.clone()).expect("the same message");
-        assert_eq!(prost::Message::encode_to_vec(&client), prost::Message::encode_to_vec(&server));
+        let client = spec_to_proto(parse_spec("spec.json", text).expect("a valid spec"));
         let container = client.container.expect("a container");
         assert_eq!((client.process_name.as_str(), client.group.as_deref()), ("web", Some("site")));
         assert!(client.has_public_ip);

@@ -3,29 +3,41 @@
 
 use tonic::{Code, Status};
 
+use crate::app::AppError;
 use crate::runtime::RuntimeError;
 
-impl From<RuntimeError> for Status {
-    fn from(error: RuntimeError) -> Status {
+impl From<AppError> for Status {
+    fn from(error: AppError) -> Status {
         let code = match &error {
-            RuntimeError::InvalidSpec(_) | RuntimeError::Unsupported { .. } => Code::InvalidArgument,
-            RuntimeError::AlreadyExists { .. } => Code::AlreadyExists,
-            RuntimeError::NotFound { .. } => Code::NotFound,
-            // A secret that is missing or unreadable is the server's setup, not the request.
-            RuntimeError::Secret(_) => Code::FailedPrecondition,
-            RuntimeError::WaitTimedOut { .. } => Code::DeadlineExceeded,
-            RuntimeError::Unavailable { .. } => Code::Unavailable,
-            RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
-            RuntimeError::PermissionDenied { .. } | RuntimeError::Denied(_) => Code::PermissionDenied,
-            RuntimeError::Rejected { .. } => Code::InvalidArgument,
-            RuntimeError::Conflict { .. } => Code::Aborted,
-            RuntimeError::Internal(_) => {
-                tracing::error!(%error, "request failed unexpectedly");
-                return Status::internal("internal error; the server's log has the details");
-            }
+            AppError::InvalidRequest(_) => Code::InvalidArgument,
+            AppError::Denied(_) => Code::PermissionDenied,
+            AppError::WaitTimedOut { .. } => Code::DeadlineExceeded,
+            AppError::Runtime(runtime) => match runtime_code(runtime) {
+                Some(code) => code,
+                None => {
+                    tracing::error!(error = %crate::report::error_chain(&error), "request failed unexpectedly");
+                    return Status::internal("internal error; the server's log has the details");
+                }
+            },
         };
         Status::new(code, error.to_string())
     }
+}
+
+/// The code of a runtime failure; `None` for the unexpected, which callers are not told about.
+fn runtime_code(error: &RuntimeError) -> Option<Code> {
+    Some(match error {
+        RuntimeError::Unsupported { .. } | RuntimeError::Rejected { .. } => Code::InvalidArgument,
+        RuntimeError::AlreadyExists { .. } => Code::AlreadyExists,
+        RuntimeError::NotFound { .. } => Code::NotFound,
+        // A secret that is missing or unreadable is the server's setup, not the request.
+        RuntimeError::Secret(_) => Code::FailedPrecondition,
+        RuntimeError::Unavailable { .. } => Code::Unavailable,
+        RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
+        RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,
+        RuntimeError::Conflict { .. } => Code::Aborted,
+        RuntimeError::Internal(_) => return None,
+    })
 }
 
 #[cfg(test)]
@@ -35,8 +47,8 @@ mod tests {
     use crate::spec::SecretReference;
 
     #[track_caller]
-    fn check(error: RuntimeError, code: Code, message: &str) {
-        let status = Status::from(error);
+    fn check(error: impl Into<AppError>, code: Code, message: &str) {
+        let status = Status::from(error.into());
         assert_eq!(status.code(), code, "{status:?}");
         assert!(status.message().contains(message), "`{}` lacks `{message}`", status.message());
     }
@@ -57,7 +69,7 @@ mod tests {
             "secret `db`",
         );
         check(
-            RuntimeError::WaitTimedOut {
+            AppError::WaitTimedOut {
                 name: "x".into(),
                 status: "STARTING".into(),
                 waited: std::time::Duration::from_secs(1),
@@ -66,6 +78,8 @@ mod tests {
             "still STARTING",
         );
         check(RuntimeError::Internal("boom at 0xdead".into()), Code::Internal, "server's log");
-        assert!(!Status::from(RuntimeError::Internal("boom".into())).message().contains("boom"));
+        assert!(
+            !Status::from(AppError::from(RuntimeError::Internal("boom".into()))).message().contains("boom")
+        );
     }
 }

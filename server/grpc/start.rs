@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use crate::app::AppError;
 use crate::app::{DEFAULT_WAIT, MAX_WAIT, Processes};
 use crate::grpc::audit;
 use crate::grpc::convert;
 use crate::grpc::guard::Peer;
 use crate::proto;
-use crate::runtime::RuntimeError;
 use crate::security::access::Caller;
 use crate::spec::{ValidSpec, Violations};
 
@@ -21,7 +21,7 @@ pub struct Start {
 
 impl Start {
     /// Checks the request: every problem of the spec and of the wait is reported together.
-    pub fn parse(request: proto::StartRequest) -> Result<Start, RuntimeError> {
+    pub fn parse(request: proto::StartRequest) -> Result<Start, AppError> {
         let mut violations = Violations::default();
         let wait_timeout = match request.wait_timeout {
             None => DEFAULT_WAIT,
@@ -42,7 +42,7 @@ impl Start {
         self,
         processes: &Processes,
         caller: &Caller,
-    ) -> Result<proto::StartResponse, RuntimeError> {
+    ) -> Result<proto::StartResponse, AppError> {
         let started = processes.start(self.spec, self.wait, caller).await?;
         Ok(proto::StartResponse {
             process: Some(convert::info_to_proto(started.process)),

@@ -2,16 +2,17 @@
 
 use tonic::Status;
 
+use crate::app::AppError;
 use crate::app::Processes;
 use crate::grpc::audit;
 use crate::grpc::guard::Peer;
 use crate::proto::{self, stop_request::Target};
-use crate::runtime::{RuntimeError, StopTarget};
+use crate::runtime::StopTarget;
 use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
 
 /// Checks the request's target.
-pub fn parse(request: proto::StopRequest) -> Result<StopTarget, RuntimeError> {
+pub fn parse(request: proto::StopRequest) -> Result<StopTarget, AppError> {
     let mut violations = Violations::default();
     let target = match request.target {
         Some(Target::ProcessName(name)) => {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::config::RuntimeSettings;
 use crate::secrets::{SecretError, SecretStore};
-use crate::spec::{InvalidSpec, ProcessInfo, ProcessSpec, ValidSpec};
+use crate::spec::{ProcessInfo, ProcessSpec, ValidSpec};
 use crate::table::ProcessTable;
 
 /// Starts and stops processes, and keeps their table up to date.
@@ -123,12 +123,12 @@ pub async fn from_settings(
     }
 }
 
+/// A backend's own error, kept as the source of a [`RuntimeError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a runtime operation failed, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The spec breaks the rules.
-    #[error(transparent)]
-    InvalidSpec(#[from] InvalidSpec),
     /// The spec is valid but this runtime cannot run it (for example, no command on the local
     /// runtime).
     #[error("{field}: {message}")]
@@ -155,39 +155,41 @@ pub enum RuntimeError {
     /// A secret the spec refers to cannot be resolved.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// A `wait`ing Start ran out of time.
-    #[error("process `{name}` is still {status} after {waited:?}")]
-    WaitTimedOut {
-        /// The process's name.
-        name: String,
-        /// Its status when the time ran out.
-        status: String,
-        /// How long the call waited.
-        waited: std::time::Duration,
-    },
     /// The runtime's backend refused our credentials.
-    #[error("the cluster refused our credentials: {message}")]
+    #[error("{message}")]
     Unauthenticated {
-        /// The backend's message.
+        /// What failed, in the runtime's words (the step and the backend's message).
         message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BackendError>,
     },
     /// The runtime's backend does not allow what was asked.
-    #[error("the cluster does not allow this: {message}")]
+    #[error("{message}")]
     PermissionDenied {
-        /// The backend's message.
+        /// What failed, in the runtime's words.
         message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BackendError>,
     },
     /// The object changed under us (another server or user); trying again may succeed.
-    #[error("the cluster reported a conflict: {message}")]
+    #[error("{message}")]
     Conflict {
-        /// The backend's message.
+        /// What failed, in the runtime's words.
         message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BackendError>,
     },
     /// The runtime's backend rejected an object as invalid.
-    #[error("the cluster rejected the request: {message}")]
+    #[error("{message}")]
     Rejected {
-        /// The backend's message, naming the field.
+        /// What failed, in the runtime's words, naming the field.
         message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BackendError>,
     },
     /// The runtime's backend cannot be reached.
     #[error("the {runtime} runtime is unavailable: {message}")]
@@ -197,9 +199,6 @@ pub enum RuntimeError {
         /// What failed.
         message: String,
     },
-    /// The caller may not touch this process or group (its token's groups exclude it).
-    #[error(transparent)]
-    Denied(#[from] crate::security::access::Denied),
     /// Something that should not happen; logged, and reported without detail.
     #[error("internal error: {0}")]
     Internal(String),

@@ -290,10 +290,19 @@ pub fn registry_secret(
     )
 }
 
+/// The spec annotation of a Pod, as it is.
+pub fn spec_annotation(pod: &Pod) -> Option<&str> {
+    pod.metadata.annotations.as_ref()?.get(SPEC_ANNOTATION).map(String::as_str)
+}
+
+/// The spec an annotation holds, if it is readable.
+pub fn parse_spec(annotation: &str) -> Option<ProcessSpec> {
+    serde_json::from_str(annotation).ok()
+}
+
 /// The spec a Pod was made from, if it carries one.
 pub fn spec_of(pod: &Pod) -> Option<ProcessSpec> {
-    let annotation = pod.metadata.annotations.as_ref()?.get(SPEC_ANNOTATION)?;
-    serde_json::from_str(annotation).ok()
+    spec_annotation(pod).and_then(parse_spec)
 }
 
 #[cfg(test)]

@@ -294,14 +294,26 @@ struct ResolvedSecrets {
 pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> RuntimeError {
     match error {
         kube::Error::Api(response) => {
-            let message = format!("cannot {step}: {} ({})", response.message, response.reason);
+            let detail = format!("cannot {step}: {} ({})", response.message, response.reason);
+            let source = Some(Box::new(kube::Error::Api(response.clone())) as super::BackendError);
             match response.code {
-                401 => RuntimeError::Unauthenticated { message },
-                403 => RuntimeError::PermissionDenied { message },
-                409 => RuntimeError::Conflict { message },
-                400 | 422 => RuntimeError::Rejected { message },
-                404 => RuntimeError::Unavailable { runtime, message },
-                _ => RuntimeError::Unavailable { runtime, message },
+                401 => RuntimeError::Unauthenticated {
+                    message: format!("the cluster refused our credentials: {detail}"),
+                    source,
+                },
+                403 => RuntimeError::PermissionDenied {
+                    message: format!("the cluster does not allow this: {detail}"),
+                    source,
+                },
+                409 => RuntimeError::Conflict {
+                    message: format!("the cluster reported a conflict: {detail}"),
+                    source,
+                },
+                400 | 422 => RuntimeError::Rejected {
+                    message: format!("the cluster rejected the request: {detail}"),
+                    source,
+                },
+                _ => RuntimeError::Unavailable { runtime, message: detail },
             }
         }
         other => {
@@ -318,7 +330,7 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
-        let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec.clone(), pod.state.status)));
+        let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec(), pod.state.status)));
         if let Some((existing, status)) = indexed {
             return self.existing(&spec, existing.as_ref(), status == ProcessStatus::Stopping);
         }

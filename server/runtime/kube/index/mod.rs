@@ -1,6 +1,6 @@
 //! The index: Pods, Services and Nodes of the cluster, followed with kube-runtime's `watcher`
-//! into compact entries (only the fields a process's info needs, so 10,000 processes stay small),
-//! and turned into the runtime's [`ProcessTable`] on every change. List and Watch are served from
+//! ([`follow`]) into compact entries ([`entries`]), and turned into the runtime's [`ProcessTable`]
+//! on every change by the join that makes a process's info ([`join`]). List and Watch are served from
 //! the table, so they cost no API call.
 //!
 //! The cluster is the only source of truth: the index keeps nothing of its own, so a restarted
@@ -10,57 +10,22 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use super::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
-use super::status::{PodState, pod_state};
-use crate::backoff::Backoff;
-use crate::spec::{ProcessInfo, ProcessSpec, SocketAddress};
+use super::manifests::MANAGED_SELECTOR;
 use crate::table::ProcessTable;
 
-/// What the index keeps of a Pod.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PodEntry {
-    /// The Pod's uid.
-    pub uid: String,
-    /// The Pod's resourceVersion.
-    pub resource_version: Option<String>,
-    /// The process's group, from its label.
-    pub group: Option<String>,
-    /// When the Pod was created.
-    pub created: jiff::Timestamp,
-    /// The node the Pod is bound to.
-    pub node_name: Option<String>,
-    /// The process's state, derived from the Pod.
-    pub state: PodState,
-    /// The spec the Pod was made from.
-    pub spec: Option<ProcessSpec>,
-}
+mod entries;
+mod follow;
+mod join;
 
-/// What the index keeps of a Service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceEntry {
-    /// Whether it is a NodePort Service.
-    pub node_port: bool,
-    /// Its cluster IP.
-    pub cluster_ip: Option<String>,
-    /// Its ports: the service port and, for NodePort, the node port.
-    pub ports: Vec<(u16, Option<u16>)>,
-}
-
-/// What the index keeps of a Node: its addresses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeEntry {
-    /// The first ExternalIP.
-    pub external_ip: Option<String>,
-    /// The first InternalIP.
-    pub internal_ip: Option<String>,
-}
+use entries::{Entries, node_entry, pod_entry, service_entry};
+pub use entries::{NodeEntry, PodEntry, ServiceEntry};
+use follow::follow;
+use join::process_info;
 
 /// How the index stands with the API server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +39,7 @@ pub enum IndexHealth {
 }
 
 #[derive(Default)]
-struct IndexState {
+pub(super) struct IndexState {
     pods: Entries<PodEntry>,
     services: Entries<ServiceEntry>,
     nodes: Entries<NodeEntry>,
@@ -83,63 +48,6 @@ struct IndexState {
     /// a failure counts only for [`STALE_WINDOW`] unless it recurs (a watch that stays down
     /// fails again within the longest backoff).
     errors: HashMap<&'static str, (String, tokio::time::Instant)>,
-}
-
-/// The entries of one kind, by name, kept current from its watcher's events.
-struct Entries<E> {
-    live: HashMap<String, E>,
-    /// Objects seen during a relist, which replaces `live` when it completes.
-    relisting: Option<HashMap<String, E>>,
-}
-
-impl<E> Default for Entries<E> {
-    fn default() -> Self {
-        Entries { live: HashMap::new(), relisting: None }
-    }
-}
-
-/// What one watcher event changed.
-struct Applied {
-    /// The names whose entries changed (or may have: every name before and after a relist).
-    touched: Vec<String>,
-    /// Whether a relist completed.
-    relisted: bool,
-}
-
-impl<E> Entries<E> {
-    fn apply<K: ResourceExt>(&mut self, event: Event<K>, entry: impl Fn(&K) -> (String, E)) -> Applied {
-        let mut relisted = false;
-        let touched = match event {
-            Event::Init => {
-                self.relisting = Some(HashMap::new());
-                Vec::new()
-            }
-            Event::InitApply(object) => {
-                let (name, value) = entry(&object);
-                self.relisting.get_or_insert_with(HashMap::new).insert(name, value);
-                Vec::new()
-            }
-            Event::InitDone => {
-                let fresh = self.relisting.take().unwrap_or_default();
-                let mut touched: Vec<String> = self.live.keys().cloned().collect();
-                touched.extend(fresh.keys().cloned());
-                self.live = fresh;
-                relisted = true;
-                touched
-            }
-            Event::Apply(object) => {
-                let (name, value) = entry(&object);
-                self.live.insert(name.clone(), value);
-                vec![name]
-            }
-            Event::Delete(object) => {
-                let name = object.name_any();
-                self.live.remove(&name);
-                vec![name]
-            }
-        };
-        Applied { touched, relisted }
-    }
 }
 
 /// How long after its last failure a watch counts as down: longer than the longest backoff.
@@ -225,19 +133,19 @@ impl Index {
         self.generation.send_modify(|generation| *generation += 1);
     }
 
-    fn apply_pod(&self, event: Event<Pod>) {
+    pub(super) fn apply_pod(&self, event: Event<Pod>) {
         let mut state = self.lock();
         let applied = state.pods.apply(event, pod_entry);
         self.finish(state, "pods", applied.relisted, applied.touched);
     }
 
-    fn apply_service(&self, event: Event<Service>) {
+    pub(super) fn apply_service(&self, event: Event<Service>) {
         let mut state = self.lock();
         let applied = state.services.apply(event, service_entry);
         self.finish(state, "services", applied.relisted, applied.touched);
     }
 
-    fn apply_node(&self, event: Event<Node>) {
+    pub(super) fn apply_node(&self, event: Event<Node>) {
         let mut state = self.lock();
         let applied = state.nodes.apply(event, |node| (node.name_any(), node_entry(node)));
         // A node's addresses are part of the info of every process on it; after a relist, any
@@ -272,7 +180,7 @@ impl Index {
         self.bump();
     }
 
-    fn record_error(&self, kind: &'static str, error: &watcher::Error) {
+    pub(super) fn record_error(&self, kind: &'static str, error: &watcher::Error) {
         tracing::warn!(kind, %error, "watch failed; serving the index as it is and retrying");
         self.lock().errors.insert(kind, (error.to_string(), tokio::time::Instant::now()));
         self.bump();
@@ -289,28 +197,6 @@ impl Index {
                     self.table.remove(&name);
                 }
             }
-        }
-    }
-}
-
-/// The delay between attempts to re-establish a failed watch: doubling from 250 ms up to 5 s, so
-/// that an API server that comes back is followed again within seconds (kube-runtime's default
-/// waits up to 30 s), yet one that stays down is not hammered.
-const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
-
-/// Drives one watcher into the index, retrying failed watches after the [`RECONNECT`] delays.
-async fn follow<K>(
-    stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
-    kind: &'static str,
-    index: &Arc<Index>,
-    apply: fn(&Index, Event<K>),
-) {
-    let stream = stream.backoff(RECONNECT);
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => apply(index, event),
-            Err(error) => index.record_error(kind, &error),
         }
     }
 }
@@ -348,110 +234,6 @@ impl IndexView<'_> {
             .collect();
         names.sort();
         names
-    }
-}
-
-fn pod_entry(pod: &Pod) -> (String, PodEntry) {
-    let name = pod.name_any();
-    let created = pod.metadata.creation_timestamp.as_ref().map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0);
-    let entry = PodEntry {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        resource_version: pod.metadata.resource_version.clone(),
-        group: pod.labels().get(GROUP_LABEL).cloned(),
-        created,
-        node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
-        state: pod_state(pod),
-        spec: super::manifests::spec_of(pod),
-    };
-    (name, entry)
-}
-
-fn service_entry(service: &Service) -> (String, ServiceEntry) {
-    let spec = service.spec.as_ref();
-    let entry = ServiceEntry {
-        node_port: spec.and_then(|spec| spec.type_.as_deref()) == Some("NodePort"),
-        cluster_ip: spec.and_then(|spec| spec.cluster_ip.clone()).filter(|ip| !ip.is_empty() && ip != "None"),
-        ports: spec
-            .and_then(|spec| spec.ports.as_ref())
-            .map(|ports| {
-                ports
-                    .iter()
-                    .filter_map(|port| {
-                        let service_port = u16::try_from(port.port).ok()?;
-                        Some((
-                            service_port,
-                            port.node_port.and_then(|node_port| u16::try_from(node_port).ok()),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    (service.name_any(), entry)
-}
-
-fn node_entry(node: &Node) -> NodeEntry {
-    let addresses = node.status.as_ref().and_then(|status| status.addresses.as_ref());
-    let first = |kind: &str| {
-        addresses
-            .and_then(|addresses| addresses.iter().find(|address| address.type_ == kind))
-            .map(|a| a.address.clone())
-    };
-    NodeEntry { external_ip: first("ExternalIP"), internal_ip: first("InternalIP") }
-}
-
-/// A process's info from its Pod, Service and Node; `None` when it has no Pod.
-fn process_info(state: &IndexState, namespace: &str, name: &str) -> Option<ProcessInfo> {
-    let pod = state.pods.live.get(name)?;
-    let service = state.services.live.get(name);
-    let node = pod.node_name.as_ref().and_then(|node| state.nodes.live.get(node));
-    Some(ProcessInfo {
-        process_name: name.to_owned(),
-        group: pod.group.clone(),
-        socket_addresses: addresses(name, namespace, service, node),
-        created: pod.created,
-        status: pod.state.status,
-        reason: pod.state.reason.clone(),
-        message: pod.state.message.clone(),
-        restart_count: pod.state.restart_count,
-        exit_code: pod.state.exit_code,
-        node: pod.node_name.clone(),
-    })
-}
-
-/// Public: the node the pod runs on (its ExternalIP, else its InternalIP) and the NodePort, only
-/// that node, as the Hydroplane guide explains. Private: the ClusterIP and port, with the DNS
-/// name. None before the pod is scheduled (public) or the Service has its IP (private).
-fn addresses(
-    name: &str,
-    namespace: &str,
-    service: Option<&ServiceEntry>,
-    node: Option<&NodeEntry>,
-) -> Vec<SocketAddress> {
-    let Some(service) = service else { return Vec::new() };
-    if service.node_port {
-        let Some(host) = node.and_then(|node| node.external_ip.clone().or_else(|| node.internal_ip.clone()))
-        else {
-            return Vec::new();
-        };
-        service
-            .ports
-            .iter()
-            .filter_map(|(_, node_port)| *node_port)
-            .map(|port| SocketAddress { host: host.clone(), port, is_public: true, dns_name: None })
-            .collect()
-    } else {
-        let Some(cluster_ip) = &service.cluster_ip else { return Vec::new() };
-        service
-            .ports
-            .iter()
-            .map(|(port, _)| SocketAddress {
-                host: cluster_ip.clone(),
-                port: *port,
-                is_public: false,
-                dns_name: Some(format!("{name}.{namespace}.svc.cluster.local")),
-            })
-            .collect()
     }
 }
 
