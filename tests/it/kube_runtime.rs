@@ -1,13 +1,11 @@
 //! End to end on the `kubernetes` runtime: the real server against the Kubernetes API simulator
 //! (`kube-sim`), checked with the real `kubectl`.
 
-use crate::common;
-
 use std::collections::BTreeMap;
 
 use crate::common::requests::{start_request, stop_group};
 use crate::common::watch::Watch;
-use crate::common::{KubeSim, Server, hpctl, hpctl_json};
+use crate::common::{self, KubeSim, Server, hpctl, hpctl_json};
 use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
 

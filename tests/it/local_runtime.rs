@@ -1,15 +1,13 @@
 //! End to end on the local runtime: the real `hydroplane` binary on a free loopback port, driven
 //! through the generated Rust client.
 
-use crate::common;
-
 use std::time::Duration;
 
 use crate::common::requests::{
     http_server_spec, sleeper, start_request, start_waiting, stop_group, stop_process,
 };
 use crate::common::watch::{Watch, describe};
-use crate::common::{Server, free_port, http_get_status, process_alive, wait_until};
+use crate::common::{self, Server, free_port, http_get_status, process_alive, wait_until};
 use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
 

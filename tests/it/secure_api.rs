@@ -3,14 +3,12 @@
 //! unprotected server on loopback, Unix sockets, limits, and the audit log. No token value may
 //! appear in anything the server writes.
 
-use crate::common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::requests::sleeper_spec;
 use crate::common::watch::Watch;
-use crate::common::{Server, TokenClient, create_token, token_client};
+use crate::common::{self, Server, TokenClient, create_token, token_client};
 use hydroplane::proto;
 use tonic::Code;
 use tonic::transport::Channel;
