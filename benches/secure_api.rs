@@ -7,7 +7,7 @@
 
 mod common;
 
-#[path = "../tests/common/certs.rs"]
+#[path = "../tests/it/common/certs.rs"]
 #[allow(dead_code)]
 mod certs;
 

@@ -502,7 +502,7 @@ async fn handshake(
 }
 
 #[cfg(test)]
-#[path = "../../tests/common/certs.rs"]
+#[path = "../../tests/it/common/certs.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use all of it")]
 mod test_certs;
 

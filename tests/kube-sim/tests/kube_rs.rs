@@ -392,8 +392,21 @@ async fn faults_inject_errors_and_refuse_connections() {
     simulator.admin(&client, "DELETE", "faults", json!(null)).await;
     pods.get("keep").await.unwrap();
 
+    // The outage starts when the simulator drops its listener, then every open connection: a
+    // watch opened before it ends once connections are refused.
+    let version = pods.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut open = pods.watch(&WatchParams::default(), &version).await.unwrap().boxed();
     simulator.admin(&client, "POST", "faults", json!({"refuse_connections_for_ms": 1500})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    loop {
+        match tokio::time::timeout(WAIT, open.try_next())
+            .await
+            .expect("the outage ends the open watch in time")
+        {
+            Ok(None) | Err(_) => break,
+            Ok(Some(WatchEvent::Bookmark(_))) => {}
+            Ok(Some(other)) => panic!("the open watch delivered {other:?}"),
+        }
+    }
     let refused = std::net::TcpStream::connect(("127.0.0.1", simulator.port()));
     assert!(refused.is_err(), "connections are refused during the outage");
     // kube-rs reconnects once the port is back, and the state survived.

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::Simulator;
+use common::child::Follow;
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -35,52 +34,20 @@ spec:
   ports: [{port: 80, targetPort: http, name: http}]
 "#;
 
-/// A running `kubectl get -w`, killed on drop, whose output lines arrive on a channel.
-struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// A running `kubectl get -w` (or `logs -f`), killed on drop, whose output lines are read.
+struct Watcher(Follow);
 
 impl Watcher {
     fn start(simulator: &Simulator, args: &[&str]) -> Watcher {
-        let mut child = simulator
-            .kubectl()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kubectl get -w");
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Watcher { child, lines }
+        let mut command = simulator.kubectl();
+        command.args(args).stderr(Stdio::inherit());
+        Watcher(Follow::spawn(&format!("kubectl {}", args.join(" ")), &mut command))
     }
 
     /// Reads lines until one satisfies `wanted`, failing after `timeout`.
     #[track_caller]
     fn wait_for(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("kubectl get -w showed no matching line within {timeout:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.wait_for(timeout, wanted)
     }
 }
 

@@ -1,13 +1,16 @@
 //! Shared test harness: starts the real `kube-sim` binary on 127.0.0.1 port 0, reads the
-//! `listening on <url>` line, and kills the process when the guard is dropped, even when the
-//! test panics.
+//! `listening on <url>` line (within 30 s), and kills the process when the guard is dropped,
+//! even when the test panics.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+/// Spawning with a first line, following lines, and `$KUBECTL`: the same file as the
+/// integration tests' (std only).
+#[path = "../../../it/common/child.rs"]
+pub mod child;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// A running simulator, killed on drop.
@@ -25,27 +28,17 @@ impl Simulator {
     pub fn start(extra: &[&str]) -> Simulator {
         let directory = tempfile::tempdir().expect("creating a temporary directory");
         let kubeconfig = directory.path().join("kubeconfig");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
-            .arg(&kubeconfig)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting kube-sim");
-        let stdout = child.stdout.take().expect("kube-sim stdout");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = sender.send(line);
-            }
-            // Keep draining so the simulator never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let mut simulator = Simulator { child, url: String::new(), kubeconfig, directory };
-        let line =
-            receiver.recv_timeout(Duration::from_secs(30)).expect("kube-sim printed no `listening on` line");
+        let spawned = child::spawn_with_first_line(
+            "kube-sim",
+            Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+                .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+                .arg(&kubeconfig)
+                .args(extra)
+                .stderr(Stdio::inherit()),
+            Duration::from_secs(30),
+        );
+        let mut simulator = Simulator { child: spawned.child, url: String::new(), kubeconfig, directory };
+        let line = spawned.first_line;
         simulator.url = line
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -65,15 +58,7 @@ impl Simulator {
 
     /// A `kubectl` command using the simulator's kubeconfig and a private discovery cache.
     pub fn kubectl(&self) -> Command {
-        let mut command = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string()));
-        command
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.directory.path().join("kube-cache"))
-            .arg("--request-timeout=20s")
-            .env("HOME", self.directory.path());
-        command
+        child::kubectl(&self.kubeconfig, self.directory.path())
     }
 
     /// Runs kubectl with `args`, asserting success, and returns stdout.

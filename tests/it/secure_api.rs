@@ -3,12 +3,12 @@
 //! unprotected server on loopback, Unix sockets, limits, and the audit log. No token value may
 //! appear in anything the server writes.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, TokenClient, create_token, sleeper_spec, token_client};
+use crate::common::requests::sleeper_spec;
+use crate::common::watch::Watch;
+use crate::common::{self, Server, TokenClient, create_token, token_client};
 use hydroplane::proto;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -143,19 +143,11 @@ async fn tokens_scopes_and_groups_decide_what_a_caller_may_do() {
 
     let mut ci = client(&server, Some(&ci_token)).await;
     assert_eq!(names(&mut ci).await.expect("ci lists"), ["ci-a"]);
-    let mut events = ci.watch(proto::WatchRequest::default()).await.expect("ci watches").into_inner();
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), events.message())
-            .await
-            .expect("a watch event in time")
-            .expect("the watch stream")
-            .expect("an event");
-        if event.r#type == proto::WatchEventType::Synced as i32 {
-            break;
-        }
-        seen.push(event.process.expect("a process").process_name);
-    }
+    let mut events =
+        Watch::new(ci.watch(proto::WatchRequest::default()).await.expect("ci watches").into_inner());
+    let snapshot = events.until_synced().await;
+    let seen: Vec<String> =
+        snapshot.into_iter().map(|event| event.process.expect("a process").process_name).collect();
     assert_eq!(seen, ["ci-a"], "the snapshot holds only the token's groups");
     assert_status(
         stop(&mut ci, proto::stop_request::Target::ProcessName("prod-x".into())).await,
@@ -178,11 +170,7 @@ async fn tokens_scopes_and_groups_decide_what_a_caller_may_do() {
     // Changes outside the token's groups never reach its watch: the next event is ci-b's.
     start(&mut admin, "prod-y", Some("prod")).await.expect("admin starts prod-y");
     stop(&mut ci, proto::stop_request::Target::ProcessName("ci-b".into())).await.expect("ci stops ci-b");
-    let next = tokio::time::timeout(Duration::from_secs(30), events.message())
-        .await
-        .expect("a watch event in time")
-        .expect("the stream")
-        .expect("an event");
+    let next = events.next().await;
     assert_eq!(next.process.expect("a process").process_name, "ci-b");
     assert_eq!(
         stop(&mut ci, proto::stop_request::Target::Group("ci-1".into())).await.expect("ci stops its group"),
@@ -498,16 +486,18 @@ async fn tls_serves_trusting_clients_and_rotates_without_a_restart() {
     // Rotation: a certificate of a second CA replaces the first on disk, and new connections
     // get it without a restart.
     let second_ca = common::certs::TestCa::new("second CA");
+    let reloads_before = server.stderr().matches("reloaded the TLS").count();
     second_ca.write_server_files(directory.path(), "server");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !tls_list_works(&server, &second_ca.pem(), None, &token).await {
-        assert!(
-            Instant::now() < deadline,
-            "the rotated certificate was not served within 15 s:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The server says when it has the new pair (never a half-written one: a key that does not
+    // match its certificate is refused); from then on, new connections get it.
+    common::wait_until("the server reloads the TLS certificate", Duration::from_secs(15), || {
+        server.stderr().matches("reloaded the TLS").count() > reloads_before
+    });
+    assert!(
+        tls_list_works(&server, &second_ca.pem(), None, &token).await,
+        "the rotated certificate is served:\n{}",
+        server.stderr()
+    );
     assert!(!tls_list_works(&server, &first_ca.pem(), None, &token).await, "the old certificate is gone");
     assert!(server.stderr().contains("reloaded the TLS"), "{}", server.stderr());
     assert_no_token_leaked(&server, &[&token]);

@@ -1,47 +1,16 @@
 //! End to end on the `kubernetes` runtime: the real server against the Kubernetes API simulator
 //! (`kube-sim`), checked with the real `kubectl`.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use common::{KubeSim, Server, hpctl, hpctl_json};
-use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
+use crate::common::requests::{start_request, stop_group};
+use crate::common::watch::Watch;
+use crate::common::{self, KubeSim, Server, hpctl, hpctl_json};
+use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
-
-fn start_request(json: serde_json::Value) -> proto::StartRequest {
-    let spec = serde_json::from_value(json).expect("a valid test spec");
-    proto::StartRequest { spec: Some(spec_to_proto(spec)), wait: false, wait_timeout: None }
-}
 
 fn server_on(sim: &KubeSim, directory: &std::path::Path) -> Server {
     Server::start_with_config(directory, &sim.hydroplane_config(""))
-}
-
-async fn next_event(stream: &mut tonic::Streaming<proto::WatchEvent>) -> proto::WatchEvent {
-    tokio::time::timeout(Duration::from_secs(60), stream.message())
-        .await
-        .expect("a watch event within 60 s")
-        .expect("the watch stream is healthy")
-        .expect("the watch stream is open")
-}
-
-/// Follows a watch until `process`'s event matches; returns it.
-async fn until(
-    stream: &mut tonic::Streaming<proto::WatchEvent>,
-    process: &str,
-    matches: impl Fn(&proto::WatchEvent, &proto::ProcessInfo) -> bool,
-) -> proto::ProcessInfo {
-    loop {
-        let event = next_event(stream).await;
-        if let Some(info) = event.process.clone().filter(|info| info.process_name == process)
-            && matches(&event, &info)
-        {
-            return info;
-        }
-    }
 }
 
 #[test]
@@ -83,9 +52,7 @@ fn the_nginx_example_is_one_pod_and_one_node_port_service_and_stop_leaves_nothin
     assert_eq!(listed[0]["node"], node_name);
 
     assert_eq!(hpctl_json(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
-    common::wait_until("the pod and its service are gone", Duration::from_secs(30), || {
-        sim.names("pods").is_empty() && sim.names("services").is_empty()
-    });
+    sim.wait_deleted(&["pod/nginx", "service/nginx"]);
     assert!(sim.kubectl(&["get", "all"]).trim().is_empty(), "kubectl get all is empty");
     let after = hpctl_json(&server, &["list"]);
     assert!(after == serde_json::json!([]) || after[0]["status"] == "STOPPING", "{after}");
@@ -96,16 +63,12 @@ async fn a_watch_follows_the_pod_through_a_crash_loop_to_deletion() {
     let sim = KubeSim::start(&["--pod-start-delay-ms", "300"]);
     let server = server_on(&sim, sim.directory());
     let mut client = server.client().await;
-    let mut watch = client
-        .watch(proto::WatchRequest { process_name: Some("crasher".into()), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = Watch::process(&mut client, "crasher").await;
     let spec = serde_json::json!({"process_name": "crasher", "group": "g", "container": {
         "image_uri": "busybox", "command": ["sh", "-c", "exit 1"]}});
     client.start(start_request(spec)).await.expect("start");
-    until(&mut watch, "crasher", |_, info| info.status() == ProcessStatus::Starting).await;
-    until(&mut watch, "crasher", |_, info| info.status() == ProcessStatus::Running).await;
+    watch.until_process("crasher", "STARTING", |_, info| info.status() == ProcessStatus::Starting).await;
+    watch.until_process("crasher", "RUNNING", |_, info| info.status() == ProcessStatus::Running).await;
 
     sim.patch_pod_status(
         "crasher",
@@ -115,13 +78,14 @@ async fn a_watch_follows_the_pod_through_a_crash_loop_to_deletion() {
                 "message": "back-off 40s restarting failed container"}},
                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
     );
-    let failed = until(&mut watch, "crasher", |_, info| info.status() == ProcessStatus::Failed).await;
+    let failed =
+        watch.until_process("crasher", "FAILED", |_, info| info.status() == ProcessStatus::Failed).await;
     assert_eq!(failed.reason(), "CrashLoopBackOff");
     assert_eq!(failed.restart_count, 3);
     assert!(failed.message().contains("back-off"), "{failed:?}");
 
-    client.stop(proto::StopRequest { target: Some(Target::Group("g".into())) }).await.expect("stop");
-    until(&mut watch, "crasher", |event, _| event.r#type() == WatchEventType::Deleted).await;
+    client.stop(stop_group("g")).await.expect("stop");
+    watch.until_process("crasher", "DELETED", |kind, _| kind == WatchEventType::Deleted).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,6 +119,7 @@ async fn statuses_and_addresses_follow_the_cluster() {
     let dns = "private.default.svc.cluster.local".to_owned();
     assert_eq!(addresses, [(cluster_ip.clone(), 8080, false, dns.clone()), (cluster_ip, 9090, false, dns)]);
 
+    let mut watch = Watch::process(&mut client, "private").await;
     for (status, expected, reason, exit_code) in [
         (
             serde_json::json!({"phase": "Pending", "containerStatuses": [{"name": "private", "image": "busybox",
@@ -182,18 +147,11 @@ async fn statuses_and_addresses_follow_the_cluster() {
         ),
     ] {
         sim.patch_pod_status("private", status);
-        let mut seen = None;
-        for _ in 0..400 {
-            let listed =
-                client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
-            if let Some(process) = listed.into_iter().find(|p| p.status() == expected && p.reason() == reason)
-            {
-                seen = Some(process);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let process = seen.unwrap_or_else(|| panic!("List never showed {expected:?} {reason}"));
+        let process = watch
+            .until_process("private", &format!("{expected:?} {reason}"), |_, p| {
+                p.status() == expected && p.reason() == reason
+            })
+            .await;
         assert_eq!(process.exit_code, exit_code);
     }
 }
@@ -216,21 +174,22 @@ async fn a_start_that_fails_half_way_leaves_no_orphan() {
     let error = client.start(start_request(spec)).await.unwrap_err();
     assert_eq!(error.code(), Code::AlreadyExists, "{error:?}");
     assert!(error.message().contains("service"), "{}", error.message());
-    common::wait_until("the half-made pod is deleted", Duration::from_secs(30), || {
-        sim.names("pods").is_empty()
-    });
+    sim.wait_deleted(&["pod/clash"]);
+    assert!(sim.names("pods").is_empty(), "the half-made pod is deleted");
     assert_eq!(sim.names("services"), ["clash"], "the other service is left alone");
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert!(listed.iter().all(|process| process.status() == ProcessStatus::Stopping), "{listed:?}");
 }
 
-#[test]
-fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
     let sim = KubeSim::start(&[]);
     let first_directory = tempfile::tempdir().expect("tempdir");
     let second_directory = tempfile::tempdir().expect("tempdir");
     let mut first = server_on(&sim, first_directory.path());
     let second = server_on(&sim, second_directory.path());
+    let mut second_client = second.client().await;
+    let mut second_watch = Watch::all(&mut second_client).await;
     let directory = tempfile::tempdir().expect("tempdir");
     for name in ["one", "two"] {
         let path = directory.path().join(format!("{name}.json"));
@@ -248,9 +207,10 @@ fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
             .map(|p| p["process_name"].as_str().expect("name").to_owned())
             .collect()
     };
-    common::wait_until("the second server sees both", Duration::from_secs(30), || {
-        names(&second) == ["one", "two"]
-    });
+    second_watch
+        .until_view("the second server sees both", |view| view.keys().map(String::as_str).eq(["one", "two"]))
+        .await;
+    assert_eq!(names(&second), ["one", "two"]);
 
     assert_eq!(first.terminate(), Some(0));
     assert_eq!(sim.names("pods"), ["one", "two"], "processes on a cluster outlive the server");
@@ -269,12 +229,19 @@ fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
         .collect();
     assert_eq!(created.len(), 2);
 
+    let mut restarted_client = restarted.client().await;
+    let mut restarted_watch = Watch::all(&mut restarted_client).await;
     assert_eq!(hpctl_json(&second, &["stop", "-g", "shared"]), serde_json::json!(["one", "two"]));
-    common::wait_until("the restarted server sees them go", Duration::from_secs(30), || {
-        hpctl_json(&restarted, &["list"])
-            .as_array()
-            .is_some_and(|processes| processes.iter().all(|process| process["status"] == "STOPPING"))
-    });
+    restarted_watch
+        .until_view("the restarted server sees them go", |view| {
+            view.values().all(|process| process.status() == ProcessStatus::Stopping)
+        })
+        .await;
+    let after = hpctl_json(&restarted, &["list"]);
+    assert!(
+        after.as_array().is_some_and(|processes| processes.iter().all(|p| p["status"] == "STOPPING")),
+        "{after}"
+    );
     let output = hpctl(&restarted, &["stop", "ghost"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("`ghost` does not exist"));
 }

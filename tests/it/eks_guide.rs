@@ -3,99 +3,23 @@
 //! in token-review mode, so every request is authenticated by a real presigned URL that the
 //! simulator replays against moto's STS.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{KubeSim, Server, free_port, hpctl, repo_root};
+use crate::common::moto::Moto;
+use crate::common::requests::{start_request, stop_process};
+use crate::common::{KubeSim, Server, free_port, hpctl, repo_root};
 
 const PASSWORD: &str = "guide password 42";
 const REGION: &str = "us-west-2";
 const CLUSTER: &str = "hydro-eks";
 
-/// moto behind our launcher, stopped when dropped.
-struct Aws {
-    child: Child,
-    url: String,
-    access_key_id: String,
-    secret_access_key: String,
-    role_arn: String,
-}
-
-impl Aws {
-    fn start(port: u16, eks_endpoint: &str, ca_file: &Path) -> Aws {
-        let mut child = Command::new(common::test_python())
-            .arg(repo_root().join("tests/aws/moto_launcher.py"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--region",
-                REGION,
-                "--eks-endpoint",
-                eks_endpoint,
-                "--eks-ca-file",
-            ])
-            .arg(ca_file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the moto launcher");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the launcher's first line");
-        let info: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|error| panic!("launcher said {line:?}: {error}"));
-        let text = |key: &str| info[key].as_str().unwrap_or_else(|| panic!("no {key} in {info}")).to_owned();
-        Aws {
-            url: text("url"),
-            access_key_id: text("access_key_id"),
-            secret_access_key: text("secret_access_key"),
-            role_arn: text("role_arn"),
-            child,
-        }
-    }
-
-    /// One AWS API call through boto3, as JSON.
-    fn call(&self, service: &str, operation: &str, params: serde_json::Value) -> serde_json::Value {
-        let output = Command::new(common::test_python())
-            .arg(repo_root().join("tests/aws/aws_call.py"))
-            .args(["--endpoint", &self.url, "--region", REGION, "--access-key-id", &self.access_key_id])
-            .args(["--secret-access-key", &self.secret_access_key, service, operation, &params.to_string()])
-            .output()
-            .expect("run aws_call.py");
-        assert!(output.status.success(), "aws_call failed: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).expect("aws_call prints JSON")
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        use std::io::{Read, Write};
-        let address = self.url.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(address).expect("connect to the launcher");
-        write!(stream, "GET /_launcher/stats HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let body = response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
-        serde_json::from_str(body).unwrap_or_else(|error| panic!("stats: {error}: {response}"))
-    }
-}
-
-impl Drop for Aws {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The simulator in EKS token-review mode and moto, wired to each other, with the guide's
 /// cluster created through the real EKS API.
 struct World {
     sim: KubeSim,
-    aws: Aws,
+    aws: Moto,
     home: tempfile::TempDir,
     ca_directory: tempfile::TempDir,
     transcript: String,
@@ -126,8 +50,9 @@ impl World {
             "--eks-allowed-arn",
             "arn:aws:iam::123456789012:role/EKSAdmin",
         ]);
-        let aws = Aws::start(aws_port, &sim.url, &ca_file);
+        let aws = Moto::start(aws_port, REGION, &sim.url, &ca_file);
         let created = aws.call(
+            &aws.user,
             "eks",
             "create_cluster",
             serde_json::json!({"name": CLUSTER, "roleArn": "arn:aws:iam::123456789012:role/eks-service",
@@ -231,7 +156,7 @@ impl World {
     #[track_caller]
     fn assert_no_secret_anywhere(&self, server: &Server) {
         let everything = format!("{}{}{}", self.transcript, server.stdout(), server.stderr());
-        for secret in [PASSWORD, self.aws.secret_access_key.as_str()] {
+        for secret in [PASSWORD, self.aws.user.secret_access_key.as_str()] {
             assert!(!everything.contains(secret), "a secret appears in the output:\n{everything}");
         }
     }
@@ -240,7 +165,7 @@ impl World {
 #[test]
 fn the_guides_quickstart_works_as_written() {
     let mut world = World::start();
-    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    let (key, secret) = (world.aws.user.access_key_id.clone(), world.aws.user.secret_access_key.clone());
     world.store_credentials(&key, &secret);
     let config = world.eks_yml("");
     let server = world.server(&config);
@@ -260,7 +185,8 @@ fn the_guides_quickstart_works_as_written() {
     assert_eq!(world.sim.names("pods"), ["nginx"]);
 
     assert_eq!(world.hpctl(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
-    common::wait_until("nginx is gone", Duration::from_secs(30), || world.sim.names("pods").is_empty());
+    world.sim.wait_deleted(&["pod/nginx"]);
+    assert!(world.sim.names("pods").is_empty(), "nginx is gone");
 
     let stats = world.aws.stats();
     assert!(stats["eks"]["DescribeCluster"].as_u64() >= Some(1), "{stats}");
@@ -274,7 +200,7 @@ fn the_guides_quickstart_works_as_written() {
 #[tokio::test(flavor = "multi_thread")]
 async fn assumed_role_credentials_and_tokens_are_renewed_without_failed_requests() {
     let mut world = World::start();
-    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    let (key, secret) = (world.aws.user.access_key_id.clone(), world.aws.user.secret_access_key.clone());
     world.store_credentials(&key, &secret);
     let config = world.eks_yml(&format!(
         "  token_refresh_seconds: 1\n  credentials_renew_before_seconds: 898\n  credentials:\n    access_key:\n      \
@@ -301,20 +227,16 @@ async fn assumed_role_credentials_and_tokens_are_renewed_without_failed_requests
     while tokio::time::Instant::now() < deadline {
         let name = format!("p{calls}");
         let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "nginx"}});
-        let request = hydroplane::proto::StartRequest {
-            spec: Some(hydroplane::grpc::convert::spec_to_proto(serde_json::from_value(spec).expect("spec"))),
-            wait: false,
-            wait_timeout: None,
-        };
-        client.start(request).await.unwrap_or_else(|status| panic!("start {name} failed: {status:?}"));
+        client
+            .start(start_request(spec))
+            .await
+            .unwrap_or_else(|status| panic!("start {name} failed: {status:?}"));
         client
             .list(hydroplane::proto::ListRequest::default())
             .await
             .unwrap_or_else(|status| panic!("list failed: {status:?}"));
         client
-            .stop(hydroplane::proto::StopRequest {
-                target: Some(hydroplane::proto::stop_request::Target::ProcessName(name.clone())),
-            })
+            .stop(stop_process(&name))
             .await
             .unwrap_or_else(|status| panic!("stop {name} failed: {status:?}"));
         calls += 1;
@@ -345,7 +267,7 @@ fn mistakes_are_reported_at_start_up_with_what_to_fix() {
     assert!(!stderr.contains("not-a-real-secret-key"), "{stderr}");
 
     // Good keys, a role that cannot be assumed: the ARN and STS's message.
-    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    let (key, secret) = (world.aws.user.access_key_id.clone(), world.aws.user.secret_access_key.clone());
     world.secret_store(&["remove", "aws-credentials"]);
     let creds = world.home.path().join("creds.json");
     std::fs::write(&creds, format!(r#"{{"AccessKeyId":"{key}","SecretAccessKey":"{secret}"}}"#))
@@ -373,7 +295,7 @@ fn mistakes_are_reported_at_start_up_with_what_to_fix() {
     let stderr = world.failed_server(&config);
     assert!(stderr.contains("secret `aws-credentials` has no key `AccessKeyID`"), "{stderr}");
 
-    for secret in [PASSWORD, world.aws.secret_access_key.as_str()] {
+    for secret in [PASSWORD, world.aws.user.secret_access_key.as_str()] {
         assert!(!world.transcript.contains(secret), "a secret appears in the output:\n{}", world.transcript);
     }
 }
@@ -382,7 +304,7 @@ fn mistakes_are_reported_at_start_up_with_what_to_fix() {
 fn a_configured_endpoint_and_ca_skip_describe_cluster() {
     use base64::Engine as _;
     let mut world = World::start();
-    let (key, secret) = (world.aws.access_key_id.clone(), world.aws.secret_access_key.clone());
+    let (key, secret) = (world.aws.user.access_key_id.clone(), world.aws.user.secret_access_key.clone());
     world.store_credentials(&key, &secret);
     let ca = std::fs::read(world.ca_directory.path().join("ca.pem")).expect("the simulator's CA");
     let config = world.eks_yml(&format!(

@@ -3,16 +3,12 @@
 //! converge to the API server's state, no Watch client may miss a final state, and a Start that
 //! failed half-way must leave no orphan.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{KubeSim, Server};
-use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto::{
-    self, WatchEventType, process_service_client::ProcessServiceClient, stop_request::Target,
-};
+use crate::common::requests::{start_request, stop_process};
+use crate::common::{KubeSim, Server};
+use hydroplane::proto::{self, WatchEventType, process_service_client::ProcessServiceClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -25,8 +21,7 @@ fn spec(name: &str, with_port: bool) -> proto::StartRequest {
     if with_port {
         json["container"]["ports"] = serde_json::json!([{"container_port": 80}]);
     }
-    let spec = serde_json::from_value(json).expect("valid");
-    proto::StartRequest { spec: Some(spec_to_proto(spec)), wait: false, wait_timeout: None }
+    start_request(json)
 }
 
 fn summary(process: &proto::ProcessInfo) -> (String, String) {
@@ -54,11 +49,9 @@ async fn start_with_retries(client: &mut ProcessServiceClient<Channel>, name: &s
 fn patch_with_retries(sim: &KubeSim, pod: &str, status: serde_json::Value) {
     let patch = serde_json::json!({ "status": status }).to_string();
     for _ in 0..50 {
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&sim.kubeconfig)
+        let output = sim
+            .kubectl_command()
             .args(["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &patch])
-            .env("HOME", sim.directory())
             .output()
             .expect("run kubectl");
         if output.status.success() {
@@ -104,10 +97,7 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     patch_with_retries(&sim, "p0", crash_loop("p0", 2));
     patch_with_retries(&sim, "p1", crash_loop("p1", 5));
     sim.faults(serde_json::json!({"force_gone": true, "drop_watches_now": true}));
-    client
-        .stop(proto::StopRequest { target: Some(Target::ProcessName("p2".into())) })
-        .await
-        .expect("stop p2");
+    client.stop(stop_process("p2")).await.expect("stop p2");
 
     // 5% of requests fail: Starts retried by the caller must not leave half-made processes.
     sim.faults(serde_json::json!({"close_watches_after_events": 0, "error_rate": 0.05, "error_code": 500}));
@@ -149,12 +139,10 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     // After the outage: one more change that the index can only learn from a fresh watch.
     let mut patched = false;
     for _ in 0..400 {
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&sim.kubeconfig)
+        let output = sim
+            .kubectl_command()
             .args(["patch", "pod", "p3", "--subresource=status", "--type=merge", "-p",
                 r#"{"status": {"phase": "Succeeded", "containerStatuses": [{"name": "p3", "image": "nginx", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}}"#])
-            .env("HOME", sim.directory())
             .output()
             .expect("run kubectl");
         if output.status.success() {
@@ -182,38 +170,47 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     .into_iter()
     .map(|(name, (status, reason))| (name.to_owned(), Some((status.to_owned(), reason.to_owned()))))
     .collect();
-    let mut converged = false;
-    for _ in 0..600 {
-        let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
-        let listed_names: Vec<String> = listed.processes.iter().map(|p| p.process_name.clone()).collect();
-        let listed_states: BTreeMap<String, Final> =
-            listed.processes.iter().map(|p| (p.process_name.clone(), Some(summary(p)))).collect();
-        let watched = latest.borrow().clone();
-        let watched_live: BTreeMap<String, Final> = watched
-            .iter()
-            .filter(|(_, state)| state.is_some())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        converged = listed.stale_reason.is_none()
-            && listed_names == expected_names
-            && expected.iter().all(|(name, state)| listed_states.get(name) == Some(state))
-            && listed_states
+    // The watcher's last word on every process comes to equal the API server's state: waited
+    // for on its events.
+    let live = |watched: &BTreeMap<String, Final>| -> BTreeMap<String, Final> {
+        watched.iter().filter(|(_, state)| state.is_some()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let converged = |watched: &BTreeMap<String, Final>| {
+        let live = live(watched);
+        live.keys().eq(expected_names.iter())
+            && expected.iter().all(|(name, state)| live.get(name) == Some(state))
+            && live
                 .iter()
                 .filter(|(name, _)| !expected.contains_key(*name))
                 .all(|(_, state)| state.as_ref().is_some_and(|(status, _)| status == "RUNNING"))
-            && watched_live == listed_states
-            && watched.get("p2") == Some(&None);
-        if converged {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
+            && watched.get("p2") == Some(&None)
+    };
+    let mut latest = latest;
+    let waited = tokio::time::timeout(Duration::from_secs(60), latest.wait_for(|watched| converged(watched)))
+        .await
+        .map(|result| result.map(|_| ()));
     assert!(
-        converged,
-        "did not converge:\n api server: {expected_names:?}\n list: {:?} (stale: {:?})\n watcher: {:?}",
-        listed.processes.iter().map(|p| (p.process_name.clone(), summary(p))).collect::<Vec<_>>(),
-        listed.stale_reason,
+        matches!(waited, Ok(Ok(()))),
+        "the watcher did not converge:\n api server: {expected_names:?}\n watcher: {:?}",
         latest.borrow()
     );
+
+    // List says it is fresh again once no watch of the index has failed for a while; no event
+    // tells when, so its answer is asked for (bounded). Then it equals what the watcher saw.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
+        if listed.stale_reason.is_none() {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "List still says it may be stale after the outage: {:?}",
+            listed.stale_reason
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let listed_states: BTreeMap<String, Final> =
+        listed.processes.iter().map(|p| (p.process_name.clone(), Some(summary(p)))).collect();
+    assert_eq!(listed_states, live(&latest.borrow()), "List equals the watcher's last word");
 }

@@ -1,13 +1,11 @@
 //! The secret store as the server uses it: the password at start-up, secret env values on the
 //! local and Kubernetes runtimes, and no secret value or password anywhere in any output.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{KubeSim, Server, hpctl, hpctl_json, wait_until};
+use crate::common::{KubeSim, Server, hpctl, hpctl_json, wait_until};
 
 const PASSWORD: &str = "correct horse battery staple";
 const ACCESS_KEY_ID: &str = "AKIAEXAMPLEKEYID0001";
@@ -209,7 +207,8 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
     assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Pod");
 
     assert_eq!(hpctl_json(&server, &["stop", "aws-tool"]), serde_json::json!(["aws-tool"]));
-    wait_until("the secret goes with its pod", Duration::from_secs(30), || sim.names("secrets").is_empty());
+    sim.wait_deleted(&["pod/aws-tool", "secret/aws-tool-env"]);
+    assert!(sim.names("secrets").is_empty(), "the secret goes with its pod");
     assert_eq!(server_output_into(&mut transcript, server), Some(0));
     transcript.assert_clean("");
 }

@@ -1,42 +1,12 @@
 //! Our EKS bearer token against botocore's (`aws eks get-token`), for fixed keys, cluster and
 //! clock: they must be equal, byte for byte. botocore runs from the test venv.
 
-mod common;
-
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use hydroplane::aws::token::eks_token;
 
-fn botocore_token(
-    key: &str,
-    secret: &str,
-    session: Option<&str>,
-    region: &str,
-    cluster: &str,
-    timestamp: &str,
-) -> String {
-    let mut command = Command::new(common::test_python());
-    command.arg(common::repo_root().join("tests/aws/botocore_token.py")).args([
-        "--access-key-id",
-        key,
-        "--secret-access-key",
-        secret,
-        "--region",
-        region,
-        "--cluster-name",
-        cluster,
-        "--timestamp",
-        timestamp,
-    ]);
-    if let Some(session) = session {
-        command.args(["--session-token", session]);
-    }
-    let output = command.output().expect("run botocore_token.py");
-    assert!(output.status.success(), "botocore failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
-}
+use crate::common::moto;
 
 #[track_caller]
 fn check(session: Option<&str>, region: &str, cluster: &str, seconds: u64, timestamp: &str) {
@@ -44,7 +14,11 @@ fn check(session: Option<&str>, region: &str, cluster: &str, seconds: u64, times
     let credentials = Credentials::new(key, secret, session.map(str::to_owned), None, "test");
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
     let ours = eks_token(&credentials, region, cluster, now).expect("our token");
-    let theirs = botocore_token(key, secret, session, region, cluster, timestamp);
+    let keys = moto::Credentials {
+        session_token: session.map(str::to_owned),
+        ..moto::Credentials::keys(key, secret)
+    };
+    let theirs = moto::botocore_token(&keys, region, cluster, timestamp);
     assert_eq!(ours.as_str(), theirs, "tokens differ for {region} {cluster} session={session:?}");
 }
 

@@ -1,11 +1,16 @@
-//! Shared helpers of the integration tests: the real `hydroplane` binary on a free loopback
-//! port, stopped when the test ends (also when it fails), and small utilities.
-
-#![allow(dead_code)]
+//! Shared helpers of the integration tests: the real `hydroplane` binary and the Kubernetes API
+//! simulator on free loopback ports, stopped when the test ends (also when it fails), `hpctl`,
+//! tokens, and small utilities. Beside them: [`child`] (a child's first line with a timeout,
+//! followed lines, `$KUBECTL`), [`requests`] (specs and requests), [`watch`] (waiting on Watch
+//! events), [`moto`] (the AWS fixtures) and [`certs`] (test CAs).
 
 pub mod certs;
+pub mod child;
+pub mod moto;
+pub mod requests;
+pub mod watch;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -62,33 +67,33 @@ impl Server {
 
     /// Starts the server with extra arguments and environment variables, on a free port.
     pub fn start_with_env(args: &[&str], environment: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .args(args)
-            .env("RUST_LOG", "info,hydroplane=debug")
-            .envs(environment.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the hydroplane binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut first_line = String::new();
-        stdout.read_line(&mut first_line).expect("read the server's first line");
-        let stdout_text = Arc::new(Mutex::new(first_line.clone()));
-        collect(stdout, Arc::clone(&stdout_text));
-        let address = first_line
+        let spawned = child::spawn_with_first_line(
+            "the hydroplane server",
+            Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+                .args(["-H", "127.0.0.1", "-p", "0"])
+                .args(args)
+                .env("RUST_LOG", "info,hydroplane=debug")
+                .envs(environment.iter().copied())
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped()),
+            child::FIRST_LINE_TIMEOUT,
+        );
+        let address = spawned
+            .first_line
             .strip_prefix("hydroplane listening on ")
             .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_owned);
-        let mut server = Server { child: Some(child), address: String::new(), stderr, stdout: stdout_text };
+        let mut server = Server {
+            child: Some(spawned.child),
+            address: String::new(),
+            stderr: spawned.stderr,
+            stdout: spawned.stdout,
+        };
         match address {
             Some(address) => server.address = address,
             None => {
-                let status = server.child.as_mut().and_then(|child| child.wait().ok());
-                panic!("the server did not start ({status:?}); stderr:\n{}", server.stderr());
+                let line = &spawned.first_line;
+                panic!("the server's first line is not its address: {line:?}; stderr:\n{}", server.stderr());
             }
         }
         server
@@ -156,18 +161,6 @@ impl Drop for Server {
     }
 }
 
-fn collect(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(read) = pipe.read(&mut buffer) {
-            if read == 0 {
-                break;
-            }
-            into.lock().expect("lock").push_str(&String::from_utf8_lossy(&buffer[..read]));
-        }
-    });
-}
-
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -182,18 +175,6 @@ pub fn http_get_status(host: &str, port: u32) -> String {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.lines().next().unwrap_or_default().to_owned()
-}
-
-/// A spec that serves HTTP on `port` with Python's http.server.
-pub fn http_server_spec(name: &str, port: u16) -> serde_json::Value {
-    serde_json::json!({
-        "process_name": name,
-        "container": {
-            "image_uri": "python:3.11",
-            "command": ["python3", "-m", "http.server", port.to_string(), "--bind", "127.0.0.1"],
-            "ports": [{"container_port": port, "protocol": "tcp"}]
-        }
-    })
 }
 
 /// Whether a process of this pid still exists (and is not a zombie).
@@ -245,24 +226,25 @@ impl KubeSim {
     pub fn start(extra: &[&str]) -> KubeSim {
         let directory = tempfile::tempdir().expect("tempdir");
         let kubeconfig = directory.path().join("kubeconfig");
-        let mut child = Command::new(kube_sim_binary())
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
-            .arg(&kubeconfig)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kube-sim");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read kube-sim's first line");
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_owned();
+        let spawned = child::spawn_with_first_line(
+            "kube-sim",
+            Command::new(kube_sim_binary())
+                .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+                .arg(&kubeconfig)
+                .args(extra)
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped()),
+            child::FIRST_LINE_TIMEOUT,
+        );
+        let child = spawned.child;
+        let line = spawned.first_line;
+        let url = line.strip_prefix("listening on ").map(str::to_owned);
+        let Some(url) = url else {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kube-sim's first line is not its address: {line:?}");
+        };
         KubeSim { child: Some(child), url, kubeconfig, directory }
     }
 
@@ -276,24 +258,32 @@ impl KubeSim {
         self.directory.path()
     }
 
+    /// A kubectl command (`$KUBECTL`, else `kubectl`) for the simulator, with its kubeconfig
+    /// and `HOME` and a discovery cache in the simulator's directory.
+    pub fn kubectl_command(&self) -> Command {
+        child::kubectl(&self.kubeconfig, self.directory.path())
+    }
+
     /// Runs kubectl against the simulator and returns stdout; panics on failure.
     #[track_caller]
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let output = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.directory.path().join("kube-cache"))
-            .args(args)
-            .env("HOME", self.directory.path())
-            .output()
-            .expect("run kubectl");
+        let output = self.kubectl_command().args(args).output().expect("run kubectl");
         assert!(
             output.status.success(),
             "kubectl {args:?} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until these objects (`pod/nginx`, `service/nginx`) are gone, or were never there:
+    /// `kubectl wait --for=delete`, which watches them, within 60 s.
+    #[track_caller]
+    pub fn wait_deleted(&self, objects: &[&str]) {
+        // No per-request bound: the wait's own timeout bounds the watch.
+        let mut args = vec!["wait", "--for=delete", "--timeout=60s", "--request-timeout=0"];
+        args.extend_from_slice(objects);
+        self.kubectl(&args);
     }
 
     /// The names of the objects of a kind, as kubectl lists them.
@@ -396,18 +386,4 @@ pub fn create_token(tokens_file: &Path, name: &str, scope: &str, groups: Option<
     assert!(output.status.success(), "token create failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
     stdout.lines().last().expect("a token line").trim().to_owned()
-}
-
-/// A spec of a process that sleeps, in a group or none.
-pub fn sleeper_spec(name: &str, group: Option<&str>) -> hydroplane::proto::ProcessSpec {
-    hydroplane::proto::ProcessSpec {
-        process_name: name.to_owned(),
-        group: group.map(str::to_owned),
-        container: Some(hydroplane::proto::ContainerSpec {
-            image_uri: "sleep".to_owned(),
-            command: vec!["sleep".to_owned(), "300".to_owned()],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }

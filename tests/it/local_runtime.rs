@@ -1,53 +1,26 @@
 //! End to end on the local runtime: the real `hydroplane` binary on a free loopback port, driven
 //! through the generated Rust client.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, free_port, http_get_status, http_server_spec, process_alive, wait_until};
-use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::proto::{self, ProcessStatus, WatchEventType, stop_request::Target};
+use crate::common::requests::{
+    http_server_spec, sleeper, start_request, start_waiting, stop_group, stop_process,
+};
+use crate::common::watch::{Watch, describe};
+use crate::common::{self, Server, free_port, http_get_status, process_alive, wait_until};
+use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
-
-fn spec(json: serde_json::Value) -> proto::ProcessSpec {
-    spec_to_proto(serde_json::from_value(json).expect("a valid test spec"))
-}
-
-fn start_request(json: serde_json::Value, wait: bool) -> proto::StartRequest {
-    proto::StartRequest { spec: Some(spec(json)), wait, wait_timeout: None }
-}
-
-async fn next_event(stream: &mut tonic::Streaming<proto::WatchEvent>) -> proto::WatchEvent {
-    tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .expect("a watch event within 30 s")
-        .expect("the watch stream is healthy")
-        .expect("the watch stream is open")
-}
-
-fn describe(event: &proto::WatchEvent) -> String {
-    let kind = event.r#type().as_str_name().trim_start_matches("WATCH_EVENT_TYPE_").to_owned();
-    match &event.process {
-        Some(process) => format!(
-            "{kind} {} {}",
-            process.process_name,
-            process.status().as_str_name().trim_start_matches("PROCESS_STATUS_")
-        ),
-        None => kind,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_is_started_reached_listed_watched_and_stopped() {
     let server = Server::start();
     let mut client = server.client().await;
-    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
-    assert_eq!(describe(&next_event(&mut watch).await), "SYNCED");
+    let mut watch = Watch::all(&mut client).await;
+    assert_eq!(describe(&watch.next().await), "SYNCED");
 
     let port = free_port();
     let started =
-        client.start(start_request(http_server_spec("web", port), true)).await.expect("start").into_inner();
+        client.start(start_waiting(http_server_spec("web", port))).await.expect("start").into_inner();
     assert!(started.created);
     let process = started.process.expect("process");
     assert_eq!(process.status(), ProcessStatus::Running, "{process:?}");
@@ -61,18 +34,13 @@ async fn a_process_is_started_reached_listed_watched_and_stopped() {
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert_eq!(listed.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["web"]);
 
-    assert_eq!(describe(&next_event(&mut watch).await), "ADDED web STARTING");
-    assert_eq!(describe(&next_event(&mut watch).await), "MODIFIED web RUNNING");
+    assert_eq!(describe(&watch.next().await), "ADDED web STARTING");
+    assert_eq!(describe(&watch.next().await), "MODIFIED web RUNNING");
 
-    let stopped = client
-        .stop(proto::StopRequest { target: Some(Target::ProcessName("web".into())) })
-        .await
-        .expect("stop")
-        .into_inner()
-        .stopped;
+    let stopped = client.stop(stop_process("web")).await.expect("stop").into_inner().stopped;
     assert_eq!(stopped, ["web"]);
-    assert_eq!(describe(&next_event(&mut watch).await), "MODIFIED web STOPPING");
-    let deleted = next_event(&mut watch).await;
+    assert_eq!(describe(&watch.next().await), "MODIFIED web STOPPING");
+    let deleted = watch.next().await;
     assert_eq!(deleted.r#type(), WatchEventType::Deleted, "{}", describe(&deleted));
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert!(listed.is_empty(), "{listed:?}");
@@ -82,16 +50,16 @@ async fn a_process_is_started_reached_listed_watched_and_stopped() {
 async fn start_is_idempotent_and_a_different_spec_is_already_exists() {
     let server = Server::start();
     let mut client = server.client().await;
-    let sleeper = serde_json::json!({"process_name": "sleeper", "container": {"image_uri": "busybox", "command": ["sleep", "300"]}});
-    let first = client.start(start_request(sleeper.clone(), false)).await.expect("start").into_inner();
-    let again = client.start(start_request(sleeper.clone(), false)).await.expect("start again").into_inner();
+    let spec = sleeper("sleeper");
+    let first = client.start(start_request(spec.clone())).await.expect("start").into_inner();
+    let again = client.start(start_request(spec.clone())).await.expect("start again").into_inner();
     assert!(first.created);
     assert!(!again.created);
     assert_eq!(first.process.map(|p| p.created), again.process.map(|p| p.created));
 
-    let mut different = sleeper;
+    let mut different = spec;
     different["container"]["command"] = serde_json::json!(["sleep", "301"]);
-    let error = client.start(start_request(different, false)).await.unwrap_err();
+    let error = client.start(start_request(different)).await.unwrap_err();
     assert_eq!(error.code(), Code::AlreadyExists, "{error:?}");
     assert!(error.message().contains("container.command"), "{}", error.message());
 }
@@ -112,7 +80,7 @@ async fn an_invalid_spec_lists_every_violated_field() {
             "resource_limit": {"memory_mib": 128}
         }
     });
-    let error = client.start(start_request(invalid, false)).await.unwrap_err();
+    let error = client.start(start_request(invalid)).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     for field in [
         "process_name:",
@@ -131,10 +99,7 @@ async fn an_invalid_spec_lists_every_violated_field() {
 async fn unknown_processes_are_not_found_and_image_only_specs_are_refused() {
     let server = Server::start();
     let mut client = server.client().await;
-    let error = client
-        .stop(proto::StopRequest { target: Some(Target::ProcessName("ghost".into())) })
-        .await
-        .unwrap_err();
+    let error = client.stop(stop_process("ghost")).await.unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
     assert!(error.message().contains("ghost"));
 
@@ -142,15 +107,12 @@ async fn unknown_processes_are_not_found_and_image_only_specs_are_refused() {
         &std::fs::read_to_string(common::repo_root().join("examples/nginx.json")).expect("read"),
     )
     .expect("examples/nginx.json parses");
-    let error = client.start(start_request(nginx, false)).await.unwrap_err();
+    let error = client.start(start_request(nginx)).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     assert!(error.message().contains("runs commands, not images"), "{}", error.message());
 
-    let stopped = client
-        .stop(proto::StopRequest { target: Some(Target::Group("empty".into())) })
-        .await
-        .expect("stopping an empty group succeeds")
-        .into_inner();
+    let stopped =
+        client.stop(stop_group("empty")).await.expect("stopping an empty group succeeds").into_inner();
     assert!(stopped.stopped.is_empty());
 }
 
@@ -159,46 +121,24 @@ async fn processes_that_cannot_run_or_exit_are_reported_with_their_reason() {
     let server = Server::start();
     let mut client = server.client().await;
     let missing = serde_json::json!({"process_name": "missing", "container": {"image_uri": "x", "command": ["/no/such/program"]}});
-    let process = client
-        .start(start_request(missing, true))
-        .await
-        .expect("start")
-        .into_inner()
-        .process
-        .expect("process");
+    let process =
+        client.start(start_waiting(missing)).await.expect("start").into_inner().process.expect("process");
     assert_eq!(process.status(), ProcessStatus::Failed);
     assert_eq!(process.reason.as_deref(), Some("SpawnFailed"));
     assert!(process.message().contains("No such file or directory"), "{process:?}");
 
     let failing = serde_json::json!({"process_name": "failing", "container": {"image_uri": "x", "command": ["sh", "-c", "exit 3"]}});
-    client.start(start_request(failing, false)).await.expect("start");
+    client.start(start_request(failing)).await.expect("start");
     let completing = serde_json::json!({"process_name": "completing", "container": {"image_uri": "x", "command": ["true"]}});
-    client.start(start_request(completing, false)).await.expect("start");
-    let mut watch = client
-        .watch(proto::WatchRequest { process_name: Some("failing".into()), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
-    let failed = loop {
-        let event = next_event(&mut watch).await;
-        if let Some(process) = event.process.filter(|p| p.status() == ProcessStatus::Failed) {
-            break process;
-        }
-    };
+    client.start(start_request(completing)).await.expect("start");
+    let mut watch = Watch::process(&mut client, "failing").await;
+    let failed = watch.until_process("failing", "FAILED", |_, p| p.status() == ProcessStatus::Failed).await;
     assert_eq!((failed.exit_code, failed.reason()), (Some(3), "Error"));
 
-    let mut settled = None;
-    for _ in 0..600 {
-        let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
-        settled = listed
-            .into_iter()
-            .find(|p| p.process_name == "completing" && p.status() == ProcessStatus::Exited);
-        if settled.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(settled.expect("`completing` exits").exit_code, Some(0));
+    let mut watch = Watch::process(&mut client, "completing").await;
+    let exited =
+        watch.until_process("completing", "EXITED", |_, p| p.status() == ProcessStatus::Exited).await;
+    assert_eq!(exited.exit_code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,7 +148,7 @@ async fn a_wait_that_runs_out_is_deadline_exceeded() {
     // Declares a port it never opens, so it never becomes ready.
     let never_ready = serde_json::json!({"process_name": "never-ready", "container": {
         "image_uri": "x", "command": ["sleep", "300"], "ports": [{"container_port": free_port()}]}});
-    let mut request = start_request(never_ready, true);
+    let mut request = start_waiting(never_ready);
     request.wait_timeout = Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 });
     let error = client.start(request).await.unwrap_err();
     assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
@@ -219,43 +159,32 @@ async fn a_wait_that_runs_out_is_deadline_exceeded() {
 async fn a_watch_resumes_with_exactly_what_it_missed_or_a_reset() {
     let server = Server::start();
     let mut client = server.client().await;
-    let sleeper = |name: &str| serde_json::json!({"process_name": name, "container": {"image_uri": "x", "command": ["sleep", "300"]}});
-    client.start(start_request(sleeper("a"), true)).await.expect("start a");
+    client.start(start_waiting(sleeper("a"))).await.expect("start a");
 
-    let mut watch = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
-    assert_eq!(describe(&next_event(&mut watch).await), "ADDED a RUNNING");
-    let synced = next_event(&mut watch).await;
+    let mut watch = Watch::all(&mut client).await;
+    assert_eq!(describe(&watch.next().await), "ADDED a RUNNING");
+    let synced = watch.next().await;
     assert_eq!(synced.r#type(), WatchEventType::Synced);
     drop(watch);
 
-    client.start(start_request(sleeper("b"), true)).await.expect("start b");
-    client.stop(proto::StopRequest { target: Some(Target::ProcessName("a".into())) }).await.expect("stop a");
+    client.start(start_waiting(sleeper("b"))).await.expect("start b");
+    client.stop(stop_process("a")).await.expect("stop a");
 
-    let mut resumed = client
-        .watch(proto::WatchRequest { since_revision: Some(synced.revision), ..Default::default() })
-        .await
-        .expect("resume")
-        .into_inner();
-    let mut missed = Vec::new();
-    loop {
-        let event = next_event(&mut resumed).await;
-        if event.r#type() == WatchEventType::Synced {
-            break;
-        }
-        missed.push(describe(&event));
-    }
+    let mut resumed = Watch::open(
+        &mut client,
+        proto::WatchRequest { since_revision: Some(synced.revision), ..Default::default() },
+    )
+    .await;
+    let missed: Vec<String> = resumed.until_synced().await.iter().map(describe).collect();
     assert_eq!(
         missed,
         ["ADDED b STARTING", "MODIFIED b RUNNING", "MODIFIED a STOPPING", "DELETED a STOPPING"]
     );
 
-    let mut too_old = client
-        .watch(proto::WatchRequest { since_revision: Some(1), ..Default::default() })
-        .await
-        .expect("resume from a revision of another server run")
-        .into_inner();
-    let events =
-        [next_event(&mut too_old).await, next_event(&mut too_old).await, next_event(&mut too_old).await];
+    // Resumed from a revision of another server run.
+    let mut too_old =
+        Watch::open(&mut client, proto::WatchRequest { since_revision: Some(1), ..Default::default() }).await;
+    let events = [too_old.next().await, too_old.next().await, too_old.next().await];
     assert_eq!(events.iter().map(describe).collect::<Vec<_>>(), ["RESET", "ADDED b RUNNING", "SYNCED"]);
 }
 
@@ -264,8 +193,9 @@ async fn groups_are_listed_and_stopped_together() {
     let server = Server::start();
     let mut client = server.client().await;
     for (name, group) in [("g1-a", "g1"), ("g1-b", "g1"), ("g2-a", "g2")] {
-        let spec = serde_json::json!({"process_name": name, "group": group, "container": {"image_uri": "x", "command": ["sleep", "300"]}});
-        client.start(start_request(spec, false)).await.expect("start");
+        let mut spec = sleeper(name);
+        spec["group"] = group.into();
+        client.start(start_request(spec)).await.expect("start");
     }
     let group = client
         .list(proto::ListRequest { group: Some("g1".into()) })
@@ -274,12 +204,7 @@ async fn groups_are_listed_and_stopped_together() {
         .into_inner()
         .processes;
     assert_eq!(group.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["g1-a", "g1-b"]);
-    let stopped = client
-        .stop(proto::StopRequest { target: Some(Target::Group("g1".into())) })
-        .await
-        .expect("stop group")
-        .into_inner()
-        .stopped;
+    let stopped = client.stop(stop_group("g1")).await.expect("stop group").into_inner().stopped;
     assert_eq!(stopped, ["g1-a", "g1-b"]);
     let left = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert_eq!(left.iter().map(|p| p.process_name.as_str()).collect::<Vec<_>>(), ["g2-a"]);
@@ -308,7 +233,7 @@ async fn sigterm_stops_every_process_and_leaves_no_child_behind() {
     ];
     for (name, script) in &commands {
         let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
-        client.start(start_request(spec, true)).await.expect("start");
+        client.start(start_waiting(spec)).await.expect("start");
     }
     let mut pids = Vec::new();
     for (name, _) in &commands {
@@ -335,19 +260,9 @@ async fn the_culler_stops_processes_older_than_the_maximum_age() {
         "process_culling:\n  max_age_minutes: 0.005\n  culling_interval_minutes: 0.002\n",
     );
     let mut client = server.client().await;
-    let mut watch = client
-        .watch(proto::WatchRequest { process_name: Some("old".into()), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
-    let spec = serde_json::json!({"process_name": "old", "container": {"image_uri": "x", "command": ["sleep", "300"]}});
-    client.start(start_request(spec, false)).await.expect("start");
-    loop {
-        let event = next_event(&mut watch).await;
-        if event.r#type() == WatchEventType::Deleted {
-            break;
-        }
-    }
+    let mut watch = Watch::process(&mut client, "old").await;
+    client.start(start_request(sleeper("old"))).await.expect("start");
+    watch.until("`old` is culled", |event| event.r#type() == WatchEventType::Deleted).await;
     assert!(server.stderr().contains("older than the maximum age"), "{}", server.stderr());
 }
 
@@ -425,7 +340,7 @@ async fn secret_references_without_a_secret_store_are_failed_precondition() {
     let mut client = server.client().await;
     let spec = serde_json::json!({"process_name": "needs-secret", "container": {"image_uri": "x", "command": ["true"],
         "env": [{"name": "TOKEN", "value": {"secret_name": "api-token"}}]}});
-    let error = client.start(start_request(spec, false)).await.unwrap_err();
+    let error = client.start(start_request(spec)).await.unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert!(error.message().contains("secret `api-token`"), "{}", error.message());
 }

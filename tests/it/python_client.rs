@@ -1,11 +1,9 @@
 //! The Python client of `examples/python` against the real server: start, reach, list, watch,
 //! stop. Needs the test venv, which the test command (`scripts/test`) creates.
 
-mod common;
-
 use std::process::Command;
 
-use common::Server;
+use crate::common::{self, Server};
 
 #[test]
 fn the_python_example_drives_a_process_end_to_end() {

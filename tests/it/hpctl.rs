@@ -1,13 +1,11 @@
 //! End to end through `hpctl`: the real CLI against the real server on the local runtime.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Server, free_port, hpctl, http_get_status, http_server_spec};
+use crate::common::child::Follow;
+use crate::common::requests::http_server_spec;
+use crate::common::{Server, free_port, hpctl, http_get_status};
 
 #[track_caller]
 fn json_of(output: &Output) -> serde_json::Value {
@@ -15,51 +13,26 @@ fn json_of(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("hpctl prints JSON")
 }
 
-/// Follows `hpctl watch` in the background; lines arrive on the channel.
-struct Watch {
-    child: std::process::Child,
-    lines: mpsc::Receiver<serde_json::Value>,
-}
+/// Follows `hpctl watch` in the background (killed when dropped).
+struct Watch(Follow);
 
 impl Watch {
     fn start(server: &Server) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
-            .args(["watch", "--server", &server.url()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run hpctl watch");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let value =
-                    serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
-                if sender.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        Watch { child, lines }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hpctl"));
+        command.args(["watch", "--server", &server.url()]);
+        Watch(Follow::spawn("hpctl watch", &mut command))
     }
 
     /// Waits for a line of this type (and process), returning it.
     fn expect(&self, kind: &str, process: Option<&str>) -> serde_json::Value {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no {kind} line within 30 s"));
-            if line["type"] == kind && process.is_none_or(|name| line["process"]["process_name"] == name) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let parse = |line: &str| -> serde_json::Value {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        };
+        let line = self.0.wait_for(Duration::from_secs(30), |line| {
+            let line = parse(line);
+            line["type"] == kind && process.is_none_or(|name| line["process"]["process_name"] == name)
+        });
+        parse(&line)
     }
 }
 

@@ -1,0 +1,20 @@
+//! The integration tests, one test binary (`cargo nextest run` shows them as
+//! `hydroplane::it <module>::<test>`): each module starts the real binaries (`hydroplane`,
+//! `hpctl`, `local-secret-store`, `kube-sim`, moto) on free loopback ports, and `common` holds
+//! the helpers they share. One binary links the library (and the AWS SDK) once, not once per
+//! file.
+
+mod common;
+
+mod eks_guide;
+mod eks_token;
+mod harness;
+mod hpctl;
+mod kube_faults;
+mod kube_runtime;
+mod local_runtime;
+mod moto_launcher;
+mod python_client;
+mod secret_store;
+mod secrets_server;
+mod secure_api;
