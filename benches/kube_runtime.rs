@@ -5,6 +5,9 @@
 //! Run with `cargo bench --bench kube_runtime` (`-- --processes N --callers C` to change the
 //! sizes). It starts the release `kube-sim` and `hydroplane` binaries on free loopback ports.
 
+// A benchmark measures real time, so it reads the std clock.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 
 use common::{report, rss_mib};

@@ -4,6 +4,9 @@
 //! Run with `cargo bench --bench local_runtime` (`-- --processes N` to change the count). It
 //! starts the real `hydroplane` binary on a free port and stops it at the end.
 
+// A benchmark measures real time, so it reads the std clock.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 
 use common::{report, rss_mib};

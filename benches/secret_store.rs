@@ -3,6 +3,9 @@
 //!
 //! Run with `cargo bench --bench secret_store`. Prints numbers; asserts nothing about them.
 
+// A benchmark measures real time, so it reads the std clock.
+#![allow(clippy::disallowed_types)]
+
 use std::time::{Duration, Instant};
 
 use hydroplane::secrets::{IfExists, LocalSecretStore, Password, SecretStore, TEST_ITERATIONS_ENV};

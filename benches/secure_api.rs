@@ -5,6 +5,9 @@
 //! Run with `cargo bench --bench secure_api` (`-- --calls N` to change the count). It starts two
 //! real `hydroplane` servers on free ports and stops them at the end.
 
+// A benchmark measures real time, so it reads the std clock.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 
 #[path = "../tests/it/common/certs.rs"]

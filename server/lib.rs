@@ -17,6 +17,8 @@
 //! Architecture invariants: the domain model knows no I/O and no protobuf; runtimes never see
 //! protobuf types; domain errors become gRPC status codes in exactly one place.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod aws;
 pub mod backoff;

@@ -10,7 +10,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::fs::{FlockOperation, flock};
 use zeroize::Zeroizing;
@@ -168,12 +168,14 @@ impl WriterLock {
         file.set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(io_error("set permissions of", path))?;
         // Polling, rather than a blocking flock, bounds the wait: a writer stuck on a terminal
-        // prompt should not hang the next one for ever.
-        let deadline = Instant::now() + LOCK_TIMEOUT;
+        // prompt should not hang the next one for ever. The polls are counted, not timed: this
+        // is blocking code, and the time it waits need not be exact.
+        let mut polls_left = LOCK_TIMEOUT.as_millis() / LOCK_POLL.as_millis();
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(WriterLock { _file: file }),
-                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) if Instant::now() < deadline => {
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) if polls_left > 0 => {
+                    polls_left -= 1;
                     std::thread::sleep(LOCK_POLL);
                 }
                 Err(rustix::io::Errno::WOULDBLOCK) => {

@@ -4,6 +4,9 @@
 //! the helpers they share. One binary links the library (and the AWS SDK) once, not once per
 //! file.
 
+// Blocking test code that waits on real processes measures real time with the std clock.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 
 mod eks_guide;

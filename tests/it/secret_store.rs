@@ -402,7 +402,9 @@ fn remove_and_change_password_work_end_to_end() {
 fn without_a_terminal_or_a_password_the_error_says_how_to_give_one() {
     let fixture = Fixture::with_credentials();
     let mut command = fixture.command(None);
-    // A new session has no controlling terminal, whatever the test runner has.
+    // A new session has no controlling terminal, whatever the test runner has. setsid is
+    // async-signal-safe, the one call made between fork and exec.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
     }

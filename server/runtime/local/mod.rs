@@ -150,7 +150,8 @@ impl LocalRuntime {
             .process_group(0)
             .kill_on_drop(true);
         // SAFETY: the closure runs in the child between fork and exec, and only makes one
-        // async-signal-safe system call (prctl).
+        // async-signal-safe system call (prctl). No safe API sets the parent-death signal.
+        #[allow(unsafe_code)]
         unsafe {
             command
                 .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
