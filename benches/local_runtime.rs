@@ -9,29 +9,10 @@
 
 mod common;
 
-use common::{report, rss_mib};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use common::{report, rss_mib, sleeper, start_server, stop_server};
 use std::time::{Duration, Instant};
 
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
-
-fn sleeper(name: &str) -> proto::StartRequest {
-    proto::StartRequest {
-        spec: Some(proto::ProcessSpec {
-            process_name: name.to_owned(),
-            group: Some("bench".to_owned()),
-            container: Some(proto::ContainerSpec {
-                image_uri: "busybox".to_owned(),
-                command: vec!["sleep".to_owned(), "3600".to_owned()],
-                ..Default::default()
-            }),
-            has_public_ip: false,
-        }),
-        wait: false,
-        wait_timeout: None,
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,14 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|value| value.parse().ok())
         .unwrap_or(1000);
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
-        .args(["-H", "127.0.0.1", "-p", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut first_line = String::new();
-    BufReader::new(server.stdout.take().ok_or("no stdout")?).read_line(&mut first_line)?;
-    let address = first_line.split_whitespace().nth(3).ok_or("no address line")?.to_owned();
+    let (server, address) = start_server(&[])?;
     let mut client = ProcessServiceClient::connect(format!("http://{address}")).await?;
     let idle_rss = rss_mib(server.id());
 
@@ -82,10 +56,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("Stop (SIGTERM + reap)", &mut stops);
     println!("server RSS: {idle_rss:.1} MiB idle, {loaded_rss:.1} MiB with {count} processes");
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    server.wait()?;
+    stop_server(server);
     Ok(())
 }

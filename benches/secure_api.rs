@@ -14,52 +14,14 @@ mod common;
 #[allow(dead_code)]
 mod certs;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::report;
+use common::{report, sleeper, start_server, stop_server};
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const PROCESSES: usize = 100;
-
-fn sleeper(name: &str) -> proto::StartRequest {
-    proto::StartRequest {
-        spec: Some(proto::ProcessSpec {
-            process_name: name.to_owned(),
-            container: Some(proto::ContainerSpec {
-                image_uri: "busybox".to_owned(),
-                command: vec!["sleep".to_owned(), "3600".to_owned()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Starts a server with these arguments; returns it and its address.
-fn server(args: &[&str]) -> Result<(Child, String), Box<dyn std::error::Error>> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
-        .args(["-H", "127.0.0.1", "-p", "0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut first_line)?;
-    let address = first_line.split_whitespace().nth(3).ok_or("no address line")?.to_owned();
-    Ok((child, address))
-}
-
-fn stop(mut child: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
-}
 
 /// Starts the processes, then times `calls` Lists.
 async fn measure<S>(
@@ -100,10 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(2000);
     let directory = tempfile::tempdir()?;
 
-    let (plain_server, plain_address) = server(&[])?;
+    let (plain_server, plain_address) = start_server(&[])?;
     let mut plain = ProcessServiceClient::connect(format!("http://{plain_address}")).await?;
     let mut plain_samples = measure(&mut plain, calls).await?;
-    stop(plain_server);
+    stop_server(plain_server);
 
     let ca = certs::TestCa::new("bench CA");
     let (cert_file, key_file) = ca.write_server_files(directory.path(), "server");
@@ -121,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let path = |path: &std::path::Path| path.to_string_lossy().into_owned();
-    let (secure_server, secure_address) = server(&[
+    let (secure_server, secure_address) = start_server(&[
         "--tls-cert",
         &path(&cert_file),
         "--tls-key",
@@ -139,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(request)
         });
     let mut secure_samples = measure(&mut secure, calls).await?;
-    stop(secure_server);
+    stop_server(secure_server);
 
     println!("List of {PROCESSES} processes, gRPC on loopback, one caller, one connection");
     report("plain (no TLS, no token)", &mut plain_samples);

@@ -2,7 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use hydroplane::proto;
 
 /// The sample at `fraction` (0.5 for the median) of the sorted samples.
 pub fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
@@ -29,4 +33,46 @@ pub fn rss_mib(pid: u32) -> f64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// A Start of a process that sleeps for an hour, in the group `bench`.
+pub fn sleeper(name: &str) -> proto::StartRequest {
+    proto::StartRequest {
+        spec: Some(proto::ProcessSpec {
+            process_name: name.to_owned(),
+            group: Some("bench".to_owned()),
+            container: Some(proto::ContainerSpec {
+                image_uri: "busybox".to_owned(),
+                command: vec!["sleep".to_owned(), "3600".to_owned()],
+                ..Default::default()
+            }),
+            has_public_ip: false,
+        }),
+        wait: false,
+        wait_timeout: None,
+    }
+}
+
+/// Starts the release server on a free loopback port with these arguments; returns it and the
+/// address it announced.
+pub fn start_server(args: &[&str]) -> Result<(Child, String), Box<dyn std::error::Error>> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-H", "127.0.0.1", "-p", "0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut first_line)?;
+    let address = first_line.split_whitespace().nth(3).ok_or("no address line")?.to_owned();
+    Ok((child, address))
+}
+
+/// Stops a server with SIGTERM and waits for it.
+pub fn stop_server(mut child: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
 }
