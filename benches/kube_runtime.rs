@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{report, rss_mib};
+use common::{argument, report, rss_mib};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,14 +20,6 @@ use std::time::Instant;
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
-
-fn argument(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|arg| arg == name)
-        .and_then(|index| args.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Kills the child when dropped.
 struct Guard(Child);

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{report, rss_mib, sleeper, start_server, stop_server};
+use common::{argument, report, rss_mib, sleeper, start_server, stop_server};
 use std::time::{Duration, Instant};
 
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
@@ -17,12 +17,7 @@ use hydroplane::proto::{self, process_service_client::ProcessServiceClient, stop
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let count: usize = args
-        .iter()
-        .position(|arg| arg == "--processes")
-        .and_then(|index| args.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(1000);
+    let count = argument(&args, "--processes", 1_000);
 
     let (server, address) = start_server(&[])?;
     let mut client = ProcessServiceClient::connect(format!("http://{address}")).await?;

@@ -17,7 +17,7 @@ mod certs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{report, sleeper, start_server, stop_server};
+use common::{argument, report, sleeper, start_server, stop_server};
 use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
@@ -54,12 +54,7 @@ where
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let calls: usize = args
-        .iter()
-        .position(|arg| arg == "--calls")
-        .and_then(|index| args.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(2000);
+    let calls = argument(&args, "--calls", 2_000);
     let directory = tempfile::tempdir()?;
 
     let (plain_server, plain_address) = start_server(&[])?;

@@ -76,3 +76,12 @@ pub fn stop_server(mut child: Child) {
     );
     let _ = child.wait();
 }
+
+/// The value of `--name N` among the arguments, or `default`.
+pub fn argument(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|arg| arg == name)
+        .and_then(|index| args.get(index + 1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}

@@ -33,12 +33,26 @@ use crate::security::access::{Caller, Groups, Scope};
 use crate::security::tokens::TokenStore;
 
 /// Where a call came from, for audit lines: a TCP peer address, or the Unix socket's peer user.
+/// Kept as it is found and formatted only when an audit line is written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Peer(String);
+pub enum Peer {
+    /// A TCP (or TLS) peer.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket peer, with its credentials when the OS gave them.
+    Unix(Option<(u32, Option<i32>)>),
+    /// Nothing is known (an in-memory connection).
+    #[default]
+    Unknown,
+}
 
 impl fmt::Display for Peer {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() { formatter.write_str("unknown") } else { formatter.write_str(&self.0) }
+        match self {
+            Peer::Tcp(address) => write!(formatter, "{address}"),
+            Peer::Unix(Some((uid, pid))) => write!(formatter, "unix (uid {uid}, pid {})", pid.unwrap_or(0)),
+            Peer::Unix(None) => formatter.write_str("unix"),
+            Peer::Unknown => formatter.write_str("unknown"),
+        }
     }
 }
 
@@ -46,21 +60,16 @@ impl Peer {
     /// The peer of a request, from the connection information tonic attached to it.
     fn of<B>(request: &http::Request<B>) -> Peer {
         let extensions = request.extensions();
-        if let Some(tcp) = extensions.get::<TcpConnectInfo>() {
-            return Peer(tcp.remote_addr().map(|address| address.to_string()).unwrap_or_default());
-        }
-        if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-            return Peer(tls.get_ref().remote_addr().map(|address| address.to_string()).unwrap_or_default());
+        let tcp = extensions
+            .get::<TcpConnectInfo>()
+            .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().map(TlsConnectInfo::get_ref));
+        if let Some(tcp) = tcp {
+            return tcp.remote_addr().map_or(Peer::Unknown, Peer::Tcp);
         }
         if let Some(unix) = extensions.get::<UdsConnectInfo>() {
-            return Peer(match &unix.peer_cred {
-                Some(credentials) => {
-                    format!("unix (uid {}, pid {})", credentials.uid(), credentials.pid().unwrap_or(0))
-                }
-                None => "unix".to_owned(),
-            });
+            return Peer::Unix(unix.peer_cred.map(|credentials| (credentials.uid(), credentials.pid())));
         }
-        Peer::default()
+        Peer::Unknown
     }
 }
 
@@ -159,7 +168,7 @@ impl Guard {
     fn check_rate(&self, caller: &Caller) -> Result<(), Status> {
         let Some(rate) = &self.rate else { return Ok(()) };
         rate.check_key(&caller.name).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(rate.clock()));
             Status::resource_exhausted(format!(
                 "token `{}` is over its rate of {} Start/Stop calls per second (limits.start_stop_per_second); retry in {} ms",
                 caller.name,

@@ -80,7 +80,11 @@ pub struct TokenBook {
 impl TokenBook {
     /// Parses and checks a tokens file's text; the error names the token and the field.
     pub fn parse(text: &str) -> Result<TokenBook, String> {
-        let file = parse_file(text)?;
+        TokenBook::from_file(&parse_file(text)?)
+    }
+
+    /// Checks the tokens of a parsed file.
+    fn from_file(file: &TokensFile) -> Result<TokenBook, String> {
         let mut entries: Vec<TokenEntry> = Vec::with_capacity(file.tokens.len());
         for (index, record) in file.tokens.iter().enumerate() {
             let what = format!("tokens[{index}] (`{}`)", record.name);
@@ -243,8 +247,15 @@ fn read_text(path: &Path) -> Result<Option<String>, TokenFileError> {
 
 /// Loads a tokens file; a missing file is an error.
 pub fn load(path: &Path) -> Result<TokenBook, TokenFileError> {
+    load_with_text(path).map(|(book, _)| book)
+}
+
+/// Loads a tokens file, with the text it was read from.
+fn load_with_text(path: &Path) -> Result<(TokenBook, String), TokenFileError> {
     let text = read_text(path)?.ok_or_else(|| TokenFileError::Missing { path: path.to_owned() })?;
-    TokenBook::parse(&text).map_err(|message| TokenFileError::Invalid { path: path.to_owned(), message })
+    let book = TokenBook::parse(&text)
+        .map_err(|message| TokenFileError::Invalid { path: path.to_owned(), message })?;
+    Ok((book, text))
 }
 
 /// The tokens the server accepts, swapped whole when the file changes.
@@ -258,9 +269,7 @@ pub struct TokenStore {
 impl TokenStore {
     /// Loads the file (it must exist), warning when others could write it.
     pub fn open(path: &Path) -> Result<Arc<TokenStore>, TokenFileError> {
-        let text = read_text(path)?.ok_or_else(|| TokenFileError::Missing { path: path.to_owned() })?;
-        let book = TokenBook::parse(&text)
-            .map_err(|message| TokenFileError::Invalid { path: path.to_owned(), message })?;
+        let (book, text) = load_with_text(path)?;
         if let Ok(metadata) = std::fs::metadata(path)
             && metadata.mode() & 0o022 != 0
         {
@@ -410,15 +419,12 @@ fn generate() -> Result<NewToken, TokenFileError> {
 }
 
 fn read_for_edit(path: &Path) -> Result<TokensFile, TokenFileError> {
-    match read_text(path)? {
-        None => Ok(TokensFile::default()),
-        Some(text) => {
-            // Checking the whole book first means an edit never builds on a broken file.
-            TokenBook::parse(&text)
-                .map_err(|message| TokenFileError::Invalid { path: path.to_owned(), message })?;
-            parse_file(&text).map_err(|message| TokenFileError::Invalid { path: path.to_owned(), message })
-        }
-    }
+    let Some(text) = read_text(path)? else { return Ok(TokensFile::default()) };
+    let invalid = |message| TokenFileError::Invalid { path: path.to_owned(), message };
+    let file = parse_file(&text).map_err(invalid)?;
+    // Checking the whole book first means an edit never builds on a broken file.
+    TokenBook::from_file(&file).map_err(invalid)?;
+    Ok(file)
 }
 
 /// Writes the file atomically (a private temporary file, fsync, rename), mode 0600.

@@ -295,8 +295,9 @@ pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> Runti
     match error {
         kube::Error::Api(response) => {
             let detail = format!("cannot {step}: {} ({})", response.message, response.reason);
-            let source = Some(Box::new(kube::Error::Api(response.clone())) as super::BackendError);
-            match response.code {
+            let code = response.code;
+            let source = Some(Box::new(kube::Error::Api(response)) as super::BackendError);
+            match code {
                 401 => RuntimeError::Unauthenticated {
                     message: format!("the cluster refused our credentials: {detail}"),
                     source,
