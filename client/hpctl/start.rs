@@ -92,7 +92,7 @@ mod tests {
     fn problems_name_the_file_line_and_field() {
         check(
             "{\n  \"process_name\": \"p\",\n  \"container\": {\"image_uri\": \"i\",\n \"nodeselector\": {}}}",
-            "spec.json:4:15: container.nodeselector: unknown field `nodeselector`, expected one of `image_uri`, `command`, `env`, `ports`, `resource_request`, `resource_limit`, `node_selector`, `username`, `password`",
+            "spec.json:4:15: container.nodeselector: unknown field `nodeselector`, expected one of `image_uri`, `command`, `env`, `ports`, `resource_request`, `resource_limit`, `node_selector`, `username`, `password`, `working_dir`",
         );
         check("{\"process_name\": \"p\",\n\"container\": }", "spec.json:2:14: container: expected value");
         check(

@@ -93,6 +93,7 @@ fn container_from_proto(container: proto::ContainerSpec, violations: &mut Violat
         node_selector: container.node_selector.into_iter().collect(),
         username,
         password: container.password.map(secret_from_proto),
+        working_dir: container.working_dir,
     }
 }
 
@@ -170,6 +171,7 @@ pub fn spec_to_proto(spec: ProcessSpec) -> proto::ProcessSpec {
                 }),
             }),
             password: container.password.map(secret_to_proto),
+            working_dir: container.working_dir,
         }),
     }
 }

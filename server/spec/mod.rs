@@ -70,6 +70,9 @@ pub struct ContainerSpec {
     /// The image registry password, from the secret store.
     #[serde(default)]
     pub password: Option<SecretReference>,
+    /// The absolute directory the command runs in; without it, the runtime's default.
+    #[serde(default)]
+    pub working_dir: Option<String>,
 }
 
 /// An environment variable of a process.
@@ -268,6 +271,7 @@ impl ProcessSpec {
             ("container.node_selector", mine.node_selector != theirs.node_selector),
             ("container.username", mine.username != theirs.username),
             ("container.password", mine.password != theirs.password),
+            ("container.working_dir", mine.working_dir != theirs.working_dir),
         ]
         .into_iter()
         .filter_map(|(field, differs)| differs.then_some(field))

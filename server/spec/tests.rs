@@ -127,3 +127,13 @@ fn registry_credentials_come_in_pairs() {
     let error = spec.clone().validate().unwrap_err();
     assert_eq!(error.0[0].field, "container.password");
 }
+
+#[test]
+fn a_working_directory_is_an_absolute_path() {
+    let spec = r#"{"process_name": "p", "container": {"image_uri": "i", "working_dir": "/srv/app"}}"#;
+    check(spec, &[]);
+    check(
+        r#"{"process_name": "p", "container": {"image_uri": "i", "working_dir": "srv"}}"#,
+        &["container.working_dir: `srv` is not an absolute path"],
+    );
+}

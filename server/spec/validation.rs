@@ -115,6 +115,13 @@ impl ContainerSpec {
                 violations.add(format!("container.command[{index}]"), "must not contain NUL");
             }
         }
+        if let Some(directory) = &self.working_dir {
+            if !directory.starts_with('/') {
+                violations.add("container.working_dir", format!("`{directory}` is not an absolute path"));
+            } else if directory.contains('\0') {
+                violations.add("container.working_dir", "must not contain NUL");
+            }
+        }
 
         let mut env_names = HashSet::new();
         for (index, var) in self.env.iter().enumerate() {

@@ -150,6 +150,7 @@ pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
                 env: (!env.is_empty()).then_some(env),
                 ports: (!ports.is_empty()).then_some(ports),
                 resources: has_resources.then_some(resources),
+                working_dir: container.working_dir.clone(),
                 ..Default::default()
             }],
             // OnFailure: a crashing process is restarted (and shows CrashLoopBackOff with its
@@ -328,7 +329,8 @@ mod tests {
                 "resource_request": {"cpu_vcpu": "0.25", "memory_mib": 128},
                 "resource_limit": {"cpu_vcpu": 1, "memory_mib": 512},
                 "node_selector": {"kubernetes.io/arch": "amd64"},
-                "username": "robot", "password": {"secret_name": "registry", "key": "password"}}}"#,
+                "username": "robot", "password": {"secret_name": "registry", "key": "password"},
+                "working_dir": "/srv/api"}}"#,
         )
         .expect("parses")
     }
@@ -378,6 +380,7 @@ mod tests {
             container.command.as_deref(),
             Some(&["/api".to_owned(), "--port".into(), "8080".into()][..])
         );
+        assert_eq!(container.working_dir.as_deref(), Some("/srv/api"));
         let env = container.env.as_ref().expect("env");
         assert_eq!(env[0].value.as_deref(), Some("prod"));
         let secret_ref =

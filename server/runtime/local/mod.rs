@@ -149,6 +149,9 @@ impl LocalRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(directory) = &spec.container.working_dir {
+            command.current_dir(directory);
+        }
         // SAFETY: the closure runs in the child between fork and exec, and only makes one
         // async-signal-safe system call (prctl). No safe API sets the parent-death signal.
         #[allow(unsafe_code)]
