@@ -1,16 +1,23 @@
 //! The server's YAML settings, in the Python Hydroplane's format: `secret_store`, `runtime` and
-//! `process_culling`. Every file of `reference/eks-runtime.rst` parses into these types.
+//! `process_culling`, plus `auth`, `tls` and `limits`. Every file of `reference/eks-runtime.rst`
+//! parses into these types.
 //!
 //! YAML is read with `serde-saphyr` (pure Rust, line and column in its errors): `serde_yaml` is
 //! archived and `serde_yml` has an advisory. Unknown keys are errors, so a typo never silently
-//! falls back to a default.
+//! falls back to a default, and so is a key that does not apply to the chosen `runtime_type` or
+//! `secret_store_type`.
+//!
+//! Every number is range-checked here, once, against [`NUMBER_RANGES`], and seconds and minutes
+//! become `Duration`s here: what the rest of the server reads can no longer be out of range, so no
+//! later conversion or timer can panic. Each problem is one line naming the key's full path and
+//! its allowed range. Where to start: [`Settings::load`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::spec::SecretReference;
+use crate::spec::{SecretReference, dns_label_rule};
 
 /// Everything the server reads from its config file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -36,6 +43,165 @@ pub struct Settings {
     pub limits: LimitSettings,
 }
 
+// === Numbers and their ranges ===
+
+/// The allowed range of one numeric key of the settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NumberRange {
+    /// The key's full path, e.g. `process_culling.max_age_minutes`.
+    pub key: &'static str,
+    /// The smallest value allowed (excluded when `above_low`).
+    pub low: f64,
+    /// Whether the value must be strictly above `low` (e.g. "positive").
+    pub above_low: bool,
+    /// The largest value allowed.
+    pub high: f64,
+    /// Whether only whole numbers are allowed.
+    pub whole: bool,
+    /// The unit, for messages (`seconds`, `minutes`, `bytes`, or empty).
+    pub unit: &'static str,
+}
+
+const fn range(key: &'static str, low: f64, high: f64, unit: &'static str) -> NumberRange {
+    NumberRange { key, low, above_low: false, high, whole: false, unit }
+}
+
+const fn positive(key: &'static str, high: f64, unit: &'static str) -> NumberRange {
+    NumberRange { key, low: 0.0, above_low: true, high, whole: false, unit }
+}
+
+const fn whole(key: &'static str, low: f64, high: f64, unit: &'static str) -> NumberRange {
+    NumberRange { key, low, above_low: false, high, whole: true, unit }
+}
+
+const STOP_GRACE: NumberRange = range("runtime.stop_grace_seconds", 0.0, 3600.0, "seconds");
+const OUTPUT_BUFFER: NumberRange = whole("runtime.output_buffer_bytes", 1024.0, (1u64 << 30) as f64, "bytes");
+// The bearer token lasts 15 minutes: it must be renewed a minute before that at the latest.
+const TOKEN_REFRESH: NumberRange = range("runtime.token_refresh_seconds", 1.0, 840.0, "seconds");
+// 43200 seconds is the longest session STS grants.
+const CREDENTIALS_RENEW_BEFORE: NumberRange =
+    range("runtime.credentials_renew_before_seconds", 0.0, 43200.0, "seconds");
+const SESSION_DURATION: NumberRange =
+    whole("runtime.credentials.assume_role.session_duration_seconds", 900.0, 43200.0, "seconds");
+// A year: anything longer is a mistake rather than a policy.
+const MAX_AGE: NumberRange = positive("process_culling.max_age_minutes", 525_600.0, "minutes");
+// At least 60 ms, so the culler's timer never has a zero period; at most a week.
+const CULLING_INTERVAL: NumberRange =
+    range("process_culling.culling_interval_minutes", 0.001, 10_080.0, "minutes");
+const MAX_REQUEST_BYTES: NumberRange =
+    whole("limits.max_request_bytes", 1024.0, (64u64 << 20) as f64, "bytes");
+const MAX_CONCURRENT_CALLS: NumberRange = whole("limits.max_concurrent_calls", 1.0, 100_000.0, "");
+const START_STOP_PER_SECOND: NumberRange = whole("limits.start_stop_per_second", 0.0, 1_000_000.0, "");
+const START_STOP_BURST: NumberRange = whole("limits.start_stop_burst", 1.0, 1_000_000.0, "");
+const MAX_WATCHES_PER_TOKEN: NumberRange = whole("limits.max_watches_per_token", 1.0, 1_000_000.0, "");
+const MAX_WATCHES: NumberRange = whole("limits.max_watches", 1.0, 1_000_000.0, "");
+
+/// Every numeric key of the settings with its allowed range, for the README and the tests.
+pub const NUMBER_RANGES: &[NumberRange] = &[
+    STOP_GRACE,
+    OUTPUT_BUFFER,
+    TOKEN_REFRESH,
+    CREDENTIALS_RENEW_BEFORE,
+    SESSION_DURATION,
+    MAX_AGE,
+    CULLING_INTERVAL,
+    MAX_REQUEST_BYTES,
+    MAX_CONCURRENT_CALLS,
+    START_STOP_PER_SECOND,
+    START_STOP_BURST,
+    MAX_WATCHES_PER_TOKEN,
+    MAX_WATCHES,
+];
+
+impl NumberRange {
+    /// The value when it is in range; otherwise one line naming the key and the range.
+    pub fn check(&self, value: f64) -> Result<f64, String> {
+        let above_low = if self.above_low { value > self.low } else { value >= self.low };
+        // NaN fails every comparison, so it is refused with the rest.
+        if above_low && value <= self.high && (!self.whole || value.fract() == 0.0) {
+            return Ok(value);
+        }
+        let unit = if self.unit.is_empty() { String::new() } else { format!(" {}", self.unit) };
+        let kind = if self.whole { "a whole number " } else { "" };
+        let bounds = if self.above_low {
+            format!("positive and at most {}", show_number(self.high))
+        } else {
+            format!("between {} and {}", show_number(self.low), show_number(self.high))
+        };
+        Err(format!("{} must be {kind}{bounds}{unit}, got {}", self.key, show_number(value)))
+    }
+
+    /// The value as a whole number, when it is in range (the range is within `u64`).
+    fn check_whole(&self, number: Option<Number>, default: u64) -> Result<u64, String> {
+        match number {
+            None => Ok(default),
+            // In range, whole and at most 2^30: the conversion is exact.
+            Some(Number(value)) => self.check(value).map(|value| value as u64),
+        }
+    }
+
+    /// The value as a `Duration` of `unit_seconds` each, when it is in range.
+    fn check_duration(
+        &self,
+        number: Option<Number>,
+        default: f64,
+        unit_seconds: f64,
+    ) -> Result<Duration, String> {
+        let value = match number {
+            None => default,
+            Some(Number(value)) => self.check(value)?,
+        };
+        // Finite, not negative and at most a year of seconds: the conversion cannot fail.
+        Ok(Duration::try_from_secs_f64(value * unit_seconds).unwrap_or_default())
+    }
+}
+
+/// A number as short as it reads well: `1e300`, not three hundred digits.
+fn show_number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude != 0.0 && magnitude.is_finite() && !(1e-4..1e15).contains(&magnitude) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
+    }
+}
+
+/// A number as written in the file, whole or not. Every numeric key is read as one, so that a
+/// value out of range (negative, huge, fractional where a count is asked for, NaN) reaches
+/// [`NumberRange::check`], which names the key, instead of a type error that names none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Number(f64);
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Number, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Number;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a number")
+            }
+            fn visit_f64<E>(self, value: f64) -> Result<Number, E> {
+                Ok(Number(value))
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<Number, E> {
+                Ok(Number(value as f64))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<Number, E> {
+                Ok(Number(value as f64))
+            }
+            fn visit_i128<E>(self, value: i128) -> Result<Number, E> {
+                Ok(Number(value as f64))
+            }
+            fn visit_u128<E>(self, value: u128) -> Result<Number, E> {
+                Ok(Number(value as f64))
+            }
+        }
+        deserializer.deserialize_f64(Visitor)
+    }
+}
+
+// === Security and limits ===
+
 /// Who may call: the tokens file (`hydroplane token create` writes it), re-read on change.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +225,7 @@ pub struct TlsSettings {
 
 /// Limits on what callers may ask of the server. Every number is range-checked at load.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "RawLimits")]
 pub struct LimitSettings {
     /// The largest request message accepted, in bytes.
     pub max_request_bytes: usize,
@@ -88,29 +254,58 @@ impl Default for LimitSettings {
     }
 }
 
-impl LimitSettings {
-    /// Checks every limit against its allowed range.
-    fn check(&self) -> Result<(), String> {
-        let ranges: [(&str, u64, u64, u64); 6] = [
-            ("max_request_bytes", self.max_request_bytes as u64, 1024, 64 << 20),
-            ("max_concurrent_calls", self.max_concurrent_calls as u64, 1, 100_000),
-            ("start_stop_per_second", u64::from(self.start_stop_per_second), 0, 1_000_000),
-            ("start_stop_burst", u64::from(self.start_stop_burst), 1, 1_000_000),
-            ("max_watches_per_token", self.max_watches_per_token as u64, 1, 1_000_000),
-            ("max_watches", self.max_watches as u64, 1, 1_000_000),
-        ];
-        for (name, value, low, high) in ranges {
-            if !(low..=high).contains(&value) {
-                return Err(format!("limits.{name} must be between {low} and {high}, got {value}"));
-            }
-        }
-        Ok(())
+/// `limits` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_bytes: Option<Number>,
+    max_concurrent_calls: Option<Number>,
+    start_stop_per_second: Option<Number>,
+    start_stop_burst: Option<Number>,
+    max_watches_per_token: Option<Number>,
+    max_watches: Option<Number>,
+}
+
+impl TryFrom<RawLimits> for LimitSettings {
+    type Error = String;
+
+    fn try_from(raw: RawLimits) -> Result<LimitSettings, String> {
+        let default = LimitSettings::default();
+        // Every range ends far below `u32::MAX`, so the narrowing conversions are exact.
+        let size = |range: NumberRange, number, default: usize| {
+            range.check_whole(number, default as u64).map(|value| value as usize)
+        };
+        let count = |range: NumberRange, number, default: u32| {
+            range.check_whole(number, u64::from(default)).map(|value| value as u32)
+        };
+        Ok(LimitSettings {
+            max_request_bytes: size(MAX_REQUEST_BYTES, raw.max_request_bytes, default.max_request_bytes)?,
+            max_concurrent_calls: size(
+                MAX_CONCURRENT_CALLS,
+                raw.max_concurrent_calls,
+                default.max_concurrent_calls,
+            )?,
+            start_stop_per_second: count(
+                START_STOP_PER_SECOND,
+                raw.start_stop_per_second,
+                default.start_stop_per_second,
+            )?,
+            start_stop_burst: count(START_STOP_BURST, raw.start_stop_burst, default.start_stop_burst)?,
+            max_watches_per_token: size(
+                MAX_WATCHES_PER_TOKEN,
+                raw.max_watches_per_token,
+                default.max_watches_per_token,
+            )?,
+            max_watches: size(MAX_WATCHES, raw.max_watches, default.max_watches)?,
+        })
     }
 }
 
+// === The secret store ===
+
 /// The secret store, chosen by `secret_store_type`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(tag = "secret_store_type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(try_from = "RawSecretStore")]
 pub enum SecretStoreSettings {
     /// No secret store: specs that reference secrets are refused.
     #[default]
@@ -118,7 +313,6 @@ pub enum SecretStoreSettings {
     /// A directory of encrypted files, opened with a password.
     Local {
         /// The store's directory; `~` is the user's home.
-        #[serde(default = "default_store_location")]
         store_location: PathBuf,
     },
 }
@@ -128,9 +322,43 @@ pub fn default_store_location() -> PathBuf {
     PathBuf::from("~/.hydro_secrets")
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SecretStoreType {
+    None,
+    Local,
+}
+
+/// `secret_store` as written: read flat, so that a key of another type is named as such.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretStore {
+    secret_store_type: SecretStoreType,
+    store_location: Option<PathBuf>,
+}
+
+impl TryFrom<RawSecretStore> for SecretStoreSettings {
+    type Error = String;
+
+    fn try_from(raw: RawSecretStore) -> Result<SecretStoreSettings, String> {
+        match raw.secret_store_type {
+            SecretStoreType::None if raw.store_location.is_some() => {
+                Err("secret_store.store_location does not apply to secret_store_type: none (only to local)"
+                    .to_owned())
+            }
+            SecretStoreType::None => Ok(SecretStoreSettings::None),
+            SecretStoreType::Local => Ok(SecretStoreSettings::Local {
+                store_location: raw.store_location.unwrap_or_else(default_store_location),
+            }),
+        }
+    }
+}
+
+// === Runtimes ===
+
 /// The runtime, chosen by `runtime_type`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "runtime_type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(try_from = "RawRuntime")]
 pub enum RuntimeSettings {
     /// Host processes, embedded in the server.
     Local(LocalRuntimeSettings),
@@ -146,38 +374,6 @@ impl Default for RuntimeSettings {
     }
 }
 
-/// Settings of the `local` runtime.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalRuntimeSettings {
-    /// How long a stopped process gets between SIGTERM and SIGKILL, in seconds.
-    #[serde(default = "default_stop_grace_seconds")]
-    pub stop_grace_seconds: f64,
-    /// The most output kept per process, in bytes.
-    #[serde(default = "default_output_buffer_bytes")]
-    pub output_buffer_bytes: usize,
-}
-
-impl Default for LocalRuntimeSettings {
-    fn default() -> Self {
-        LocalRuntimeSettings {
-            stop_grace_seconds: default_stop_grace_seconds(),
-            output_buffer_bytes: default_output_buffer_bytes(),
-        }
-    }
-}
-
-impl LocalRuntimeSettings {
-    /// How long a stopped process gets between SIGTERM and SIGKILL (checked at load: finite and
-    /// not negative).
-    pub fn stop_grace(&self) -> Duration {
-        Duration::try_from_secs_f64(self.stop_grace_seconds).unwrap_or_default()
-    }
-}
-
-/// The namespace of the Kubernetes runtimes when the settings name none.
-pub const DEFAULT_NAMESPACE: &str = "default";
-
 impl RuntimeSettings {
     /// The `runtime_type` spelling, for messages.
     pub fn runtime_type(&self) -> &'static str {
@@ -189,26 +385,48 @@ impl RuntimeSettings {
     }
 }
 
-fn default_stop_grace_seconds() -> f64 {
-    5.0
+/// Settings of the `local` runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalRuntimeSettings {
+    /// How long a stopped process gets between SIGTERM and SIGKILL (`stop_grace_seconds`).
+    pub stop_grace: Duration,
+    /// The most output kept per process, in bytes.
+    pub output_buffer_bytes: usize,
 }
 
-fn default_output_buffer_bytes() -> usize {
-    1 << 20
+impl Default for LocalRuntimeSettings {
+    fn default() -> Self {
+        LocalRuntimeSettings {
+            stop_grace: Duration::from_secs(DEFAULT_STOP_GRACE_SECONDS as u64),
+            output_buffer_bytes: DEFAULT_OUTPUT_BUFFER_BYTES as usize,
+        }
+    }
 }
+
+impl LocalRuntimeSettings {
+    /// How long a stopped process gets between SIGTERM and SIGKILL.
+    pub fn stop_grace(&self) -> Duration {
+        self.stop_grace
+    }
+}
+
+/// The namespace of the Kubernetes runtimes when the settings name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+const DEFAULT_STOP_GRACE_SECONDS: f64 = 5.0;
+const DEFAULT_OUTPUT_BUFFER_BYTES: u64 = 1 << 20;
+const DEFAULT_TOKEN_REFRESH_SECONDS: f64 = 600.0;
+const DEFAULT_CREDENTIALS_RENEW_BEFORE_SECONDS: f64 = 300.0;
+const DEFAULT_CULLING_INTERVAL_MINUTES: f64 = 1.0;
 
 /// Settings of the `kubernetes` runtime.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct KubernetesSettings {
-    /// The namespace processes live in; `default` when unset.
-    #[serde(default)]
+    /// The namespace processes live in (a DNS-1123 label); `default` when unset.
     pub namespace: Option<String>,
     /// A kubeconfig file; the in-cluster config, then `~/.kube/config`, when unset.
-    #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use; its current context when unset.
-    #[serde(default)]
     pub context: Option<String>,
 }
 
@@ -220,37 +438,30 @@ impl KubernetesSettings {
 }
 
 /// Settings of the `eks` runtime, as in the Hydroplane EKS guide.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EksSettings {
     /// The EKS cluster's name.
     pub cluster_name: String,
     /// The AWS region of the cluster.
     pub region: String,
-    /// The namespace processes live in; `default` when unset.
-    #[serde(default)]
+    /// The namespace processes live in (a DNS-1123 label); `default` when unset.
     pub namespace: Option<String>,
     /// How to authenticate with AWS; the default credential chain when unset.
-    #[serde(default)]
     pub credentials: Option<AwsCredentialsSettings>,
     /// An STS endpoint instead of the region's (a private VPC endpoint, or a test's).
-    #[serde(default)]
     pub sts_endpoint: Option<String>,
     /// An EKS endpoint instead of the region's.
-    #[serde(default)]
     pub eks_endpoint: Option<String>,
     /// The cluster's API server URL; with `certificate_authority`, skips DescribeCluster.
-    #[serde(default)]
     pub endpoint: Option<String>,
     /// The cluster's CA: base64 of the PEM, as DescribeCluster returns it.
-    #[serde(default)]
     pub certificate_authority: Option<String>,
-    /// How often the bearer token is renewed (it is valid for 15 minutes); default 600.
-    #[serde(default = "default_token_refresh_seconds")]
-    pub token_refresh_seconds: f64,
-    /// How long before they expire temporary credentials are renewed; default 300.
-    #[serde(default = "default_credentials_renew_before_seconds")]
-    pub credentials_renew_before_seconds: f64,
+    /// How often the bearer token is renewed (`token_refresh_seconds`; it is valid for 15
+    /// minutes); default 600 seconds.
+    pub token_refresh: Duration,
+    /// How long before they expire temporary credentials are renewed
+    /// (`credentials_renew_before_seconds`); default 300 seconds.
+    pub credentials_renew_before: Duration,
 }
 
 impl EksSettings {
@@ -259,23 +470,152 @@ impl EksSettings {
         self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
     }
 
-    /// How often the bearer token is renewed (checked at load: between 0 and 840 seconds).
+    /// How often the bearer token is renewed.
     pub fn token_refresh(&self) -> Duration {
-        Duration::try_from_secs_f64(self.token_refresh_seconds).unwrap_or_default()
+        self.token_refresh
     }
 
-    /// How long before they expire temporary credentials are renewed (checked at load).
+    /// How long before they expire temporary credentials are renewed.
     pub fn credentials_renew_before(&self) -> Duration {
-        Duration::try_from_secs_f64(self.credentials_renew_before_seconds).unwrap_or_default()
+        self.credentials_renew_before
     }
 }
 
-fn default_token_refresh_seconds() -> f64 {
-    600.0
+#[derive(Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RuntimeType {
+    Local,
+    Kubernetes,
+    Eks,
 }
 
-fn default_credentials_renew_before_seconds() -> f64 {
-    300.0
+/// `runtime` as written: one flat mapping, so that a key of another runtime type is named as
+/// such rather than as unknown, and every number is checked with its full path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    runtime_type: RuntimeType,
+    stop_grace_seconds: Option<Number>,
+    output_buffer_bytes: Option<Number>,
+    namespace: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    cluster_name: Option<String>,
+    region: Option<String>,
+    credentials: Option<AwsCredentialsSettings>,
+    sts_endpoint: Option<String>,
+    eks_endpoint: Option<String>,
+    endpoint: Option<String>,
+    certificate_authority: Option<String>,
+    token_refresh_seconds: Option<Number>,
+    credentials_renew_before_seconds: Option<Number>,
+}
+
+impl RawRuntime {
+    /// The keys given, each with the runtime types it applies to.
+    fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
+        use RuntimeType::{Eks, Kubernetes, Local};
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 14] = [
+            ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local]),
+            ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
+            ("namespace", self.namespace.is_some(), &[Kubernetes, Eks]),
+            ("kubeconfig", self.kubeconfig.is_some(), &[Kubernetes]),
+            ("context", self.context.is_some(), &[Kubernetes]),
+            ("cluster_name", self.cluster_name.is_some(), &[Eks]),
+            ("region", self.region.is_some(), &[Eks]),
+            ("credentials", self.credentials.is_some(), &[Eks]),
+            ("sts_endpoint", self.sts_endpoint.is_some(), &[Eks]),
+            ("eks_endpoint", self.eks_endpoint.is_some(), &[Eks]),
+            ("endpoint", self.endpoint.is_some(), &[Eks]),
+            ("certificate_authority", self.certificate_authority.is_some(), &[Eks]),
+            ("token_refresh_seconds", self.token_refresh_seconds.is_some(), &[Eks]),
+            ("credentials_renew_before_seconds", self.credentials_renew_before_seconds.is_some(), &[Eks]),
+        ];
+        keys.into_iter().filter(|(_, given, _)| *given).map(|(key, _, types)| (key, types)).collect()
+    }
+}
+
+fn runtime_type_name(runtime_type: RuntimeType) -> &'static str {
+    match runtime_type {
+        RuntimeType::Local => "local",
+        RuntimeType::Kubernetes => "kubernetes",
+        RuntimeType::Eks => "eks",
+    }
+}
+
+fn check_namespace(namespace: &Option<String>) -> Result<(), String> {
+    match namespace {
+        Some(namespace) => dns_label_rule(namespace).map_err(|rule| format!("runtime.namespace {rule}")),
+        None => Ok(()),
+    }
+}
+
+fn required(value: Option<String>, key: &str) -> Result<String, String> {
+    value.ok_or_else(|| format!("runtime.{key} is required for runtime_type: eks"))
+}
+
+impl TryFrom<RawRuntime> for RuntimeSettings {
+    type Error = String;
+
+    fn try_from(raw: RawRuntime) -> Result<RuntimeSettings, String> {
+        let chosen = raw.runtime_type;
+        for (key, applies_to) in raw.keys_given() {
+            if !applies_to.contains(&chosen) {
+                let types: Vec<&str> = applies_to.iter().map(|kind| runtime_type_name(*kind)).collect();
+                return Err(format!(
+                    "runtime.{key} does not apply to runtime_type: {} (only to {})",
+                    runtime_type_name(chosen),
+                    types.join(" and ")
+                ));
+            }
+        }
+        match chosen {
+            RuntimeType::Local => Ok(RuntimeSettings::Local(LocalRuntimeSettings {
+                stop_grace: STOP_GRACE.check_duration(
+                    raw.stop_grace_seconds,
+                    DEFAULT_STOP_GRACE_SECONDS,
+                    1.0,
+                )?,
+                output_buffer_bytes: OUTPUT_BUFFER
+                    .check_whole(raw.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES)?
+                    as usize,
+            })),
+            RuntimeType::Kubernetes => {
+                check_namespace(&raw.namespace)?;
+                Ok(RuntimeSettings::Kubernetes(KubernetesSettings {
+                    namespace: raw.namespace,
+                    kubeconfig: raw.kubeconfig,
+                    context: raw.context,
+                }))
+            }
+            RuntimeType::Eks => {
+                check_namespace(&raw.namespace)?;
+                if raw.endpoint.is_some() != raw.certificate_authority.is_some() {
+                    return Err("runtime.endpoint and runtime.certificate_authority go together".to_owned());
+                }
+                Ok(RuntimeSettings::Eks(Box::new(EksSettings {
+                    cluster_name: required(raw.cluster_name, "cluster_name")?,
+                    region: required(raw.region, "region")?,
+                    namespace: raw.namespace,
+                    credentials: raw.credentials,
+                    sts_endpoint: raw.sts_endpoint,
+                    eks_endpoint: raw.eks_endpoint,
+                    endpoint: raw.endpoint,
+                    certificate_authority: raw.certificate_authority,
+                    token_refresh: TOKEN_REFRESH.check_duration(
+                        raw.token_refresh_seconds,
+                        DEFAULT_TOKEN_REFRESH_SECONDS,
+                        1.0,
+                    )?,
+                    credentials_renew_before: CREDENTIALS_RENEW_BEFORE.check_duration(
+                        raw.credentials_renew_before_seconds,
+                        DEFAULT_CREDENTIALS_RENEW_BEFORE_SECONDS,
+                        1.0,
+                    )?,
+                })))
+            }
+        }
+    }
 }
 
 /// AWS credentials: access keys from the secret store, optionally used to assume a role.
@@ -301,47 +641,94 @@ pub struct AccessKeySettings {
 
 /// An IAM role to assume through STS.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawAssumeRole")]
 pub struct AssumeRoleSettings {
     /// The role's ARN.
     pub role_arn: String,
     /// The external id the role's trust policy asks for, if any.
-    #[serde(default)]
     pub external_id: Option<String>,
     /// The session name shown in CloudTrail.
-    #[serde(default)]
     pub session_name: Option<String>,
     /// How long the temporary credentials last (900..43200 seconds).
-    #[serde(default)]
     pub session_duration_seconds: Option<u32>,
 }
 
+/// `assume_role` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssumeRole {
+    role_arn: String,
+    external_id: Option<String>,
+    session_name: Option<String>,
+    session_duration_seconds: Option<Number>,
+}
+
+impl TryFrom<RawAssumeRole> for AssumeRoleSettings {
+    type Error = String;
+
+    fn try_from(raw: RawAssumeRole) -> Result<AssumeRoleSettings, String> {
+        let session_duration_seconds = match raw.session_duration_seconds {
+            // At most 43200: the conversion is exact.
+            Some(Number(value)) => Some(SESSION_DURATION.check(value)? as u32),
+            None => None,
+        };
+        Ok(AssumeRoleSettings {
+            role_arn: raw.role_arn,
+            external_id: raw.external_id,
+            session_name: raw.session_name,
+            session_duration_seconds,
+        })
+    }
+}
+
+// === Culling ===
+
 /// Settings of the process culler, as in Hydroplane.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawCulling")]
 pub struct CullingSettings {
-    /// Processes older than this are stopped.
-    pub max_age_minutes: f64,
-    /// How often the culler looks.
-    #[serde(default = "default_culling_interval_minutes")]
-    pub culling_interval_minutes: f64,
+    /// Processes older than this are stopped (`max_age_minutes`).
+    pub max_age: Duration,
+    /// How often the culler looks (`culling_interval_minutes`, default 1).
+    pub interval: Duration,
 }
 
 impl CullingSettings {
-    /// Processes older than this are stopped (checked at load: positive).
+    /// Processes older than this are stopped.
     pub fn max_age(&self) -> Duration {
-        Duration::try_from_secs_f64(self.max_age_minutes * 60.0).unwrap_or(Duration::MAX)
+        self.max_age
     }
 
-    /// How often the culler looks (checked at load: positive).
+    /// How often the culler looks.
     pub fn interval(&self) -> Duration {
-        Duration::try_from_secs_f64(self.culling_interval_minutes * 60.0).unwrap_or(Duration::MAX)
+        self.interval
     }
 }
 
-fn default_culling_interval_minutes() -> f64 {
-    1.0
+/// `process_culling` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCulling {
+    max_age_minutes: Number,
+    culling_interval_minutes: Option<Number>,
 }
+
+impl TryFrom<RawCulling> for CullingSettings {
+    type Error = String;
+
+    fn try_from(raw: RawCulling) -> Result<CullingSettings, String> {
+        Ok(CullingSettings {
+            max_age: MAX_AGE.check_duration(Some(raw.max_age_minutes), 0.0, 60.0)?,
+            interval: CULLING_INTERVAL.check_duration(
+                raw.culling_interval_minutes,
+                DEFAULT_CULLING_INTERVAL_MINUTES,
+                60.0,
+            )?,
+        })
+    }
+}
+
+// === Loading ===
 
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -355,20 +742,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid YAML or does not match the settings.
+    /// The file is not valid YAML, does not match the settings, or has a value out of range.
     #[error("invalid config file {path}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is out of its allowed range.
-    #[error("invalid config file {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
+        /// The parser's message, with line and column, on one line.
         message: String,
     },
 }
@@ -383,17 +762,18 @@ impl Settings {
         for warning in warnings {
             tracing::warn!("{}: {warning}", path.display());
         }
-        settings.checked().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+        Ok(settings)
     }
 
-    /// Parses YAML settings; an empty document is the defaults.
+    /// Parses and checks YAML settings; an empty document is the defaults.
     pub fn parse(text: &str) -> Result<Settings, String> {
         Settings::parse_with_warnings(text).map(|(settings, _)| settings)
     }
 
-    /// Parses YAML settings, and says what it had to forgive: a key indented between two levels
-    /// (as in the Hydroplane EKS guide's `assume_role` example) is read at the enclosing level,
-    /// with a warning naming the line, when the strict reading fails.
+    /// Parses and checks YAML settings, and says what it had to forgive: a key indented between
+    /// two levels (as in the Hydroplane EKS guide's `assume_role` example) is read at the
+    /// enclosing level, with a warning naming the line, when the strict reading fails. Errors are
+    /// one line.
     pub fn parse_with_warnings(text: &str) -> Result<(Settings, Vec<String>), String> {
         if text.lines().all(|line| {
             let line = line.trim();
@@ -401,80 +781,33 @@ impl Settings {
         }) {
             return Ok((Settings::default(), Vec::new()));
         }
-        let strict = serde_saphyr::from_str(text).map_err(|error| {
-            let message = error.to_string();
-            message.strip_prefix("error: ").map(str::to_owned).unwrap_or(message)
-        });
-        match strict {
+        match parse_yaml(text) {
             Ok(settings) => Ok((settings, Vec::new())),
             Err(message) => match realign_indentation(text) {
                 // The realigned reading's error names the real mistake more often than the strict
                 // one (which sees a mis-indented key as part of the value above it), so it is
                 // reported, with what was realigned.
-                Some((realigned, warnings)) => match serde_saphyr::from_str(&realigned) {
+                Some((realigned, warnings)) => match parse_yaml(&realigned) {
                     Ok(settings) => Ok((settings, warnings)),
-                    Err(error) => Err(format!("{error}\n(while reading {})", warnings.join("; "))),
+                    Err(error) => Err(format!("{error} (while reading {})", warnings.join("; "))),
                 },
                 None => Err(message),
             },
         }
     }
+}
 
-    fn checked(self) -> Result<Settings, String> {
-        self.limits.check()?;
-        if let Some(culling) = &self.process_culling {
-            if !(culling.max_age_minutes.is_finite() && culling.max_age_minutes > 0.0) {
-                return Err(format!(
-                    "process_culling.max_age_minutes must be positive, got {}",
-                    culling.max_age_minutes
-                ));
-            }
-            if !(culling.culling_interval_minutes.is_finite() && culling.culling_interval_minutes > 0.0) {
-                return Err(format!(
-                    "process_culling.culling_interval_minutes must be positive, got {}",
-                    culling.culling_interval_minutes
-                ));
-            }
-        }
-        if let RuntimeSettings::Local(LocalRuntimeSettings { stop_grace_seconds, .. }) = &self.runtime
-            && !(stop_grace_seconds.is_finite() && *stop_grace_seconds >= 0.0)
-        {
-            return Err(format!("runtime.stop_grace_seconds must be zero or more, got {stop_grace_seconds}"));
-        }
-        if let RuntimeSettings::Eks(eks) = &self.runtime {
-            if !(eks.token_refresh_seconds.is_finite()
-                && eks.token_refresh_seconds > 0.0
-                && eks.token_refresh_seconds < 840.0)
-            {
-                return Err(format!(
-                    "runtime.token_refresh_seconds must be between 0 and 840 (tokens last 15 minutes), got {}",
-                    eks.token_refresh_seconds
-                ));
-            }
-            if !(eks.credentials_renew_before_seconds.is_finite()
-                && eks.credentials_renew_before_seconds >= 0.0)
-            {
-                return Err(format!(
-                    "runtime.credentials_renew_before_seconds must be zero or more, got {}",
-                    eks.credentials_renew_before_seconds
-                ));
-            }
-            if eks.endpoint.is_some() != eks.certificate_authority.is_some() {
-                return Err("runtime.endpoint and runtime.certificate_authority go together".to_owned());
-            }
-        }
-        if let RuntimeSettings::Eks(eks) = &self.runtime
-            && let Some(AwsCredentialsSettings { assume_role: Some(role), .. }) = &eks.credentials
-            && let Some(seconds) = role.session_duration_seconds
-            && !(900..=43200).contains(&seconds)
-        {
-            return Err(format!(
-                "runtime.credentials.assume_role.session_duration_seconds must be between 900 \
-                 and 43200, got {seconds}"
-            ));
-        }
-        Ok(self)
-    }
+/// One strict reading: NaN and infinities reach the range checks (which name the key), and the
+/// error is the message alone, on one line, without the source snippet.
+fn parse_yaml(text: &str) -> Result<Settings, String> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    serde_saphyr::from_str_with_options(text, options).map_err(|error| {
+        let message = error.to_string();
+        let message = message.strip_prefix("error: ").unwrap_or(&message);
+        message.split_whitespace().collect::<Vec<_>>().join(" ")
+    })
 }
 
 /// Moves block-mapping keys that are indented between two open levels to the enclosing level
@@ -597,8 +930,124 @@ mod tests {
     fn culling_defaults_to_one_minute_intervals() {
         let settings = Settings::parse("process_culling:\n  max_age_minutes: 30\n").expect("parses");
         let culling = settings.process_culling.expect("culling");
-        assert_eq!(culling.max_age_minutes, 30.0);
-        assert_eq!(culling.culling_interval_minutes, 1.0);
+        assert_eq!(culling.max_age(), Duration::from_secs(30 * 60));
+        assert_eq!(culling.interval(), Duration::from_secs(60));
+    }
+
+    /// A file that sets `key` (a full path of [`NUMBER_RANGES`]) to `value`, with what that key
+    /// needs around it.
+    fn yaml_setting(key: &str, value: &str) -> String {
+        let (section, name) = key.split_once('.').expect("a full path");
+        match (section, name) {
+            ("runtime", "stop_grace_seconds" | "output_buffer_bytes") => {
+                format!("runtime:\n  runtime_type: local\n  {name}: {value}\n")
+            }
+            ("runtime", "credentials.assume_role.session_duration_seconds") => format!(
+                "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  credentials:\n    \
+                 access_key:\n      access_key_id: {{secret_name: s, key: a}}\n      \
+                 secret_access_key: {{secret_name: s, key: b}}\n    assume_role:\n      \
+                 role_arn: arn:aws:iam::1:role/r\n      session_duration_seconds: {value}\n"
+            ),
+            ("runtime", _) => {
+                format!(
+                    "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  {name}: {value}\n"
+                )
+            }
+            ("process_culling", "culling_interval_minutes") => {
+                format!("process_culling:\n  max_age_minutes: 10\n  {name}: {value}\n")
+            }
+            _ => format!("{section}:\n  {name}: {value}\n"),
+        }
+    }
+
+    #[test]
+    fn every_number_out_of_range_is_one_line_naming_the_key_and_the_range() {
+        for range in NUMBER_RANGES {
+            for value in ["-1", "1e300", "-1e300", "1e-15", ".nan", ".inf", "-.inf", "1e20"] {
+                let number: f64 = match value {
+                    ".nan" => f64::NAN,
+                    ".inf" => f64::INFINITY,
+                    "-.inf" => f64::NEG_INFINITY,
+                    _ => value.parse().expect("a number"),
+                };
+                if range.check(number).is_ok() {
+                    continue;
+                }
+                let yaml = yaml_setting(range.key, value);
+                let error = Settings::parse(&yaml).expect_err(&yaml);
+                assert!(!error.contains('\n'), "{error}");
+                assert!(error.contains(&format!("{} must be", range.key)), "{yaml}: {error}");
+                assert!(error.contains(&show_number(range.high)), "{yaml}: {error}");
+            }
+            // Both ends of the range are accepted (a positive range's low end is not).
+            let low = if range.above_low { range.high / 1e6 } else { range.low };
+            for value in [low, range.high] {
+                let yaml = yaml_setting(range.key, &value.to_string());
+                Settings::parse(&yaml).unwrap_or_else(|error| panic!("{yaml}: {error}"));
+            }
+            if range.whole {
+                let error = Settings::parse(&yaml_setting(range.key, &(range.high - 0.5).to_string()))
+                    .expect_err(range.key);
+                assert!(error.contains("a whole number"), "{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn durations_are_checked_and_converted_at_load() {
+        let settings = Settings::parse(&yaml_setting("runtime.stop_grace_seconds", "0.25")).expect("parses");
+        let RuntimeSettings::Local(local) = settings.runtime else { panic!("local") };
+        assert_eq!(local.stop_grace(), Duration::from_millis(250));
+        let settings = Settings::parse(&yaml_setting("process_culling.culling_interval_minutes", "0.5"))
+            .expect("parses");
+        let culling = settings.process_culling.expect("culling");
+        assert_eq!(
+            (culling.max_age(), culling.interval()),
+            (Duration::from_secs(600), Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn keys_of_another_type_are_named_with_why() {
+        let check = |yaml: &str, expected: &str| {
+            let error = Settings::parse(yaml).expect_err(yaml);
+            assert!(error.contains(expected), "{yaml}: {error}");
+        };
+        check(
+            "secret_store:\n  secret_store_type: none\n  store_location: /x\n",
+            "secret_store.store_location does not apply to secret_store_type: none",
+        );
+        check(
+            "runtime:\n  runtime_type: local\n  namespace: x\n",
+            "runtime.namespace does not apply to runtime_type: local (only to kubernetes and eks)",
+        );
+        check(
+            "runtime:\n  runtime_type: kubernetes\n  stop_grace_seconds: 1\n",
+            "runtime.stop_grace_seconds does not apply to runtime_type: kubernetes",
+        );
+        check(
+            "runtime:\n  runtime_type: kubernetes\n  cluster_name: c\n",
+            "runtime.cluster_name does not apply to runtime_type: kubernetes (only to eks)",
+        );
+        check(
+            "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: r\n  kubeconfig: /k\n",
+            "runtime.kubeconfig does not apply to runtime_type: eks",
+        );
+        check("runtime:\n  runtime_type: eks\n  region: r\n", "runtime.cluster_name is required");
+        check("runtime:\n  runtime_type: local\n  nmespace: x\n", "unknown field `nmespace`");
+    }
+
+    #[test]
+    fn the_namespace_is_a_dns_label() {
+        for runtime in ["runtime_type: kubernetes", "runtime_type: eks\n  cluster_name: c\n  region: r"] {
+            for bad in ["Procs", "-x", "a_b", "\"\"", &"a".repeat(64)] {
+                let yaml = format!("runtime:\n  {runtime}\n  namespace: {bad}\n");
+                let error = Settings::parse(&yaml).expect_err(&yaml);
+                assert!(error.contains("runtime.namespace must"), "{error}");
+            }
+            let yaml = format!("runtime:\n  {runtime}\n  namespace: team-1\n");
+            Settings::parse(&yaml).unwrap_or_else(|error| panic!("{yaml}: {error}"));
+        }
     }
 
     #[test]
@@ -682,7 +1131,7 @@ mod guide_tests {
                 .expect("parses");
         assert_eq!(warnings.len(), 1);
         assert!(
-            matches!(settings.runtime, RuntimeSettings::Local(LocalRuntimeSettings { stop_grace_seconds, .. }) if stop_grace_seconds == 1.0)
+            matches!(settings.runtime, RuntimeSettings::Local(LocalRuntimeSettings { stop_grace, .. }) if stop_grace == Duration::from_secs(1))
         );
         assert!(Settings::parse("runtime: [\n").is_err());
         let error = Settings::parse("runtime:\n  runtime_type: local\n   bogus: 1\n").unwrap_err();

@@ -1,6 +1,10 @@
 //! The process culler, as Hydroplane had: every `culling_interval_minutes`, stop every process
 //! older than `max_age_minutes`, on any runtime. A failed pass is logged and tried again at the
 //! next interval; nothing stops the culler but the server's shutdown.
+//!
+//! The settings were range-checked at load ([`CullingSettings`] holds `Duration`s), and the culler
+//! still takes any `Duration` without panicking: a zero interval is raised to
+//! [`MIN_INTERVAL`], and a maximum age too long for a timestamp means "never".
 
 use std::time::Duration;
 
@@ -11,10 +15,14 @@ use crate::security::access::Caller;
 use crate::spec::ProcessStatus;
 use crate::table::Filter;
 
+/// The shortest interval between passes, whatever the settings say (a zero period would panic
+/// the timer).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Runs the culler until the task is dropped.
 pub async fn run(processes: Processes, settings: CullingSettings) {
     let max_age = settings.max_age();
-    let mut interval = tokio::time::interval(settings.interval());
+    let mut interval = tokio::time::interval(settings.interval().max(MIN_INTERVAL));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(?max_age, interval = ?interval.period(), "culling old processes");
     loop {
@@ -88,5 +96,19 @@ mod tests {
         assert_eq!(left, ["young"]);
         // With no age allowed, the rest go too.
         assert!(cull_once(&processes, Duration::ZERO, now).await == ["young"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_durations_run_without_panicking() {
+        let runtime = FakeRuntime::new();
+        runtime.insert(spec("old"), jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30));
+        let processes = Processes::new(Arc::clone(&runtime) as Arc<dyn crate::runtime::Runtime>);
+        // The longest age keeps everything; a zero interval still ticks.
+        assert!(cull_once(&processes, Duration::MAX, jiff::Timestamp::now()).await.is_empty());
+        let settings = CullingSettings { max_age: Duration::ZERO, interval: Duration::ZERO };
+        let culler = tokio::spawn(run(processes.clone(), settings));
+        tokio::time::sleep(MIN_INTERVAL * 3).await;
+        assert!(!culler.is_finished(), "the culler stopped");
+        culler.abort();
     }
 }

@@ -3,6 +3,7 @@
 //! reported together with the spec's own violations.
 
 use crate::proto;
+use crate::spec::validation::limits::MAX_MEMORY_MIB;
 use crate::spec::{
     ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessInfo, ProcessSpec, ProcessStatus,
     Protocol, ResourceSpec, SecretReference, SocketAddress, ValidSpec, ValueOrSecret, Violations,
@@ -102,10 +103,15 @@ fn resources_from_proto(
     path: &str,
     violations: &mut Violations,
 ) -> ResourceSpec {
-    let memory_mib = resources.memory_mib.map(|memory| {
-        i64::try_from(memory).unwrap_or_else(|_| {
-            violations.add(format!("{path}.memory_mib"), format!("{memory} is too large"));
-            i64::MAX
+    // A value beyond `i64` is named here with the rule it breaks and left out, so the field is
+    // reported once, quoting what the caller sent.
+    let memory_mib = resources.memory_mib.and_then(|memory| {
+        i64::try_from(memory).ok().or_else(|| {
+            violations.add(
+                format!("{path}.memory_mib"),
+                format!("must be between 1 and {MAX_MEMORY_MIB}, got {memory}"),
+            );
+            None
         })
     });
     ResourceSpec { cpu_vcpu: resources.cpu_vcpu, memory_mib }

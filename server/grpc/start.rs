@@ -25,13 +25,10 @@ impl Start {
         let mut violations = Violations::default();
         let wait_timeout = match request.wait_timeout {
             None => DEFAULT_WAIT,
-            Some(timeout) => match Duration::try_from(timeout) {
-                Ok(timeout) if timeout <= MAX_WAIT => timeout,
-                _ => {
-                    violations.add("wait_timeout", format!("must be between 0 and {}s", MAX_WAIT.as_secs()));
-                    DEFAULT_WAIT
-                }
-            },
+            Some(timeout) => wait_from_proto(timeout).unwrap_or_else(|rule| {
+                violations.add("wait_timeout", rule);
+                DEFAULT_WAIT
+            }),
         };
         let spec = violations.and(convert::spec_from_proto(request.spec))?;
         Ok(Start { spec, wait: request.wait.then_some(wait_timeout) })
@@ -48,6 +45,26 @@ impl Start {
             process: Some(convert::info_to_proto(started.process)),
             created: started.created,
         })
+    }
+}
+
+/// The wait a caller asked for, checked as the wire gave it: nanos in `0..1e9` (so a value is
+/// never silently carried into seconds, and a negative part is never mixed with a positive one)
+/// and at most [`MAX_WAIT`]. The rule quotes the value given.
+pub fn wait_from_proto(timeout: prost_types::Duration) -> Result<Duration, String> {
+    let prost_types::Duration { seconds, nanos } = timeout;
+    let given = format!("got {{seconds: {seconds}, nanos: {nanos}}}");
+    if !(0..1_000_000_000).contains(&nanos) {
+        return Err(format!(
+            "nanos must be between 0 and 999999999 (and the duration not negative), {given}"
+        ));
+    }
+    match u64::try_from(seconds) {
+        Ok(seconds) if seconds < MAX_WAIT.as_secs() || (seconds == MAX_WAIT.as_secs() && nanos == 0) => {
+            // `nanos` is checked to be in `0..1e9` above.
+            Ok(Duration::new(seconds, nanos as u32))
+        }
+        _ => Err(format!("must be between 0 and {}s, {given}", MAX_WAIT.as_secs())),
     }
 }
 

@@ -215,3 +215,73 @@ async fn a_full_server_sheds_calls_with_resource_exhausted() {
     }
     assert!(reopened.is_some(), "the slots of closed streams come back");
 }
+
+#[track_caller]
+fn check_wait(seconds: i64, nanos: i32, expected: Result<Duration, &str>) {
+    let found = crate::grpc::start::wait_from_proto(prost_types::Duration { seconds, nanos });
+    match (found, expected) {
+        (Ok(found), Ok(expected)) => assert_eq!(found, expected, "{seconds}s {nanos}ns"),
+        (Err(rule), Err(expected)) => {
+            assert!(rule.contains(expected), "`{rule}` lacks `{expected}`");
+            assert!(rule.contains(&format!("got {{seconds: {seconds}, nanos: {nanos}}}")), "{rule}");
+            assert!(!rule.contains('\n'), "{rule}");
+        }
+        (found, expected) => panic!("{seconds}s {nanos}ns: {found:?}, expected {expected:?}"),
+    }
+}
+
+#[test]
+fn wait_timeouts_are_checked_as_given_never_normalized() {
+    check_wait(0, 0, Ok(Duration::ZERO));
+    check_wait(1, 500_000_000, Ok(Duration::from_millis(1500)));
+    check_wait(3600, 0, Ok(Duration::from_secs(3600)));
+    check_wait(3599, 999_999_999, Ok(Duration::new(3599, 999_999_999)));
+    for (seconds, nanos) in [(0, -1), (1, -1), (-1, -5), (0, 1_000_000_000), (0, i32::MAX), (5, i32::MIN)] {
+        check_wait(seconds, nanos, Err("nanos must be between 0 and 999999999"));
+    }
+    for (seconds, nanos) in [(-1, 0), (3600, 1), (3601, 0), (i64::MAX, 999_999_999), (i64::MIN, 0)] {
+        check_wait(seconds, nanos, Err("must be between 0 and 3600s"));
+    }
+}
+
+#[tokio::test]
+async fn a_start_with_a_hundred_thousand_env_entries_is_refused_quickly_naming_the_limit() {
+    let server = serve(None, LimitSettings { max_request_bytes: 64 << 20, ..LimitSettings::default() }).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let mut request = start_request("many", None);
+    let container = request.spec.as_mut().and_then(|spec| spec.container.as_mut()).expect("container");
+    container.env = (0..100_000)
+        .map(|_| proto::EnvironmentVariable {
+            name: "SAME".to_owned(),
+            source: Some(proto::environment_variable::Source::Value("x".to_owned())),
+        })
+        .collect();
+    let refused = tokio::time::timeout(Duration::from_secs(20), client.start(request))
+        .await
+        .expect("refused in time")
+        .expect_err("too many entries");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("container.env: must have at most 4096 entries, got 100000"),
+        "{}",
+        refused.message()
+    );
+    assert!(refused.message().len() < 200, "one message, not one per entry: {}", refused.message());
+}
+
+#[tokio::test]
+async fn tcp_and_udp_on_one_port_start() {
+    let server = serve(None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let mut request = start_request("dns", None);
+    let container = request.spec.as_mut().and_then(|spec| spec.container.as_mut()).expect("container");
+    container.ports = ["tcp", "udp"]
+        .into_iter()
+        .map(|protocol| proto::PortMapping {
+            container_port: 53,
+            protocol: protocol.to_owned(),
+            ..Default::default()
+        })
+        .collect();
+    client.start(request).await.expect("TCP 53 and UDP 53");
+}

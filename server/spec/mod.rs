@@ -22,7 +22,7 @@ pub mod validation;
 mod tests;
 
 pub use info::{ProcessInfo, ProcessStatus, SocketAddress};
-pub use validation::{InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule};
+pub use validation::{InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule, service_port_name};
 
 /// What to run and how to expose it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Tests of the spec's serde shape and its validation.
 
+use super::validation::limits::MAX_ENV_ENTRIES;
 use super::*;
 
 fn minimal_spec() -> ProcessSpec {
@@ -54,7 +55,7 @@ fn every_violation_is_reported_with_its_path() {
             "container.ports[2].container_port: must be between 1 and 65535, got 0",
             "container.ports[3].host_port: must be between 1 and 65535, got 70000",
             "container.ports[3].name: `Bad Name` is not a valid port name",
-            "container.resource_limit.memory_mib: must be positive, got 0",
+            "container.resource_limit.memory_mib: must be between 1 and 1073741824, got 0",
             "container.resource_limit.cpu_vcpu: 0.25 is below the requested 0.5",
             "container.resource_limit.memory_mib: 0 is below the requested 512",
         ],
@@ -136,4 +137,163 @@ fn a_working_directory_is_an_absolute_path() {
         r#"{"process_name": "p", "container": {"image_uri": "i", "working_dir": "srv"}}"#,
         &["container.working_dir: `srv` is not an absolute path"],
     );
+}
+
+#[track_caller]
+fn violations_of(spec: ProcessSpec) -> Vec<String> {
+    match spec.validate() {
+        Ok(_) => Vec::new(),
+        Err(InvalidSpec(violations)) => violations.iter().map(Violation::to_string).collect(),
+    }
+}
+
+#[test]
+fn a_port_number_may_be_given_once_per_protocol() {
+    let dns = r#"{"process_name": "dns", "container": {"image_uri": "i", "ports": [
+        {"container_port": 53, "protocol": "tcp"}, {"container_port": 53, "protocol": "udp"}]}}"#;
+    check(dns, &[]);
+    check(
+        r#"{"process_name": "dns", "container": {"image_uri": "i", "ports": [
+            {"container_port": 53, "protocol": "udp"}, {"container_port": 53, "protocol": "udp"}]}}"#,
+        &["container.ports[1].container_port: port 53 is given twice for udp"],
+    );
+    check(
+        r#"{"process_name": "dns", "container": {"image_uri": "i", "ports": [
+            {"container_port": 53, "host_port": 53, "protocol": "tcp"},
+            {"container_port": 54, "host_port": 53, "protocol": "tcp"},
+            {"container_port": 53, "host_port": 53, "protocol": "udp"}]}}"#,
+        &["container.ports[1].host_port: host port 53 is given twice for tcp"],
+    );
+}
+
+#[test]
+fn service_port_names_given_and_made_up_never_collide() {
+    // The unnamed UDP 53 gets `udp-53`, which the TCP port already took.
+    check(
+        r#"{"process_name": "dns", "container": {"image_uri": "i", "ports": [
+            {"container_port": 80, "name": "udp-53"}, {"container_port": 53, "protocol": "udp"}]}}"#,
+        &["container.ports[1].container_port: the Service port name `udp-53` is given twice"],
+    );
+    check(
+        r#"{"process_name": "dns", "container": {"image_uri": "i", "ports": [
+            {"container_port": 80, "name": "web"}, {"container_port": 81, "name": "web"}]}}"#,
+        &["container.ports[1].name: the Service port name `web` is given twice"],
+    );
+    assert_eq!(service_port_name(None, Protocol::Udp, 53), "udp-53");
+    assert_eq!(service_port_name(Some("dns"), Protocol::Udp, 53), "dns");
+}
+
+#[test]
+fn a_process_with_ports_needs_a_name_that_starts_with_a_letter() {
+    let mut spec = minimal_spec();
+    spec.process_name = "1web".to_owned();
+    assert_eq!(violations_of(spec.clone()), Vec::<String>::new(), "no Service, no DNS-1035 rule");
+    spec.container.ports.push(PortMapping {
+        container_port: 80,
+        host_port: None,
+        protocol: Protocol::Tcp,
+        name: None,
+    });
+    let found = violations_of(spec);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("process_name: must start with a letter when the process has ports"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn quantities_are_finite_and_within_what_kubernetes_represents() {
+    for (cpu, valid) in [
+        (0.001, true),
+        (1_000_000.0, true),
+        (0.0005, false),
+        (1e308, false),
+        (f64::INFINITY, false),
+        (f64::NAN, false),
+        (-1.0, false),
+    ] {
+        let mut spec = minimal_spec();
+        spec.container.resource_request = Some(ResourceSpec { cpu_vcpu: Some(cpu), memory_mib: None });
+        let found = violations_of(spec);
+        assert_eq!(found.is_empty(), valid, "{cpu}: {found:?}");
+        if !valid {
+            assert!(found[0].contains("cpu_vcpu: must be between 0.001 and 1000000"), "{found:?}");
+        }
+    }
+    for (memory, valid) in
+        [(1, true), (1 << 30, true), (0, false), (-5, false), ((1 << 30) + 1, false), (i64::MAX, false)]
+    {
+        let mut spec = minimal_spec();
+        spec.container.resource_limit = Some(ResourceSpec { cpu_vcpu: None, memory_mib: Some(memory) });
+        assert_eq!(violations_of(spec).is_empty(), valid, "{memory}");
+    }
+}
+
+#[test]
+fn counts_and_sizes_are_limited_and_the_limit_is_named() {
+    let variable = |index: usize| EnvironmentVariable {
+        name: format!("V{index}"),
+        value: ValueOrSecret::Value("x".into()),
+    };
+    let port = |number: i64| PortMapping {
+        container_port: number,
+        host_port: None,
+        protocol: Protocol::Tcp,
+        name: None,
+    };
+    let mut cases: Vec<(ProcessSpec, &str)> = Vec::new();
+    let mut spec = minimal_spec();
+    spec.container.env = (0..=MAX_ENV_ENTRIES).map(variable).collect();
+    cases.push((spec, "container.env: must have at most 4096 entries, got 4097"));
+    let mut spec = minimal_spec();
+    spec.container.ports = (1..=257).map(port).collect();
+    cases.push((spec, "container.ports: must have at most 256 entries, got 257"));
+    let mut spec = minimal_spec();
+    spec.container.command = vec!["a".to_owned(); 1025];
+    cases.push((spec, "container.command: must have at most 1024 arguments, got 1025"));
+    let mut spec = minimal_spec();
+    spec.container.command = vec!["a".repeat(64 << 10), "b".repeat((64 << 10) + 1)];
+    cases.push((spec, "container.command: must be at most 131072 bytes in total"));
+    let mut spec = minimal_spec();
+    spec.container.env = vec![EnvironmentVariable {
+        name: "BIG".into(),
+        value: ValueOrSecret::Value("x".repeat((128 << 10) + 1)),
+    }];
+    cases.push((spec, "container.env[0].value: must be at most 131072 bytes"));
+    let mut spec = minimal_spec();
+    spec.container.node_selector = (0..65).map(|index| (format!("k{index}"), "v".to_owned())).collect();
+    cases.push((spec, "container.node_selector: must have at most 64 entries, got 65"));
+    // Every count and size within its limit, and still too big to fit the annotation.
+    let mut spec = minimal_spec();
+    spec.container.env = (0..2)
+        .map(|index| EnvironmentVariable {
+            name: format!("V{index}"),
+            value: ValueOrSecret::Value("x".repeat(100 << 10)),
+        })
+        .collect();
+    cases.push((spec, "spec: must be at most 196608 bytes as JSON"));
+    for (spec, expected) in cases {
+        let found = violations_of(spec);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(expected), "`{}` should start with `{expected}`", found[0]);
+    }
+    // At the limits, a spec is valid.
+    let mut spec = minimal_spec();
+    spec.container.env = (0..MAX_ENV_ENTRIES).map(variable).collect();
+    spec.container.ports = (1..=256).map(port).collect();
+    spec.container.command = vec!["a".to_owned(); 1024];
+    assert_eq!(violations_of(spec), Vec::<String>::new());
+}
+
+#[test]
+fn a_hundred_thousand_env_entries_are_refused_quickly_with_one_message() {
+    let mut spec = minimal_spec();
+    // All the same name: a quadratic uniqueness check, or one message per entry, would show.
+    spec.container.env = (0..100_000)
+        .map(|_| EnvironmentVariable { name: "SAME".into(), value: ValueOrSecret::Value("x".into()) })
+        .collect();
+    let found = violations_of(spec);
+    assert!(found[0].starts_with("container.env: must have at most 4096 entries, got 100000"), "{found:?}");
+    assert_eq!(found.len(), 1, "one message, not one per entry");
 }

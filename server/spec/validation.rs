@@ -1,11 +1,46 @@
 //! The rules a process spec must follow, checked all at once with every violation's field path.
 //! [`ProcessSpec::validate`] is the only way to make a [`ValidSpec`], so a runtime cannot be
 //! handed a spec nobody checked, and nothing checks one twice.
+//!
+//! The rules are what Kubernetes will accept, so a Start is refused before anything is created:
+//! names, ports per protocol, quantities it can represent, and the [`limits`] on counts and sizes
+//! (the whole spec must fit in the Pod annotation that holds it). Every check is linear in the
+//! size of the spec, and the counts are checked first, so a huge spec is refused quickly.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::{ContainerSpec, ProcessSpec, ResourceSpec, SecretReference, ValueOrSecret};
+use super::{ContainerSpec, ProcessSpec, Protocol, ResourceSpec, SecretReference, ValueOrSecret};
+
+/// The limits on counts and sizes of a spec, each named in the violation that breaks it.
+pub mod limits {
+    /// The most entries of `container.env`.
+    pub const MAX_ENV_ENTRIES: usize = 4096;
+    /// The longest value of one environment variable, in bytes (128 KiB).
+    pub const MAX_ENV_VALUE_BYTES: usize = 128 << 10;
+    /// The most entries of `container.ports`.
+    pub const MAX_PORTS: usize = 256;
+    /// The most arguments of `container.command`, the program included.
+    pub const MAX_COMMAND_ARGUMENTS: usize = 1024;
+    /// The most bytes of `container.command`, all arguments together (128 KiB).
+    pub const MAX_COMMAND_BYTES: usize = 128 << 10;
+    /// The most entries of `container.node_selector`.
+    pub const MAX_NODE_SELECTOR_ENTRIES: usize = 64;
+    /// The largest spec, as the JSON the Kubernetes runtime keeps in its Pod annotation
+    /// (192 KiB; the API server allows 256 KiB for all of an object's annotations).
+    pub const MAX_SPEC_JSON_BYTES: usize = 192 << 10;
+    /// The most vCPUs a request or limit may name: a million cores, far beyond any node, and
+    /// exact as a Kubernetes quantity in millicores.
+    pub const MAX_CPU_VCPU: f64 = 1_000_000.0;
+    /// The fewest vCPUs a request or limit may name: one millicore, Kubernetes' precision.
+    pub const MIN_CPU_VCPU: f64 = 0.001;
+    /// The most MiB a request or limit may name: 1 PiB (2^30 MiB), far beyond any node, and a
+    /// quantity Kubernetes represents exactly.
+    pub const MAX_MEMORY_MIB: i64 = 1 << 30;
+}
+
+use limits::*;
 
 /// One broken rule of a spec: the field's path and the rule it breaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,14 +126,70 @@ impl ProcessSpec {
     /// Adds this spec's violations to `violations`.
     fn collect_violations(&self, violations: &mut Violations) {
         check_dns_label(violations, "process_name", &self.process_name);
+        // A process with ports gets a Service of its name, and a Service name is a DNS-1035
+        // label: it cannot start with a digit.
+        if !self.container.ports.is_empty()
+            && dns_label_rule(&self.process_name).is_ok()
+            && self.process_name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            violations.add(
+                "process_name",
+                format!(
+                    "must start with a letter when the process has ports (its Service name is a \
+                     DNS-1035 label), got `{}`",
+                    self.process_name
+                ),
+            );
+        }
         if let Some(group) = &self.group {
             check_dns_label(violations, "group", group);
         }
+        let counts_ok = self.container.check_counts(violations);
         self.container.collect_violations(violations);
+        // Encoding is linear too, but only worth doing for a spec whose counts are in range.
+        if counts_ok {
+            check_encoded_size(violations, self);
+        }
+    }
+}
+
+fn check_encoded_size(violations: &mut Violations, spec: &ProcessSpec) {
+    // Serializing plain data to JSON fails only for non-string map keys, which a spec has not.
+    let size = serde_json::to_vec(spec).map_or(0, |json| json.len());
+    if size > MAX_SPEC_JSON_BYTES {
+        violations.add(
+            "spec",
+            format!("must be at most {MAX_SPEC_JSON_BYTES} bytes as JSON (192 KiB), got {size}"),
+        );
     }
 }
 
 impl ContainerSpec {
+    /// Checks the counts and total sizes; false when one is over its limit, in which case the
+    /// entries are not checked one by one (a caller sending 100,000 of them gets one message).
+    fn check_counts(&self, violations: &mut Violations) -> bool {
+        let mut ok = true;
+        let mut over = |field: &str, count: usize, limit: usize, what: &str| {
+            if count > limit {
+                violations.add(field, format!("must have at most {limit} {what}, got {count}"));
+                ok = false;
+            }
+        };
+        over("container.env", self.env.len(), MAX_ENV_ENTRIES, "entries");
+        over("container.ports", self.ports.len(), MAX_PORTS, "entries");
+        over("container.command", self.command.len(), MAX_COMMAND_ARGUMENTS, "arguments");
+        over("container.node_selector", self.node_selector.len(), MAX_NODE_SELECTOR_ENTRIES, "entries");
+        let command_bytes: usize = self.command.iter().map(String::len).sum();
+        if command_bytes > MAX_COMMAND_BYTES {
+            violations.add(
+                "container.command",
+                format!("must be at most {MAX_COMMAND_BYTES} bytes in total (128 KiB), got {command_bytes}"),
+            );
+            ok = false;
+        }
+        ok
+    }
+
     fn collect_violations(&self, violations: &mut Violations) {
         if self.image_uri.trim().is_empty() {
             violations.add("container.image_uri", "must not be empty");
@@ -110,7 +201,8 @@ impl ContainerSpec {
         {
             violations.add("container.command[0]", "the program must not be empty");
         }
-        for (index, argument) in self.command.iter().enumerate() {
+        let arguments = if self.command.len() > MAX_COMMAND_ARGUMENTS { 0 } else { self.command.len() };
+        for (index, argument) in self.command.iter().enumerate().take(arguments) {
             if argument.contains('\0') {
                 violations.add(format!("container.command[{index}]"), "must not contain NUL");
             }
@@ -123,8 +215,11 @@ impl ContainerSpec {
             }
         }
 
-        let mut env_names = HashSet::new();
-        for (index, var) in self.env.iter().enumerate() {
+        // A collection over its limit was reported as a count; its entries are not checked one by
+        // one, so 100,000 of them make one message.
+        let env: &[_] = if self.env.len() > MAX_ENV_ENTRIES { &[] } else { &self.env };
+        let mut env_names = HashSet::with_capacity(env.len());
+        for (index, var) in env.iter().enumerate() {
             let path = format!("container.env[{index}]");
             if !is_env_name(&var.name) {
                 violations.add(
@@ -139,6 +234,12 @@ impl ContainerSpec {
                 violations.add(format!("{path}.name"), format!("`{}` is given twice", var.name));
             }
             match &var.value {
+                ValueOrSecret::Value(value) if value.len() > MAX_ENV_VALUE_BYTES => {
+                    violations.add(
+                        format!("{path}.value"),
+                        format!("must be at most {MAX_ENV_VALUE_BYTES} bytes (128 KiB), got {}", value.len()),
+                    );
+                }
                 ValueOrSecret::Value(value) if value.contains('\0') => {
                     violations.add(format!("{path}.value"), "must not contain NUL");
                 }
@@ -149,27 +250,63 @@ impl ContainerSpec {
             }
         }
 
-        let mut container_ports = HashSet::new();
-        let mut port_names = HashSet::new();
-        for (index, port) in self.ports.iter().enumerate() {
+        // A port number may be given once per protocol (TCP 53 and UDP 53 is DNS), as Kubernetes
+        // requires of a Service; the same goes for host ports.
+        let ports: &[_] = if self.ports.len() > MAX_PORTS { &[] } else { &self.ports };
+        let mut container_ports = HashSet::with_capacity(ports.len());
+        let mut host_ports = HashSet::new();
+        for (index, port) in ports.iter().enumerate() {
             let path = format!("container.ports[{index}]");
             if check_port(violations, &format!("{path}.container_port"), port.container_port)
-                && !container_ports.insert(port.container_port)
+                && !container_ports.insert((port.container_port, port.protocol))
             {
                 violations.add(
                     format!("{path}.container_port"),
-                    format!("port {} is given twice", port.container_port),
+                    format!("port {} is given twice for {}", port.container_port, port.protocol.as_str()),
                 );
             }
-            if let Some(host_port) = port.host_port {
-                check_port(violations, &format!("{path}.host_port"), host_port);
+            if let Some(host_port) = port.host_port
+                && check_port(violations, &format!("{path}.host_port"), host_port)
+                && !host_ports.insert((host_port, port.protocol))
+            {
+                violations.add(
+                    format!("{path}.host_port"),
+                    format!("host port {host_port} is given twice for {}", port.protocol.as_str()),
+                );
             }
-            if let Some(name) = &port.name {
-                if let Err(rule) = check_port_name(name) {
-                    violations.add(format!("{path}.name"), rule);
-                } else if !port_names.insert(name.as_str()) {
-                    violations.add(format!("{path}.name"), format!("`{name}` is given twice"));
+        }
+        // Every port of a Service has a name: the one given, or `<protocol>-<port>` (see the
+        // Kubernetes manifests). The names must differ, so a given name may not be one that
+        // another, unnamed port gets.
+        // Each name, with whether it was given (two unnamed ports with one name are the same
+        // port twice, reported above).
+        let mut port_names: HashMap<String, bool> = HashMap::with_capacity(ports.len());
+        for (index, port) in ports.iter().enumerate() {
+            if let Some(name) = &port.name
+                && let Err(rule) = check_port_name(name)
+            {
+                violations.add(format!("container.ports[{index}].name"), rule);
+                continue;
+            }
+            let name = service_port_name(port.name.as_deref(), port.protocol, port.container_port);
+            let given = port.name.is_some();
+            let clash = match port_names.entry(name.clone()) {
+                Entry::Occupied(mut earlier) => {
+                    let both_unnamed = !given && !*earlier.get();
+                    *earlier.get_mut() |= given;
+                    !both_unnamed
                 }
+                Entry::Vacant(entry) => {
+                    entry.insert(given);
+                    false
+                }
+            };
+            if clash {
+                let field = if port.name.is_some() { "name" } else { "container_port" };
+                violations.add(
+                    format!("container.ports[{index}].{field}"),
+                    format!("the Service port name `{name}` is given twice"),
+                );
             }
         }
 
@@ -198,7 +335,9 @@ impl ContainerSpec {
             }
         }
 
-        for (key, value) in &self.node_selector {
+        let node_selector_entries =
+            if self.node_selector.len() > MAX_NODE_SELECTOR_ENTRIES { 0 } else { self.node_selector.len() };
+        for (key, value) in self.node_selector.iter().take(node_selector_entries) {
             let path = format!("container.node_selector[{key:?}]");
             if let Err(rule) = check_label_key(key) {
                 violations.add(path.clone(), format!("key {rule}"));
@@ -231,17 +370,30 @@ impl ContainerSpec {
 
 impl ResourceSpec {
     fn collect_violations(&self, violations: &mut Violations, path: &str) {
+        // NaN fails both comparisons, so it is refused with the rest.
         if let Some(cpu) = self.cpu_vcpu
-            && !(cpu.is_finite() && cpu >= 0.001)
+            && !(MIN_CPU_VCPU..=MAX_CPU_VCPU).contains(&cpu)
         {
-            violations.add(format!("{path}.cpu_vcpu"), format!("must be at least 0.001, got {cpu}"));
+            violations.add(
+                format!("{path}.cpu_vcpu"),
+                format!("must be between {MIN_CPU_VCPU} and {MAX_CPU_VCPU}, got {cpu}"),
+            );
         }
         if let Some(memory) = self.memory_mib
-            && memory <= 0
+            && !(1..=MAX_MEMORY_MIB).contains(&memory)
         {
-            violations.add(format!("{path}.memory_mib"), format!("must be positive, got {memory}"));
+            violations.add(
+                format!("{path}.memory_mib"),
+                format!("must be between 1 and {MAX_MEMORY_MIB}, got {memory}"),
+            );
         }
     }
+}
+
+/// The name a Service port gets: the spec's name, or one made from the protocol and the port
+/// (the rule of the Kubernetes manifests, which need a name once a Service has several ports).
+pub fn service_port_name(name: Option<&str>, protocol: Protocol, container_port: i64) -> String {
+    name.map_or_else(|| format!("{}-{container_port}", protocol.as_str()), str::to_owned)
 }
 
 fn check_secret_reference(violations: &mut Violations, path: &str, secret: &SecretReference) {

@@ -9,8 +9,10 @@
 
 mod common;
 
+mod config_errors;
 mod eks_guide;
 mod eks_token;
+mod fuzz;
 mod harness;
 mod hpctl;
 mod kube_faults;
