@@ -297,3 +297,20 @@ fn a_hundred_thousand_env_entries_are_refused_quickly_with_one_message() {
     assert!(found[0].starts_with("container.env: must have at most 4096 entries, got 100000"), "{found:?}");
     assert_eq!(found.len(), 1, "one message, not one per entry");
 }
+
+#[test]
+fn huge_values_are_quoted_shortly() {
+    let mut spec = minimal_spec();
+    spec.container.env =
+        vec![EnvironmentVariable { name: "é".repeat(50_000), value: ValueOrSecret::Value("x".into()) }];
+    spec.container.working_dir = Some("w".repeat(50_000));
+    let found = violations_of(spec);
+    assert_eq!(found.len(), 2, "{found:?}");
+    for violation in found {
+        assert!(violation.len() < 400, "{violation}");
+        assert!(
+            violation.contains("... (100000 bytes)") || violation.contains("... (50000 bytes)"),
+            "{violation}"
+        );
+    }
+}

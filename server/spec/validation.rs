@@ -209,7 +209,8 @@ impl ContainerSpec {
         }
         if let Some(directory) = &self.working_dir {
             if !directory.starts_with('/') {
-                violations.add("container.working_dir", format!("`{directory}` is not an absolute path"));
+                violations
+                    .add("container.working_dir", format!("`{}` is not an absolute path", shown(directory)));
             } else if directory.contains('\0') {
                 violations.add("container.working_dir", "must not contain NUL");
             }
@@ -227,11 +228,11 @@ impl ContainerSpec {
                     format!(
                         "`{}` is not a valid variable name (letters, digits and '_', not starting \
                          with a digit)",
-                        var.name
+                        shown(&var.name)
                     ),
                 );
             } else if !env_names.insert(var.name.as_str()) {
-                violations.add(format!("{path}.name"), format!("`{}` is given twice", var.name));
+                violations.add(format!("{path}.name"), format!("`{}` is given twice", shown(&var.name)));
             }
             match &var.value {
                 ValueOrSecret::Value(value) if value.len() > MAX_ENV_VALUE_BYTES => {
@@ -338,7 +339,7 @@ impl ContainerSpec {
         let node_selector_entries =
             if self.node_selector.len() > MAX_NODE_SELECTOR_ENTRIES { 0 } else { self.node_selector.len() };
         for (key, value) in self.node_selector.iter().take(node_selector_entries) {
-            let path = format!("container.node_selector[{key:?}]");
+            let path = format!("container.node_selector[{:?}]", shown(key));
             if let Err(rule) = check_label_key(key) {
                 violations.add(path.clone(), format!("key {rule}"));
             }
@@ -387,6 +388,18 @@ impl ResourceSpec {
                 format!("must be between 1 and {MAX_MEMORY_MIB}, got {memory}"),
             );
         }
+    }
+}
+
+/// The most characters of a value quoted in a violation.
+const SHOWN_CHARACTERS: usize = 64;
+
+/// A value as quoted in a violation: whole when short, else its start and its length, so that a
+/// huge value makes a short message (and the message of a request stays near its size).
+fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(SHOWN_CHARACTERS) {
+        None => value.into(),
+        Some((end, _)) => format!("{}... ({} bytes)", &value[..end], value.len()).into(),
     }
 }
 
@@ -457,8 +470,9 @@ fn check_port_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` is not a valid port name: at most 15 lower-case letters, digits and '-', \
-             with a letter, no '-' at either end or twice in a row"
+            "`{}` is not a valid port name: at most 15 lower-case letters, digits and '-', \
+             with a letter, no '-' at either end or twice in a row",
+            shown(name)
         ))
     }
 }
@@ -475,13 +489,13 @@ fn check_label_key(key: &str) -> Result<(), String> {
             && prefix.len() <= 253
             && prefix.split('.').all(|part| dns_label_rule(part).is_ok());
         if !valid_prefix {
-            return Err(format!("`{key}` has an invalid prefix: it must be a DNS subdomain"));
+            return Err(format!("`{}` has an invalid prefix: it must be a DNS subdomain", shown(key)));
         }
     }
     if name.is_empty() {
-        return Err(format!("`{key}` has an empty name"));
+        return Err(format!("`{}` has an empty name", shown(key)));
     }
-    check_label_value(name).map_err(|rule| format!("`{key}`: {rule}"))
+    check_label_value(name).map_err(|rule| format!("`{}`: {rule}", shown(key)))
 }
 
 /// Checks a label value: empty, or at most 63 alphanumerics, '-', '_' and '.', starting and
@@ -499,8 +513,9 @@ fn check_label_value(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{value}` must be at most 63 letters, digits, '-', '_' and '.', starting and \
-             ending with a letter or digit"
+            "`{}` must be at most 63 letters, digits, '-', '_' and '.', starting and \
+             ending with a letter or digit",
+            shown(value)
         ))
     }
 }
