@@ -13,6 +13,7 @@ mod eks_guide;
 mod eks_token;
 mod harness;
 mod hpctl;
+mod hpctl_hardening;
 mod kube_faults;
 mod kube_runtime;
 mod local_runtime;
