@@ -259,6 +259,10 @@ impl Plan {
             Failure::ClosedByServer => {
                 "(the server closed the connection: if it uses TLS, give an https:// URL)".to_owned()
             }
+            _ if timed_out(unreachable.reason()) => format!(
+                "(connecting may take the smaller of --timeout ({}) and 5 s: is the server there, and does it speak TLS if the URL is https://?)",
+                self.timeout.text()
+            ),
             _ => SERVER_HINT.to_owned(),
         };
         CliError::Unreachable {
@@ -332,6 +336,12 @@ pub enum CliError {
         /// What to try, when there is something.
         hint: Option<&'static str>,
     },
+}
+
+/// Whether a failure to connect was a timeout (TCP connect or TLS handshake), by its message.
+fn timed_out(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("timed out") || reason.contains("timeout")
 }
 
 /// A duration in seconds, as people write it: `1 s`, `2.5 s`.

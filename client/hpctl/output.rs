@@ -127,6 +127,24 @@ pub fn print_line(value: &impl Serialize) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Resolves once whoever read stdout has gone (a pipe whose reader closed reports an error to
+/// epoll); never, when stdout cannot tell (a file, or a terminal). `watch` waits on it beside the
+/// server, so that `hpctl watch | head -1` ends when `head` does, not at the next change.
+pub async fn stdout_closed() {
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+    // Deprecated because a registered fd could be closed while registered; fd 1 is never closed
+    // while hpctl runs, and the safe call is the alternative to `unsafe`, which is denied here.
+    #[allow(deprecated)]
+    let registered = AsyncFd::with_interest(std::io::stdout(), Interest::ERROR);
+    match registered {
+        Ok(stdout) => {
+            let _ = stdout.ready(Interest::ERROR).await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// Prints a line on stderr; a closed stderr is ignored, as there is nowhere else to say it.
 pub fn warn(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");

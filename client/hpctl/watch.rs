@@ -15,7 +15,7 @@ use hydroplane_client::{Client, Notice, Resume, Target, proto};
 use serde::Serialize;
 use tokio_stream::StreamExt;
 
-use crate::output::{ProcessJson, RunError, print_line, warn};
+use crate::output::{ProcessJson, RunError, print_line, stdout_closed, warn};
 
 /// Arguments of `hpctl watch`.
 #[derive(Debug, clap::Args)]
@@ -87,7 +87,13 @@ pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
     };
     let mut last_revision = args.since;
     let mut received = false;
-    while let Some(event) = events.next().await {
+    let mut stdout_closed = std::pin::pin!(stdout_closed());
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = &mut stdout_closed => return Err(RunError::StdoutClosed),
+        };
+        let Some(event) = event else { break };
         let event = match event {
             Ok(event) => event,
             Err(status) if received && gone(client.target(), &status) => {
