@@ -103,12 +103,21 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     ExitCode::from(USAGE)
 }
 
-/// The first line of clap's message, with its tips, if any, after it.
+/// Clap's message on one line: its lines up to the usage, with its tips in parentheses.
 fn one_line(rendered: &str) -> String {
-    let mut lines = rendered.lines().map(str::trim).filter(|line| !line.is_empty());
-    let first = lines.next().unwrap_or("error: invalid arguments").to_owned();
-    let tips: Vec<&str> = lines.filter_map(|line| line.strip_prefix("tip: ")).collect();
-    if tips.is_empty() { first } else { format!("{first} ({})", tips.join("; ")) }
+    let lines = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty());
+    let (tips, text): (Vec<&str>, Vec<&str>) = lines.partition(|line| line.starts_with("tip: "));
+    let text = if text.is_empty() { "error: invalid arguments".to_owned() } else { text.join(" ") };
+    if tips.is_empty() {
+        text
+    } else {
+        let tips: Vec<&str> = tips.iter().map(|tip| tip.trim_start_matches("tip: ")).collect();
+        format!("{text} ({})", tips.join("; "))
+    }
 }
 
 /// Connects and runs the subcommand.
@@ -267,6 +276,8 @@ mod tests {
             "error: unrecognized subcommand 'lst' (some similar subcommands exist: 'stop', 'list')",
         );
         check_error("list --bogus", "error: unexpected argument '--bogus' found");
+        check_error("start", "error: the following required arguments were not provided: <FILE>");
+        check_error("list extra", "error: unexpected argument 'extra' found");
     }
 
     use std::time::Duration;
