@@ -276,6 +276,10 @@ mod tests {
             "error: unrecognized subcommand 'lst' (some similar subcommands exist: 'stop', 'list')",
         );
         check_error("list --bogus", "error: unexpected argument '--bogus' found");
+        check_error(
+            "watch --since -1",
+            "error: invalid value '-1' for '--since <REVISION>': invalid digit found in string",
+        );
         check_error("start", "error: the following required arguments were not provided: <FILE>");
         check_error("list extra", "error: unexpected argument 'extra' found");
     }

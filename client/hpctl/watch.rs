@@ -27,7 +27,9 @@ pub struct WatchArgs {
     #[arg(long = "process", value_name = "NAME")]
     process_name: Option<String>,
     /// Resume after this revision (the `revision` of the last line seen).
-    #[arg(long, value_name = "REVISION")]
+    // allow_hyphen_values: `--since -1` is then refused as a value of --since, quoted, rather
+    // than as an unknown flag `-1`.
+    #[arg(long, value_name = "REVISION", allow_hyphen_values = true)]
     since: Option<u64>,
     /// When the server goes away, wait for it (retrying with backoff, up to 5 s apart) and resume
     /// after the last revision seen, instead of ending.
