@@ -203,6 +203,24 @@ fn hpctl_gives_up_on_a_server_that_never_answers() {
         );
     }
 
+    // A Unix socket that takes connections and never answers.
+    let socket = directory.path().join("silent.sock");
+    let unix_listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let _unix_accepting = std::thread::spawn(move || {
+        let connections: Vec<_> = unix_listener.incoming().map_while(Result::ok).collect();
+        drop(connections);
+    });
+    let unix = format!("unix:{}", socket.display());
+    let (output, took) = timed_hpctl(&["list", "--timeout", "1", "-s", &unix]);
+    let error = one_error_line(&output);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        error.starts_with(&format!(
+            "error: cannot reach the Hydroplane server at {unix}: no answer within 1 s (--timeout 1)"
+        )),
+        "{error}"
+    );
+
     // Over TLS, the handshake is what never ends.
     let ca = TestCa::new("hpctl silent CA").write_ca_file(directory.path(), "ca.pem");
     let secure = format!("https://{}", silent.address);
