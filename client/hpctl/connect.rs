@@ -8,10 +8,12 @@
 //! names the flag or file that fixes them, and never include the token.
 
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use hydroplane_client::{
-    Client, ClientIdentity, ConnectError, ConnectOptions, Failure, Pem, Target, TlsFailure, TlsFile,
-    TlsSetupProblem, Token, Unreachable, UrlError,
+    Client, ClientIdentity, ConnectError, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, Failure, NoAnswer, Pem,
+    Target, TlsFailure, TlsFile, TlsSetupProblem, Token, Unreachable, UrlError,
 };
 
 /// The hint for a server that is not there.
@@ -58,14 +60,57 @@ pub struct ConnectArgs {
     /// The private key (PEM) of --client-cert.
     #[arg(long, global = true, env = "HYDROPLANE_CLIENT_KEY", value_name = "FILE")]
     pub client_key: Option<PathBuf>,
+    /// How long a call may take, in seconds (connecting: at most 5 s of it); for `start --wait`,
+    /// how long to wait for the process.
+    // allow_hyphen_values: `--timeout -1` then reaches the parser, which quotes it, instead of
+    // reading as an unknown flag `-1`.
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "60", allow_hyphen_values = true)]
+    pub timeout: Seconds,
+}
+
+/// A number of seconds as the user wrote it, and as a duration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seconds {
+    /// The text given, for messages.
+    text: String,
+    /// What it means.
+    duration: Duration,
+}
+
+impl Seconds {
+    /// The text given.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The duration.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Seconds, String> {
+        let number: f64 = text.trim().parse().map_err(|_| "not a number of seconds".to_owned())?;
+        // NaN is no number of seconds either, hence not `number <= 0.0`.
+        if number.is_nan() || number <= 0.0 {
+            return Err("the number of seconds must be above 0".to_owned());
+        }
+        let duration = Duration::try_from_secs_f64(number).map_err(|_| "too many seconds".to_owned())?;
+        Ok(Seconds { text: text.to_owned(), duration })
+    }
 }
 
 /// The connection flags, checked: the options to connect with. The hints are derived from them
 /// (was a token, a CA, a client certificate given?), so they are all a plan needs.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Plan {
     /// Where to connect, and what to send and trust there.
     options: ConnectOptions,
+    /// `--timeout`, for messages.
+    timeout: Seconds,
 }
 
 /// An empty value (`HYDROPLANE_CA_CERT=`) counts as not given, as for most tools' variables.
@@ -110,7 +155,9 @@ impl ConnectArgs {
         if let Some(ca_cert) = given(&self.ca_cert) {
             options = options.ca_certificate(Pem::from_file(ca_cert));
         }
-        let plan = Plan { options };
+        let timeout = self.timeout.duration();
+        options = options.connect_timeout(timeout.min(DEFAULT_CONNECT_TIMEOUT)).request_timeout(timeout);
+        let plan = Plan { options, timeout: self.timeout.clone() };
         plan.options.check().map_err(|error| plan.explain_connect(error))?;
         Ok(plan)
     }
@@ -143,6 +190,9 @@ impl Plan {
     /// Turns a failed call into one line: transport failures read as a failed connection, and
     /// UNAUTHENTICATED without a token says how to give one.
     pub fn explain(&self, status: tonic::Status) -> CliError {
+        if let Some(no_answer) = NoAnswer::from_status(&status) {
+            return self.no_answer(&no_answer);
+        }
         if let Some(unreachable) = Unreachable::from_status(self.options.target(), &status) {
             return self.unreachable(&unreachable);
         }
@@ -177,6 +227,20 @@ impl Plan {
         }
     }
 
+    /// The server took the connection but answered nothing in time.
+    fn no_answer(&self, no_answer: &NoAnswer) -> CliError {
+        CliError::Unreachable {
+            server: self.options.target().to_string(),
+            reason: format!(
+                "no answer within {} (--timeout {})",
+                seconds(no_answer.after()),
+                self.timeout.text()
+            ),
+            hint: "(is it a Hydroplane server, and does it use TLS? give a longer --timeout for a slow one)"
+                .to_owned(),
+        }
+    }
+
     /// A failure to reach the server, with the hint that fits its cause.
     fn unreachable(&self, unreachable: &Unreachable) -> CliError {
         let hint = match unreachable.failure() {
@@ -195,6 +259,10 @@ impl Plan {
             Failure::ClosedByServer => {
                 "(the server closed the connection: if it uses TLS, give an https:// URL)".to_owned()
             }
+            _ if timed_out(unreachable.reason()) => format!(
+                "(connecting may take the smaller of --timeout ({}) and 5 s: is the server there, and does it speak TLS if the URL is https://?)",
+                self.timeout.text()
+            ),
             _ => SERVER_HINT.to_owned(),
         };
         CliError::Unreachable {
@@ -270,6 +338,17 @@ pub enum CliError {
     },
 }
 
+/// Whether a failure to connect was a timeout (TCP connect or TLS handshake), by its message.
+fn timed_out(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("timed out") || reason.contains("timeout")
+}
+
+/// A duration in seconds, as people write it: `1 s`, `2.5 s`.
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
 /// A status's message, or its code's description when the server sent none.
 fn message(status: &tonic::Status) -> String {
     if status.message().is_empty() {
@@ -298,6 +377,7 @@ mod tests {
             ca_cert: None,
             client_cert: None,
             client_key: None,
+            timeout: "60".parse().expect("seconds"),
         }
     }
 
@@ -318,7 +398,10 @@ mod tests {
 
     #[test]
     fn flag_combinations() {
-        let plan = |options| Plan { options };
+        let plan = |options: ConnectOptions| Plan {
+            options: options.connect_timeout(Duration::from_secs(5)).request_timeout(Duration::from_secs(60)),
+            timeout: "60".parse().expect("seconds"),
+        };
         let local = || ConnectOptions::new("127.0.0.1:1").expect("url");
         let secure = || ConnectOptions::new("https://h:1").expect("url");
 

@@ -3,10 +3,11 @@
 //!
 //! Each subcommand has its own file; `connect.rs` turns the connection flags into the crate's
 //! options (a plain, TLS (`https://`, optionally with a client certificate) or Unix-socket
-//! (`unix:PATH`) server, and a bearer token sent with every call) and its errors into one line
-//! with hints that name the flags. Output is JSON on stdout (one object per line for
-//! `watch`); errors are one clear line on stderr and a non-zero exit code, and never show the
-//! token.
+//! (`unix:PATH`) server, a bearer token sent with every call, and `--timeout`) and its errors
+//! into one line with hints that name the flags. Output is JSON on stdout (one object per line
+//! for `watch`); errors are one clear line on stderr and a non-zero exit code, and never show the
+//! token. The Python hpctl's spellings (`list --group_name`, `stop NAME -g`, `-d/--debug`) are
+//! accepted, so that its scripts keep working.
 
 mod connect;
 mod list;
@@ -17,16 +18,21 @@ mod watch;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::output::{RunError, warn};
 
 /// Controls the processes of a Hydroplane server.
 #[derive(Debug, Parser)]
 #[command(name = "hpctl", version, about)]
 struct Cli {
-    /// Where the server is, what to trust there and the token to send.
+    /// Where the server is, what to trust there, the token to send and how long to wait.
     #[command(flatten)]
     connection: connect::ConnectArgs,
+    /// The Python hpctl's flag for stack traces; accepted so that its scripts keep working
+    /// (errors are one complete line either way).
+    #[arg(short, long, global = true, hide = true)]
+    debug: bool,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -45,39 +51,238 @@ enum Command {
     Watch(watch::WatchArgs),
 }
 
+/// The exit code for a stdout that closed (`hpctl list | head -1`): the one a shell reports for
+/// a program that SIGPIPE ended (128 + 13), which is what tools that write to a pipe do.
+const STDOUT_CLOSED: u8 = 141;
+
+/// The exit code for wrong flags, as clap's own.
+const USAGE: u8 = 2;
+
 /// Parses the flags, runs the subcommand and prints any failure as one line.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            warn(&format!("error: cannot start the async runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
+        Err(RunError::StdoutClosed) => ExitCode::from(STDOUT_CLOSED),
+        Err(RunError::Call(status)) => {
+            // Only reached before a plan exists, which cannot happen: run explains every call.
+            warn(&format!("error: {}", status.message()));
+            ExitCode::FAILURE
+        }
+        Err(RunError::Other(error)) => {
+            warn(&format!("error: {error:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Prints clap's error as one line (its usage and `--help` advice left out), or the help or
+/// version it asked for as is.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return if error.use_stderr() { ExitCode::from(USAGE) } else { ExitCode::SUCCESS };
+    }
+    warn(&one_line(&error.render().to_string()));
+    ExitCode::from(USAGE)
+}
+
+/// Clap's message on one line: its lines up to the usage, with its tips in parentheses.
+fn one_line(rendered: &str) -> String {
+    let lines = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty());
+    let (tips, text): (Vec<&str>, Vec<&str>) = lines.partition(|line| line.starts_with("tip: "));
+    let text = if text.is_empty() { "error: invalid arguments".to_owned() } else { text.join(" ") };
+    if tips.is_empty() {
+        text
+    } else {
+        let tips: Vec<&str> = tips.iter().map(|tip| tip.trim_start_matches("tip: ")).collect();
+        format!("{text} ({})", tips.join("; "))
+    }
+}
+
 /// Connects and runs the subcommand.
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> Result<(), RunError> {
     // Mistakes in the flags or the spec file are reported before any connection is tried.
-    let plan = cli.connection.plan()?;
-    let start_request = match &cli.command {
-        Command::Start(args) => Some(start::read_request(args)?),
-        _ => None,
+    let plan = cli.connection.plan().map_err(anyhow::Error::from)?;
+    let command = match cli.command {
+        Command::Start(args) => Ready::Start(Box::new(start::read_request(&args, &cli.connection.timeout)?)),
+        Command::Stop(args) => Ready::Stop(args.target()?),
+        Command::List(args) => Ready::List(args),
+        Command::Watch(args) => Ready::Watch(args),
     };
-    let client = plan.connect().await?;
-    let result = match cli.command {
-        Command::List(args) => list::run(&client, args).await,
-        Command::Start(_) => start::run(&client, start_request.context("start request was read")?).await,
-        Command::Stop(args) => stop::run(&client, args).await,
-        Command::Watch(args) => watch::run(&client, args).await,
+    let client = plan.connect().await.map_err(anyhow::Error::from)?;
+    let result = match command {
+        Ready::List(args) => list::run(&client, args).await,
+        Ready::Start(request) => start::run(&client, *request).await,
+        Ready::Stop(target) => stop::run(&client, target).await,
+        Ready::Watch(args) => watch::run(&client, args).await,
     };
-    result.map_err(|status| plan.explain(status).into())
+    match result {
+        Err(RunError::Call(status)) => Err(RunError::Other(plan.explain(status).into())),
+        other => other,
+    }
+}
+
+/// A subcommand whose arguments are checked, ready to run.
+enum Ready {
+    /// `list`.
+    List(list::ListArgs),
+    /// `start`, with its spec read.
+    Start(Box<start::StartRequest>),
+    /// `stop`, with its target.
+    Stop(stop::Target),
+    /// `watch`.
+    Watch(watch::WatchArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses an hpctl command line; the subcommand, or the one-line error.
+    fn parse(line: &str) -> Result<Cli, String> {
+        let words = std::iter::once("hpctl").chain(line.split_whitespace());
+        Cli::try_parse_from(words).map_err(|error| one_line(&error.render().to_string()))
+    }
+
+    #[track_caller]
+    fn check_stop(line: &str, expected: Result<stop::Target, &str>) {
+        let target = match parse(line).unwrap_or_else(|error| panic!("{line}: {error}")).command {
+            Command::Stop(args) => args.target().map_err(|error| error.to_string()),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(target, expected.map_err(str::to_owned), "{line}");
+    }
+
+    #[test]
+    fn stop_takes_ours_and_the_python_spellings() {
+        use stop::Target::{Group, Process};
+        check_stop("stop web", Ok(Process("web".into())));
+        check_stop("stop -g site", Ok(Group("site".into())));
+        check_stop("stop --group site", Ok(Group("site".into())));
+        check_stop("stop --group=site", Ok(Group("site".into())));
+        // The Python hpctl: `-g` is a switch saying that NAME is a group.
+        check_stop("stop site -g", Ok(Group("site".into())));
+        check_stop("stop site --group", Ok(Group("site".into())));
+        check_stop("-s h:1 stop site -g", Ok(Group("site".into())));
+        check_stop(
+            "stop web -g site",
+            Err("give a process name or -g GROUP, not both (got `web` and -g `site`)"),
+        );
+        check_stop("stop -g", Err("-g needs a group: `hpctl stop -g GROUP`"));
+        check_stop(
+            "stop",
+            Err("give a process name or -g GROUP: `hpctl stop NAME` or `hpctl stop -g GROUP`"),
+        );
+    }
+
+    #[track_caller]
+    fn check_list_group(line: &str, expected: Option<&str>) {
+        let cli = parse(line).unwrap_or_else(|error| panic!("{line}: {error}"));
+        let group = match cli.command {
+            Command::List(args) => format!("{args:?}"),
+            Command::Watch(args) => format!("{args:?}"),
+            other => panic!("{line}: {other:?}"),
+        };
+        let expected = match expected {
+            Some(group) => format!("group: Some({group:?})"),
+            None => "group: None".to_owned(),
+        };
+        assert!(group.contains(&expected), "{line}: {group}");
+    }
+
+    #[test]
+    fn list_and_watch_take_the_python_group_name_flag() {
+        check_list_group("list", None);
+        check_list_group("list -g site", Some("site"));
+        check_list_group("list --group site", Some("site"));
+        check_list_group("list --group_name site", Some("site"));
+        check_list_group("list -s h:1 --group_name=site", Some("site"));
+        check_list_group("watch --group_name site", Some("site"));
+    }
+
+    #[test]
+    fn the_python_debug_flag_is_accepted_before_or_after_the_subcommand() {
+        for line in ["-d list", "--debug list", "list -d", "start --debug f.json"] {
+            assert!(parse(line).expect(line).debug, "{line}");
+        }
+    }
+
+    #[track_caller]
+    fn check_error(line: &str, expected: &str) {
+        let error = parse(line).err().unwrap_or_else(|| panic!("{line} parsed"));
+        assert_eq!(error, expected, "{line}");
+    }
+
+    #[test]
+    fn timeout_is_global_and_a_wrong_one_is_quoted_with_its_flag() {
+        for line in [
+            "--timeout 2.5 list",
+            "list --timeout 2.5",
+            "start --wait --timeout 2.5 f.json",
+            "watch --timeout=2.5",
+        ] {
+            let cli = parse(line).expect(line);
+            assert_eq!(cli.connection.timeout.duration(), Duration::from_millis(2500), "{line}");
+            assert_eq!(cli.connection.timeout.text(), "2.5", "{line}");
+        }
+        assert_eq!(parse("list").expect("list").connection.timeout.duration(), Duration::from_secs(60));
+        check_error(
+            "start --wait --timeout -1 f.json",
+            "error: invalid value '-1' for '--timeout <SECONDS>': the number of seconds must be above 0",
+        );
+        check_error(
+            "list --timeout 0",
+            "error: invalid value '0' for '--timeout <SECONDS>': the number of seconds must be above 0",
+        );
+        check_error(
+            "list --timeout soon",
+            "error: invalid value 'soon' for '--timeout <SECONDS>': not a number of seconds",
+        );
+        check_error(
+            "list --timeout NaN",
+            "error: invalid value 'NaN' for '--timeout <SECONDS>': the number of seconds must be above 0",
+        );
+        check_error(
+            "list --timeout 1e30",
+            "error: invalid value '1e30' for '--timeout <SECONDS>': too many seconds",
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        check_error(
+            "lst",
+            "error: unrecognized subcommand 'lst' (some similar subcommands exist: 'stop', 'list')",
+        );
+        check_error("list --bogus", "error: unexpected argument '--bogus' found");
+        check_error(
+            "watch --since -1",
+            "error: invalid value '-1' for '--since <REVISION>': invalid digit found in string",
+        );
+        check_error("start", "error: the following required arguments were not provided: <FILE>");
+        check_error("list extra", "error: unexpected argument 'extra' found");
+    }
+
+    use std::time::Duration;
 }

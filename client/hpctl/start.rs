@@ -1,11 +1,17 @@
 //! `hpctl start FILE`: starts a process from a Hydroplane JSON spec (`-` reads stdin).
+//!
+//! The spec is checked here before anything is sent, with the server library's own parser and
+//! [`ProcessSpec::validate`], so that a mistake is reported with the file, line and column and the
+//! value as the user wrote it, rather than as the server sees it after the wire conversion (a
+//! negative `memory_mib` cannot travel as a `uint64`).
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::output::{ProcessJson, print_pretty};
+use crate::connect::Seconds;
+use crate::output::{ProcessJson, RunError, print_pretty};
 use anyhow::{Context, bail};
+use hydroplane::app::MAX_WAIT;
 use hydroplane::grpc::convert::spec_to_proto;
 use hydroplane::spec::ProcessSpec;
 use hydroplane_client::{Client, Wait, proto};
@@ -14,25 +20,25 @@ use hydroplane_client::{Client, Wait, proto};
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
     /// The JSON spec file, or `-` for stdin.
+    #[arg(value_name = "FILE")]
     file: PathBuf,
-    /// Answer once the process is RUNNING or FAILED, not as soon as it is accepted.
+    /// Answer once the process is RUNNING or FAILED (waiting at most --timeout), not as soon as
+    /// it is accepted.
     #[arg(short, long)]
     wait: bool,
-    /// How long --wait may take, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, requires = "wait")]
-    timeout: f64,
 }
 
 /// What to start, and when the server should answer.
 pub struct StartRequest {
-    /// The spec, checked by the server library's parser.
+    /// The spec, checked by the server library's parser and rules.
     spec: proto::ProcessSpec,
-    /// `--wait` and `--timeout`.
+    /// `--wait`, limited by `--timeout`.
     wait: Wait,
 }
 
-/// Reads and checks the spec file into a request.
-pub fn read_request(args: &StartArgs) -> anyhow::Result<StartRequest> {
+/// Reads and checks the spec file into a request; `timeout` is the global `--timeout`, which
+/// limits the wait too.
+pub fn read_request(args: &StartArgs, timeout: &Seconds) -> anyhow::Result<StartRequest> {
     let (name, text) = if args.file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("cannot read the spec from stdin")?;
@@ -43,39 +49,131 @@ pub fn read_request(args: &StartArgs) -> anyhow::Result<StartRequest> {
         (args.file.display().to_string(), text)
     };
     let spec = parse_spec(&name, &text)?;
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        bail!("--timeout must be a number of seconds, got {}", args.timeout);
+    let spec = spec.validate().map_err(|invalid| {
+        let violations: Vec<String> = invalid.0.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{name}: invalid process spec: {}", violations.join("; "))
+    })?;
+    if args.wait && timeout.duration() > MAX_WAIT {
+        bail!("--timeout {}: a --wait may last at most {} seconds", timeout.text(), MAX_WAIT.as_secs());
     }
-    let wait =
-        if args.wait { Wait::UntilStartedWithin(Duration::from_secs_f64(args.timeout)) } else { Wait::No };
-    Ok(StartRequest { spec: spec_to_proto(spec), wait })
+    let wait = if args.wait { Wait::UntilStartedWithin(timeout.duration()) } else { Wait::No };
+    Ok(StartRequest { spec: spec_to_proto(spec.into_inner()), wait })
 }
 
-/// Parses a JSON spec, naming the file, line, column and field path of the first problem.
+/// Where each field of the spec belongs, for the hint on a misplaced one. The Python Hydroplane
+/// ignored unknown fields, so its files can hold a field one level off (its own
+/// `examples/nginx-advanced.json` has `node_selector` at the top level); a test checks this table
+/// against the parser's own lists.
+const FIELD_PLACES: &[(&str, &[&str])] = &[
+    ("the top level", &["process_name", "group", "container", "has_public_ip"]),
+    (
+        "`container`",
+        &[
+            "image_uri",
+            "command",
+            "env",
+            "ports",
+            "resource_request",
+            "resource_limit",
+            "node_selector",
+            "username",
+            "password",
+            "working_dir",
+        ],
+    ),
+    ("each of `container.ports`", &["container_port", "host_port", "protocol", "name"]),
+    ("each of `container.env`", &["name", "value", "secret"]),
+    ("`container.resource_request` and `container.resource_limit`", &["cpu_vcpu", "memory_mib"]),
+];
+
+/// Where `field` belongs, other than `here` (the place of the parent path it was found at).
+fn belongs(field: &str, here: &str) -> Option<String> {
+    let places: Vec<&str> = FIELD_PLACES
+        .iter()
+        .filter(|(place, fields)| fields.contains(&field) && *place != here)
+        .map(|(place, _)| *place)
+        .collect();
+    if places.is_empty() {
+        return None;
+    }
+    let place = places.join(" or ");
+    let place =
+        if place == "the top level" { "at the top level".to_owned() } else { format!("inside {place}") };
+    Some(format!("`{field}` belongs {place}"))
+}
+
+/// The place in [`FIELD_PLACES`] of a parent path such as `container.ports[2]`.
+fn place_of(parent: &str) -> String {
+    let mut generic = String::new();
+    let mut in_index = false;
+    for character in parent.chars() {
+        match character {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if !in_index => generic.push(character),
+            _ => {}
+        }
+    }
+    match generic.as_str() {
+        "" => "the top level".to_owned(),
+        "container.ports" => "each of `container.ports`".to_owned(),
+        "container.env" => "each of `container.env`".to_owned(),
+        "container.resource_request" | "container.resource_limit" => {
+            "`container.resource_request` and `container.resource_limit`".to_owned()
+        }
+        other => format!("`{other}`"),
+    }
+}
+
+/// Parses a JSON spec, naming the file, line, column and field path of the first problem; text
+/// after the spec (a second spec, a stray brace) is refused rather than ignored.
 fn parse_spec(name: &str, text: &str) -> anyhow::Result<ProcessSpec> {
     let deserializer = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let spec: ProcessSpec = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.inner();
         let message = inner.to_string();
         let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(message, _)| message);
         let location = format!("{name}:{}:{}", inner.line(), inner.column());
         if path.is_empty() || path == "." {
-            anyhow::anyhow!("{location}: {message}")
-        } else {
-            anyhow::anyhow!("{location}: {path}: {message}")
+            return anyhow::anyhow!("{location}: {message}");
         }
-    })
+        let hint = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).and_then(
+            |(field, _)| {
+                let parent = path.strip_suffix(field)?.trim_end_matches('.');
+                belongs(field, &place_of(parent))
+            },
+        );
+        match hint {
+            // The parser's list of the fields expected here is long, and beside the point.
+            Some(hint) => {
+                let field = message.split_once(", expected").map_or(message, |(field, _)| field);
+                anyhow::anyhow!("{location}: {path}: {field}: {hint}")
+            }
+            None => anyhow::anyhow!("{location}: {path}: {message}"),
+        }
+    })?;
+    deserializer.end().map_err(|error| {
+        anyhow::anyhow!(
+            "{name}:{}:{}: unexpected text after the spec (a file holds one spec)",
+            error.line(),
+            error.column()
+        )
+    })?;
+    Ok(spec)
 }
 
 /// Starts and prints the process.
-pub async fn run(client: &Client, request: StartRequest) -> Result<(), tonic::Status> {
+pub async fn run(client: &Client, request: StartRequest) -> Result<(), RunError> {
     let response = client.start(request.spec, request.wait).await?;
     let process = response.process.unwrap_or_default();
     if !response.created {
-        eprintln!("process `{}` already exists with this spec; nothing started", process.process_name);
+        crate::output::warn(&format!(
+            "process `{}` already exists with this spec; nothing started",
+            process.process_name
+        ));
     }
-    print_pretty(&ProcessJson::from(process)).map_err(|error| tonic::Status::internal(error.to_string()))
+    print_pretty(&ProcessJson::from(process))
 }
 
 #[cfg(test)]
@@ -99,6 +197,127 @@ mod tests {
             "{\"process_name\": 5}",
             "spec.json:1:18: process_name: invalid type: integer `5`, expected a string",
         );
+    }
+
+    const SPEC: &str = r#"{"process_name": "p", "container": {"image_uri": "i"}}"#;
+
+    #[test]
+    fn anything_after_the_spec_is_refused_with_its_place() {
+        check(
+            &format!("{SPEC}\n{SPEC}\n"),
+            "spec.json:2:1: unexpected text after the spec (a file holds one spec)",
+        );
+        check(
+            &format!("{SPEC} trailing"),
+            "spec.json:1:56: unexpected text after the spec (a file holds one spec)",
+        );
+        check(
+            &format!("{SPEC}\n}}"),
+            "spec.json:2:1: unexpected text after the spec (a file holds one spec)",
+        );
+        check(&format!("{SPEC},"), "spec.json:1:55: unexpected text after the spec (a file holds one spec)");
+        // Whitespace after the spec is no text.
+        parse_spec("spec.json", &format!("\n{SPEC}\n\n  \t\n")).expect("a spec and whitespace");
+    }
+
+    #[test]
+    fn a_misplaced_field_says_where_it_belongs() {
+        // The Python Hydroplane's examples/nginx-advanced.json, which it silently ignored.
+        let python = r#"{"process_name": "nginx", "container": {"image_uri": "nginxdemos/hello"},
+"has_public_ip": true, "node_selector": {"kubernetes.io/hostname": "n"}}"#;
+        check(
+            python,
+            "spec.json:2:38: node_selector: unknown field `node_selector`: `node_selector` belongs inside `container`",
+        );
+        check(
+            r#"{"process_name": "p", "image_uri": "i", "container": {"image_uri": "i"}}"#,
+            "spec.json:1:33: image_uri: unknown field `image_uri`: `image_uri` belongs inside `container`",
+        );
+        check(
+            r#"{"process_name": "p", "container": {"image_uri": "i", "has_public_ip": true}}"#,
+            "spec.json:1:69: container.has_public_ip: unknown field `has_public_ip`: `has_public_ip` belongs at the top level",
+        );
+        check(
+            r#"{"process_name": "p", "container": {"image_uri": "i", "memory_mib": 1}}"#,
+            "spec.json:1:66: container.memory_mib: unknown field `memory_mib`: `memory_mib` belongs inside `container.resource_request` and `container.resource_limit`",
+        );
+        check(
+            r#"{"process_name": "p", "container": {"image_uri": "i", "ports": [{"container_port": 1, "env": []}]}}"#,
+            "spec.json:1:91: container.ports[0].env: unknown field `env`: `env` belongs inside `container`",
+        );
+        check(
+            r#"{"process_name": "p", "container": {"image_uri": "i", "name": "x"}}"#,
+            "spec.json:1:60: container.name: unknown field `name`: `name` belongs inside each of `container.ports` or each of `container.env`",
+        );
+    }
+
+    /// The fields the parser itself expects at each place, from its error for an unknown one.
+    #[test]
+    fn the_table_of_places_matches_the_parser() {
+        let probes = [
+            ("the top level", r#"{"zzz": 1}"#),
+            ("`container`", r#"{"process_name": "p", "container": {"zzz": 1}}"#),
+            (
+                "each of `container.ports`",
+                r#"{"process_name": "p", "container": {"image_uri": "i", "ports": [{"zzz": 1}]}}"#,
+            ),
+            (
+                "each of `container.env`",
+                r#"{"process_name": "p", "container": {"image_uri": "i", "env": [{"zzz": 1}]}}"#,
+            ),
+            (
+                "`container.resource_request` and `container.resource_limit`",
+                r#"{"process_name": "p", "container": {"image_uri": "i", "resource_limit": {"zzz": 1}}}"#,
+            ),
+        ];
+        assert_eq!(probes.len(), FIELD_PLACES.len());
+        for ((place, probe), (table_place, table_fields)) in probes.iter().zip(FIELD_PLACES) {
+            assert_eq!(place, table_place);
+            let error = parse_spec("spec.json", probe).unwrap_err().to_string();
+            // serde lists three or more fields as "one of `a`, `b`, `c`", two as "`a` or `b`".
+            let expected = error
+                .split_once("expected one of ")
+                .or_else(|| error.split_once("expected "))
+                .map(|(_, list)| list)
+                .unwrap_or_else(|| panic!("{error}"));
+            let fields: Vec<&str> = expected
+                .split(", ")
+                .flat_map(|field| field.split(" or "))
+                .map(|field| field.trim_matches('`'))
+                .collect();
+            assert_eq!(&fields, table_fields, "{place}");
+        }
+    }
+
+    fn request(text: &str, wait: bool, timeout: &str) -> anyhow::Result<StartRequest> {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let file = directory.path().join("spec.json");
+        std::fs::write(&file, text).expect("write");
+        let timeout: Seconds = timeout.parse().expect("seconds");
+        read_request(&StartArgs { file, wait }, &timeout)
+    }
+
+    #[test]
+    fn rule_violations_quote_the_value_given_in_one_line() {
+        let text = r#"{"process_name": "Web", "container": {"image_uri": "i",
+            "resource_request": {"memory_mib": -1}, "ports": [{"container_port": 70000}]}}"#;
+        let error = request(text, false, "60").err().expect("invalid").to_string();
+        let error = error.split_once(": invalid process spec: ").map(|(_, rest)| rest).expect("prefix");
+        assert_eq!(
+            error,
+            "process_name: must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, got `Web`; \
+             container.ports[0].container_port: must be between 1 and 65535, got 70000; \
+             container.resource_request.memory_mib: must be positive, got -1"
+        );
+    }
+
+    #[test]
+    fn the_timeout_limits_the_wait() {
+        let started = request(SPEC, true, "2.5").expect("a request");
+        assert_eq!(started.wait, Wait::UntilStartedWithin(std::time::Duration::from_millis(2500)));
+        assert_eq!(request(SPEC, false, "2.5").expect("a request").wait, Wait::No);
+        let error = request(SPEC, true, "99999").err().expect("too long").to_string();
+        assert_eq!(error, "--timeout 99999: a --wait may last at most 3600 seconds");
     }
 
     #[test]

@@ -1,25 +1,40 @@
-//! `hpctl watch [-g GROUP] [--process NAME] [--since REVISION]`: one JSON object per change.
+//! `hpctl watch [-g GROUP] [--process NAME] [--since REVISION] [--reconnect]`: one JSON object
+//! per change.
+//!
+//! The server never ends a watch of its own accord, so a stream that ends or breaks means the
+//! server went away: hpctl says so in one line on stderr. Without `--reconnect` that ends the
+//! watch (exit code 1); with it, the client crate's [`Watch`](hydroplane_client::Watch) reconnects
+//! with backoff and resumes after the last revision seen, and the server replays what was missed
+//! or, when it cannot (a restarted server has a new history), answers RESET and a fresh snapshot,
+//! which is printed like any event and named on stderr.
 
-use std::io::Write;
+use std::time::Duration;
 
-use hydroplane_client::{Client, proto};
+use anyhow::anyhow;
+use hydroplane_client::{Client, Notice, Resume, Target, proto};
 use serde::Serialize;
 use tokio_stream::StreamExt;
 
-use crate::output::ProcessJson;
+use crate::output::{ProcessJson, RunError, print_line, stdout_closed, warn};
 
 /// Arguments of `hpctl watch`.
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
     /// Only the processes of this group.
-    #[arg(short, long)]
+    #[arg(short, long, alias = "group_name")]
     group: Option<String>,
     /// Only the process of this name.
     #[arg(long = "process", value_name = "NAME")]
     process_name: Option<String>,
     /// Resume after this revision (the `revision` of the last line seen).
-    #[arg(long, value_name = "REVISION")]
+    // allow_hyphen_values: `--since -1` is then refused as a value of --since, quoted, rather
+    // than as an unknown flag `-1`.
+    #[arg(long, value_name = "REVISION", allow_hyphen_values = true)]
     since: Option<u64>,
+    /// When the server goes away, wait for it (retrying with backoff, up to 5 s apart) and resume
+    /// after the last revision seen, instead of ending.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// One line of output.
@@ -30,20 +45,64 @@ struct EventJson {
     process: Option<ProcessJson>,
 }
 
-/// Follows changes until the user interrupts (or stdout closes). A broken connection or a server
-/// restart does not end it: the client crate resumes from the last revision (the server then
-/// replays what was missed, or sends RESET and a fresh snapshot); an error that is no outage, or
-/// an outage of about a minute, ends it with that error.
-pub async fn run(client: &Client, args: WatchArgs) -> Result<(), tonic::Status> {
+/// How `--reconnect` retries: soon at first, then every 5 s at most, until interrupted.
+fn reconnecting() -> Resume {
+    Resume {
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(5),
+        max_attempts: u32::MAX,
+    }
+}
+
+/// What `after` means in a message.
+fn resume_point(after: Option<u64>) -> String {
+    match after {
+        Some(revision) => format!("resuming after revision {revision}"),
+        None => "starting afresh".to_owned(),
+    }
+}
+
+/// Follows changes until the user interrupts, stdout closes, or (without --reconnect) the server
+/// goes away.
+pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
     let request = proto::WatchRequest {
         group: args.group,
         process_name: args.process_name,
         since_revision: args.since,
     };
-    let mut events = client.watch(request);
-    let mut stdout = std::io::stdout().lock();
-    while let Some(event) = events.next().await {
-        let event = event?;
+    let server = client.target().to_string();
+    let mut events = if args.reconnect {
+        let server = server.clone();
+        client.watch_with(request, reconnecting()).on_notice(move |notice| match notice {
+            Notice::Broken { reason, attempt: 1, resume_after, .. } => warn(&format!(
+                "warning: the Hydroplane server at {server} went away ({reason}); reconnecting, {}",
+                resume_point(resume_after)
+            )),
+            Notice::Resumed { after } => warn(&format!(
+                "warning: reconnected to the Hydroplane server at {server}, {}",
+                resume_point(after)
+            )),
+            _ => {}
+        })
+    } else {
+        client.watch_with(request, Resume { max_attempts: 0, ..Resume::default() })
+    };
+    let mut last_revision = args.since;
+    let mut received = false;
+    let mut stdout_closed = std::pin::pin!(stdout_closed());
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = &mut stdout_closed => return Err(RunError::StdoutClosed),
+        };
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(event) => event,
+            Err(status) if received && gone(client.target(), &status) => {
+                return Err(went_away(&server, last_revision, &describe(&status)));
+            }
+            Err(status) => return Err(status.into()),
+        };
         let r#type = match event.r#type() {
             proto::WatchEventType::Unspecified => "UNSPECIFIED",
             proto::WatchEventType::Added => "ADDED",
@@ -52,16 +111,49 @@ pub async fn run(client: &Client, args: WatchArgs) -> Result<(), tonic::Status> 
             proto::WatchEventType::Synced => "SYNCED",
             proto::WatchEventType::Reset => "RESET",
         };
-        let line =
-            EventJson { r#type, revision: event.revision, process: event.process.map(ProcessJson::from) };
-        let written = serde_json::to_writer(&mut stdout, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(stdout))
-            .and_then(|()| stdout.flush());
-        // A closed stdout (`hpctl watch | head`) ends the watch quietly.
-        if written.is_err() {
-            return Ok(());
+        if event.r#type() == proto::WatchEventType::Reset {
+            warn(&format!(
+                "warning: the Hydroplane server at {server} cannot replay what changed after revision {}: \
+                 RESET, then a fresh snapshot (drop what you knew)",
+                last_revision.map_or("(none)".to_owned(), |revision| revision.to_string())
+            ));
         }
+        received = true;
+        last_revision = Some(event.revision);
+        print_line(&EventJson {
+            r#type,
+            revision: event.revision,
+            process: event.process.map(ProcessJson::from),
+        })?;
     }
-    Ok(())
+    Err(went_away(&server, last_revision, "it ended the stream"))
+}
+
+/// Whether a failed stream means the server went away, rather than that it refused the watch.
+fn gone(target: &Target, status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        || hydroplane_client::Unreachable::from_status(target, status).is_some()
+        || std::error::Error::source(status).is_some()
+}
+
+/// The root cause of a broken stream, in a few words.
+fn describe(status: &tonic::Status) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut last = status.message().to_owned();
+    while let Some(error) = cause {
+        last = error.to_string();
+        cause = error.source();
+    }
+    last
+}
+
+/// The one line for a server that went away during a watch without --reconnect.
+fn went_away(server: &str, last_revision: Option<u64>, reason: &str) -> RunError {
+    let resume = match last_revision {
+        Some(revision) => format!(" or `--since {revision}` to resume"),
+        None => String::new(),
+    };
+    RunError::Other(anyhow!(
+        "the Hydroplane server at {server} went away ({reason}); give --reconnect to wait for it{resume}"
+    ))
 }

@@ -15,6 +15,7 @@ mod eks_token;
 mod fuzz;
 mod harness;
 mod hpctl;
+mod hpctl_hardening;
 mod kube_faults;
 mod kube_runtime;
 mod local_runtime;

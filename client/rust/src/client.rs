@@ -1,11 +1,12 @@
 //! The typed client: one method per operation, taking and returning the generated messages.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tonic::Status;
 
 use crate::GrpcClient;
-use crate::connect::{ConnectError, ConnectOptions, Target};
+use crate::connect::{ConnectError, ConnectOptions, NoAnswer, START_WAIT_MARGIN, Target};
 use crate::proto::process_service_client::ProcessServiceClient;
 use crate::proto::{
     ListRequest, ListResponse, ProcessSpec, StartRequest, StartResponse, StopRequest, WatchRequest,
@@ -21,7 +22,12 @@ pub struct Client {
     grpc: GrpcClient,
     /// Where it is connected, for messages.
     target: Target,
+    /// How long a call may wait for an answer ([`ConnectOptions::request_timeout`]).
+    request_timeout: Option<Duration>,
 }
+
+/// How long the server waits for a started process when the request names no time.
+const SERVER_DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// When [`Client::start`] answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +46,25 @@ impl Client {
     pub async fn connect(options: ConnectOptions) -> Result<Client, ConnectError> {
         let (channel, auth) = options.channel().await?;
         let grpc = ProcessServiceClient::with_interceptor(channel, auth);
-        Ok(Client { grpc, target: options.target().clone() })
+        Ok(Client {
+            grpc,
+            target: options.target().clone(),
+            request_timeout: options.request_timeout_value(),
+        })
+    }
+
+    /// Runs a call, failing with [`NoAnswer`] when it takes longer than `deadline`.
+    async fn bounded<T>(
+        deadline: Option<Duration>,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        let response = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout(deadline, call).await.map_err(|_| NoAnswer::new(deadline).status())?
+            }
+            None => call.await,
+        };
+        Ok(response?.into_inner())
     }
 
     /// Where the client is connected.
@@ -57,6 +81,12 @@ impl Client {
     /// Starts a process (retry-safe: the same spec again returns the existing process with
     /// `created = false`).
     pub async fn start(&self, spec: ProcessSpec, wait: Wait) -> Result<StartResponse, Status> {
+        // A waiting Start is meant to take long: its bound is the wait and a margin, if longer.
+        let deadline = self.request_timeout.map(|timeout| match wait {
+            Wait::No => timeout,
+            Wait::UntilStarted => timeout.max(SERVER_DEFAULT_WAIT.saturating_add(START_WAIT_MARGIN)),
+            Wait::UntilStartedWithin(wait) => timeout.max(wait.saturating_add(START_WAIT_MARGIN)),
+        });
         let (wait, wait_timeout) = match wait {
             Wait::No => (false, None),
             Wait::UntilStarted => (true, None),
@@ -71,7 +101,7 @@ impl Client {
             ),
         };
         let request = StartRequest { spec: Some(spec), wait, wait_timeout };
-        Ok(self.grpc.clone().start(request).await?.into_inner())
+        Client::bounded(deadline, self.grpc.clone().start(request)).await
     }
 
     /// Stops one process; answers the names stopped. An unknown name is NOT_FOUND.
@@ -87,14 +117,14 @@ impl Client {
     /// Stops a process or a group.
     async fn stop(&self, target: stop_request::Target) -> Result<Vec<String>, Status> {
         let request = StopRequest { target: Some(target) };
-        Ok(self.grpc.clone().stop(request).await?.into_inner().stopped)
+        Ok(Client::bounded(self.request_timeout, self.grpc.clone().stop(request)).await?.stopped)
     }
 
     /// Lists the processes, of one group when given, ordered by name; `stale_reason` is set when
     /// the server answers from what it last saw of its runtime.
     pub async fn list(&self, group: Option<&str>) -> Result<ListResponse, Status> {
         let request = ListRequest { group: group.map(str::to_owned) };
-        Ok(self.grpc.clone().list(request).await?.into_inner())
+        Client::bounded(self.request_timeout, self.grpc.clone().list(request)).await
     }
 
     /// Follows process changes (`request` filters by group or name, and may resume after a
@@ -111,6 +141,6 @@ impl Client {
 
     /// As [`Client::watch`], resuming as `resume` says.
     pub fn watch_with(&self, request: WatchRequest, resume: Resume) -> Watch {
-        Watch::new(self.grpc.clone(), request, resume)
+        Watch::new(self.grpc.clone(), request, resume, self.request_timeout)
     }
 }

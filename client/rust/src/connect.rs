@@ -468,6 +468,8 @@ pub struct ConnectOptions {
     client_identity: Option<ClientIdentity>,
     /// How long the TCP connect and the TLS handshake may each take.
     connect_timeout: Duration,
+    /// How long a call may wait for the server's answer; `None`: as long as it takes.
+    request_timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -485,6 +487,7 @@ impl ConnectOptions {
             ca_certificate: None,
             client_identity: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: None,
         }
     }
 
@@ -510,6 +513,21 @@ impl ConnectOptions {
     pub fn connect_timeout(mut self, timeout: Duration) -> ConnectOptions {
         self.connect_timeout = timeout;
         self
+    }
+
+    /// Sets how long each call may wait for the server's answer (none by default). A call that
+    /// gets none in time fails with DEADLINE_EXCEEDED and a [`NoAnswer`] as its source, so that a
+    /// server that takes the connection and never answers cannot hang the caller. A Start that
+    /// waits for its process gets the wait plus [`START_WAIT_MARGIN`] if that is longer; a watch
+    /// is bounded until its stream opens, not after.
+    pub fn request_timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// The bound on each call, when set.
+    pub(crate) fn request_timeout_value(&self) -> Option<Duration> {
+        self.request_timeout
     }
 
     /// The server.
@@ -643,6 +661,43 @@ fn endpoint(target: &Target, url: &str) -> Result<Endpoint, Unreachable> {
         failure: Failure::Other,
     })?;
     Ok(Endpoint::from(uri))
+}
+
+/// How much longer than its wait a waiting Start may take before the client gives up on it, so
+/// that the server's own DEADLINE_EXCEEDED, which says what the process was doing, arrives first.
+pub const START_WAIT_MARGIN: Duration = Duration::from_secs(10);
+
+/// The source of the DEADLINE_EXCEEDED a call gets when the server sent no answer within the
+/// request timeout (see [`ConnectOptions::request_timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no answer from the server within {after:?}")]
+pub struct NoAnswer {
+    /// How long the call waited.
+    after: Duration,
+}
+
+impl NoAnswer {
+    /// A call that waited this long.
+    pub(crate) fn new(after: Duration) -> NoAnswer {
+        NoAnswer { after }
+    }
+
+    /// How long the call waited.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// The status a call gets for it.
+    pub(crate) fn status(self) -> tonic::Status {
+        let mut status = tonic::Status::deadline_exceeded(self.to_string());
+        status.set_source(Arc::new(self));
+        status
+    }
+
+    /// When a call failed because the server did not answer in time, how long it waited.
+    pub fn from_status(status: &tonic::Status) -> Option<NoAnswer> {
+        StdError::source(status).and_then(|source| source.downcast_ref::<NoAnswer>()).copied()
+    }
 }
 
 /// Why [`crate::Client::connect`] failed. One line; never the token or a key.

@@ -138,11 +138,11 @@ pub mod proto {
 pub use client::{Client, Wait};
 pub use connect::{
     Auth, ClientIdentity, ConnectError, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SERVER, Failure,
-    FileError, FileProblem, Pem, Target, TlsFailure, TlsFile, TlsSetupProblem, Token, TokenError,
-    Unreachable, UrlError,
+    FileError, FileProblem, NoAnswer, Pem, START_WAIT_MARGIN, Target, TlsFailure, TlsFile, TlsSetupProblem,
+    Token, TokenError, Unreachable, UrlError,
 };
 pub use tonic::{Code, Status};
-pub use watch::{Resume, Watch};
+pub use watch::{Notice, Resume, Watch};
 
 /// The generated client with the token interceptor, as [`Client::grpc`] hands it out.
 pub type GrpcClient = proto::process_service_client::ProcessServiceClient<

@@ -14,6 +14,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use futures_core::Stream;
 use tonic::{Code, Status, Streaming};
 
 use crate::GrpcClient;
+use crate::connect::NoAnswer;
 use crate::proto::{WatchEvent, WatchEventType, WatchRequest};
 
 /// How a [`Watch`] takes up a broken stream again: exponential backoff between attempts, with a
@@ -68,6 +70,34 @@ fn broken(status: &Status) -> bool {
     status.code() == Code::Unavailable || StdError::source(status).is_some()
 }
 
+/// What a [`Watch`] goes through between events, for a program that tells its user (see
+/// [`Watch::on_notice`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The stream broke, the server ended it, or opening one failed; attempt `attempt` (1 for the
+    /// first after a break) follows after `delay`.
+    Broken {
+        /// What happened, in a few words.
+        reason: String,
+        /// The attempt that follows.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// The revision the next stream resumes after; `None`: it starts afresh.
+        resume_after: Option<u64>,
+    },
+    /// A new stream is open after a break: a replay after this revision, or, with `None`, a
+    /// fresh snapshot (the server had nothing to resume from on the caller's side).
+    Resumed {
+        /// The revision the replay starts after.
+        after: Option<u64>,
+    },
+}
+
+/// Who is told of [`Notice`]s.
+type Observer = Arc<Mutex<Option<Box<dyn FnMut(Notice) + Send>>>>;
+
 /// The events of a watch, resumed across broken streams (see [`crate::Client::watch`]).
 ///
 /// A `Stream` of `Result<WatchEvent, Status>`; after an error it ends. Calls are made only while
@@ -75,6 +105,8 @@ fn broken(status: &Status) -> bool {
 pub struct Watch {
     /// The events, from the state machine below.
     events: Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>,
+    /// Who is told of breaks and resumptions.
+    observer: Observer,
 }
 
 impl fmt::Debug for Watch {
@@ -92,9 +124,19 @@ impl Stream for Watch {
 }
 
 impl Watch {
-    /// A watch with this filter, resumed as `resume` says.
-    pub(crate) fn new(client: GrpcClient, request: WatchRequest, resume: Resume) -> Watch {
+    /// A watch with this filter, resumed as `resume` says; opening a stream may take at most
+    /// `open_timeout`.
+    pub(crate) fn new(
+        client: GrpcClient,
+        request: WatchRequest,
+        resume: Resume,
+        open_timeout: Option<Duration>,
+    ) -> Watch {
+        let observer: Observer = Arc::default();
         let state = State {
+            observer: Arc::clone(&observer),
+            open_timeout,
+            opened: false,
             resume_from: request.since_revision,
             last_revision: request.since_revision.unwrap_or(0),
             client,
@@ -107,12 +149,26 @@ impl Watch {
             attempts: 0,
             done: false,
         };
-        Watch { events: Box::pin(futures_util::stream::unfold(state, State::next)) }
+        Watch { events: Box::pin(futures_util::stream::unfold(state, State::next)), observer }
+    }
+
+    /// Tells `observer` of every break and resumption (the events themselves still come through
+    /// the stream), so that a program can say that the server went away while the watch waits
+    /// for it.
+    pub fn on_notice(self, observer: impl FnMut(Notice) + Send + 'static) -> Watch {
+        *self.observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Box::new(observer));
+        self
     }
 }
 
 /// Where a watch stands.
 struct State {
+    /// Who is told of breaks and resumptions.
+    observer: Observer,
+    /// How long opening a stream may take.
+    open_timeout: Option<Duration>,
+    /// Whether a stream was ever opened, so that the next one is a resumption.
+    opened: bool,
     /// The client the calls go through.
     client: GrpcClient,
     /// The caller's filter (its `since_revision` is replaced by `resume_from` on every call).
@@ -184,7 +240,14 @@ impl State {
                 return self.end(broke);
             }
             self.attempts += 1;
-            tokio::time::sleep(self.resume.delay(self.attempts)).await;
+            let delay = self.resume.delay(self.attempts);
+            let reason = match &broke {
+                Break::Ended => "the server ended the stream".to_owned(),
+                Break::Failed(status) => describe(status),
+            };
+            let resume_after = self.resume_from;
+            self.notify(Notice::Broken { reason, attempt: self.attempts, delay, resume_after });
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -193,7 +256,18 @@ impl State {
     async fn open(&mut self) -> Result<(), Status> {
         let mut request = self.request.clone();
         request.since_revision = self.resume_from;
-        let stream = self.client.watch(request).await?.into_inner();
+        let call = self.client.watch(request);
+        let stream = match self.open_timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, call).await.map_err(|_| NoAnswer::new(timeout).status())??
+            }
+            None => call.await?,
+        }
+        .into_inner();
+        if self.opened {
+            self.notify(Notice::Resumed { after: self.resume_from });
+        }
+        self.opened = true;
         if self.resume_from.is_none() {
             self.in_snapshot = true;
             if self.partial {
@@ -206,6 +280,14 @@ impl State {
         }
         self.stream = Some(stream);
         Ok(())
+    }
+
+    /// Tells the observer, if any.
+    fn notify(&self, notice: Notice) {
+        if let Some(observer) = self.observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_mut()
+        {
+            observer(notice);
+        }
     }
 
     /// Moves the resume point past an event, which goes to the caller.
@@ -237,6 +319,21 @@ impl State {
             Break::Ended => None,
             Break::Failed(status) => Some((Err(status), self)),
         }
+    }
+}
+
+/// A failure in a few words: the root cause rather than "transport error".
+fn describe(status: &Status) -> String {
+    let mut cause: Option<&(dyn StdError + 'static)> = StdError::source(status);
+    let mut last = None;
+    while let Some(error) = cause {
+        last = Some(error.to_string());
+        cause = error.source();
+    }
+    match last {
+        Some(root) if !root.is_empty() => root,
+        _ if status.message().is_empty() => status.code().description().to_owned(),
+        _ => status.message().to_owned(),
     }
 }
 

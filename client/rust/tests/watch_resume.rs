@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hydroplane_client::proto::process_service_server::{ProcessService, ProcessServiceServer};
 use hydroplane_client::proto::*;
-use hydroplane_client::{Client, Code, ConnectOptions, Resume, Status, Watch};
+use hydroplane_client::{Client, Code, ConnectOptions, NoAnswer, Notice, Resume, Status, Watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response};
 
@@ -249,4 +249,67 @@ async fn an_outage_ends_the_watch_after_the_attempts_allowed() {
     assert_eq!(next(&mut events).await, item(SYNCED, None, 5));
     assert!(events.next().await.is_none());
     assert_eq!(service.since(), [None]);
+}
+
+#[tokio::test]
+async fn breaks_and_resumptions_are_told_to_the_observer() {
+    let service = Scripted::new(vec![
+        Call::Send { steps: vec![E(SYNCED, None, 5)], hang: false },
+        Call::Refuse(Code::Unavailable),
+        Call::Send { steps: vec![E(SYNCED, None, 5)], hang: true },
+    ]);
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&notices);
+    let mut events = watch(serve(service.clone()).await, FAST)
+        .await
+        .on_notice(move |notice| seen.lock().expect("lock").push(notice));
+    assert_eq!(next(&mut events).await, item(SYNCED, None, 5));
+    assert_eq!(next(&mut events).await, item(SYNCED, None, 5));
+    let notices = notices.lock().expect("lock").clone();
+    let summary: Vec<String> = notices
+        .iter()
+        .map(|notice| match notice {
+            Notice::Broken { reason, attempt, resume_after, .. } => {
+                format!("broken {attempt} {resume_after:?}: {reason}")
+            }
+            Notice::Resumed { after } => format!("resumed {after:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "broken 1 Some(5): the server ended the stream",
+            "broken 2 Some(5): refused by the script",
+            "resumed Some(5)",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_a_deadline_with_no_answer_as_its_source() {
+    // It takes connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            connections.push(connection);
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let options = ConnectOptions::new(&format!("http://{address}")).expect("url").request_timeout(timeout);
+    let client = Client::connect(options).await.expect("connect");
+    let status = client.list(None).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(NoAnswer::from_status(&status).map(|no_answer| no_answer.after()), Some(timeout));
+    let status = client.stop_process("x").await.unwrap_err();
+    assert!(NoAnswer::from_status(&status).is_some(), "{status:?}");
+    // A watch is bounded while it opens; with no resuming, that ends it.
+    let resume = Resume { max_attempts: 0, ..FAST };
+    let mut events = client.watch_with(WatchRequest::default(), resume);
+    let status = next(&mut events).await.unwrap_err();
+    assert_eq!(status, Code::DeadlineExceeded);
+    // A status the server sent is no NoAnswer.
+    assert!(NoAnswer::from_status(&Status::deadline_exceeded("the wait ran out")).is_none());
 }
