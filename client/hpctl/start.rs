@@ -307,7 +307,7 @@ mod tests {
             error,
             "process_name: must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, got `Web`; \
              container.ports[0].container_port: must be between 1 and 65535, got 70000; \
-             container.resource_request.memory_mib: must be positive, got -1"
+             container.resource_request.memory_mib: must be between 1 and 1073741824, got -1"
         );
     }
 

@@ -74,7 +74,7 @@ fn hpctl_checks_the_spec_file_before_sending_it() {
     assert_eq!(
         error,
         format!(
-            "error: {negative}: invalid process spec: container.resource_request.memory_mib: must be positive, got -1"
+            "error: {negative}: invalid process spec: container.resource_request.memory_mib: must be between 1 and 1073741824, got -1"
         )
     );
 
