@@ -14,6 +14,7 @@ mod eks_token;
 mod harness;
 mod hpctl;
 mod kube_faults;
+mod kube_repair;
 mod kube_runtime;
 mod local_runtime;
 mod moto_launcher;
