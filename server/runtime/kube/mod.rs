@@ -2,6 +2,13 @@
 //! (see [`manifests`]), plus the Secrets its env and registry credentials need, all owned by the
 //! Pod so they go with it. List and Watch are served from a watch-fed [`index`].
 //!
+//! A Start makes the Pod first, then the Secrets, then the Service. One that fails half-way
+//! deletes the Pod again; one whose server died half-way leaves a Pod that the index shows as
+//! half-made (STARTING, `Incomplete`) and that the same Start, retried, finishes
+//! (`finish_half_made`). At start-up the namespace must exist ([`check_namespace`]); one that
+//! goes later makes calls FAILED_PRECONDITION. Watch failures are logged through a
+//! [`log_limit`], and kube-client's own per-request lines are off ([`QUIET_CLIENT_DIRECTIVE`]).
+//!
 //! The cluster connection is a `kube::Client` built outside (from a kubeconfig here, from AWS
 //! credentials for EKS), so this module knows nothing of how it authenticates.
 
