@@ -262,6 +262,28 @@ async fn a_retried_start_makes_each_missing_dependent_again() {
     sim.kubectl(&["delete", "secret", "job-env"]);
     assert!(!start(&mut client, &job).await.created);
     assert_eq!(owned_by_pod("secrets", "job-env").as_deref(), Some(job_uid.as_str()));
+
+    // A Pod made, and its Secret never (the Pod as the server made it, put back by hand): the
+    // kubelet cannot create its container, the index names the Secret, a retried Start makes
+    // it, and the process runs.
+    let mut pod: serde_json::Value =
+        serde_json::from_str(&sim.kubectl(&["get", "pod", "job", "-o", "json"])).expect("json");
+    sim.kubectl(&["delete", "pod", "job", "--cascade=foreground"]);
+    sim.wait_deleted(&["pod/job", "secret/job-env"]);
+    watch.until_process("job", "gone", |kind, _| kind == proto::WatchEventType::Deleted).await;
+    let metadata = pod["metadata"].as_object_mut().expect("metadata");
+    for field in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"] {
+        metadata.remove(field);
+    }
+    pod.as_object_mut().expect("pod").remove("status");
+    let manifest = sim.directory().join("job.json");
+    std::fs::write(&manifest, pod.to_string()).expect("write");
+    sim.kubectl(&["apply", "-f", manifest.to_str().expect("path")]);
+    let half = watch.until_process("job", "incomplete", |_, process| process.reason() == "Incomplete").await;
+    assert_eq!(half.status(), ProcessStatus::Starting);
+    assert!(half.message().contains("Secret `job-env` is missing"), "{}", half.message());
+    assert!(!start(&mut client, &job).await.created);
+    watch.until_process("job", "running", |_, process| process.status() == ProcessStatus::Running).await;
     assert!(!server.stderr().contains(TOKEN), "no secret value in the log");
 }
 
