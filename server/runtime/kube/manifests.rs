@@ -492,7 +492,8 @@ mod rbac_tests {
         for verb in ["get", "list", "watch", "create", "delete", "deletecollection"] {
             assert!(verbs("pods").iter().any(|v| v == verb), "pods: {verb}");
         }
-        for verb in ["list", "watch", "create"] {
+        // `get`: a Start that finds the Service's name taken checks which Pod owns it.
+        for verb in ["get", "list", "watch", "create"] {
             assert!(verbs("services").iter().any(|v| v == verb), "services: {verb}");
         }
         assert!(verbs("secrets").iter().any(|v| v == "create"));
