@@ -75,11 +75,15 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Token(command)) = args.command {
         return token_cli::run(command, args.config.as_deref());
     }
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("kube_client"))
+        && let Ok(directive) = hydroplane::runtime::kube::QUIET_CLIENT_DIRECTIVE.parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: log files and journald get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -32,6 +32,8 @@ fn runtime_code(error: &RuntimeError) -> Option<Code> {
         RuntimeError::NotFound { .. } => Code::NotFound,
         // A secret that is missing or unreadable is the server's setup, not the request.
         RuntimeError::Secret(_) => Code::FailedPrecondition,
+        // Not UNAVAILABLE: retrying cannot help until someone creates the namespace.
+        RuntimeError::NamespaceMissing { .. } => Code::FailedPrecondition,
         RuntimeError::Unavailable { .. } => Code::Unavailable,
         RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
         RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,
@@ -76,6 +78,11 @@ mod tests {
             },
             Code::DeadlineExceeded,
             "still STARTING",
+        );
+        check(
+            RuntimeError::NamespaceMissing { namespace: "procs".into() },
+            Code::FailedPrecondition,
+            "namespace `procs` does not exist",
         );
         check(RuntimeError::Internal("boom at 0xdead".into()), Code::Internal, "server's log");
         assert!(

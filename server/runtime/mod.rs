@@ -193,6 +193,15 @@ pub enum RuntimeError {
         #[source]
         source: Option<BackendError>,
     },
+    /// The Kubernetes namespace the runtime works in does not exist (never made, or deleted
+    /// since): retrying will not help until someone creates it.
+    #[error(
+        "namespace `{namespace}` does not exist on the cluster; create it (`kubectl create namespace {namespace}`) or set `runtime.namespace` to one that exists"
+    )]
+    NamespaceMissing {
+        /// The namespace.
+        namespace: String,
+    },
     /// The runtime's backend cannot be reached.
     #[error("the {runtime} runtime is unavailable: {message}")]
     Unavailable {

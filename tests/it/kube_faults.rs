@@ -1,7 +1,7 @@
 //! The `kubernetes` runtime under injected faults: dropped watches, a forced 410 Gone, 5% of
 //! requests failing with 500, and the API server refusing connections for 10 s. The index must
-//! converge to the API server's state, no Watch client may miss a final state, and a Start that
-//! failed half-way must leave no orphan.
+//! converge to the API server's state, no Watch client may miss a final state, a Start that
+//! failed half-way must leave no orphan, and the log must say so in rate-limited warnings.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -213,4 +213,14 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     let listed_states: BTreeMap<String, Final> =
         listed.processes.iter().map(|p| (p.process_name.clone(), Some(summary(p)))).collect();
     assert_eq!(listed_states, live(&latest.borrow()), "List equals the watcher's last word");
+
+    // Failures the client retried and watches re-made are warnings, a few lines per cause, not
+    // an ERROR line per failed request.
+    let log = server.stderr();
+    let client_errors: Vec<&str> =
+        log.lines().filter(|line| line.contains("ERROR") && line.contains("kube_client")).collect();
+    assert!(client_errors.is_empty(), "kube-client's per-request ERROR lines are off: {client_errors:?}");
+    let watch_warnings = log.lines().filter(|line| line.contains("watch failed")).count();
+    assert!(watch_warnings > 0, "the outage is in the log");
+    assert!(!log.lines().any(|line| line.contains("ERROR") && line.contains("watch")), "{log}");
 }

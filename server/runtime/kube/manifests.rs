@@ -291,6 +291,28 @@ pub fn registry_secret(
     )
 }
 
+/// The Pod whose dry-run create in `namespace` tells whether the namespace exists, for
+/// credentials that may not read namespaces. Never stored: only ever sent with `dryRun=All`.
+pub fn namespace_probe(namespace: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("hydroplane-namespace-check".to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "check".to_owned(),
+                image: Some("registry.k8s.io/pause:3.10".to_owned()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
 /// The spec annotation of a Pod, as it is.
 pub fn spec_annotation(pod: &Pod) -> Option<&str> {
     pod.metadata.annotations.as_ref()?.get(SPEC_ANNOTATION).map(String::as_str)
@@ -470,7 +492,8 @@ mod rbac_tests {
         for verb in ["get", "list", "watch", "create", "delete", "deletecollection"] {
             assert!(verbs("pods").iter().any(|v| v == verb), "pods: {verb}");
         }
-        for verb in ["list", "watch", "create"] {
+        // `get`: a Start that finds the Service's name taken checks which Pod owns it.
+        for verb in ["get", "list", "watch", "create"] {
             assert!(verbs("services").iter().any(|v| v == verb), "services: {verb}");
         }
         assert!(verbs("secrets").iter().any(|v| v == "create"));

@@ -2,11 +2,19 @@
 //! (see [`manifests`]), plus the Secrets its env and registry credentials need, all owned by the
 //! Pod so they go with it. List and Watch are served from a watch-fed [`index`].
 //!
+//! A Start makes the Pod first, then the Secrets, then the Service. One that fails half-way
+//! deletes the Pod again; one whose server died half-way leaves a Pod that the index shows as
+//! half-made (STARTING, `Incomplete`) and that the same Start, retried, finishes
+//! (`finish_half_made`). At start-up the namespace must exist ([`check_namespace`]); one that
+//! goes later makes calls FAILED_PRECONDITION. Watch failures are logged through a
+//! [`log_limit`], and kube-client's own per-request lines are off ([`QUIET_CLIENT_DIRECTIVE`]).
+//!
 //! The cluster connection is a `kube::Client` built outside (from a kubeconfig here, from AWS
 //! credentials for EKS), so this module knows nothing of how it authenticates.
 
 pub mod connect;
 pub mod index;
+pub mod log_limit;
 pub mod manifests;
 pub mod status;
 
@@ -15,11 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
-use self::index::{Index, IndexHealth};
+use self::index::{Index, IndexHealth, IndexView};
 use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
 use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
 use crate::backoff::Backoff;
@@ -28,6 +36,12 @@ use crate::secrets::SecretStore;
 use crate::secrets::resolve_text;
 use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec, ValueOrSecret};
 use crate::table::ProcessTable;
+
+/// The log directive that silences kube-client's own line per failed HTTP request: it is at
+/// ERROR even for the 5xx and 429 its retry layer retries, dozens a second while the API server
+/// struggles. The runtime reports what fails itself (calls in their errors, watches at WARN,
+/// rate-limited); the server's log filter adds this unless `RUST_LOG` names `kube_client`.
+pub const QUIET_CLIENT_DIRECTIVE: &str = "kube_client::client::builder=off";
 
 /// How long a call waits for the index to show its own writes before answering anyway.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,15 +67,16 @@ impl Drop for KubeRuntime {
 }
 
 impl KubeRuntime {
-    /// Connects to the cluster: checks that the namespace can be read (so that a wrong
-    /// endpoint or missing permission is one clear error at start-up), then follows it.
-    /// `name` is the runtime's name for logs (`kubernetes` or `eks`).
+    /// Connects to the cluster: checks that the namespace exists and its pods can be read (so
+    /// that a wrong endpoint, a missing namespace or a missing permission is one clear error at
+    /// start-up), then follows it. `name` is the runtime's name for logs (`kubernetes` or `eks`).
     pub async fn connect(
         name: &'static str,
         client: Client,
         namespace: String,
         secrets: Arc<dyn SecretStore>,
     ) -> Result<Arc<KubeRuntime>, RuntimeError> {
+        check_namespace(name, &client, &namespace).await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         pods.list_metadata(&ListParams::default().labels(MANAGED_SELECTOR).limit(1))
             .await
@@ -83,18 +98,21 @@ impl KubeRuntime {
         api_error(self.name, step, error)
     }
 
-    /// The answer to a Start for a name that is taken: the process itself when the spec is the
-    /// same, otherwise ALREADY_EXISTS saying why.
-    fn existing(
+    /// The answer to a Start for a name that is taken by the Pod `uid`: the process itself when
+    /// the spec is the same, finished first if it is half-made; otherwise ALREADY_EXISTS saying
+    /// why.
+    async fn existing(
         &self,
         spec: &ProcessSpec,
         existing: Option<&ProcessSpec>,
+        uid: &str,
         stopping: bool,
     ) -> Result<Started, RuntimeError> {
         let name = &spec.process_name;
         match existing {
             Some(existing) => {
                 name_taken(spec, existing, stopping)?;
+                self.finish_half_made(spec, uid).await?;
                 match self.table.get(name) {
                     Some(process) => Ok(Started { process, created: false }),
                     None => Err(RuntimeError::Unavailable {
@@ -108,6 +126,36 @@ impl KubeRuntime {
                 detail: format!("as a pod in namespace `{}` that Hydroplane did not create", self.namespace),
             }),
         }
+    }
+
+    /// Makes whatever the Pod `uid` of a retried Start lacks, for a Start that died half-way (a
+    /// server killed between the Pod and its Service): the same objects, owned by the same Pod,
+    /// with the secret values resolved again. A Service owned by the Pod proves the whole process
+    /// is there, since the Secrets are made before it; without one (or without ports), the
+    /// Secrets are created again, and one that exists already counts as made, as Hydroplane may
+    /// not read Secrets back.
+    async fn finish_half_made(&self, spec: &ProcessSpec, uid: &str) -> Result<(), RuntimeError> {
+        let name = &spec.process_name;
+        let expects_service = !spec.container.ports.is_empty();
+        let has_service = |view: &IndexView<'_>| {
+            view.service(name)
+                .is_some_and(|service| service.owner_uid.as_deref().is_none_or(|owner| owner == uid))
+        };
+        if expects_service && self.index.read(has_service) {
+            return Ok(());
+        }
+        if !expects_service && !needs_secrets(spec) {
+            return Ok(());
+        }
+        let secrets = self.resolve_secrets(spec)?;
+        let made = self.create_dependents(spec, uid, secrets).await?;
+        if !made.is_empty() {
+            tracing::info!(process = %name, made = %made.join(", "), "finished a half-made process");
+        }
+        if expects_service {
+            self.index.wait_until(READ_YOUR_WRITES_TIMEOUT, has_service).await;
+        }
+        Ok(())
     }
 
     /// Resolves the secret env values (by variable name) and the registry credentials.
@@ -132,36 +180,64 @@ impl KubeRuntime {
         Ok(ResolvedSecrets { env, registry })
     }
 
-    /// Creates what the Pod owns: its Secrets and its Service.
+    /// Creates what the Pod `pod_uid` owns: its Secrets, then its Service (last, so that a
+    /// Service owned by the Pod vouches for the Secrets). Says which it made; one that another
+    /// Start of the same Pod made meanwhile counts as there.
     async fn create_dependents(
         &self,
         spec: &ProcessSpec,
         pod_uid: &str,
         secrets: ResolvedSecrets,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<String>, RuntimeError> {
         let post = PostParams::default();
+        let mut made = Vec::new();
         let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut to_create = Vec::new();
         if let Some(secret) = manifests::env_secret(spec, &self.namespace, pod_uid, secrets.env) {
-            secrets_api
-                .create(&post, &secret)
-                .await
-                .map_err(|error| self.dependent_error(spec, "secret", &secret.name_any(), error))?;
+            to_create.push(secret);
         }
         if let Some((username, password)) = &secrets.registry {
-            let secret = manifests::registry_secret(spec, &self.namespace, pod_uid, username, password);
-            secrets_api
-                .create(&post, &secret)
-                .await
-                .map_err(|error| self.dependent_error(spec, "secret", &secret.name_any(), error))?;
+            to_create.push(manifests::registry_secret(spec, &self.namespace, pod_uid, username, password));
+        }
+        for secret in to_create {
+            let secret_name = secret.name_any();
+            match secrets_api.create(&post, &secret).await {
+                Ok(_) => made.push(format!("Secret `{secret_name}`")),
+                // Named after our Pod's process, and not readable by design: taken as made by an
+                // earlier or concurrent Start of this Pod.
+                Err(kube::Error::Api(response)) if response.code == 409 => {}
+                Err(error) => return Err(self.dependent_error(spec, "secret", &secret_name, error)),
+            }
         }
         if let Some(service) = manifests::service(spec, &self.namespace, pod_uid) {
             let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-            services
-                .create(&post, &service)
-                .await
-                .map_err(|error| self.dependent_error(spec, "service", &service.name_any(), error))?;
+            let service_name = service.name_any();
+            match services.create(&post, &service).await {
+                Ok(_) => made.push(format!("Service `{service_name}`")),
+                Err(kube::Error::Api(response)) if response.code == 409 => {
+                    let existing = services
+                        .get_opt(&service_name)
+                        .await
+                        .map_err(|error| self.error(&format!("get the service `{service_name}`"), error))?;
+                    let owned = existing.as_ref().is_some_and(|existing| {
+                        existing
+                            .owner_references()
+                            .iter()
+                            .any(|owner| owner.kind == "Pod" && owner.uid == pod_uid)
+                    });
+                    if !owned {
+                        return Err(self.dependent_error(
+                            spec,
+                            "service",
+                            &service_name,
+                            kube::Error::Api(response),
+                        ));
+                    }
+                }
+                Err(error) => return Err(self.dependent_error(spec, "service", &service_name, error)),
+            }
         }
-        Ok(())
+        Ok(made)
     }
 
     /// An error creating an object the Pod owns; a name taken by an object Hydroplane did not
@@ -284,15 +360,85 @@ impl KubeRuntime {
     }
 }
 
+/// Whether a process needs Secrets: secret env values or registry credentials.
+fn needs_secrets(spec: &ProcessSpec) -> bool {
+    let container = &spec.container;
+    container.env.iter().any(|variable| matches!(variable.value, ValueOrSecret::Secret(_)))
+        || (container.username.is_some() && container.password.is_some())
+}
+
 /// Secret values a process needs, resolved before anything is created.
 struct ResolvedSecrets {
     env: BTreeMap<String, Vec<u8>>,
     registry: Option<(String, zeroize::Zeroizing<String>)>,
 }
 
+/// Checks that `namespace` exists, since listing or watching in a namespace that does not
+/// answers an empty list: by reading it, or, for credentials that may not read namespaces (a
+/// Role in the namespace only), by a dry-run create of a Pod there, which any credentials that
+/// can start processes may do and which fails with the namespace's NotFound when it is missing.
+/// When neither can tell, a warning says so and start-up goes on: a call then finds out
+/// (FAILED_PRECONDITION naming the namespace).
+pub async fn check_namespace(
+    runtime: &'static str,
+    client: &Client,
+    namespace: &str,
+) -> Result<(), RuntimeError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces.get_metadata_opt(namespace).await {
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => return Err(RuntimeError::NamespaceMissing { namespace: namespace.to_owned() }),
+        Err(kube::Error::Api(response)) if response.code == 403 => {
+            tracing::debug!(%namespace, message = %response.message, "may not read the namespace; trying a dry-run create in it");
+        }
+        Err(error) => return Err(api_error(runtime, &format!("read the namespace `{namespace}`"), error)),
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let probe = manifests::namespace_probe(namespace);
+    let params = PostParams { dry_run: true, ..Default::default() };
+    match pods.create(&params, &probe).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if is_namespace_missing(&response) => {
+            Err(RuntimeError::NamespaceMissing { namespace: namespace.to_owned() })
+        }
+        Err(error) => {
+            tracing::warn!(
+                %namespace,
+                error = %error_chain(&error),
+                "cannot tell whether the namespace exists (these credentials may not read namespaces, and a dry-run create of a pod in it failed); going on"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Whether an API error is the NotFound of the namespace itself, as a real API server answers a
+/// create in a namespace that does not exist (`namespaces "x" not found`).
+fn is_namespace_missing(response: &kube::core::Status) -> bool {
+    missing_namespace(response).is_some()
+}
+
+/// The namespace a NotFound of a namespace names, from its details or else its message.
+fn missing_namespace(response: &kube::core::Status) -> Option<String> {
+    if response.code != 404 {
+        return None;
+    }
+    if let Some(details) = &response.details
+        && details.kind == "namespaces"
+        && !details.name.is_empty()
+    {
+        return Some(details.name.clone());
+    }
+    let name = response.message.strip_prefix("namespaces \"")?.strip_suffix("\" not found")?;
+    Some(name.to_owned())
+}
+
 /// Turns an API error into what a caller can act on; `step` says what was being done.
 pub fn api_error(runtime: &'static str, step: &str, error: kube::Error) -> RuntimeError {
     match error {
+        kube::Error::Api(response) if is_namespace_missing(&response) => {
+            RuntimeError::NamespaceMissing { namespace: missing_namespace(&response).unwrap_or_default() }
+        }
         kube::Error::Api(response) => {
             let detail = format!("cannot {step}: {} ({})", response.message, response.reason);
             let code = response.code;
@@ -331,33 +477,37 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
-        let indexed = self.index.read(|view| view.pod(&name).map(|pod| (pod.spec(), pod.state.status)));
-        if let Some((existing, status)) = indexed {
-            return self.existing(&spec, existing.as_ref(), status == ProcessStatus::Stopping);
+        let indexed = self
+            .index
+            .read(|view| view.pod(&name).map(|pod| (pod.spec(), pod.state.status, pod.uid.clone())));
+        if let Some((existing, status, uid)) = indexed {
+            return self.existing(&spec, existing.as_ref(), &uid, status == ProcessStatus::Stopping).await;
         }
         let secrets = self.resolve_secrets(&spec)?;
-        let pod = match self
-            .pods()
-            .create(&PostParams::default(), &manifests::pod(&spec, &self.namespace))
-            .await
-        {
-            Ok(pod) => pod,
-            Err(kube::Error::Api(response)) if response.code == 409 => {
-                // Created meanwhile, by another call or another server: compare with the cluster.
-                let pod = self.pods().get(&name).await.map_err(|error| self.error("get the pod", error))?;
-                let managed = pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
-                    == Some(manifests::MANAGED_BY);
-                let uid = pod.metadata.uid.clone();
-                self.index
-                    .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                        view.pod(&name).map(|p| Some(&p.uid)) == Some(uid.as_ref())
-                    })
-                    .await;
-                let existing = if managed { manifests::spec_of(&pod) } else { None };
-                return self.existing(&spec, existing.as_ref(), pod.metadata.deletion_timestamp.is_some());
-            }
-            Err(error) => return Err(self.error("create the pod", error)),
-        };
+        // The Pod first: its uid is what the Service and Secrets are owned by, so a server that
+        // dies after it leaves a Pod that a retried Start finishes (see `finish_half_made`).
+        let pod =
+            match self.pods().create(&PostParams::default(), &manifests::pod(&spec, &self.namespace)).await {
+                Ok(pod) => pod,
+                Err(kube::Error::Api(response)) if response.code == 409 => {
+                    // Created meanwhile, by another call or another server: compare with the cluster.
+                    let pod =
+                        self.pods().get(&name).await.map_err(|error| self.error("get the pod", error))?;
+                    let managed = pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
+                        == Some(manifests::MANAGED_BY);
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    self.index
+                        .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
+                            view.pod(&name).is_some_and(|p| p.uid == uid)
+                        })
+                        .await;
+                    let existing = if managed { manifests::spec_of(&pod) } else { None };
+                    return self
+                        .existing(&spec, existing.as_ref(), &uid, pod.metadata.deletion_timestamp.is_some())
+                        .await;
+                }
+                Err(error) => return Err(self.error("create the pod", error)),
+            };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if let Err(error) = self.create_dependents(&spec, &uid, secrets).await {
             self.delete_half_made(&name, &uid).await;
@@ -367,7 +517,10 @@ impl Runtime for KubeRuntime {
         self.index
             .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
                 view.pod(&name).is_some_and(|pod| pod.uid == uid)
-                    && (!expects_service || view.service(&name).is_some())
+                    && (!expects_service
+                        || view
+                            .service(&name)
+                            .is_some_and(|service| service.owner_uid.as_deref() == Some(&uid)))
             })
             .await;
         Ok(Started { process: self.info_after_create(&spec, &pod), created: true })

@@ -1,7 +1,8 @@
 //! Authentication and the little authorization we simulate.
 //!
-//! Static bearer tokens (`--token`, full access; `--read-only-token`, 403 on writes) are
-//! checked here. With no tokens and no EKS cluster configured every request is anonymous and
+//! Static bearer tokens (`--token`, full access; `--read-only-token`, 403 on writes;
+//! `--namespaced-token`, 403 on namespaces, as for a user bound by a Role in its namespace and a
+//! ClusterRole for nodes) are checked here. With no tokens and no EKS cluster configured every request is anonymous and
 //! allowed. EKS tokens (`k8s-aws-v1.` + a presigned STS GetCallerIdentity URL) go to
 //! [`eks::EksVerifier`] when `--eks-cluster-name` is given.
 
@@ -24,6 +25,8 @@ pub enum Identity {
         name: String,
         /// Whether writes are forbidden.
         read_only: bool,
+        /// Whether namespaces themselves are forbidden (every verb).
+        namespaced: bool,
     },
 }
 
@@ -45,16 +48,39 @@ impl Authenticator {
         for (index, token) in tokens.iter().enumerate() {
             map.insert(
                 token.clone(),
-                Identity::User { name: format!("kube-sim-user-{}", index + 1), read_only: false },
+                Identity::User {
+                    name: format!("kube-sim-user-{}", index + 1),
+                    read_only: false,
+                    namespaced: false,
+                },
             );
         }
         for (index, token) in read_only_tokens.iter().enumerate() {
             map.insert(
                 token.clone(),
-                Identity::User { name: format!("kube-sim-reader-{}", index + 1), read_only: true },
+                Identity::User {
+                    name: format!("kube-sim-reader-{}", index + 1),
+                    read_only: true,
+                    namespaced: false,
+                },
             );
         }
         Authenticator { tokens: map, eks }
+    }
+
+    /// Adds tokens with full access to everything but namespaces.
+    pub fn with_namespaced_tokens(mut self, tokens: &[String]) -> Authenticator {
+        for (index, token) in tokens.iter().enumerate() {
+            self.tokens.insert(
+                token.clone(),
+                Identity::User {
+                    name: format!("kube-sim-namespaced-{}", index + 1),
+                    read_only: false,
+                    namespaced: true,
+                },
+            );
+        }
+        self
     }
 
     /// Whether any credentials are required.
@@ -82,7 +108,7 @@ impl Authenticator {
             ApiError::Unauthorized
         };
         match verifier.verify(token, jiff::Timestamp::now()) {
-            Ok(arn) => Ok(Identity::User { name: arn, read_only: false }),
+            Ok(arn) => Ok(Identity::User { name: arn, read_only: false, namespaced: false }),
             // Every local check passed but the key is not ours: STS decides, as in EKS.
             Err(eks::EksTokenError::UnknownKey(_)) if verifier.sts.is_some() => {
                 let (path_and_query, expires) =
@@ -90,7 +116,7 @@ impl Authenticator {
                 let sts = verifier.sts.as_ref().ok_or(ApiError::Unauthorized)?;
                 sts.identify(&path_and_query, &verifier.cluster_name, expires)
                     .await
-                    .map(|arn| Identity::User { name: arn, read_only: false })
+                    .map(|arn| Identity::User { name: arn, read_only: false, namespaced: false })
                     .map_err(|error| rejected(&error))
             }
             Err(error) => Err(rejected(&error)),
@@ -106,8 +132,10 @@ pub fn authorize(
     namespace: Option<&str>,
     name: &str,
 ) -> Result<(), ApiError> {
-    let Identity::User { name: user, read_only: true } = identity else { return Ok(()) };
-    if matches!(verb, "get" | "list" | "watch") {
+    let Identity::User { name: user, read_only, namespaced } = identity else { return Ok(()) };
+    let denied =
+        (*namespaced && kind == Kind::Namespace) || (*read_only && !matches!(verb, "get" | "list" | "watch"));
+    if !denied {
         return Ok(());
     }
     let info = kind.info();
@@ -148,6 +176,14 @@ mod tests {
         assert_eq!(
             denied.to_string(),
             "pods \"web\" is forbidden: User \"kube-sim-reader-1\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        let namespaced = Authenticator::new(&[], &[], None).with_namespaced_tokens(&["ns".into()]);
+        let user = namespaced.authenticate(Some("Bearer ns")).await.unwrap();
+        assert!(authorize(&user, "create", Kind::Pod, Some("default"), "").is_ok());
+        let denied = authorize(&user, "get", Kind::Namespace, None, "default").unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "namespaces \"default\" is forbidden: User \"kube-sim-namespaced-1\" cannot get resource \"namespaces\" in API group \"\" at the cluster scope"
         );
     }
 }

@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long = "read-only-token", value_name = "TOKEN")]
     pub read_only_tokens: Vec<String>,
 
+    /// A bearer token that may do anything but touch namespaces (403 Forbidden), as a user bound
+    /// by a Role in one namespace; repeatable.
+    #[arg(long = "namespaced-token", value_name = "TOKEN")]
+    pub namespaced_tokens: Vec<String>,
+
     /// How long a scheduled pod stays Pending before it runs.
     #[arg(long, default_value_t = 200)]
     pub pod_start_delay_ms: u64,

@@ -1,5 +1,5 @@
 //! The cluster's moving parts, each a task fed by the store's event broadcast: the kubelet
-//! (starts scheduled pods after a delay), the garbage collector (deletes dependents of deleted
+//! (starts scheduled pods after a delay, once the Secrets their env reads exist), the garbage collector (deletes dependents of deleted
 //! owners), the Deployment controller (one pod per replica) and the event recorder (the
 //! core/v1 Events `kubectl describe` shows: Scheduled, FailedScheduling, Pulled, Created,
 //! Started, Killing).
@@ -65,15 +65,79 @@ async fn kubelet(
     }
 }
 
+/// How often the kubelet looks again for the Secrets a waiting pod's env needs.
+const SECRET_RETRY: Duration = Duration::from_millis(100);
+
 fn schedule_start(store: &Arc<Store>, key: ObjectKey, uid: String, node: String, delay: Duration) {
     let store = store.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
+        // As a real kubelet: a container whose env Secret (or key) is missing is not created;
+        // the pod waits with CreateContainerConfigError until the Secret is there.
+        loop {
+            let Ok(pod) = store.get(Kind::Pod, &key.namespace, &key.name) else { return };
+            if meta::uid(&pod) != uid || pod.pointer("/metadata/deletionTimestamp").is_some() {
+                return;
+            }
+            let Some(message) = missing_env_secret(&store, &key.namespace, &pod) else { break };
+            store.update_by_controller(Kind::Pod, &key, &uid, true, |pod| wait_for_config(pod, &message));
+            tokio::time::sleep(SECRET_RETRY).await;
+        }
         let Some((pod_ip, host_ip)) = store.pod_addresses(&uid, &node) else { return };
         store.update_by_controller(Kind::Pod, &key, &uid, true, |pod| {
             start_pod(pod, &pod_ip.to_string(), &host_ip)
         });
     });
+}
+
+/// The kubelet's message for the first env `secretKeyRef` (not optional) of a pod whose Secret
+/// or key does not exist, as it reports it; `None` when every one resolves.
+fn missing_env_secret(store: &Store, namespace: &str, pod: &Value) -> Option<String> {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array)?;
+    for variable in containers.iter().filter_map(|c| c.get("env").and_then(Value::as_array)).flatten() {
+        let Some(reference) = variable.pointer("/valueFrom/secretKeyRef") else { continue };
+        if reference.get("optional").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+        let key = reference.get("key").and_then(Value::as_str).unwrap_or_default();
+        match store.get(Kind::Secret, namespace, name) {
+            Err(_) => return Some(format!("secret \"{name}\" not found")),
+            Ok(secret) if secret.pointer(&format!("/data/{key}")).is_none() => {
+                return Some(format!("couldn't find key {key} in Secret {namespace}/{name}"));
+            }
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// Marks a Pending pod's containers as waiting with CreateContainerConfigError.
+fn wait_for_config(pod: &mut Value, message: &str) -> bool {
+    if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Pending") {
+        return false;
+    }
+    let statuses: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|container| {
+            json!({
+                "name": container.get("name").cloned().unwrap_or(json!("")),
+                "image": container.get("image").cloned().unwrap_or(json!("")),
+                "imageID": "", "ready": false, "started": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CreateContainerConfigError", "message": message}},
+                "lastState": {}
+            })
+        })
+        .collect();
+    let status = &pod["status"];
+    if status.get("containerStatuses") == Some(&json!(statuses)) {
+        return false;
+    }
+    pod["status"]["containerStatuses"] = json!(statuses);
+    true
 }
 
 /// Moves a Pending pod to Running with every container ready, as a kubelet reports it.

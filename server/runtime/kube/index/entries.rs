@@ -29,6 +29,20 @@ pub struct PodEntry {
     /// The spec the Pod was made from, as its annotation holds it: parsed only when a Start
     /// finds the name taken, not on every event of every Pod.
     pub spec_annotation: Option<String>,
+    /// The objects the Pod needs besides itself, read from its own spec (so without parsing the
+    /// annotation): what a half-made process lacks is told from these.
+    pub needs: Needs,
+}
+
+/// The objects a process's Pod needs besides itself, as its Pod spec says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// A Service: the container has ports.
+    pub service: bool,
+    /// The env Secret: an env var reads it through `secretKeyRef`.
+    pub env_secret: bool,
+    /// The registry Secret: it is in `imagePullSecrets`.
+    pub registry_secret: bool,
 }
 
 impl PodEntry {
@@ -47,6 +61,9 @@ pub struct ServiceEntry {
     pub cluster_ip: Option<String>,
     /// Its ports: the service port and, for NodePort, the node port.
     pub ports: Vec<(u16, Option<u16>)>,
+    /// The uid of the Pod that owns it, so a Service left from an earlier Pod of the same name
+    /// does not count as this Pod's.
+    pub owner_uid: Option<String>,
 }
 
 /// What the index keeps of a Node: its addresses.
@@ -132,8 +149,33 @@ pub(super) fn pod_entry(pod: &Pod) -> (String, PodEntry) {
         node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
         state: pod_state(pod),
         spec_annotation: manifests::spec_annotation(pod).map(str::to_owned),
+        needs: needs(pod, &name),
     };
     (name, entry)
+}
+
+/// What a process's Pod needs besides itself, from its spec.
+fn needs(pod: &Pod, name: &str) -> Needs {
+    let Some(spec) = pod.spec.as_ref() else { return Needs::default() };
+    let container = spec.containers.first();
+    let env_secret = manifests::env_secret_name(name);
+    let registry_secret = manifests::registry_secret_name(name);
+    Needs {
+        service: container.and_then(|c| c.ports.as_ref()).is_some_and(|ports| !ports.is_empty()),
+        env_secret: container.and_then(|c| c.env.as_ref()).is_some_and(|env| {
+            env.iter().any(|variable| {
+                variable
+                    .value_from
+                    .as_ref()
+                    .and_then(|from| from.secret_key_ref.as_ref())
+                    .is_some_and(|selector| selector.name == env_secret)
+            })
+        }),
+        registry_secret: spec
+            .image_pull_secrets
+            .as_ref()
+            .is_some_and(|secrets| secrets.iter().any(|secret| secret.name == registry_secret)),
+    }
 }
 
 pub(super) fn service_entry(service: &Service) -> (String, ServiceEntry) {
@@ -156,6 +198,11 @@ pub(super) fn service_entry(service: &Service) -> (String, ServiceEntry) {
                     .collect()
             })
             .unwrap_or_default(),
+        owner_uid: service
+            .owner_references()
+            .iter()
+            .find(|owner| owner.kind == "Pod" && owner.name == service.name_any())
+            .map(|owner| owner.uid.clone()),
     };
     (service.name_any(), entry)
 }

@@ -4,7 +4,10 @@
 //! the table, so they cost no API call.
 //!
 //! The cluster is the only source of truth: the index keeps nothing of its own, so a restarted
-//! server, or a second one on the same namespace, ends up with the same view.
+//! server, or a second one on the same namespace, ends up with the same view. That view includes
+//! half-made processes (a Pod whose Start did not finish, so its Service or Secrets are missing):
+//! they show as STARTING with reason [`INCOMPLETE`] and a message naming what is missing, until a
+//! retried Start finishes them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +18,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
+use super::log_limit::LogLimit;
 use super::manifests::MANAGED_SELECTOR;
 use crate::table::ProcessTable;
 
@@ -23,8 +27,9 @@ mod follow;
 mod join;
 
 use entries::{Entries, node_entry, pod_entry, service_entry};
-pub use entries::{NodeEntry, PodEntry, ServiceEntry};
+pub use entries::{Needs, NodeEntry, PodEntry, ServiceEntry};
 use follow::follow;
+pub use join::INCOMPLETE;
 use join::process_info;
 
 /// How the index stands with the API server.
@@ -53,6 +58,10 @@ pub(super) struct IndexState {
 /// How long after its last failure a watch counts as down: longer than the longest backoff.
 const STALE_WINDOW: Duration = Duration::from_secs(10);
 
+/// At most one warning per watch and cause this often: a watch that cannot reach the API
+/// server fails at every backoff step (four times a second at first).
+const WARNING_WINDOW: Duration = Duration::from_secs(5);
+
 /// The watch-fed index of one namespace.
 pub struct Index {
     namespace: String,
@@ -60,13 +69,21 @@ pub struct Index {
     table: Arc<ProcessTable>,
     /// Bumped on every applied event, so that callers can wait for the index to catch up.
     generation: watch::Sender<u64>,
+    /// Keeps repeated watch failures to a line every few seconds.
+    warnings: LogLimit,
 }
 
 impl Index {
     /// An empty index that publishes into `table`.
     pub fn new(namespace: String, table: Arc<ProcessTable>) -> Arc<Index> {
         let (generation, _) = watch::channel(0);
-        Arc::new(Index { namespace, state: Mutex::new(IndexState::default()), table, generation })
+        Arc::new(Index {
+            namespace,
+            state: Mutex::new(IndexState::default()),
+            table,
+            generation,
+            warnings: LogLimit::new(WARNING_WINDOW),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, IndexState> {
@@ -181,7 +198,9 @@ impl Index {
     }
 
     pub(super) fn record_error(&self, kind: &'static str, error: &watcher::Error) {
-        tracing::warn!(kind, %error, "watch failed; serving the index as it is and retrying");
+        if let Some(suppressed) = self.warnings.allow(&format!("{kind}: {}", cause(error))) {
+            tracing::warn!(kind, %error, suppressed, "watch failed; serving the index as it is and retrying (`suppressed` counts the like failures not logged since the last line)");
+        }
         self.lock().errors.insert(kind, (error.to_string(), tokio::time::Instant::now()));
         self.bump();
     }
@@ -198,6 +217,22 @@ impl Index {
                 }
             }
         }
+    }
+}
+
+/// What a watch failure is, for rate-limiting its warnings: the step that failed and the API
+/// server's code, not the message (which names resource versions that change every time).
+fn cause(error: &watcher::Error) -> String {
+    let client_cause = |error: &kube::Error| match error {
+        kube::Error::Api(status) => format!("HTTP {}", status.code),
+        _ => "transport".to_owned(),
+    };
+    match error {
+        watcher::Error::InitialListFailed(error) => format!("list: {}", client_cause(error)),
+        watcher::Error::WatchStartFailed(error) => format!("watch: {}", client_cause(error)),
+        watcher::Error::WatchFailed(error) => format!("stream: {}", client_cause(error)),
+        watcher::Error::WatchError(status) => format!("event: HTTP {}", status.code),
+        watcher::Error::NoResourceVersion => "no resourceVersion".to_owned(),
     }
 }
 
@@ -323,5 +358,76 @@ mod tests {
         assert_eq!(listed(&table).len(), 1);
         assert_eq!(table.revision(), revision + 1, "one change: db deleted");
         assert_eq!(index.read(|view| view.group("g")), ["web"]);
+    }
+
+    /// A Pod as Hydroplane makes it: ports, an env var from its Secret, registry credentials.
+    fn full_pod(name: &str, uid: &str, ports: bool, status: serde_json::Value) -> Pod {
+        let ports = if ports { serde_json::json!([{"containerPort": 80}]) } else { serde_json::Value::Null };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "uid": uid, "creationTimestamp": "2025-01-02T03:04:05Z"},
+            "spec": {"nodeName": "n1", "imagePullSecrets": [{"name": format!("{name}-registry")}],
+                "containers": [{"name": name, "ports": ports, "env": [{"name": "TOKEN",
+                    "valueFrom": {"secretKeyRef": {"name": format!("{name}-env"), "key": "TOKEN"}}}]}]},
+            "status": status,
+        }))
+        .expect("a pod")
+    }
+
+    fn running() -> serde_json::Value {
+        serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    }
+
+    fn owned_service(name: &str, owner_uid: &str) -> Service {
+        let mut service = service(name, false);
+        service.metadata.owner_references =
+            Some(vec![super::super::manifests::owned_by_pod(name, owner_uid)]);
+        service
+    }
+
+    /// (status, reason, message, address count) of one process.
+    fn shown(table: &ProcessTable, name: &str) -> (ProcessStatus, Option<String>, String, usize) {
+        let process = table.get(name).expect("listed");
+        (process.status, process.reason, process.message.unwrap_or_default(), process.socket_addresses.len())
+    }
+
+    #[test]
+    fn a_half_made_process_is_starting_and_incomplete_saying_what_is_missing_until_it_is_finished() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        index.apply_pod(Event::Apply(full_pod("web", "uid-1", true, running())));
+        let (status, reason, message, addresses) = shown(&table, "web");
+        assert_eq!((status, reason.as_deref(), addresses), (ProcessStatus::Starting, Some(INCOMPLETE), 0));
+        assert!(message.contains("Service `web` is missing"), "{message}");
+        assert!(message.contains("perhaps its Secret `web-env` and Secret `web-registry`"), "{message}");
+        assert!(message.contains("retrying the same Start finishes it"), "{message}");
+
+        // A Service left from an earlier Pod of the same name is not this Pod's.
+        index.apply_service(Event::Apply(owned_service("web", "uid-0")));
+        assert_eq!(shown(&table, "web").1.as_deref(), Some(INCOMPLETE));
+
+        // Its own Service finishes it: RUNNING, with its address, and it vouches for the Secrets.
+        index.apply_service(Event::Apply(owned_service("web", "uid-1")));
+        assert_eq!(shown(&table, "web"), (ProcessStatus::Running, None, String::new(), 1));
+
+        // Without ports, only the kubelet can tell that the env Secret is missing.
+        index.apply_pod(Event::Apply(full_pod("job", "uid-2", false, running())));
+        assert_eq!(shown(&table, "job").0, ProcessStatus::Running);
+        let config_error = serde_json::json!({"phase": "Pending", "containerStatuses": [{"name": "job", "image": "i",
+            "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
+                "reason": "CreateContainerConfigError", "message": "secret \"job-env\" not found"}}}]});
+        index.apply_pod(Event::Apply(full_pod("job", "uid-2", false, config_error)));
+        let (status, reason, message, _) = shown(&table, "job");
+        assert_eq!((status, reason.as_deref()), (ProcessStatus::Starting, Some(INCOMPLETE)));
+        assert!(message.contains("its Secret `job-env` is missing"), "{message}");
+
+        // Ended, failed for another reason or stopping: shown as it is.
+        let exited = serde_json::json!({"phase": "Succeeded"});
+        index.apply_pod(Event::Apply(full_pod("done", "uid-3", true, exited)));
+        assert_eq!(shown(&table, "done").0, ProcessStatus::Exited);
+        let mut stopping = full_pod("gone", "uid-4", true, running());
+        stopping.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        index.apply_pod(Event::Apply(stopping));
+        assert_eq!(shown(&table, "gone").0, ProcessStatus::Stopping);
     }
 }
