@@ -17,6 +17,7 @@ mod kube_faults;
 mod kube_runtime;
 mod local_runtime;
 mod moto_launcher;
+mod process_tree;
 mod python_client;
 mod secret_store;
 mod secrets_server;
