@@ -92,6 +92,40 @@ async fn escaped_grandchildren_die_on_stop_and_stop_answers_within_the_grace_per
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stop_sends_sigterm_to_every_process_of_the_tree_first() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    // A long grace period: a graceful end is seen well before it.
+    let server = Server::start_with_config(
+        directory.path(),
+        "runtime:\n  runtime_type: local\n  stop_grace_seconds: 20\n",
+    );
+    let mut client = server.client().await;
+    let path = |name: &str| directory.path().join(name).display().to_string();
+    let script = format!(
+        "trap 'echo > {command}; exit 0' TERM; \
+         setsid sh -c 'trap \"echo > {grandchild}; exit 0\" TERM; echo $$ > {pid}; while :; do sleep 0.1; done' & \
+         while :; do sleep 0.1; done",
+        command = path("command.term"),
+        grandchild = path("grandchild.term"),
+        pid = path("grandchild.pid"),
+    );
+    let spec = serde_json::json!({"process_name": "graceful",
+        "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
+    client.start(start_waiting(spec)).await.expect("start");
+    let grandchild = read_pid(&directory.path().join("grandchild.pid"));
+    let begin = Instant::now();
+    client.stop(stop_process("graceful")).await.expect("stop");
+    let took = begin.elapsed();
+    assert!(took < Duration::from_secs(10), "the tree needed SIGKILL: the Stop took {took:?}");
+    assert!(directory.path().join("command.term").exists(), "the command got SIGTERM");
+    assert!(
+        directory.path().join("grandchild.term").exists(),
+        "the grandchild in its own session got SIGTERM"
+    );
+    assert!(!process_alive(grandchild));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn escaped_grandchildren_die_when_the_server_is_terminated() {
     let directory = tempfile::tempdir().expect("tempdir");
     let mut server = config(directory.path());
@@ -254,4 +288,31 @@ async fn a_process_runs_in_its_working_directory_and_a_missing_one_is_named() {
         "{}",
         process.message()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_starts_of_one_name_spawn_it_once() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = Server::start();
+    let client = server.client().await;
+    // Every run of the command appends a line: one line means one spawn.
+    let runs = directory.path().join("runs");
+    let script = format!("echo run >> {}; exec sleep 300", runs.display());
+    let spec = serde_json::json!({"process_name": "once", "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = start_waiting(spec.clone());
+            tokio::spawn(async move { client.start(request).await.map(|response| response.into_inner()) })
+        })
+        .collect();
+    let mut created = 0;
+    for start in starts {
+        let started = start.await.expect("join").expect("start");
+        created += usize::from(started.created);
+        assert_eq!(started.process.expect("process").status(), ProcessStatus::Running);
+    }
+    assert_eq!(created, 1, "exactly one Start created the process");
+    wait_until("the command ran", Duration::from_secs(20), || runs.exists());
+    assert_eq!(std::fs::read_to_string(&runs).expect("read").lines().count(), 1);
 }

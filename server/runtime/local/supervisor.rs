@@ -152,16 +152,6 @@ impl Supervisor {
     fn start(request: &Request) -> Result<Supervisor, String> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|error| format!("cannot become the subreaper of the process tree: {error}"))?;
-        let mut mask = SigSet::empty();
-        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
-            mask.add(signal);
-        }
-        // Blocked, they queue for the signalfd; std gives the command an empty mask again.
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-            .map_err(|error| format!("cannot block signals: {error}"))?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|error| format!("cannot open a signalfd: {error}"))?;
-
         let program = &request.command[0];
         let mut command = std::process::Command::new(program);
         command.args(&request.command[1..]).stdin(Stdio::null()).process_group(0);
@@ -190,6 +180,28 @@ impl Supervisor {
         let command = Pid::from_raw(child.id() as i32);
         // The child is reaped through waitpid below, not through the handle.
         drop(child);
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+            mask.add(signal);
+        }
+        // Blocked only once the command runs: std's posix_spawn would pass the mask on to it. A
+        // SIGCHLD before this is not lost (the loop reaps before it polls), and the server sends
+        // SIGTERM only after the report below.
+        let signals = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+            .map_err(|error| format!("cannot block signals: {error}"))
+            .and_then(|()| {
+                SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+                    .map_err(|error| format!("cannot open a signalfd: {error}"))
+            });
+        let signals = match signals {
+            Ok(signals) => signals,
+            Err(message) => {
+                // Unsupervised, the command must not run on.
+                let _ = nix::sys::signal::killpg(command, Signal::SIGKILL);
+                return Err(message);
+            }
+        };
+
         report(&Report::Started(command));
         Ok(Supervisor { command, signals })
     }
