@@ -24,6 +24,14 @@ const FIRST_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// The longest pause between readiness probes.
 const LAST_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long one snapshot of the host's listening sockets serves every probe: reading it costs
+/// the kernel about a millisecond however few sockets there are, so hundreds of STARTING
+/// processes share it instead of each reading it.
+const LISTENING_MAX_AGE: Duration = Duration::from_millis(50);
+
+/// The shared snapshot and when it was taken.
+static LISTENING: Mutex<Option<(tokio::time::Instant, Arc<procfs::Listening>)>> = Mutex::new(None);
+
 /// How long output may still arrive once the supervisor is reaped. Its tree is gone by then, so
 /// the pipes are closing; only a process that was handed the pipes from outside the tree keeps
 /// them open, and it must not delay the status.
@@ -108,12 +116,28 @@ async fn ready(root: Pid, ports: Vec<u16>) {
     let mut pause = FIRST_PROBE_INTERVAL;
     loop {
         let probed = Arc::clone(&ports);
-        if tokio::task::spawn_blocking(move || procfs::tree_listens(root, &probed)).await.unwrap_or(false) {
+        let now = tokio::time::Instant::now();
+        let probe = move || procfs::tree_listens(root, &probed, &shared_listening(now));
+        if tokio::task::spawn_blocking(probe).await.unwrap_or(false) {
             return;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(LAST_PROBE_INTERVAL);
     }
+}
+
+/// The host's listening sockets as of at most [`LISTENING_MAX_AGE`] before `now`; the lock is
+/// held while reading, so concurrent probes wait for one read instead of making their own.
+fn shared_listening(now: tokio::time::Instant) -> Arc<procfs::Listening> {
+    let mut shared = lock(&LISTENING);
+    if let Some((taken, listening)) = &*shared
+        && now.saturating_duration_since(*taken) < LISTENING_MAX_AGE
+    {
+        return Arc::clone(listening);
+    }
+    let listening = Arc::new(procfs::listening_inodes());
+    *shared = Some((now, Arc::clone(&listening)));
+    listening
 }
 
 async fn capture(mut pipe: impl AsyncRead + Unpin, stream: OutputStream, output: Arc<Mutex<OutputBuffer>>) {

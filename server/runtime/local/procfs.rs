@@ -64,16 +64,18 @@ pub fn socket_inodes(pids: impl IntoIterator<Item = Pid>) -> HashSet<u64> {
     inodes
 }
 
-/// The inodes of the TCP sockets (IPv4 and IPv6) in LISTEN state on each of `ports`, from
-/// `/proc/net/tcp` and `/proc/net/tcp6` of the server's network namespace.
-pub fn listening_inodes(ports: &[u16]) -> HashMap<u16, HashSet<u64>> {
-    let mut listening: HashMap<u16, HashSet<u64>> = HashMap::new();
+/// The inodes of the TCP sockets in LISTEN state, by port.
+pub type Listening = HashMap<u16, HashSet<u64>>;
+
+/// The TCP sockets (IPv4 and IPv6) in LISTEN state, from `/proc/net/tcp` and `/proc/net/tcp6`
+/// of the server's network namespace. Each read costs the kernel a walk of its whole socket hash
+/// table (about a millisecond), so callers share one result between probes.
+pub fn listening_inodes() -> Listening {
+    let mut listening = Listening::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         for (port, inode) in text.lines().skip(1).filter_map(parse_listening) {
-            if ports.contains(&port) {
-                listening.entry(port).or_default().insert(inode);
-            }
+            listening.entry(port).or_default().insert(inode);
         }
     }
     listening
@@ -93,12 +95,12 @@ fn parse_listening(line: &str) -> Option<(u16, u64)> {
 }
 
 /// Whether the tree of `root` (itself included) listens on every one of `ports`: a socket of one
-/// of its processes is in LISTEN state on that port. A port someone else serves does not count.
-pub fn tree_listens(root: Pid, ports: &[u16]) -> bool {
+/// of its processes is among the `listening` ones of that port. A port someone else serves does
+/// not count.
+pub fn tree_listens(root: Pid, ports: &[u16], listening: &Listening) -> bool {
     if ports.is_empty() {
         return true;
     }
-    let listening = listening_inodes(ports);
     // Most probes of a process that is not ready end here, without walking its tree.
     if ports.iter().any(|port| !listening.contains_key(port)) {
         return false;
@@ -129,12 +131,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
         let me = nix::unistd::getpid();
-        assert!(tree_listens(me, &[port]));
+        assert!(tree_listens(me, &[port], &listening_inodes()));
         // A sleeping child of this test holds none of its sockets.
         let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
         let child_pid = Pid::from_raw(child.id() as i32);
         assert!(descendants(me).contains(&child_pid));
-        assert!(!tree_listens(child_pid, &[port]));
+        assert!(!tree_listens(child_pid, &[port], &listening_inodes()));
         let _ = child.kill();
         let _ = child.wait();
     }
