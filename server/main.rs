@@ -71,7 +71,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    // A local process's supervisor is this binary again; it must not parse flags, log or start
+    // threads (it is single-threaded, its signals blocked for a signalfd).
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if arguments.get(1).is_some_and(|mode| hydroplane::runtime::local::supervisor::is_mode(mode)) {
+        return hydroplane::runtime::local::supervisor::run(&arguments[2..]);
+    }
+    let args = Args::parse_from(arguments);
     if let Some(Command::Token(command)) = args.command {
         return token_cli::run(command, args.config.as_deref());
     }

@@ -21,6 +21,7 @@ mod kube_repair;
 mod kube_runtime;
 mod local_runtime;
 mod moto_launcher;
+mod process_tree;
 mod python_client;
 mod secret_store;
 mod secrets_server;

@@ -1,76 +1,113 @@
-//! The local runtime, embedded in the server: each process is a child process of the server,
-//! running `container.command` (an argument vector, no shell) in a process group of its own.
+//! The local runtime, embedded in the server: each process is a tree of host processes under a
+//! [`supervisor`] (the server binary re-executed), which runs `container.command` (an argument
+//! vector, no shell) and answers for everything the command starts.
 //!
+//! - A process is its whole tree: the supervisor is the subreaper of every descendant, so a
+//!   grandchild that left for another session (`setsid`, a double fork, `nohup`, a daemon) is
+//!   still signalled on Stop, killed when the command itself ends, and killed when the server dies
+//!   (the supervisor's lifeline closes). Stop answers within the grace period and one second:
+//!   after grace + 0.5 s the server SIGKILLs the supervisor and the command's group itself.
 //! - Addresses are `127.0.0.1:<container_port>`: there is no network namespace, so the process
 //!   listens on the host and `host_port` has no meaning here.
-//! - Status: STARTING once spawned, RUNNING once every TCP port accepts connections (at once when
-//!   there are none), then EXITED (code 0) or FAILED (non-zero code, signal, or a command that
-//!   could not be spawned, with the OS's reason).
+//! - Status: STARTING once spawned; RUNNING once the tree itself listens on every declared TCP
+//!   port (a socket of one of its processes in LISTEN state on it, from `/proc`: a port another
+//!   program serves does not count), at once when there are none; then EXITED (code 0) or FAILED
+//!   (non-zero code, signal, or a command that could not be spawned, with the reason) as soon as
+//!   the command itself ends, whatever its descendants held open.
 //! - The environment is the spec's `env` on top of a few variables of the server's (`PATH`,
 //!   `HOME`, `LANG`, `TZ`, `TMPDIR`): never the whole environment, which may hold the server's own
-//!   credentials.
-//! - Stop sends SIGTERM to the process group, then SIGKILL after the grace period. Nothing
-//!   outlives the server: it stops every process when it shuts down, and a child whose server
-//!   dies without shutting down gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`).
+//!   credentials. It runs in `container.working_dir` (else the server's working directory), as
+//!   the server's user.
+//! - A Start does its blocking work (secrets, environment, fork and exec, the supervisor's report)
+//!   on a blocking thread, outside the runtime's lock: the name is reserved under the lock first,
+//!   so two Starts of one name spawn once.
+//!
+//! Where to read: [`launch`] (environment and spawning), [`supervisor`] (the tree), [`monitor`]
+//! (status and output), [`procfs`] (what `/proc` says), [`output`] (the bounded buffer).
 
+mod launch;
+mod monitor;
 pub mod output;
+mod procfs;
+pub mod supervisor;
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use self::output::{OutputBuffer, OutputStream};
+use self::launch::SupervisorProgram;
+use self::output::OutputBuffer;
 use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
 use crate::config::LocalRuntimeSettings;
-use crate::secrets::SecretError;
 use crate::secrets::SecretStore;
-use crate::spec::{
-    ProcessInfo, ProcessSpec, ProcessStatus, Protocol, SocketAddress, ValidSpec, ValueOrSecret,
-};
+use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, SocketAddress, ValidSpec};
 use crate::table::ProcessTable;
 
 /// Variables of the server's own environment that processes inherit.
 const INHERITED_ENVIRONMENT: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 
-/// How often a starting process's ports are tried.
-const READINESS_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How long after the grace period a supervisor gets to report its tree gone before the server
+/// kills it: the supervisor SIGKILLs the tree at the grace period itself.
+const SUPERVISOR_MARGIN: Duration = Duration::from_millis(500);
 
-/// Runs processes as children of the server.
+/// How long the last resort may take before Stop answers anyway.
+const LAST_RESORT_WAIT: Duration = Duration::from_millis(400);
+
+/// Runs processes as supervised trees of host processes.
 pub struct LocalRuntime {
     table: Arc<ProcessTable>,
     secrets: Arc<dyn SecretStore>,
     settings: LocalRuntimeSettings,
-    processes: Mutex<HashMap<String, Arc<LocalProcess>>>,
+    /// The binary that supervises each process, found once; without it every Start is FAILED.
+    supervisor: Result<SupervisorProgram, String>,
+    /// Shared with the launches, which run as tasks of their own.
+    processes: Processes,
 }
 
-/// One process of the local runtime.
+/// The processes by name, reservations included.
+type Processes = Arc<Mutex<HashMap<String, Arc<LocalProcess>>>>;
+
+/// One process of the local runtime, from its reservation on.
 struct LocalProcess {
     spec: ProcessSpec,
-    /// The process group (the child's pid), or `None` when the command could not be spawned.
-    process_group: Option<Pid>,
     /// The current state; changed only together with the table, under this lock, so that the
     /// table sees the changes in the order they were made.
     info: Mutex<ProcessInfo>,
-    /// Set once the child has been reaped.
+    /// How its launch went.
+    launch: watch::Receiver<Launch>,
+    /// Set once the supervisor has been reaped (at once when nothing was spawned).
     exited: watch::Receiver<bool>,
     output: Arc<Mutex<OutputBuffer>>,
 }
 
-/// How a child ended, as the process info reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct ExitOutcome {
-    status: ProcessStatus,
-    reason: &'static str,
-    message: String,
-    exit_code: i32,
+/// The senders a reservation's owner fills in.
+struct Reservation {
+    process: Arc<LocalProcess>,
+    launch: watch::Sender<Launch>,
+    exited: watch::Sender<bool>,
+}
+
+/// How far a process's launch got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Launch {
+    /// The name is reserved; the supervisor is being spawned.
+    Pending,
+    /// The supervisor runs the command.
+    Running {
+        /// The supervisor's pid.
+        supervisor: Pid,
+        /// The command's pid and process group.
+        command: Pid,
+    },
+    /// Nothing runs: the process is FAILED with the reason.
+    NotStarted,
+    /// The Start failed with an error and the reservation was released.
+    Withdrawn,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,13 +117,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LocalRuntime {
-    /// A local runtime with no processes yet.
+    /// A local runtime with no processes yet, supervising them with the server's own binary.
     pub fn new(settings: LocalRuntimeSettings, secrets: Arc<dyn SecretStore>) -> Arc<LocalRuntime> {
+        let supervisor = SupervisorProgram::of_this_server();
+        if let Err(error) = &supervisor {
+            tracing::error!(%error, "local processes cannot be started");
+        }
         Arc::new(LocalRuntime {
             table: ProcessTable::starting_now(),
             secrets,
             settings,
-            processes: Mutex::new(HashMap::new()),
+            supervisor,
+            processes: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -97,88 +139,41 @@ impl LocalRuntime {
         Some(output.chunks().cloned().collect())
     }
 
-    /// Resolves the spec's environment, secrets included.
-    fn environment(
-        &self,
-        spec: &ProcessSpec,
-    ) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, RuntimeError> {
-        let mut environment = Vec::new();
-        for name in INHERITED_ENVIRONMENT {
-            if let Ok(value) = std::env::var(name) {
-                environment.push(((*name).to_owned(), zeroize::Zeroizing::new(value)));
-            }
+    /// Reserves the spec's name with a process that is not launched yet, or returns the process
+    /// that has it (and the spec back).
+    fn reserve(&self, spec: ProcessSpec) -> Result<Reservation, Box<(Arc<LocalProcess>, ProcessSpec)>> {
+        let mut processes = lock(&self.processes);
+        if let Some(existing) = processes.get(&spec.process_name) {
+            return Err(Box::new((Arc::clone(existing), spec)));
         }
-        for (index, variable) in spec.container.env.iter().enumerate() {
-            let value = match &variable.value {
-                ValueOrSecret::Value(value) => zeroize::Zeroizing::new(value.clone()),
-                ValueOrSecret::Secret(reference) => crate::secrets::resolve_text(&*self.secrets, reference)
-                    .map_err(|error| match error {
-                    SecretError::NotText { reference } => RuntimeError::Unsupported {
-                        field: format!("container.env[{index}].secret"),
-                        message: format!(
-                            "{reference} is not UTF-8 text, so it cannot be an environment variable"
-                        ),
-                    },
-                    other => other.into(),
-                })?,
-            };
-            if value.contains('\0') {
-                return Err(RuntimeError::Unsupported {
-                    field: format!("container.env[{index}]"),
-                    message: "the value contains NUL, which an environment variable cannot hold".to_owned(),
-                });
-            }
-            environment.retain(|(name, _)| name != &variable.name);
-            environment.push((variable.name.clone(), value));
-        }
-        Ok(environment)
-    }
-
-    /// Spawns the process; a command that cannot be spawned is a FAILED process, not an error.
-    /// Returns the child and the notifier of its exit for [`monitor`], unless spawning failed.
-    fn spawn(&self, spec: ProcessSpec) -> Result<(Arc<LocalProcess>, Option<Monitored>), RuntimeError> {
-        let environment = self.environment(&spec)?;
-        let argv = &spec.container.command;
-        let mut command = tokio::process::Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .env_clear()
-            .envs(environment.iter().map(|(name, value)| (name.as_str(), value.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(directory) = &spec.container.working_dir {
-            command.current_dir(directory);
-        }
-        // SAFETY: the closure runs in the child between fork and exec, and only makes one
-        // async-signal-safe system call (prctl). No safe API sets the parent-death signal.
-        #[allow(unsafe_code)]
-        unsafe {
-            command
-                .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
-        }
-
         let mut info = ProcessInfo::starting(&spec, jiff::Timestamp::now());
         info.socket_addresses = socket_addresses(&spec);
-        let (exited_sender, exited) = watch::channel(false);
-        let output = Arc::new(Mutex::new(OutputBuffer::new(self.settings.output_buffer_bytes)));
-        let (child, process_group) = match command.spawn() {
-            Ok(child) => {
-                let process_group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
-                (Some(child), process_group)
-            }
-            Err(error) => {
-                info.status = ProcessStatus::Failed;
-                info.reason = Some("SpawnFailed".to_owned());
-                info.message = Some(format!("cannot run `{}`: {error}", argv[0]));
-                exited_sender.send_replace(true);
-                (None, None)
-            }
+        let (launch, launch_receiver) = watch::channel(Launch::Pending);
+        let (exited, exited_receiver) = watch::channel(false);
+        let process = Arc::new(LocalProcess {
+            spec,
+            info: Mutex::new(info),
+            launch: launch_receiver,
+            exited: exited_receiver,
+            output: Arc::new(Mutex::new(OutputBuffer::new(self.settings.output_buffer_bytes))),
+        });
+        processes.insert(process.spec.process_name.clone(), Arc::clone(&process));
+        Ok(Reservation { process, launch, exited })
+    }
+
+    /// Launches a reserved process in a task of its own, so that a Start whose caller hangs up
+    /// still finishes (or withdraws) its reservation.
+    async fn launch(&self, reservation: Reservation) -> Result<Started, RuntimeError> {
+        let launching = Launching {
+            table: Arc::clone(&self.table),
+            processes: Arc::clone(&self.processes),
+            secrets: Arc::clone(&self.secrets),
+            program: self.supervisor.clone(),
+            grace: self.settings.stop_grace(),
         };
-        let process = Arc::new(LocalProcess { spec, process_group, info: Mutex::new(info), exited, output });
-        Ok((process, child.map(|child| (child, exited_sender))))
+        tokio::spawn(launching.run(reservation)).await.unwrap_or_else(|error| {
+            Err(RuntimeError::Internal(format!("the launch of a process failed: {error}")))
+        })
     }
 
     async fn stop_process(&self, process: Arc<LocalProcess>) -> String {
@@ -186,36 +181,119 @@ impl LocalRuntime {
         process.update(&self.table, |info| {
             info.status = ProcessStatus::Stopping;
         });
-        if let Some(process_group) = process.process_group {
-            signal_group(process_group, Signal::SIGTERM);
+        let mut launch = process.launch.clone();
+        let launched = launch
+            .wait_for(|launch| *launch != Launch::Pending)
+            .await
+            .map_or(Launch::NotStarted, |launch| *launch);
+        if let Launch::Running { supervisor, command } = launched {
+            // The supervisor passes SIGTERM to the tree and SIGKILLs it after the grace period.
+            signal_process(supervisor, Signal::SIGTERM);
             let mut exited = process.exited.clone();
-            let grace = tokio::time::timeout(self.settings.stop_grace(), exited.wait_for(|done| *done));
-            let reaped = grace.await.is_ok();
-            if !reaped {
-                tracing::warn!(process = %name, "still running after the grace period; sending SIGKILL");
-            }
-            // SIGKILL also reaches what the process left behind in its group.
-            signal_group(process_group, Signal::SIGKILL);
-            let _ = exited.wait_for(|done| *done).await;
-        }
-        {
-            let mut processes = lock(&self.processes);
-            if processes.get(&name).is_some_and(|current| Arc::ptr_eq(current, &process)) {
-                processes.remove(&name);
+            let bound = self.settings.stop_grace() + SUPERVISOR_MARGIN;
+            if tokio::time::timeout(bound, exited.wait_for(|done| *done)).await.is_err() {
+                tracing::warn!(process = %name, "the supervisor did not end the tree in time; killing it");
+                let _ = tokio::task::spawn_blocking(move || last_resort(supervisor, command)).await;
+                if tokio::time::timeout(LAST_RESORT_WAIT, exited.wait_for(|done| *done)).await.is_err() {
+                    tracing::warn!(process = %name, "the supervisor is still not reaped; forgetting it");
+                }
             }
         }
-        self.table.remove(&name);
+        if launched == Launch::Withdrawn {
+            // The Start failed and freed the name; only the STOPPING shown above is left, unless
+            // another Start took the name since.
+            if !lock(&self.processes).contains_key(&name) {
+                self.table.remove(&name);
+            }
+        } else {
+            forget(&self.processes, &process);
+            self.table.remove(&name);
+        }
         name
     }
 }
 
-/// A spawned child and the notifier its monitor sends on once the child is reaped.
-type Monitored = (tokio::process::Child, watch::Sender<bool>);
+/// What a launch needs of the runtime.
+struct Launching {
+    table: Arc<ProcessTable>,
+    processes: Processes,
+    secrets: Arc<dyn SecretStore>,
+    program: Result<SupervisorProgram, String>,
+    grace: Duration,
+}
 
-fn signal_group(process_group: Pid, signal: Signal) {
-    match killpg(process_group, signal) {
+impl Launching {
+    /// Makes the environment and spawns the supervisor on a blocking thread: a command that
+    /// cannot be started is a FAILED process; an environment that cannot be made is an error,
+    /// and frees the name.
+    async fn run(self, reservation: Reservation) -> Result<Started, RuntimeError> {
+        let Reservation { process, launch, exited } = reservation;
+        let Launching { table, processes, secrets, program, grace } = self;
+        let for_launch = Arc::clone(&process);
+        let launched = tokio::task::spawn_blocking(move || {
+            let environment = launch::environment(&*secrets, &for_launch.spec)?;
+            Ok(program.and_then(|program| launch::launch(&program, &for_launch.spec, &environment, grace)))
+        })
+        .await
+        .unwrap_or_else(|error| {
+            Err(RuntimeError::Internal(format!("the launch of a process failed: {error}")))
+        });
+        match launched {
+            Err(error) => {
+                forget(&processes, &process);
+                launch.send_replace(Launch::Withdrawn);
+                exited.send_replace(true);
+                Err(error)
+            }
+            Ok(Err(message)) => {
+                let info = process.update_unless_stopping(&table, |info| {
+                    info.status = ProcessStatus::Failed;
+                    info.reason = Some("SpawnFailed".to_owned());
+                    info.message = Some(message);
+                });
+                launch.send_replace(Launch::NotStarted);
+                exited.send_replace(true);
+                Ok(Started { process: info, created: true })
+            }
+            Ok(Ok(launched)) => {
+                let info = process.update_unless_stopping(&table, |_| {});
+                launch.send_replace(Launch::Running {
+                    supervisor: launched.supervisor,
+                    command: launched.command,
+                });
+                tokio::spawn(monitor::monitor(launched, Arc::clone(&table), Arc::clone(&process), exited));
+                Ok(Started { process: info, created: true })
+            }
+        }
+    }
+}
+
+/// Drops the process from the runtime, unless its name went to another process already.
+fn forget(processes: &Processes, process: &Arc<LocalProcess>) {
+    let mut processes = lock(processes);
+    if processes.get(&process.spec.process_name).is_some_and(|current| Arc::ptr_eq(current, process)) {
+        processes.remove(&process.spec.process_name);
+    }
+}
+
+/// Kills a supervisor that did not do its job, its command's process group, and every descendant
+/// that can still be found from it (listed before the kill, which would orphan them).
+fn last_resort(supervisor: Pid, command: Pid) {
+    let tree = procfs::descendants(supervisor);
+    signal_process(supervisor, Signal::SIGKILL);
+    match killpg(command, Signal::SIGKILL) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(error) => tracing::warn!(%process_group, %signal, %error, "cannot signal process group"),
+        Err(error) => tracing::warn!(%command, %error, "cannot kill the process group"),
+    }
+    for pid in tree {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+fn signal_process(pid: Pid, signal: Signal) {
+    match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(error) => tracing::warn!(%pid, %signal, %error, "cannot signal the supervisor"),
     }
 }
 
@@ -234,132 +312,26 @@ fn socket_addresses(spec: &ProcessSpec) -> Vec<SocketAddress> {
 }
 
 impl LocalProcess {
-    /// Changes the process's info and records it in the table, unless a stop has begun (from
-    /// then on only the stop changes the info).
+    /// Changes the process's info and records it in the table.
     fn update(&self, table: &ProcessTable, change: impl FnOnce(&mut ProcessInfo)) {
         let mut info = lock(&self.info);
         change(&mut info);
         table.upsert(info.clone());
     }
 
-    fn update_unless_stopping(&self, table: &ProcessTable, change: impl FnOnce(&mut ProcessInfo)) {
+    /// Like [`LocalProcess::update`], unless a stop has begun (from then on only the stop
+    /// changes the info); returns the info as it is now.
+    fn update_unless_stopping(
+        &self,
+        table: &ProcessTable,
+        change: impl FnOnce(&mut ProcessInfo),
+    ) -> ProcessInfo {
         let mut info = lock(&self.info);
-        if info.status == ProcessStatus::Stopping {
-            return;
+        if info.status != ProcessStatus::Stopping {
+            change(&mut info);
+            table.upsert(info.clone());
         }
-        change(&mut info);
-        table.upsert(info.clone());
-    }
-}
-
-/// Watches a child until it is reaped: captures its output, marks it RUNNING once ready, and
-/// records how it ended.
-async fn monitor(
-    mut child: tokio::process::Child,
-    table: Arc<ProcessTable>,
-    process: Arc<LocalProcess>,
-    exited: watch::Sender<bool>,
-) {
-    let mut readers = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        readers.push(tokio::spawn(capture(stdout, OutputStream::Stdout, Arc::clone(&process.output))));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        readers.push(tokio::spawn(capture(stderr, OutputStream::Stderr, Arc::clone(&process.output))));
-    }
-    let tcp_ports: Vec<u16> = process
-        .spec
-        .container
-        .ports
-        .iter()
-        .filter(|port| port.protocol == Protocol::Tcp)
-        .filter_map(|port| u16::try_from(port.container_port).ok())
-        .collect();
-    let status = {
-        let wait = child.wait();
-        tokio::pin!(wait);
-        tokio::select! {
-            status = &mut wait => status,
-            () = ready(&tcp_ports) => {
-                process.update_unless_stopping(&table, |info| {
-                    if info.status == ProcessStatus::Starting {
-                        info.status = ProcessStatus::Running;
-                    }
-                });
-                wait.await
-            }
-        }
-    };
-    let outcome = match status {
-        Ok(status) => exit_outcome(status),
-        Err(error) => ExitOutcome {
-            status: ProcessStatus::Failed,
-            reason: "WaitFailed",
-            message: format!("cannot wait for the process: {error}"),
-            exit_code: -1,
-        },
-    };
-    // Output written just before the exit is still in the pipes: take it before reporting.
-    for reader in readers {
-        let _ = reader.await;
-    }
-    process.update_unless_stopping(&table, |info| {
-        info.status = outcome.status;
-        info.reason = Some(outcome.reason.to_owned());
-        info.message = Some(outcome.message.clone());
-        info.exit_code = Some(outcome.exit_code);
-    });
-    exited.send_replace(true);
-}
-
-/// Resolves once every port accepts a TCP connection on loopback.
-async fn ready(ports: &[u16]) {
-    for &port in ports {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            tokio::time::sleep(READINESS_PROBE_INTERVAL).await;
-        }
-    }
-}
-
-async fn capture(mut pipe: impl AsyncRead + Unpin, stream: OutputStream, output: Arc<Mutex<OutputBuffer>>) {
-    let mut buffer = vec![0u8; 8192];
-    loop {
-        match pipe.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => lock(&output).push(stream, &buffer[..read]),
-        }
-    }
-}
-
-fn exit_outcome(status: ExitStatus) -> ExitOutcome {
-    match (status.code(), status.signal()) {
-        (Some(0), _) => ExitOutcome {
-            status: ProcessStatus::Exited,
-            reason: "Completed",
-            message: "exited with code 0".to_owned(),
-            exit_code: 0,
-        },
-        (Some(code), _) => ExitOutcome {
-            status: ProcessStatus::Failed,
-            reason: "Error",
-            message: format!("exited with code {code}"),
-            exit_code: code,
-        },
-        (None, Some(signal)) => {
-            let name = Signal::try_from(signal).map(|signal| signal.as_str()).unwrap_or("an unknown signal");
-            ExitOutcome {
-                status: ProcessStatus::Failed,
-                reason: "Signaled",
-                message: format!("killed by {name}"),
-                exit_code: 128 + signal,
-            }
-        }
-        (None, None) => ExitOutcome {
-            status: ProcessStatus::Failed,
-            reason: "Error",
-            message: format!("ended without an exit code ({status})"),
-            exit_code: -1,
-        },
+        info.clone()
     }
 }
 
@@ -380,25 +352,27 @@ impl Runtime for LocalRuntime {
                 ),
             });
         }
-        let (process, child) = {
-            let mut processes = lock(&self.processes);
-            if let Some(existing) = processes.get(&spec.process_name) {
-                let info = lock(&existing.info).clone();
-                name_taken(&spec, &existing.spec, info.status == ProcessStatus::Stopping)?;
-                return Ok(Started { process: info, created: false });
+        let mut spec = spec.into_inner();
+        loop {
+            let (existing, returned) = match self.reserve(spec) {
+                Ok(reservation) => return self.launch(reservation).await,
+                Err(taken) => *taken,
+            };
+            spec = returned;
+            // A process still being launched answers once it is (or is withdrawn: then retry).
+            let mut launch = existing.launch.clone();
+            let launched = launch.wait_for(|launch| *launch != Launch::Pending).await.map(|launch| *launch);
+            match launched {
+                Ok(Launch::Withdrawn) => continue,
+                Err(_) => {
+                    return Err(RuntimeError::Internal("a launch ended without its outcome".to_owned()));
+                }
+                Ok(_) => {}
             }
-            // Spawning under the lock keeps two Starts of one name from both spawning; a fork
-            // and exec take about a millisecond.
-            let (process, child) = self.spawn(spec.into_inner())?;
-            processes.insert(process.spec.process_name.clone(), Arc::clone(&process));
-            (process, child)
-        };
-        let info = lock(&process.info).clone();
-        self.table.upsert(info.clone());
-        if let Some((child, exited)) = child {
-            tokio::spawn(monitor(child, Arc::clone(&self.table), Arc::clone(&process), exited));
+            let info = lock(&existing.info).clone();
+            name_taken(&spec, &existing.spec, info.status == ProcessStatus::Stopping)?;
+            return Ok(Started { process: info, created: false });
         }
-        Ok(Started { process: info, created: true })
     }
 
     async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError> {
