@@ -243,7 +243,8 @@ fn apply_flags(settings: &mut Settings, args: &Args) -> anyhow::Result<()> {
 }
 
 /// Raises the soft limit on open files to the hard limit: every local process holds two pipes
-/// in the server, and the usual soft limit of 1,024 would cap the server at a few hundred.
+/// and its supervisor's lifeline socket in the server, and the usual soft limit of 1,024 would
+/// cap the server at a few hundred.
 fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::spec::{ProcessSpec, Protocol, ResourceSpec, ValueOrSecret};
+use crate::spec::{ProcessSpec, Protocol, ResourceSpec, ValueOrSecret, service_port_name};
 
 /// The label that names the process, as the Python Hydroplane set it.
 pub const PROCESS_LABEL: &str = "hydroplane/process-id";
@@ -53,12 +53,6 @@ pub fn env_secret_name(process_name: &str) -> String {
 /// The name of the Secret that holds a process's registry credentials.
 pub fn registry_secret_name(process_name: &str) -> String {
     format!("{process_name}-registry")
-}
-
-/// The name of a Service port: the spec's name, or one made from the protocol and port, since
-/// Kubernetes requires names once a Service has several ports.
-pub fn port_name(name: Option<&str>, protocol: Protocol, container_port: i64) -> String {
-    name.map_or_else(|| format!("{}-{container_port}", protocol.as_str()), str::to_owned)
 }
 
 fn kube_protocol(protocol: Protocol) -> String {
@@ -201,7 +195,13 @@ pub fn service(spec: &ProcessSpec, namespace: &str, pod_uid: &str) -> Option<Ser
                 ports
                     .iter()
                     .map(|port| ServicePort {
-                        name: Some(port_name(port.name.as_deref(), port.protocol, port.container_port)),
+                        // Kubernetes requires names once a Service has several ports; validation made
+                        // sure these names differ.
+                        name: Some(service_port_name(
+                            port.name.as_deref(),
+                            port.protocol,
+                            port.container_port,
+                        )),
                         port: port.container_port as i32,
                         target_port: Some(IntOrString::Int(port.container_port as i32)),
                         protocol: Some(kube_protocol(port.protocol)),
