@@ -55,26 +55,45 @@ pub fn sleeper(name: &str) -> proto::StartRequest {
 
 /// Starts the release server on a free loopback port with these arguments; returns it and the
 /// address it announced.
-pub fn start_server(args: &[&str]) -> Result<(Child, String), Box<dyn std::error::Error>> {
+pub fn start_server(args: &[&str]) -> Result<(Server, String), Box<dyn std::error::Error>> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
         .args(["-H", "127.0.0.1", "-p", "0"])
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;
+    // From here on the server is stopped however the benchmark ends, an error included.
+    let stdout = child.stdout.take();
+    let server = Server(child);
     let mut first_line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut first_line)?;
+    BufReader::new(stdout.ok_or("no stdout")?).read_line(&mut first_line)?;
     let address = first_line.split_whitespace().nth(3).ok_or("no address line")?.to_owned();
-    Ok((child, address))
+    Ok((server, address))
+}
+
+/// A running server, stopped with SIGTERM (which stops its processes too) when dropped.
+pub struct Server(Child);
+
+impl Server {
+    /// The server's pid.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
 }
 
 /// Stops a server with SIGTERM and waits for it.
-pub fn stop_server(mut child: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+pub fn stop_server(server: Server) {
+    drop(server);
 }
 
 /// The value of `--name N` among the arguments, or `default`.

@@ -295,6 +295,19 @@ fn signal_tree(signal: Signal) {
 /// being listed is orphaned by its parent's death, becomes a child, and is found next round.
 fn kill_tree(command: Pid, command_status: &mut Option<WaitStatus>) {
     loop {
+        // No child means no descendant (every orphan becomes ours), and then the scan of /proc,
+        // the costly part of a Stop on a host with many processes, is not needed.
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => {
+                if status.pid() == Some(command) {
+                    *command_status = Some(status);
+                }
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
         signal_tree(Signal::SIGKILL);
         match waitpid(None, None) {
             Ok(status) => {
