@@ -537,6 +537,11 @@ impl Runtime for KubeRuntime {
         &self.table
     }
 
+    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+        // Parsed here, on Describe, and not when the index takes the Pod in.
+        self.index.read(|view| view.pod(process_name).and_then(|pod| pod.spec()))
+    }
+
     fn health(&self) -> Option<String> {
         match self.index.health() {
             IndexHealth::Synced => None,
