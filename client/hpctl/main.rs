@@ -289,6 +289,18 @@ mod tests {
         );
         check_error("start", "error: the following required arguments were not provided: <FILE>");
         check_error("list extra", "error: unexpected argument 'extra' found");
+        check_error("describe", "error: the following required arguments were not provided: <NAME>");
+        check_error("describe a b", "error: unexpected argument 'b' found");
+    }
+
+    #[test]
+    fn describe_takes_one_name() {
+        match parse("describe web").expect("describe web").command {
+            Command::Describe(args) => {
+                assert_eq!(format!("{args:?}"), "DescribeArgs { process_name: \"web\" }")
+            }
+            other => panic!("describe web: {other:?}"),
+        }
     }
 
     use std::time::Duration;
