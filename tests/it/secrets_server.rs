@@ -216,6 +216,14 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
     assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "aws-tool");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Pod");
 
+    // Describe shows the spec from the annotation: the reference, as started, never the value.
+    let described = hpctl(&server, &["describe", "aws-tool"]);
+    transcript.record(&described);
+    assert!(described.status.success(), "{}", String::from_utf8_lossy(&described.stderr));
+    let detail: serde_json::Value = serde_json::from_slice(&described.stdout).expect("JSON");
+    let stored: hydroplane::spec::ProcessSpec = serde_json::from_value(spec).expect("a spec");
+    assert_eq!(detail["spec"], serde_json::to_value(&stored).expect("JSON"), "the spec as started");
+
     assert_eq!(hpctl_json(&server, &["stop", "aws-tool"]), serde_json::json!(["aws-tool"]));
     sim.wait_deleted(&["pod/aws-tool", "secret/aws-tool-env"]);
     assert!(sim.names("secrets").is_empty(), "the secret goes with its pod");
