@@ -48,6 +48,9 @@ pub const QUIET_CLIENT_DIRECTIVE: &str = "kube_client::client::builder=off";
 /// How long a call waits for the index to show its own writes before answering anyway.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a Describe waits for the Pod's Events before answering without them.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long start-up waits for the first list of pods, services and nodes.
 const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -560,7 +563,11 @@ impl Runtime for KubeRuntime {
         let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.clone()));
         let params = ListParams::default().fields(&events::field_selector(process_name, uid.as_deref()));
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        match api.list(&params).await {
+        let Ok(listed) = tokio::time::timeout(EVENTS_TIMEOUT, api.list(&params)).await else {
+            tracing::warn!(process = %process_name, timeout = ?EVENTS_TIMEOUT, "the Pod's Events did not come in time; Describe shows the table's history only");
+            return Vec::new();
+        };
+        match listed {
             Ok(list) => list.items.into_iter().filter_map(events::event_of).collect(),
             // Describe still answers, with the table's history: Events only add detail.
             Err(kube::Error::Api(response)) if response.code == 403 => {
