@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::runtime::{Runtime, RuntimeError, Started, StopTarget};
+use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
 use crate::security::access::Denied;
 use crate::security::access::{Caller, Groups};
 use crate::spec::InvalidSpec;
-use crate::spec::{ProcessInfo, ValidSpec};
+use crate::spec::{HISTORY_LIMIT, ProcessDetail, ProcessInfo, ProcessStatus, Transition, ValidSpec};
 use crate::table::{ChangeKind, Filter, WatchEvent};
 
 /// How long a `wait`ing Start waits when the caller gives no timeout.
@@ -102,6 +102,20 @@ impl Processes {
         Ok(self.runtime.stop(target).await?)
     }
 
+    /// A process in the caller's reach, with its stored spec and its history: the table's
+    /// transitions merged by time with the runtime's events about it. Unknown, or out of a
+    /// restricted caller's reach while unknown: NOT_FOUND; known and out of reach: denied.
+    pub async fn describe(&self, name: &str, caller: &Caller) -> Result<ProcessDetail, AppError> {
+        let Some((process, transitions)) = self.runtime.table().get_with_history(name) else {
+            return Err(RuntimeError::NotFound { name: name.to_owned() }.into());
+        };
+        caller.check_group(process.group.as_deref())?;
+        let spec = self.runtime.stored_spec(name);
+        let events = self.runtime.events(name).await;
+        let history = merge_history(transitions, events, process.status);
+        Ok(ProcessDetail { process, spec, history })
+    }
+
     /// The processes that pass the filter and are in the caller's reach, ordered by name.
     pub fn list(&self, mut filter: Filter, caller: &Caller) -> Vec<ProcessInfo> {
         filter.groups = caller.groups.clone();
@@ -119,6 +133,42 @@ impl Processes {
         filter.groups = caller.groups.clone();
         self.runtime.table().watch(filter, since_revision)
     }
+}
+
+/// The table's transitions and the runtime's last [`HISTORY_LIMIT`] events in one list, oldest
+/// first. An event takes the status the process had when it happened (the last transition at or
+/// before it; the first one, or `current` when there is none, for an event older than all), so
+/// that every entry reads as "in this status, because of this".
+fn merge_history(
+    transitions: Vec<Transition>,
+    mut events: Vec<RuntimeEvent>,
+    current: ProcessStatus,
+) -> Vec<Transition> {
+    events.sort_by_key(|event| event.time);
+    let skip = events.len().saturating_sub(HISTORY_LIMIT);
+    let status_at = |time: jiff::Timestamp| {
+        transitions
+            .iter()
+            .rev()
+            .find(|transition| transition.time <= time)
+            .or(transitions.first())
+            .map_or(current, |transition| transition.status)
+    };
+    let events: Vec<Transition> = events
+        .into_iter()
+        .skip(skip)
+        .map(|event| Transition {
+            time: event.time,
+            status: status_at(event.time),
+            reason: event.reason,
+            message: event.message,
+        })
+        .collect();
+    let mut history = transitions;
+    history.extend(events);
+    // Stable: a transition and an event of the same instant keep the transition first.
+    history.sort_by_key(|entry| entry.time);
+    history
 }
 
 /// Follows one process's changes until it has left STARTING (or is gone).
@@ -143,4 +193,52 @@ async fn wait_until_settled(
         status: "STARTING".to_owned(),
         waited: timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).expect("a valid time")
+    }
+
+    fn transition(second: i64, status: ProcessStatus) -> Transition {
+        Transition { time: at(second), status, reason: None, message: None }
+    }
+
+    fn event(second: i64, reason: &str) -> RuntimeEvent {
+        RuntimeEvent { time: at(second), reason: Some(reason.to_owned()), message: None }
+    }
+
+    #[test]
+    fn events_are_merged_by_time_with_the_status_of_their_moment() {
+        let transitions =
+            vec![transition(10, ProcessStatus::Starting), transition(20, ProcessStatus::Failed)];
+        let events = vec![event(25, "BackOff"), event(5, "Scheduled"), event(15, "Pulling")];
+        let history = merge_history(transitions, events, ProcessStatus::Failed);
+        let seen: Vec<(i64, ProcessStatus, Option<&str>)> = history
+            .iter()
+            .map(|entry| (entry.time.as_second(), entry.status, entry.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (5, ProcessStatus::Starting, Some("Scheduled")),
+                (10, ProcessStatus::Starting, None),
+                (15, ProcessStatus::Starting, Some("Pulling")),
+                (20, ProcessStatus::Failed, None),
+                (25, ProcessStatus::Failed, Some("BackOff")),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_last_events_are_kept() {
+        let events: Vec<RuntimeEvent> = (0..50).map(|second| event(second, "BackOff")).collect();
+        let history = merge_history(Vec::new(), events, ProcessStatus::Failed);
+        assert_eq!(history.len(), HISTORY_LIMIT);
+        assert_eq!(history[0].time, at(30));
+        assert!(history.iter().all(|entry| entry.status == ProcessStatus::Failed));
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::security::access::Groups;
-use crate::spec::ProcessInfo;
+use crate::spec::{HISTORY_LIMIT, ProcessInfo, Transition};
 
 /// How many changes are kept for replay by default.
 pub const DEFAULT_HISTORY: usize = 16_384;
@@ -108,6 +108,8 @@ struct TableState {
     /// Replay is possible from any revision at or above this one.
     history_floor: u64,
     history_limit: usize,
+    /// Each process's last [`HISTORY_LIMIT`] transitions, oldest first: what Describe shows.
+    transitions: BTreeMap<String, VecDeque<Transition>>,
 }
 
 impl ProcessTable {
@@ -122,6 +124,7 @@ impl ProcessTable {
                 history: VecDeque::new(),
                 history_floor: initial_revision,
                 history_limit: history_limit.max(1),
+                transitions: BTreeMap::new(),
             }),
             changes,
         })
@@ -149,6 +152,14 @@ impl ProcessTable {
             None => ChangeKind::Added,
         };
         state.processes.insert(process.process_name.clone(), process.clone());
+        let transitions = state.transitions.entry(process.process_name.clone()).or_default();
+        // Changes of address or restart count alone are no transition of the process's state.
+        if transitions.back().is_none_or(|last| !last.describes(&process)) {
+            if transitions.len() == HISTORY_LIMIT {
+                transitions.pop_front();
+            }
+            transitions.push_back(Transition::of(&process, jiff::Timestamp::now()));
+        }
         Some(self.record(&mut state, kind, process))
     }
 
@@ -156,6 +167,7 @@ impl ProcessTable {
     pub fn remove(&self, process_name: &str) -> Option<Change> {
         let mut state = self.lock();
         let process = state.processes.remove(process_name)?;
+        state.transitions.remove(process_name);
         Some(self.record(&mut state, ChangeKind::Deleted, process))
     }
 
@@ -178,6 +190,15 @@ impl ProcessTable {
     /// One process, if the table has it.
     pub fn get(&self, process_name: &str) -> Option<ProcessInfo> {
         self.lock().processes.get(process_name).cloned()
+    }
+
+    /// One process, if the table has it, with its last transitions, oldest first.
+    pub fn get_with_history(&self, process_name: &str) -> Option<(ProcessInfo, Vec<Transition>)> {
+        let state = self.lock();
+        let process = state.processes.get(process_name)?.clone();
+        let history =
+            state.transitions.get(process_name).map(|transitions| transitions.iter().cloned().collect());
+        Some((process, history.unwrap_or_default()))
     }
 
     /// The processes that pass the filter, ordered by name.
@@ -404,5 +425,36 @@ mod tests {
             }
         }
         assert!(saw_reset);
+    }
+
+    #[test]
+    fn each_process_keeps_its_last_transitions_oldest_first_until_removed() {
+        let table = ProcessTable::new(0, 16);
+        table.upsert(process("a", None, ProcessStatus::Starting));
+        let mut moved = process("a", None, ProcessStatus::Starting);
+        moved.node = Some("n1".into());
+        table.upsert(moved);
+        let mut failed = process("a", None, ProcessStatus::Failed);
+        failed.reason = Some("Crashed".into());
+        table.upsert(failed);
+        let statuses = |table: &ProcessTable| {
+            let (_, history) = table.get_with_history("a").expect("a is there");
+            history.iter().map(|t| (t.status, t.reason.clone())).collect::<Vec<_>>()
+        };
+        // The node alone changed in the second upsert: no transition.
+        assert_eq!(
+            statuses(&table),
+            [(ProcessStatus::Starting, None), (ProcessStatus::Failed, Some("Crashed".to_owned()))]
+        );
+        for round in 0..30 {
+            let status = if round % 2 == 0 { ProcessStatus::Running } else { ProcessStatus::Starting };
+            table.upsert(process("a", None, status));
+        }
+        let history = statuses(&table);
+        assert_eq!(history.len(), HISTORY_LIMIT);
+        assert_eq!(history.last(), Some(&(ProcessStatus::Starting, None)));
+        table.remove("a");
+        table.upsert(process("a", None, ProcessStatus::Running));
+        assert_eq!(statuses(&table), [(ProcessStatus::Running, None)]);
     }
 }

@@ -623,6 +623,13 @@ mod tests {
             Err(tonic::Status::unimplemented("stop"))
         }
 
+        async fn describe(
+            &self,
+            _: tonic::Request<proto::DescribeRequest>,
+        ) -> Result<tonic::Response<proto::ProcessDetail>, tonic::Status> {
+            Err(tonic::Status::unimplemented("describe"))
+        }
+
         async fn list(
             &self,
             request: tonic::Request<proto::ListRequest>,

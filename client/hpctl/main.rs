@@ -10,6 +10,7 @@
 //! accepted, so that its scripts keep working.
 
 mod connect;
+mod describe;
 mod list;
 mod output;
 mod start;
@@ -49,6 +50,8 @@ enum Command {
     Stop(stop::StopArgs),
     /// Follows process changes, one JSON object per line, until interrupted.
     Watch(watch::WatchArgs),
+    /// Prints one process, its spec (secret references only) and its history as a JSON object.
+    Describe(describe::DescribeArgs),
 }
 
 /// The exit code for a stdout that closed (`hpctl list | head -1`): the one a shell reports for
@@ -129,6 +132,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         Command::Stop(args) => Ready::Stop(args.target()?),
         Command::List(args) => Ready::List(args),
         Command::Watch(args) => Ready::Watch(args),
+        Command::Describe(args) => Ready::Describe(args),
     };
     let client = plan.connect().await.map_err(anyhow::Error::from)?;
     let result = match command {
@@ -136,6 +140,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         Ready::Start(request) => start::run(&client, *request).await,
         Ready::Stop(target) => stop::run(&client, target).await,
         Ready::Watch(args) => watch::run(&client, args).await,
+        Ready::Describe(args) => describe::run(&client, args).await,
     };
     match result {
         Err(RunError::Call(status)) => Err(RunError::Other(plan.explain(status).into())),
@@ -153,6 +158,8 @@ enum Ready {
     Stop(stop::Target),
     /// `watch`.
     Watch(watch::WatchArgs),
+    /// `describe`.
+    Describe(describe::DescribeArgs),
 }
 
 #[cfg(test)]
@@ -282,6 +289,18 @@ mod tests {
         );
         check_error("start", "error: the following required arguments were not provided: <FILE>");
         check_error("list extra", "error: unexpected argument 'extra' found");
+        check_error("describe", "error: the following required arguments were not provided: <NAME>");
+        check_error("describe a b", "error: unexpected argument 'b' found");
+    }
+
+    #[test]
+    fn describe_takes_one_name() {
+        match parse("describe web").expect("describe web").command {
+            Command::Describe(args) => {
+                assert_eq!(format!("{args:?}"), "DescribeArgs { process_name: \"web\" }")
+            }
+            other => panic!("describe web: {other:?}"),
+        }
     }
 
     use std::time::Duration;

@@ -70,14 +70,7 @@ struct AddressJson {
 
 impl From<proto::ProcessInfo> for ProcessJson {
     fn from(info: proto::ProcessInfo) -> ProcessJson {
-        let status = match info.status() {
-            proto::ProcessStatus::Unspecified => "UNSPECIFIED",
-            proto::ProcessStatus::Starting => "STARTING",
-            proto::ProcessStatus::Running => "RUNNING",
-            proto::ProcessStatus::Failed => "FAILED",
-            proto::ProcessStatus::Exited => "EXITED",
-            proto::ProcessStatus::Stopping => "STOPPING",
-        };
+        let status = status_name(info.status());
         ProcessJson {
             process_name: info.process_name,
             group: info.group,
@@ -99,6 +92,18 @@ impl From<proto::ProcessInfo> for ProcessJson {
             exit_code: info.exit_code,
             node: info.node,
         }
+    }
+}
+
+/// A status as printed: its name in the contract, without the enum's prefix.
+pub fn status_name(status: proto::ProcessStatus) -> &'static str {
+    match status {
+        proto::ProcessStatus::Unspecified => "UNSPECIFIED",
+        proto::ProcessStatus::Starting => "STARTING",
+        proto::ProcessStatus::Running => "RUNNING",
+        proto::ProcessStatus::Failed => "FAILED",
+        proto::ProcessStatus::Exited => "EXITED",
+        proto::ProcessStatus::Stopping => "STOPPING",
     }
 }
 

@@ -1,5 +1,5 @@
-//! The audit log: one structured line (tracing target `audit`) per Start, per Stop and per refused
-//! call, with the token's name, the peer, the target and the outcome. Never the token: callers
+//! The audit log: one structured line (tracing target `audit`) per Start, per Stop, per Describe
+//! (it shows a process's spec) and per refused call, with the token's name, the peer, the target and the outcome. Never the token: callers
 //! are known here by name only.
 
 use tonic::Status;
@@ -32,7 +32,12 @@ pub fn stop_target(request: &proto::StopRequest) -> String {
     }
 }
 
-/// Logs the outcome of a mutating call.
+/// What a Describe call is about, for its audit line.
+pub fn describe_target(request: &proto::DescribeRequest) -> String {
+    format!("process {}", request.process_name)
+}
+
+/// Logs the outcome of a mutating call, or of a Describe.
 pub fn record<T>(call: &str, caller: &Caller, peer: &Peer, target: &str, result: &Result<T, Status>) {
     let target = cut(target);
     match result {

@@ -5,8 +5,9 @@
 use crate::proto;
 use crate::spec::validation::limits::MAX_MEMORY_MIB;
 use crate::spec::{
-    ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessInfo, ProcessSpec, ProcessStatus,
-    Protocol, ResourceSpec, SecretReference, SocketAddress, ValidSpec, ValueOrSecret, Violations,
+    ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessDetail, ProcessInfo, ProcessSpec,
+    ProcessStatus, Protocol, ResourceSpec, SecretReference, SocketAddress, Transition, ValidSpec,
+    ValueOrSecret, Violations,
 };
 use crate::table::{ChangeKind, WatchEvent};
 
@@ -32,6 +33,22 @@ pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ValidSpec, In
         has_public_ip: spec.has_public_ip,
     };
     violations.and(spec.validate())
+}
+
+/// Converts a spec the server sent back (Describe's) into the domain's, for showing it in the
+/// user's JSON shape. It was valid when it was started, so it is taken as it is: what the domain
+/// cannot represent (never sent by this server) is left at its default.
+pub fn stored_spec_from_proto(spec: proto::ProcessSpec) -> ProcessSpec {
+    let mut ignored = Violations::default();
+    ProcessSpec {
+        process_name: spec.process_name,
+        group: spec.group,
+        container: spec
+            .container
+            .map(|container| container_from_proto(container, &mut ignored))
+            .unwrap_or_default(),
+        has_public_ip: spec.has_public_ip,
+    }
 }
 
 fn container_from_proto(container: proto::ContainerSpec, violations: &mut Violations) -> ContainerSpec {
@@ -193,16 +210,35 @@ pub fn status_to_proto(status: ProcessStatus) -> proto::ProcessStatus {
     }
 }
 
+fn timestamp_to_proto(time: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: time.as_second(), nanos: time.subsec_nanosecond() }
+}
+
+/// Converts a process's detail (Describe's answer) into its wire form.
+pub fn detail_to_proto(detail: ProcessDetail) -> proto::ProcessDetail {
+    proto::ProcessDetail {
+        process: Some(info_to_proto(detail.process)),
+        spec: detail.spec.map(spec_to_proto),
+        history: detail.history.into_iter().map(transition_to_proto).collect(),
+    }
+}
+
+fn transition_to_proto(transition: Transition) -> proto::Transition {
+    proto::Transition {
+        time: Some(timestamp_to_proto(transition.time)),
+        status: status_to_proto(transition.status).into(),
+        reason: transition.reason,
+        message: transition.message,
+    }
+}
+
 /// Converts what the server knows of a process into its wire form.
 pub fn info_to_proto(info: ProcessInfo) -> proto::ProcessInfo {
     proto::ProcessInfo {
         process_name: info.process_name,
         group: info.group,
         socket_addresses: info.socket_addresses.into_iter().map(address_to_proto).collect(),
-        created: Some(prost_types::Timestamp {
-            seconds: info.created.as_second(),
-            nanos: info.created.subsec_nanosecond(),
-        }),
+        created: Some(timestamp_to_proto(info.created)),
         status: status_to_proto(info.status).into(),
         reason: info.reason,
         message: info.message,

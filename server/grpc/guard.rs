@@ -99,7 +99,9 @@ fn classify(path: &str) -> (Kind, Option<Scope>, &str) {
         return (Kind::Unary, Some(Scope::Read), method);
     }
     match path {
-        "/hydroplane.v1.ProcessService/List" => (Kind::Unary, Some(Scope::Read), method),
+        "/hydroplane.v1.ProcessService/List" | "/hydroplane.v1.ProcessService/Describe" => {
+            (Kind::Unary, Some(Scope::Read), method)
+        }
         "/hydroplane.v1.ProcessService/Watch" => (Kind::Watch, Some(Scope::Read), method),
         "/hydroplane.v1.ProcessService/Start" | "/hydroplane.v1.ProcessService/Stop" => {
             (Kind::Mutating, Some(Scope::Write), method)
@@ -407,6 +409,7 @@ mod tests {
     fn methods_need_their_scopes_and_unknown_ones_need_admin() {
         assert_eq!(classify("/grpc.health.v1.Health/Check").0, Kind::Open);
         assert_eq!(classify("/hydroplane.v1.ProcessService/List").1, Some(Scope::Read));
+        assert_eq!(classify("/hydroplane.v1.ProcessService/Describe").1, Some(Scope::Read));
         assert_eq!(classify("/hydroplane.v1.ProcessService/Watch").0, Kind::Watch);
         assert_eq!(
             classify("/hydroplane.v1.ProcessService/Start"),

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod convert;
+pub mod describe;
 pub mod error;
 pub mod guard;
 pub mod list;
@@ -83,6 +84,14 @@ impl ProcessService for ProcessServiceHandler {
     ) -> Result<Response<proto::ListResponse>, Status> {
         let (caller, _) = caller_of(&request)?;
         list::handle(&self.processes, request.into_inner(), &caller).map(Response::new)
+    }
+
+    async fn describe(
+        &self,
+        request: Request<proto::DescribeRequest>,
+    ) -> Result<Response<proto::ProcessDetail>, Status> {
+        let (caller, peer) = caller_of(&request)?;
+        describe::handle(&self.processes, request.into_inner(), &caller, &peer).await.map(Response::new)
     }
 
     type WatchStream = watch::WatchStream;

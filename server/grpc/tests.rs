@@ -24,10 +24,19 @@ struct InProcess {
 }
 
 async fn serve(tokens: Option<Arc<TokenStore>>, limits: LimitSettings) -> InProcess {
+    serve_over(FakeRuntime::new(), tokens, limits).await
+}
+
+/// As [`serve`], over a runtime the test keeps, so that it can change the table behind the server.
+async fn serve_over(
+    runtime: Arc<FakeRuntime>,
+    tokens: Option<Arc<TokenStore>>,
+    limits: LimitSettings,
+) -> InProcess {
     let (connections, incoming) = tokio::sync::mpsc::channel::<std::io::Result<tokio::io::DuplexStream>>(16);
     let listener = Listener::InMemory(Box::pin(tokio_stream::wrappers::ReceiverStream::new(incoming)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let processes = Processes::new(FakeRuntime::new());
+    let processes = Processes::new(runtime);
     let guard = Guard::new(tokens, limits.clone());
     tokio::spawn(async move {
         let shutdown = async {
@@ -182,6 +191,20 @@ async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
         .await
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
+    let described = ci
+        .describe(proto::DescribeRequest { process_name: "ci-a".into() })
+        .await
+        .expect("ci describes its own")
+        .into_inner();
+    assert_eq!(described.process.map(|process| process.process_name).as_deref(), Some("ci-a"));
+    let refused = ci
+        .describe(proto::DescribeRequest { process_name: "prod-x".into() })
+        .await
+        .expect_err("out of reach");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let unknown =
+        ci.describe(proto::DescribeRequest { process_name: "nowhere".into() }).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
     let mut anonymous = ProcessServiceClient::new(server.channel.clone());
     let nobody = anonymous.list(proto::ListRequest::default()).await.expect_err("no token");
     assert_eq!(nobody.code(), Code::Unauthenticated);
@@ -284,4 +307,49 @@ async fn tcp_and_udp_on_one_port_start() {
         })
         .collect();
     client.start(request).await.expect("TCP 53 and UDP 53");
+}
+
+#[tokio::test]
+async fn describe_answers_the_spec_and_at_most_the_last_twenty_transitions_oldest_first() {
+    let runtime = FakeRuntime::new();
+    let server = serve_over(Arc::clone(&runtime), None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let describe = |name: &str| proto::DescribeRequest { process_name: name.to_owned() };
+    let unknown = client.describe(describe("nowhere")).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("`nowhere` does not exist"), "{}", unknown.message());
+    let invalid = client.describe(describe("Not_A_Name")).await.expect_err("invalid");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+
+    client.start(start_request("web", Some("site"))).await.expect("start");
+    let table = crate::runtime::Runtime::table(&*runtime);
+    let mut process = table.get("web").expect("web is in the table");
+    for round in 0..30 {
+        process.status = if round % 2 == 0 {
+            crate::spec::ProcessStatus::Failed
+        } else {
+            crate::spec::ProcessStatus::Running
+        };
+        process.reason = Some(format!("round-{round}"));
+        table.upsert(process.clone());
+    }
+    let detail = client.describe(describe("web")).await.expect("describe").into_inner();
+    assert_eq!(detail.spec, Some(sleeper("web", Some("site"))), "the spec as started");
+    assert_eq!(detail.process.expect("the info").reason.as_deref(), Some("round-29"));
+    let reasons: Vec<String> =
+        detail.history.iter().map(|entry| entry.reason.clone().unwrap_or_default()).collect();
+    let expected: Vec<String> = (10..30).map(|round| format!("round-{round}")).collect();
+    assert_eq!(reasons, expected, "the last 20, oldest first");
+    let times: Vec<_> = detail
+        .history
+        .iter()
+        .map(|entry| entry.time.expect("a time"))
+        .map(|time| (time.seconds, time.nanos))
+        .collect();
+    assert!(times.is_sorted(), "{times:?}");
+    assert_eq!(detail.history[19].status, proto::ProcessStatus::Running as i32);
+
+    client.stop(proto::StopRequest { target: Some(Target::ProcessName("web".into())) }).await.expect("stop");
+    let gone = client.describe(describe("web")).await.expect_err("stopped");
+    assert_eq!(gone.code(), Code::NotFound);
 }

@@ -76,5 +76,9 @@ impl Runtime for FakeRuntime {
         &self.table
     }
 
+    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+        self.specs.lock().expect("lock").get(process_name).cloned()
+    }
+
     async fn shutdown(&self) {}
 }

@@ -34,6 +34,16 @@ pub trait Runtime: Send + Sync {
     /// The table of the runtime's processes.
     fn table(&self) -> &Arc<ProcessTable>;
 
+    /// The spec a process was started from, as the runtime keeps it (secret references only),
+    /// or `None` when the process is unknown or its spec unreadable.
+    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec>;
+
+    /// What the runtime's backend recorded about a process that explains its state (Kubernetes
+    /// Events), oldest first. None by default: most runtimes have nothing beyond the table.
+    async fn events(&self, _process_name: &str) -> Vec<RuntimeEvent> {
+        Vec::new()
+    }
+
     /// Why the table may be out of date (the backend cannot be reached, or the first sync is not
     /// done), or `None` when it is current.
     fn health(&self) -> Option<String> {
@@ -51,6 +61,17 @@ pub struct Started {
     pub process: ProcessInfo,
     /// Whether this call created it.
     pub created: bool,
+}
+
+/// An event of the runtime's backend about a process (a Kubernetes Event of its Pod).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    /// When it happened (last, for an event that repeated).
+    pub time: jiff::Timestamp,
+    /// The backend's short cause (`FailedScheduling`, `BackOff`, ...).
+    pub reason: Option<String>,
+    /// The backend's explanation.
+    pub message: Option<String>,
 }
 
 /// What a Stop is for.

@@ -83,3 +83,43 @@ impl ProcessInfo {
         }
     }
 }
+
+/// How many state transitions a process's history keeps; older ones are dropped.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// One entry of a process's history: a change of its state, or (on Kubernetes) an event that
+/// explains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// When it happened.
+    pub time: jiff::Timestamp,
+    /// The process's status from then on (for an event: its status at that time).
+    pub status: ProcessStatus,
+    /// A short machine-readable cause.
+    pub reason: Option<String>,
+    /// A human-readable explanation.
+    pub message: Option<String>,
+}
+
+impl Transition {
+    /// The transition into the state `info` is in, at `time`.
+    pub fn of(info: &ProcessInfo, time: jiff::Timestamp) -> Transition {
+        Transition { time, status: info.status, reason: info.reason.clone(), message: info.message.clone() }
+    }
+
+    /// Whether `info` is in the state this transition led to.
+    pub fn describes(&self, info: &ProcessInfo) -> bool {
+        self.status == info.status && self.reason == info.reason && self.message == info.message
+    }
+}
+
+/// Everything Describe tells of a process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessDetail {
+    /// The process as it is now.
+    pub process: ProcessInfo,
+    /// The spec it was started from, as stored (secret references only).
+    pub spec: Option<ProcessSpec>,
+    /// Its last transitions, oldest first.
+    pub history: Vec<Transition>,
+}

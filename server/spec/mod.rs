@@ -21,7 +21,7 @@ pub mod validation;
 #[cfg(test)]
 mod tests;
 
-pub use info::{ProcessInfo, ProcessStatus, SocketAddress};
+pub use info::{HISTORY_LIMIT, ProcessDetail, ProcessInfo, ProcessStatus, SocketAddress, Transition};
 pub use validation::{InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule, service_port_name};
 
 /// What to run and how to expose it.

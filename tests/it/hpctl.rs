@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::child::Follow;
 use crate::common::requests::http_server_spec;
-use crate::common::{Server, free_port, hpctl, http_get_status};
+use crate::common::{Server, free_port, hpctl, hpctl_json, http_get_status};
 
 #[track_caller]
 fn json_of(output: &Output) -> serde_json::Value {
@@ -141,4 +141,43 @@ fn an_unreachable_server_is_one_clear_line() {
         "{stderr}"
     );
     assert!(stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[test]
+fn hpctl_describe_shows_a_crashed_process_its_spec_and_its_history() {
+    let server = Server::start();
+    let watch = Watch::start(&server);
+    watch.expect("SYNCED", None);
+    let directory = tempfile::tempdir().expect("tempdir");
+    let spec = serde_json::json!({"process_name": "crasher", "container": {"image_uri": "busybox",
+        "command": ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; done; exit 3"]}});
+    let spec_path = directory.path().join("crasher.json");
+    std::fs::write(&spec_path, spec.to_string()).expect("write spec");
+    json_of(&hpctl(&server, &["start", spec_path.to_str().expect("path")]));
+    watch.0.wait_for(Duration::from_secs(30), |line| {
+        let line: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        line["process"]["process_name"] == "crasher" && line["process"]["status"] == "FAILED"
+    });
+
+    let detail = hpctl_json(&server, &["describe", "crasher"]);
+    let listed = json_of(&hpctl(&server, &["list"]));
+    assert_eq!(detail["process"], listed[0], "`process` is shaped as an entry of `list`");
+    assert_eq!(detail["process"]["exit_code"], 3);
+    let stored: hydroplane::spec::ProcessSpec = serde_json::from_value(spec).expect("a spec");
+    assert_eq!(detail["spec"], serde_json::to_value(&stored).expect("JSON"), "the spec as started");
+    let history = detail["history"].as_array().expect("a history");
+    let statuses: Vec<&str> =
+        history.iter().map(|entry| entry["status"].as_str().expect("a status")).collect();
+    assert!(statuses == ["STARTING", "RUNNING", "FAILED"] || statuses == ["RUNNING", "FAILED"], "{detail:#}");
+    let times: Vec<jiff::Timestamp> = history
+        .iter()
+        .map(|entry| entry["time"].as_str().expect("a time").parse().expect("RFC 3339"))
+        .collect();
+    assert!(times.is_sorted(), "oldest first: {detail:#}");
+    assert_eq!(history.last().expect("an entry")["reason"], detail["process"]["reason"]);
+
+    let unknown = hpctl(&server, &["describe", "ghost"]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("`ghost` does not exist"), "{stderr}");
 }

@@ -287,3 +287,82 @@ async fn refused_credentials_and_missing_permissions_are_clear() {
     assert!(error.message().contains("create the pod"), "{}", error.message());
     assert!(sim.names("pods").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_shows_why_a_pod_cannot_be_scheduled() {
+    let sim = KubeSim::start(&[]);
+    let server = server_on(&sim, sim.directory());
+    let mut client = server.client().await;
+    let mut watch = Watch::process(&mut client, "nowhere").await;
+    let spec = serde_json::json!({"process_name": "nowhere", "container": {
+        "image_uri": "busybox", "node_selector": {"zone": "on-no-node"}}});
+    client.start(start_request(spec.clone())).await.expect("start");
+    watch.until_process("nowhere", "Unschedulable", |_, process| process.reason() == "Unschedulable").await;
+
+    // The simulator's scheduler records its Event on its own time, as a cluster's does.
+    let has_event = |detail: &serde_json::Value| {
+        detail["history"]
+            .as_array()
+            .is_some_and(|history| history.iter().any(|entry| entry["reason"] == "FailedScheduling"))
+    };
+    let mut detail = serde_json::Value::Null;
+    common::wait_until(
+        "the FailedScheduling event in the history",
+        std::time::Duration::from_secs(20),
+        || {
+            detail = hpctl_json(&server, &["describe", "nowhere"]);
+            has_event(&detail)
+        },
+    );
+    let event = detail["history"]
+        .as_array()
+        .and_then(|history| history.iter().find(|entry| entry["reason"] == "FailedScheduling"))
+        .expect("the event");
+    let message = event["message"].as_str().expect("a message");
+    assert!(message.contains("didn't match Pod's node affinity/selector"), "{detail:#}");
+    assert!(event["status"] == "STARTING" || event["status"] == "FAILED", "{detail:#}");
+    let stored: hydroplane::spec::ProcessSpec = serde_json::from_value(spec).expect("a spec");
+    assert_eq!(detail["spec"], serde_json::to_value(&stored).expect("JSON"), "the spec annotation");
+    assert_eq!(detail["process"]["reason"], "Unschedulable");
+    let times: Vec<jiff::Timestamp> = detail["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|entry| entry["time"].as_str().expect("a time").parse().expect("RFC 3339"))
+        .collect();
+    assert!(times.is_sorted(), "oldest first: {detail:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_without_permission_for_events_answers_with_the_table_and_warns_once() {
+    // Over TLS, as real clusters are, so that kubectl sends its token too.
+    let sim = KubeSim::start(&["--tls", "--token", "admin-token", "--no-events-token", "no-events-token"]);
+    let kubeconfig = std::fs::read_to_string(&sim.kubeconfig).expect("read kubeconfig");
+    let restricted = sim.directory().join("no-events-kubeconfig");
+    std::fs::write(&restricted, kubeconfig.replace("admin-token", "no-events-token")).expect("write");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with_config(
+        directory.path(),
+        &format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", restricted.display()),
+    );
+    let mut client = server.client().await;
+    let mut watch = Watch::process(&mut client, "nowhere").await;
+    let spec = serde_json::json!({"process_name": "nowhere", "container": {
+        "image_uri": "busybox", "node_selector": {"zone": "on-no-node"}}});
+    client.start(start_request(spec)).await.expect("start");
+    watch.until_process("nowhere", "Unschedulable", |_, process| process.reason() == "Unschedulable").await;
+    for _ in 0..3 {
+        let detail = hpctl_json(&server, &["describe", "nowhere"]);
+        let reasons: Vec<&str> = detail["history"]
+            .as_array()
+            .expect("a history")
+            .iter()
+            .filter_map(|entry| entry["reason"].as_str())
+            .collect();
+        assert!(reasons.contains(&"Unschedulable"), "the table's history: {detail:#}");
+        assert!(!reasons.contains(&"FailedScheduling"), "no events could be read: {detail:#}");
+    }
+    server.terminate();
+    let stderr = server.stderr();
+    assert_eq!(stderr.matches("does not let Hydroplane list Events").count(), 1, "{stderr}");
+}

@@ -288,8 +288,12 @@ async fn health_and_reflection_are_served() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    let describe = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("hydroplane.v1.ProcessService".into())),
+    };
     let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+        .server_reflection_info(tokio_stream::iter([request, describe]))
         .await
         .expect("reflection")
         .into_inner();
@@ -300,6 +304,25 @@ async fn health_and_reflection_are_served() {
     let names: Vec<String> = services.service.into_iter().map(|service| service.name).collect();
     assert!(names.contains(&"hydroplane.v1.ProcessService".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    // grpcurl finds every call through the file that declares the service.
+    let response = responses.message().await.expect("a reflection answer").expect("a second message");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+        panic!("not a file descriptor: {response:?}");
+    };
+    let methods: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice()).expect("a file")
+        })
+        .flat_map(|file| file.service)
+        .filter(|service| service.name() == "ProcessService")
+        .flat_map(|service| service.method)
+        .map(|method| method.name().to_owned())
+        .collect();
+    for method in ["Start", "Stop", "List", "Watch", "Describe"] {
+        assert!(methods.iter().any(|name| name == method), "{method} is not in {methods:?}");
+    }
 }
 
 #[test]

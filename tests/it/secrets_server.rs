@@ -118,6 +118,16 @@ fn the_server_resolves_secret_env_values_for_local_processes_and_prints_none() {
 
     let listed = hpctl(&server, &["list"]);
     transcript.record(&listed);
+    let described = hpctl(&server, &["describe", "uses-secret"]);
+    transcript.record(&described);
+    assert!(described.status.success(), "{}", String::from_utf8_lossy(&described.stderr));
+    let detail: serde_json::Value = serde_json::from_slice(&described.stdout).expect("JSON");
+    let stored: hydroplane::spec::ProcessSpec = serde_json::from_value(spec).expect("a spec");
+    assert_eq!(
+        detail["spec"]["container"]["env"],
+        serde_json::to_value(&stored).expect("JSON")["container"]["env"],
+        "the references, as started"
+    );
     assert_eq!(server_output_into(&mut transcript, server), Some(0));
     transcript.assert_clean("");
 }
@@ -205,6 +215,14 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
     assert_eq!(decoded, ACCESS_KEY_ID.as_bytes());
     assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "aws-tool");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Pod");
+
+    // Describe shows the spec from the annotation: the reference, as started, never the value.
+    let described = hpctl(&server, &["describe", "aws-tool"]);
+    transcript.record(&described);
+    assert!(described.status.success(), "{}", String::from_utf8_lossy(&described.stderr));
+    let detail: serde_json::Value = serde_json::from_slice(&described.stdout).expect("JSON");
+    let stored: hydroplane::spec::ProcessSpec = serde_json::from_value(spec).expect("a spec");
+    assert_eq!(detail["spec"], serde_json::to_value(&stored).expect("JSON"), "the spec as started");
 
     assert_eq!(hpctl_json(&server, &["stop", "aws-tool"]), serde_json::json!(["aws-tool"]));
     sim.wait_deleted(&["pod/aws-tool", "secret/aws-tool-env"]);

@@ -9,8 +9,8 @@ use crate::GrpcClient;
 use crate::connect::{ConnectError, ConnectOptions, NoAnswer, START_WAIT_MARGIN, Target};
 use crate::proto::process_service_client::ProcessServiceClient;
 use crate::proto::{
-    ListRequest, ListResponse, ProcessSpec, StartRequest, StartResponse, StopRequest, WatchRequest,
-    stop_request,
+    DescribeRequest, ListRequest, ListResponse, ProcessDetail, ProcessSpec, StartRequest, StartResponse,
+    StopRequest, WatchRequest, stop_request,
 };
 use crate::watch::{Resume, Watch};
 
@@ -125,6 +125,13 @@ impl Client {
     pub async fn list(&self, group: Option<&str>) -> Result<ListResponse, Status> {
         let request = ListRequest { group: group.map(str::to_owned) };
         Client::bounded(self.request_timeout, self.grpc.clone().list(request)).await
+    }
+
+    /// Describes one process: its info, the spec it was started from (secret references only)
+    /// and its last state transitions, oldest first. An unknown name is NOT_FOUND.
+    pub async fn describe(&self, process_name: impl Into<String>) -> Result<ProcessDetail, Status> {
+        let request = DescribeRequest { process_name: process_name.into() };
+        Client::bounded(self.request_timeout, self.grpc.clone().describe(request)).await
     }
 
     /// Follows process changes (`request` filters by group or name, and may resume after a

@@ -3,7 +3,8 @@
 //! - [`proto`]: the messages, the generated client and the generated server trait, compiled
 //!   from the contract with protox (no system `protoc`).
 //! - [`Client`]: connects ([`ConnectOptions`]: `http://`, `https://` with a CA and a client
-//!   certificate, `unix:PATH`; a bearer [`Token`]) and starts, stops, lists and watches; its
+//!   certificate, `unix:PATH`; a bearer [`Token`]) and starts, stops, lists, describes and
+//!   watches; its
 //!   [`Watch`] resumes from the last revision when the stream breaks.
 //!
 //! It depends on tonic, prost and rustls (on ring) only: no Kubernetes or AWS crates and not the
@@ -62,6 +63,14 @@
 //! #         check(&request)?;
 //! #         let processes = self.0.lock().unwrap().values().cloned().collect();
 //! #         Ok(Response::new(ListResponse { processes, stale_reason: None }))
+//! #     }
+//! #
+//! #     async fn describe(&self, request: Request<DescribeRequest>) -> Result<Response<ProcessDetail>, Status> {
+//! #         check(&request)?;
+//! #         let name = request.into_inner().process_name;
+//! #         let process = self.0.lock().unwrap().get(&name).cloned();
+//! #         let process = process.ok_or_else(|| Status::not_found(format!("process `{name}` does not exist")))?;
+//! #         Ok(Response::new(ProcessDetail { process: Some(process), ..ProcessDetail::default() }))
 //! #     }
 //! #
 //! #     type WatchStream = tokio_stream::Iter<std::vec::IntoIter<Result<WatchEvent, Status>>>;

@@ -64,6 +64,10 @@ impl ProcessService for Scripted {
         Err(Status::unimplemented("list"))
     }
 
+    async fn describe(&self, _: Request<DescribeRequest>) -> Result<Response<ProcessDetail>, Status> {
+        Err(Status::unimplemented("describe"))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {

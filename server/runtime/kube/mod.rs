@@ -13,6 +13,7 @@
 //! credentials for EKS), so this module knows nothing of how it authenticates.
 
 pub mod connect;
+pub mod events;
 pub mod index;
 pub mod log_limit;
 pub mod manifests;
@@ -20,16 +21,17 @@ pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
 use self::index::{Index, IndexHealth, IndexView};
 use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
-use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
+use super::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget, name_taken};
 use crate::backoff::Backoff;
 use crate::report::error_chain;
 use crate::secrets::SecretStore;
@@ -46,6 +48,9 @@ pub const QUIET_CLIENT_DIRECTIVE: &str = "kube_client::client::builder=off";
 /// How long a call waits for the index to show its own writes before answering anyway.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a Describe waits for the Pod's Events before answering without them.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long start-up waits for the first list of pods, services and nodes.
 const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,6 +63,9 @@ pub struct KubeRuntime {
     index: Arc<Index>,
     index_task: tokio::task::JoinHandle<()>,
     name: &'static str,
+    /// Whether the cluster refused to list Events (a Role without `events: list`), so that the
+    /// warning is logged once and not on every Describe.
+    events_refused: AtomicBool,
 }
 
 impl Drop for KubeRuntime {
@@ -87,7 +95,16 @@ impl KubeRuntime {
         if !index.wait_until(INITIAL_SYNC_TIMEOUT, |view| view.synced()).await {
             tracing::warn!(timeout = ?INITIAL_SYNC_TIMEOUT, health = ?index.health(), "the index is not synced yet; serving what it has");
         }
-        Ok(Arc::new(KubeRuntime { client, namespace, secrets, table, index, index_task, name }))
+        Ok(Arc::new(KubeRuntime {
+            client,
+            namespace,
+            secrets,
+            table,
+            index,
+            index_task,
+            name,
+            events_refused: AtomicBool::new(false),
+        }))
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -535,6 +552,39 @@ impl Runtime for KubeRuntime {
 
     fn table(&self) -> &Arc<ProcessTable> {
         &self.table
+    }
+
+    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+        // Parsed here, on Describe, and not when the index takes the Pod in.
+        self.index.read(|view| view.pod(process_name).and_then(|pod| pod.spec()))
+    }
+
+    async fn events(&self, process_name: &str) -> Vec<RuntimeEvent> {
+        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.clone()));
+        let params = ListParams::default().fields(&events::field_selector(process_name, uid.as_deref()));
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Ok(listed) = tokio::time::timeout(EVENTS_TIMEOUT, api.list(&params)).await else {
+            tracing::warn!(process = %process_name, timeout = ?EVENTS_TIMEOUT, "the Pod's Events did not come in time; Describe shows the table's history only");
+            return Vec::new();
+        };
+        match listed {
+            Ok(list) => list.items.into_iter().filter_map(events::event_of).collect(),
+            // Describe still answers, with the table's history: Events only add detail.
+            Err(kube::Error::Api(response)) if response.code == 403 => {
+                if !self.events_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        namespace = %self.namespace,
+                        message = %response.message,
+                        "the cluster does not let Hydroplane list Events; Describe shows no Pod events (grant `list` on `events`, as examples/rbac.yaml does)"
+                    );
+                }
+                Vec::new()
+            }
+            Err(error) => {
+                tracing::warn!(process = %process_name, error = %error_chain(&error), "cannot list the Pod's Events; Describe shows the table's history only");
+                Vec::new()
+            }
+        }
     }
 
     fn health(&self) -> Option<String> {

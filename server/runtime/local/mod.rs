@@ -400,6 +400,10 @@ impl Runtime for LocalRuntime {
         &self.table
     }
 
+    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+        lock(&self.processes).get(process_name).map(|process| process.spec.clone())
+    }
+
     async fn shutdown(&self) {
         let all: Vec<Arc<LocalProcess>> = lock(&self.processes).values().cloned().collect();
         if !all.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! Static bearer tokens (`--token`, full access; `--read-only-token`, 403 on writes;
 //! `--namespaced-token`, 403 on namespaces, as for a user bound by a Role in its namespace and a
-//! ClusterRole for nodes) are checked here. With no tokens and no EKS cluster configured every request is anonymous and
+//! ClusterRole for nodes; `--no-events-token`, 403 on Events, as for a Role that omits them) are
+//! checked here. With no tokens and no EKS cluster configured every request is anonymous and
 //! allowed. EKS tokens (`k8s-aws-v1.` + a presigned STS GetCallerIdentity URL) go to
 //! [`eks::EksVerifier`] when `--eks-cluster-name` is given.
 
@@ -27,6 +28,8 @@ pub enum Identity {
         read_only: bool,
         /// Whether namespaces themselves are forbidden (every verb).
         namespaced: bool,
+        /// Whether Events are forbidden (every verb).
+        events_forbidden: bool,
     },
 }
 
@@ -52,6 +55,7 @@ impl Authenticator {
                     name: format!("kube-sim-user-{}", index + 1),
                     read_only: false,
                     namespaced: false,
+                    events_forbidden: false,
                 },
             );
         }
@@ -62,6 +66,7 @@ impl Authenticator {
                     name: format!("kube-sim-reader-{}", index + 1),
                     read_only: true,
                     namespaced: false,
+                    events_forbidden: false,
                 },
             );
         }
@@ -77,6 +82,23 @@ impl Authenticator {
                     name: format!("kube-sim-namespaced-{}", index + 1),
                     read_only: false,
                     namespaced: true,
+                    events_forbidden: false,
+                },
+            );
+        }
+        self
+    }
+
+    /// Adds tokens with full access to everything but Events.
+    pub fn with_no_events_tokens(mut self, tokens: &[String]) -> Authenticator {
+        for (index, token) in tokens.iter().enumerate() {
+            self.tokens.insert(
+                token.clone(),
+                Identity::User {
+                    name: format!("kube-sim-no-events-{}", index + 1),
+                    read_only: false,
+                    namespaced: false,
+                    events_forbidden: true,
                 },
             );
         }
@@ -108,7 +130,9 @@ impl Authenticator {
             ApiError::Unauthorized
         };
         match verifier.verify(token, jiff::Timestamp::now()) {
-            Ok(arn) => Ok(Identity::User { name: arn, read_only: false, namespaced: false }),
+            Ok(arn) => {
+                Ok(Identity::User { name: arn, read_only: false, namespaced: false, events_forbidden: false })
+            }
             // Every local check passed but the key is not ours: STS decides, as in EKS.
             Err(eks::EksTokenError::UnknownKey(_)) if verifier.sts.is_some() => {
                 let (path_and_query, expires) =
@@ -116,7 +140,12 @@ impl Authenticator {
                 let sts = verifier.sts.as_ref().ok_or(ApiError::Unauthorized)?;
                 sts.identify(&path_and_query, &verifier.cluster_name, expires)
                     .await
-                    .map(|arn| Identity::User { name: arn, read_only: false, namespaced: false })
+                    .map(|arn| Identity::User {
+                        name: arn,
+                        read_only: false,
+                        namespaced: false,
+                        events_forbidden: false,
+                    })
                     .map_err(|error| rejected(&error))
             }
             Err(error) => Err(rejected(&error)),
@@ -132,9 +161,12 @@ pub fn authorize(
     namespace: Option<&str>,
     name: &str,
 ) -> Result<(), ApiError> {
-    let Identity::User { name: user, read_only, namespaced } = identity else { return Ok(()) };
-    let denied =
-        (*namespaced && kind == Kind::Namespace) || (*read_only && !matches!(verb, "get" | "list" | "watch"));
+    let Identity::User { name: user, read_only, namespaced, events_forbidden } = identity else {
+        return Ok(());
+    };
+    let denied = (*namespaced && kind == Kind::Namespace)
+        || (*events_forbidden && kind == Kind::Event)
+        || (*read_only && !matches!(verb, "get" | "list" | "watch"));
     if !denied {
         return Ok(());
     }
@@ -185,5 +217,11 @@ mod tests {
             denied.to_string(),
             "namespaces \"default\" is forbidden: User \"kube-sim-namespaced-1\" cannot get resource \"namespaces\" in API group \"\" at the cluster scope"
         );
+        let no_events = Authenticator::new(&[], &[], None).with_no_events_tokens(&["ne".into()]);
+        let user = no_events.authenticate(Some("Bearer ne")).await.unwrap();
+        assert!(authorize(&user, "create", Kind::Pod, Some("default"), "").is_ok());
+        let denied = authorize(&user, "list", Kind::Event, Some("default"), "").unwrap_err();
+        assert_eq!(denied.code(), 403);
+        assert!(denied.to_string().contains("cannot list resource \"events\""), "{denied}");
     }
 }

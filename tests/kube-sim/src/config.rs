@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long = "namespaced-token", value_name = "TOKEN")]
     pub namespaced_tokens: Vec<String>,
 
+    /// A bearer token that may do anything but touch Events (403 Forbidden), as a user bound by a
+    /// Role that omits them; repeatable.
+    #[arg(long = "no-events-token", value_name = "TOKEN")]
+    pub no_events_tokens: Vec<String>,
+
     /// How long a scheduled pod stays Pending before it runs.
     #[arg(long, default_value_t = 200)]
     pub pod_start_delay_ms: u64,

@@ -75,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         store,
         auth: Authenticator::new(&args.tokens, &args.read_only_tokens, eks)
-            .with_namespaced_tokens(&args.namespaced_tokens),
+            .with_namespaced_tokens(&args.namespaced_tokens)
+            .with_no_events_tokens(&args.no_events_tokens),
         faults,
         logs: Default::default(),
         settings: ApiSettings {

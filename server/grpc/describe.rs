@@ -1,0 +1,40 @@
+//! `Describe`: check the name, then answer from the table, the runtime's stored spec and its
+//! events.
+
+use tonic::Status;
+
+use crate::app::{AppError, Processes};
+use crate::grpc::audit;
+use crate::grpc::convert;
+use crate::grpc::guard::Peer;
+use crate::proto;
+use crate::security::access::Caller;
+use crate::spec::{Violations, dns_label_rule};
+
+/// Checks the request's process name.
+pub fn parse(request: &proto::DescribeRequest) -> Result<&str, AppError> {
+    let mut violations = Violations::default();
+    if let Err(rule) = dns_label_rule(&request.process_name) {
+        violations.add("process_name", rule);
+    }
+    violations.into_result()?;
+    Ok(&request.process_name)
+}
+
+/// Handles one Describe call, with its audit line.
+pub async fn handle(
+    processes: &Processes,
+    request: proto::DescribeRequest,
+    caller: &Caller,
+    peer: &Peer,
+) -> Result<proto::ProcessDetail, Status> {
+    let target = audit::describe_target(&request);
+    let result = match parse(&request) {
+        Ok(name) => processes.describe(name, caller).await,
+        Err(error) => Err(error),
+    }
+    .map(convert::detail_to_proto)
+    .map_err(Status::from);
+    audit::record("Describe", caller, peer, &target, &result);
+    result
+}

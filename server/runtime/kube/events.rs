@@ -1,0 +1,66 @@
+//! The core/v1 Events of a process's Pod, which explain its state (FailedScheduling, BackOff,
+//! Killing, ...): the list's field selector and what one Event tells Describe. Pure; the call is
+//! the runtime's.
+
+use k8s_openapi::api::core::v1::Event;
+
+use crate::runtime::RuntimeEvent;
+
+/// The field selector of the Events about the Pod `name`, and only its current incarnation
+/// (`uid`) when known: a process started again under the same name must not show the events of
+/// the Pod before it.
+pub fn field_selector(name: &str, uid: Option<&str>) -> String {
+    let mut selector = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+    if let Some(uid) = uid.filter(|uid| !uid.is_empty()) {
+        selector.push_str(",involvedObject.uid=");
+        selector.push_str(uid);
+    }
+    selector
+}
+
+/// What an Event tells of its Pod, timed when it last happened (clusters fill in different
+/// fields: `lastTimestamp` for core/v1 recorders, `eventTime` for events.k8s.io ones); `None`
+/// for an Event with no time at all, which cannot be placed in a history.
+pub fn event_of(event: Event) -> Option<RuntimeEvent> {
+    let time = event
+        .last_timestamp
+        .map(|time| time.0)
+        .or(event.event_time.map(|time| time.0))
+        .or(event.first_timestamp.map(|time| time.0))
+        .or(event.metadata.creation_timestamp.map(|time| time.0))?;
+    Some(RuntimeEvent { time, reason: event.reason, message: event.message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+
+    #[test]
+    fn the_selector_names_the_pod_and_its_uid() {
+        assert_eq!(field_selector("web", None), "involvedObject.kind=Pod,involvedObject.name=web");
+        assert_eq!(
+            field_selector("web", Some("u-1")),
+            "involvedObject.kind=Pod,involvedObject.name=web,involvedObject.uid=u-1"
+        );
+        assert_eq!(field_selector("web", Some("")), "involvedObject.kind=Pod,involvedObject.name=web");
+    }
+
+    #[test]
+    fn an_event_is_timed_by_its_last_occurrence() {
+        let at = |second| jiff::Timestamp::from_second(second).expect("a time");
+        let event = Event {
+            reason: Some("BackOff".into()),
+            message: Some("Back-off restarting failed container".into()),
+            first_timestamp: Some(Time(at(10))),
+            last_timestamp: Some(Time(at(20))),
+            ..Event::default()
+        };
+        let seen = event_of(event).expect("an event with a time");
+        assert_eq!(seen.time, at(20));
+        assert_eq!(seen.reason.as_deref(), Some("BackOff"));
+        let recorded = Event { event_time: Some(MicroTime(at(30))), ..Event::default() };
+        assert_eq!(event_of(recorded).map(|event| event.time), Some(at(30)));
+        assert_eq!(event_of(Event::default()), None, "no time: no place in the history");
+    }
+}
