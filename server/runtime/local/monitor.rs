@@ -70,17 +70,25 @@ pub(super) async fn monitor(
         .filter(|port| port.protocol == Protocol::Tcp)
         .filter_map(|port| u16::try_from(port.container_port).ok())
         .collect();
-    let status = {
+    let running = || {
+        process.update_unless_stopping(&table, |info| {
+            if info.status == ProcessStatus::Starting {
+                info.status = ProcessStatus::Running;
+            }
+        });
+    };
+    let status = if tcp_ports.is_empty() {
+        // Nothing to wait for: RUNNING once spawned, even when the command ends at once, so
+        // that its history reads STARTING, RUNNING, then how it ended.
+        running();
+        child.wait().await
+    } else {
         let wait = child.wait();
         tokio::pin!(wait);
         tokio::select! {
             status = &mut wait => status,
             () = ready(supervisor, tcp_ports) => {
-                process.update_unless_stopping(&table, |info| {
-                    if info.status == ProcessStatus::Starting {
-                        info.status = ProcessStatus::Running;
-                    }
-                });
+                running();
                 wait.await
             }
         }
