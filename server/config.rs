@@ -96,6 +96,32 @@ const START_STOP_BURST: NumberRange = whole("limits.start_stop_burst", 1.0, 1_00
 const MAX_WATCHES_PER_TOKEN: NumberRange = whole("limits.max_watches_per_token", 1.0, 1_000_000.0, "");
 const MAX_WATCHES: NumberRange = whole("limits.max_watches", 1.0, 1_000_000.0, "");
 
+/// A settings file that sets `key` (a full path of [`NUMBER_RANGES`]) to `value`, with what
+/// that key needs around it: for the tests that try every key, and for examples.
+pub fn yaml_setting(key: &str, value: &str) -> String {
+    let (section, name) = key.split_once('.').expect("a full path");
+    match (section, name) {
+        ("runtime", "stop_grace_seconds" | "output_buffer_bytes") => {
+            format!("runtime:\n  runtime_type: local\n  {name}: {value}\n")
+        }
+        ("runtime", "credentials.assume_role.session_duration_seconds") => format!(
+            "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  credentials:\n    \
+             access_key:\n      access_key_id: {{secret_name: s, key: a}}\n      \
+             secret_access_key: {{secret_name: s, key: b}}\n    assume_role:\n      \
+             role_arn: arn:aws:iam::1:role/r\n      session_duration_seconds: {value}\n"
+        ),
+        ("runtime", _) => {
+            format!(
+                "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  {name}: {value}\n"
+            )
+        }
+        ("process_culling", "culling_interval_minutes") => {
+            format!("process_culling:\n  max_age_minutes: 10\n  {name}: {value}\n")
+        }
+        _ => format!("{section}:\n  {name}: {value}\n"),
+    }
+}
+
 /// Every numeric key of the settings with its allowed range, for the README and the tests.
 pub const NUMBER_RANGES: &[NumberRange] = &[
     STOP_GRACE,
@@ -932,32 +958,6 @@ mod tests {
         let culling = settings.process_culling.expect("culling");
         assert_eq!(culling.max_age(), Duration::from_secs(30 * 60));
         assert_eq!(culling.interval(), Duration::from_secs(60));
-    }
-
-    /// A file that sets `key` (a full path of [`NUMBER_RANGES`]) to `value`, with what that key
-    /// needs around it.
-    fn yaml_setting(key: &str, value: &str) -> String {
-        let (section, name) = key.split_once('.').expect("a full path");
-        match (section, name) {
-            ("runtime", "stop_grace_seconds" | "output_buffer_bytes") => {
-                format!("runtime:\n  runtime_type: local\n  {name}: {value}\n")
-            }
-            ("runtime", "credentials.assume_role.session_duration_seconds") => format!(
-                "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  credentials:\n    \
-                 access_key:\n      access_key_id: {{secret_name: s, key: a}}\n      \
-                 secret_access_key: {{secret_name: s, key: b}}\n    assume_role:\n      \
-                 role_arn: arn:aws:iam::1:role/r\n      session_duration_seconds: {value}\n"
-            ),
-            ("runtime", _) => {
-                format!(
-                    "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  {name}: {value}\n"
-                )
-            }
-            ("process_culling", "culling_interval_minutes") => {
-                format!("process_culling:\n  max_age_minutes: 10\n  {name}: {value}\n")
-            }
-            _ => format!("{section}:\n  {name}: {value}\n"),
-        }
     }
 
     #[test]

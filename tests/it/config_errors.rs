@@ -7,35 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hydroplane::config::NUMBER_RANGES;
+use hydroplane::config::{NUMBER_RANGES, yaml_setting};
 
 /// How long a refused start may take; a server that wrongly accepted the file is killed then.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A file that sets `key` (a full path) to `value`, with what that key needs around it.
-fn yaml_setting(key: &str, value: &str) -> String {
-    let (section, name) = key.split_once('.').expect("a full path");
-    match (section, name) {
-        ("runtime", "stop_grace_seconds" | "output_buffer_bytes") => {
-            format!("runtime:\n  runtime_type: local\n  {name}: {value}\n")
-        }
-        ("runtime", "credentials.assume_role.session_duration_seconds") => format!(
-            "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  credentials:\n    \
-             access_key:\n      access_key_id: {{secret_name: s, key: a}}\n      \
-             secret_access_key: {{secret_name: s, key: b}}\n    assume_role:\n      \
-             role_arn: arn:aws:iam::1:role/r\n      session_duration_seconds: {value}\n"
-        ),
-        ("runtime", _) => {
-            format!(
-                "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  {name}: {value}\n"
-            )
-        }
-        ("process_culling", "culling_interval_minutes") => {
-            format!("process_culling:\n  max_age_minutes: 10\n  {name}: {value}\n")
-        }
-        _ => format!("{section}:\n  {name}: {value}\n"),
-    }
-}
 
 /// Runs `hydroplane -c FILE` on `yaml` and returns its exit code and stderr; kills it (and
 /// fails) when it is still running after [`EXIT_TIMEOUT`].
