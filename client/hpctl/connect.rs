@@ -182,6 +182,25 @@ fn flag(file: TlsFile) -> &'static str {
 }
 
 impl Plan {
+    /// The warning for a token about to travel in clear text beyond this host: a server that
+    /// allows it runs with `--insecure`, and anyone on the way can read the token.
+    pub fn clear_text_token_warning(&self) -> Option<String> {
+        let Target::Http { url } = self.options.target() else { return None };
+        if !self.options.has_token() {
+            return None;
+        }
+        let host = url.parse::<tonic::transport::Uri>().ok()?.host()?.to_owned();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = bare.eq_ignore_ascii_case("localhost")
+            || bare.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback());
+        (!loopback).then(|| {
+            format!(
+                "warning: the token goes to {url} in clear text, readable by anyone on the way; \
+                 use an https:// server (one with TLS) beyond this host"
+            )
+        })
+    }
+
     /// Reads the token and TLS files and connects.
     pub async fn connect(&self) -> Result<Client, CliError> {
         Client::connect(self.options.clone()).await.map_err(|error| self.explain_connect(error))
@@ -394,6 +413,24 @@ mod tests {
 
     fn token(token: &str) -> Option<Token> {
         Some(Token::new(token))
+    }
+
+    #[test]
+    fn a_token_in_clear_text_beyond_this_host_is_warned_of() {
+        let warning = |server: &str, token: Option<Token>| {
+            ConnectArgs { token, ..args(server) }.plan().expect("a plan").clear_text_token_warning()
+        };
+        for server in ["127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "127.0.0.2:1"] {
+            assert_eq!(warning(server, token("abc")), None, "{server}");
+        }
+        for server in ["10.0.0.1:1", "http://example.com:1", "http://[2001:db8::1]:1"] {
+            let text = warning(server, token("abc")).expect("a warning");
+            assert!(text.starts_with("warning: the token goes to http://"), "{text}");
+            assert!(!text.contains("abc"), "the warning never shows the token: {text}");
+            assert_eq!(warning(server, None), None, "no token, nothing to warn of: {server}");
+        }
+        assert_eq!(warning("https://example.com:1", token("abc")), None);
+        assert_eq!(warning("unix:/tmp/h.sock", token("abc")), None);
     }
 
     #[test]

@@ -127,6 +127,9 @@ fn one_line(rendered: &str) -> String {
 async fn run(cli: Cli) -> Result<(), RunError> {
     // Mistakes in the flags or the spec file are reported before any connection is tried.
     let plan = cli.connection.plan().map_err(anyhow::Error::from)?;
+    if let Some(warning) = plan.clear_text_token_warning() {
+        eprintln!("{warning}");
+    }
     let command = match cli.command {
         Command::Start(args) => Ready::Start(Box::new(start::read_request(&args, &cli.connection.timeout)?)),
         Command::Stop(args) => Ready::Stop(args.target()?),
