@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::moto::Moto;
 use crate::common::requests::{start_request, stop_process};
-use crate::common::{KubeSim, Server, free_port, hpctl, repo_root};
+use crate::common::{KubeSim, Server, free_port, hpctl, local_secret_store, repo_root};
 
 const PASSWORD: &str = "guide password 42";
 const REGION: &str = "us-west-2";
@@ -75,14 +75,10 @@ impl World {
 
     /// `local-secret-store` as the guide runs it, with HOME in the test's home.
     fn secret_store(&mut self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_local-secret-store"))
+        let output = local_secret_store(PASSWORD)
             .args(args)
             .current_dir(self.home.path())
             .env("HOME", self.home.path())
-            .env("HYDROPLANE_SECRET_STORE_PASSWORD", PASSWORD)
-            .env("HYDROPLANE_SECRET_STORE_NEW_PASSWORD", PASSWORD)
-            .env("HYDROPLANE_SECRET_STORE_TEST_ITERATIONS", "1000")
-            .stdin(Stdio::null())
             .output()
             .expect("run local-secret-store");
         self.record(&output);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::common::requests::start_request;
 use crate::common::watch::Watch;
-use crate::common::{KubeSim, Server};
+use crate::common::{KubeSim, Server, local_secret_store};
 use hydroplane::proto::{self, ProcessStatus, process_service_client::ProcessServiceClient};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -23,15 +23,10 @@ const TOKEN: &str = "s3cr3t-token-value";
 fn store_with_app_secret(directory: &Path) -> PathBuf {
     let store = directory.join("secrets");
     let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_local-secret-store"))
+        let output = local_secret_store(PASSWORD)
             .arg("--store")
             .arg(&store)
             .args(args)
-            .env("HYDROPLANE_SECRET_STORE_PASSWORD", PASSWORD)
-            .env("HYDROPLANE_SECRET_STORE_NEW_PASSWORD", PASSWORD)
-            // Test-only: fewer PBKDF2 iterations keep the test fast; the header records the count.
-            .env("HYDROPLANE_SECRET_STORE_TEST_ITERATIONS", "1000")
-            .stdin(Stdio::null())
             .output()
             .expect("run local-secret-store");
         assert!(

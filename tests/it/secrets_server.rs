@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::common::{KubeSim, Server, hpctl, hpctl_json, wait_until};
+use crate::common::{KubeSim, Server, hpctl, hpctl_json, local_secret_store, wait_until};
 
 const PASSWORD: &str = "correct horse battery staple";
 const ACCESS_KEY_ID: &str = "AKIAEXAMPLEKEYID0001";
@@ -32,14 +32,10 @@ impl Transcript {
 }
 
 fn secret_store(store: &Path, transcript: &mut Transcript, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-secret-store"))
+    let mut child = local_secret_store(PASSWORD)
         .arg("--store")
         .arg(store)
         .args(args)
-        .env("HYDROPLANE_SECRET_STORE_PASSWORD", PASSWORD)
-        .env("HYDROPLANE_SECRET_STORE_NEW_PASSWORD", PASSWORD)
-        // Test-only: fewer PBKDF2 iterations keep the test fast; the header records the count.
-        .env("HYDROPLANE_SECRET_STORE_TEST_ITERATIONS", "1000")
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -19,6 +19,19 @@ use std::time::Duration;
 use hydroplane::proto::process_service_client::ProcessServiceClient;
 use tonic::transport::Channel;
 
+/// `local-secret-store`, answering both password prompts with `password` and with the test-only
+/// PBKDF2 iteration count (the store's header records it), so that tests stay fast; the caller
+/// adds `--store`, the arguments and how to run it.
+pub fn local_secret_store(password: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_local-secret-store"));
+    command
+        .env("HYDROPLANE_SECRET_STORE_PASSWORD", password)
+        .env("HYDROPLANE_SECRET_STORE_NEW_PASSWORD", password)
+        .env("HYDROPLANE_SECRET_STORE_TEST_ITERATIONS", "1000")
+        .stdin(Stdio::null());
+    command
+}
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
