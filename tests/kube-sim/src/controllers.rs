@@ -90,11 +90,15 @@ fn schedule_start(store: &Arc<Store>, key: ObjectKey, uid: String, node: String,
     });
 }
 
+/// The containers of a pod's spec (none when the spec has no list of them).
+fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten()
+}
+
 /// The kubelet's message for the first env `secretKeyRef` (not optional) of a pod whose Secret
 /// or key does not exist, as it reports it; `None` when every one resolves.
 fn missing_env_secret(store: &Store, namespace: &str, pod: &Value) -> Option<String> {
-    let containers = pod.pointer("/spec/containers").and_then(Value::as_array)?;
-    for variable in containers.iter().filter_map(|c| c.get("env").and_then(Value::as_array)).flatten() {
+    for variable in containers(pod).filter_map(|c| c.get("env").and_then(Value::as_array)).flatten() {
         let Some(reference) = variable.pointer("/valueFrom/secretKeyRef") else { continue };
         if reference.get("optional").and_then(Value::as_bool) == Some(true) {
             continue;
@@ -117,11 +121,7 @@ fn wait_for_config(pod: &mut Value, message: &str) -> bool {
     if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Pending") {
         return false;
     }
-    let statuses: Vec<Value> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let statuses: Vec<Value> = containers(pod)
         .map(|container| {
             json!({
                 "name": container.get("name").cloned().unwrap_or(json!("")),
@@ -148,11 +148,7 @@ pub fn start_pod(pod: &mut Value, pod_ip: &str, host_ip: &str) -> bool {
         return false;
     }
     let now = meta::now();
-    let statuses: Vec<Value> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let statuses: Vec<Value> = containers(pod)
         .map(|container| {
             let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
             let image = container.get("image").and_then(Value::as_str).unwrap_or_default();
@@ -375,12 +371,7 @@ async fn event_recorder(store: Arc<Store>, mut events: broadcast::Receiver<Arc<c
 type EventRecord = (&'static str, &'static str, String, &'static str);
 
 fn container_names(pod: &Value) -> Vec<String> {
-    pod.pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-        .collect()
+    containers(pod).filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect()
 }
 
 /// The Events a scheduler and kubelet would record for this change of a pod.
@@ -412,11 +403,7 @@ fn pod_events(event: &crate::store::Event) -> Vec<EventRecord> {
             if !(was_pending && phase(pod).as_deref() == Some("Running")) {
                 return Vec::new();
             }
-            let images: Vec<(String, String)> = pod
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            let images: Vec<(String, String)> = containers(pod)
                 .map(|c| {
                     (
                         c["name"].as_str().unwrap_or_default().to_string(),
