@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::runtime::logs::{LogPieces, LogsQuery};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
 use crate::security::access::Denied;
 use crate::security::access::{Caller, Groups};
@@ -114,6 +115,16 @@ impl Processes {
         let events = self.runtime.events(name).await;
         let history = merge_history(transitions, events, process.status);
         Ok(ProcessDetail { process, spec, history })
+    }
+
+    /// The output of a process in the caller's reach, as the query asks; reach is checked as
+    /// for Describe.
+    pub async fn logs(&self, name: &str, query: LogsQuery, caller: &Caller) -> Result<LogPieces, AppError> {
+        let Some(process) = self.runtime.table().get(name) else {
+            return Err(RuntimeError::NotFound { name: name.to_owned() }.into());
+        };
+        caller.check_group(process.group.as_deref())?;
+        Ok(self.runtime.logs(name, query).await?)
     }
 
     /// The processes that pass the filter and are in the caller's reach, ordered by name.

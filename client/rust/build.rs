@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let file_descriptors = protox::compile(protos, ["../../proto"])?;
-    tonic_prost_build::configure().compile_fds(file_descriptors)?;
+    // Log output is passed on without copying, to every follower of a process.
+    tonic_prost_build::configure().bytes(".hydroplane.v1.LogChunk.data").compile_fds(file_descriptors)?;
     Ok(())
 }

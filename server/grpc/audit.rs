@@ -1,5 +1,5 @@
 //! The audit log: one structured line (tracing target `audit`) per Start, per Stop, per Describe
-//! (it shows a process's spec) and per refused call, with the token's name, the peer, the target and the outcome. Never the token: callers
+//! (it shows a process's spec), per Logs (its output) and per refused call, with the token's name, the peer, the target and the outcome. Never the token: callers
 //! are known here by name only.
 
 use tonic::Status;
@@ -37,7 +37,13 @@ pub fn describe_target(request: &proto::DescribeRequest) -> String {
     format!("process {}", request.process_name)
 }
 
-/// Logs the outcome of a mutating call, or of a Describe.
+/// What a Logs call is about, for its audit line.
+pub fn logs_target(request: &proto::LogsRequest) -> String {
+    let follow = if request.follow { ", following" } else { "" };
+    format!("output of process {}{follow}", request.process_name)
+}
+
+/// Logs the outcome of a mutating call, or of a Describe or Logs.
 pub fn record<T>(call: &str, caller: &Caller, peer: &Peer, target: &str, result: &Result<T, Status>) {
     let target = cut(target);
     match result {

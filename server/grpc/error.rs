@@ -34,6 +34,7 @@ fn runtime_code(error: &RuntimeError) -> Option<Code> {
         RuntimeError::Secret(_) => Code::FailedPrecondition,
         // Not UNAVAILABLE: retrying cannot help until someone creates the namespace.
         RuntimeError::NamespaceMissing { .. } => Code::FailedPrecondition,
+        RuntimeError::NotServable { .. } => Code::FailedPrecondition,
         RuntimeError::Unavailable { .. } => Code::Unavailable,
         RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
         RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,

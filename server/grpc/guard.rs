@@ -82,7 +82,7 @@ enum Kind {
     Unary,
     /// Start or Stop: rate-limited per token.
     Mutating,
-    /// A Watch stream: counted while open.
+    /// A Watch or Logs stream: counted while open.
     Watch,
 }
 
@@ -106,7 +106,8 @@ fn classify(path: &str) -> (Kind, Option<Scope>, &str) {
         "/hydroplane.v1.ProcessService/Start" | "/hydroplane.v1.ProcessService/Stop" => {
             (Kind::Mutating, Some(Scope::Write), method)
         }
-        "/hydroplane.v1.ProcessService/Logs" => (Kind::Unary, Some(Scope::Logs), method),
+        // A Logs stream may follow for as long as a Watch does, so it is counted as one.
+        "/hydroplane.v1.ProcessService/Logs" => (Kind::Watch, Some(Scope::Logs), method),
         _ => (Kind::Unary, Some(Scope::Admin), path),
     }
 }
@@ -191,13 +192,13 @@ impl Guard {
         };
         let mine = per_caller.try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
-                "token `{}` has {} Watch streams open, its limit (limits.max_watches_per_token); close one first",
+                "token `{}` has {} Watch and Logs streams open, its limit (limits.max_watches_per_token); close one first",
                 caller.name, self.limits.max_watches_per_token
             ))
         })?;
         let server = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
-                "the server has {} Watch streams open, its limit (limits.max_watches); retry later",
+                "the server has {} Watch and Logs streams open, its limit (limits.max_watches); retry later",
                 self.limits.max_watches
             ))
         })?;
@@ -415,7 +416,7 @@ mod tests {
             classify("/hydroplane.v1.ProcessService/Start"),
             (Kind::Mutating, Some(Scope::Write), "Start")
         );
-        assert_eq!(classify("/hydroplane.v1.ProcessService/Logs").1, Some(Scope::Logs));
+        assert_eq!(classify("/hydroplane.v1.ProcessService/Logs"), (Kind::Watch, Some(Scope::Logs), "Logs"));
         assert_eq!(
             classify("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").1,
             Some(Scope::Read)
@@ -432,7 +433,11 @@ mod tests {
         let first = guard.open_watch(&one).unwrap();
         let _second = guard.open_watch(&one).unwrap();
         let full = guard.open_watch(&one).unwrap_err();
-        assert!(full.message().contains("token `one` has 2 Watch streams open"), "{}", full.message());
+        assert!(
+            full.message().contains("token `one` has 2 Watch and Logs streams open"),
+            "{}",
+            full.message()
+        );
         let _third = guard.open_watch(&two).unwrap();
         let total = guard.open_watch(&two).unwrap_err();
         assert!(total.message().contains("limits.max_watches"), "{}", total.message());

@@ -9,6 +9,7 @@ pub mod error;
 pub mod guard;
 pub mod list;
 pub mod listen;
+pub mod logs;
 pub mod start;
 pub mod stop;
 pub mod watch;
@@ -92,6 +93,19 @@ impl ProcessService for ProcessServiceHandler {
     ) -> Result<Response<proto::ProcessDetail>, Status> {
         let (caller, peer) = caller_of(&request)?;
         describe::handle(&self.processes, request.into_inner(), &caller, &peer).await.map(Response::new)
+    }
+
+    type LogsStream = logs::LogsStream;
+
+    async fn logs(&self, request: Request<proto::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let (caller, peer) = caller_of(&request)?;
+        let mut shutting_down = self.shutting_down.clone();
+        let stream = logs::handle(&self.processes, request.into_inner(), &caller, &peer).await?;
+        // A follower ends with the server, as a Watch does.
+        let shutdown = async move {
+            let _ = shutting_down.wait_for(|shutting_down| *shutting_down).await;
+        };
+        Ok(Response::new(futures::StreamExt::boxed(futures::StreamExt::take_until(stream, shutdown))))
     }
 
     type WatchStream = watch::WatchStream;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::runtime::logs::{LogPiece, LogPieces, LogSource, LogsQuery, StreamFilter};
 use crate::runtime::{Runtime, RuntimeError, Started, StopTarget, name_taken};
 use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec};
 use crate::table::ProcessTable;
@@ -15,6 +16,7 @@ use crate::table::ProcessTable;
 pub struct FakeRuntime {
     table: Arc<ProcessTable>,
     specs: Mutex<BTreeMap<String, ProcessSpec>>,
+    output: Mutex<BTreeMap<String, Vec<LogPiece>>>,
 }
 
 impl FakeRuntime {
@@ -26,9 +28,23 @@ impl FakeRuntime {
         self.specs.lock().expect("lock").insert(spec.process_name.clone(), spec);
     }
 
+    /// Records output of a process, for its Logs.
+    pub fn write_output(&self, process_name: &str, stream: LogSource, data: &[u8]) {
+        let piece = LogPiece {
+            data: bytes::Bytes::copy_from_slice(data),
+            stream,
+            time: Some(jiff::Timestamp::now()),
+        };
+        self.output.lock().expect("lock").entry(process_name.to_owned()).or_default().push(piece);
+    }
+
     /// An empty runtime.
     pub fn new() -> Arc<FakeRuntime> {
-        Arc::new(FakeRuntime { table: ProcessTable::new(1, 1024), specs: Mutex::new(BTreeMap::new()) })
+        Arc::new(FakeRuntime {
+            table: ProcessTable::new(1, 1024),
+            specs: Mutex::new(BTreeMap::new()),
+            output: Mutex::new(BTreeMap::new()),
+        })
     }
 }
 
@@ -78,6 +94,30 @@ impl Runtime for FakeRuntime {
 
     fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
         self.specs.lock().expect("lock").get(process_name).cloned()
+    }
+
+    /// The recorded output of the wanted streams; `follow` ends at once (nothing more is
+    /// written), and `tail_lines`, `since` and `previous` are not applied.
+    async fn logs(&self, process_name: &str, query: LogsQuery) -> Result<LogPieces, RuntimeError> {
+        if !self.specs.lock().expect("lock").contains_key(process_name) {
+            return Err(RuntimeError::NotFound { name: process_name.to_owned() });
+        }
+        let pieces: Vec<Result<LogPiece, RuntimeError>> = self
+            .output
+            .lock()
+            .expect("lock")
+            .get(process_name)
+            .into_iter()
+            .flatten()
+            .filter(|piece| match query.streams {
+                StreamFilter::Both => true,
+                StreamFilter::Stdout => piece.stream != LogSource::Stderr,
+                StreamFilter::Stderr => piece.stream != LogSource::Stdout,
+            })
+            .cloned()
+            .map(Ok)
+            .collect();
+        Ok(Box::pin(futures::stream::iter(pieces)))
     }
 
     async fn shutdown(&self) {}

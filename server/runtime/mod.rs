@@ -8,11 +8,13 @@
 pub mod fake;
 pub mod kube;
 pub mod local;
+pub mod logs;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use self::logs::{LogPieces, LogsQuery};
 use crate::config::RuntimeSettings;
 use crate::secrets::{SecretError, SecretStore};
 use crate::spec::{ProcessInfo, ProcessSpec, ValidSpec};
@@ -43,6 +45,11 @@ pub trait Runtime: Send + Sync {
     async fn events(&self, _process_name: &str) -> Vec<RuntimeEvent> {
         Vec::new()
     }
+
+    /// The output of a process, as the query asks (see [`LogsQuery`]); an unknown process is
+    /// [`RuntimeError::NotFound`]. The stream holds bounded memory however slowly it is read, and
+    /// with `follow` ends once the process has ended (or is stopped) and its output is sent.
+    async fn logs(&self, process_name: &str, query: LogsQuery) -> Result<LogPieces, RuntimeError>;
 
     /// Why the table may be out of date (the backend cannot be reached, or the first sync is not
     /// done), or `None` when it is current.
@@ -222,6 +229,13 @@ pub enum RuntimeError {
     NamespaceMissing {
         /// The namespace.
         namespace: String,
+    },
+    /// What was asked cannot be served in the process's present state (no previous run to show,
+    /// a stream the runtime cannot tell apart, ...); the message says what would.
+    #[error("{message}")]
+    NotServable {
+        /// Why, and what to do instead.
+        message: String,
     },
     /// The runtime's backend cannot be reached.
     #[error("the {runtime} runtime is unavailable: {message}")]

@@ -595,6 +595,14 @@ impl Runtime for KubeRuntime {
         }
     }
 
+    async fn logs(
+        &self,
+        _process_name: &str,
+        _query: super::logs::LogsQuery,
+    ) -> Result<super::logs::LogPieces, RuntimeError> {
+        Err(RuntimeError::NotServable { message: "logs are not built yet".to_owned() })
+    }
+
     async fn shutdown(&self) {
         // Processes on a cluster are the cluster's: they outlive the server by design.
         self.index_task.abort();

@@ -404,6 +404,14 @@ impl Runtime for LocalRuntime {
         lock(&self.processes).get(process_name).map(|process| process.spec.clone())
     }
 
+    async fn logs(
+        &self,
+        _process_name: &str,
+        _query: super::logs::LogsQuery,
+    ) -> Result<super::logs::LogPieces, RuntimeError> {
+        Err(RuntimeError::NotServable { message: "logs are not built yet".to_owned() })
+    }
+
     async fn shutdown(&self) {
         let all: Vec<Arc<LocalProcess>> = lock(&self.processes).values().cloned().collect();
         if !all.is_empty() {
