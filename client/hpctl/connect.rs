@@ -660,6 +660,15 @@ mod tests {
             Err(tonic::Status::unimplemented("stop"))
         }
 
+        type LogsStream = futures::stream::Empty<Result<proto::LogChunk, tonic::Status>>;
+
+        async fn logs(
+            &self,
+            _: tonic::Request<proto::LogsRequest>,
+        ) -> Result<tonic::Response<Self::LogsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("logs"))
+        }
+
         async fn describe(
             &self,
             _: tonic::Request<proto::DescribeRequest>,

@@ -12,6 +12,7 @@
 mod connect;
 mod describe;
 mod list;
+mod logs;
 mod output;
 mod start;
 mod stop;
@@ -52,6 +53,8 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Prints one process, its spec (secret references only) and its history as a JSON object.
     Describe(describe::DescribeArgs),
+    /// Prints what a process wrote to stdout and stderr, raw; with -f, follows it.
+    Logs(logs::LogsArgs),
 }
 
 /// The exit code for a stdout that closed (`hpctl list | head -1`): the one a shell reports for
@@ -136,6 +139,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         Command::List(args) => Ready::List(args),
         Command::Watch(args) => Ready::Watch(args),
         Command::Describe(args) => Ready::Describe(args),
+        Command::Logs(args) => Ready::Logs(args),
     };
     let client = plan.connect().await.map_err(anyhow::Error::from)?;
     let result = match command {
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         Ready::Stop(target) => stop::run(&client, target).await,
         Ready::Watch(args) => watch::run(&client, args).await,
         Ready::Describe(args) => describe::run(&client, args).await,
+        Ready::Logs(args) => logs::run(&client, args).await,
     };
     match result {
         Err(RunError::Call(status)) => Err(RunError::Other(plan.explain(status).into())),
@@ -163,6 +168,8 @@ enum Ready {
     Watch(watch::WatchArgs),
     /// `describe`.
     Describe(describe::DescribeArgs),
+    /// `logs`.
+    Logs(logs::LogsArgs),
 }
 
 #[cfg(test)]
@@ -294,6 +301,15 @@ mod tests {
         check_error("list extra", "error: unexpected argument 'extra' found");
         check_error("describe", "error: the following required arguments were not provided: <NAME>");
         check_error("describe a b", "error: unexpected argument 'b' found");
+        check_error("logs", "error: the following required arguments were not provided: <NAME>");
+        check_error(
+            "logs web --tail x",
+            "error: invalid value 'x' for '--tail <N>': give a number of lines (0 or more), or -1 for all",
+        );
+        check_error(
+            "logs web --stream both",
+            "error: invalid value 'both' for '--stream <STREAM>' [possible values: stdout, stderr, all]",
+        );
     }
 
     #[test]

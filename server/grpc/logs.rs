@@ -185,7 +185,7 @@ mod tests {
             Since::SinceTime(prost_types::Timestamp { seconds: 0, nanos: -1 }),
         ] {
             let mut bad = request("web");
-            bad.since = Some(since.clone());
+            bad.since = Some(since);
             let message = parse(bad, now).expect_err("invalid").to_string();
             assert!(message.contains("since_"), "{since:?}: {message}");
         }

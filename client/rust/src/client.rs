@@ -9,8 +9,8 @@ use crate::GrpcClient;
 use crate::connect::{ConnectError, ConnectOptions, NoAnswer, START_WAIT_MARGIN, Target};
 use crate::proto::process_service_client::ProcessServiceClient;
 use crate::proto::{
-    DescribeRequest, ListRequest, ListResponse, ProcessDetail, ProcessSpec, StartRequest, StartResponse,
-    StopRequest, WatchRequest, stop_request,
+    DescribeRequest, ListRequest, ListResponse, LogChunk, LogsRequest, ProcessDetail, ProcessSpec,
+    StartRequest, StartResponse, StopRequest, WatchRequest, stop_request,
 };
 use crate::watch::{Resume, Watch};
 
@@ -132,6 +132,15 @@ impl Client {
     pub async fn describe(&self, process_name: impl Into<String>) -> Result<ProcessDetail, Status> {
         let request = DescribeRequest { process_name: process_name.into() };
         Client::bounded(self.request_timeout, self.grpc.clone().describe(request)).await
+    }
+
+    /// Streams a process's output as `request` asks: what is kept (all, the last `tail_lines`
+    /// lines, or what came after `since`), then with `follow` what it writes next, until it ends
+    /// or is stopped (the stream then ends) or the stream is dropped. The request timeout bounds
+    /// the server's first answer (NOT_FOUND, PERMISSION_DENIED, ...), not the stream: a follow
+    /// may last as long as the process.
+    pub async fn logs(&self, request: LogsRequest) -> Result<tonic::Streaming<LogChunk>, Status> {
+        Client::bounded(self.request_timeout, self.grpc.clone().logs(request)).await
     }
 
     /// Follows process changes (`request` filters by group or name, and may resume after a

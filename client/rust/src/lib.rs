@@ -3,8 +3,8 @@
 //! - [`proto`]: the messages, the generated client and the generated server trait, compiled
 //!   from the contract with protox (no system `protoc`).
 //! - [`Client`]: connects ([`ConnectOptions`]: `http://`, `https://` with a CA and a client
-//!   certificate, `unix:PATH`; a bearer [`Token`]) and starts, stops, lists, describes and
-//!   watches; its
+//!   certificate, `unix:PATH`; a bearer [`Token`]) and starts, stops, lists, describes,
+//!   watches and reads logs; its
 //!   [`Watch`] resumes from the last revision when the stream breaks.
 //!
 //! It depends on tonic, prost and rustls (on ring) only: no Kubernetes or AWS crates and not the
@@ -73,6 +73,18 @@
 //! #         Ok(Response::new(ProcessDetail { process: Some(process), ..ProcessDetail::default() }))
 //! #     }
 //! #
+//! #     type LogsStream = tokio_stream::Iter<std::vec::IntoIter<Result<LogChunk, Status>>>;
+//! #
+//! #     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+//! #         check(&request)?;
+//! #         let name = request.into_inner().process_name;
+//! #         if !self.0.lock().unwrap().contains_key(&name) {
+//! #             return Err(Status::not_found(format!("process `{name}` does not exist")));
+//! #         }
+//! #         let line = |text: &'static str| Ok(LogChunk { data: text.into(), stream: LogStream::Stdout.into(), timestamp: None });
+//! #         Ok(Response::new(tokio_stream::iter(vec![line("Serving HTTP on 0.0.0.0 port 8000\n")])))
+//! #     }
+//! #
 //! #     type WatchStream = tokio_stream::Iter<std::vec::IntoIter<Result<WatchEvent, Status>>>;
 //! #
 //! #     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
@@ -94,7 +106,7 @@
 //! #         .add_service(ProcessServiceServer::new(Toy::default()))
 //! #         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
 //! # );
-//! use hydroplane_client::proto::{ContainerSpec, ProcessSpec, ProcessStatus, WatchEventType, WatchRequest};
+//! use hydroplane_client::proto::{ContainerSpec, LogsRequest, ProcessSpec, ProcessStatus, WatchEventType, WatchRequest};
 //! use hydroplane_client::{Client, ConnectOptions, Token, Wait};
 //! use tokio_stream::StreamExt;
 //!
@@ -122,6 +134,12 @@
 //! let added = events.next().await.expect("an event")?;
 //! assert_eq!((added.r#type(), added.process.expect("a process").process_name.as_str()), (WatchEventType::Added, "web"));
 //! assert_eq!(events.next().await.expect("an event")?.r#type(), WatchEventType::Synced);
+//!
+//! // What it printed: raw bytes, chunk by chunk (`follow: true` would go on as it prints).
+//! let request = LogsRequest { process_name: "web".to_owned(), tail_lines: Some(10), ..LogsRequest::default() };
+//! let mut output = client.logs(request).await?;
+//! let first = output.next().await.expect("a chunk")?;
+//! assert!(first.data.starts_with(b"Serving HTTP"));
 //!
 //! assert_eq!(client.stop_process("web").await?, ["web"]);
 //! let error = client.stop_process("web").await.unwrap_err();

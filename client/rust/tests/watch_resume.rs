@@ -68,6 +68,12 @@ impl ProcessService for Scripted {
         Err(Status::unimplemented("describe"))
     }
 
+    type LogsStream = futures_util::stream::Empty<Result<LogChunk, Status>>;
+
+    async fn logs(&self, _: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("logs"))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
