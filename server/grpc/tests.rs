@@ -63,6 +63,34 @@ async fn serve_over(
     InProcess { channel, _stop: stop }
 }
 
+/// A token made in the tokens file at `path`, with its scopes and group patterns.
+fn make_token(path: &std::path::Path, (name, scopes, groups): (&str, &str, Option<&str>)) -> String {
+    let request = crate::security::tokens::TokenRequest {
+        name: name.to_owned(),
+        scopes: crate::security::access::parse_scopes(scopes).expect("scopes"),
+        groups: groups.map(|groups| crate::security::access::parse_group_patterns(groups).expect("groups")),
+        created: "2026-12-01T00:00:00Z".to_owned(),
+    };
+    crate::security::tokens::create(path, &request).expect("a token").expose().to_owned()
+}
+
+/// A client of the in-process server that sends `token`.
+fn bearer_client(
+    server: &InProcess,
+    token: &str,
+) -> ProcessServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
+    >,
+> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ASCII");
+    ProcessServiceClient::with_interceptor(server.channel.clone(), move |mut call: tonic::Request<()>| {
+        call.metadata_mut().insert("authorization", bearer.clone());
+        Ok(call)
+    })
+}
+
 fn sleeper(name: &str, group: Option<&str>) -> proto::ProcessSpec {
     proto::ProcessSpec {
         process_name: name.to_owned(),
@@ -154,25 +182,12 @@ async fn a_wait_that_runs_out_is_deadline_exceeded() {
 async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
     let directory = tempfile::tempdir().expect("tempdir");
     let path = directory.path().join("tokens.yml");
-    let request = |name: &str, scopes: &str, groups: Option<&str>| crate::security::tokens::TokenRequest {
-        name: name.to_owned(),
-        scopes: crate::security::access::parse_scopes(scopes).expect("scopes"),
-        groups: groups.map(|groups| crate::security::access::parse_group_patterns(groups).expect("groups")),
-        created: "2026-12-01T00:00:00Z".to_owned(),
-    };
-    let admin = crate::security::tokens::create(&path, &request("root", "admin", None)).expect("a token");
-    let ci =
-        crate::security::tokens::create(&path, &request("ci", "read,write", Some("ci-*"))).expect("a token");
+    let admin = make_token(&path, ("root", "admin", None));
+    let ci = make_token(&path, ("ci", "read,write", Some("ci-*")));
     let server = serve(Some(TokenStore::open(&path).expect("tokens")), LimitSettings::default()).await;
-    let with = |token: &str| {
-        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ASCII");
-        ProcessServiceClient::with_interceptor(server.channel.clone(), move |mut call: tonic::Request<()>| {
-            call.metadata_mut().insert("authorization", bearer.clone());
-            Ok(call)
-        })
-    };
-    let mut admin = with(admin.expose());
-    let mut ci = with(ci.expose());
+    let with = |token: &str| bearer_client(&server, token);
+    let mut admin = with(&admin);
+    let mut ci = with(&ci);
     admin.start(start_request("ci-a", Some("ci-1"))).await.expect("admin starts ci-a");
     admin.start(start_request("prod-x", Some("prod"))).await.expect("admin starts prod-x");
 
@@ -352,4 +367,64 @@ async fn describe_answers_the_spec_and_at_most_the_last_twenty_transitions_oldes
     client.stop(proto::StopRequest { target: Some(Target::ProcessName("web".into())) }).await.expect("stop");
     let gone = client.describe(describe("web")).await.expect_err("stopped");
     assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn logs_need_the_logs_scope_and_the_group_and_pass_bytes_through() {
+    use crate::runtime::logs::LogSource;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("tokens.yml");
+    let admin = make_token(&path, ("root", "admin", None));
+    let reader = make_token(&path, ("reader", "read", None));
+    let ci = make_token(&path, ("ci", "logs", Some("ci-*")));
+    let runtime = FakeRuntime::new();
+    let server = serve_over(
+        Arc::clone(&runtime),
+        Some(TokenStore::open(&path).expect("tokens")),
+        LimitSettings::default(),
+    )
+    .await;
+    let with = |token: &str| bearer_client(&server, token);
+    let (mut admin, mut reader, mut ci) = (with(&admin), with(&reader), with(&ci));
+    admin.start(start_request("ci-a", Some("ci-1"))).await.expect("start ci-a");
+    admin.start(start_request("prod-x", Some("prod"))).await.expect("start prod-x");
+    runtime.write_output("ci-a", LogSource::Stdout, b"out \x00\xff\n");
+    runtime.write_output("ci-a", LogSource::Stderr, b"err\n");
+    let logs =
+        |name: &str| proto::LogsRequest { process_name: name.to_owned(), ..proto::LogsRequest::default() };
+    async fn read_all(stream: tonic::Streaming<proto::LogChunk>) -> Vec<proto::LogChunk> {
+        futures::TryStreamExt::try_collect(stream).await.expect("the whole stream")
+    }
+
+    let chunks = read_all(ci.logs(logs("ci-a")).await.expect("ci reads its own").into_inner()).await;
+    let data: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.data.iter().copied()).collect();
+    assert_eq!(data, b"out \x00\xff\nerr\n", "bytes as written, both streams");
+    assert_eq!(chunks[1].stream, proto::LogStream::Stderr as i32);
+    assert!(chunks.iter().all(|chunk| chunk.timestamp.is_none()), "no times unless asked");
+
+    let mut stamped = logs("ci-a");
+    stamped.timestamps = true;
+    stamped.stream = proto::LogStream::Stderr.into();
+    let chunks = read_all(ci.logs(stamped).await.expect("stderr only").into_inner()).await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].data.as_ref(), b"err\n");
+    assert!(chunks[0].timestamp.is_some());
+
+    let refused = reader.logs(logs("ci-a")).await.expect_err("read is not logs");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("lacks the `logs` scope"), "{}", refused.message());
+    let out_of_reach = ci.logs(logs("prod-x")).await.expect_err("another group");
+    assert_eq!(out_of_reach.code(), Code::PermissionDenied);
+    let unknown = ci.logs(logs("nowhere")).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let mut bad = logs("Not_A_Name");
+    bad.since =
+        Some(proto::logs_request::Since::SinceDuration(prost_types::Duration { seconds: -5, nanos: 0 }));
+    let invalid = admin.logs(bad).await.expect_err("invalid");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(
+        invalid.message().contains("process_name") && invalid.message().contains("since_duration"),
+        "{}",
+        invalid.message()
+    );
 }
