@@ -74,21 +74,24 @@ fn make_token(path: &std::path::Path, (name, scopes, groups): (&str, &str, Optio
     crate::security::tokens::create(path, &request).expect("a token").expose().to_owned()
 }
 
+/// Sends a bearer token with every call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut call: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        call.metadata_mut().insert("authorization", self.0.clone());
+        Ok(call)
+    }
+}
+
 /// A client of the in-process server that sends `token`.
 fn bearer_client(
     server: &InProcess,
     token: &str,
-) -> ProcessServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
-    >,
-> {
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().expect("ASCII");
-    ProcessServiceClient::with_interceptor(server.channel.clone(), move |mut call: tonic::Request<()>| {
-        call.metadata_mut().insert("authorization", bearer.clone());
-        Ok(call)
-    })
+) -> ProcessServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+    let bearer = format!("Bearer {token}").parse().expect("ASCII");
+    ProcessServiceClient::with_interceptor(server.channel.clone(), Bearer(bearer))
 }
 
 fn sleeper(name: &str, group: Option<&str>) -> proto::ProcessSpec {
