@@ -411,14 +411,16 @@ pub fn restart_from_admin(state: &AppState, path: &str, exit_code: i64) -> Resul
         )));
     }
     let uid = meta::uid(&pod).to_string();
-    state.logs.restart(&uid, &container);
     let key = ObjectKey::new(meta::meta_str(&pod, "namespace"), meta::name(&pod));
     let mut restarts = 0;
+    // The status first, as a kubelet reports the exit before the new run prints: a follower that
+    // sees its follow end and reads the pod then finds the restart.
     state.store.update_by_controller(Kind::Pod, &key, &uid, false, |pod| {
         restart_container(pod, &container, exit_code, &meta::now())
             .inspect(|count| restarts = *count)
             .is_some()
     });
+    state.logs.restart(&uid, &container);
     Ok(restarts)
 }
 
