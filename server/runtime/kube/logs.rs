@@ -537,16 +537,6 @@ pub struct LogHubs {
 }
 
 impl LogHubs {
-    /// How many hubs have followers now.
-    pub fn len(&self) -> usize {
-        self.lock().values().filter(|hub| hub.strong_count() > 0).count()
-    }
-
-    /// Whether no hub has followers.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Hub>>> {
         // Each change is a single insert or retain: a panic cannot leave it half-done.
         self.hubs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
