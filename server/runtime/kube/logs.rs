@@ -371,15 +371,26 @@ impl PodLog {
         seam: &mut Seam,
         sender: &mpsc::Sender<Result<LogPiece, RuntimeError>>,
     ) -> bool {
-        let mut lines = match self.open(params).await {
-            Ok(Opened::Lines(lines)) => lines,
-            Ok(Opened::NotStarted) => return true,
-            Err(RuntimeError::NotFound { .. }) => return false,
+        match self.open(params).await {
+            Ok(Opened::Lines(lines)) => self.send_all(lines, since, seam, sender).await,
+            Ok(Opened::NotStarted) => true,
+            Err(RuntimeError::NotFound { .. }) => false,
             Err(error) => {
                 let _ = sender.send(Err(error)).await;
-                return false;
+                false
             }
-        };
+        }
+    }
+
+    /// Sends the lines of an opened log that pass `since` and the seam; false when the caller
+    /// has gone or the stream must end.
+    async fn send_all(
+        &self,
+        mut lines: LogLines<LogBody>,
+        since: Option<jiff::Timestamp>,
+        seam: &mut Seam,
+        sender: &mpsc::Sender<Result<LogPiece, RuntimeError>>,
+    ) -> bool {
         loop {
             match lines.next_line().await {
                 Ok(Some(line)) => {
@@ -410,7 +421,7 @@ pub async fn logs(log: PodLog, hubs: &Arc<LogHubs>, query: LogsQuery) -> Result<
         });
     }
     let (sender, receiver) = mpsc::channel(STREAM_CAPACITY);
-    // A previous run has ended: there is nothing to follow.
+    // A follow of the previous run is a plain read: that run has ended.
     if query.follow && !query.previous {
         let (hub, lines) = hubs.join(&log);
         tokio::spawn(follow(log, hub, lines, query, sender));
@@ -419,26 +430,9 @@ pub async fn logs(log: PodLog, hubs: &Arc<LogHubs>, query: LogsQuery) -> Result<
         // Opened here, so that an unknown pod or a missing previous run is the call's error.
         match log.open(&params).await? {
             Opened::NotStarted => drop(sender),
-            Opened::Lines(mut lines) => {
+            Opened::Lines(lines) => {
                 tokio::spawn(async move {
-                    loop {
-                        match lines.next_line().await {
-                            Ok(Some(line)) => {
-                                if is_since(query.since, line.time)
-                                    && sender.send(Ok(line.into_piece())).await.is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Ok(None) => return,
-                            Err(error) => {
-                                if let Some(error) = log.read_failed(&error) {
-                                    let _ = sender.send(Err(error)).await;
-                                }
-                                return;
-                            }
-                        }
-                    }
+                    log.send_all(lines, query.since, &mut Seam::default(), &sender).await;
                 });
             }
         }
