@@ -166,7 +166,10 @@ pub fn refusal(code: u16, message: &str) -> Option<LogRefusal> {
     match code {
         404 => Some(LogRefusal::PodGone),
         400 if message.contains("previous terminated container") => Some(LogRefusal::NoPreviousRun),
-        400 if message.contains("is waiting to start") || message.contains("ContainerCreating") => {
+        400 if message.contains("is waiting to start")
+            || message.contains("ContainerCreating")
+            || message.contains("does not have a host assigned") =>
+        {
             Some(LogRefusal::NotStarted)
         }
         _ => None,
@@ -718,6 +721,7 @@ mod tests {
             check(400, "container \"web\" in pod \"web\" is waiting to start: ContainerCreating"),
             Some(LogRefusal::NotStarted)
         );
+        assert_eq!(check(400, "pod web does not have a host assigned"), Some(LogRefusal::NotStarted));
         assert_eq!(check(400, "invalid tailLines"), None);
         assert_eq!(check(403, "forbidden"), None);
     }
