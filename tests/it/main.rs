@@ -17,6 +17,7 @@ mod harness;
 mod hpctl;
 mod hpctl_hardening;
 mod kube_faults;
+mod kube_logs;
 mod kube_repair;
 mod kube_runtime;
 mod local_runtime;

@@ -498,6 +498,8 @@ mod rbac_tests {
         }
         assert!(verbs("secrets").iter().any(|v| v == "create"));
         assert!(!verbs("secrets").iter().any(|v| v == "get" || v == "list"), "secrets are never read back");
+        // Logs reads the container log of a process's Pod.
+        assert_eq!(verbs("pods/log"), ["get"]);
         // Describe lists the Events of a process's Pod.
         assert_eq!(verbs("events"), ["list"]);
         let nodes: ClusterRole = serde_json::from_value(documents[2].clone()).expect("a ClusterRole");

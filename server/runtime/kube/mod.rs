@@ -10,12 +10,14 @@
 //! [`log_limit`], and kube-client's own per-request lines are off ([`QUIET_CLIENT_DIRECTIVE`]).
 //!
 //! The cluster connection is a `kube::Client` built outside (from a kubeconfig here, from AWS
-//! credentials for EKS), so this module knows nothing of how it authenticates.
+//! credentials for EKS), so this module knows nothing of how it authenticates. Logs are read
+//! from the API server's `pods/log` ([`logs`]), with one shared upstream per followed pod.
 
 pub mod connect;
 pub mod events;
 pub mod index;
 pub mod log_limit;
+pub mod logs;
 pub mod manifests;
 pub mod status;
 
@@ -66,6 +68,8 @@ pub struct KubeRuntime {
     /// Whether the cluster refused to list Events (a Role without `events: list`), so that the
     /// warning is logged once and not on every Describe.
     events_refused: AtomicBool,
+    /// The shared follows of pod logs (see [`logs`]).
+    log_hubs: Arc<logs::LogHubs>,
 }
 
 impl Drop for KubeRuntime {
@@ -104,6 +108,7 @@ impl KubeRuntime {
             index_task,
             name,
             events_refused: AtomicBool::new(false),
+            log_hubs: Arc::default(),
         }))
     }
 
@@ -597,10 +602,14 @@ impl Runtime for KubeRuntime {
 
     async fn logs(
         &self,
-        _process_name: &str,
-        _query: super::logs::LogsQuery,
+        process_name: &str,
+        query: super::logs::LogsQuery,
     ) -> Result<super::logs::LogPieces, RuntimeError> {
-        Err(RuntimeError::NotServable { message: "logs are not built yet".to_owned() })
+        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.clone()));
+        let uid = uid.ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
+        let log =
+            logs::PodLog::new(self.pods(), Arc::clone(&self.index), self.name, process_name.to_owned(), uid);
+        logs::logs(log, &self.log_hubs, query).await
     }
 
     async fn shutdown(&self) {

@@ -318,20 +318,29 @@ impl KubeSim {
     }
 
     /// Sets faults through the simulator's admin endpoint (`POST /_sim/faults`).
+    #[track_caller]
     pub fn faults(&self, body: serde_json::Value) {
+        self.admin("POST", "faults", &body.to_string());
+    }
+
+    /// Calls one of the simulator's admin endpoints (`{method} /_sim/{path}` with `body`) and
+    /// returns its JSON answer; panics unless it answers 200.
+    #[track_caller]
+    pub fn admin(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
         use std::io::Write;
         let address = self.url.trim_start_matches("http://").trim_start_matches("https://");
-        let body = body.to_string();
         let mut stream = std::net::TcpStream::connect(address).expect("connect to kube-sim");
         write!(
             stream,
-            "POST /_sim/faults HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} /_sim/{path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
-        .expect("send the fault request");
+        .expect("send the admin request");
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
-        assert!(response.starts_with("HTTP/1.1 200"), "fault request refused: {response}");
+        assert!(response.starts_with("HTTP/1.1 200"), "{method} /_sim/{path} refused: {response}");
+        let (_, answer) = response.split_once("\r\n\r\n").unwrap_or_default();
+        serde_json::from_str(answer).unwrap_or(serde_json::Value::Null)
     }
 }
 

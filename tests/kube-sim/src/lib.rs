@@ -13,7 +13,8 @@
 //!   - `api/admin.rs`: the `/_sim/` endpoints.
 //!
 //!   [`watch`] streams events; [`discovery`] answers `/api`, `/apis`, `/version` and OpenAPI;
-//!   [`table`] renders kubectl tables; [`logs`] serves `pods/{name}/log` from lines tests append.
+//!   [`table`] renders kubectl tables; [`logs`] serves `pods/{name}/log` from lines tests append
+//!   (and keeps the previous run of a container tests restart).
 //! - [`store`]: the objects, by job:
 //!   - `store/mod.rs`: the state (objects, the owner index, allocations) behind one lock, and
 //!     the seed namespaces and nodes;

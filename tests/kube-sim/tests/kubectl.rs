@@ -221,6 +221,41 @@ fn kubectl_wait_and_logs_with_follow() {
 }
 
 #[test]
+fn kubectl_logs_previous_and_since_across_a_restart() {
+    let simulator = Simulator::start(&["--pod-start-delay-ms", "50"]);
+    let manifest = write_manifest(&simulator);
+    simulator.kubectl_ok(&["apply", "-f", &manifest]);
+    simulator.kubectl_ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=20s"]);
+    let post = |path: &str, body: &str| {
+        let (status, response) = common::raw_post(simulator.port(), path, "application/json", body);
+        assert_eq!(status, 200, "{response}");
+        json(response.split_once("\r\n\r\n").map_or("", |(_, body)| body))
+    };
+    let none = simulator.kubectl_err(&["logs", "web", "--previous"]);
+    assert!(none.contains("previous terminated container \"web\" in pod \"web\" not found"), "{none}");
+
+    post("/_sim/logs/default/web", "first run\n");
+    let stamped = simulator.kubectl_ok(&["logs", "web", "--timestamps"]);
+    let (stamp, _) = stamped.split_once(' ').expect("a time prefix");
+    assert_eq!(simulator.kubectl_ok(&["logs", "web", &format!("--since-time={stamp}")]), "first run\n");
+    assert_eq!(simulator.kubectl_ok(&["logs", "web", "--since=1h"]), "first run\n");
+
+    assert_eq!(post("/_sim/restart/default/web", r#"{"exitCode": 137}"#)["restartCount"], 1);
+    post("/_sim/logs/default/web", "second run\n");
+    assert_eq!(simulator.kubectl_ok(&["logs", "web", "--previous"]), "first run\n");
+    assert_eq!(simulator.kubectl_ok(&["logs", "web"]), "second run\n");
+    let pod = json(&simulator.kubectl_ok(&["get", "pod", "web", "-o", "json"]));
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["restartCount"], 1, "{status}");
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 137, "{status}");
+    assert!(status["state"]["running"]["startedAt"].is_string(), "{status}");
+    let (status_code, stats) = common::raw_get(simulator.port(), "/_sim/stats");
+    assert_eq!(status_code, 200);
+    let stats = stats.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    assert_eq!(json(stats)["logFollowsTotal"], 0, "no follow was asked for: {stats}");
+}
+
+#[test]
 fn kubectl_rollout_scale_dry_run_and_namespaces() {
     let simulator = Simulator::start(&["--pod-start-delay-ms", "30"]);
     let deployment = simulator.directory().join("deployment.yaml");

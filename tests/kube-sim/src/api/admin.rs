@@ -1,5 +1,6 @@
-//! The `/_sim/` admin endpoints: health, the store's resourceVersion, fault injection and
-//! appending container log lines.
+//! The `/_sim/` admin endpoints: health, the store's resourceVersion, fault injection,
+//! appending container log lines, restarting a container, and counters (`stats`: log follow
+//! streams open and ever opened).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,21 @@ pub(super) async fn handle(
             Ok(json_response(200, &json!({"resourceVersion": state.store.resource_version().to_string()})))
         }
         ("GET", "faults") => Ok(json_response(200, &state.faults.settings())),
+        ("GET", "stats") => {
+            let (open, total) = state.logs.follow_counts();
+            Ok(json_response(200, &json!({"logFollowsOpen": open, "logFollowsTotal": total})))
+        }
+        ("POST", restart) if restart.starts_with("restart/") => {
+            let body = read_json(body).await?;
+            let exit_code = match body.get("exitCode") {
+                None => 1,
+                Some(code) => code.as_i64().ok_or_else(|| {
+                    ApiError::BadRequest(format!("exitCode must be an integer, got {code}"))
+                })?,
+            };
+            let restarts = crate::logs::restart_from_admin(state, &restart["restart/".len()..], exit_code)?;
+            Ok(json_response(200, &json!({"restartCount": restarts})))
+        }
         ("POST", logs) if logs.starts_with("logs/") => {
             let collected = Limited::new(body, MAX_BODY_BYTES)
                 .collect()
