@@ -692,6 +692,15 @@ mod tests {
         ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
             Ok(tonic::Response::new(tokio_stream::empty()))
         }
+
+        type LogsStream = tokio_stream::Empty<Result<proto::LogChunk, tonic::Status>>;
+
+        async fn logs(
+            &self,
+            _: tonic::Request<proto::LogsRequest>,
+        ) -> Result<tonic::Response<Self::LogsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("logs"))
+        }
     }
 
     /// Serves the recorder on a loopback port, with TLS when given; returns the port.
