@@ -19,6 +19,7 @@ mod hpctl_hardening;
 mod kube_faults;
 mod kube_repair;
 mod kube_runtime;
+mod local_logs;
 mod local_runtime;
 mod moto_launcher;
 mod process_tree;
