@@ -114,11 +114,6 @@ impl ProcessOutput {
         self.finish();
         self.directory.clone()
     }
-
-    /// The process's directory of output files, if it has one.
-    pub fn directory(&self) -> Option<&std::path::Path> {
-        self.directory.as_deref()
-    }
 }
 
 /// Streams what `query` asks of `output`.
@@ -374,7 +369,10 @@ impl Reader {
                 }
                 self.cursor = next_kept;
             }
-            self.pending = coalesce(records);
+            // Records past the cursor would hide a gap: memory serves from there instead.
+            if records.first().is_some_and(|first| first.offset <= self.cursor) {
+                self.pending = coalesce(records);
+            }
         }
     }
 
