@@ -229,6 +229,13 @@ async fn tails_and_stream_filters_select_lines() {
     check(&mut client, ask(Some(2), LogStream::Stdout), "out 5\npartial").await;
     check(&mut client, ask(Some(1), LogStream::Stderr), "err 5\n").await;
     check(&mut client, ask(Some(0), LogStream::Unspecified), "").await;
+
+    use proto::logs_request::Since;
+    let since = |since| proto::LogsRequest { since: Some(since), ..logs_request("mixed") };
+    let hour = Since::SinceDuration(prost_types::Duration { seconds: 3600, nanos: 0 });
+    assert_eq!(text_of(&logs(&mut client, since(hour)).await).lines().count(), 11);
+    let future = Since::SinceTime(prost_types::Timestamp { seconds: 4_000_000_000, nanos: 0 });
+    check(&mut client, since(future), "").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

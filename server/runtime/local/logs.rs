@@ -633,6 +633,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn output_that_cannot_be_written_to_disk_is_still_served_from_memory() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let file = scratch.path().join("a-file");
+        std::fs::write(&file, "not a directory").expect("write");
+        let output = Arc::new(ProcessOutput::new(1 << 20, Some(file.join("p.1")), 1 << 20));
+        output.append(OutputStream::Stdout, b"one\n", at(0));
+        output.append(OutputStream::Stderr, b"two\n", at(5));
+        assert!(lock(&output.state).disk.is_none(), "the writer is given up after its first failure");
+        assert_eq!(text(&logs(&output, LogsQuery::default()).await), "one\ntwo\n");
+    }
+
+    #[tokio::test]
     async fn a_follower_waits_for_output_and_ends_when_finished() {
         let output = Arc::new(ProcessOutput::new(4096, None, 1 << 20));
         let mut stream = serve(Arc::clone(&output), LogsQuery { follow: true, ..LogsQuery::default() });
