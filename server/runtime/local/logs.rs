@@ -14,9 +14,10 @@
 //! - Disk reads run on the blocking pool, at most [`DISK_READ_BYTES`] at a time: a read is
 //!   usually a page-cache copy of microseconds, but a cold cache means real disk I/O, which must
 //!   not stall the threads that serve every other call.
-//! - `tail_lines` takes two passes over what is kept: the first counts the lines that pass the
-//!   filters, the second skips all but the last N. Both passes read the same open files, so a
-//!   rotation in between does not shift the count.
+//! - `tail_lines` is found in memory when the buffer holds that many lines (a backward scan, the
+//!   usual case); otherwise it takes two passes over what is kept: the first counts the lines that
+//!   pass the filters, the second skips all but the last N. Both passes read the same open files,
+//!   so a rotation in between does not shift the count.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 
 use super::disk::{ReadHint, Record, SegmentSnapshot, SegmentWriter};
 use super::lock;
-use super::output::{COALESCE_WITHIN, MAX_CHUNK_BYTES, OutputBuffer, OutputStream};
+use super::output::{MAX_CHUNK_BYTES, OutputBuffer, OutputStream, within_coalescing};
 use crate::runtime::RuntimeError;
 use crate::runtime::logs::{LogPiece, LogPieces, LogSource, LogsQuery, StreamFilter};
 
@@ -193,6 +194,15 @@ impl Serving {
             self.reader.started = true;
             return Ok(());
         }
+        let in_memory = {
+            let state = lock(&self.reader.output.state);
+            tail_start_in_memory(&state.buffer, self.filter, lines, end)
+        };
+        if let Some(start) = in_memory {
+            self.reader.cursor = start;
+            self.reader.started = true;
+            return Ok(());
+        }
         let mut counting = Reader::new(Arc::clone(&self.reader.output), Some(end));
         let mut count = LineCount::default();
         while let Some(piece) = counting.next().await? {
@@ -207,6 +217,35 @@ impl Serving {
     }
 }
 
+/// Where the last `lines` lines before `end` that pass the filter begin, when the buffer holds
+/// them all (scanning back from `end`); `None` when it holds fewer, and the disk must be counted.
+fn tail_start_in_memory(buffer: &OutputBuffer, filter: Filter, lines: u64, end: u64) -> Option<u64> {
+    let mut boundaries = 0;
+    // The newline that ends the filtered output is the end of its last line, not a boundary.
+    let mut at_the_end = true;
+    for chunk in buffer.chunks().rev() {
+        if chunk.offset >= end {
+            continue;
+        }
+        if !filter.passes_stream_at(chunk.stream, chunk.time) {
+            continue;
+        }
+        let kept = (chunk.end().min(end) - chunk.offset) as usize;
+        for (index, &byte) in chunk.bytes[..kept].iter().enumerate().rev() {
+            if byte == b'\n' && !at_the_end {
+                boundaries += 1;
+                if boundaries == lines {
+                    return Some(chunk.offset + index as u64 + 1);
+                }
+            }
+            at_the_end = false;
+        }
+    }
+    // Fewer lines than asked for in memory: all of them, when memory holds all there is.
+    let nothing_older = buffer.start() == 0;
+    nothing_older.then_some(0)
+}
+
 /// Which pieces a call wants.
 #[derive(Clone, Copy, Debug)]
 struct Filter {
@@ -216,12 +255,16 @@ struct Filter {
 
 impl Filter {
     fn passes(&self, piece: &Piece) -> bool {
-        let stream = match self.streams {
+        self.passes_stream_at(piece.stream, piece.time)
+    }
+
+    fn passes_stream_at(&self, stream: OutputStream, time: jiff::Timestamp) -> bool {
+        let wanted = match self.streams {
             StreamFilter::Both => true,
-            StreamFilter::Stdout => piece.stream == OutputStream::Stdout,
-            StreamFilter::Stderr => piece.stream == OutputStream::Stderr,
+            StreamFilter::Stdout => stream == OutputStream::Stdout,
+            StreamFilter::Stderr => stream == OutputStream::Stderr,
         };
-        stream && self.since.is_none_or(|since| piece.time >= since)
+        wanted && self.since.is_none_or(|since| time >= since)
     }
 }
 
@@ -445,7 +488,7 @@ fn coalesce(records: Vec<Record>) -> VecDeque<Piece> {
         if let Some((first, data)) = &mut joining
             && first.stream == record.stream
             && first.offset + data.len() as u64 == record.offset
-            && record.time.duration_since(first.time) <= COALESCE_WITHIN
+            && within_coalescing(first.time, record.time)
             && data.len() + record.data.len() <= MAX_CHUNK_BYTES
         {
             data.extend_from_slice(&record.data);
@@ -566,6 +609,66 @@ mod tests {
             check(query(StreamFilter::Both, Some(100), None), &text(&all)).await;
             check(query(StreamFilter::Both, None, Some(at(20))), "out 3\nouterr 2\n 4 partial").await;
             check(query(StreamFilter::Stdout, Some(1), Some(at(20))), "out 4 partial").await;
+        }
+    }
+
+    /// The last `lines` lines of `data`, the plain way.
+    fn naive_tail(data: &[u8], lines: usize) -> Vec<u8> {
+        let all: Vec<&[u8]> = data.split_inclusive(|&byte| byte == b'\n').collect();
+        all[all.len().saturating_sub(lines)..].concat()
+    }
+
+    #[tokio::test]
+    async fn tails_from_memory_and_from_disk_agree_with_the_plain_way() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let mut writes = Vec::new();
+        let mut seed = 7u32;
+        for index in 0..300 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let stream = if seed.is_multiple_of(3) { OutputStream::Stderr } else { OutputStream::Stdout };
+            let text = match seed % 5 {
+                0 => format!("{index}"),
+                1 => format!("{index}\n\n"),
+                _ => format!("line {index}\n"),
+            };
+            // Times that step back and forth, at least 2 ms apart when they differ, so that only
+            // writes of one time share a chunk and the time filter cuts between writes.
+            let time = at(2 * i64::from(index) * (i64::from(seed % 2) + 1));
+            writes.push((stream, text.into_bytes(), time));
+        }
+        let memory = Arc::new(ProcessOutput::new(1 << 20, None, 1 << 20));
+        let disk = Arc::new(ProcessOutput::new(512, Some(scratch.path().join("t.1")), 1 << 20));
+        for (stream, data, time) in &writes {
+            memory.append(*stream, data, *time);
+            disk.append(*stream, data, *time);
+        }
+        for streams in [StreamFilter::Both, StreamFilter::Stdout, StreamFilter::Stderr] {
+            let since = at(200);
+            let filtered: Vec<u8> = writes
+                .iter()
+                .filter(|(stream, _, time)| {
+                    Filter { streams, since: Some(since) }.passes_stream_at(*stream, *time)
+                })
+                .flat_map(|(_, data, _)| data.clone())
+                .collect();
+            for lines in [1, 2, 3, 10, 57, 1000] {
+                let query = LogsQuery {
+                    streams,
+                    since: Some(since),
+                    tail_lines: Some(lines),
+                    ..LogsQuery::default()
+                };
+                let expected = naive_tail(&filtered, lines as usize);
+                for output in [&memory, &disk] {
+                    let got: Vec<u8> =
+                        logs(output, query.clone()).await.into_iter().flat_map(|(_, data)| data).collect();
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(&expected),
+                        "{streams:?}, {lines} lines"
+                    );
+                }
+            }
         }
     }
 

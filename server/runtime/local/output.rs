@@ -47,6 +47,13 @@ impl OutputChunk {
 /// the chunk's first write): a chunk's time is then never more than this early for its bytes.
 pub const COALESCE_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_millis(1);
 
+/// Whether a write at `time` may join a chunk first written at `first`: not before it (the clock
+/// can step back), and at most [`COALESCE_WITHIN`] after it.
+pub fn within_coalescing(first: jiff::Timestamp, time: jiff::Timestamp) -> bool {
+    let after = time.duration_since(first);
+    !after.is_negative() && after <= COALESCE_WITHIN
+}
+
 /// The largest a chunk grows; a bigger one would make eviction (a whole chunk at a time) coarse.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -112,9 +119,7 @@ impl OutputBuffer {
     fn append(&mut self, stream: OutputStream, bytes: &[u8], time: jiff::Timestamp) -> usize {
         let max_chunk = self.max_chunk;
         let joins = self.chunks.back().is_some_and(|chunk| {
-            chunk.stream == stream
-                && chunk.bytes.len() < max_chunk
-                && time.duration_since(chunk.time) <= COALESCE_WITHIN
+            chunk.stream == stream && chunk.bytes.len() < max_chunk && within_coalescing(chunk.time, time)
         });
         if !joins {
             let capacity = bytes.len().min(max_chunk);
@@ -149,7 +154,7 @@ impl OutputBuffer {
     }
 
     /// The kept chunks, oldest first.
-    pub fn chunks(&self) -> impl Iterator<Item = &OutputChunk> {
+    pub fn chunks(&self) -> impl DoubleEndedIterator<Item = &OutputChunk> {
         self.chunks.iter()
     }
 
@@ -278,9 +283,11 @@ mod tests {
             [(0, at(0), b"a\nb\n".to_vec()), (4, at(2), b"c\n".to_vec()), (6, at(2), b"d\n".to_vec())],
             "a write more than a millisecond after the chunk's first starts a new chunk"
         );
+        buffer.push(OutputStream::Stderr, b"e\n", at(1));
+        assert_eq!(buffer.chunks().count(), 4, "a clock stepping back starts a new chunk");
         assert_eq!(buffer.chunk_at(5).map(|chunk| chunk.offset), Some(4));
-        assert_eq!(buffer.chunk_at(8), None);
-        assert_eq!((buffer.start(), buffer.end()), (0, 8));
+        assert_eq!(buffer.chunk_at(10), None);
+        assert_eq!((buffer.start(), buffer.end()), (0, 10));
     }
 
     #[test]
