@@ -347,10 +347,21 @@ fn read_full_at(file: &File, buffer: &mut [u8], position: u64) -> io::Result<usi
 
 // === The run directory ===
 
-/// Makes `log_dir` (0700 where it is new), removes the run directories of servers that are not
-/// running, and makes this run's own, `run-<pid>` (0700); returns its path.
+/// Makes `log_dir` (0700 where it is new; it must belong to the server's user), removes the run
+/// directories of servers that are not running, and makes this run's own, `run-<pid>` (0700);
+/// returns its path.
 pub fn prepare_run_directory(log_dir: &Path) -> io::Result<PathBuf> {
     create_private_directory(log_dir)?;
+    // Someone else's directory (another user's in a shared /tmp, say) could read or swap our
+    // files: refused.
+    let owner = std::fs::metadata(log_dir)?.uid();
+    let user = nix::unistd::geteuid().as_raw();
+    if owner != user {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("it belongs to user id {owner}, not to the server's user (id {user})"),
+        ));
+    }
     let own = std::process::id();
     for entry in std::fs::read_dir(log_dir)? {
         let Ok(entry) = entry else { continue };
@@ -528,6 +539,23 @@ mod tests {
         let expected: Vec<u8> =
             (0..written / 9).flat_map(|index| format!("{:08}\n", index * 9).into_bytes()).collect();
         assert_eq!(seen, expected[first as usize..]);
+    }
+
+    #[test]
+    fn a_log_dir_of_another_user_is_refused() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        // As root, a directory given to another user; otherwise `/`, which is root's.
+        let foreign = if nix::unistd::geteuid().is_root() {
+            let foreign = scratch.path().join("theirs");
+            std::fs::create_dir(&foreign).expect("mkdir");
+            std::os::unix::fs::chown(&foreign, Some(54_321), Some(54_321)).expect("chown as root");
+            foreign
+        } else {
+            PathBuf::from("/")
+        };
+        let error = prepare_run_directory(&foreign).expect_err("another user's directory");
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
+        assert!(error.to_string().contains("not to the server's user"), "{error}");
     }
 
     #[test]

@@ -36,6 +36,10 @@ use crate::runtime::logs::{LogPiece, LogPieces, LogSource, LogsQuery, StreamFilt
 /// The most data one disk read of a reader takes.
 pub const DISK_READ_BYTES: usize = 128 * 1024;
 
+/// The most of the memory buffer a `tail_lines` scans backwards (under the output's lock) before
+/// it counts with two passes instead.
+pub const MEMORY_TAIL_SCAN_BYTES: usize = 4 << 20;
+
 /// The output of one local process: in memory, on disk, and how far it has got.
 #[derive(Debug)]
 pub struct ProcessOutput {
@@ -221,6 +225,8 @@ impl Serving {
 /// them all (scanning back from `end`); `None` when it holds fewer, and the disk must be counted.
 fn tail_start_in_memory(buffer: &OutputBuffer, filter: Filter, lines: u64, end: u64) -> Option<u64> {
     let mut boundaries = 0;
+    // The scan holds the output's lock: past this many bytes, the passes outside it are better.
+    let mut budget = MEMORY_TAIL_SCAN_BYTES;
     // The newline that ends the filtered output is the end of its last line, not a boundary.
     let mut at_the_end = true;
     for chunk in buffer.chunks().rev() {
@@ -231,6 +237,7 @@ fn tail_start_in_memory(buffer: &OutputBuffer, filter: Filter, lines: u64, end: 
             continue;
         }
         let kept = (chunk.end().min(end) - chunk.offset) as usize;
+        budget = budget.checked_sub(kept)?;
         for (index, &byte) in chunk.bytes[..kept].iter().enumerate().rev() {
             if byte == b'\n' && !at_the_end {
                 boundaries += 1;
