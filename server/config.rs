@@ -76,6 +76,10 @@ const fn whole(key: &'static str, low: f64, high: f64, unit: &'static str) -> Nu
 
 const STOP_GRACE: NumberRange = range("runtime.stop_grace_seconds", 0.0, 3600.0, "seconds");
 const OUTPUT_BUFFER: NumberRange = whole("runtime.output_buffer_bytes", 1024.0, (1u64 << 30) as f64, "bytes");
+// At least 64 KiB, so each of the two segment files holds a few records; at most a TiB.
+const MAX_LOG_BYTES: NumberRange = whole("runtime.max_log_bytes", 65536.0, (1u64 << 40) as f64, "bytes");
+// At most 30 days: files kept longer are an archive, not a grace period.
+const LOG_RETENTION: NumberRange = range("runtime.log_retention_seconds", 0.0, 2_592_000.0, "seconds");
 // The bearer token lasts 15 minutes: it must be renewed a minute before that at the latest.
 const TOKEN_REFRESH: NumberRange = range("runtime.token_refresh_seconds", 1.0, 840.0, "seconds");
 // 43200 seconds is the longest session STS grants.
@@ -101,7 +105,10 @@ const MAX_WATCHES: NumberRange = whole("limits.max_watches", 1.0, 1_000_000.0, "
 pub fn yaml_setting(key: &str, value: &str) -> String {
     let (section, name) = key.split_once('.').expect("a full path");
     match (section, name) {
-        ("runtime", "stop_grace_seconds" | "output_buffer_bytes") => {
+        (
+            "runtime",
+            "stop_grace_seconds" | "output_buffer_bytes" | "max_log_bytes" | "log_retention_seconds",
+        ) => {
             format!("runtime:\n  runtime_type: local\n  {name}: {value}\n")
         }
         ("runtime", "credentials.assume_role.session_duration_seconds") => format!(
@@ -126,6 +133,8 @@ pub fn yaml_setting(key: &str, value: &str) -> String {
 pub const NUMBER_RANGES: &[NumberRange] = &[
     STOP_GRACE,
     OUTPUT_BUFFER,
+    MAX_LOG_BYTES,
+    LOG_RETENTION,
     TOKEN_REFRESH,
     CREDENTIALS_RENEW_BEFORE,
     SESSION_DURATION,
@@ -161,7 +170,7 @@ impl NumberRange {
     fn check_whole(&self, number: Option<Number>, default: u64) -> Result<u64, String> {
         match number {
             None => Ok(default),
-            // In range, whole and at most 2^30: the conversion is exact.
+            // In range, whole and at most 2^40: the conversion is exact.
             Some(Number(value)) => self.check(value).map(|value| value as u64),
         }
     }
@@ -416,8 +425,15 @@ impl RuntimeSettings {
 pub struct LocalRuntimeSettings {
     /// How long a stopped process gets between SIGTERM and SIGKILL (`stop_grace_seconds`).
     pub stop_grace: Duration,
-    /// The most output kept per process, in bytes.
+    /// The most output kept per process in memory, in bytes.
     pub output_buffer_bytes: usize,
+    /// Where processes' output is kept on disk (`log_dir`, as written: `~` not yet expanded).
+    pub log_dir: PathBuf,
+    /// The most disk one process's output takes, in bytes (`max_log_bytes`).
+    pub max_log_bytes: u64,
+    /// How long a stopped process's files stay on disk (`log_retention_seconds`; zero: removed
+    /// when the Stop completes).
+    pub log_retention: Duration,
 }
 
 impl Default for LocalRuntimeSettings {
@@ -425,6 +441,9 @@ impl Default for LocalRuntimeSettings {
         LocalRuntimeSettings {
             stop_grace: Duration::from_secs(DEFAULT_STOP_GRACE_SECONDS as u64),
             output_buffer_bytes: DEFAULT_OUTPUT_BUFFER_BYTES as usize,
+            log_dir: default_log_dir(),
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            log_retention: Duration::from_secs(DEFAULT_LOG_RETENTION_SECONDS as u64),
         }
     }
 }
@@ -436,11 +455,28 @@ impl LocalRuntimeSettings {
     }
 }
 
+/// Where the local runtime keeps output when `runtime.log_dir` is not set: the XDG state
+/// directory (`$XDG_STATE_HOME`, else `~/.local/state`), else a directory of this user's in the
+/// temporary directory.
+pub fn default_log_dir() -> PathBuf {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    if let Some(state) = non_empty("XDG_STATE_HOME") {
+        return state.join("hydroplane/logs");
+    }
+    if let Some(home) = non_empty("HOME") {
+        return home.join(".local/state/hydroplane/logs");
+    }
+    let temporary = non_empty("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));
+    temporary.join(format!("hydroplane-{}", nix::unistd::getuid())).join("logs")
+}
+
 /// The namespace of the Kubernetes runtimes when the settings name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 const DEFAULT_STOP_GRACE_SECONDS: f64 = 5.0;
 const DEFAULT_OUTPUT_BUFFER_BYTES: u64 = 1 << 20;
+const DEFAULT_MAX_LOG_BYTES: u64 = 16 << 20;
+const DEFAULT_LOG_RETENTION_SECONDS: f64 = 0.0;
 const DEFAULT_TOKEN_REFRESH_SECONDS: f64 = 600.0;
 const DEFAULT_CREDENTIALS_RENEW_BEFORE_SECONDS: f64 = 300.0;
 const DEFAULT_CULLING_INTERVAL_MINUTES: f64 = 1.0;
@@ -523,6 +559,9 @@ struct RawRuntime {
     runtime_type: RuntimeType,
     stop_grace_seconds: Option<Number>,
     output_buffer_bytes: Option<Number>,
+    log_dir: Option<PathBuf>,
+    max_log_bytes: Option<Number>,
+    log_retention_seconds: Option<Number>,
     namespace: Option<String>,
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
@@ -541,9 +580,12 @@ impl RawRuntime {
     /// The keys given, each with the runtime types it applies to.
     fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
         use RuntimeType::{Eks, Kubernetes, Local};
-        let keys: [(&'static str, bool, &'static [RuntimeType]); 14] = [
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 17] = [
             ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local]),
             ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
+            ("log_dir", self.log_dir.is_some(), &[Local]),
+            ("max_log_bytes", self.max_log_bytes.is_some(), &[Local]),
+            ("log_retention_seconds", self.log_retention_seconds.is_some(), &[Local]),
             ("namespace", self.namespace.is_some(), &[Kubernetes, Eks]),
             ("kubeconfig", self.kubeconfig.is_some(), &[Kubernetes]),
             ("context", self.context.is_some(), &[Kubernetes]),
@@ -605,6 +647,19 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                 output_buffer_bytes: OUTPUT_BUFFER
                     .check_whole(raw.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES)?
                     as usize,
+                log_dir: match raw.log_dir {
+                    Some(log_dir) if log_dir.as_os_str().is_empty() => {
+                        return Err("runtime.log_dir must be a directory's path, got an empty one".to_owned());
+                    }
+                    Some(log_dir) => log_dir,
+                    None => default_log_dir(),
+                },
+                max_log_bytes: MAX_LOG_BYTES.check_whole(raw.max_log_bytes, DEFAULT_MAX_LOG_BYTES)?,
+                log_retention: LOG_RETENTION.check_duration(
+                    raw.log_retention_seconds,
+                    DEFAULT_LOG_RETENTION_SECONDS,
+                    1.0,
+                )?,
             })),
             RuntimeType::Kubernetes => {
                 check_namespace(&raw.namespace)?;
@@ -1005,6 +1060,51 @@ mod tests {
             (culling.max_age(), culling.interval()),
             (Duration::from_secs(600), Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn the_local_runtimes_log_settings_parse_with_their_defaults() {
+        let settings = Settings::parse(
+            "runtime:\n  runtime_type: local\n  log_dir: ~/logs\n  max_log_bytes: 1048576\n  \
+             log_retention_seconds: 2.5\n",
+        )
+        .expect("parses");
+        let RuntimeSettings::Local(local) = settings.runtime else { panic!("local") };
+        assert_eq!(local.log_dir, PathBuf::from("~/logs"), "`~` is expanded when the runtime starts");
+        assert_eq!((local.max_log_bytes, local.log_retention), (1 << 20, Duration::from_millis(2500)));
+
+        let defaults = LocalRuntimeSettings::default();
+        assert_eq!((defaults.max_log_bytes, defaults.log_retention), (16 << 20, Duration::ZERO));
+        assert!(defaults.log_dir.ends_with("hydroplane/logs"), "{}", defaults.log_dir.display());
+        let RuntimeSettings::Local(local) =
+            Settings::parse("runtime:\n  runtime_type: local\n").expect("parses").runtime
+        else {
+            panic!("local")
+        };
+        assert_eq!(local, defaults);
+    }
+
+    #[test]
+    fn bad_log_settings_are_refused_with_the_key() {
+        let check = |yaml: &str, expected: &str| {
+            let error = Settings::parse(yaml).expect_err(yaml);
+            assert!(error.contains(expected), "{yaml}: {error}");
+        };
+        check("runtime:\n  runtime_type: local\n  log_dir: \"\"\n", "runtime.log_dir must be");
+        check(
+            "runtime:\n  runtime_type: local\n  max_log_bytes: 1000\n",
+            "runtime.max_log_bytes must be a whole number between 65536 and 1099511627776 bytes, got 1000",
+        );
+        check(
+            "runtime:\n  runtime_type: local\n  log_retention_seconds: -1\n",
+            "runtime.log_retention_seconds must be between 0 and 2592000 seconds",
+        );
+        for key in ["log_dir: /x", "max_log_bytes: 65536", "log_retention_seconds: 1"] {
+            check(
+                &format!("runtime:\n  runtime_type: kubernetes\n  {key}\n"),
+                "does not apply to runtime_type: kubernetes (only to local)",
+            );
+        }
     }
 
     #[test]

@@ -118,6 +118,15 @@ pub fn name_taken(
 /// Why the runtime the settings name could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// The local runtime's log directory could not be made or used.
+    #[error("cannot use runtime.log_dir `{}` for the output of local processes", path.display())]
+    LogDirectory {
+        /// The directory, as configured.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// No Kubernetes client could be made from the settings.
     #[error(transparent)]
     Kubeconfig(#[from] kube::connect::ConnectError),
@@ -135,7 +144,10 @@ pub async fn from_settings(
     secrets: Arc<dyn SecretStore>,
 ) -> Result<Arc<dyn Runtime>, SetupError> {
     match settings {
-        RuntimeSettings::Local(local) => Ok(local::LocalRuntime::new(local.clone(), secrets)),
+        RuntimeSettings::Local(local) => {
+            let runtime: Arc<dyn Runtime> = local::LocalRuntime::new(local.clone(), secrets)?;
+            Ok(runtime)
+        }
         RuntimeSettings::Kubernetes(kubernetes) => {
             let client = kube::connect::client(kubernetes).await?;
             let namespace = kubernetes.namespace().to_owned();

@@ -124,3 +124,16 @@ fn keys_that_do_not_apply_and_bad_namespaces_are_one_line_errors() {
         check_refused(directory.path(), yaml, expected);
     }
 }
+
+#[test]
+fn a_log_dir_that_cannot_be_made_is_one_line_naming_the_key_and_the_path() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let file = directory.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let log_dir = file.join("logs");
+    check_refused(
+        directory.path(),
+        &format!("runtime:\n  runtime_type: local\n  log_dir: {}\n", log_dir.display()),
+        &format!("cannot use runtime.log_dir `{}`", log_dir.display()),
+    );
+}

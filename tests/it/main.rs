@@ -20,6 +20,7 @@ mod kube_faults;
 mod kube_logs;
 mod kube_repair;
 mod kube_runtime;
+mod local_logs;
 mod local_runtime;
 mod moto_launcher;
 mod process_tree;

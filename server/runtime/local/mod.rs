@@ -22,16 +22,27 @@
 //!   on a blocking thread, outside the runtime's lock: the name is reserved under the lock first,
 //!   so two Starts of one name spawn once.
 //!
+//! - Output is kept twice: the newest in memory (`output_buffer_bytes`), and up to
+//!   `max_log_bytes` on disk under `log_dir`, in a directory of this server run's; Logs reads
+//!   both. A process's files are removed `log_retention_seconds` after its Stop (at once by
+//!   default), and this run's directory when the server shuts down (unless retention is set: then
+//!   the next server to start on that `log_dir` removes it).
+//!
 //! Where to read: [`launch`] (environment and spawning), [`supervisor`] (the tree), [`monitor`]
-//! (status and output), [`procfs`] (what `/proc` says), [`output`] (the bounded buffer).
+//! (status and output), [`procfs`] (what `/proc` says), [`output`] (the bounded buffer),
+//! [`disk`] (the files and their format), [`logs`] (serving Logs).
 
+pub mod disk;
 mod launch;
+pub mod logs;
 mod monitor;
 pub mod output;
 mod procfs;
 pub mod supervisor;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,8 +52,9 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use self::launch::SupervisorProgram;
-use self::output::OutputBuffer;
-use super::{Runtime, RuntimeError, Started, StopTarget, name_taken};
+use self::logs::ProcessOutput;
+use super::logs::{LogPieces, LogsQuery};
+use super::{Runtime, RuntimeError, SetupError, Started, StopTarget, name_taken};
 use crate::config::LocalRuntimeSettings;
 use crate::secrets::SecretStore;
 use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, SocketAddress, ValidSpec};
@@ -67,6 +79,10 @@ pub struct LocalRuntime {
     supervisor: Result<SupervisorProgram, String>,
     /// Shared with the launches, which run as tasks of their own.
     processes: Processes,
+    /// This run's directory of output files, `run-<pid>` in the log directory.
+    run_directory: PathBuf,
+    /// How many processes were reserved, to name each one's directory.
+    reserved: AtomicU64,
 }
 
 /// The processes by name, reservations included.
@@ -82,7 +98,7 @@ struct LocalProcess {
     launch: watch::Receiver<Launch>,
     /// Set once the supervisor has been reaped (at once when nothing was spawned).
     exited: watch::Receiver<bool>,
-    output: Arc<Mutex<OutputBuffer>>,
+    output: Arc<ProcessOutput>,
 }
 
 /// The senders a reservation's owner fills in.
@@ -117,26 +133,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LocalRuntime {
-    /// A local runtime with no processes yet, supervising them with the server's own binary.
-    pub fn new(settings: LocalRuntimeSettings, secrets: Arc<dyn SecretStore>) -> Arc<LocalRuntime> {
+    /// A local runtime with no processes yet, supervising them with the server's own binary;
+    /// fails when the log directory cannot be made.
+    pub fn new(
+        settings: LocalRuntimeSettings,
+        secrets: Arc<dyn SecretStore>,
+    ) -> Result<Arc<LocalRuntime>, SetupError> {
+        let log_dir_error = |source| SetupError::LogDirectory { path: settings.log_dir.clone(), source };
+        let log_dir = crate::secrets::expand_home(&settings.log_dir).map_err(|error| {
+            log_dir_error(std::io::Error::new(std::io::ErrorKind::NotFound, error.to_string()))
+        })?;
+        let run_directory = disk::prepare_run_directory(&log_dir).map_err(log_dir_error)?;
+        tracing::debug!(directory = %run_directory.display(), "keeping the output of local processes here");
         let supervisor = SupervisorProgram::of_this_server();
         if let Err(error) = &supervisor {
             tracing::error!(%error, "local processes cannot be started");
         }
-        Arc::new(LocalRuntime {
+        Ok(Arc::new(LocalRuntime {
             table: ProcessTable::starting_now(),
             secrets,
             settings,
             supervisor,
             processes: Arc::new(Mutex::new(HashMap::new())),
-        })
-    }
-
-    /// The captured output of a process, oldest first, or `None` for an unknown process.
-    pub fn output(&self, process_name: &str) -> Option<Vec<output::OutputChunk>> {
-        let process = lock(&self.processes).get(process_name).cloned()?;
-        let output = lock(&process.output);
-        Some(output.chunks().cloned().collect())
+            run_directory,
+            reserved: AtomicU64::new(0),
+        }))
     }
 
     /// Reserves the spec's name with a process that is not launched yet, or returns the process
@@ -150,12 +171,20 @@ impl LocalRuntime {
         info.socket_addresses = socket_addresses(&spec);
         let (launch, launch_receiver) = watch::channel(Launch::Pending);
         let (exited, exited_receiver) = watch::channel(false);
+        // The number makes a name started again a new directory: it never reads old output.
+        let number = self.reserved.fetch_add(1, Ordering::Relaxed) + 1;
+        let directory = self.run_directory.join(format!("{}.{number}", spec.process_name));
+        let output = ProcessOutput::new(
+            self.settings.output_buffer_bytes,
+            Some(directory),
+            self.settings.max_log_bytes,
+        );
         let process = Arc::new(LocalProcess {
             spec,
             info: Mutex::new(info),
             launch: launch_receiver,
             exited: exited_receiver,
-            output: Arc::new(Mutex::new(OutputBuffer::new(self.settings.output_buffer_bytes))),
+            output: Arc::new(output),
         });
         processes.insert(process.spec.process_name.clone(), Arc::clone(&process));
         Ok(Reservation { process, launch, exited })
@@ -209,7 +238,24 @@ impl LocalRuntime {
             forget(&self.processes, &process);
             self.table.remove(&name);
         }
+        if let Some(directory) = process.output.close() {
+            self.remove_output_files(directory).await;
+        }
         name
+    }
+
+    /// Removes a stopped process's files, at once (before the Stop answers) or once the
+    /// retention has passed.
+    async fn remove_output_files(&self, directory: PathBuf) {
+        let retention = self.settings.log_retention;
+        if retention.is_zero() {
+            let _ = tokio::task::spawn_blocking(move || disk::remove_directory(&directory)).await;
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(retention).await;
+                let _ = tokio::task::spawn_blocking(move || disk::remove_directory(&directory)).await;
+            });
+        }
     }
 }
 
@@ -241,6 +287,7 @@ impl Launching {
         match launched {
             Err(error) => {
                 forget(&processes, &process);
+                process.output.close();
                 launch.send_replace(Launch::Withdrawn);
                 exited.send_replace(true);
                 Err(error)
@@ -251,6 +298,7 @@ impl Launching {
                     info.reason = Some("SpawnFailed".to_owned());
                     info.message = Some(message);
                 });
+                process.output.finish();
                 launch.send_replace(Launch::NotStarted);
                 exited.send_replace(true);
                 Ok(Started { process: info, created: true })
@@ -404,12 +452,20 @@ impl Runtime for LocalRuntime {
         lock(&self.processes).get(process_name).map(|process| process.spec.clone())
     }
 
-    async fn logs(
-        &self,
-        _process_name: &str,
-        _query: super::logs::LogsQuery,
-    ) -> Result<super::logs::LogPieces, RuntimeError> {
-        Err(RuntimeError::NotServable { message: "logs are not built yet".to_owned() })
+    async fn logs(&self, process_name: &str, query: LogsQuery) -> Result<LogPieces, RuntimeError> {
+        let process = lock(&self.processes)
+            .get(process_name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
+        if query.previous {
+            return Err(RuntimeError::NotServable {
+                message: format!(
+                    "process `{process_name}` has no previous run: the local runtime never restarts a process; \
+                     ask without `previous` for the output of its only run"
+                ),
+            });
+        }
+        Ok(logs::serve(Arc::clone(&process.output), query))
     }
 
     async fn shutdown(&self) {
@@ -418,5 +474,15 @@ impl Runtime for LocalRuntime {
             tracing::info!(count = all.len(), "stopping every local process");
         }
         futures::future::join_all(all.into_iter().map(|process| self.stop_process(process))).await;
+        if self.settings.log_retention.is_zero() {
+            let run_directory = self.run_directory.clone();
+            let _ = tokio::task::spawn_blocking(move || disk::remove_directory(&run_directory)).await;
+        } else {
+            tracing::info!(
+                directory = %self.run_directory.display(),
+                "keeping the output files of this run (log_retention_seconds is set); the next server \
+                 started on this log_dir removes them"
+            );
+        }
     }
 }

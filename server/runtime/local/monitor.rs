@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use super::launch::Launched;
-use super::output::{OutputBuffer, OutputStream};
+use super::logs::ProcessOutput;
+use super::output::OutputStream;
 use super::{LocalProcess, lock, procfs};
 use crate::spec::{ProcessStatus, Protocol};
 use crate::table::ProcessTable;
@@ -113,6 +114,8 @@ pub(super) async fn monitor(
         info.message = Some(outcome.message.clone());
         info.exit_code = Some(outcome.exit_code);
     });
+    // After the status: a follower that ends sees the process EXITED or FAILED.
+    process.output.finish();
     exited.send_replace(true);
     drop(lifeline);
 }
@@ -148,12 +151,15 @@ fn shared_listening(now: tokio::time::Instant) -> Arc<procfs::Listening> {
     listening
 }
 
-async fn capture(mut pipe: impl AsyncRead + Unpin, stream: OutputStream, output: Arc<Mutex<OutputBuffer>>) {
-    let mut buffer = vec![0u8; 8192];
+/// Reads one of the process's pipes into its output until the pipe closes. A process that writes
+/// faster than this keeps up is held back by its full pipe, which is all the flow control needed.
+async fn capture(mut pipe: impl AsyncRead + Unpin, stream: OutputStream, output: Arc<ProcessOutput>) {
+    // One read is one disk record at most.
+    let mut buffer = vec![0u8; super::disk::MAX_RECORD_DATA];
     loop {
         match pipe.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
-            Ok(read) => lock(&output).push(stream, &buffer[..read]),
+            Ok(read) => output.append(stream, &buffer[..read], jiff::Timestamp::now()),
         }
     }
 }
