@@ -7,8 +7,8 @@
 //! - [`secrets`]: secret stores, which resolve the secret references of specs and settings.
 //! - [`security`]: who may call: scopes and callers, the tokens file, TLS.
 //! - [`table`]: the revisioned process table List and Watch are served from.
-//! - [`app`]: the operations (start with wait, stop, list, watch, describe) for a caller, over a
-//!   runtime.
+//! - [`app`]: the operations (start with wait, stop, list, watch, describe, logs) for a caller,
+//!   over a runtime.
 //! - [`grpc`]: the tonic service, the guard layer every call passes, listeners and the audit log.
 //! - [`runtime`]: the `Runtime` trait and the local, Kubernetes and EKS runtimes.
 //! - [`aws`]: AWS credentials and the EKS token.

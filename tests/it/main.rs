@@ -16,6 +16,7 @@ mod fuzz;
 mod harness;
 mod hpctl;
 mod hpctl_hardening;
+mod hpctl_logs;
 mod kube_faults;
 mod kube_logs;
 mod kube_repair;

@@ -58,6 +58,9 @@ pub struct Server {
     pub address: String,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
+    /// The server's state directory (`XDG_STATE_HOME`: the local runtime's default `log_dir` is
+    /// in it), so that no test leaves output files in the user's home.
+    _state: tempfile::TempDir,
 }
 
 impl Server {
@@ -80,12 +83,14 @@ impl Server {
 
     /// Starts the server with extra arguments and environment variables, on a free port.
     pub fn start_with_env(args: &[&str], environment: &[(&str, &str)]) -> Server {
+        let state = tempfile::tempdir().expect("tempdir");
         let spawned = child::spawn_with_first_line(
             "the hydroplane server",
             Command::new(env!("CARGO_BIN_EXE_hydroplane"))
                 .args(["-H", "127.0.0.1", "-p", "0"])
                 .args(args)
                 .env("RUST_LOG", "info,hydroplane=debug")
+                .env("XDG_STATE_HOME", state.path())
                 .envs(environment.iter().copied())
                 .stdin(Stdio::null())
                 .stderr(Stdio::piped()),
@@ -101,6 +106,7 @@ impl Server {
             address: String::new(),
             stderr: spawned.stderr,
             stdout: spawned.stdout,
+            _state: state,
         };
         match address {
             Some(address) => server.address = address,
