@@ -17,6 +17,7 @@ pub mod events;
 pub mod index;
 pub mod log_limit;
 pub mod manifests;
+pub mod permissions;
 pub mod status;
 
 use std::collections::BTreeMap;
