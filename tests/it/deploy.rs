@@ -202,6 +202,30 @@ fn the_configmap_settings_pass_the_servers_own_check_with_the_deployments_flags(
     let protected = yaml.lines().any(|line| line.starts_with("tls:"))
         && yaml.lines().any(|line| line.starts_with("auth:"));
     assert_eq!(args.contains(&"--insecure".to_owned()), !protected, "{args:?}");
+
+    // The secure variant the ConfigMap documents in comments is valid settings too, with its
+    // files in the optional Secret's mount.
+    let uncommented: String = yaml
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest.starts_with("auth:") || rest.starts_with("tls:") || rest.starts_with("  ") => {
+                rest
+            }
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let secure = hydroplane::config::Settings::parse(&uncommented).expect("the secure variant parses");
+    let secret_mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|mount| mount["name"] == "secrets")
+        .and_then(|mount| mount["mountPath"].as_str())
+        .expect("the secrets mount");
+    let tokens_file = secure.auth.expect("auth").tokens_file;
+    assert!(tokens_file.starts_with(secret_mount), "{}", tokens_file.display());
+    assert!(secure.tls.expect("tls").cert_file.starts_with(secret_mount));
 }
 
 #[test]

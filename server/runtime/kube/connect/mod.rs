@@ -63,7 +63,12 @@ pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectErro
                     );
                     return Ok(client);
                 }
-                Err(in_cluster) => kubeconfig_or(&options, in_cluster).await?,
+                Err(in_cluster) => {
+                    // In a Pod whose service-account files are unusable: say so, since a
+                    // kubeconfig that happens to work would otherwise hide it.
+                    tracing::warn!(error = %in_cluster, "the in-cluster config is unusable; trying the kubeconfig");
+                    kubeconfig_or(&options, in_cluster).await?
+                }
             },
             Err(in_cluster) => kubeconfig_or(&options, in_cluster).await?,
         },
