@@ -289,6 +289,40 @@ mod tests {
         assert_eq!(tokens.header(true).expect("header"), "Bearer second-token");
     }
 
+    #[tokio::test]
+    async fn a_refused_token_is_read_again_at_once_and_the_request_sent_once_more() {
+        use tower::{Layer, Service, ServiceExt};
+
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("token");
+        std::fs::write(&path, "first-token").expect("write");
+        let tokens = Arc::new(TokenFile::open(path.clone()).expect("token"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let cluster = {
+            let seen = Arc::clone(&seen);
+            tower::service_fn(move |request: http::Request<kube::client::Body>| {
+                let header =
+                    request.headers()[http::header::AUTHORIZATION].to_str().unwrap_or_default().to_owned();
+                seen.lock().expect("lock").push(header.clone());
+                // The token rotates while the request is in flight, and the old one is refused.
+                std::fs::write(&path, "second-token").expect("write");
+                let status = if header == "Bearer second-token" { 200 } else { 401 };
+                async move {
+                    Ok::<_, tower::BoxError>(
+                        http::Response::builder().status(status).body(String::new()).expect("response"),
+                    )
+                }
+            })
+        };
+        let mut service = BearerLayer::new(tokens).layer(cluster);
+        let request = http::Request::get("https://cluster/api/v1/pods")
+            .body(kube::client::Body::empty())
+            .expect("request");
+        let response = service.ready().await.expect("ready").call(request).await.expect("answered");
+        assert_eq!(response.status(), 200);
+        assert_eq!(*seen.lock().expect("lock"), ["Bearer first-token", "Bearer second-token"]);
+    }
+
     #[test]
     fn missing_or_empty_files_are_named_without_the_token() {
         let directory = tempfile::tempdir().expect("tempdir");
