@@ -1,7 +1,9 @@
 //! The `hydroplane` server: reads its settings, opens the secret store, builds the runtime and
 //! serves `hydroplane.v1.ProcessService` until SIGINT or SIGTERM, then stops every process it
-//! owns and exits 0. `hydroplane token ...` manages the tokens file instead.
+//! owns and exits 0. `hydroplane token ...` manages the tokens file instead, and
+//! `hydroplane check -c FILE` only validates the settings.
 
+mod check_cli;
 mod token_cli;
 
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ const FILE_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Parser)]
 #[command(name = "hydroplane", version, about)]
 struct Args {
-    /// Manage API tokens instead of serving.
+    /// Manage API tokens, or check the settings, instead of serving.
     #[command(subcommand)]
     command: Option<Command>,
     /// The YAML settings file; without one, the local runtime and no secret store.
@@ -68,6 +70,9 @@ enum Command {
     /// Creates, lists and revokes API tokens.
     #[command(subcommand)]
     Token(token_cli::TokenCommand),
+    /// Loads and validates the settings (-c FILE) without connecting to anything or opening
+    /// the secret store; exit 0 when valid, 1 with the error.
+    Check,
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,8 +83,10 @@ fn main() -> std::process::ExitCode {
         return hydroplane::runtime::local::supervisor::run(&arguments[2..]);
     }
     let args = Args::parse_from(arguments);
-    if let Some(Command::Token(command)) = args.command {
-        return token_cli::run(command, args.config.as_deref());
+    match args.command {
+        Some(Command::Token(command)) => return token_cli::run(command, args.config.as_deref()),
+        Some(Command::Check) => return check_cli::run(args.config.as_deref()),
+        None => {}
     }
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -10,6 +10,7 @@
 mod common;
 
 mod config_errors;
+mod deploy;
 mod eks_guide;
 mod eks_token;
 mod fuzz;

@@ -19,6 +19,7 @@ pub mod index;
 pub mod log_limit;
 pub mod logs;
 pub mod manifests;
+pub mod permissions;
 pub mod status;
 
 use std::collections::BTreeMap;

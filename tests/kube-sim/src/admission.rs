@@ -80,7 +80,14 @@ pub fn admit_create(
             object["status"] = json!({});
             Ok(())
         }
-        Kind::Node | Kind::ConfigMap | Kind::Event => Ok(()),
+        Kind::Node
+        | Kind::ConfigMap
+        | Kind::Event
+        | Kind::ServiceAccount
+        | Kind::Role
+        | Kind::RoleBinding
+        | Kind::ClusterRole
+        | Kind::ClusterRoleBinding => Ok(()),
     }
 }
 
@@ -117,7 +124,14 @@ pub fn admit_update(
             }
             Ok(())
         }
-        Kind::Node | Kind::ConfigMap | Kind::Event => Ok(()),
+        Kind::Node
+        | Kind::ConfigMap
+        | Kind::Event
+        | Kind::ServiceAccount
+        | Kind::Role
+        | Kind::RoleBinding
+        | Kind::ClusterRole
+        | Kind::ClusterRoleBinding => Ok(()),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod eks;
 pub mod sts;
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use crate::error::ApiError;
 use crate::resources::Kind;
@@ -36,7 +37,8 @@ pub enum Identity {
 /// Checks `Authorization` headers.
 #[derive(Debug, Default)]
 pub struct Authenticator {
-    tokens: HashMap<String, Identity>,
+    // Behind a lock so that a test can rotate them (`PUT /_sim/tokens`).
+    tokens: RwLock<HashMap<String, Identity>>,
     eks: Option<eks::EksVerifier>,
 }
 
@@ -70,14 +72,29 @@ impl Authenticator {
                 },
             );
         }
-        Authenticator { tokens: map, eks }
+        Authenticator { tokens: RwLock::new(map), eks }
+    }
+
+    /// Replaces every static token with `tokens`, each with full access, as when a cluster's
+    /// service-account tokens rotate: the old ones are refused from now on.
+    pub fn replace_tokens(&self, tokens: &[String]) {
+        let replacement = Authenticator::new(tokens, &[], None);
+        let new_tokens = replacement.tokens.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *self.tokens.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = new_tokens;
+    }
+
+    fn insert(&mut self, token: &str, identity: Identity) {
+        self.tokens
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(token.to_owned(), identity);
     }
 
     /// Adds tokens with full access to everything but namespaces.
     pub fn with_namespaced_tokens(mut self, tokens: &[String]) -> Authenticator {
         for (index, token) in tokens.iter().enumerate() {
-            self.tokens.insert(
-                token.clone(),
+            self.insert(
+                token,
                 Identity::User {
                     name: format!("kube-sim-namespaced-{}", index + 1),
                     read_only: false,
@@ -92,8 +109,8 @@ impl Authenticator {
     /// Adds tokens with full access to everything but Events.
     pub fn with_no_events_tokens(mut self, tokens: &[String]) -> Authenticator {
         for (index, token) in tokens.iter().enumerate() {
-            self.tokens.insert(
-                token.clone(),
+            self.insert(
+                token,
                 Identity::User {
                     name: format!("kube-sim-no-events-{}", index + 1),
                     read_only: false,
@@ -107,7 +124,7 @@ impl Authenticator {
 
     /// Whether any credentials are required.
     pub fn required(&self) -> bool {
-        !self.tokens.is_empty() || self.eks.is_some()
+        !self.tokens.read().unwrap_or_else(|poisoned| poisoned.into_inner()).is_empty() || self.eks.is_some()
     }
 
     /// Authenticates a request from its `Authorization` header value.
@@ -119,8 +136,9 @@ impl Authenticator {
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        if let Some(identity) = self.tokens.get(token) {
-            return Ok(identity.clone());
+        let known = self.tokens.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(token).cloned();
+        if let Some(identity) = known {
+            return Ok(identity);
         }
         let Some(verifier) = self.eks.as_ref().filter(|_| token.starts_with(eks::TOKEN_PREFIX)) else {
             return Err(ApiError::Unauthorized);
@@ -223,5 +241,18 @@ mod tests {
         let denied = authorize(&user, "list", Kind::Event, Some("default"), "").unwrap_err();
         assert_eq!(denied.code(), 403);
         assert!(denied.to_string().contains("cannot list resource \"events\""), "{denied}");
+    }
+
+    #[tokio::test]
+    async fn replaced_tokens_refuse_the_old_ones() {
+        let authenticator = Authenticator::new(&["old".into()], &["reader".into()], None);
+        authenticator.replace_tokens(&["new".into()]);
+        assert!(matches!(authenticator.authenticate(Some("Bearer old")).await, Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            authenticator.authenticate(Some("Bearer reader")).await,
+            Err(ApiError::Unauthorized)
+        ));
+        let user = authenticator.authenticate(Some("Bearer new")).await.unwrap();
+        assert!(authorize(&user, "create", Kind::Pod, Some("default"), "").is_ok());
     }
 }

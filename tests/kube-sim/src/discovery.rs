@@ -21,19 +21,25 @@ pub fn core_versions(server_address: &str) -> Value {
     })
 }
 
+/// The named API groups served, each at `v1`.
+pub const GROUPS: [&str; 2] = ["apps", crate::rbac::GROUP];
+
 /// The `/apis` document.
 pub fn group_list() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [apps_group()]})
+    let groups: Vec<Value> = GROUPS.into_iter().filter_map(group).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-/// The `/apis/apps` document.
-pub fn apps_group() -> Value {
-    json!({
-        "kind": "APIGroup",
-        "apiVersion": "v1",
-        "name": "apps",
-        "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-        "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}
+/// The `/apis/{name}` document, or `None` when we serve no such group.
+pub fn group(name: &str) -> Option<Value> {
+    GROUPS.contains(&name).then(|| {
+        json!({
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": name,
+            "versions": [{"groupVersion": format!("{name}/v1"), "version": "v1"}],
+            "preferredVersion": {"groupVersion": format!("{name}/v1"), "version": "v1"}
+        })
     })
 }
 
@@ -122,11 +128,15 @@ pub fn openapi_v3_index() -> Value {
     json!({"paths": paths})
 }
 
-fn group_versions() -> [(&'static str, (&'static str, &'static str)); 2] {
-    [("api/v1", ("", "v1")), ("apis/apps/v1", ("apps", "v1"))]
+fn group_versions() -> [(&'static str, (&'static str, &'static str)); 3] {
+    [
+        ("api/v1", ("", "v1")),
+        ("apis/apps/v1", ("apps", "v1")),
+        ("apis/rbac.authorization.k8s.io/v1", (crate::rbac::GROUP, "v1")),
+    ]
 }
 
-/// The OpenAPI v3 document for `api/v1` or `apis/apps/v1`.
+/// The OpenAPI v3 document for `api/v1`, `apis/apps/v1` or `apis/rbac.authorization.k8s.io/v1`.
 pub fn openapi_v3_document(path: &str) -> Option<Value> {
     let (_, (group, version)) = group_versions().into_iter().find(|(key, _)| *key == path)?;
     let mut paths = Map::new();
@@ -187,5 +197,12 @@ mod tests {
             assert!(patchable, "{} has a PATCH operation", info.kind);
         }
         assert!(resource_list("batch", "v1").is_none());
+        assert!(group("batch").is_none());
+        let groups = group_list();
+        let names: Vec<&str> =
+            groups["groups"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+        assert_eq!(names, ["apps", "rbac.authorization.k8s.io"]);
+        let index = openapi_v3_index();
+        assert!(index["paths"]["apis/rbac.authorization.k8s.io/v1"]["serverRelativeURL"].is_string());
     }
 }

@@ -28,6 +28,7 @@
 //!   [`admission`] applies defaults and allocations ([`alloc`]) as objects are written;
 //!   [`validation`] checks them; [`patch`] and [`selector`] implement those API features.
 //! - [`controllers`]: the simulated kubelet, garbage collector and Deployment controller.
+//! - [`rbac`]: ServiceAccounts, Roles and bindings (stored and checked, not enforced).
 //! - [`auth`]: bearer tokens (and the slot for EKS token review); [`faults`]: fault injection.
 //! - [`tls`] and [`kubeconfig`]: the generated CA and the kubeconfig file.
 //!
@@ -48,6 +49,7 @@ pub mod kubeconfig;
 pub mod logs;
 pub mod meta;
 pub mod patch;
+pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod server;

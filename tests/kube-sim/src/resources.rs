@@ -1,7 +1,10 @@
 //! The resource types the simulator serves, and what the API says about each one.
 //!
 //! [`Kind`] is the closed set of stored kinds; [`ResourceInfo`] carries the names used in
-//! paths, discovery and error messages. Adding a kind means adding a variant and its entry here.
+//! paths, discovery and error messages. Adding a kind means adding a variant and its entry here
+//! (the access-control kinds keep theirs in [`crate::rbac`]).
+
+use crate::rbac;
 
 /// A stored kind of object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +25,16 @@ pub enum Kind {
     Event,
     /// apps/v1 Deployment.
     Deployment,
+    /// core/v1 ServiceAccount.
+    ServiceAccount,
+    /// rbac/v1 Role.
+    Role,
+    /// rbac/v1 RoleBinding.
+    RoleBinding,
+    /// rbac/v1 ClusterRole (cluster-scoped).
+    ClusterRole,
+    /// rbac/v1 ClusterRoleBinding (cluster-scoped).
+    ClusterRoleBinding,
 }
 
 /// Static facts about one resource type.
@@ -159,7 +172,7 @@ const DEPLOYMENT: ResourceInfo = ResourceInfo {
 
 impl Kind {
     /// Every kind, in discovery order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -168,6 +181,11 @@ impl Kind {
         Kind::ConfigMap,
         Kind::Event,
         Kind::Deployment,
+        Kind::ServiceAccount,
+        Kind::Role,
+        Kind::RoleBinding,
+        Kind::ClusterRole,
+        Kind::ClusterRoleBinding,
     ];
 
     /// The static facts about this kind.
@@ -181,6 +199,11 @@ impl Kind {
             Kind::ConfigMap => &CONFIG_MAP,
             Kind::Event => &EVENT,
             Kind::Deployment => &DEPLOYMENT,
+            Kind::ServiceAccount => &rbac::SERVICE_ACCOUNT,
+            Kind::Role => &rbac::ROLE,
+            Kind::RoleBinding => &rbac::ROLE_BINDING,
+            Kind::ClusterRole => &rbac::CLUSTER_ROLE,
+            Kind::ClusterRoleBinding => &rbac::CLUSTER_ROLE_BINDING,
         }
     }
 
@@ -201,6 +224,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self.info().group {
             "" => "v1",
+            rbac::GROUP => "rbac.authorization.k8s.io/v1",
             _ => "apps/v1",
         }
     }
@@ -240,5 +264,8 @@ mod tests {
             assert_eq!(Kind::from_type(kind.api_version(), info.kind), Some(kind));
         }
         assert_eq!(Kind::from_path("", "v1", "deployments"), None);
+        assert_eq!(Kind::from_path("rbac.authorization.k8s.io", "v1", "roles"), Some(Kind::Role));
+        assert_eq!(Kind::ClusterRoleBinding.api_version(), "rbac.authorization.k8s.io/v1");
+        assert_eq!(Kind::Role.qualified_resource(), "roles.rbac.authorization.k8s.io");
     }
 }

@@ -80,7 +80,13 @@ pub fn columns(kind: Kind) -> Value {
             column("Available", "integer", 0),
             column("Age", "string", 0),
         ],
-        Kind::ConfigMap | Kind::Event => vec![column("Name", "string", 0), column("Age", "string", 0)],
+        Kind::ConfigMap
+        | Kind::Event
+        | Kind::ServiceAccount
+        | Kind::Role
+        | Kind::RoleBinding
+        | Kind::ClusterRole
+        | Kind::ClusterRoleBinding => vec![column("Name", "string", 0), column("Age", "string", 0)],
     };
     Value::Array(columns)
 }
@@ -244,7 +250,13 @@ fn cells(kind: Kind, object: &Value) -> Vec<Value> {
                 json!(age(object)),
             ]
         }
-        Kind::ConfigMap | Kind::Event => vec![name, json!(age(object))],
+        Kind::ConfigMap
+        | Kind::Event
+        | Kind::ServiceAccount
+        | Kind::Role
+        | Kind::RoleBinding
+        | Kind::ClusterRole
+        | Kind::ClusterRoleBinding => vec![name, json!(age(object))],
     }
 }
 

@@ -142,7 +142,10 @@ pub fn validate(kind: Kind, object: &Value) -> Vec<FieldError> {
         Kind::Service => validate_service_spec(object.get("spec"), &mut errors),
         Kind::Deployment => validate_deployment(object, &mut errors),
         Kind::Secret | Kind::ConfigMap => validate_data_keys(object, &mut errors),
-        Kind::Namespace | Kind::Node | Kind::Event => {}
+        Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
+            crate::rbac::validate(kind, object, &mut errors)
+        }
+        Kind::Namespace | Kind::Node | Kind::Event | Kind::ServiceAccount => {}
     }
     errors
 }

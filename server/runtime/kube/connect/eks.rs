@@ -8,18 +8,15 @@
 //! namespace), so a mistake is one clear message rather than a server whose every call fails.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use base64::Engine as _;
-use futures::future::BoxFuture;
-use http::{HeaderValue, Request, Response};
-use kube::client::Body;
+use http::HeaderValue;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tower::{Layer, Service, ServiceExt};
 
+use super::bearer::{BearerLayer, BearerSource};
 use crate::aws::cluster::{self, ClusterError};
 use crate::aws::credentials::{self, AwsError, CredentialsSource, classify_credentials_error};
 use crate::aws::token::{TokenError, eks_token};
@@ -128,7 +125,7 @@ fn kube_client(
     config.default_namespace = namespace.to_owned();
     let builder =
         kube::client::ClientBuilder::try_from(config).map_err(|error| EksError::Client(error.to_string()))?;
-    Ok(builder.with_layer(&EksAuthLayer { tokens }).build())
+    Ok(builder.with_layer(&BearerLayer::new(tokens)).build())
 }
 
 /// The bearer token of the cluster, made afresh when it is older than `refresh` or was refused.
@@ -161,81 +158,13 @@ impl TokenSource {
     }
 }
 
-/// Adds the EKS bearer token to every request of the kube client.
-#[derive(Clone)]
-struct EksAuthLayer {
-    tokens: Arc<TokenSource>,
-}
-
-/// How many requests may wait for the client's connection stack at once.
-const REQUEST_QUEUE: usize = 1024;
-
-impl<S, B> Layer<S> for EksAuthLayer
-where
-    S: Service<Request<Body>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<tower::BoxError> + Send + Sync,
-    B: Send + 'static,
-{
-    type Service = EksAuth<tower::buffer::Buffer<Request<Body>, S::Future>>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        // The retry after a 401 calls the stack a second time from the same future, which needs
-        // a handle that can be cloned; the buffer gives one over the (uncloneable) kube stack.
-        EksAuth { inner: tower::buffer::Buffer::new(inner, REQUEST_QUEUE), tokens: Arc::clone(&self.tokens) }
-    }
-}
-
-/// The service [`EksAuthLayer`] makes.
-#[derive(Clone)]
-struct EksAuth<S> {
-    inner: S,
-    tokens: Arc<TokenSource>,
-}
-
-impl<S, B> Service<Request<Body>> for EksAuth<S>
-where
-    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: From<tower::BoxError> + Send,
-    B: Send + 'static,
-{
-    type Response = Response<B>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<B>, S::Error>>;
-
-    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(context)
+impl BearerSource for TokenSource {
+    fn header(&self, renew: bool) -> Result<HeaderValue, tower::BoxError> {
+        TokenSource::header(self, renew).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // The service that was polled ready serves this call; a clone stands in for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let tokens = Arc::clone(&self.tokens);
-        // A second copy for the one retry after a 401; watch bodies cannot be copied, but
-        // requests with such bodies are GETs with empty ones, which can.
-        let retry = request.body().try_clone().map(|body| {
-            let mut copy = Request::new(body);
-            *copy.method_mut() = request.method().clone();
-            *copy.uri_mut() = request.uri().clone();
-            *copy.version_mut() = request.version();
-            *copy.headers_mut() = request.headers().clone();
-            copy
-        });
-        Box::pin(async move {
-            let header = tokens.header(false).map_err(|error| S::Error::from(Box::new(error)))?;
-            request.headers_mut().insert(http::header::AUTHORIZATION, header);
-            let response = inner.call(request).await?;
-            if response.status() != http::StatusCode::UNAUTHORIZED {
-                return Ok(response);
-            }
-            let Some(mut retry) = retry else { return Ok(response) };
-            tracing::info!("the cluster refused the EKS token; sending the request once more with a new one");
-            let header = tokens.header(true).map_err(|error| S::Error::from(Box::new(error)))?;
-            retry.headers_mut().insert(http::header::AUTHORIZATION, header);
-            inner.ready().await?.call(retry).await
-        })
+    fn name(&self) -> &'static str {
+        "EKS token"
     }
 }
 
@@ -244,6 +173,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use aws_credential_types::Credentials;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower::{Layer, Service, ServiceExt};
 
     use super::*;
 
@@ -300,7 +232,7 @@ mod tests {
         let first_made = made(&tokens);
         tokio::time::advance(Duration::from_secs(1)).await;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = EksAuthLayer { tokens: Arc::clone(&tokens) }.layer(cluster(1, Arc::clone(&seen)));
+        let mut service = BearerLayer::new(Arc::clone(&tokens)).layer(cluster(1, Arc::clone(&seen)));
         let response = service.ready().await.expect("ready").call(get()).await.expect("answered");
         assert_eq!(response.status(), 200, "the retry went through");
         let seen = seen.lock().expect("lock").clone();
@@ -312,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_refused_twice_is_reported_not_retried_forever() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = EksAuthLayer { tokens: tokens(Duration::from_secs(600)).await }
+        let mut service = BearerLayer::new(tokens(Duration::from_secs(600)).await)
             .layer(cluster(usize::MAX, Arc::clone(&seen)));
         let response = service.ready().await.expect("ready").call(get()).await.expect("answered");
         assert_eq!(response.status(), 401);

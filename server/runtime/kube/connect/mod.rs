@@ -1,8 +1,11 @@
 //! How the Kubernetes runtime finds its cluster: from a kubeconfig file when given, otherwise
-//! the in-cluster config, then `~/.kube/config` (or `$KUBECONFIG`) ([`client`]); or, for EKS,
-//! through AWS ([`eks`]).
+//! the in-cluster config ([`in_cluster`]: a Pod's environment and service-account files, the
+//! token re-read as it rotates), then `~/.kube/config` (or `$KUBECONFIG`) ([`client`]); or, for
+//! EKS, through AWS ([`eks`]). Both renewing tokens go through one layer ([`bearer`]).
 
+mod bearer;
 pub mod eks;
+pub mod in_cluster;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -48,15 +51,38 @@ pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectErro
                 .await
                 .map_err(|source| ConnectError::Kubeconfig { path: path_text, source })?
         }
-        None => match Config::incluster() {
-            Ok(config) => config,
-            Err(in_cluster) => {
-                Config::from_kubeconfig(&options).await.map_err(|kubeconfig| ConnectError::NotFound {
-                    in_cluster: in_cluster.to_string(),
-                    kubeconfig: kubeconfig.to_string(),
-                })?
-            }
+        None => match in_cluster::InCluster::from_env() {
+            Ok(cluster) => match cluster.client(settings.namespace()) {
+                Ok(client) => {
+                    tracing::info!(
+                        api_server = %cluster.url,
+                        service_account = %cluster.directory.display(),
+                        pod_namespace = cluster.pod_namespace().as_deref().unwrap_or("unknown"),
+                        namespace = settings.namespace(),
+                        "using the in-cluster config"
+                    );
+                    return Ok(client);
+                }
+                Err(in_cluster) => {
+                    // In a Pod whose service-account files are unusable: say so, since a
+                    // kubeconfig that happens to work would otherwise hide it.
+                    tracing::warn!(error = %in_cluster, "the in-cluster config is unusable; trying the kubeconfig");
+                    kubeconfig_or(&options, in_cluster).await?
+                }
+            },
+            Err(in_cluster) => kubeconfig_or(&options, in_cluster).await?,
         },
     };
     Client::try_from(config).map_err(ConnectError::Client)
+}
+
+/// The default kubeconfig, when the in-cluster config failed; both reasons when neither works.
+async fn kubeconfig_or(
+    options: &KubeConfigOptions,
+    in_cluster: in_cluster::InClusterError,
+) -> Result<Config, ConnectError> {
+    Config::from_kubeconfig(options).await.map_err(|kubeconfig| ConnectError::NotFound {
+        in_cluster: in_cluster.to_string(),
+        kubeconfig: kubeconfig.to_string(),
+    })
 }

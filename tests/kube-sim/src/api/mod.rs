@@ -9,11 +9,12 @@
 //! then discovery or a resource). The jobs are the submodules: `request` (parsing a request:
 //! query parameters, the resource path, selectors, bodies, continue tokens, delete options),
 //! `resources` (the handlers of resource paths: each verb, subresources, dry runs) and `admin`
-//! (the `/_sim/` endpoints).
+//! (the `/_sim/` endpoints), with `tokens` (rotating the accepted bearer tokens) beside it.
 
 mod admin;
 mod request;
 mod resources;
+mod tokens;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -99,6 +100,11 @@ pub async fn handle(state: Arc<AppState>, request: hyper::Request<Incoming>) -> 
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     tracing::debug!(method = %parts.method, %path, query = ?parts.uri.query(), "request");
+    if path.trim_end_matches('/') == "/_sim/tokens" {
+        return tokens::handle(&state, &parts.method, body)
+            .await
+            .unwrap_or_else(|error| error_response(&error));
+    }
     if let Some(admin_path) = path.strip_prefix("/_sim/") {
         return match admin::handle(&state, &parts.method, admin_path, body).await {
             Ok(response) => response,
@@ -145,11 +151,11 @@ async fn route(context: &RequestContext<'_>, path: &str, body: Incoming) -> Resu
     };
     match segments.as_slice() {
         [] => read_only(Some(
-            json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
+            json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/apis/rbac.authorization.k8s.io", "/apis/rbac.authorization.k8s.io/v1", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
         )),
         ["api"] => read_only(Some(discovery::core_versions(&context.state.settings.server_address))),
         ["apis"] => read_only(Some(discovery::group_list())),
-        ["apis", "apps"] => read_only(Some(discovery::apps_group())),
+        ["apis", group] => read_only(discovery::group(group)),
         ["version"] => read_only(Some(discovery::version())),
         ["healthz" | "livez" | "readyz", ..] => Ok(text_response(200, "ok")),
         ["openapi", "v3"] => read_only(Some(discovery::openapi_v3_index())),

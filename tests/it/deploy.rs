@@ -1,0 +1,479 @@
+//! Running Hydroplane in a cluster (issue 11): `hydroplane check`, the in-cluster config with a
+//! rotating service-account token against the simulator, and `deploy/` (the Dockerfile and the
+//! manifests) checked against the real binaries, the runtime's own list of permissions and
+//! `kubectl apply -k` on the simulator. No container engine runs here, so the image itself is
+//! not built: what it names is checked instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::common::requests::start_request;
+use crate::common::{self, KubeSim, Server};
+use hydroplane::proto;
+use hydroplane::runtime::kube::permissions::check_rbac;
+
+fn deploy_file(name: &str) -> PathBuf {
+    common::repo_root().join("deploy").join(name)
+}
+
+/// The YAML documents of a file of `deploy/`, as JSON values.
+fn manifests(name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(deploy_file(name)).expect("read the manifest");
+    serde_saphyr::from_multiple::<Value>(&text).expect("the manifest is YAML")
+}
+
+/// The one object of `kind` among `documents`.
+#[track_caller]
+fn only<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = documents.iter().filter(|document| document["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+/// `hydroplane ARGS` with no environment of the test's (no kubeconfig, no in-cluster variables).
+fn hydroplane(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hydroplane")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `hydroplane check -c` on `yaml` written to `directory`; (exit code, stdout, stderr).
+fn check_yaml(directory: &Path, yaml: &str) -> (Option<i32>, String, String, PathBuf) {
+    let path = directory.join("hydroplane.yml");
+    std::fs::write(&path, yaml).expect("write the settings");
+    let output = hydroplane(&["check", "-c", path.to_str().expect("utf-8 path")]);
+    (output.status.code(), text(&output.stdout), text(&output.stderr), path)
+}
+
+// === hydroplane check ===
+
+#[test]
+fn check_accepts_a_valid_file_without_connecting_or_opening_the_secret_store() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    // A kubeconfig and a store that do not exist: check reads neither.
+    let yaml = format!(
+        "runtime:\n  runtime_type: kubernetes\n  namespace: procs\n  kubeconfig: {0}/no-kubeconfig\n\
+         secret_store:\n  secret_store_type: local\n  store_location: {0}/no-store\n",
+        directory.path().display()
+    );
+    let (code, stdout, stderr, path) = check_yaml(directory.path(), &yaml);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: valid (runtime_type: kubernetes, namespace: procs, kubeconfig: {}/no-kubeconfig, \
+             secret_store_type: local, tls: off, auth: off)\n",
+            path.display(),
+            directory.path().display()
+        )
+    );
+    assert!(!directory.path().join("no-store").exists(), "the store was not created");
+}
+
+#[test]
+fn check_prints_every_warning_of_the_loader() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    // The EKS guide's indentation, which the loader forgives with a warning.
+    let (code, stdout, stderr, _) =
+        check_yaml(directory.path(), "runtime:\n  runtime_type: local\n   stop_grace_seconds: 1\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(": valid (runtime_type: local, secret_store_type: none"), "{stdout}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("line 3: `stop_grace_seconds` is indented"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_an_invalid_file_naming_the_key() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, stderr, path) =
+        check_yaml(directory.path(), "runtime:\n  runtime_type: local\n  stop_grace_seconds: -1\n");
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with(&format!("error: invalid config file {}:", path.display())), "{stderr}");
+    assert!(
+        stderr.contains("runtime.stop_grace_seconds must be between 0 and 3600 seconds, got -1"),
+        "{stderr}"
+    );
+
+    // The files the settings name are read as the server would read them.
+    let (code, _, stderr, _) = check_yaml(
+        directory.path(),
+        &format!("auth:\n  tokens_file: {}/missing-tokens.yml\n", directory.path().display()),
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("missing-tokens.yml"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_a_missing_file() {
+    let output = hydroplane(&["check", "-c", "/nonexistent/hydroplane.yml"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("error: cannot read config file /nonexistent/hydroplane.yml"), "{stderr}");
+    let output = hydroplane(&["check"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("hydroplane check -c FILE"));
+}
+
+// === deploy/ ===
+
+/// The ConfigMap's `hydroplane.yml`, written to `directory`.
+fn configmap_settings(directory: &Path) -> (PathBuf, String) {
+    let configmap = manifests("configmap.yaml");
+    let yaml =
+        only(&configmap, "ConfigMap")["data"]["hydroplane.yml"].as_str().expect("hydroplane.yml").to_owned();
+    let path = directory.join("hydroplane.yml");
+    std::fs::write(&path, &yaml).expect("write");
+    (path, yaml)
+}
+
+/// The server container of the Deployment.
+fn server_container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn the_configmap_settings_pass_the_servers_own_check_with_the_deployments_flags() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (path, yaml) = configmap_settings(directory.path());
+    let deployments = manifests("deployment.yaml");
+    let deployment = only(&deployments, "Deployment");
+    let container = server_container(deployment);
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|arg| arg.as_str().expect("a string").to_owned())
+        .collect();
+    // The Deployment's flags, parsed by the real binary, with the config at its local path.
+    let config_at = args.iter().position(|arg| arg == "-c").expect("-c") + 1;
+    let mounted = &args[config_at];
+    let mut local_args = args.clone();
+    local_args[config_at] = path.to_str().expect("utf-8").to_owned();
+    local_args.push("check".to_owned());
+    let local_args: Vec<&str> = local_args.iter().map(String::as_str).collect();
+    let output = hydroplane(&local_args);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", text(&output.stderr));
+    assert!(
+        stdout.contains(
+            "valid (runtime_type: kubernetes, namespace: hydroplane-processes, kubeconfig: in-cluster"
+        ),
+        "{stdout}"
+    );
+    assert!(!yaml.lines().any(|line| line.trim_start().starts_with("kubeconfig:")), "in-cluster: {yaml}");
+
+    // The config path the server reads is where the ConfigMap is mounted.
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|mount| mount["name"] == "config")
+        .expect("the config mount");
+    assert_eq!(*mounted, format!("{}/hydroplane.yml", mount["mountPath"].as_str().expect("path")));
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|volume| volume["name"] == "config" && volume["configMap"]["name"] == "hydroplane")
+    );
+    // The TLS and tokens Secret is optional: the server starts without it.
+    assert!(volumes.iter().any(|volume| volume["secret"]["optional"] == true), "{volumes:?}");
+
+    // A Pod is reached on its IP: every address, and --insecure while neither tls nor auth is set
+    // (the server refuses that exposure otherwise).
+    let host = &args[args.iter().position(|arg| arg == "-H").expect("-H") + 1];
+    assert_eq!(host, "0.0.0.0");
+    let protected = yaml.lines().any(|line| line.starts_with("tls:"))
+        && yaml.lines().any(|line| line.starts_with("auth:"));
+    assert_eq!(args.contains(&"--insecure".to_owned()), !protected, "{args:?}");
+
+    // The secure variant the ConfigMap documents in comments is valid settings too, with its
+    // files in the optional Secret's mount.
+    let uncommented: String = yaml
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest.starts_with("auth:") || rest.starts_with("tls:") || rest.starts_with("  ") => {
+                rest
+            }
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let secure = hydroplane::config::Settings::parse(&uncommented).expect("the secure variant parses");
+    let secret_mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|mount| mount["name"] == "secrets")
+        .and_then(|mount| mount["mountPath"].as_str())
+        .expect("the secrets mount");
+    let tokens_file = secure.auth.expect("auth").tokens_file;
+    assert!(tokens_file.starts_with(secret_mount), "{}", tokens_file.display());
+    assert!(secure.tls.expect("tls").cert_file.starts_with(secret_mount));
+}
+
+#[test]
+fn the_probes_ask_the_grpc_health_service_on_the_port_the_server_listens_on() {
+    let deployments = manifests("deployment.yaml");
+    let container = server_container(only(&deployments, "Deployment"));
+    let args: Vec<&str> =
+        container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    let port: u64 = args[args.iter().position(|arg| *arg == "-p").expect("-p") + 1].parse().expect("a port");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["grpc"]["port"], port, "{probe}");
+        // No service name: the kubelet asks for the server's overall health.
+        assert!(container[probe]["grpc"].get("service").is_none(), "{probe}");
+    }
+    let ports = container["ports"].as_array().expect("ports");
+    assert!(ports.iter().any(|entry| entry["name"] == "grpc" && entry["containerPort"] == port));
+    let services = manifests("service.yaml");
+    let grpc = services
+        .iter()
+        .find(|service| service["metadata"]["name"] == "hydroplane")
+        .expect("the gRPC Service");
+    assert_eq!(grpc["spec"]["ports"][0]["targetPort"], "grpc");
+    assert!(
+        services.iter().any(|service| service["spec"]["ports"][0]["port"] == 9464),
+        "the metrics Service"
+    );
+
+    // What such a probe asks (grpc.health.v1 Check, service ""), the real server answers SERVING.
+    let server = Server::start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(server.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let answer =
+            health.check(tonic_health::pb::HealthCheckRequest::default()).await.expect("health").into_inner();
+        assert_eq!(answer.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    });
+}
+
+#[test]
+fn the_pod_runs_as_a_non_root_user_on_a_read_only_root() {
+    let deployments = manifests("deployment.yaml");
+    let deployment = only(&deployments, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(pod["securityContext"]["runAsUser"].as_u64().is_some_and(|user| user > 0));
+    let container = server_container(deployment);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(pod["serviceAccountName"], "hydroplane");
+}
+
+/// The `[[bin]]` names of Cargo.toml.
+fn cargo_binaries() -> Vec<String> {
+    let manifest = std::fs::read_to_string(common::repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let mut binaries = Vec::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin && let Some(name) = line.strip_prefix("name = ") {
+            binaries.push(name.trim_matches('"').to_owned());
+        }
+    }
+    binaries
+}
+
+#[test]
+fn the_dockerfile_builds_the_three_binaries_and_runs_them_as_a_non_root_user() {
+    let dockerfile = std::fs::read_to_string(deploy_file("Dockerfile")).expect("deploy/Dockerfile");
+    let instructions: Vec<&str> =
+        dockerfile.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).collect();
+    let mut binaries = cargo_binaries();
+    binaries.sort();
+    assert_eq!(binaries, ["hpctl", "hydroplane", "local-secret-store"]);
+
+    let build = instructions.iter().find(|line| line.contains("cargo build")).expect("a cargo build");
+    assert!(build.contains("--release") && build.contains("--locked"), "{build}");
+    let mut built: Vec<&str> =
+        build.split("--bin ").skip(1).filter_map(|rest| rest.split_whitespace().next()).collect();
+    built.sort();
+    assert_eq!(built, binaries, "{build}");
+    for binary in &binaries {
+        assert!(
+            instructions.iter().any(|line| line.starts_with("COPY --from=")
+                && line.contains(&format!("/target/release/{binary} "))),
+            "{binary} is copied into the image"
+        );
+    }
+    assert_eq!(instructions.iter().filter(|line| line.starts_with("FROM ")).count(), 2, "multi-stage");
+
+    // The last USER of the final stage: numeric and not root, so runAsNonRoot can verify it.
+    let user = instructions.iter().rev().find_map(|line| line.strip_prefix("USER ")).expect("a USER");
+    let uid: u32 = user.split(':').next().expect("uid").parse().expect("a numeric user");
+    assert_ne!(uid, 0);
+    let deployments = manifests("deployment.yaml");
+    let pod = &only(&deployments, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], uid);
+
+    assert!(instructions.contains(&r#"ENTRYPOINT ["hydroplane"]"#));
+    assert!(instructions.contains(&r#"CMD ["-c", "/etc/hydroplane/hydroplane.yml"]"#));
+    let expose = instructions.iter().find_map(|line| line.strip_prefix("EXPOSE ")).expect("EXPOSE");
+    assert_eq!(expose.split_whitespace().collect::<Vec<_>>(), ["50051", "9464"]);
+    // The flags the image's CMD passes exist.
+    let help = text(&hydroplane(&["--help"]).stdout);
+    for flag in ["--config", "--host", "--port", "--insecure", "--tls-cert", "--tokens-file"] {
+        assert!(help.contains(flag), "{flag} in:\n{help}");
+    }
+}
+
+#[test]
+fn the_role_grants_exactly_what_the_runtime_uses_to_the_servers_service_account() {
+    let rbac = manifests("rbac.yaml");
+    let problems = check_rbac(&rbac);
+    assert!(problems.is_empty(), "deploy/rbac.yaml: {problems:#?}");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (_, yaml) = configmap_settings(directory.path());
+    let settings = hydroplane::config::Settings::parse(&yaml).expect("the ConfigMap's settings");
+    let hydroplane::config::RuntimeSettings::Kubernetes(kubernetes) = settings.runtime else {
+        panic!("runtime_type: kubernetes");
+    };
+    assert_eq!(
+        only(&rbac, "Role")["metadata"]["namespace"],
+        kubernetes.namespace(),
+        "the Role is where processes run"
+    );
+    let accounts = manifests("serviceaccount.yaml");
+    let account = only(&accounts, "ServiceAccount");
+    for binding in ["RoleBinding", "ClusterRoleBinding"] {
+        let subject = &only(&rbac, binding)["subjects"][0];
+        assert_eq!(subject["kind"], "ServiceAccount", "{binding}");
+        assert_eq!(subject["name"], account["metadata"]["name"], "{binding}");
+        assert_eq!(subject["namespace"], account["metadata"]["namespace"], "{binding}");
+    }
+    assert_eq!(only(&rbac, "RoleBinding")["metadata"]["namespace"], kubernetes.namespace());
+}
+
+#[test]
+fn kubectl_apply_k_creates_every_object_on_the_simulator() {
+    let sim = KubeSim::start(&[]);
+    let applied = sim.kubectl(&["apply", "-k", deploy_file("").to_str().expect("path")]);
+    let expected = [
+        "namespace/hydroplane created",
+        "namespace/hydroplane-processes created",
+        "serviceaccount/hydroplane created",
+        "role.rbac.authorization.k8s.io/hydroplane created",
+        "clusterrole.rbac.authorization.k8s.io/hydroplane-nodes created",
+        "rolebinding.rbac.authorization.k8s.io/hydroplane created",
+        "clusterrolebinding.rbac.authorization.k8s.io/hydroplane-nodes created",
+        "configmap/hydroplane created",
+        "service/hydroplane created",
+        "service/hydroplane-metrics created",
+        "deployment.apps/hydroplane created",
+    ];
+    for object in expected {
+        assert!(applied.lines().any(|line| line == object), "{object} in:\n{applied}");
+    }
+    assert_eq!(applied.lines().count(), expected.len(), "{applied}");
+    // Applying again changes nothing.
+    let again = sim.kubectl(&["apply", "-k", deploy_file("").to_str().expect("path")]);
+    assert_eq!(again.matches("unchanged").count(), expected.len(), "{again}");
+    let deployment: Value = serde_json::from_str(&sim.kubectl(&[
+        "get",
+        "deployment",
+        "hydroplane",
+        "-n",
+        "hydroplane",
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image");
+    assert_eq!(image, "ghcr.io/example/hydroplane:0.1.0", "kustomize set the image");
+}
+
+// === The in-cluster config ===
+
+/// Asks the simulator to accept only `token` from now on (`POST /_sim/tokens`, through kubectl
+/// for its TLS; the admin endpoints need no credentials).
+fn rotate_sim_tokens(sim: &KubeSim, token: &str) {
+    let body = sim.directory().join("tokens.json");
+    std::fs::write(&body, serde_json::json!({"tokens": [token]}).to_string()).expect("write");
+    sim.kubectl(&["create", "--raw", "/_sim/tokens", "-f", body.to_str().expect("path")]);
+}
+
+/// Replaces a file as the kubelet does: a new file renamed over the old one.
+fn replace_file(path: &Path, contents: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents).expect("write");
+    std::fs::rename(&next, path).expect("rename");
+}
+
+#[tokio::test]
+async fn the_server_finds_its_cluster_as_a_pod_does_and_follows_a_rotated_token() {
+    let service_account = tempfile::tempdir().expect("tempdir");
+    let ca_file = service_account.path().join("ca.crt");
+    let sim =
+        KubeSim::start(&["--tls", "--token", "first-token", "--ca-out", ca_file.to_str().expect("path")]);
+    let token_file = service_account.path().join("token");
+    std::fs::write(&token_file, "first-token\n").expect("write");
+    std::fs::write(service_account.path().join("namespace"), "default\n").expect("write");
+    let port = sim.url.rsplit(':').next().expect("a port").to_owned();
+
+    // Only an in-cluster environment: no kubeconfig anywhere.
+    let home = tempfile::tempdir().expect("tempdir");
+    let config = home.path().join("hydroplane.yml");
+    std::fs::write(&config, "runtime:\n  runtime_type: kubernetes\n").expect("write");
+    let server = Server::start_with_env(
+        &["-c", config.to_str().expect("path")],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+            ("HYDROPLANE_SERVICE_ACCOUNT_DIR", service_account.path().to_str().expect("path")),
+            ("KUBECONFIG", "/nonexistent/kubeconfig"),
+            ("HOME", home.path().to_str().expect("path")),
+        ],
+    );
+    assert!(server.stderr().contains("using the in-cluster config"), "{}", server.stderr());
+    let mut client = server.client().await;
+    let first = serde_json::json!({"process_name": "before", "container": {"image_uri": "nginx"}});
+    client.start(start_request(first)).await.expect("start with the first token");
+    assert_eq!(sim.names("pods"), ["before"]);
+
+    // The kubelet writes a new token; the API server then takes only the new one.
+    replace_file(&token_file, "second-token\n");
+    rotate_sim_tokens(&sim, "second-token");
+    let second = serde_json::json!({"process_name": "after", "container": {"image_uri": "nginx"}});
+    client.start(start_request(second)).await.expect("start with the rotated token");
+    // kubectl, too, needs the new token now.
+    let kubeconfig = std::fs::read_to_string(&sim.kubeconfig).expect("read the kubeconfig");
+    std::fs::write(&sim.kubeconfig, kubeconfig.replace("first-token", "second-token")).expect("write");
+    let mut pods = sim.names("pods");
+    pods.sort();
+    assert_eq!(pods, ["after", "before"]);
+    let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
+    let mut names: Vec<String> = listed.processes.into_iter().map(|process| process.process_name).collect();
+    names.sort();
+    assert_eq!(names, ["after", "before"]);
+    client.stop(crate::common::requests::stop_process("before")).await.expect("stop with the rotated token");
+    // Neither token is ever logged.
+    let logs = server.stderr();
+    assert!(!logs.contains("first-token") && !logs.contains("second-token"), "{logs}");
+    assert!(logs.contains("read the rotated service-account token"), "{logs}");
+}
