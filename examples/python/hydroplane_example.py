@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A small Hydroplane client in Python: starts a process, lists it, watches it and stops it.
+"""A small Hydroplane client in Python: starts a process, reads its output, lists it, watches it
+and stops it.
 
 The gRPC stubs are generated from ../../proto with grpcio-tools on first use (into
 ./generated, git-ignored), so the proto files are the only source of truth:
@@ -8,7 +9,9 @@ The gRPC stubs are generated from ../../proto with grpcio-tools on first use (in
     .venv/bin/python examples/python/hydroplane_example.py --server 127.0.0.1:50051
 
 It runs `python3 -m http.server` as a Hydroplane process on the local runtime, fetches a page
-from the address the server reports, and exits non-zero with a message if anything is off.
+from the address the server reports, follows the process's output (Logs) until the server logs
+that request, and exits non-zero with a message if anything is off. The token, when the server
+needs one, must hold the `read`, `write` and `logs` scopes.
 
 It reaches a secured server as `hpctl` does, through flags or the same environment variables:
 
@@ -267,7 +270,8 @@ def main():
 
 
 def run(grpc, pb, client, name):
-    """Starts, reaches, lists, watches and stops the process; an RpcError ends it."""
+    """Starts, reaches, reads the output of, lists, watches and stops the process; an RpcError
+    ends it."""
     # Watch from the start, in the background, to see the process come and go.
     events = []
     watch_errors = []
@@ -305,6 +309,16 @@ def run(grpc, pb, client, name):
     address = started.process.socket_addresses[0]
     page = urllib.request.urlopen(f"http://{address.host}:{address.port}/", timeout=10).read()
     print(f"started {name} at {address.host}:{address.port}, fetched {len(page)} bytes")
+
+    # http.server logs each request on stderr: follow the output until that line comes (raw
+    # bytes, in chunks that need not be whole lines), within the call's timeout.
+    output = b""
+    for chunk in client.Logs(pb.LogsRequest(process_name=name, follow=True), timeout=30):
+        output += chunk.data
+        if b'"GET / HTTP/1.1" 200' in output:
+            break
+    line = next(line for line in output.decode(errors="replace").splitlines() if '"GET / ' in line)
+    print(f"logged: {line}")
 
     listed = [p.process_name for p in client.List(pb.ListRequest()).processes]
     if name not in listed:

@@ -1,5 +1,5 @@
-//! The Python client of `examples/python` against the real server: start, reach, list, watch,
-//! stop. Needs the test venv, which the test command (`scripts/test`) creates.
+//! The Python client of `examples/python` against the real server: start, reach, read the
+//! output, list, watch, stop. Needs the test venv, which the test command (`scripts/test`) creates.
 
 use std::process::Command;
 
@@ -17,6 +17,8 @@ fn the_python_example_drives_a_process_end_to_end() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the example failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("started from-python at 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("logged: 127.0.0.1 - - ["), "the request line of its output: {stdout}");
+    assert!(stdout.contains("\"GET / HTTP/1.1\" 200"), "{stdout}");
     assert!(stdout.contains("WATCH_EVENT_TYPE_DELETED"), "{stdout}");
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 }

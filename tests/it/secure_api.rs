@@ -595,7 +595,7 @@ fn hpctl(args: &[&str], environment: &[(&str, &str)]) -> std::process::Output {
 fn hpctl_and_the_python_client_use_tls_tokens_and_unix_sockets() {
     let directory = tempfile::tempdir().expect("tempdir");
     let tokens_file = directory.path().join("tokens.yml");
-    let token = create_token(&tokens_file, "clients", "read,write", None);
+    let token = create_token(&tokens_file, "clients", "read,write,logs", None);
     let ca = common::certs::TestCa::new("clients CA");
     let ca_file = ca.write_ca_file(directory.path(), "ca.pem");
     let (cert_file, key_file) = ca.write_server_files(directory.path(), "server");
