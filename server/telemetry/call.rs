@@ -85,7 +85,7 @@ where
 
 /// A new call span for a method's path, continuing the caller's trace when the metadata carries
 /// a valid `traceparent`.
-fn call_span(path: &str, headers: &http::HeaderMap) -> Span {
+pub(crate) fn call_span(path: &str, headers: &http::HeaderMap) -> Span {
     let full_method = path.trim_start_matches('/');
     let (service, method) = full_method.rsplit_once('/').unwrap_or(("", full_method));
     let span = tracing::info_span!(

@@ -21,7 +21,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, fmt};
+use tracing_subscriber::{Layer, Registry, fmt};
 
 pub use settings::{OtlpEndpoint, TracingSettings};
 
@@ -83,8 +83,22 @@ pub fn init(
     tracing: Option<&TracingSettings>,
 ) -> Result<Telemetry, TelemetryError> {
     let provider = tracing.map(|settings| tracer_provider(&settings.otlp_endpoint)).transpose()?;
-    let export = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
+    subscriber(format, filter, provider.as_ref()).try_init()?;
+    Ok(Telemetry { provider })
+}
+
+/// The subscriber [`init`] installs: one log format behind `filter`, and the OTLP layer when there
+/// is a provider.
+fn subscriber(
+    format: LogFormat,
+    filter: EnvFilter,
+    provider: Option<&SdkTracerProvider>,
+) -> impl tracing::Subscriber + Send + Sync + 'static {
+    // Boxed layers in one list, rather than optional ones: a layer that is absent must not count
+    // as one that wants every span, or call spans would be made for no one.
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    if let Some(provider) = provider {
+        let export = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(SERVICE_NAME))
             // Our spans and what happens inside them; never the exporter's own HTTP/2 client,
             // whose spans would be exported in turn.
@@ -92,34 +106,31 @@ pub fn init(
                 let target = metadata.target();
                 metadata.level() <= &tracing::Level::INFO
                     && (target == "hydroplane" || target.starts_with("hydroplane::"))
-            }))
-    });
-    // One of the two formats, each behind RUST_LOG's filter.
-    let (text, json) = match format {
-        LogFormat::Text => {
-            let text = fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colour codes only for a terminal: log files and journald get plain text.
-                .with_ansi(std::io::stderr().is_terminal())
-                // Text lines stay as they were: call spans are for JSON and OTLP.
-                .with_filter(filter.and(filter_fn(|metadata| {
-                    !(metadata.is_span() && metadata.target() == call::CALL_SPAN_TARGET)
-                })));
-            (Some(text), None)
-        }
-        LogFormat::Json => {
-            let json = fmt::layer()
-                .json()
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                // One line when a call ends, with its code and duration in the span's fields.
-                .with_span_events(fmt::format::FmtSpan::CLOSE)
-                .with_filter(filter);
-            (None, Some(json))
-        }
+            }));
+        layers.push(export.boxed());
+    }
+    // One of the two formats, behind RUST_LOG's filter.
+    let log = match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            // Colour codes only for a terminal: log files and journald get plain text.
+            .with_ansi(std::io::stderr().is_terminal())
+            // Text lines stay as they were: call spans are for JSON and OTLP.
+            .with_filter(filter.and(filter_fn(|metadata| {
+                !(metadata.is_span() && metadata.target() == call::CALL_SPAN_TARGET)
+            })))
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            // One line when a call ends, with its code and duration in the span's fields.
+            .with_span_events(fmt::format::FmtSpan::CLOSE)
+            .with_filter(filter)
+            .boxed(),
     };
-    tracing_subscriber::registry().with(export).with(text).with(json).try_init()?;
-    Ok(Telemetry { provider })
+    layers.push(log);
+    tracing_subscriber::registry().with(layers)
 }
 
 /// The tracer provider that batches spans and exports them to `endpoint` over OTLP/gRPC. The
@@ -144,4 +155,26 @@ fn tracer_provider(endpoint: &OtlpEndpoint) -> Result<SdkTracerProvider, Telemet
         resource = resource.with_service_name(SERVICE_NAME);
     }
     Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build()).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a call span is made under the subscriber of this format and provider.
+    fn call_span_made(format: LogFormat, provider: Option<&SdkTracerProvider>) -> bool {
+        let subscriber = subscriber(format, EnvFilter::new("info"), provider);
+        tracing::subscriber::with_default(subscriber, || {
+            !call::call_span("/hydroplane.v1.ProcessService/List", &http::HeaderMap::new()).is_disabled()
+        })
+    }
+
+    #[test]
+    fn call_spans_are_made_only_when_something_consumes_them() {
+        // Text logs without export: nothing would show a span, so none is made.
+        assert!(!call_span_made(LogFormat::Text, None));
+        assert!(call_span_made(LogFormat::Json, None));
+        let provider = SdkTracerProvider::builder().build();
+        assert!(call_span_made(LogFormat::Text, Some(&provider)));
+    }
 }
