@@ -18,7 +18,7 @@ use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::requests::{sleeper_spec, stop_process};
+use crate::common::requests::{sleeper, sleeper_spec, start_request, stop_process};
 use crate::common::{Server, create_token, token_client};
 use hydroplane::proto;
 
@@ -150,14 +150,34 @@ async fn a_calls_span_reaches_the_otlp_endpoint_in_the_callers_trace() {
     assert_eq!(attribute(&span, "code").as_deref(), Some("OK"));
     assert_eq!(attribute(&span, "caller").as_deref(), Some("anonymous"));
     assert_eq!(receiver.service_names(), ["hydroplane"]);
+
+    // A Start names its process and group; its spec's environment goes nowhere.
+    let mut spec = sleeper("exported");
+    spec["group"] = "batch".into();
+    spec["container"]["env"] = serde_json::json!([{"name": "PASSWORD", "value": "env-value-never-exported"}]);
+    client.start(traced(start_request(spec))).await.expect("start");
+    client.stop(stop_process("exported")).await.expect("stop");
+    let start = receiver.wait_for_span("Start").await;
+    assert_eq!(attribute(&start, "process").as_deref(), Some("exported"));
+    assert_eq!(attribute(&start, "group").as_deref(), Some("batch"));
+    let stop = receiver.wait_for_span("Stop").await;
+    assert_ne!(hex(&stop.trace_id), TRACE_ID, "a call without traceparent starts its own trace");
+    assert!(
+        !format!("{:?}", receiver.received.borrow()).contains("env-value-never-exported"),
+        "a spec's environment reached the trace"
+    );
+
     drop(client);
-    let exit = tokio::task::spawn_blocking(move || {
+    let (exit, stderr) = tokio::task::spawn_blocking(move || {
         let mut server = server;
-        server.terminate()
+        (server.terminate(), server.stderr())
     })
     .await
     .expect("terminate");
     assert_eq!(exit, Some(0));
+    // Text logs look as they do without export: no span in front of a line.
+    assert!(stderr.contains("INFO audit: call done call=Start"), "{stderr}");
+    assert!(!stderr.contains("grpc call"), "{stderr}");
 }
 
 #[tokio::test]
