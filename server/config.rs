@@ -41,6 +41,9 @@ pub struct Settings {
     /// Limits that keep one caller from exhausting the server.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// OTLP export of the call spans, when set.
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::TracingSettings>,
 }
 
 // === Numbers and their ranges ===

@@ -13,6 +13,7 @@
 //! - [`runtime`]: the `Runtime` trait and the local, Kubernetes and EKS runtimes.
 //! - [`aws`]: AWS credentials and the EKS token.
 //! - [`culler`]: stops processes older than a maximum age.
+//! - [`telemetry`]: log formats, a span per gRPC call, the caller's trace, OTLP export.
 //! - [`backoff`] and [`report`]: the one backoff, and how error chains are told to people.
 //!
 //! Architecture invariants: the domain model knows no I/O and no protobuf; runtimes never see
@@ -32,6 +33,7 @@ pub mod secrets;
 pub mod security;
 pub mod spec;
 pub mod table;
+pub mod telemetry;
 
 /// The code generated from `proto/hydroplane/v1` (messages, the server trait and the client), from
 /// the client crate, so that the server and its clients share one set of types.

@@ -18,6 +18,7 @@ use hydroplane::grpc::guard::Guard;
 use hydroplane::grpc::listen::{self, ListenAddress, Listener};
 use hydroplane::security::tls::ServerTls;
 use hydroplane::security::tokens::TokenStore;
+use hydroplane::telemetry::LogFormat;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long calls in flight may take to finish once shutdown has begun.
@@ -63,6 +64,9 @@ struct Args {
     /// Serve a non-loopback address without TLS or tokens (or tokens without TLS), with a warning.
     #[arg(long)]
     insecure: bool,
+    /// How log lines on stderr are written: `text`, or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -95,12 +99,6 @@ fn main() -> std::process::ExitCode {
     {
         filter = filter.add_directive(directive);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: log files and journald get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -108,7 +106,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    // The exporter is chosen before the first log line; `run` loads the settings again and
+    // reports what is wrong with them.
+    let tracing = args
+        .config
+        .as_deref()
+        .and_then(|path| Settings::parse(&std::fs::read_to_string(path).ok()?).ok()?.tracing);
+    let telemetry = {
+        // The batch exporter is a task on the runtime.
+        let _entered = runtime.enter();
+        hydroplane::telemetry::init(args.log_format, filter, tracing.as_ref())
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args));
+    telemetry.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

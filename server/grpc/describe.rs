@@ -10,6 +10,7 @@ use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
+use crate::telemetry::call;
 
 /// Checks the request's process name.
 pub fn parse(request: &proto::DescribeRequest) -> Result<&str, AppError> {
@@ -29,6 +30,7 @@ pub async fn handle(
     peer: &Peer,
 ) -> Result<proto::ProcessDetail, Status> {
     let target = audit::describe_target(&request);
+    call::record_target(Some(&request.process_name), None);
     let result = match parse(&request) {
         Ok(name) => processes.describe(name, caller).await,
         Err(error) => Err(error),

@@ -308,10 +308,14 @@ where
             let Admitted { caller, permits } = match admitted {
                 Ok(admitted) => admitted,
                 Err((caller, status)) => {
+                    if let Some(name) = &caller {
+                        crate::telemetry::call::record_caller(name);
+                    }
                     audit::refused(&method, caller.as_deref(), &peer, &status);
                     return Ok(status.into_http());
                 }
             };
+            crate::telemetry::call::record_caller(&caller.name);
             let limit = guard.limits.max_request_bytes;
             let caller_name = caller.name.clone();
             request.extensions_mut().insert(caller);

@@ -7,6 +7,7 @@ use crate::grpc::convert;
 use crate::proto;
 use crate::security::access::Caller;
 use crate::table::Filter;
+use crate::telemetry::call;
 
 /// Handles one List call.
 pub fn handle(
@@ -14,6 +15,7 @@ pub fn handle(
     request: proto::ListRequest,
     caller: &Caller,
 ) -> Result<proto::ListResponse, Status> {
+    call::record_target(None, request.group.as_deref());
     let filter = Filter { group: request.group, ..Filter::default() };
     let stale_reason = processes.staleness();
     let processes = processes.list(filter, caller).into_iter().map(convert::info_to_proto).collect();

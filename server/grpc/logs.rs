@@ -11,6 +11,7 @@ use crate::proto;
 use crate::runtime::logs::{LogPiece, LogSource, LogsQuery, StreamFilter};
 use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
+use crate::telemetry::call;
 
 /// The stream a Logs call answers with.
 pub type LogsStream = BoxStream<'static, Result<proto::LogChunk, Status>>;
@@ -117,6 +118,7 @@ pub async fn handle(
     peer: &Peer,
 ) -> Result<LogsStream, Status> {
     let target = audit::logs_target(&request);
+    call::record_target(Some(&request.process_name), None);
     let result = match parse(request, jiff::Timestamp::now()) {
         Ok(logs) => {
             let timestamps = logs.timestamps;

@@ -190,9 +190,12 @@ pub async fn serve(
         let stopped = async move {
             let _ = stop.wait_for(|shutting_down| *shutting_down).await;
         };
-        let mut server = tonic::transport::Server::builder()
-            .max_concurrent_streams(streams_per_connection)
-            .layer(guard.layer());
+        let mut server =
+            tonic::transport::Server::builder().max_concurrent_streams(streams_per_connection).layer(
+                tower::ServiceBuilder::new()
+                    .layer(crate::telemetry::call::CallSpanLayer)
+                    .layer(guard.layer()),
+            );
         let router = server.add_routes(routes.clone());
         servers.push(match listener {
             Listener::Tcp(listener) => {

@@ -12,6 +12,7 @@ use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::security::access::Caller;
 use crate::spec::{ValidSpec, Violations};
+use crate::telemetry::call;
 
 /// A parsed Start request.
 pub struct Start {
@@ -76,6 +77,9 @@ pub async fn handle(
     peer: &Peer,
 ) -> Result<proto::StartResponse, Status> {
     let target = audit::start_target(&request);
+    if let Some(spec) = &request.spec {
+        call::record_target(Some(&spec.process_name), spec.group.as_deref());
+    }
     let result = match Start::parse(request) {
         Ok(start) => start.apply(processes, caller).await,
         Err(error) => Err(error),

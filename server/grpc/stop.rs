@@ -10,6 +10,7 @@ use crate::proto::{self, stop_request::Target};
 use crate::runtime::StopTarget;
 use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
+use crate::telemetry::call;
 
 /// Checks the request's target.
 pub fn parse(request: proto::StopRequest) -> Result<StopTarget, AppError> {
@@ -44,6 +45,11 @@ pub async fn handle(
     peer: &Peer,
 ) -> Result<proto::StopResponse, Status> {
     let target = audit::stop_target(&request);
+    match &request.target {
+        Some(Target::ProcessName(name)) => call::record_target(Some(name), None),
+        Some(Target::Group(group)) => call::record_target(None, Some(group)),
+        None => {}
+    }
     let result = match parse(request) {
         Ok(stop_target) => processes.stop(stop_target, caller).await,
         Err(error) => Err(error),

@@ -30,3 +30,4 @@ mod python_client;
 mod secret_store;
 mod secrets_server;
 mod secure_api;
+mod telemetry;
