@@ -41,6 +41,9 @@ pub struct Settings {
     /// Limits that keep one caller from exhausting the server.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// The Prometheus metrics listener, when set.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsSettings>,
 }
 
 // === Numbers and their ranges ===

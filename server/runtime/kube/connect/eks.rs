@@ -125,7 +125,10 @@ fn kube_client(
     config.default_namespace = namespace.to_owned();
     let builder =
         kube::client::ClientBuilder::try_from(config).map_err(|error| EksError::Client(error.to_string()))?;
-    Ok(builder.with_layer(&BearerLayer::new(tokens)).build())
+    Ok(builder
+        .with_layer(&BearerLayer::new(tokens))
+        .with_layer(&crate::metrics::rest::RestMetricsLayer)
+        .build())
 }
 
 /// The bearer token of the cluster, made afresh when it is older than `refresh` or was refused.
