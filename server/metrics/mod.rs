@@ -113,6 +113,45 @@ pub struct BackendMetrics {
     pub rest: rest::RestMetrics,
     /// Failed watches of the index, by resource (each is retried: a watch restart).
     pub index_watch_errors: Family<rest::ResourceLabels, Counter>,
+    /// Renewals of AWS credentials and EKS tokens, by outcome.
+    pub renewals: Family<RenewalLabels, Counter>,
+    /// Secret store operations, by outcome.
+    pub secret_operations: Family<SecretOperationLabels, Counter>,
+}
+
+/// The labels of a credential renewal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    /// `aws_credentials` or `eks_token`.
+    pub credential: &'static str,
+    /// `renewed` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// The labels of a secret store operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretOperationLabels {
+    /// `resolve`.
+    pub operation: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Counts a renewal of a backend credential (`aws_credentials`, `eks_token`), when metrics are
+/// on.
+pub fn count_renewal(credential: &'static str, renewed: bool) {
+    if let Some(metrics) = backend() {
+        let outcome = if renewed { "renewed" } else { "failed" };
+        metrics.renewals.get_or_create(&RenewalLabels { credential, outcome }).inc();
+    }
+}
+
+/// Counts a secret store operation, when metrics are on.
+pub fn count_secret_operation(operation: &'static str, ok: bool) {
+    if let Some(metrics) = backend() {
+        let outcome = if ok { "ok" } else { "error" };
+        metrics.secret_operations.get_or_create(&SecretOperationLabels { operation, outcome }).inc();
+    }
 }
 
 static BACKEND: OnceLock<Arc<Metrics>> = OnceLock::new();
@@ -175,7 +214,19 @@ impl Metrics {
         let backend = BackendMetrics {
             rest: rest::RestMetrics::register(&mut registry),
             index_watch_errors: Family::default(),
+            renewals: Family::default(),
+            secret_operations: Family::default(),
         };
+        registry.register(
+            "hydroplane_credential_renewals",
+            "Renewals of AWS credentials and EKS tokens, by credential and outcome",
+            backend.renewals.clone(),
+        );
+        registry.register(
+            "hydroplane_secret_store_operations",
+            "Secret store operations, by operation and outcome",
+            backend.secret_operations.clone(),
+        );
         registry.register(
             "hydroplane_index_watch_errors",
             "Failed watches of the Kubernetes index, by resource; each is retried with backoff",
@@ -217,3 +268,31 @@ impl std::fmt::Debug for Metrics {
 
 /// The content type of [`Metrics::encode`]'s text (OpenMetrics, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    #[test]
+    fn the_listen_address_is_checked_at_load() {
+        let settings = Settings::parse("metrics:\n  listen: 127.0.0.1:9464\n").expect("valid settings");
+        assert_eq!(settings.metrics.map(|metrics| metrics.listen.port()), Some(9464));
+        let error = Settings::parse("metrics:\n  listen: localhost\n").expect_err("not an address");
+        assert!(error.contains("metrics.listen must be an IP address and a port"), "{error}");
+        assert!(Settings::parse("metrics:\n  port: 1\n").is_err());
+        assert_eq!(Settings::parse("").expect("no settings").metrics, None);
+    }
+
+    #[test]
+    fn renewals_and_secret_operations_are_counted_by_outcome() {
+        let metrics = super::Metrics::install();
+        super::count_renewal("eks_token", true);
+        super::count_secret_operation("resolve", false);
+        let text = metrics.encode().expect("encodes");
+        // No other test installs a registry, so this one is the backends'.
+        let renewed = r#"hydroplane_credential_renewals_total{credential="eks_token",outcome="renewed"} 1"#;
+        assert!(text.contains(renewed), "{text}");
+        let failed = r#"hydroplane_secret_store_operations_total{operation="resolve",outcome="error"} 1"#;
+        assert!(text.contains(failed), "{text}");
+    }
+}

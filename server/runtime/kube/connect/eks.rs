@@ -151,7 +151,9 @@ impl TokenSource {
             return Ok(header.clone());
         }
         let token =
-            eks_token(&self.credentials.current(), &self.region, &self.cluster_name, SystemTime::now())?;
+            eks_token(&self.credentials.current(), &self.region, &self.cluster_name, SystemTime::now())
+                .inspect_err(|_| crate::metrics::count_renewal("eks_token", false))?;
+        crate::metrics::count_renewal("eks_token", true);
         let mut header = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
             .map_err(|error| TokenError::Signing(error.to_string()))?;
         header.set_sensitive(true);
