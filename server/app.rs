@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::metrics::{Metrics, OutcomeLabels};
 use crate::runtime::logs::{LogPieces, LogsQuery};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
 use crate::security::access::Denied;
@@ -45,16 +46,50 @@ pub enum AppError {
     Runtime(#[from] RuntimeError),
 }
 
+impl AppError {
+    /// The error's kind, as the outcome label of the Start and Stop metrics (bounded values).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AppError::InvalidRequest(_) => "invalid",
+            AppError::Denied(_) => "denied",
+            AppError::WaitTimedOut { .. } => "timed_out",
+            AppError::Runtime(RuntimeError::AlreadyExists { .. }) => "already_exists",
+            AppError::Runtime(RuntimeError::NotFound { .. }) => "not_found",
+            AppError::Runtime(_) => "failed",
+        }
+    }
+}
+
 /// The process service: start, stop, list and watch over one runtime.
 #[derive(Clone)]
 pub struct Processes {
     runtime: Arc<dyn Runtime>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Processes {
     /// The service over a runtime.
     pub fn new(runtime: Arc<dyn Runtime>) -> Processes {
-        Processes { runtime }
+        Processes { runtime, metrics: None }
+    }
+
+    /// The same service, recording its metrics in `metrics` (which then reports this runtime).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Processes {
+        metrics.observe_runtime(&self.runtime);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics this service records, when metrics are on.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    fn count(&self, starts: bool, outcome: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            let family = if starts { &metrics.domain.starts } else { &metrics.domain.stops };
+            family.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
     }
 
     /// Why List and Watch may be out of date (the runtime's backend cannot be reached, or its
@@ -66,6 +101,22 @@ impl Processes {
     /// Starts the process, if its group is in the caller's reach; with `wait`, answers once the
     /// process has left STARTING (or the wait ran out).
     pub async fn start(
+        &self,
+        spec: ValidSpec,
+        wait: Option<Duration>,
+        caller: &Caller,
+    ) -> Result<Started, AppError> {
+        let result = self.start_unmetered(spec, wait, caller).await;
+        let outcome = match &result {
+            Ok(started) if started.created => "created",
+            Ok(_) => "existing",
+            Err(error) => error.outcome(),
+        };
+        self.count(true, outcome);
+        result
+    }
+
+    async fn start_unmetered(
         &self,
         spec: ValidSpec,
         wait: Option<Duration>,
@@ -89,6 +140,12 @@ impl Processes {
     /// Stops a process or a group in the caller's reach. A process out of reach is refused
     /// by the group it is in; an unknown one is left to the runtime to call unknown.
     pub async fn stop(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, AppError> {
+        let result = self.stop_unmetered(target, caller).await;
+        self.count(false, result.as_ref().map_or_else(AppError::outcome, |_| "stopped"));
+        result
+    }
+
+    async fn stop_unmetered(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, AppError> {
         match &target {
             StopTarget::Process(name) => {
                 if let Some(process) = self.runtime.table().get(name) {

@@ -44,6 +44,9 @@ pub struct Settings {
     /// OTLP export of the call spans, when set.
     #[serde(default)]
     pub tracing: Option<crate::telemetry::TracingSettings>,
+    /// The Prometheus metrics listener, when set.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsSettings>,
 }
 
 // === Numbers and their ranges ===

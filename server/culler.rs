@@ -28,6 +28,10 @@ pub async fn run(processes: Processes, settings: CullingSettings) {
     loop {
         interval.tick().await;
         let culled = cull_once(&processes, max_age, jiff::Timestamp::now()).await;
+        if let Some(metrics) = processes.metrics() {
+            metrics.domain.culler_passes.inc();
+            metrics.domain.culled.inc_by(culled.len() as u64);
+        }
         if !culled.is_empty() {
             tracing::info!(?culled, "culled processes older than the maximum age");
         }

@@ -13,6 +13,7 @@
 //! - [`runtime`]: the `Runtime` trait and the local, Kubernetes and EKS runtimes.
 //! - [`aws`]: AWS credentials and the EKS token.
 //! - [`culler`]: stops processes older than a maximum age.
+//! - [`metrics`]: Prometheus metrics and their listener.
 //! - [`telemetry`]: log formats, a span per gRPC call, the caller's trace, OTLP export.
 //! - [`backoff`] and [`report`]: the one backoff, and how error chains are told to people.
 //!
@@ -27,6 +28,7 @@ pub mod backoff;
 pub mod config;
 pub mod culler;
 pub mod grpc;
+pub mod metrics;
 pub mod report;
 pub mod runtime;
 pub mod secrets;

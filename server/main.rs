@@ -173,8 +173,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         hydroplane::secrets::PasswordSource::for_opening(args.password_file.clone()),
     )
     .context("cannot open the secret store")?;
+    // Made before the runtime, so that its Kubernetes client is measured from the first request.
+    let metrics = settings.metrics.as_ref().map(|_| hydroplane::metrics::Metrics::install());
     let runtime = hydroplane::runtime::from_settings(&settings.runtime, secrets).await?;
     let processes = Processes::new(Arc::clone(&runtime));
+    let processes = match &metrics {
+        Some(metrics) => processes.with_metrics(Arc::clone(metrics)),
+        None => processes,
+    };
 
     let mut listeners = Vec::new();
     for address in &addresses {
@@ -185,6 +191,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ListenAddress::Unix(path) => listen::bind_unix(path).await?,
         });
     }
+
+    let metrics_listener = match (&settings.metrics, &metrics) {
+        (Some(listen), Some(metrics)) => Some(hydroplane::metrics::http::start(listen, metrics).await?),
+        _ => None,
+    };
 
     // Handlers are in place before the address is announced, so a SIGTERM right after it is a
     // clean shutdown rather than the default instant death.
@@ -205,6 +216,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tokens = tokens.is_some(),
             "serving"
         );
+    }
+    if let Some((address, _)) = &metrics_listener {
+        println!("hydroplane metrics on {address}");
     }
 
     let culler = settings

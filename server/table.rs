@@ -10,13 +10,13 @@
 //! of the server is always older than anything this run can replay and leads to a RESET rather
 //! than to a replay of the wrong history.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::{broadcast, mpsc};
 
 use crate::security::access::Groups;
-use crate::spec::{HISTORY_LIMIT, ProcessInfo, Transition};
+use crate::spec::{HISTORY_LIMIT, ProcessInfo, ProcessStatus, Transition};
 
 /// How many changes are kept for replay by default.
 pub const DEFAULT_HISTORY: usize = 16_384;
@@ -98,7 +98,13 @@ impl Filter {
 pub struct ProcessTable {
     state: Mutex<TableState>,
     changes: broadcast::Sender<Change>,
+    /// Told the seconds from creation to RUNNING of each process that goes from STARTING to
+    /// RUNNING (for the metrics; see [`ProcessTable::on_running`]).
+    running_observer: OnceLock<RunningObserver>,
 }
+
+/// What [`ProcessTable::on_running`] calls.
+pub type RunningObserver = Box<dyn Fn(f64) + Send + Sync>;
 
 struct TableState {
     processes: BTreeMap<String, ProcessInfo>,
@@ -127,6 +133,7 @@ impl ProcessTable {
                 transitions: BTreeMap::new(),
             }),
             changes,
+            running_observer: OnceLock::new(),
         })
     }
 
@@ -148,7 +155,16 @@ impl ProcessTable {
         let mut state = self.lock();
         let kind = match state.processes.get(&process.process_name) {
             Some(existing) if *existing == process => return None,
-            Some(_) => ChangeKind::Modified,
+            Some(existing) => {
+                if existing.status == ProcessStatus::Starting
+                    && process.status == ProcessStatus::Running
+                    && let Some(observer) = self.running_observer.get()
+                {
+                    let waited = jiff::Timestamp::now().duration_since(process.created);
+                    observer(waited.as_secs_f64().max(0.0));
+                }
+                ChangeKind::Modified
+            }
             None => ChangeKind::Added,
         };
         state.processes.insert(process.process_name.clone(), process.clone());
@@ -204,6 +220,21 @@ impl ProcessTable {
     /// The processes that pass the filter, ordered by name.
     pub fn list(&self, filter: &Filter) -> Vec<ProcessInfo> {
         self.lock().processes.values().filter(|process| filter.matches(process)).cloned().collect()
+    }
+
+    /// How many processes the table has in each status (statuses with none are left out).
+    pub fn status_counts(&self) -> HashMap<ProcessStatus, usize> {
+        let mut counts = HashMap::new();
+        for process in self.lock().processes.values() {
+            *counts.entry(process.status).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Calls `observer` with the seconds from creation to RUNNING of every process that goes
+    /// from STARTING to RUNNING from now on (the first observer set stays).
+    pub fn on_running(&self, observer: RunningObserver) {
+        let _ = self.running_observer.set(observer);
     }
 
     /// The current revision.

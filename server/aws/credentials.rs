@@ -206,11 +206,13 @@ async fn renew(
         loop {
             match provider.provide_credentials().await {
                 Ok(credentials) => {
+                    crate::metrics::count_renewal("aws_credentials", true);
                     tracing::debug!(access_key_id = credentials.access_key_id(), expiry = ?credentials.expiry(), "renewed AWS credentials");
                     sender.send_replace(credentials);
                     break;
                 }
                 Err(error) => {
+                    crate::metrics::count_renewal("aws_credentials", false);
                     let still_valid = expiry.duration_since(SystemTime::now()).unwrap_or_default();
                     let delay = retry.next_delay();
                     tracing::warn!(error = %error_chain(&error), ?still_valid, retry = ?delay, "cannot renew AWS credentials; the current ones stay in use; retrying");

@@ -166,6 +166,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let (shutting_down_sender, shutting_down) = tokio::sync::watch::channel(false);
+    let metrics = processes.metrics().cloned();
     let process_service =
         ProcessServiceServer::new(ProcessServiceHandler::new(processes, shutting_down.clone()))
             // The guard refuses larger requests first, with a clearer message; this is a backstop.
@@ -193,6 +194,8 @@ pub async fn serve(
         let mut server =
             tonic::transport::Server::builder().max_concurrent_streams(streams_per_connection).layer(
                 tower::ServiceBuilder::new()
+                    // Outermost, so that calls the guard refuses are counted with their codes.
+                    .layer(crate::metrics::grpc::layer(metrics.clone()))
                     .layer(crate::telemetry::call::CallSpanLayer)
                     .layer(guard.layer()),
             );

@@ -1,14 +1,17 @@
 //! `Watch`: a stream fed from the runtime's process table; it ends when the client hangs up.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::Status;
 
 use crate::app::Processes;
 use crate::grpc::convert;
+use crate::metrics::Metrics;
 use crate::proto;
 use crate::security::access::Caller;
-use crate::table::Filter;
+use crate::table::{Filter, WatchEvent};
 use crate::telemetry::call;
 
 /// The stream a Watch call answers with.
@@ -23,7 +26,31 @@ pub fn handle(
     call::record_target(request.process_name.as_deref(), request.group.as_deref());
     let filter = Filter { group: request.group, process_name: request.process_name, ..Filter::default() };
     let events = processes.watch(filter, request.since_revision, caller);
+    let open = processes.metrics().map(|metrics| OpenWatch::new(Arc::clone(metrics)));
     Ok(tokio_stream::wrappers::ReceiverStream::new(events)
-        .map(|event| Ok(convert::watch_event_to_proto(event)))
+        .map(move |event| {
+            if let (Some(open), WatchEvent::Reset { .. }) = (&open, &event) {
+                open.metrics.domain.watch_resets.inc();
+            }
+            Ok(convert::watch_event_to_proto(event))
+        })
         .boxed())
+}
+
+/// One open Watch stream in the `hydroplane_watch_streams` gauge, until the stream is dropped.
+struct OpenWatch {
+    metrics: Arc<Metrics>,
+}
+
+impl OpenWatch {
+    fn new(metrics: Arc<Metrics>) -> OpenWatch {
+        metrics.domain.watch_streams.inc();
+        OpenWatch { metrics }
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.metrics.domain.watch_streams.dec();
+    }
 }

@@ -57,8 +57,23 @@ pub trait Runtime: Send + Sync {
         None
     }
 
+    /// How the runtime's cache of its backend stands, for the metrics; `None` for a runtime
+    /// whose table is the truth itself (local).
+    fn index_sync(&self) -> Option<IndexSync> {
+        None
+    }
+
     /// Stops every process the runtime owns, for a server that is shutting down.
     async fn shutdown(&self);
+}
+
+/// How a runtime's cache of its backend stands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IndexSync {
+    /// Whether every watch has listed once and none is failing.
+    pub synced: bool,
+    /// Zero while synced; otherwise how long since the cache last heard from the backend.
+    pub staleness: std::time::Duration,
 }
 
 /// The outcome of a Start.

@@ -355,6 +355,14 @@ impl LocalSecretStore {
 
 impl SecretStore for LocalSecretStore {
     fn resolve(&self, reference: &SecretReference) -> Result<SecretValue, SecretError> {
+        let resolved = self.resolve_unmetered(reference);
+        crate::metrics::count_secret_operation("resolve", resolved.is_ok());
+        resolved
+    }
+}
+
+impl LocalSecretStore {
+    fn resolve_unmetered(&self, reference: &SecretReference) -> Result<SecretValue, SecretError> {
         let value = self.get(&reference.secret_name)?;
         match &reference.key {
             None => Ok(value),

@@ -24,6 +24,7 @@ mod kube_repair;
 mod kube_runtime;
 mod local_logs;
 mod local_runtime;
+mod metrics;
 mod moto_launcher;
 mod process_tree;
 mod python_client;

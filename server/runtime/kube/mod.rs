@@ -593,6 +593,13 @@ impl Runtime for KubeRuntime {
         }
     }
 
+    fn index_sync(&self) -> Option<super::IndexSync> {
+        let health = self.index.health();
+        let synced = health == IndexHealth::Synced;
+        let staleness = if synced { Duration::ZERO } else { self.index.since_last_heard() };
+        Some(super::IndexSync { synced, staleness })
+    }
+
     fn health(&self) -> Option<String> {
         match self.index.health() {
             IndexHealth::Synced => None,

@@ -125,7 +125,10 @@ fn kube_client(
     config.default_namespace = namespace.to_owned();
     let builder =
         kube::client::ClientBuilder::try_from(config).map_err(|error| EksError::Client(error.to_string()))?;
-    Ok(builder.with_layer(&BearerLayer::new(tokens)).build())
+    Ok(builder
+        .with_layer(&BearerLayer::new(tokens))
+        .with_layer(&crate::metrics::rest::RestMetricsLayer)
+        .build())
 }
 
 /// The bearer token of the cluster, made afresh when it is older than `refresh` or was refused.
@@ -148,7 +151,9 @@ impl TokenSource {
             return Ok(header.clone());
         }
         let token =
-            eks_token(&self.credentials.current(), &self.region, &self.cluster_name, SystemTime::now())?;
+            eks_token(&self.credentials.current(), &self.region, &self.cluster_name, SystemTime::now())
+                .inspect_err(|_| crate::metrics::count_renewal("eks_token", false))?;
+        crate::metrics::count_renewal("eks_token", true);
         let mut header = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
             .map_err(|error| TokenError::Signing(error.to_string()))?;
         header.set_sensitive(true);

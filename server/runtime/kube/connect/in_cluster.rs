@@ -159,7 +159,10 @@ impl InCluster {
         config.root_cert = Some(certificates);
         config.default_namespace = namespace.to_owned();
         let builder = kube::client::ClientBuilder::try_from(config).map_err(InClusterError::Client)?;
-        Ok(builder.with_layer(&BearerLayer::new(tokens)).build())
+        Ok(builder
+            .with_layer(&BearerLayer::new(tokens))
+            .with_layer(&crate::metrics::rest::RestMetricsLayer)
+            .build())
     }
 }
 

@@ -73,7 +73,8 @@ pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectErro
             Err(in_cluster) => kubeconfig_or(&options, in_cluster).await?,
         },
     };
-    Client::try_from(config).map_err(ConnectError::Client)
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(ConnectError::Client)?;
+    Ok(builder.with_layer(&crate::metrics::rest::RestMetricsLayer).build())
 }
 
 /// The default kubeconfig, when the in-cluster config failed; both reasons when neither works.

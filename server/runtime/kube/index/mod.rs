@@ -53,6 +53,8 @@ pub(super) struct IndexState {
     /// a failure counts only for [`STALE_WINDOW`] unless it recurs (a watch that stays down
     /// fails again within the longest backoff).
     errors: HashMap<&'static str, (String, tokio::time::Instant)>,
+    /// When a watch last brought an event (none yet: when the index was made).
+    last_heard: Option<tokio::time::Instant>,
 }
 
 /// How long after its last failure a watch counts as down: longer than the longest backoff.
@@ -79,7 +81,10 @@ impl Index {
         let (generation, _) = watch::channel(0);
         Arc::new(Index {
             namespace,
-            state: Mutex::new(IndexState::default()),
+            state: Mutex::new(IndexState {
+                last_heard: Some(tokio::time::Instant::now()),
+                ..IndexState::default()
+            }),
             table,
             generation,
             warnings: LogLimit::new(WARNING_WINDOW),
@@ -120,6 +125,11 @@ impl Index {
             return IndexHealth::Stale(format!("watching {kind} failed ({error}); retrying"));
         }
         if state.synced.len() < 3 { IndexHealth::Syncing } else { IndexHealth::Synced }
+    }
+
+    /// How long since a watch last brought an event (or since the index was made).
+    pub fn since_last_heard(&self) -> Duration {
+        self.lock().last_heard.map_or(Duration::ZERO, |at| at.elapsed())
     }
 
     /// Waits until `condition` holds of the index, or `timeout` passes; returns whether it holds.
@@ -192,6 +202,7 @@ impl Index {
             state.synced.insert(kind);
         }
         state.errors.remove(kind);
+        state.last_heard = Some(tokio::time::Instant::now());
         self.publish(&state, touched);
         drop(state);
         self.bump();
@@ -200,6 +211,12 @@ impl Index {
     pub(super) fn record_error(&self, kind: &'static str, error: &watcher::Error) {
         if let Some(suppressed) = self.warnings.allow(&format!("{kind}: {}", cause(error))) {
             tracing::warn!(kind, %error, suppressed, "watch failed; serving the index as it is and retrying (`suppressed` counts the like failures not logged since the last line)");
+        }
+        if let Some(metrics) = crate::metrics::backend() {
+            metrics
+                .index_watch_errors
+                .get_or_create(&crate::metrics::rest::ResourceLabels { resource: kind })
+                .inc();
         }
         self.lock().errors.insert(kind, (error.to_string(), tokio::time::Instant::now()));
         self.bump();
