@@ -15,10 +15,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{argument, report, sleeper};
-use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use common::{argument, report};
+use hydroplane::proto::process_service_client::ProcessServiceClient;
 
 const PROCESSES: usize = 100;
 
@@ -114,24 +114,10 @@ fn scraper(address: String, stop: Arc<AtomicBool>, scrapes: Arc<AtomicUsize>) ->
     })
 }
 
-/// Starts the processes, then times `calls` Lists.
+/// Connects, starts the processes, then times `calls` Lists.
 async fn measure(address: &str, calls: usize) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
     let mut client = ProcessServiceClient::connect(format!("http://{address}")).await?;
-    for index in 0..PROCESSES {
-        client.start(sleeper(&format!("p{index:03}"))).await?;
-    }
-    // Warm up the connection and the caches before timing.
-    for _ in 0..100 {
-        client.list(proto::ListRequest::default()).await?;
-    }
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let begin = Instant::now();
-        let listed = client.list(proto::ListRequest::default()).await?.into_inner().processes.len();
-        samples.push(begin.elapsed());
-        assert_eq!(listed, PROCESSES, "List sees every process");
-    }
-    Ok(samples)
+    common::time_lists(&mut client, PROCESSES, calls).await
 }
 
 #[tokio::main]

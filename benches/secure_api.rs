@@ -15,41 +15,12 @@ mod common;
 mod certs;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{argument, report, sleeper, start_server, stop_server};
-use hydroplane::proto::{self, process_service_client::ProcessServiceClient};
+use common::{argument, report, start_server, stop_server};
+use hydroplane::proto::process_service_client::ProcessServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const PROCESSES: usize = 100;
-
-/// Starts the processes, then times `calls` Lists.
-async fn measure<S>(
-    client: &mut ProcessServiceClient<S>,
-    calls: usize,
-) -> Result<Vec<Duration>, Box<dyn std::error::Error>>
-where
-    S: tonic::client::GrpcService<tonic::body::Body>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
-    <S::ResponseBody as tonic::transport::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-{
-    for index in 0..PROCESSES {
-        client.start(sleeper(&format!("p{index:03}"))).await?;
-    }
-    // Warm up the connection and the caches before timing.
-    for _ in 0..100 {
-        client.list(proto::ListRequest::default()).await?;
-    }
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let begin = Instant::now();
-        let listed = client.list(proto::ListRequest::default()).await?.into_inner().processes.len();
-        samples.push(begin.elapsed());
-        assert_eq!(listed, PROCESSES, "List sees every process");
-    }
-    Ok(samples)
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (plain_server, plain_address) = start_server(&[])?;
     let mut plain = ProcessServiceClient::connect(format!("http://{plain_address}")).await?;
-    let mut plain_samples = measure(&mut plain, calls).await?;
+    let mut plain_samples = common::time_lists(&mut plain, PROCESSES, calls).await?;
     stop_server(plain_server);
 
     let ca = certs::TestCa::new("bench CA");
@@ -95,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             request.metadata_mut().insert("authorization", bearer.clone());
             Ok(request)
         });
-    let mut secure_samples = measure(&mut secure, calls).await?;
+    let mut secure_samples = common::time_lists(&mut secure, PROCESSES, calls).await?;
     stop_server(secure_server);
 
     println!("List of {PROCESSES} processes, gRPC on loopback, one caller, one connection");

@@ -104,3 +104,34 @@ pub fn argument(args: &[String], name: &str, default: usize) -> usize {
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
+
+/// Starts `processes` sleepers, then times `calls` Lists of them (after a warm-up), over any
+/// client stack (plain, TLS, with a token).
+pub async fn time_lists<S>(
+    client: &mut hydroplane::proto::process_service_client::ProcessServiceClient<S>,
+    processes: usize,
+    calls: usize,
+) -> Result<Vec<Duration>, Box<dyn std::error::Error>>
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
+    <S::ResponseBody as tonic::transport::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    for index in 0..processes {
+        client.start(sleeper(&format!("p{index:03}"))).await?;
+    }
+    // Warm up the connection and the caches before timing.
+    for _ in 0..100 {
+        client.list(hydroplane::proto::ListRequest::default()).await?;
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let begin = std::time::Instant::now();
+        let listed =
+            client.list(hydroplane::proto::ListRequest::default()).await?.into_inner().processes.len();
+        samples.push(begin.elapsed());
+        assert_eq!(listed, processes, "List sees every process");
+    }
+    Ok(samples)
+}
