@@ -66,6 +66,7 @@ fn start_request(name: String) -> proto::StartRequest {
                 ..Default::default()
             }),
             has_public_ip: false,
+            ..Default::default()
         }),
         wait: false,
         wait_timeout: None,

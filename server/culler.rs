@@ -80,6 +80,7 @@ mod tests {
             group: None,
             container: ContainerSpec { image_uri: "busybox".to_owned(), ..Default::default() },
             has_public_ip: false,
+            labels: Default::default(),
         }
     }
 

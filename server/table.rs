@@ -345,6 +345,7 @@ mod tests {
             restart_count: 0,
             exit_code: None,
             node: None,
+            labels: Default::default(),
         }
     }
 

@@ -47,6 +47,7 @@ pub fn sleeper(name: &str) -> proto::StartRequest {
                 ..Default::default()
             }),
             has_public_ip: false,
+            ..Default::default()
         }),
         wait: false,
         wait_timeout: None,

@@ -69,6 +69,7 @@ pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
         group: args.group,
         process_name: args.process_name,
         since_revision: args.since,
+        label_selector: None,
     };
     let server = client.target().to_string();
     let mut events = if args.reconnect {

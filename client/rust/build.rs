@@ -9,6 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let file_descriptors = protox::compile(protos, ["../../proto"])?;
     // Log output is passed on without copying, to every follower of a process.
-    tonic_prost_build::configure().bytes(".hydroplane.v1.LogChunk.data").compile_fds(file_descriptors)?;
+    // Labels are ordered maps so that they print (and compare) the same every time.
+    tonic_prost_build::configure()
+        .bytes(".hydroplane.v1.LogChunk.data")
+        .btree_map(".hydroplane.v1.ProcessSpec.labels")
+        .btree_map(".hydroplane.v1.ProcessInfo.labels")
+        .compile_fds(file_descriptors)?;
     Ok(())
 }

@@ -28,6 +28,13 @@ pub fn stop_target(request: &proto::StopRequest) -> String {
     match &request.target {
         Some(Target::ProcessName(name)) => format!("process {name}"),
         Some(Target::Group(group)) => format!("group {group}"),
+        // The selector is the caller's text: quoted and cut, so it can neither forge nor flood
+        // the line.
+        Some(Target::LabelSelector(selector)) => {
+            let shown: String = selector.chars().take(200).collect();
+            let cut = if shown.len() < selector.len() { "…" } else { "" };
+            format!("processes matching {shown:?}{cut}")
+        }
         None => "no target".to_owned(),
     }
 }

@@ -31,6 +31,7 @@ pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ValidSpec, In
         group: spec.group,
         container,
         has_public_ip: spec.has_public_ip,
+        labels: spec.labels,
     };
     violations.and(spec.validate())
 }
@@ -48,6 +49,7 @@ pub fn stored_spec_from_proto(spec: proto::ProcessSpec) -> ProcessSpec {
             .map(|container| container_from_proto(container, &mut ignored))
             .unwrap_or_default(),
         has_public_ip: spec.has_public_ip,
+        labels: spec.labels,
     }
 }
 
@@ -154,6 +156,7 @@ pub fn spec_to_proto(spec: ProcessSpec) -> proto::ProcessSpec {
         process_name: spec.process_name,
         group: spec.group,
         has_public_ip: spec.has_public_ip,
+        labels: spec.labels,
         container: Some(proto::ContainerSpec {
             image_uri: container.image_uri,
             command: container.command,
@@ -217,7 +220,7 @@ fn timestamp_to_proto(time: jiff::Timestamp) -> prost_types::Timestamp {
 /// Converts a process's detail (Describe's answer) into its wire form.
 pub fn detail_to_proto(detail: ProcessDetail) -> proto::ProcessDetail {
     proto::ProcessDetail {
-        process: Some(info_to_proto(detail.process)),
+        process: Some(info_to_proto(&detail.process)),
         spec: detail.spec.map(spec_to_proto),
         history: detail.history.into_iter().map(transition_to_proto).collect(),
     }
@@ -232,28 +235,30 @@ fn transition_to_proto(transition: Transition) -> proto::Transition {
     }
 }
 
-/// Converts what the server knows of a process into its wire form.
-pub fn info_to_proto(info: ProcessInfo) -> proto::ProcessInfo {
+/// Converts what the server knows of a process into its wire form (the table shares its
+/// processes, so they are copied here, once per answer).
+pub fn info_to_proto(info: &ProcessInfo) -> proto::ProcessInfo {
     proto::ProcessInfo {
-        process_name: info.process_name,
-        group: info.group,
-        socket_addresses: info.socket_addresses.into_iter().map(address_to_proto).collect(),
+        process_name: info.process_name.clone(),
+        group: info.group.clone(),
+        socket_addresses: info.socket_addresses.iter().map(address_to_proto).collect(),
         created: Some(timestamp_to_proto(info.created)),
         status: status_to_proto(info.status).into(),
-        reason: info.reason,
-        message: info.message,
+        reason: info.reason.clone(),
+        message: info.message.clone(),
         restart_count: info.restart_count,
         exit_code: info.exit_code,
-        node: info.node,
+        node: info.node.clone(),
+        labels: (*info.labels).clone(),
     }
 }
 
-fn address_to_proto(address: SocketAddress) -> proto::SocketAddress {
+fn address_to_proto(address: &SocketAddress) -> proto::SocketAddress {
     proto::SocketAddress {
-        host: address.host,
+        host: address.host.clone(),
         port: u32::from(address.port),
         is_public: address.is_public,
-        dns_name: address.dns_name,
+        dns_name: address.dns_name.clone(),
     }
 }
 
@@ -268,7 +273,7 @@ pub fn watch_event_to_proto(event: WatchEvent) -> proto::WatchEvent {
                 ChangeKind::Deleted => Type::Deleted,
             }
             .into(),
-            process: Some(info_to_proto(change.process)),
+            process: Some(info_to_proto(&change.process)),
             revision: change.revision,
         },
         WatchEvent::Synced { revision } => {
@@ -308,7 +313,8 @@ mod tests {
     #[test]
     fn a_spec_survives_the_round_trip_through_the_wire() {
         let spec: ProcessSpec = serde_json::from_str(
-            r#"{"process_name": "p", "group": "g", "has_public_ip": true, "container": {
+            r#"{"process_name": "p", "group": "g", "has_public_ip": true,
+                "labels": {"tier": "web", "example.com/team": ""}, "container": {
                 "image_uri": "i", "command": ["a", "b"],
                 "env": [{"name": "A", "value": "1"}, {"name": "B", "secret": {"secret_name": "s"}}],
                 "ports": [{"container_port": 80, "host_port": 8080, "protocol": "udp", "name": "web"}],

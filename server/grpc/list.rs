@@ -18,6 +18,6 @@ pub fn handle(
     call::record_target(None, request.group.as_deref());
     let filter = Filter { group: request.group, ..Filter::default() };
     let stale_reason = processes.staleness();
-    let processes = processes.list(filter, caller).into_iter().map(convert::info_to_proto).collect();
-    Ok(proto::ListResponse { processes, stale_reason })
+    let processes = processes.list(filter, caller).iter().map(convert::info_to_proto).collect();
+    Ok(proto::ListResponse { processes, stale_reason, ..proto::ListResponse::default() })
 }

@@ -43,7 +43,7 @@ impl Start {
     ) -> Result<proto::StartResponse, AppError> {
         let started = processes.start(self.spec, self.wait, caller).await?;
         Ok(proto::StartResponse {
-            process: Some(convert::info_to_proto(started.process)),
+            process: Some(convert::info_to_proto(&started.process)),
             created: started.created,
         })
     }

@@ -28,6 +28,10 @@ pub fn parse(request: proto::StopRequest) -> Result<StopTarget, AppError> {
             }
             StopTarget::Group(group)
         }
+        Some(Target::LabelSelector(_)) => {
+            violations.add("label_selector", "is not supported by this server yet");
+            StopTarget::Process(String::new())
+        }
         None => {
             violations.add("target", "give a `process_name` or a `group`");
             StopTarget::Process(String::new())
@@ -48,7 +52,7 @@ pub async fn handle(
     match &request.target {
         Some(Target::ProcessName(name)) => call::record_target(Some(name), None),
         Some(Target::Group(group)) => call::record_target(None, Some(group)),
-        None => {}
+        Some(Target::LabelSelector(_)) | None => {}
     }
     let result = match parse(request) {
         Ok(stop_target) => processes.stop(stop_target, caller).await,

@@ -64,7 +64,13 @@ pub struct ProcessInfo {
     pub exit_code: Option<i32>,
     /// The node it runs on, where the runtime has nodes.
     pub node: Option<String>,
+    /// The labels of its spec, shared (not copied) by every state of the process the server
+    /// keeps.
+    pub labels: Labels,
 }
+
+/// A process's labels, shared between the states of it the server keeps.
+pub type Labels = std::sync::Arc<std::collections::BTreeMap<String, String>>;
 
 impl ProcessInfo {
     /// A process just accepted: STARTING, with no address or detail yet.
@@ -80,6 +86,7 @@ impl ProcessInfo {
             restart_count: 0,
             exit_code: None,
             node: None,
+            labels: Labels::new(spec.labels.clone()),
         }
     }
 }

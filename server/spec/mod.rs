@@ -21,7 +21,7 @@ pub mod validation;
 #[cfg(test)]
 mod tests;
 
-pub use info::{HISTORY_LIMIT, ProcessDetail, ProcessInfo, ProcessStatus, SocketAddress, Transition};
+pub use info::{HISTORY_LIMIT, Labels, ProcessDetail, ProcessInfo, ProcessStatus, SocketAddress, Transition};
 pub use validation::{InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule, service_port_name};
 
 /// What to run and how to expose it.
@@ -38,6 +38,9 @@ pub struct ProcessSpec {
     /// Whether the process's ports are reachable from outside the runtime's private network.
     #[serde(default)]
     pub has_public_ip: bool,
+    /// Labels to select the process by (Kubernetes' rules for keys and values).
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The container of a process.
@@ -262,6 +265,7 @@ impl ProcessSpec {
             ("process_name", self.process_name != other.process_name),
             ("group", self.group != other.group),
             ("has_public_ip", self.has_public_ip != other.has_public_ip),
+            ("labels", self.labels != other.labels),
             ("container.image_uri", mine.image_uri != theirs.image_uri),
             ("container.command", mine.command != theirs.command),
             ("container.env", mine.env != theirs.env),

@@ -9,6 +9,7 @@ fn minimal_spec() -> ProcessSpec {
         group: None,
         container: ContainerSpec { image_uri: "nginx".to_owned(), ..Default::default() },
         has_public_ip: false,
+        labels: Default::default(),
     }
 }
 

@@ -198,7 +198,7 @@ async fn groups_are_listed_and_stopped_together() {
         client.start(start_request(spec)).await.expect("start");
     }
     let group = client
-        .list(proto::ListRequest { group: Some("g1".into()) })
+        .list(proto::ListRequest { group: Some("g1".into()), ..Default::default() })
         .await
         .expect("list")
         .into_inner()

@@ -123,7 +123,7 @@ impl Client {
     /// Lists the processes, of one group when given, ordered by name; `stale_reason` is set when
     /// the server answers from what it last saw of its runtime.
     pub async fn list(&self, group: Option<&str>) -> Result<ListResponse, Status> {
-        let request = ListRequest { group: group.map(str::to_owned) };
+        let request = ListRequest { group: group.map(str::to_owned), ..ListRequest::default() };
         Client::bounded(self.request_timeout, self.grpc.clone().list(request)).await
     }
 

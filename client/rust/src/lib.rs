@@ -62,7 +62,7 @@
 //! #     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
 //! #         check(&request)?;
 //! #         let processes = self.0.lock().unwrap().values().cloned().collect();
-//! #         Ok(Response::new(ListResponse { processes, stale_reason: None }))
+//! #         Ok(Response::new(ListResponse { processes, ..ListResponse::default() }))
 //! #     }
 //! #
 //! #     async fn describe(&self, request: Request<DescribeRequest>) -> Result<Response<ProcessDetail>, Status> {

@@ -5,6 +5,8 @@
 //! Every object carries Hydroplane's labels (`hydroplane/process-id`, `hydroplane/group-id`, as
 //! the Python Hydroplane set them, so its clusters stay readable) and
 //! `app.kubernetes.io/managed-by=hydroplane`, so that List and Stop find exactly our objects.
+//! A process's own labels are stored as labels too, under the domain [`USER_LABEL_DOMAIN`]
+//! ([`pod_label_key`]), so that they can never collide with ours or with anyone else's.
 //! The Pod holds the spec in an annotation, which is what makes Start retry-safe across servers.
 
 use std::collections::BTreeMap;
@@ -33,7 +35,13 @@ pub const SPEC_ANNOTATION: &str = "hydroplane/spec";
 /// The label selector of every object Hydroplane manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hydroplane";
 
-/// The labels of every object of a process.
+/// The label-key prefix under which a process's own labels are stored: `tier` becomes
+/// `label.hydroplane/tier`, and `example.com/tier` becomes `example.com.label.hydroplane/tier`
+/// (a key has one prefix, so a prefixed key keeps its own in front of ours).
+pub const USER_LABEL_DOMAIN: &str = "label.hydroplane";
+
+/// The labels of every object of a process: ours, and the process's own under
+/// [`USER_LABEL_DOMAIN`].
 pub fn labels(spec: &ProcessSpec) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (PROCESS_LABEL.to_owned(), spec.process_name.clone()),
@@ -42,7 +50,34 @@ pub fn labels(spec: &ProcessSpec) -> BTreeMap<String, String> {
     if let Some(group) = &spec.group {
         labels.insert(GROUP_LABEL.to_owned(), group.clone());
     }
+    for (key, value) in &spec.labels {
+        labels.insert(pod_label_key(key), value.clone());
+    }
     labels
+}
+
+/// The Kubernetes label key that stores a process's label `user_key`.
+pub fn pod_label_key(user_key: &str) -> String {
+    match user_key.split_once('/') {
+        Some((prefix, name)) => format!("{prefix}.{USER_LABEL_DOMAIN}/{name}"),
+        None => format!("{USER_LABEL_DOMAIN}/{user_key}"),
+    }
+}
+
+/// The process's label key a Kubernetes label key stores, or `None` for a label that is not a
+/// process's own (ours, or someone else's).
+pub fn user_label_key(pod_key: &str) -> Option<String> {
+    let (prefix, name) = pod_key.split_once('/')?;
+    if prefix == USER_LABEL_DOMAIN {
+        return Some(name.to_owned());
+    }
+    let user_prefix = prefix.strip_suffix(USER_LABEL_DOMAIN)?.strip_suffix('.')?;
+    (!user_prefix.is_empty()).then(|| format!("{user_prefix}/{name}"))
+}
+
+/// The process's own labels among a Pod's labels.
+pub fn user_labels(pod_labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pod_labels.iter().filter_map(|(key, value)| Some((user_label_key(key)?, value.clone()))).collect()
 }
 
 /// The name of the Secret that holds a process's secret env values.
@@ -457,6 +492,28 @@ mod tests {
                 &SecretReference { secret_name: "registry".into(), key: Some("password".into()) },
             ]
         );
+    }
+
+    #[test]
+    fn a_process_labels_are_stored_under_our_domain_and_read_back() {
+        let mut spec = nginx();
+        spec.labels = BTreeMap::from([
+            ("tier".to_owned(), "web".to_owned()),
+            ("example.com/team".to_owned(), "blue".to_owned()),
+            ("hydroplane/process-id".to_owned(), "spoof".to_owned()),
+        ]);
+        let pod = pod(&spec, "ns");
+        let labels = pod.metadata.labels.clone().expect("labels");
+        assert_eq!(labels.get("label.hydroplane/tier").map(String::as_str), Some("web"));
+        assert_eq!(labels.get("example.com.label.hydroplane/team").map(String::as_str), Some("blue"));
+        // A process's label never overrides ours.
+        assert_eq!(labels.get(PROCESS_LABEL).map(String::as_str), Some("nginx"));
+        assert_eq!(user_labels(&labels), spec.labels);
+        for not_users in
+            ["label.hydroplane", "xlabel.hydroplane/a", ".label.hydroplane/a", "app.kubernetes.io/managed-by"]
+        {
+            assert_eq!(user_label_key(not_users), None, "{not_users}");
+        }
     }
 
     #[test]

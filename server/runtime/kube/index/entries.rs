@@ -9,7 +9,7 @@ use kube::runtime::watcher::Event;
 
 use super::super::manifests::{self, GROUP_LABEL};
 use super::super::status::{PodState, pod_state};
-use crate::spec::ProcessSpec;
+use crate::spec::{Labels, ProcessSpec};
 
 /// What the index keeps of a Pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +20,8 @@ pub struct PodEntry {
     pub resource_version: Option<String>,
     /// The process's group, from its label.
     pub group: Option<String>,
+    /// The process's own labels (see [`manifests::user_labels`]).
+    pub labels: Labels,
     /// When the Pod was created.
     pub created: jiff::Timestamp,
     /// The node the Pod is bound to.
@@ -145,6 +147,7 @@ pub(super) fn pod_entry(pod: &Pod) -> (String, PodEntry) {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         resource_version: pod.metadata.resource_version.clone(),
         group: pod.labels().get(GROUP_LABEL).cloned(),
+        labels: Labels::new(manifests::user_labels(pod.labels())),
         created,
         node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
         state: pod_state(pod),

@@ -31,6 +31,7 @@ pub(super) fn process_info(state: &IndexState, namespace: &str, name: &str) -> O
         restart_count: pod.state.restart_count,
         exit_code: pod.state.exit_code,
         node: pod.node_name.clone(),
+        labels: pod.labels.clone(),
     };
     if let Some(message) = half_made {
         // STARTING, not RUNNING with no address: it cannot be reached until it is finished.
