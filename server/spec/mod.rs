@@ -16,6 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub mod info;
+pub mod labels;
 pub mod validation;
 
 #[cfg(test)]
