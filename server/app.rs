@@ -14,6 +14,7 @@ use crate::security::access::Denied;
 use crate::security::access::{Caller, Groups};
 use crate::spec::InvalidSpec;
 use crate::spec::{HISTORY_LIMIT, ProcessDetail, ProcessInfo, ProcessStatus, Transition, ValidSpec};
+use crate::table::listing::{Page, PageError, PageQuery};
 use crate::table::{ChangeKind, Filter, WatchEvent};
 
 /// How long a `wait`ing Start waits when the caller gives no timeout.
@@ -41,6 +42,9 @@ pub enum AppError {
         /// How long the call waited.
         waited: Duration,
     },
+    /// A page of a listing cannot be served (a bad or expired page token).
+    #[error(transparent)]
+    Page(#[from] PageError),
     /// The runtime failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -53,6 +57,7 @@ impl AppError {
             AppError::InvalidRequest(_) => "invalid",
             AppError::Denied(_) => "denied",
             AppError::WaitTimedOut { .. } => "timed_out",
+            AppError::Page(_) => "invalid",
             AppError::Runtime(RuntimeError::AlreadyExists { .. }) => "already_exists",
             AppError::Runtime(RuntimeError::NotFound { .. }) => "not_found",
             AppError::Runtime(_) => "failed",
@@ -156,6 +161,30 @@ impl Processes {
                 }
             }
             StopTarget::Group(group) => caller.check_group(Some(group))?,
+            StopTarget::Selector(selector) if caller.groups != Groups::All => {
+                // A restricted caller's selector selects among what it may see, as in List.
+                let filter = Filter {
+                    selector: Some(selector.clone()),
+                    groups: caller.groups.clone(),
+                    ..Filter::default()
+                };
+                let names = self
+                    .runtime
+                    .table()
+                    .list(&filter)
+                    .iter()
+                    .map(|process| process.process_name.clone())
+                    .collect();
+                return Ok(self.runtime.stop(StopTarget::Processes(names)).await?);
+            }
+            StopTarget::Selector(_) => {}
+            StopTarget::Processes(names) => {
+                for name in names {
+                    if let Some(process) = self.runtime.table().get(name) {
+                        caller.check_group(process.group.as_deref())?;
+                    }
+                }
+            }
         }
         Ok(self.runtime.stop(target).await?)
     }
@@ -184,10 +213,16 @@ impl Processes {
         Ok(self.runtime.logs(name, query).await?)
     }
 
-    /// The processes that pass the filter and are in the caller's reach, ordered by name.
-    pub fn list(&self, mut filter: Filter, caller: &Caller) -> Vec<ProcessInfo> {
+    /// Every process, unpaged, for the server's own passes over the table (the culler).
+    pub fn all(&self) -> Vec<Arc<ProcessInfo>> {
+        self.runtime.table().list(&Filter::default())
+    }
+
+    /// One page of the processes that pass the filter and are in the caller's reach, ordered
+    /// by name; see [`crate::table::ProcessTable::list_page`].
+    pub fn list(&self, mut filter: Filter, page: &PageQuery, caller: &Caller) -> Result<Page, AppError> {
         filter.groups = caller.groups.clone();
-        self.runtime.table().list(&filter)
+        Ok(self.runtime.table().list_page(&filter, page)?)
     }
 
     /// A watch of the processes that pass the filter and are in the caller's reach; see
@@ -249,7 +284,7 @@ async fn wait_until_settled(
     let settle = async {
         while let Some(event) = changes.recv().await {
             let WatchEvent::Change(change) = event else { continue };
-            process = change.process;
+            process = (*change.process).clone();
             if change.kind == ChangeKind::Deleted || process.status.is_settled() {
                 break;
             }

@@ -65,7 +65,7 @@ pub fn read_request(args: &StartArgs, timeout: &Seconds) -> anyhow::Result<Start
 /// `examples/nginx-advanced.json` has `node_selector` at the top level); a test checks this table
 /// against the parser's own lists.
 const FIELD_PLACES: &[(&str, &[&str])] = &[
-    ("the top level", &["process_name", "group", "container", "has_public_ip"]),
+    ("the top level", &["process_name", "group", "container", "has_public_ip", "labels"]),
     (
         "`container`",
         &[

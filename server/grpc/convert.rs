@@ -3,6 +3,7 @@
 //! reported together with the spec's own violations.
 
 use crate::proto;
+use crate::spec::labels::LabelSelector;
 use crate::spec::validation::limits::MAX_MEMORY_MIB;
 use crate::spec::{
     ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessDetail, ProcessInfo, ProcessSpec,
@@ -259,6 +260,20 @@ fn address_to_proto(address: &SocketAddress) -> proto::SocketAddress {
         port: u32::from(address.port),
         is_public: address.is_public,
         dns_name: address.dns_name.clone(),
+    }
+}
+
+/// Parses a request's label selector; a bad one is a violation of `label_selector` naming the
+/// position of the error. Unset or blank: no selector (every process).
+pub fn selector_from_proto(selector: Option<&str>, violations: &mut Violations) -> Option<LabelSelector> {
+    let selector = selector?;
+    match LabelSelector::parse(selector) {
+        Ok(selector) if selector.is_empty() => None,
+        Ok(selector) => Some(selector),
+        Err(error) => {
+            violations.add("label_selector", error.to_string());
+            None
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::app::AppError;
 use crate::runtime::RuntimeError;
+use crate::table::listing::PageError;
 
 impl From<AppError> for Status {
     fn from(error: AppError) -> Status {
@@ -12,6 +13,9 @@ impl From<AppError> for Status {
             AppError::InvalidRequest(_) => Code::InvalidArgument,
             AppError::Denied(_) => Code::PermissionDenied,
             AppError::WaitTimedOut { .. } => Code::DeadlineExceeded,
+            // As Kubernetes' 410 Gone on an expired `continue`: list again.
+            AppError::Page(PageError::Expired { .. }) => Code::FailedPrecondition,
+            AppError::Page(PageError::Malformed | PageError::OtherFilter { .. }) => Code::InvalidArgument,
             AppError::Runtime(runtime) => match runtime_code(runtime) {
                 Some(code) => code,
                 None => {

@@ -1,13 +1,26 @@
-//! `List`: served from the runtime's process table, with no call to the runtime's backend.
+//! `List`: one page, served from the runtime's process table, with no call to the runtime's
+//! backend.
 
 use tonic::Status;
 
-use crate::app::Processes;
+use crate::app::{AppError, Processes};
 use crate::grpc::convert;
 use crate::proto;
 use crate::security::access::Caller;
+use crate::spec::Violations;
 use crate::table::Filter;
+use crate::table::listing::PageQuery;
 use crate::telemetry::call;
+
+/// Checks the request: its selector, and its paging.
+pub fn parse(request: proto::ListRequest) -> Result<(Filter, PageQuery), AppError> {
+    let mut violations = Violations::default();
+    let selector = convert::selector_from_proto(request.label_selector.as_deref(), &mut violations);
+    violations.into_result()?;
+    let size = usize::try_from(request.page_size).unwrap_or(usize::MAX);
+    let filter = Filter { group: request.group, selector, ..Filter::default() };
+    Ok((filter, PageQuery { size, token: request.page_token.filter(|token| !token.is_empty()) }))
+}
 
 /// Handles one List call.
 pub fn handle(
@@ -16,8 +29,13 @@ pub fn handle(
     caller: &Caller,
 ) -> Result<proto::ListResponse, Status> {
     call::record_target(None, request.group.as_deref());
-    let filter = Filter { group: request.group, ..Filter::default() };
+    let (filter, page) = parse(request)?;
     let stale_reason = processes.staleness();
-    let processes = processes.list(filter, caller).iter().map(convert::info_to_proto).collect();
-    Ok(proto::ListResponse { processes, stale_reason, ..proto::ListResponse::default() })
+    let page = processes.list(filter, &page, caller)?;
+    Ok(proto::ListResponse {
+        processes: page.processes.iter().map(|process| convert::info_to_proto(process)).collect(),
+        stale_reason,
+        next_page_token: page.next_page_token,
+        revision: page.revision,
+    })
 }

@@ -4,8 +4,8 @@ use tonic::Status;
 
 use crate::app::AppError;
 use crate::app::Processes;
-use crate::grpc::audit;
 use crate::grpc::guard::Peer;
+use crate::grpc::{audit, convert};
 use crate::proto::{self, stop_request::Target};
 use crate::runtime::StopTarget;
 use crate::security::access::Caller;
@@ -28,12 +28,22 @@ pub fn parse(request: proto::StopRequest) -> Result<StopTarget, AppError> {
             }
             StopTarget::Group(group)
         }
-        Some(Target::LabelSelector(_)) => {
-            violations.add("label_selector", "is not supported by this server yet");
-            StopTarget::Process(String::new())
+        Some(Target::LabelSelector(selector)) => {
+            match convert::selector_from_proto(Some(&selector), &mut violations) {
+                Some(selector) => StopTarget::Selector(selector),
+                None => {
+                    if selector.trim().is_empty() {
+                        violations.add(
+                            "label_selector",
+                            "is empty, which would stop every process; give requirements (`tier=web`), or stop a group",
+                        );
+                    }
+                    StopTarget::Process(String::new())
+                }
+            }
         }
         None => {
-            violations.add("target", "give a `process_name` or a `group`");
+            violations.add("target", "give a `process_name`, a `group` or a `label_selector`");
             StopTarget::Process(String::new())
         }
     };

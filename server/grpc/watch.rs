@@ -6,11 +6,12 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::Status;
 
-use crate::app::Processes;
+use crate::app::{AppError, Processes};
 use crate::grpc::convert;
 use crate::metrics::Metrics;
 use crate::proto;
 use crate::security::access::Caller;
+use crate::spec::Violations;
 use crate::table::{Filter, WatchEvent};
 use crate::telemetry::call;
 
@@ -24,7 +25,11 @@ pub fn handle(
     caller: &Caller,
 ) -> Result<WatchStream, Status> {
     call::record_target(request.process_name.as_deref(), request.group.as_deref());
-    let filter = Filter { group: request.group, process_name: request.process_name, ..Filter::default() };
+    let mut violations = Violations::default();
+    let selector = convert::selector_from_proto(request.label_selector.as_deref(), &mut violations);
+    violations.into_result().map_err(AppError::from)?;
+    let filter =
+        Filter { group: request.group, process_name: request.process_name, selector, ..Filter::default() };
     let events = processes.watch(filter, request.since_revision, caller);
     let open = processes.metrics().map(|metrics| OpenWatch::new(Arc::clone(metrics)));
     Ok(tokio_stream::wrappers::ReceiverStream::new(events)

@@ -80,6 +80,14 @@ impl Runtime for FakeRuntime {
                 .filter(|(_, spec)| spec.group.as_deref() == Some(group))
                 .map(|(name, _)| name.clone())
                 .collect(),
+            StopTarget::Selector(selector) => specs
+                .iter()
+                .filter(|(_, spec)| selector.matches(&spec.labels))
+                .map(|(name, _)| name.clone())
+                .collect(),
+            StopTarget::Processes(names) => {
+                names.iter().filter(|name| specs.contains_key(*name)).cloned().collect()
+            }
         };
         for name in &names {
             specs.remove(name);

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use self::logs::{LogPieces, LogsQuery};
 use crate::config::RuntimeSettings;
 use crate::secrets::{SecretError, SecretStore};
+use crate::spec::labels::LabelSelector;
 use crate::spec::{ProcessInfo, ProcessSpec, ValidSpec};
 use crate::table::ProcessTable;
 
@@ -103,6 +104,11 @@ pub enum StopTarget {
     Process(String),
     /// Every process of a group.
     Group(String),
+    /// Every process whose labels match (never the empty selector: the caller refuses it).
+    Selector(LabelSelector),
+    /// These processes, those of them that still exist (a selector resolved within a
+    /// restricted caller's reach).
+    Processes(Vec<String>),
 }
 
 /// The answer to a Start whose name is taken by a process Hydroplane made: `Ok` when the spec is

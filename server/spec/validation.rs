@@ -11,6 +11,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use super::labels::{label_key_rule, label_value_rule};
 use super::{ContainerSpec, ProcessSpec, Protocol, ResourceSpec, SecretReference, ValueOrSecret};
 
 /// The limits on counts and sizes of a spec, each named in the violation that breaks it.
@@ -27,6 +28,12 @@ pub mod limits {
     pub const MAX_COMMAND_BYTES: usize = 128 << 10;
     /// The most entries of `container.node_selector`.
     pub const MAX_NODE_SELECTOR_ENTRIES: usize = 64;
+    /// The most labels of a process.
+    pub const MAX_LABELS: usize = 64;
+    /// The longest prefix of a process's label key: the Kubernetes runtime stores
+    /// `example.com/tier` as `example.com.label.hydroplane/tier`, and a prefix may have 253
+    /// characters in all.
+    pub const MAX_LABEL_PREFIX_CHARACTERS: usize = 253 - ".label.hydroplane".len();
     /// The largest spec, as the JSON the Kubernetes runtime keeps in its Pod annotation
     /// (192 KiB; the API server allows 256 KiB for all of an object's annotations).
     pub const MAX_SPEC_JSON_BYTES: usize = 192 << 10;
@@ -144,13 +151,45 @@ impl ProcessSpec {
         if let Some(group) = &self.group {
             check_dns_label(violations, "group", group);
         }
-        let counts_ok = self.container.check_counts(violations);
+        let labels_ok = check_labels(violations, &self.labels);
+        let counts_ok = self.container.check_counts(violations) && labels_ok;
         self.container.collect_violations(violations);
         // Encoding is linear too, but only worth doing for a spec whose counts are in range.
         if counts_ok {
             check_encoded_size(violations, self);
         }
     }
+}
+
+/// Checks a process's labels (Kubernetes' rules, and a prefix short enough to be stored under
+/// ours); false when there are too many to check one by one.
+fn check_labels(violations: &mut Violations, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    if labels.len() > MAX_LABELS {
+        violations.add("labels", format!("must have at most {MAX_LABELS} entries, got {}", labels.len()));
+        return false;
+    }
+    for (key, value) in labels {
+        let path = format!("labels[{:?}]", shown(key));
+        match label_key_rule(key) {
+            Err(rule) => violations.add(path.clone(), format!("key `{}` {rule}", shown(key))),
+            Ok(()) => {
+                let prefix = key.split_once('/').map_or(0, |(prefix, _)| prefix.chars().count());
+                if prefix > MAX_LABEL_PREFIX_CHARACTERS {
+                    violations.add(
+                        path.clone(),
+                        format!(
+                            "key `{}` must have a prefix of at most {MAX_LABEL_PREFIX_CHARACTERS} characters (Kubernetes stores it with `.label.hydroplane` added), got {prefix}",
+                            shown(key)
+                        ),
+                    );
+                }
+            }
+        }
+        if let Err(rule) = label_value_rule(value) {
+            violations.add(path, format!("value `{}` {rule}", shown(value)));
+        }
+    }
+    true
 }
 
 fn check_encoded_size(violations: &mut Violations, spec: &ProcessSpec) {
@@ -340,11 +379,11 @@ impl ContainerSpec {
             if self.node_selector.len() > MAX_NODE_SELECTOR_ENTRIES { 0 } else { self.node_selector.len() };
         for (key, value) in self.node_selector.iter().take(node_selector_entries) {
             let path = format!("container.node_selector[{:?}]", shown(key));
-            if let Err(rule) = check_label_key(key) {
-                violations.add(path.clone(), format!("key {rule}"));
+            if let Err(rule) = label_key_rule(key) {
+                violations.add(path.clone(), format!("key `{}` {rule}", shown(key)));
             }
-            if let Err(rule) = check_label_value(value) {
-                violations.add(path, format!("value {rule}"));
+            if let Err(rule) = label_value_rule(value) {
+                violations.add(path, format!("value `{}` {rule}", shown(value)));
             }
         }
 
@@ -473,49 +512,6 @@ fn check_port_name(name: &str) -> Result<(), String> {
             "`{}` is not a valid port name: at most 15 lower-case letters, digits and '-', \
              with a letter, no '-' at either end or twice in a row",
             shown(name)
-        ))
-    }
-}
-
-/// Checks a label key: an optional DNS subdomain prefix and '/', then a name of at most 63
-/// characters.
-fn check_label_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix {
-        let valid_prefix = !prefix.is_empty()
-            && prefix.len() <= 253
-            && prefix.split('.').all(|part| dns_label_rule(part).is_ok());
-        if !valid_prefix {
-            return Err(format!("`{}` has an invalid prefix: it must be a DNS subdomain", shown(key)));
-        }
-    }
-    if name.is_empty() {
-        return Err(format!("`{}` has an empty name", shown(key)));
-    }
-    check_label_value(name).map_err(|rule| format!("`{}`: {rule}", shown(key)))
-}
-
-/// Checks a label value: empty, or at most 63 alphanumerics, '-', '_' and '.', starting and
-/// ending with an alphanumeric.
-fn check_label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric();
-    let valid = value.len() <= 63
-        && value.starts_with(allowed)
-        && value.ends_with(allowed)
-        && value.chars().all(|c| allowed(c) || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` must be at most 63 letters, digits, '-', '_' and '.', starting and \
-             ending with a letter or digit",
-            shown(value)
         ))
     }
 }

@@ -39,6 +39,8 @@ use crate::backoff::Backoff;
 use crate::report::error_chain;
 use crate::secrets::SecretStore;
 use crate::secrets::resolve_text;
+use crate::spec::labels::LabelSelector;
+use crate::spec::validation::limits::MAX_LABEL_PREFIX_CHARACTERS;
 use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec, ValueOrSecret};
 use crate::table::ProcessTable;
 
@@ -358,18 +360,73 @@ impl KubeRuntime {
 
     async fn stop_group(&self, group: &str) -> Result<Vec<String>, RuntimeError> {
         let selector = format!("{MANAGED_SELECTOR},{GROUP_LABEL}={group}");
+        self.stop_collection(&selector, "the group's", || self.index.read(|view| view.group(group))).await
+    }
+
+    /// Stops the processes whose labels match, with one request: the selector on the Pods'
+    /// labels, where a process's own are stored under our domain.
+    async fn stop_selected(&self, selector: &LabelSelector) -> Result<Vec<String>, RuntimeError> {
+        let stored_key_fits = |key: &str| {
+            key.split_once('/')
+                .is_none_or(|(prefix, _)| prefix.chars().count() <= MAX_LABEL_PREFIX_CHARACTERS)
+        };
+        if !selector.requirements().iter().all(|requirement| stored_key_fits(&requirement.key)) {
+            // No process has such a key, and the cluster would refuse it mapped to ours: the
+            // processes are those the index selects (`!key`, `key notin (..)` match all).
+            let filter = crate::table::Filter { selector: Some(selector.clone()), ..Default::default() };
+            let names = self.table.list(&filter).iter().map(|process| process.process_name.clone()).collect();
+            return self.stop_each(names).await;
+        }
+        let kube_selector =
+            format!("{MANAGED_SELECTOR},{}", selector.to_kubernetes(manifests::pod_label_key));
+        let indexed = || {
+            let filter = crate::table::Filter { selector: Some(selector.clone()), ..Default::default() };
+            self.table.list(&filter).iter().map(|process| process.process_name.clone()).collect()
+        };
+        self.stop_collection(&kube_selector, "the selected", indexed).await
+    }
+
+    /// Stops each of the named processes that still exists, a few at a time.
+    async fn stop_each(&self, names: Vec<String>) -> Result<Vec<String>, RuntimeError> {
+        use futures::StreamExt;
+        let results: Vec<Result<Vec<String>, RuntimeError>> = futures::stream::iter(names)
+            .map(|name| async move { self.stop_one(&name).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut stopped = Vec::new();
+        for result in results {
+            match result {
+                Ok(names) => stopped.extend(names),
+                // Gone meanwhile: nothing left to stop.
+                Err(RuntimeError::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        stopped.sort();
+        Ok(stopped)
+    }
+
+    /// Deletes the Pods a Kubernetes selector matches (their Services and Secrets go with
+    /// them) and waits until the index shows them stopping; answers their names.
+    async fn stop_collection(
+        &self,
+        selector: &str,
+        whose: &str,
+        indexed: impl Fn() -> Vec<String>,
+    ) -> Result<Vec<String>, RuntimeError> {
         let params = DeleteParams {
             propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
             ..Default::default()
         };
         let deleted = self
             .pods()
-            .delete_collection(&params, &ListParams::default().labels(&selector))
+            .delete_collection(&params, &ListParams::default().labels(selector))
             .await
-            .map_err(|error| self.error("delete the group's pods", error))?;
+            .map_err(|error| self.error(&format!("delete {whose} pods"), error))?;
         let mut names: Vec<String> = match deleted {
             either::Either::Left(list) => list.items.iter().map(ResourceExt::name_any).collect(),
-            either::Either::Right(_) => self.index.read(|view| view.group(group)),
+            either::Either::Right(_) => indexed(),
         };
         names.sort();
         self.index
@@ -553,6 +610,8 @@ impl Runtime for KubeRuntime {
         match target {
             StopTarget::Process(name) => self.stop_one(&name).await,
             StopTarget::Group(group) => self.stop_group(&group).await,
+            StopTarget::Selector(selector) => self.stop_selected(&selector).await,
+            StopTarget::Processes(names) => self.stop_each(names).await,
         }
     }
 

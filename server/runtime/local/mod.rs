@@ -436,6 +436,14 @@ impl Runtime for LocalRuntime {
                     .filter(|process| process.spec.group.as_ref() == Some(group))
                     .cloned()
                     .collect(),
+                StopTarget::Selector(selector) => processes
+                    .values()
+                    .filter(|process| selector.matches(&process.spec.labels))
+                    .cloned()
+                    .collect(),
+                StopTarget::Processes(names) => {
+                    names.iter().filter_map(|name| processes.get(name)).cloned().collect()
+                }
             }
         };
         let mut stopped =

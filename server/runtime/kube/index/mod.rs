@@ -333,7 +333,8 @@ mod tests {
             .list(&Filter::default())
             .into_iter()
             .map(|p| {
-                (p.process_name, p.status, p.socket_addresses.into_iter().map(|a| (a.host, a.port)).collect())
+                let addresses = p.socket_addresses.iter().map(|a| (a.host.clone(), a.port)).collect();
+                (p.process_name.clone(), p.status, addresses)
             })
             .collect()
     }

@@ -1,0 +1,120 @@
+//! The table's secondary indexes: the names of the processes of each group and of each label
+//! value, so that a List or a Watch of a group or a label selector touches only the processes
+//! that may match, not every process of the table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::Filter;
+use crate::spec::ProcessInfo;
+use crate::spec::labels::Operator;
+
+/// The names of some processes, in order.
+type Names = BTreeSet<Arc<str>>;
+
+/// Processes by group and by label, as names (the table maps names to processes).
+#[derive(Default)]
+pub(super) struct Indexes {
+    by_group: HashMap<Box<str>, Names>,
+    /// Label key, then label value, then the names of the processes that have it.
+    by_label: HashMap<Box<str>, HashMap<Box<str>, Names>>,
+}
+
+/// Where the processes a filter may match are to be found.
+pub(super) enum Candidates {
+    /// Among these names only, in order.
+    Names(Vec<Arc<str>>),
+    /// Anywhere: the filter names nothing an index knows.
+    All,
+}
+
+impl Indexes {
+    /// Records a process under its group and labels.
+    pub(super) fn insert(&mut self, name: &Arc<str>, process: &ProcessInfo) {
+        if let Some(group) = &process.group {
+            self.by_group.entry(group.as_str().into()).or_default().insert(Arc::clone(name));
+        }
+        for (key, value) in process.labels.iter() {
+            self.by_label
+                .entry(key.as_str().into())
+                .or_default()
+                .entry(value.as_str().into())
+                .or_default()
+                .insert(Arc::clone(name));
+        }
+    }
+
+    /// Forgets a process's group and labels (as `process` had them).
+    pub(super) fn remove(&mut self, name: &str, process: &ProcessInfo) {
+        if let Some(group) = &process.group
+            && let Some(names) = self.by_group.get_mut(group.as_str())
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_group.remove(group.as_str());
+            }
+        }
+        for (key, value) in process.labels.iter() {
+            let Some(values) = self.by_label.get_mut(key.as_str()) else { continue };
+            if let Some(names) = values.get_mut(value.as_str()) {
+                names.remove(name);
+                if names.is_empty() {
+                    values.remove(value.as_str());
+                }
+            }
+            if values.is_empty() {
+                self.by_label.remove(key.as_str());
+            }
+        }
+    }
+
+    /// The names the filter may match, from the narrowest index that applies: the group, or
+    /// the label requirement (`=`, `in`, or having the key) with the fewest processes. The
+    /// caller still checks the whole filter on each.
+    pub(super) fn candidates(&self, filter: &Filter) -> Candidates {
+        const EMPTY: &Names = &BTreeSet::new();
+        let mut narrowest: Option<Vec<&Names>> = None;
+        if let Some(group) = &filter.group {
+            consider(&mut narrowest, vec![self.by_group.get(group.as_str()).unwrap_or(EMPTY)]);
+        }
+        if let Some(selector) = &filter.selector {
+            for requirement in selector.requirements() {
+                let values = self.by_label.get(requirement.key.as_str());
+                match requirement.operator {
+                    Operator::Equals | Operator::In => consider(
+                        &mut narrowest,
+                        requirement
+                            .values
+                            .iter()
+                            .filter_map(|value| values.and_then(|values| values.get(value.as_str())))
+                            .collect(),
+                    ),
+                    Operator::Exists => consider(
+                        &mut narrowest,
+                        values.map(|values| values.values().collect()).unwrap_or_default(),
+                    ),
+                    Operator::NotEquals | Operator::NotIn | Operator::DoesNotExist => {}
+                }
+            }
+        }
+        match narrowest {
+            None => Candidates::All,
+            Some(sets) if sets.len() == 1 => Candidates::Names(sets[0].iter().cloned().collect()),
+            Some(sets) => {
+                // Different values of one key never share a process, but `in` may name one twice.
+                let mut names: Vec<Arc<str>> = sets.into_iter().flatten().cloned().collect();
+                names.sort_unstable();
+                names.dedup();
+                Candidates::Names(names)
+            }
+        }
+    }
+}
+
+/// Keeps `sets` as the narrowest candidates when they hold fewer names than the narrowest so far.
+fn consider<'a>(narrowest: &mut Option<Vec<&'a Names>>, sets: Vec<&'a Names>) {
+    let size = |sets: &[&Names]| sets.iter().map(|set| set.len()).sum::<usize>();
+    if narrowest.as_ref().is_none_or(|best| size(&sets) < size(best)) {
+        *narrowest = Some(sets);
+    }
+}
