@@ -228,6 +228,110 @@ async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
     assert_eq!(nobody.code(), Code::Unauthenticated);
 }
 
+fn labelled(name: &str, group: &str, labels: &[(&str, &str)]) -> proto::StartRequest {
+    let mut spec = sleeper(name, Some(group));
+    spec.labels = labels.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect();
+    proto::StartRequest { spec: Some(spec), ..Default::default() }
+}
+
+#[tokio::test]
+async fn pages_selectors_and_selector_stops_keep_a_token_to_its_groups() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("tokens.yml");
+    let admin = make_token(&path, ("root", "admin", None));
+    let ci = make_token(&path, ("ci", "read,write", Some("ci")));
+    let server = serve(Some(TokenStore::open(&path).expect("tokens")), LimitSettings::default()).await;
+    let mut admin = bearer_client(&server, &admin);
+    let mut ci = bearer_client(&server, &ci);
+    for index in 0..4 {
+        admin.start(labelled(&format!("c{index}"), "ci", &[("tier", "web")])).await.expect("start");
+        admin.start(labelled(&format!("p{index}"), "prod", &[("tier", "web")])).await.expect("start");
+    }
+    // The admin's listing, in pages of 3; its token in the hands of `ci` shows only ci's.
+    let first = admin
+        .list(proto::ListRequest { page_size: 3, ..Default::default() })
+        .await
+        .expect("a page")
+        .into_inner();
+    let names = |response: &proto::ListResponse| {
+        response.processes.iter().map(|process| process.process_name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["c0", "c1", "c2"]);
+    let token = first.next_page_token.clone().expect("more pages");
+    let stolen = ci
+        .list(proto::ListRequest { page_size: 3, page_token: Some(token.clone()), ..Default::default() })
+        .await
+        .expect("a page")
+        .into_inner();
+    assert_eq!((names(&stolen), stolen.revision), (vec!["c3".to_owned()], first.revision));
+    let second = admin
+        .list(proto::ListRequest { page_size: 3, page_token: Some(token), ..Default::default() })
+        .await
+        .expect("a page")
+        .into_inner();
+    assert_eq!(names(&second), ["c3", "p0", "p1"]);
+    // A token with other filters, or made up, is INVALID_ARGUMENT.
+    let other = admin
+        .list(proto::ListRequest {
+            group: Some("ci".into()),
+            page_token: second.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("other filters");
+    assert_eq!(other.code(), Code::InvalidArgument);
+    assert!(other.message().contains("same `group` and `label_selector`"), "{}", other.message());
+    let made_up = admin
+        .list(proto::ListRequest { page_token: Some("abc".into()), ..Default::default() })
+        .await
+        .expect_err("made up");
+    assert_eq!(made_up.code(), Code::InvalidArgument);
+
+    // Selectors: labels come back; a bad selector names its position on List, Watch and Stop.
+    let web = ci
+        .list(proto::ListRequest { label_selector: Some("tier=web".into()), ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(names(&web), ["c0", "c1", "c2", "c3"]);
+    assert_eq!(web.processes[0].labels.get("tier").map(String::as_str), Some("web"));
+    let bad = "tier in (web";
+    let refused = ci
+        .list(proto::ListRequest { label_selector: Some(bad.into()), ..Default::default() })
+        .await
+        .expect_err("a bad selector");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("label_selector: at position 13"), "{}", refused.message());
+    let refused = ci
+        .watch(proto::WatchRequest { label_selector: Some(bad.into()), ..Default::default() })
+        .await
+        .expect_err("a bad selector");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    for selector in [bad, " "] {
+        let refused = ci
+            .stop(proto::StopRequest { target: Some(Target::LabelSelector(selector.into())) })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{selector:?}");
+        assert!(refused.message().contains("label_selector"), "{}", refused.message());
+    }
+    // A restricted token's selector stops only what it may reach.
+    let stopped = ci
+        .stop(proto::StopRequest { target: Some(Target::LabelSelector("tier=web".into())) })
+        .await
+        .expect("stop")
+        .into_inner();
+    assert_eq!(stopped.stopped, ["c0", "c1", "c2", "c3"]);
+    let left = admin.list(proto::ListRequest::default()).await.expect("list").into_inner();
+    assert_eq!(names(&left), ["p0", "p1", "p2", "p3"]);
+    let stopped = admin
+        .stop(proto::StopRequest { target: Some(Target::LabelSelector("tier=web".into())) })
+        .await
+        .expect("stop")
+        .into_inner();
+    assert_eq!(stopped.stopped, ["p0", "p1", "p2", "p3"]);
+}
+
 #[tokio::test]
 async fn a_full_server_sheds_calls_with_resource_exhausted() {
     let limits = LimitSettings { max_watches_per_token: 2, max_watches: 3, ..LimitSettings::default() };
