@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::runtime::logs::{LogPieces, LogsQuery};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
@@ -15,7 +13,7 @@ use crate::security::access::{Caller, Groups};
 use crate::spec::InvalidSpec;
 use crate::spec::{HISTORY_LIMIT, ProcessDetail, ProcessInfo, ProcessStatus, Transition, ValidSpec};
 use crate::table::listing::{Page, PageError, PageQuery};
-use crate::table::{ChangeKind, Filter, WatchEvent};
+use crate::table::{ChangeKind, Filter, Watch, WatchEvent};
 
 /// How long a `wait`ing Start waits when the caller gives no timeout.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -227,12 +225,7 @@ impl Processes {
 
     /// A watch of the processes that pass the filter and are in the caller's reach; see
     /// [`crate::table::ProcessTable::watch`].
-    pub fn watch(
-        &self,
-        mut filter: Filter,
-        since_revision: Option<u64>,
-        caller: &Caller,
-    ) -> mpsc::Receiver<WatchEvent> {
+    pub fn watch(&self, mut filter: Filter, since_revision: Option<u64>, caller: &Caller) -> Watch {
         filter.groups = caller.groups.clone();
         self.runtime.table().watch(filter, since_revision)
     }
@@ -276,7 +269,7 @@ fn merge_history(
 
 /// Follows one process's changes until it has left STARTING (or is gone).
 async fn wait_until_settled(
-    mut changes: mpsc::Receiver<WatchEvent>,
+    mut changes: Watch,
     mut process: ProcessInfo,
     timeout: Duration,
 ) -> Result<ProcessInfo, AppError> {

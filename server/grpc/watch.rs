@@ -32,7 +32,7 @@ pub fn handle(
         Filter { group: request.group, process_name: request.process_name, selector, ..Filter::default() };
     let events = processes.watch(filter, request.since_revision, caller);
     let open = processes.metrics().map(|metrics| OpenWatch::new(Arc::clone(metrics)));
-    Ok(tokio_stream::wrappers::ReceiverStream::new(events)
+    Ok(events
         .map(move |event| {
             if let (Some(open), WatchEvent::Reset { .. }) = (&open, &event) {
                 open.metrics.domain.watch_resets.inc();

@@ -22,7 +22,8 @@ pub mod listing;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::{broadcast, mpsc};
+use futures::StreamExt;
+use tokio::sync::broadcast;
 
 use self::index::{Candidates, Indexes};
 use self::listing::{Listings, Page, PageError, PageQuery};
@@ -32,9 +33,6 @@ use crate::spec::{HISTORY_LIMIT, ProcessInfo, ProcessStatus, Transition};
 
 /// How many changes are kept for replay by default.
 pub const DEFAULT_HISTORY: usize = 16_384;
-
-/// How many events the stream of one watcher buffers before the watcher counts as slow.
-const WATCHER_BUFFER: usize = 256;
 
 /// The kind of a change to the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +95,68 @@ pub enum WatchEvent {
         /// The table's revision when the reset was decided.
         revision: u64,
     },
+}
+
+/// A watch of the table, read as a stream of [`WatchEvent`]s (or with [`Watch::recv`]).
+///
+/// It is polled by its reader directly, with no task or queue of its own between the table and
+/// the reader: with a thousand watchers, each change costs a thousand filter checks and shared
+/// pointers, not a thousand task wake-ups and copies. A reader that stops reading lets the
+/// table's broadcast run past it, and gets a `Reset` and a fresh snapshot when it reads again.
+pub struct Watch {
+    events: futures::stream::BoxStream<'static, WatchEvent>,
+}
+
+impl Watch {
+    /// The next event; `None` once the table is gone.
+    pub async fn recv(&mut self) -> Option<WatchEvent> {
+        self.events.next().await
+    }
+}
+
+impl futures::Stream for Watch {
+    type Item = WatchEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WatchEvent>> {
+        self.events.poll_next_unpin(context)
+    }
+}
+
+/// What a [`Watch`] keeps between events.
+struct Watching {
+    table: Arc<ProcessTable>,
+    filter: Filter,
+    /// The snapshot or replay not yet read.
+    pending: VecDeque<WatchEvent>,
+    changes: broadcast::Receiver<Change>,
+}
+
+impl Watching {
+    async fn next(mut self) -> Option<(WatchEvent, Watching)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((event, self));
+            }
+            match self.changes.recv().await {
+                Ok(change) => {
+                    if let Some(change) = change.seen_through(&self.filter) {
+                        return Some((WatchEvent::Change(change), self));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow: what this watcher would get next is gone from the channel, so
+                    // it starts over from a snapshot, as a client with a too-old revision would.
+                    let (events, changes) = self.table.subscribe(&self.filter, WatchStart::Reset);
+                    self.pending = events.into();
+                    self.changes = changes;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 /// Where a watch begins.
@@ -343,51 +403,16 @@ impl ProcessTable {
     }
 
     /// Starts a watch: a snapshot (or the replay since `since_revision`), `Synced`, then live
-    /// changes. The stream ends when the receiver is dropped; a watcher that cannot keep up gets
-    /// a `Reset` and a fresh snapshot rather than lost events, and never slows anyone else down.
-    pub fn watch(
-        self: &Arc<Self>,
-        filter: Filter,
-        since_revision: Option<u64>,
-    ) -> mpsc::Receiver<WatchEvent> {
-        let (sender, receiver) = mpsc::channel(WATCHER_BUFFER);
-        let table = Arc::clone(self);
-        tokio::spawn(async move {
-            // Ends when the watcher hangs up: every send fails from then on.
-            let _ = table.feed_watcher(filter, since_revision, sender).await;
-        });
-        receiver
-    }
-
-    async fn feed_watcher(
-        &self,
-        filter: Filter,
-        since_revision: Option<u64>,
-        sender: mpsc::Sender<WatchEvent>,
-    ) -> Result<(), mpsc::error::SendError<WatchEvent>> {
+    /// changes. A watcher that cannot keep up gets a `Reset` and a fresh snapshot rather than
+    /// lost events, and never slows anyone else down.
+    pub fn watch(self: &Arc<Self>, filter: Filter, since_revision: Option<u64>) -> Watch {
         let start = match since_revision {
             Some(revision) => WatchStart::Resume(revision),
             None => WatchStart::Snapshot,
         };
-        let (mut first_events, mut changes) = self.subscribe(&filter, start);
-        loop {
-            for event in first_events.drain(..) {
-                sender.send(event).await?;
-            }
-            match changes.recv().await {
-                Ok(change) => {
-                    if let Some(change) = change.seen_through(&filter) {
-                        sender.send(WatchEvent::Change(change)).await?;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow: what this watcher would get next is gone from the channel, so
-                    // it starts over from a snapshot, as a client with a too-old revision would.
-                    (first_events, changes) = self.subscribe(&filter, WatchStart::Reset);
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            }
-        }
+        let (first_events, changes) = self.subscribe(&filter, start);
+        let state = Watching { table: Arc::clone(self), filter, pending: first_events.into(), changes };
+        Watch { events: futures::stream::unfold(state, Watching::next).boxed() }
     }
 
     /// The first events of a watch and the receiver of what follows, taken atomically.
@@ -479,7 +504,7 @@ mod tests {
         }
     }
 
-    async fn next(receiver: &mut mpsc::Receiver<WatchEvent>) -> WatchEvent {
+    async fn next(receiver: &mut Watch) -> WatchEvent {
         tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv())
             .await
             .expect("an event arrives")
@@ -497,7 +522,7 @@ mod tests {
         }
     }
 
-    async fn take(receiver: &mut mpsc::Receiver<WatchEvent>, count: usize) -> Vec<String> {
+    async fn take(receiver: &mut Watch, count: usize) -> Vec<String> {
         let mut events = Vec::new();
         for _ in 0..count {
             events.push(describe(&next(receiver).await));
