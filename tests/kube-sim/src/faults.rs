@@ -3,6 +3,7 @@
 //! refusing connections for a while, set by flags or at run time through `POST /_sim/faults`.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,10 @@ pub enum FaultError {
 /// Shared fault state.
 pub struct Faults {
     settings: Mutex<FaultSettings>,
+    /// API requests seen (`/_sim/` ones are not), for `GET /_sim/stats`.
+    requests: AtomicU64,
+    /// Of those, the ones answered with an injected error.
+    injected: AtomicU64,
     drop_watches: watch::Sender<u64>,
     refuse: mpsc::UnboundedSender<Duration>,
 }
@@ -93,7 +98,13 @@ impl Faults {
     /// Faults starting from `settings`; refusal requests go to the server loop via `refuse`.
     pub fn new(settings: FaultSettings, refuse: mpsc::UnboundedSender<Duration>) -> Faults {
         let (drop_watches, _) = watch::channel(0);
-        Faults { settings: Mutex::new(settings), drop_watches, refuse }
+        Faults {
+            settings: Mutex::new(settings),
+            requests: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            drop_watches,
+            refuse,
+        }
     }
 
     /// The current settings.
@@ -148,17 +159,25 @@ impl Faults {
         (latency > 0).then(|| Duration::from_millis(latency))
     }
 
-    /// The error to answer with instead of handling the request, when the dice say so.
+    /// The error to answer with instead of handling the request, when the dice say so. Asked
+    /// once per API request, so it counts them (see [`Faults::counts`]).
     pub fn injected_error(&self) -> Option<ApiError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let settings = self.settings();
         if settings.error_rate <= 0.0 || fastrand::f64() >= settings.error_rate {
             return None;
         }
+        self.injected.fetch_add(1, Ordering::Relaxed);
         Some(match settings.error_code {
             429 => ApiError::TooManyRequests { retry_after_seconds: settings.retry_after_seconds },
             503 => ApiError::Unavailable,
             _ => ApiError::Internal("kube-sim: injected fault".into()),
         })
+    }
+
+    /// API requests seen so far, and how many of them got an injected error.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.injected.load(Ordering::Relaxed))
     }
 
     /// The per-watch event limit, 0 for none.
@@ -215,6 +234,8 @@ mod tests {
         );
         faults.reset();
         assert_eq!(faults.settings(), FaultSettings::default());
+        assert!(faults.injected_error().is_none());
+        assert_eq!(faults.counts(), (4, 2), "every request counted, two were faulted");
         assert!(faults.injected_error().is_none());
         assert!(serde_json::from_str::<FaultRequest>(r#"{"latency": 5}"#).is_err());
     }
