@@ -1,8 +1,8 @@
 //! The API server's protection on our side: every request of a kube client waits for a token of
 //! one bucket (`runtime.api_qps` per second, `runtime.api_burst` at once, as client-go's `QPS`
 //! and `Burst`), and an answer that says "later" (`429 Too Many Requests`, and the `503` and
-//! `504` kube-rs used to retry) is sent again after the server's `Retry-After`, a few times and
-//! for at most [`MAX_RETRY_WAIT`] in all. A burst of Starts is thereby spread out instead of
+//! `504` kube-rs used to retry) is sent again after the server's `Retry-After`, up to
+//! [`MAX_RETRIES`] times and for at most [`MAX_RETRY_WAIT`] in all. A burst of Starts is thereby spread out instead of
 //! overloading the API server, and an API server that sheds load (API Priority and Fairness
 //! answers 429 with `Retry-After: 1`) slows the burst down instead of failing it.
 //!
@@ -42,14 +42,15 @@ use crate::backoff::Backoff;
 use crate::config::ApiRateSettings;
 use crate::metrics::rest::{RestMetricsLayer, RestMetricsService};
 
-/// The most times one request is sent again.
-const MAX_RETRIES: u32 = 5;
+/// The most times one request is sent again: client-go's `maxRetries` for answers with a
+/// `Retry-After`. With the API server's usual `Retry-After: 1` that is ten seconds at most.
+const MAX_RETRIES: u32 = 10;
 
 /// The longest one request waits in all between its attempts; a `Retry-After` that would go
 /// beyond it is passed on to the caller at once instead.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
-/// The wait before a retry when the answer has no usable `Retry-After`: 0.5, 1, 2, 4, 4 s.
+/// The wait before a retry when the answer has no usable `Retry-After`: 0.5, 1, 2, then 4 s.
 fn default_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(500), Duration::from_secs(4))
 }
@@ -380,7 +381,7 @@ mod tests {
     async fn repeated_429s_are_passed_on_after_the_cap() {
         // Retry-After 10 s every time: three retries make 30 s; a fourth would pass the cap.
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = ThrottleLayer::new(unlimited()).layer(cluster(&["429:10"; 10], Arc::clone(&seen)));
+        let mut service = ThrottleLayer::new(unlimited()).layer(cluster(&["429:10"; 20], Arc::clone(&seen)));
         let begin = tokio::time::Instant::now();
         let response = service.ready().await.expect("ready").call(create()).await.expect("answered");
         assert_eq!(response.status(), 429, "the last answer is the caller's");
@@ -389,7 +390,7 @@ mod tests {
 
         // Short waits: the number of retries is the bound.
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = ThrottleLayer::new(unlimited()).layer(cluster(&["429:1"; 10], Arc::clone(&seen)));
+        let mut service = ThrottleLayer::new(unlimited()).layer(cluster(&["429:1"; 20], Arc::clone(&seen)));
         let response = service.ready().await.expect("ready").call(create()).await.expect("answered");
         assert_eq!(response.status(), 429);
         assert_eq!(seen.lock().expect("lock").len(), 1 + MAX_RETRIES as usize);
