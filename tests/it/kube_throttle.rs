@@ -5,7 +5,8 @@
 //! allows in the time the burst took.
 //!
 //! No duration is asserted: the rate bounds the number of requests by the elapsed time, which a
-//! slow machine only makes more generous.
+//! slow machine only makes more generous. And `hydroplane check` takes the two keys where they
+//! apply, and refuses them where they do not.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -111,4 +112,35 @@ async fn a_burst_of_starts_under_429s_all_succeed_within_the_configured_rate() {
     assert!(retries >= 1.0 && retries <= injected_ever as f64, "{retries} retries for {injected_ever} 429s");
     let waits = metric_sum(&server, "rest_client_rate_limiter_duration_seconds_count");
     assert!(waits >= requests as f64, "every one of the {requests} requests waited for its token: {waits}");
+}
+
+#[test]
+fn hydroplane_check_accepts_the_rate_for_both_kubernetes_runtimes_and_refuses_it_elsewhere() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let check = |yaml: &str| {
+        let path = directory.path().join("hydroplane.yml");
+        std::fs::write(&path, yaml).expect("write the settings");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run hydroplane check");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    for runtime in ["runtime_type: kubernetes", "runtime_type: eks\n  cluster_name: c\n  region: us-west-2"] {
+        for rate in ["api_qps: 0", "api_qps: 2.5\n  api_burst: 1", "api_burst: 500"] {
+            let yaml = format!("runtime:\n  {runtime}\n  {rate}\n");
+            let (code, stderr) = check(&yaml);
+            assert_eq!(code, Some(0), "{yaml}: {stderr}");
+        }
+    }
+    let (code, stderr) = check("runtime:\n  runtime_type: local\n  api_qps: 10\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("runtime.api_qps does not apply to runtime_type: local (only to kubernetes and eks)"),
+        "{stderr}"
+    );
+    let (code, stderr) = check("runtime:\n  runtime_type: kubernetes\n  api_burst: 2.5\n");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("runtime.api_burst must be a whole number between 1 and 100000"), "{stderr}");
 }
