@@ -2,9 +2,10 @@
 //! one bucket (`runtime.api_qps` per second, `runtime.api_burst` at once, as client-go's `QPS`
 //! and `Burst`), and an answer that says "later" (`429 Too Many Requests`, and the `503` and
 //! `504` kube-rs used to retry) is sent again after the server's `Retry-After`, up to
-//! [`MAX_RETRIES`] times and for at most [`MAX_RETRY_WAIT`] in all. A burst of Starts is thereby spread out instead of
-//! overloading the API server, and an API server that sheds load (API Priority and Fairness
-//! answers 429 with `Retry-After: 1`) slows the burst down instead of failing it.
+//! [`MAX_RETRIES`] times and for at most [`MAX_RETRY_WAIT`] in all. A burst of Starts is thereby
+//! spread out instead of overloading the API server, and an API server that sheds load (API
+//! Priority and Fairness answers 429 with `Retry-After: 1`) slows the burst down instead of
+//! failing it.
 //!
 //! Why it is shaped this way:
 //! - kube-rs 5 has no client-side rate limit, but it does retry: `Config::default_retry` (on by
