@@ -90,9 +90,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     first_line(&mut sim);
     let _sim = Guard(sim);
     let config = directory.path().join("hydroplane.yml");
+    // No client-side rate limit (`api_qps: 0`): the simulator needs no protection, and the
+    // numbers are the server's, not the limit's (50 requests a second by default).
     std::fs::write(
         &config,
-        format!("runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n", kubeconfig.display()),
+        format!(
+            "runtime:\n  runtime_type: kubernetes\n  kubeconfig: {}\n  api_qps: 0\n",
+            kubeconfig.display()
+        ),
     )?;
     let mut server = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
         .args(["-H", "127.0.0.1", "-p", "0", "-c"])

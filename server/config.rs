@@ -66,18 +66,31 @@ pub struct NumberRange {
     pub whole: bool,
     /// The unit, for messages (`seconds`, `minutes`, `bytes`, or empty).
     pub unit: &'static str,
+    /// When zero is allowed below `low` too, what it means (`no limit`).
+    pub zero_means: Option<&'static str>,
 }
 
 const fn range(key: &'static str, low: f64, high: f64, unit: &'static str) -> NumberRange {
-    NumberRange { key, low, above_low: false, high, whole: false, unit }
+    NumberRange { key, low, above_low: false, high, whole: false, unit, zero_means: None }
 }
 
 const fn positive(key: &'static str, high: f64, unit: &'static str) -> NumberRange {
-    NumberRange { key, low: 0.0, above_low: true, high, whole: false, unit }
+    NumberRange { key, low: 0.0, above_low: true, high, whole: false, unit, zero_means: None }
 }
 
 const fn whole(key: &'static str, low: f64, high: f64, unit: &'static str) -> NumberRange {
-    NumberRange { key, low, above_low: false, high, whole: true, unit }
+    NumberRange { key, low, above_low: false, high, whole: true, unit, zero_means: None }
+}
+
+/// Zero (which means `zero_means`), or a number from `low` to `high`.
+const fn zero_or_range(
+    key: &'static str,
+    zero_means: &'static str,
+    low: f64,
+    high: f64,
+    unit: &'static str,
+) -> NumberRange {
+    NumberRange { key, low, above_low: false, high, whole: false, unit, zero_means: Some(zero_means) }
 }
 
 const STOP_GRACE: NumberRange = range("runtime.stop_grace_seconds", 0.0, 3600.0, "seconds");
@@ -105,6 +118,10 @@ const START_STOP_PER_SECOND: NumberRange = whole("limits.start_stop_per_second",
 const START_STOP_BURST: NumberRange = whole("limits.start_stop_burst", 1.0, 1_000_000.0, "");
 const MAX_WATCHES_PER_TOKEN: NumberRange = whole("limits.max_watches_per_token", 1.0, 1_000_000.0, "");
 const MAX_WATCHES: NumberRange = whole("limits.max_watches", 1.0, 1_000_000.0, "");
+// Below one request every ten seconds the index could not even keep its watches.
+const API_QPS: NumberRange =
+    zero_or_range("runtime.api_qps", "no limit", 0.1, 100_000.0, "requests per second");
+const API_BURST: NumberRange = whole("runtime.api_burst", 1.0, 100_000.0, "requests");
 
 /// A settings file that sets `key` (a full path of [`NUMBER_RANGES`]) to `value`, with what
 /// that key needs around it: for the tests that try every key, and for examples.
@@ -152,11 +169,16 @@ pub const NUMBER_RANGES: &[NumberRange] = &[
     START_STOP_BURST,
     MAX_WATCHES_PER_TOKEN,
     MAX_WATCHES,
+    API_QPS,
+    API_BURST,
 ];
 
 impl NumberRange {
     /// The value when it is in range; otherwise one line naming the key and the range.
     pub fn check(&self, value: f64) -> Result<f64, String> {
+        if self.zero_means.is_some() && value == 0.0 {
+            return Ok(value);
+        }
         let above_low = if self.above_low { value > self.low } else { value >= self.low };
         // NaN fails every comparison, so it is refused with the rest.
         if above_low && value <= self.high && (!self.whole || value.fract() == 0.0) {
@@ -168,6 +190,10 @@ impl NumberRange {
             format!("positive and at most {}", show_number(self.high))
         } else {
             format!("between {} and {}", show_number(self.low), show_number(self.high))
+        };
+        let bounds = match self.zero_means {
+            Some(meaning) => format!("0 ({meaning}) or {bounds}"),
+            None => bounds,
         };
         Err(format!("{} must be {kind}{bounds}{unit}, got {}", self.key, show_number(value)))
     }
@@ -486,6 +512,42 @@ const DEFAULT_LOG_RETENTION_SECONDS: f64 = 0.0;
 const DEFAULT_TOKEN_REFRESH_SECONDS: f64 = 600.0;
 const DEFAULT_CREDENTIALS_RENEW_BEFORE_SECONDS: f64 = 300.0;
 const DEFAULT_CULLING_INTERVAL_MINUTES: f64 = 1.0;
+// kube-scheduler's defaults, a control-plane component that also writes once per Pod it places:
+// a Start costs 2 to 4 requests, so about 30 Starts go at once without waiting and a long burst
+// goes at 15 to 25 a second, a small share of a real API server's capacity. client-go's own 5/10
+// would make a hundred Starts wait a minute; kubectl's 50/300 lets 300 requests (and as many
+// HTTP/1 connections) land at the same moment.
+const DEFAULT_API_QPS: f64 = 50.0;
+const DEFAULT_API_BURST: u32 = 100;
+
+/// How fast the Kubernetes runtimes call the API server (`runtime.api_qps`, `runtime.api_burst`):
+/// every request waits for a token of this bucket, as client-go's `QPS` and `Burst` do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ApiRateSettings {
+    /// Requests per second on average; zero: no limit.
+    pub qps: f64,
+    /// How many requests may go at once, above that rate, after a quiet while.
+    pub burst: u32,
+}
+
+impl Default for ApiRateSettings {
+    fn default() -> Self {
+        ApiRateSettings { qps: DEFAULT_API_QPS, burst: DEFAULT_API_BURST }
+    }
+}
+
+impl ApiRateSettings {
+    /// The settings as written, range-checked, with the defaults for what is not.
+    fn check(qps: Option<Number>, burst: Option<Number>) -> Result<ApiRateSettings, String> {
+        let qps = match qps {
+            Some(Number(value)) => API_QPS.check(value)?,
+            None => DEFAULT_API_QPS,
+        };
+        // At most 100000: the conversion is exact.
+        let burst = API_BURST.check_whole(burst, u64::from(DEFAULT_API_BURST))? as u32;
+        Ok(ApiRateSettings { qps, burst })
+    }
+}
 
 /// Settings of the `kubernetes` runtime.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -496,6 +558,8 @@ pub struct KubernetesSettings {
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use; its current context when unset.
     pub context: Option<String>,
+    /// How fast the API server is called.
+    pub api_rate: ApiRateSettings,
 }
 
 impl KubernetesSettings {
@@ -530,6 +594,8 @@ pub struct EksSettings {
     /// How long before they expire temporary credentials are renewed
     /// (`credentials_renew_before_seconds`); default 300 seconds.
     pub credentials_renew_before: Duration,
+    /// How fast the API server is called.
+    pub api_rate: ApiRateSettings,
 }
 
 impl EksSettings {
@@ -580,13 +646,15 @@ struct RawRuntime {
     certificate_authority: Option<String>,
     token_refresh_seconds: Option<Number>,
     credentials_renew_before_seconds: Option<Number>,
+    api_qps: Option<Number>,
+    api_burst: Option<Number>,
 }
 
 impl RawRuntime {
     /// The keys given, each with the runtime types it applies to.
     fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
         use RuntimeType::{Eks, Kubernetes, Local};
-        let keys: [(&'static str, bool, &'static [RuntimeType]); 17] = [
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 19] = [
             ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local]),
             ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
             ("log_dir", self.log_dir.is_some(), &[Local]),
@@ -604,6 +672,8 @@ impl RawRuntime {
             ("certificate_authority", self.certificate_authority.is_some(), &[Eks]),
             ("token_refresh_seconds", self.token_refresh_seconds.is_some(), &[Eks]),
             ("credentials_renew_before_seconds", self.credentials_renew_before_seconds.is_some(), &[Eks]),
+            ("api_qps", self.api_qps.is_some(), &[Kubernetes, Eks]),
+            ("api_burst", self.api_burst.is_some(), &[Kubernetes, Eks]),
         ];
         keys.into_iter().filter(|(_, given, _)| *given).map(|(key, _, types)| (key, types)).collect()
     }
@@ -673,6 +743,7 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                     namespace: raw.namespace,
                     kubeconfig: raw.kubeconfig,
                     context: raw.context,
+                    api_rate: ApiRateSettings::check(raw.api_qps, raw.api_burst)?,
                 }))
             }
             RuntimeType::Eks => {
@@ -699,6 +770,7 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                         DEFAULT_CREDENTIALS_RENEW_BEFORE_SECONDS,
                         1.0,
                     )?,
+                    api_rate: ApiRateSettings::check(raw.api_qps, raw.api_burst)?,
                 })))
             }
         }
@@ -1040,9 +1112,11 @@ mod tests {
                 assert!(error.contains(&format!("{} must be", range.key)), "{yaml}: {error}");
                 assert!(error.contains(&show_number(range.high)), "{yaml}: {error}");
             }
-            // Both ends of the range are accepted (a positive range's low end is not).
+            // Both ends of the range are accepted (a positive range's low end is not), and zero
+            // where it has a meaning.
             let low = if range.above_low { range.high / 1e6 } else { range.low };
-            for value in [low, range.high] {
+            let zero = range.zero_means.map(|_| 0.0);
+            for value in [low, range.high].into_iter().chain(zero) {
                 let yaml = yaml_setting(range.key, &value.to_string());
                 Settings::parse(&yaml).unwrap_or_else(|error| panic!("{yaml}: {error}"));
             }
@@ -1168,8 +1242,55 @@ mod tests {
                 namespace: Some("procs".into()),
                 kubeconfig: Some(PathBuf::from("/tmp/kc")),
                 context: None,
+                api_rate: ApiRateSettings { qps: 50.0, burst: 100 },
             })
         );
+    }
+
+    #[test]
+    fn the_api_rate_applies_to_both_kubernetes_runtimes_and_zero_means_no_limit() {
+        let kubernetes = |extra: &str| {
+            let yaml = format!("runtime:\n  runtime_type: kubernetes\n{extra}");
+            match Settings::parse(&yaml).map(|settings| settings.runtime) {
+                Ok(RuntimeSettings::Kubernetes(kubernetes)) => Ok(kubernetes.api_rate),
+                Ok(other) => panic!("{other:?}"),
+                Err(error) => Err(error),
+            }
+        };
+        assert_eq!(kubernetes(""), Ok(ApiRateSettings::default()));
+        assert_eq!(
+            kubernetes("  api_qps: 2.5\n  api_burst: 3\n"),
+            Ok(ApiRateSettings { qps: 2.5, burst: 3 })
+        );
+        assert_eq!(kubernetes("  api_qps: 0\n"), Ok(ApiRateSettings { qps: 0.0, burst: 100 }));
+        let refused = |extra: &str, expected: &str| {
+            let error = kubernetes(extra).expect_err(extra);
+            assert!(error.starts_with(expected), "{error}");
+        };
+        refused(
+            "  api_qps: 0.01\n",
+            "runtime.api_qps must be 0 (no limit) or between 0.1 and 100000 requests per second, got 0.01 ",
+        );
+        refused(
+            "  api_burst: 0\n",
+            "runtime.api_burst must be a whole number between 1 and 100000 requests, got 0 ",
+        );
+
+        let settings = Settings::parse(&yaml_setting("runtime.api_burst", "7")).expect("parses");
+        let RuntimeSettings::Eks(eks) = settings.runtime else { panic!("eks") };
+        assert_eq!(eks.api_rate, ApiRateSettings { qps: 50.0, burst: 7 });
+
+        for key in ["api_qps: 10", "api_burst: 10"] {
+            let yaml = format!("runtime:\n  runtime_type: local\n  {key}\n");
+            let error = Settings::parse(&yaml).expect_err(&yaml);
+            let name = key.split(':').next().unwrap_or_default();
+            assert!(
+                error.contains(&format!(
+                    "runtime.{name} does not apply to runtime_type: local (only to kubernetes and eks)"
+                )),
+                "{error}"
+            );
+        }
     }
 }
 

@@ -1,8 +1,12 @@
 //! Kubernetes API requests, with client-go's metric names: `rest_client_requests_total` and
-//! `rest_client_request_duration_seconds`, by verb and resource (and code, for the count). One
-//! layer ([`RestMetricsLayer`]) sits in every kube client's stack; it reads the metrics through
-//! [`super::backend`], so a client built before metrics are installed, or with metrics off,
-//! costs one atomic load per request.
+//! `rest_client_request_duration_seconds`, by verb and resource (and code, for the count), and
+//! the client-side rate limit's `rest_client_rate_limiter_duration_seconds` and
+//! `rest_client_request_retries_total`. One layer ([`RestMetricsLayer`]) sits in every kube
+//! client's stack, below the throttle (`runtime::kube::connect::throttle`), so that, as in
+//! client-go, each attempt is counted and timed on its own and the wait for the rate limit is
+//! not part of a request's duration. They read the metrics through [`super::backend`], so a
+//! client built before metrics are installed, or with metrics off, costs one atomic load per
+//! request.
 //!
 //! The duration is until the response's headers: for a watch, how long the API server took to
 //! start it, not how long it stayed open (as client-go measures it).
@@ -52,6 +56,11 @@ pub struct RestMetrics {
     pub requests: Family<RequestCodeLabels, Counter>,
     /// Seconds until the response's headers, by verb and resource.
     pub duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Seconds a request waited for the client-side rate limit, by verb and resource.
+    pub rate_limiter_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Requests sent again because the API server said to retry later, by verb, resource and
+    /// the code of the answer that said so.
+    pub retries: Family<RequestCodeLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -65,6 +74,8 @@ impl RestMetrics {
         let metrics = RestMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
+            rate_limiter_duration: Family::new_with_constructor(duration_histogram),
+            retries: Family::default(),
         };
         registry.register(
             "rest_client_requests",
@@ -76,7 +87,33 @@ impl RestMetrics {
             "Kubernetes API request latency in seconds (until the response headers), by verb and resource",
             metrics.duration.clone(),
         );
+        registry.register(
+            "rest_client_rate_limiter_duration_seconds",
+            "Seconds Kubernetes API requests waited for the client-side rate limit (runtime.api_qps, runtime.api_burst), by verb and resource",
+            metrics.rate_limiter_duration.clone(),
+        );
+        registry.register(
+            "rest_client_request_retries",
+            "Kubernetes API requests sent again because the API server said to retry later (429, 503, 504), by verb, resource and that answer's code",
+            metrics.retries.clone(),
+        );
         metrics
+    }
+}
+
+/// Records how long a request waited for the client-side rate limit.
+pub fn observe_rate_limiter_wait(labels: RequestLabels, waited: std::time::Duration) {
+    if let Some(metrics) = super::backend() {
+        metrics.rest.rate_limiter_duration.get_or_create(&labels).observe(waited.as_secs_f64());
+    }
+}
+
+/// Counts a request sent again after an answer with this status.
+pub fn count_retry(labels: RequestLabels, status: http::StatusCode) {
+    if let Some(metrics) = super::backend() {
+        let RequestLabels { verb, resource } = labels;
+        let code = status.as_u16().to_string();
+        metrics.rest.retries.get_or_create(&RequestCodeLabels { verb, resource, code }).inc();
     }
 }
 

@@ -22,6 +22,7 @@ mod kube_faults;
 mod kube_logs;
 mod kube_repair;
 mod kube_runtime;
+mod kube_throttle;
 mod local_logs;
 mod local_runtime;
 mod metrics;

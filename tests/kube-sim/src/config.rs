@@ -82,6 +82,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub close_watches_after_events: u64,
 
+    /// Fault: the `Retry-After` of an injected 429, in seconds (a real API server sends 1).
+    #[arg(long, default_value_t = crate::faults::DEFAULT_RETRY_AFTER_SECONDS,
+        value_parser = clap::value_parser!(u64).range(0..=crate::faults::MAX_RETRY_AFTER_SECONDS))]
+    pub retry_after_seconds: u64,
+
     /// EKS token review: accept `k8s-aws-v1.` tokens for this cluster name (`x-k8s-aws-id`).
     #[arg(long)]
     pub eks_cluster_name: Option<String>,

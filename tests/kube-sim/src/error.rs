@@ -141,9 +141,12 @@ pub enum ApiError {
     /// 415: a patch or body type we do not speak.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 429: injected throttling.
+    /// 429: injected throttling, to be retried after this many seconds (`Retry-After`).
     #[error("the server has received too many requests and has asked us to try again later")]
-    TooManyRequests,
+    TooManyRequests {
+        /// The `Retry-After` header and `details.retryAfterSeconds`.
+        retry_after_seconds: u64,
+    },
     /// 500: an injected or unexpected server failure.
     #[error("{0}")]
     Internal(String),
@@ -175,7 +178,7 @@ impl ApiError {
             ApiError::Gone(_) => 410,
             ApiError::TooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::TooManyRequests => 429,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Internal(_) => 500,
             ApiError::Unavailable => 503,
         }
@@ -195,7 +198,7 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::TooLarge => "RequestEntityTooLarge",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
-            ApiError::TooManyRequests => "TooManyRequests",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
             ApiError::Unavailable => "ServiceUnavailable",
         }
@@ -229,7 +232,9 @@ impl ApiError {
                 }
                 Some(details)
             }
-            ApiError::TooManyRequests => Some(json!({"retryAfterSeconds": 1})),
+            ApiError::TooManyRequests { retry_after_seconds } => {
+                Some(json!({"retryAfterSeconds": retry_after_seconds}))
+            }
             _ => None,
         };
         if let Some(details) = details {

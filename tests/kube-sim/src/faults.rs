@@ -1,8 +1,9 @@
-//! Fault injection: latency, random 5xx/429 errors, watches closed after N events or at once,
-//! forced 410 Gone, and refusing connections for a while, set by flags or at run time through
-//! `POST /_sim/faults`.
+//! Fault injection: latency, random 5xx/429 errors (a 429 with `Retry-After`, as API Priority
+//! and Fairness sends it), watches closed after N events or at once, forced 410 Gone, and
+//! refusing connections for a while, set by flags or at run time through `POST /_sim/faults`.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::ApiError;
 
 /// The standing faults, as `GET /_sim/faults` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultSettings {
     /// Added to every API request before it is handled.
     pub latency_ms: u64,
@@ -21,6 +22,27 @@ pub struct FaultSettings {
     pub error_code: u16,
     /// When non-zero, each watch is closed after sending this many events.
     pub close_watches_after_events: u64,
+    /// The `Retry-After` (and `details.retryAfterSeconds`) of an injected 429.
+    pub retry_after_seconds: u64,
+}
+
+/// The `Retry-After` of a real API server's 429 (API Priority and Fairness, max-in-flight).
+pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The longest `Retry-After` an injected 429 may carry.
+pub const MAX_RETRY_AFTER_SECONDS: u64 = 3600;
+
+impl Default for FaultSettings {
+    /// No fault; a 500 when only a rate is set; a 429 says `Retry-After: 1`.
+    fn default() -> Self {
+        FaultSettings {
+            latency_ms: 0,
+            error_rate: 0.0,
+            error_code: 500,
+            close_watches_after_events: 0,
+            retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
+        }
+    }
 }
 
 /// A `POST /_sim/faults` body: settings to change, and one-off actions.
@@ -35,6 +57,8 @@ pub struct FaultRequest {
     pub error_code: Option<u16>,
     /// New watch event limit (0 = none).
     pub close_watches_after_events: Option<u64>,
+    /// New `Retry-After` of injected 429s, in seconds.
+    pub retry_after_seconds: Option<u64>,
     /// Close every open watch now.
     #[serde(default)]
     pub drop_watches_now: bool,
@@ -54,11 +78,18 @@ pub enum FaultError {
     /// An error code we do not inject.
     #[error("error_code must be 429, 500 or 503, got {0}")]
     BadCode(u16),
+    /// A `Retry-After` longer than any test should wait.
+    #[error("retry_after_seconds must be between 0 and {MAX_RETRY_AFTER_SECONDS}, got {0}")]
+    BadRetryAfter(u64),
 }
 
 /// Shared fault state.
 pub struct Faults {
     settings: Mutex<FaultSettings>,
+    /// API requests seen (`/_sim/` ones are not), for `GET /_sim/stats`.
+    requests: AtomicU64,
+    /// Of those, the ones answered with an injected error.
+    injected: AtomicU64,
     drop_watches: watch::Sender<u64>,
     refuse: mpsc::UnboundedSender<Duration>,
 }
@@ -67,7 +98,13 @@ impl Faults {
     /// Faults starting from `settings`; refusal requests go to the server loop via `refuse`.
     pub fn new(settings: FaultSettings, refuse: mpsc::UnboundedSender<Duration>) -> Faults {
         let (drop_watches, _) = watch::channel(0);
-        Faults { settings: Mutex::new(settings), drop_watches, refuse }
+        Faults {
+            settings: Mutex::new(settings),
+            requests: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            drop_watches,
+            refuse,
+        }
     }
 
     /// The current settings.
@@ -87,6 +124,11 @@ impl Faults {
         {
             return Err(FaultError::BadCode(code));
         }
+        if let Some(seconds) = request.retry_after_seconds
+            && seconds > MAX_RETRY_AFTER_SECONDS
+        {
+            return Err(FaultError::BadRetryAfter(seconds));
+        }
         let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(latency) = request.latency_ms {
             settings.latency_ms = latency;
@@ -100,13 +142,15 @@ impl Faults {
         if let Some(limit) = request.close_watches_after_events {
             settings.close_watches_after_events = limit;
         }
+        if let Some(seconds) = request.retry_after_seconds {
+            settings.retry_after_seconds = seconds;
+        }
         Ok(settings.clone())
     }
 
     /// Clears every standing fault.
     pub fn reset(&self) {
-        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) =
-            FaultSettings { error_code: 500, ..FaultSettings::default() };
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = FaultSettings::default();
     }
 
     /// The delay to add to a request, if any.
@@ -115,17 +159,25 @@ impl Faults {
         (latency > 0).then(|| Duration::from_millis(latency))
     }
 
-    /// The error to answer with instead of handling the request, when the dice say so.
+    /// The error to answer with instead of handling the request, when the dice say so. Asked
+    /// once per API request, so it counts them (see [`Faults::counts`]).
     pub fn injected_error(&self) -> Option<ApiError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let settings = self.settings();
         if settings.error_rate <= 0.0 || fastrand::f64() >= settings.error_rate {
             return None;
         }
+        self.injected.fetch_add(1, Ordering::Relaxed);
         Some(match settings.error_code {
-            429 => ApiError::TooManyRequests,
+            429 => ApiError::TooManyRequests { retry_after_seconds: settings.retry_after_seconds },
             503 => ApiError::Unavailable,
             _ => ApiError::Internal("kube-sim: injected fault".into()),
         })
+    }
+
+    /// API requests seen so far, and how many of them got an injected error.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.injected.load(Ordering::Relaxed))
     }
 
     /// The per-watch event limit, 0 for none.
@@ -168,8 +220,22 @@ mod tests {
         faults
             .apply(&FaultRequest { error_rate: Some(1.0), error_code: Some(429), ..Default::default() })
             .unwrap();
-        assert!(matches!(faults.injected_error(), Some(ApiError::TooManyRequests)));
+        assert!(matches!(
+            faults.injected_error(),
+            Some(ApiError::TooManyRequests { retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS })
+        ));
+        faults.apply(&FaultRequest { retry_after_seconds: Some(3), ..Default::default() }).unwrap();
+        assert!(matches!(
+            faults.injected_error(),
+            Some(ApiError::TooManyRequests { retry_after_seconds: 3 })
+        ));
+        assert!(
+            faults.apply(&FaultRequest { retry_after_seconds: Some(3601), ..Default::default() }).is_err()
+        );
         faults.reset();
+        assert_eq!(faults.settings(), FaultSettings::default());
+        assert!(faults.injected_error().is_none());
+        assert_eq!(faults.counts(), (4, 2), "every request counted, two were faulted");
         assert!(faults.injected_error().is_none());
         assert!(serde_json::from_str::<FaultRequest>(r#"{"latency": 5}"#).is_err());
     }

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             error_rate: args.error_rate,
             error_code: args.error_code,
             close_watches_after_events: args.close_watches_after_events,
+            retry_after_seconds: args.retry_after_seconds,
         },
         refuse_sender,
     ));

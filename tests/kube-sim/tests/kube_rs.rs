@@ -389,6 +389,12 @@ async fn faults_inject_errors_and_refuse_connections() {
     assert_eq!(code, 429);
     assert!(response.to_ascii_lowercase().contains("retry-after: 1"), "{response}");
     assert!(response.contains("\"reason\":\"TooManyRequests\""), "{response}");
+    assert!(response.contains("\"retryAfterSeconds\":1"), "{response}");
+    simulator.admin(&client, "POST", "faults", json!({"retry_after_seconds": 3})).await;
+    let (code, response) = common::raw_get(simulator.port(), "/api/v1/namespaces/default/pods/keep");
+    assert_eq!(code, 429);
+    assert!(response.to_ascii_lowercase().contains("retry-after: 3"), "{response}");
+    assert!(response.contains("\"retryAfterSeconds\":3"), "{response}");
     simulator.admin(&client, "DELETE", "faults", json!(null)).await;
     pods.get("keep").await.unwrap();
 

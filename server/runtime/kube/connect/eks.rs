@@ -20,7 +20,7 @@ use super::bearer::{BearerLayer, BearerSource};
 use crate::aws::cluster::{self, ClusterError};
 use crate::aws::credentials::{self, AwsError, CredentialsSource, classify_credentials_error};
 use crate::aws::token::{TokenError, eks_token};
-use crate::config::EksSettings;
+use crate::config::{ApiRateSettings, EksSettings};
 use crate::runtime::RuntimeError;
 use crate::runtime::kube::KubeRuntime;
 use crate::secrets::SecretStore;
@@ -89,7 +89,14 @@ pub async fn connect(
         current: Mutex::new(None),
     });
     let namespace = settings.namespace().to_owned();
-    let client = kube_client(&settings.cluster_name, &endpoint, &certificate_authority, &namespace, tokens)?;
+    let client = kube_client(
+        &settings.cluster_name,
+        &endpoint,
+        &certificate_authority,
+        &namespace,
+        settings.api_rate,
+        tokens,
+    )?;
     tracing::info!(cluster = %settings.cluster_name, %endpoint, %namespace, "connecting to the EKS cluster");
     Ok(KubeRuntime::connect("eks", client, namespace, secrets).await?)
 }
@@ -101,6 +108,7 @@ fn kube_client(
     endpoint: &str,
     certificate_authority: &str,
     namespace: &str,
+    rate: ApiRateSettings,
     tokens: Arc<TokenSource>,
 ) -> Result<kube::Client, EksError> {
     let bad = |what: &'static str, message: String| EksError::BadCluster {
@@ -124,11 +132,8 @@ fn kube_client(
     config.root_cert = Some(certificates);
     config.default_namespace = namespace.to_owned();
     let builder =
-        kube::client::ClientBuilder::try_from(config).map_err(|error| EksError::Client(error.to_string()))?;
-    Ok(builder
-        .with_layer(&BearerLayer::new(tokens))
-        .with_layer(&crate::metrics::rest::RestMetricsLayer)
-        .build())
+        super::throttle::client_builder(config, rate).map_err(|error| EksError::Client(error.to_string()))?;
+    Ok(builder.with_layer(&BearerLayer::new(tokens)).build())
 }
 
 /// The bearer token of the cluster, made afresh when it is older than `refresh` or was refused.

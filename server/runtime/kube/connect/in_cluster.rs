@@ -25,6 +25,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::bearer::{BearerLayer, BearerSource};
+use crate::config::ApiRateSettings;
 
 /// The variable that moves the service-account directory (for tests).
 pub const SERVICE_ACCOUNT_DIR_ENV: &str = "HYDROPLANE_SERVICE_ACCOUNT_DIR";
@@ -135,7 +136,7 @@ impl InCluster {
     }
 
     /// A client for the cluster that trusts only the cluster's CA and sends the current token.
-    pub fn client(&self, namespace: &str) -> Result<kube::Client, InClusterError> {
+    pub fn client(&self, namespace: &str, rate: ApiRateSettings) -> Result<kube::Client, InClusterError> {
         let ca_file = self.ca_file();
         let pem = std::fs::read(&ca_file).map_err(|source| InClusterError::Read {
             what: "CA certificate",
@@ -158,11 +159,8 @@ impl InCluster {
         let mut config = kube::Config::new(self.url.clone());
         config.root_cert = Some(certificates);
         config.default_namespace = namespace.to_owned();
-        let builder = kube::client::ClientBuilder::try_from(config).map_err(InClusterError::Client)?;
-        Ok(builder
-            .with_layer(&BearerLayer::new(tokens))
-            .with_layer(&crate::metrics::rest::RestMetricsLayer)
-            .build())
+        let builder = super::throttle::client_builder(config, rate).map_err(InClusterError::Client)?;
+        Ok(builder.with_layer(&BearerLayer::new(tokens)).build())
     }
 }
 
@@ -333,10 +331,10 @@ mod tests {
             url: "https://127.0.0.1:1".parse().expect("url"),
             directory: directory.path().into(),
         };
-        let error = in_cluster.client("default").err().expect("no CA");
+        let error = in_cluster.client("default", ApiRateSettings::default()).err().expect("no CA");
         assert!(error.to_string().starts_with("cannot read the service account's CA certificate"), "{error}");
         std::fs::write(in_cluster.ca_file(), "not a certificate").expect("write");
-        let error = in_cluster.client("default").err().expect("bad CA");
+        let error = in_cluster.client("default", ApiRateSettings::default()).err().expect("bad CA");
         assert!(error.to_string().contains("no certificate in it"), "{error}");
         std::fs::write(in_cluster.token_file(), " \n").expect("write");
         let error = TokenFile::open(in_cluster.token_file()).err().expect("empty token");

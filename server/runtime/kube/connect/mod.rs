@@ -1,11 +1,14 @@
 //! How the Kubernetes runtime finds its cluster: from a kubeconfig file when given, otherwise
 //! the in-cluster config ([`in_cluster`]: a Pod's environment and service-account files, the
 //! token re-read as it rotates), then `~/.kube/config` (or `$KUBECONFIG`) ([`client`]); or, for
-//! EKS, through AWS ([`eks`]). Both renewing tokens go through one layer ([`bearer`]).
+//! EKS, through AWS ([`eks`]). Both renewing tokens go through one layer ([`bearer`]). Every
+//! client waits for the API server's rate and retries what it is told to retry later
+//! ([`throttle`]).
 
 mod bearer;
 pub mod eks;
 pub mod in_cluster;
+mod throttle;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -52,7 +55,7 @@ pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectErro
                 .map_err(|source| ConnectError::Kubeconfig { path: path_text, source })?
         }
         None => match in_cluster::InCluster::from_env() {
-            Ok(cluster) => match cluster.client(settings.namespace()) {
+            Ok(cluster) => match cluster.client(settings.namespace(), settings.api_rate) {
                 Ok(client) => {
                     tracing::info!(
                         api_server = %cluster.url,
@@ -73,8 +76,7 @@ pub async fn client(settings: &KubernetesSettings) -> Result<Client, ConnectErro
             Err(in_cluster) => kubeconfig_or(&options, in_cluster).await?,
         },
     };
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(ConnectError::Client)?;
-    Ok(builder.with_layer(&crate::metrics::rest::RestMetricsLayer).build())
+    Ok(throttle::client_builder(config, settings.api_rate).map_err(ConnectError::Client)?.build())
 }
 
 /// The default kubeconfig, when the in-cluster config failed; both reasons when neither works.

@@ -1,6 +1,6 @@
 //! The `/_sim/` admin endpoints: health, the store's resourceVersion, fault injection,
 //! appending container log lines, restarting a container, and counters (`stats`: log follow
-//! streams open and ever opened).
+//! streams open and ever opened, API requests and injected errors).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,12 @@ pub(super) async fn handle(
         ("GET", "faults") => Ok(json_response(200, &state.faults.settings())),
         ("GET", "stats") => {
             let (open, total) = state.logs.follow_counts();
-            Ok(json_response(200, &json!({"logFollowsOpen": open, "logFollowsTotal": total})))
+            let (requests, injected) = state.faults.counts();
+            Ok(json_response(
+                200,
+                &json!({"logFollowsOpen": open, "logFollowsTotal": total,
+                    "apiRequestsTotal": requests, "injectedErrorsTotal": injected}),
+            ))
         }
         ("POST", restart) if restart.starts_with("restart/") => {
             let body = read_json(body).await?;

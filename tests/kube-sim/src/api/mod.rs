@@ -88,8 +88,11 @@ fn text_response(status: u16, text: &str) -> Response<Body> {
 /// The Status response for an error.
 pub fn error_response(error: &ApiError) -> Response<Body> {
     let mut response = json_response(error.code(), &error.to_status());
-    if matches!(error, ApiError::TooManyRequests) {
-        response.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+    // As a real API server does, so that clients (client-go, kube-rs, ours) know when to retry.
+    if let ApiError::TooManyRequests { retry_after_seconds } = error {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(*retry_after_seconds));
     }
     response
 }
