@@ -45,7 +45,7 @@ use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec, ValueOrSec
 use crate::table::ProcessTable;
 
 /// The log directive that silences kube-client's own line per failed HTTP request: it is at
-/// ERROR even for the 5xx and 429 its retry layer retries, dozens a second while the API server
+/// ERROR for every failed request, dozens a second while the API server
 /// struggles. The runtime reports what fails itself (calls in their errors, watches at WARN,
 /// rate-limited); the server's log filter adds this unless `RUST_LOG` names `kube_client`.
 pub const QUIET_CLIENT_DIRECTIVE: &str = "kube_client::client::builder=off";
