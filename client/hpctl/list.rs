@@ -17,7 +17,9 @@ pub struct ListArgs {
     group: Option<String>,
     /// Only the processes whose labels match, in Kubernetes syntax
     /// (`tier=web,env in (dev,test),!canary`).
-    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    // allow_hyphen_values: a selector starting with `-` (never a valid one) goes to the server,
+    // which names the position of the mistake, rather than being taken for an unknown flag.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR", allow_hyphen_values = true)]
     selector: Option<String>,
     /// Ask the server for pages of at most this many processes (it answers 1,000 by default, and
     /// at most 5,000); the output is the same one array.

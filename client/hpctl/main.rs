@@ -219,6 +219,7 @@ mod tests {
         check_stop("stop --selector=example.com/team", Ok(Selected("example.com/team".into())));
         // An empty selector goes to the server, which refuses it in its own words.
         check_stop("stop --selector=", Ok(Selected(String::new())));
+        check_stop("stop -l -tier=web", Ok(Selected("-tier=web".into())));
         check_stop(
             "stop web -l tier=web",
             Err("give one of a process name, -g GROUP or -l SELECTOR (got `web` and -l `tier=web`)"),

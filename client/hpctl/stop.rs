@@ -21,7 +21,9 @@ pub struct StopArgs {
     group: Option<Option<String>>,
     /// Stop every process whose labels match this selector instead, in Kubernetes syntax
     /// (`tier=web,env in (dev,test),!canary`).
-    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    // allow_hyphen_values: a selector starting with `-` (never a valid one) goes to the server,
+    // which names the position of the mistake, rather than being taken for an unknown flag.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR", allow_hyphen_values = true)]
     selector: Option<String>,
 }
 
