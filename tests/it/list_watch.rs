@@ -1,4 +1,5 @@
-//! List then Watch over gRPC against the real server (local runtime): a listing read in small
+//! List then Watch over gRPC against the real server (on the local runtime, and on Kubernetes
+//! against kube-sim for list then watch): a listing read in small
 //! pages while the table changes shows every process once, at one revision; a Watch from the
 //! listing's revision sends exactly the changes made after it, each once, then SYNCED; page
 //! tokens that expired or that do not belong to the request get the documented errors.
@@ -11,9 +12,9 @@ use hydroplane_client::{Client, ConnectOptions};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::Server;
 use crate::common::requests::{sleeper, start_request, start_waiting, stop_process};
 use crate::common::watch::{Watch, describe};
+use crate::common::{KubeSim, Server};
 
 /// How many listings the server keeps at most (`table::listing::MAX_LISTINGS`, documented on
 /// `ListRequest.page_token` as "a bounded number").
@@ -35,8 +36,19 @@ fn key(event: &proto::WatchEvent) -> (String, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn changes_between_the_list_and_the_watch_arrive_exactly_once() {
-    let server = Server::start();
+async fn changes_between_the_list_and_the_watch_arrive_exactly_once_on_the_local_runtime() {
+    changes_between_the_list_and_the_watch_arrive_exactly_once(&Server::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_between_the_list_and_the_watch_arrive_exactly_once_on_kubernetes() {
+    let sim = KubeSim::start(&[]);
+    let server = Server::start_with_config(sim.directory(), &sim.hydroplane_config(""));
+    changes_between_the_list_and_the_watch_arrive_exactly_once(&server).await;
+}
+
+/// The scenario, on whichever runtime `server` runs.
+async fn changes_between_the_list_and_the_watch_arrive_exactly_once(server: &Server) {
     let mut client = server.client().await;
     let names: Vec<String> = (0..7).map(|index| format!("p-{index}")).collect();
     for name in &names {
