@@ -1,8 +1,8 @@
-//! List then Watch over gRPC against the real server (on the local runtime, and on Kubernetes
-//! against kube-sim for list then watch): a listing read in small
-//! pages while the table changes shows every process once, at one revision; a Watch from the
-//! listing's revision sends exactly the changes made after it, each once, then SYNCED; page
-//! tokens that expired or that do not belong to the request get the documented errors.
+//! List then Watch over gRPC against the real server, on the local runtime and on Kubernetes
+//! (kube-sim): a listing read in small pages while the table changes shows every process once,
+//! at one revision; a Watch from the listing's revision sends exactly the changes made after it,
+//! each once, then SYNCED. And (local runtime) page tokens that expired or that do not belong to
+//! the request get the documented errors.
 
 use std::collections::BTreeSet;
 
