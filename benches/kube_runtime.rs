@@ -150,11 +150,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut list_client = client.clone();
     for _ in 0..100 {
         let begin = Instant::now();
-        let listed = list_client.list(proto::ListRequest::default()).await?.into_inner().processes.len();
+        let listed = common::count_listed(&mut list_client).await?;
         lists.push(begin.elapsed());
         assert_eq!(listed, count);
     }
-    report(&format!("List ({count} processes)"), &mut lists);
+    report(&format!("List, every page ({count} processes)"), &mut lists);
 
     let kube_client = kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(

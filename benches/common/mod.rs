@@ -106,6 +106,29 @@ pub fn argument(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// How many processes one listing shows, its pages followed (a page holds at most 1,000
+/// processes unless the request asks for other sizes), over any client stack.
+pub async fn count_listed<S>(
+    client: &mut hydroplane::proto::process_service_client::ProcessServiceClient<S>,
+) -> Result<usize, tonic::Status>
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
+    <S::ResponseBody as tonic::transport::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let mut request = proto::ListRequest::default();
+    let mut count = 0;
+    loop {
+        let page = client.list(request.clone()).await?.into_inner();
+        count += page.processes.len();
+        match page.next_page_token {
+            Some(token) => request.page_token = Some(token),
+            None => return Ok(count),
+        }
+    }
+}
+
 /// Starts `processes` sleepers, then times `calls` Lists of them (after a warm-up), over any
 /// client stack (plain, TLS, with a token).
 pub async fn time_lists<S>(
@@ -124,13 +147,12 @@ where
     }
     // Warm up the connection and the caches before timing.
     for _ in 0..100 {
-        client.list(hydroplane::proto::ListRequest::default()).await?;
+        count_listed(client).await?;
     }
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let begin = std::time::Instant::now();
-        let listed =
-            client.list(hydroplane::proto::ListRequest::default()).await?.into_inner().processes.len();
+        let listed = count_listed(client).await?;
         samples.push(begin.elapsed());
         assert_eq!(listed, processes, "List sees every process");
     }

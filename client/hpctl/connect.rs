@@ -368,12 +368,26 @@ fn seconds(duration: Duration) -> String {
     format!("{} s", duration.as_secs_f64())
 }
 
-/// A status's message, or its code's description when the server sent none.
+/// A status's message on one line, or its code's description when the server sent none.
 fn message(status: &tonic::Status) -> String {
     if status.message().is_empty() {
         status.code().description().to_owned()
     } else {
-        status.message().to_owned()
+        one_line(status.message())
+    }
+}
+
+/// A server message on one line. The server lists the rules a request breaks one per line after
+/// a heading (`invalid process spec:` then `  - label_selector: at position 7: ...`); hpctl's
+/// errors are one line, so they become `heading: first; second`, as `start` words its own.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let heading = lines.next().unwrap_or_default();
+    let items: Vec<&str> = lines.map(|line| line.strip_prefix("- ").unwrap_or(line)).collect();
+    match (items.is_empty(), heading.ends_with(':')) {
+        (true, _) => heading.to_owned(),
+        (false, true) => format!("{heading} {}", items.join("; ")),
+        (false, false) => format!("{heading}; {}", items.join("; ")),
     }
 }
 
@@ -386,6 +400,21 @@ mod tests {
     use tonic::transport::{Certificate, Identity};
 
     use super::*;
+
+    #[test]
+    fn a_server_message_listing_violations_is_one_line() {
+        let check = |text: &str, expected: &str| {
+            assert_eq!(message(&tonic::Status::invalid_argument(text)), expected, "{text:?}");
+        };
+        check(
+            "invalid process spec:\n  - label_selector: at position 7: expected a value",
+            "invalid process spec: label_selector: at position 7: expected a value",
+        );
+        check("invalid process spec:\n  - a: one\n  - b: two", "invalid process spec: a: one; b: two");
+        check("process `web` does not exist", "process `web` does not exist");
+        check("first\nsecond", "first; second");
+        check("", "Client specified an invalid argument");
+    }
 
     /// Connection flags with only the server set; tests fill in the rest.
     fn args(server: &str) -> ConnectArgs {
@@ -727,7 +756,11 @@ mod tests {
     async fn list(args: ConnectArgs) -> Result<(), String> {
         let plan = args.plan().map_err(|error| error.to_string())?;
         let client = plan.connect().await.map_err(|error| error.to_string())?;
-        client.list(None).await.map(drop).map_err(|status| plan.explain(status).to_string())
+        client
+            .list(proto::ListRequest::default())
+            .await
+            .map(drop)
+            .map_err(|status| plan.explain(status).to_string())
     }
 
     #[tokio::test]

@@ -47,7 +47,8 @@ enum Command {
     List(list::ListArgs),
     /// Starts a process from a Hydroplane JSON spec and prints it.
     Start(start::StartArgs),
-    /// Stops a process, or every process of a group, and prints the names stopped.
+    /// Stops a process, every process of a group, or every process a label selector matches, and
+    /// prints the names stopped.
     Stop(stop::StopArgs),
     /// Follows process changes, one JSON object per line, until interrupted.
     Watch(watch::WatchArgs),
@@ -193,7 +194,7 @@ mod tests {
 
     #[test]
     fn stop_takes_ours_and_the_python_spellings() {
-        use stop::Target::{Group, Process};
+        use stop::Target::{Group, Process, Selected};
         check_stop("stop web", Ok(Process("web".into())));
         check_stop("stop -g site", Ok(Group("site".into())));
         check_stop("stop --group site", Ok(Group("site".into())));
@@ -209,7 +210,72 @@ mod tests {
         check_stop("stop -g", Err("-g needs a group: `hpctl stop -g GROUP`"));
         check_stop(
             "stop",
-            Err("give a process name or -g GROUP: `hpctl stop NAME` or `hpctl stop -g GROUP`"),
+            Err(
+                "give a process name, -g GROUP or -l SELECTOR: `hpctl stop NAME`, `hpctl stop -g GROUP` or `hpctl stop -l SELECTOR`",
+            ),
+        );
+        check_stop("stop -l tier=web", Ok(Selected("tier=web".into())));
+        check_stop("stop --selector tier!=web,!canary", Ok(Selected("tier!=web,!canary".into())));
+        check_stop("stop --selector=example.com/team", Ok(Selected("example.com/team".into())));
+        // An empty selector goes to the server, which refuses it in its own words.
+        check_stop("stop --selector=", Ok(Selected(String::new())));
+        check_stop("stop -l -tier=web", Ok(Selected("-tier=web".into())));
+        check_stop(
+            "stop web -l tier=web",
+            Err("give one of a process name, -g GROUP or -l SELECTOR (got `web` and -l `tier=web`)"),
+        );
+        check_stop(
+            "stop -g site -l tier=web",
+            Err("give one of a process name, -g GROUP or -l SELECTOR (got -g `site` and -l `tier=web`)"),
+        );
+        check_stop(
+            "stop -l tier=web -g",
+            Err("give one of a process name, -g GROUP or -l SELECTOR (got -g and -l `tier=web`)"),
+        );
+    }
+
+    /// Parses `list` or `watch` and checks that its arguments, as Debug shows them, contain each
+    /// of `expected`.
+    #[track_caller]
+    fn check_filters(line: &str, expected: &[&str]) {
+        let cli = parse(line).unwrap_or_else(|error| panic!("{line}: {error}"));
+        let args = match cli.command {
+            Command::List(args) => format!("{args:?}"),
+            Command::Watch(args) => format!("{args:?}"),
+            other => panic!("{line}: {other:?}"),
+        };
+        for part in expected {
+            assert!(args.contains(part), "{line}: {args} lacks {part}");
+        }
+    }
+
+    #[test]
+    fn list_and_watch_take_a_selector_and_list_a_page_size() {
+        check_filters("list", &["selector: None", "page_size: None"]);
+        check_filters("list -l tier=web", &["selector: Some(\"tier=web\")"]);
+        check_filters(
+            "list --selector=tier!=web -g site",
+            &["selector: Some(\"tier!=web\")", "group: Some(\"site\")"],
+        );
+        check_filters(
+            "list -l !canary --page-size 2",
+            &["selector: Some(\"!canary\")", "page_size: Some(2)"],
+        );
+        check_filters(
+            "watch -l tier=web --process web",
+            &["selector: Some(\"tier=web\")", "process_name: Some(\"web\")"],
+        );
+        check_error(
+            "list --page-size 0",
+            "error: invalid value '0' for '--page-size <N>': 0 is not in 1..=4294967295",
+        );
+        check_error(
+            "list --page-size many",
+            "error: invalid value 'many' for '--page-size <N>': invalid digit found in string",
+        );
+        check_error(
+            "list -l",
+            "error: a value is required for '--selector <SELECTOR>' but none was supplied",
         );
     }
 

@@ -1,10 +1,11 @@
 //! The JSON shapes hpctl prints, as in the Hydroplane guide (`process_name`, `group`,
-//! `socket_addresses`, `created`), plus the status and its detail; how it writes them, and how a
-//! subcommand fails.
+//! `socket_addresses`, `created`), plus the status and its detail, and the labels; how it writes
+//! them, and how a subcommand fails.
 //!
 //! A closed stdout (`hpctl list | head -1`) is no error to report: writes never panic, and the
 //! subcommand ends with [`RunError::StdoutClosed`], which `main` turns into a quiet exit.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use hydroplane_client::proto;
@@ -56,6 +57,9 @@ pub struct ProcessJson {
     restart_count: u32,
     exit_code: Option<i32>,
     node: Option<String>,
+    /// Left out when the process has none, so that lists of unlabelled processes look as before.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
 }
 
 /// A socket address, as printed.
@@ -91,6 +95,7 @@ impl From<proto::ProcessInfo> for ProcessJson {
             restart_count: info.restart_count,
             exit_code: info.exit_code,
             node: info.node,
+            labels: info.labels,
         }
     }
 }

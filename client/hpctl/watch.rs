@@ -1,5 +1,5 @@
-//! `hpctl watch [-g GROUP] [--process NAME] [--since REVISION] [--reconnect]`: one JSON object
-//! per change.
+//! `hpctl watch [-g GROUP] [-l SELECTOR] [--process NAME] [--since REVISION] [--reconnect]`: one
+//! JSON object per change.
 //!
 //! The server never ends a watch of its own accord, so a stream that ends or breaks means the
 //! server went away: hpctl says so in one line on stderr. Without `--reconnect` that ends the
@@ -23,6 +23,12 @@ pub struct WatchArgs {
     /// Only the processes of this group.
     #[arg(short, long, alias = "group_name")]
     group: Option<String>,
+    /// Only the processes whose labels match, in Kubernetes syntax
+    /// (`tier=web,env in (dev,test),!canary`).
+    // allow_hyphen_values: a selector starting with `-` (never a valid one) goes to the server,
+    // which names the position of the mistake, rather than being taken for an unknown flag.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR", allow_hyphen_values = true)]
+    selector: Option<String>,
     /// Only the process of this name.
     #[arg(long = "process", value_name = "NAME")]
     process_name: Option<String>,
@@ -69,7 +75,7 @@ pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
         group: args.group,
         process_name: args.process_name,
         since_revision: args.since,
-        label_selector: None,
+        label_selector: args.selector,
     };
     let server = client.target().to_string();
     let mut events = if args.reconnect {

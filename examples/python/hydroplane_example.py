@@ -10,8 +10,10 @@ The gRPC stubs are generated from ../../proto with grpcio-tools on first use (in
 
 It runs `python3 -m http.server` as a Hydroplane process on the local runtime, fetches a page
 from the address the server reports, follows the process's output (Logs) until the server logs
-that request, and exits non-zero with a message if anything is off. The token, when the server
-needs one, must hold the `read`, `write` and `logs` scopes.
+that request, lists the processes labelled as it labels its own (`example=python`), following
+every page of the listing (`--page-size` asks for small pages), and exits non-zero with a
+message if anything is off. The token, when the server needs one, must hold the `read`, `write`
+and `logs` scopes.
 
 It reaches a secured server as `hpctl` does, through flags or the same environment variables:
 
@@ -210,6 +212,37 @@ def describe(grpc, error, server, has_token):
     return line
 
 
+def list_all(grpc, pb, client, **filters):
+    """Every process of one listing (its pages followed through `next_page_token`) and the
+    listing's revision, which a Watch's `since_revision` continues from with no gap.
+
+    When the server no longer keeps the listing before its last page is read
+    (FAILED_PRECONDITION on a later page), it lists again from the first page, at most 3 times.
+    """
+    for attempt in range(4):
+        processes, token = [], None
+        try:
+            while True:
+                request = pb.ListRequest(**filters)
+                if token is not None:
+                    request.page_token = token
+                page = client.List(request)
+                processes.extend(page.processes)
+                if not page.next_page_token:
+                    return processes, page.revision
+                token = page.next_page_token
+        except grpc.RpcError as error:
+            expired = token is not None and error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            if not expired or attempt == 3:
+                raise
+
+
+def shown(process):
+    """A process's name and labels, as `web {tier=front}`."""
+    labels = ",".join(f"{key}={value}" for key, value in sorted(process.labels.items()))
+    return f"{process.process_name} {{{labels}}}" if labels else process.process_name
+
+
 def environment(name, default=None):
     """An environment variable, an empty one counting as unset."""
     return os.environ.get(name) or default
@@ -225,6 +258,13 @@ def main():
         f"(default: $HYDROPLANE_SERVER, else {DEFAULT_SERVER})",
     )
     parser.add_argument("--name", default="python-example", help="the process name to use")
+    parser.add_argument(
+        "--page-size",
+        metavar="N",
+        type=int,
+        default=0,
+        help="list in pages of at most N processes (default: the server's, 1000)",
+    )
     parser.add_argument(
         "--token",
         metavar="TOKEN",
@@ -262,14 +302,14 @@ def main():
     pb, pb_grpc = load_stubs()
     channel, has_token = open_channel(grpc, args)
     try:
-        run(grpc, pb, pb_grpc.ProcessServiceStub(channel), args.name)
+        run(grpc, pb, pb_grpc.ProcessServiceStub(channel), args.name, args.page_size)
     except grpc.RpcError as error:
         sys.exit(describe(grpc, error, args.server, has_token))
     finally:
         channel.close()
 
 
-def run(grpc, pb, client, name):
+def run(grpc, pb, client, name, page_size):
     """Starts, reaches, reads the output of, lists, watches and stops the process; an RpcError
     ends it."""
     # Watch from the start, in the background, to see the process come and go.
@@ -297,6 +337,7 @@ def run(grpc, pb, client, name):
     port = free_port()
     spec = pb.ProcessSpec(
         process_name=name,
+        labels={"example": "python"},
         container=pb.ContainerSpec(
             image_uri="python:3.11",
             command=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
@@ -320,10 +361,12 @@ def run(grpc, pb, client, name):
     line = next(line for line in output.decode(errors="replace").splitlines() if '"GET / ' in line)
     print(f"logged: {line}")
 
-    listed = [p.process_name for p in client.List(pb.ListRequest()).processes]
-    if name not in listed:
+    labelled = dict(label_selector="example=python", page_size=page_size)
+    processes, revision = list_all(grpc, pb, client, **labelled)
+    listed = [shown(p) for p in processes]
+    if name not in [p.process_name for p in processes]:
         sys.exit(f"{name} is missing from List: {listed}")
-    print(f"listed: {listed}")
+    print(f"listed at revision {revision}: {listed}")
 
     stopped = client.Stop(pb.StopRequest(process_name=name)).stopped
     print(f"stopped: {list(stopped)}")
@@ -334,7 +377,7 @@ def run(grpc, pb, client, name):
     watch.cancel()
     kinds = [pb.WatchEventType.Name(e.type) for e in events]
     print(f"watched: {kinds}")
-    if name in [p.process_name for p in client.List(pb.ListRequest()).processes]:
+    if name in [p.process_name for p in list_all(grpc, pb, client, page_size=page_size)[0]]:
         sys.exit(f"{name} is still listed after Stop")
     print("ok")
 

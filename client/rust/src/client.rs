@@ -3,14 +3,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::GrpcClient;
 use crate::connect::{ConnectError, ConnectOptions, NoAnswer, START_WAIT_MARGIN, Target};
 use crate::proto::process_service_client::ProcessServiceClient;
 use crate::proto::{
-    DescribeRequest, ListRequest, ListResponse, LogChunk, LogsRequest, ProcessDetail, ProcessSpec,
-    StartRequest, StartResponse, StopRequest, WatchRequest, stop_request,
+    DescribeRequest, ListRequest, ListResponse, LogChunk, LogsRequest, ProcessDetail, ProcessInfo,
+    ProcessSpec, StartRequest, StartResponse, StopRequest, WatchRequest, stop_request,
 };
 use crate::watch::{Resume, Watch};
 
@@ -25,6 +25,23 @@ pub struct Client {
     /// How long a call may wait for an answer ([`ConnectOptions::request_timeout`]).
     request_timeout: Option<Duration>,
 }
+
+/// Every page of one listing, as [`Client::list`] assembles it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Listing {
+    /// The processes, ordered by name, each once.
+    pub processes: Vec<ProcessInfo>,
+    /// The revision of the table the listing shows: watch with `since_revision` set to it to get
+    /// exactly the changes made after the listing.
+    pub revision: u64,
+    /// Set when a page may be out of date (the server answered from what it last saw of its
+    /// runtime); says why.
+    pub stale_reason: Option<String>,
+}
+
+/// How many times [`Client::list`] lists again from the first page when the server no longer
+/// keeps the listing it was reading (its page token expired).
+pub const MAX_LIST_RESTARTS: u32 = 3;
 
 /// How long the server waits for a started process when the request names no time.
 const SERVER_DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -114,16 +131,66 @@ impl Client {
         self.stop(stop_request::Target::Group(group.into())).await
     }
 
-    /// Stops a process or a group.
+    /// Stops every process whose labels match `selector` (Kubernetes syntax:
+    /// `tier=web,env in (dev,test),!canary`); answers the names stopped (none when nothing
+    /// matches). An empty selector is INVALID_ARGUMENT rather than stopping everything, and so is
+    /// a malformed one, whose message names the position of the mistake.
+    pub async fn stop_selected(&self, selector: impl Into<String>) -> Result<Vec<String>, Status> {
+        self.stop(stop_request::Target::LabelSelector(selector.into())).await
+    }
+
+    /// Stops a process, a group or the selected processes.
     async fn stop(&self, target: stop_request::Target) -> Result<Vec<String>, Status> {
         let request = StopRequest { target: Some(target) };
         Ok(Client::bounded(self.request_timeout, self.grpc.clone().stop(request)).await?.stopped)
     }
 
-    /// Lists the processes, of one group when given, ordered by name; `stale_reason` is set when
-    /// the server answers from what it last saw of its runtime.
-    pub async fn list(&self, group: Option<&str>) -> Result<ListResponse, Status> {
-        let request = ListRequest { group: group.map(str::to_owned), ..ListRequest::default() };
+    /// Lists every process `request` selects (`group`, `label_selector`), following the pages:
+    /// the processes of one listing, ordered by name, each once, at one revision.
+    ///
+    /// `page_size` is the size of each page asked for (0: the server's default); `page_token` is
+    /// ignored, since the listing starts at the first page. When the server no longer keeps the
+    /// listing before its last page was read (FAILED_PRECONDITION on a later page: it expired, or
+    /// the server restarted), the listing starts over from the first page, at most
+    /// [`MAX_LIST_RESTARTS`] times; a fresh listing is as consistent as the first would have
+    /// been. Any other error, or FAILED_PRECONDITION on a first page, is returned as it is.
+    pub async fn list(&self, request: ListRequest) -> Result<Listing, Status> {
+        let first = ListRequest { page_token: None, ..request };
+        let mut restarts = 0;
+        'listing: loop {
+            let mut listing = Listing::default();
+            let mut page = first.clone();
+            loop {
+                let later = page.page_token.is_some();
+                let response = match self.list_page(page.clone()).await {
+                    Ok(response) => response,
+                    Err(status)
+                        if later
+                            && status.code() == Code::FailedPrecondition
+                            && restarts < MAX_LIST_RESTARTS =>
+                    {
+                        restarts += 1;
+                        continue 'listing;
+                    }
+                    Err(status) => return Err(status),
+                };
+                listing.revision = response.revision;
+                listing.processes.extend(response.processes);
+                if response.stale_reason.is_some() {
+                    listing.stale_reason = response.stale_reason;
+                }
+                match response.next_page_token.filter(|token| !token.is_empty()) {
+                    Some(token) => page.page_token = Some(token),
+                    None => return Ok(listing),
+                }
+            }
+        }
+    }
+
+    /// One page of a listing, as the server answers it: pass its `next_page_token` as the next
+    /// request's `page_token` (with the same filters) for the next page. [`Client::list`]
+    /// follows the pages for you.
+    pub async fn list_page(&self, request: ListRequest) -> Result<ListResponse, Status> {
         Client::bounded(self.request_timeout, self.grpc.clone().list(request)).await
     }
 
@@ -143,8 +210,9 @@ impl Client {
         Client::bounded(self.request_timeout, self.grpc.clone().logs(request)).await
     }
 
-    /// Follows process changes (`request` filters by group or name, and may resume after a
-    /// revision), taking the stream up again when it breaks, with the default [`Resume`].
+    /// Follows process changes (`request` filters by group, name or label selector, and may
+    /// resume after a revision, such as a [`Listing`]'s `revision` to follow what changed after
+    /// a listing), taking the stream up again when it breaks, with the default [`Resume`].
     ///
     /// The events are the server's: ADDED per existing process, SYNCED, then changes. When the
     /// connection breaks or the server ends the stream, the watch reconnects with backoff from

@@ -310,7 +310,7 @@ async fn a_server_that_never_answers_is_a_deadline_with_no_answer_as_its_source(
     let timeout = Duration::from_millis(300);
     let options = ConnectOptions::new(&format!("http://{address}")).expect("url").request_timeout(timeout);
     let client = Client::connect(options).await.expect("connect");
-    let status = client.list(None).await.unwrap_err();
+    let status = client.list(ListRequest::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert_eq!(NoAnswer::from_status(&status).map(|no_answer| no_answer.after()), Some(timeout));
     let status = client.stop_process("x").await.unwrap_err();
