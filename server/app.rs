@@ -10,8 +10,8 @@ use crate::runtime::logs::{LogPieces, LogsQuery};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
 use crate::security::access::Denied;
 use crate::security::access::{Caller, Groups};
-use crate::spec::InvalidSpec;
 use crate::spec::{HISTORY_LIMIT, ProcessDetail, ProcessInfo, ProcessStatus, Transition, ValidSpec};
+use crate::spec::{InvalidFields, InvalidSpec};
 use crate::table::listing::{Page, PageError, PageQuery};
 use crate::table::{ChangeKind, Filter, Watch, WatchEvent};
 
@@ -24,9 +24,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Why an operation of the process service failed, named after the step.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// The request breaks the rules: every field and its rule.
+    /// The request's spec breaks the rules: every field and its rule.
     #[error(transparent)]
     InvalidRequest(#[from] InvalidSpec),
+    /// The request's other fields break the rules: every field and its rule.
+    #[error(transparent)]
+    InvalidFields(#[from] InvalidFields),
     /// The caller may not touch the process or group.
     #[error(transparent)]
     Denied(#[from] Denied),
@@ -52,7 +55,7 @@ impl AppError {
     /// The error's kind, as the outcome label of the Start and Stop metrics (bounded values).
     pub fn outcome(&self) -> &'static str {
         match self {
-            AppError::InvalidRequest(_) => "invalid",
+            AppError::InvalidRequest(_) | AppError::InvalidFields(_) => "invalid",
             AppError::Denied(_) => "denied",
             AppError::WaitTimedOut { .. } => "timed_out",
             AppError::Page(_) => "invalid",

@@ -378,7 +378,7 @@ fn message(status: &tonic::Status) -> String {
 }
 
 /// A server message on one line. The server lists the rules a request breaks one per line after
-/// a heading (`invalid process spec:` then `  - label_selector: at position 7: ...`); hpctl's
+/// a heading (`invalid request:` then `  - label_selector: at position 7: ...`); hpctl's
 /// errors are one line, so they become `heading: first; second`, as `start` words its own.
 fn one_line(text: &str) -> String {
     let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
@@ -407,8 +407,8 @@ mod tests {
             assert_eq!(message(&tonic::Status::invalid_argument(text)), expected, "{text:?}");
         };
         check(
-            "invalid process spec:\n  - label_selector: at position 7: expected a value",
-            "invalid process spec: label_selector: at position 7: expected a value",
+            "invalid request:\n  - label_selector: at position 7: expected a value",
+            "invalid request: label_selector: at position 7: expected a value",
         );
         check("invalid process spec:\n  - a: one\n  - b: two", "invalid process spec: a: one; b: two");
         check("process `web` does not exist", "process `web` does not exist");

@@ -18,7 +18,7 @@ pub fn parse(request: &proto::DescribeRequest) -> Result<&str, AppError> {
     if let Err(rule) = dns_label_rule(&request.process_name) {
         violations.add("process_name", rule);
     }
-    violations.into_result()?;
+    violations.into_fields_result()?;
     Ok(&request.process_name)
 }
 

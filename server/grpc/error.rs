@@ -10,7 +10,7 @@ use crate::table::listing::PageError;
 impl From<AppError> for Status {
     fn from(error: AppError) -> Status {
         let code = match &error {
-            AppError::InvalidRequest(_) => Code::InvalidArgument,
+            AppError::InvalidRequest(_) | AppError::InvalidFields(_) => Code::InvalidArgument,
             AppError::Denied(_) => Code::PermissionDenied,
             AppError::WaitTimedOut { .. } => Code::DeadlineExceeded,
             // As Kubernetes' 410 Gone on an expired `continue`: list again.

@@ -16,7 +16,7 @@ use crate::telemetry::call;
 pub fn parse(request: proto::ListRequest) -> Result<(Filter, PageQuery), AppError> {
     let mut violations = Violations::default();
     let selector = convert::selector_from_proto(request.label_selector.as_deref(), &mut violations);
-    violations.into_result()?;
+    violations.into_fields_result()?;
     let size = usize::try_from(request.page_size).unwrap_or(usize::MAX);
     let filter = Filter { group: request.group, selector, ..Filter::default() };
     Ok((filter, PageQuery { size, token: request.page_token.filter(|token| !token.is_empty()) }))

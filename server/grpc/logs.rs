@@ -78,7 +78,7 @@ pub fn parse(request: proto::LogsRequest, now: jiff::Timestamp) -> Result<Logs, 
             StreamFilter::Both
         }
     };
-    violations.into_result()?;
+    violations.into_fields_result()?;
     Ok(Logs {
         process_name: request.process_name,
         query: LogsQuery {

@@ -47,7 +47,7 @@ pub fn parse(request: proto::StopRequest) -> Result<StopTarget, AppError> {
             StopTarget::Process(String::new())
         }
     };
-    violations.into_result()?;
+    violations.into_fields_result()?;
     Ok(target)
 }
 

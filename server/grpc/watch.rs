@@ -27,7 +27,7 @@ pub fn handle(
     call::record_target(request.process_name.as_deref(), request.group.as_deref());
     let mut violations = Violations::default();
     let selector = convert::selector_from_proto(request.label_selector.as_deref(), &mut violations);
-    violations.into_result().map_err(AppError::from)?;
+    violations.into_fields_result().map_err(AppError::from)?;
     let filter =
         Filter { group: request.group, process_name: request.process_name, selector, ..Filter::default() };
     let events = processes.watch(filter, request.since_revision, caller);

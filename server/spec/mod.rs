@@ -23,7 +23,9 @@ pub mod validation;
 mod tests;
 
 pub use info::{HISTORY_LIMIT, Labels, ProcessDetail, ProcessInfo, ProcessStatus, SocketAddress, Transition};
-pub use validation::{InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule, service_port_name};
+pub use validation::{
+    InvalidFields, InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule, service_port_name,
+};
 
 /// What to run and how to expose it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

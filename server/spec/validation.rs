@@ -69,6 +69,12 @@ impl fmt::Display for Violation {
 #[error("invalid process spec:{}", display_violations(.0))]
 pub struct InvalidSpec(pub Vec<Violation>);
 
+/// Every broken rule of a request's other fields (a name, a selector, a time), reported
+/// together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid request:{}", display_violations(.0))]
+pub struct InvalidFields(pub Vec<Violation>);
+
 fn display_violations(violations: &[Violation]) -> String {
     violations.iter().map(|violation| format!("\n  - {violation}")).collect()
 }
@@ -86,6 +92,11 @@ impl Violations {
     /// Ok when nothing was recorded, otherwise every violation.
     pub fn into_result(self) -> Result<(), InvalidSpec> {
         if self.0.is_empty() { Ok(()) } else { Err(InvalidSpec(self.0)) }
+    }
+
+    /// Ok when nothing was recorded, otherwise every violation, for a request without a spec.
+    pub fn into_fields_result(self) -> Result<(), InvalidFields> {
+        if self.0.is_empty() { Ok(()) } else { Err(InvalidFields(self.0)) }
     }
 
     /// `result`, with these violations reported before its own, so that every problem of a

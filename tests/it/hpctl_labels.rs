@@ -112,7 +112,7 @@ fn hpctl_lists_watches_and_stops_by_label_selector() {
     ] {
         assert_eq!(
             error_line(&hpctl(&server, args)),
-            "error: invalid process spec: label_selector: at position 13: expected `)` or `,` after a value, found end of input",
+            "error: invalid request: label_selector: at position 13: expected `)` or `,` after a value, found end of input",
             "{args:?}"
         );
     }
