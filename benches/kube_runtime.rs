@@ -158,6 +158,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = begin.elapsed();
     let cpu_per_start = (cpu_seconds(server_pid) - cpu_before_starts) / count as f64;
+    // Before any List: what the index and the table hold, without what Lists leave in the
+    // allocator's free lists.
+    let rss_after_starts = rss_mib(server_pid);
     report(&format!("Start ({callers} concurrent callers)"), &mut starts);
     println!(
         "{:<36} {:.0} starts/s ({count} in {:.1} s)",
@@ -166,6 +169,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64()
     );
     println!("{:<36} {:.3} ms", "server CPU per Start", cpu_per_start * 1000.0);
+    println!(
+        "{:<36} {:.2} KiB ({:.1} MiB in all)",
+        "server RSS per process, after Starts",
+        (rss_after_starts - rss_before) * 1024.0 / count as f64,
+        rss_after_starts
+    );
 
     let mut lists = Vec::new();
     let mut list_client = client.clone();
