@@ -198,7 +198,7 @@ impl Processes {
             return Err(RuntimeError::NotFound { name: name.to_owned() }.into());
         };
         caller.check_group(process.group.as_deref())?;
-        let spec = self.runtime.stored_spec(name);
+        let spec = self.runtime.stored_spec(name).await;
         let events = self.runtime.events(name).await;
         let history = merge_history(transitions, events, process.status);
         Ok(ProcessDetail { process, spec, history })

@@ -100,7 +100,7 @@ impl Runtime for FakeRuntime {
         &self.table
     }
 
-    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+    async fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
         self.specs.lock().expect("lock").get(process_name).cloned()
     }
 

@@ -37,9 +37,10 @@ pub trait Runtime: Send + Sync {
     /// The table of the runtime's processes.
     fn table(&self) -> &Arc<ProcessTable>;
 
-    /// The spec a process was started from, as the runtime keeps it (secret references only),
-    /// or `None` when the process is unknown or its spec unreadable.
-    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec>;
+    /// The spec a process was started from, as the runtime keeps it (secret references only;
+    /// the Kubernetes runtime reads it from the Pod), or `None` when the process is unknown or
+    /// its spec unreadable.
+    async fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec>;
 
     /// What the runtime's backend recorded about a process that explains its state (Kubernetes
     /// Events), oldest first. None by default: most runtimes have nothing beyond the table.

@@ -335,7 +335,7 @@ impl PodLog {
     fn pod_gone(&self) -> bool {
         self.index.read(|view| {
             view.pod(&self.name)
-                .is_none_or(|pod| pod.uid != self.uid || pod.state.status == ProcessStatus::Stopping)
+                .is_none_or(|pod| *pod.uid != *self.uid || pod.state.status == ProcessStatus::Stopping)
         })
     }
 
@@ -358,9 +358,9 @@ impl PodLog {
     /// Waits (bounded) until the index shows the process past STARTING, or gone.
     async fn wait_for_start(&self) {
         self.index
-            .wait_until(START_WAIT, |view| {
+            .wait_for(&self.name, START_WAIT, |view| {
                 view.pod(&self.name)
-                    .is_none_or(|pod| pod.uid != self.uid || pod.state.status != ProcessStatus::Starting)
+                    .is_none_or(|pod| *pod.uid != *self.uid || pod.state.status != ProcessStatus::Starting)
             })
             .await;
     }

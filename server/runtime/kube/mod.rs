@@ -28,10 +28,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use self::index::slim::{SlimPod, SlimService};
 use self::index::{Index, IndexHealth, IndexView};
 use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
 use super::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget, name_taken};
@@ -115,12 +118,58 @@ impl KubeRuntime {
         }))
     }
 
-    fn pods(&self) -> Api<Pod> {
+    /// The Pods, decoded slim: what a delete or a create answers is read, never kept.
+    fn pods(&self) -> Api<SlimPod> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The Pods, decoded whole: for their spec annotation and their logs.
+    fn full_pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates `object` and decodes the API server's answer as the slim `K` (for which
+    /// `Api::create` would need `K` to serialise the full object).
+    async fn create<K>(&self, object: &impl Serialize) -> Result<K, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+        let mut request = kube::core::Request::new(K::url_path(&(), Some(&self.namespace)))
+            .create(&PostParams::default(), body)
+            .map_err(kube::Error::BuildRequest)?;
+        request.extensions_mut().insert("create");
+        self.client.request::<K>(request).await
+    }
+
+    /// The Pod `name` as the cluster has it now, whole (with its spec annotation); `None` when
+    /// there is none.
+    async fn get_full_pod(&self, name: &str) -> Result<Option<Pod>, RuntimeError> {
+        self.full_pods()
+            .get_opt(name)
+            .await
+            .map_err(|error| self.error(&format!("get the pod `{name}`"), error))
     }
 
     fn error(&self, step: &str, error: kube::Error) -> RuntimeError {
         api_error(self.name, step, error)
+    }
+
+    /// The answer to a Start for a name that the Pod `pod` (as just read from the cluster) takes:
+    /// once the index shows that Pod, what [`KubeRuntime::existing`] says.
+    async fn taken(&self, spec: &ProcessSpec, pod: &Pod) -> Result<Started, RuntimeError> {
+        let name = &spec.process_name;
+        let managed =
+            pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str) == Some(manifests::MANAGED_BY);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if !managed {
+            return self.existing(spec, None, &uid, false).await;
+        }
+        self.index
+            .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| view.pod(name).is_some_and(|p| *p.uid == *uid))
+            .await;
+        let existing = manifests::spec_of(pod);
+        self.existing(spec, existing.as_ref(), &uid, pod.metadata.deletion_timestamp.is_some()).await
     }
 
     /// The answer to a Start for a name that is taken by the Pod `uid`: the process itself when
@@ -178,7 +227,7 @@ impl KubeRuntime {
             tracing::info!(process = %name, made = %made.join(", "), "finished a half-made process");
         }
         if expects_service {
-            self.index.wait_until(READ_YOUR_WRITES_TIMEOUT, has_service).await;
+            self.index.wait_for(name, READ_YOUR_WRITES_TIMEOUT, has_service).await;
         }
         Ok(())
     }
@@ -235,9 +284,9 @@ impl KubeRuntime {
             }
         }
         if let Some(service) = manifests::service(spec, &self.namespace, pod_uid) {
-            let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            let services: Api<SlimService> = Api::namespaced(self.client.clone(), &self.namespace);
             let service_name = service.name_any();
-            match services.create(&post, &service).await {
+            match self.create::<SlimService>(&service).await {
                 Ok(_) => made.push(format!("Service `{service_name}`")),
                 Err(kube::Error::Api(response)) if response.code == 409 => {
                     let existing = services
@@ -312,7 +361,7 @@ impl KubeRuntime {
 
     /// The process as the index shows it, or as the created Pod says when the index has not
     /// caught up in time.
-    fn info_after_create(&self, spec: &ProcessSpec, pod: &Pod) -> ProcessInfo {
+    fn info_after_create(&self, spec: &ProcessSpec, pod: &SlimPod) -> ProcessInfo {
         self.table.get(&spec.process_name).unwrap_or_else(|| {
             let created =
                 pod.metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0);
@@ -321,7 +370,7 @@ impl KubeRuntime {
     }
 
     async fn stop_one(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
-        let indexed_uid = self.index.read(|view| view.pod(name).map(|pod| pod.uid.clone()));
+        let indexed_uid = self.index.read(|view| view.pod(name).map(|pod| pod.uid.to_string()));
         let uid = match indexed_uid {
             Some(uid) => uid,
             // Not in the index: it may be newer than the index, or not ours at all.
@@ -351,8 +400,9 @@ impl KubeRuntime {
             Err(error) => return Err(self.error("delete the pod", error)),
         }
         self.index
-            .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.pod(name).is_none_or(|pod| pod.uid != uid || pod.state.status == ProcessStatus::Stopping)
+            .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| {
+                view.pod(name)
+                    .is_none_or(|pod| *pod.uid != *uid || pod.state.status == ProcessStatus::Stopping)
             })
             .await;
         Ok(vec![name.to_owned()])
@@ -557,37 +607,28 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
-        let indexed = self
-            .index
-            .read(|view| view.pod(&name).map(|pod| (pod.spec(), pod.state.status, pod.uid.clone())));
-        if let Some((existing, status, uid)) = indexed {
-            return self.existing(&spec, existing.as_ref(), &uid, status == ProcessStatus::Stopping).await;
+        if self.index.read(|view| view.pod(&name).is_some()) {
+            // Taken: the spec is read from the Pod itself, since the index keeps none. A Pod
+            // gone meanwhile frees the name again.
+            if let Some(pod) = self.get_full_pod(&name).await? {
+                return self.taken(&spec, &pod).await;
+            }
         }
         let secrets = self.resolve_secrets(&spec)?;
         // The Pod first: its uid is what the Service and Secrets are owned by, so a server that
         // dies after it leaves a Pod that a retried Start finishes (see `finish_half_made`).
-        let pod =
-            match self.pods().create(&PostParams::default(), &manifests::pod(&spec, &self.namespace)).await {
-                Ok(pod) => pod,
-                Err(kube::Error::Api(response)) if response.code == 409 => {
-                    // Created meanwhile, by another call or another server: compare with the cluster.
-                    let pod =
-                        self.pods().get(&name).await.map_err(|error| self.error("get the pod", error))?;
-                    let managed = pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
-                        == Some(manifests::MANAGED_BY);
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    self.index
-                        .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                            view.pod(&name).is_some_and(|p| p.uid == uid)
-                        })
-                        .await;
-                    let existing = if managed { manifests::spec_of(&pod) } else { None };
-                    return self
-                        .existing(&spec, existing.as_ref(), &uid, pod.metadata.deletion_timestamp.is_some())
-                        .await;
-                }
-                Err(error) => return Err(self.error("create the pod", error)),
-            };
+        let pod: SlimPod = match self.create(&manifests::pod(&spec, &self.namespace)).await {
+            Ok(pod) => pod,
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                // Created meanwhile, by another call or another server: compare with the cluster.
+                let pod = self.get_full_pod(&name).await?.ok_or_else(|| RuntimeError::Unavailable {
+                    runtime: self.name,
+                    message: format!("the pod `{name}` was there and is gone; try again"),
+                })?;
+                return self.taken(&spec, &pod).await;
+            }
+            Err(error) => return Err(self.error("create the pod", error)),
+        };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if let Err(error) = self.create_dependents(&spec, &uid, secrets).await {
             self.delete_half_made(&name, &uid).await;
@@ -595,12 +636,12 @@ impl Runtime for KubeRuntime {
         }
         let expects_service = !spec.container.ports.is_empty();
         self.index
-            .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.pod(&name).is_some_and(|pod| pod.uid == uid)
+            .wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| {
+                view.pod(&name).is_some_and(|pod| *pod.uid == *uid)
                     && (!expects_service
                         || view
                             .service(&name)
-                            .is_some_and(|service| service.owner_uid.as_deref() == Some(&uid)))
+                            .is_some_and(|service| service.owner_uid.as_deref() == Some(&*uid)))
             })
             .await;
         Ok(Started { process: self.info_after_create(&spec, &pod), created: true })
@@ -619,13 +660,23 @@ impl Runtime for KubeRuntime {
         &self.table
     }
 
-    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
-        // Parsed here, on Describe, and not when the index takes the Pod in.
-        self.index.read(|view| view.pod(process_name).and_then(|pod| pod.spec()))
+    async fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+        // Read from the Pod and parsed here, on Describe: the index keeps no spec.
+        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()))?;
+        match self.get_full_pod(process_name).await {
+            Ok(pod) => pod
+                .filter(|pod| pod.metadata.uid.as_deref() == Some(&*uid))
+                .as_ref()
+                .and_then(manifests::spec_of),
+            Err(error) => {
+                tracing::warn!(process = %process_name, error = %error_chain(&error), "cannot read the Pod's spec; Describe shows none");
+                None
+            }
+        }
     }
 
     async fn events(&self, process_name: &str) -> Vec<RuntimeEvent> {
-        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.clone()));
+        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()));
         let params = ListParams::default().fields(&events::field_selector(process_name, uid.as_deref()));
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let Ok(listed) = tokio::time::timeout(EVENTS_TIMEOUT, api.list(&params)).await else {
@@ -672,10 +723,15 @@ impl Runtime for KubeRuntime {
         process_name: &str,
         query: super::logs::LogsQuery,
     ) -> Result<super::logs::LogPieces, RuntimeError> {
-        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.clone()));
+        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()));
         let uid = uid.ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
-        let log =
-            logs::PodLog::new(self.pods(), Arc::clone(&self.index), self.name, process_name.to_owned(), uid);
+        let log = logs::PodLog::new(
+            self.full_pods(),
+            Arc::clone(&self.index),
+            self.name,
+            process_name.to_owned(),
+            uid,
+        );
         logs::logs(log, &self.log_hubs, query).await
     }
 

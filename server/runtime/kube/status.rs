@@ -1,6 +1,7 @@
-//! A process's status, derived from its Pod alone. Pure: the index calls it on every change.
+//! A process's status, derived from its Pod alone. Pure: the index calls it on every change,
+//! on the slim Pod its watch decodes.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use super::index::slim::{SlimContainerStatus, SlimPod};
 
 use crate::spec::ProcessStatus;
 
@@ -32,7 +33,7 @@ const FAILED_WAITING_REASONS: &[&str] = &[
 ];
 
 /// Derives the process's state from its Pod.
-pub fn pod_state(pod: &Pod) -> PodState {
+pub fn pod_state(pod: &SlimPod) -> PodState {
     let status = pod.status.as_ref();
     let container =
         status.and_then(|status| status.container_statuses.as_ref()).and_then(|statuses| statuses.first());
@@ -116,13 +117,13 @@ pub fn pod_state(pod: &Pod) -> PodState {
 }
 
 /// The reason, message and exit code of a container that has terminated.
-fn terminated(container: &ContainerStatus) -> Option<(Option<String>, Option<String>, i32)> {
+fn terminated(container: &SlimContainerStatus) -> Option<(Option<String>, Option<String>, i32)> {
     let terminated = container.state.as_ref()?.terminated.as_ref()?;
     Some((terminated.reason.clone(), terminated.message.clone(), terminated.exit_code))
 }
 
 /// How the previous run of a restarted container ended, for messages.
-fn last_termination(container: &ContainerStatus) -> Option<String> {
+fn last_termination(container: &SlimContainerStatus) -> Option<String> {
     let last = container.last_state.as_ref()?.terminated.as_ref()?;
     Some(match last.reason.as_deref() {
         Some("OOMKilled") => format!("was OOMKilled (exit code {})", last.exit_code),
@@ -132,7 +133,7 @@ fn last_termination(container: &ContainerStatus) -> Option<String> {
 }
 
 /// Ready by the Pod's Ready condition, or by the container's own flag when there is none.
-fn is_ready(pod: &Pod, container: Option<&ContainerStatus>) -> bool {
+fn is_ready(pod: &SlimPod, container: Option<&SlimContainerStatus>) -> bool {
     let ready_condition = pod
         .status
         .as_ref()
@@ -148,7 +149,7 @@ fn is_ready(pod: &Pod, container: Option<&ContainerStatus>) -> bool {
 mod tests {
     use super::*;
 
-    fn pod(status: serde_json::Value) -> Pod {
+    fn pod(status: serde_json::Value) -> SlimPod {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": status
         }))

@@ -456,7 +456,7 @@ impl Runtime for LocalRuntime {
         &self.table
     }
 
-    fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
+    async fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
         lock(&self.processes).get(process_name).map(|process| process.spec.clone())
     }
 

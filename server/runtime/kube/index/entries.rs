@@ -1,38 +1,40 @@
 //! The compact entries the index keeps of Pods, Services and Nodes (only the fields a process's
-//! info needs, so 10,000 processes stay small), and how a watcher's events keep them current.
+//! info needs, so 150,000 processes stay small), and how a watcher's events keep them current.
+//! Strings many entries repeat (groups, node names) and label sets are shared through an
+//! [`Interned`] pool, and an event that leaves an entry as it was touches no process.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 
 use super::super::manifests::{self, GROUP_LABEL};
 use super::super::status::{PodState, pod_state};
-use crate::spec::{Labels, ProcessSpec};
+use super::slim::{SlimNode, SlimPod, SlimService};
+use crate::spec::Labels;
 
 /// What the index keeps of a Pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodEntry {
     /// The Pod's uid.
-    pub uid: String,
-    /// The Pod's resourceVersion.
-    pub resource_version: Option<String>,
-    /// The process's group, from its label.
-    pub group: Option<String>,
-    /// The process's own labels (see [`manifests::user_labels`]).
+    pub uid: Box<str>,
+    /// The process's group, from its label (shared by the group's entries).
+    pub group: Option<Arc<str>>,
+    /// The process's own labels (see [`manifests::user_labels`]), shared by every entry with the
+    /// same set and by the process's info in the table.
     pub labels: Labels,
     /// When the Pod was created.
     pub created: jiff::Timestamp,
-    /// The node the Pod is bound to.
-    pub node_name: Option<String>,
+    /// The node the Pod is bound to (shared by the node's entries).
+    pub node_name: Option<Arc<str>>,
     /// The process's state, derived from the Pod.
     pub state: PodState,
-    /// The spec the Pod was made from, as its annotation holds it: parsed only when a Start
-    /// finds the name taken, not on every event of every Pod.
-    pub spec_annotation: Option<String>,
     /// The objects the Pod needs besides itself, read from its own spec (so without parsing the
-    /// annotation): what a half-made process lacks is told from these.
+    /// annotation, which the index does not keep): what a half-made process lacks is told from
+    /// these.
     pub needs: Needs,
 }
 
@@ -47,25 +49,18 @@ pub struct Needs {
     pub registry_secret: bool,
 }
 
-impl PodEntry {
-    /// The spec the Pod was made from, if it carries a readable one.
-    pub fn spec(&self) -> Option<ProcessSpec> {
-        self.spec_annotation.as_deref().and_then(manifests::parse_spec)
-    }
-}
-
 /// What the index keeps of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEntry {
     /// Whether it is a NodePort Service.
     pub node_port: bool,
     /// Its cluster IP.
-    pub cluster_ip: Option<String>,
+    pub cluster_ip: Option<Box<str>>,
     /// Its ports: the service port and, for NodePort, the node port.
-    pub ports: Vec<(u16, Option<u16>)>,
+    pub ports: Box<[(u16, Option<u16>)]>,
     /// The uid of the Pod that owns it, so a Service left from an earlier Pod of the same name
     /// does not count as this Pod's.
-    pub owner_uid: Option<String>,
+    pub owner_uid: Option<Box<str>>,
 }
 
 /// What the index keeps of a Node: its addresses.
@@ -75,6 +70,61 @@ pub struct NodeEntry {
     pub external_ip: Option<String>,
     /// The first InternalIP.
     pub internal_ip: Option<String>,
+}
+
+/// One pool of shared values: an entry takes the pool's copy of a value instead of its own.
+/// Values no entry holds any more are dropped now and then ([`Interner::prune`]).
+pub(super) struct Interner<T: ?Sized> {
+    values: HashSet<Arc<T>>,
+    /// The pool's size after its last pruning: it is pruned again once it has doubled.
+    pruned_size: usize,
+}
+
+impl<T: ?Sized> Default for Interner<T> {
+    fn default() -> Self {
+        Interner { values: HashSet::new(), pruned_size: 0 }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    /// The pool's copy of `value`, if it has one.
+    fn get(&self, value: &T) -> Option<Arc<T>> {
+        self.values.get(value).cloned()
+    }
+
+    /// Adds a value the pool does not have yet, and returns it.
+    fn insert(&mut self, value: Arc<T>) -> Arc<T> {
+        if self.values.len() >= 2 * self.pruned_size + 64 {
+            self.prune();
+        }
+        self.values.insert(Arc::clone(&value));
+        value
+    }
+
+    /// Drops the values only the pool holds.
+    fn prune(&mut self) {
+        self.values.retain(|value| Arc::strong_count(value) > 1);
+        self.pruned_size = self.values.len();
+    }
+}
+
+/// The shared strings and label sets of the index's entries.
+#[derive(Default)]
+pub(super) struct Interned {
+    /// Groups and node names.
+    strings: Interner<str>,
+    /// The processes' own label sets (most processes have none, or one of a few).
+    labels: Interner<BTreeMap<String, String>>,
+}
+
+impl Interned {
+    fn string(&mut self, value: &str) -> Arc<str> {
+        self.strings.get(value).unwrap_or_else(|| self.strings.insert(Arc::from(value)))
+    }
+
+    fn labels(&mut self, labels: BTreeMap<String, String>) -> Labels {
+        self.labels.get(&labels).unwrap_or_else(|| self.labels.insert(Arc::new(labels)))
+    }
 }
 
 /// The entries of one kind, by name, kept current from its watcher's events.
@@ -93,18 +143,20 @@ impl<E> Default for Entries<E> {
 
 /// What one watcher event changed.
 pub(super) struct Applied {
-    /// The names whose entries changed (or may have: every name before and after a relist).
+    /// The names whose entries changed (appeared, went or differ): an event that leaves an
+    /// entry as it was touches nothing.
     pub(super) touched: Vec<String>,
     /// Whether a relist completed.
     pub(super) relisted: bool,
 }
 
-impl<E> Entries<E> {
-    /// Applies one watcher event; says which names it touched.
+impl<E: PartialEq> Entries<E> {
+    /// Applies one watcher event; says which names it touched. `entry` makes the name and entry
+    /// of an object, taking what it keeps out of it.
     pub(super) fn apply<K: ResourceExt>(
         &mut self,
         event: Event<K>,
-        entry: impl Fn(&K) -> (String, E),
+        mut entry: impl FnMut(K) -> (String, E),
     ) -> Applied {
         let mut relisted = false;
         let touched = match event {
@@ -113,54 +165,76 @@ impl<E> Entries<E> {
                 Vec::new()
             }
             Event::InitApply(object) => {
-                let (name, value) = entry(&object);
+                let (name, value) = entry(object);
                 self.relisting.get_or_insert_with(HashMap::new).insert(name, value);
                 Vec::new()
             }
             Event::InitDone => {
                 let fresh = self.relisting.take().unwrap_or_default();
-                let mut touched: Vec<String> = self.live.keys().cloned().collect();
-                touched.extend(fresh.keys().cloned());
+                // Only what the relist changed: at 150,000 processes, republishing every one
+                // after each relist would cost seconds of CPU for nothing.
+                let mut touched: Vec<String> =
+                    self.live.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
+                touched.extend(
+                    fresh
+                        .iter()
+                        .filter(|(name, value)| self.live.get(*name) != Some(value))
+                        .map(|(name, _)| name.clone()),
+                );
                 self.live = fresh;
                 relisted = true;
                 touched
             }
             Event::Apply(object) => {
-                let (name, value) = entry(&object);
-                self.live.insert(name.clone(), value);
-                vec![name]
+                let (name, value) = entry(object);
+                match self.live.entry(name) {
+                    Entry::Occupied(mut occupied) if *occupied.get() != value => {
+                        occupied.insert(value);
+                        vec![occupied.key().clone()]
+                    }
+                    Entry::Occupied(_) => Vec::new(),
+                    Entry::Vacant(vacant) => {
+                        let name = vacant.key().clone();
+                        vacant.insert(value);
+                        vec![name]
+                    }
+                }
             }
             Event::Delete(object) => {
                 let name = object.name_any();
-                self.live.remove(&name);
-                vec![name]
+                match self.live.remove(&name) {
+                    Some(_) => vec![name],
+                    None => Vec::new(),
+                }
             }
         };
         Applied { touched, relisted }
     }
 }
 
-pub(super) fn pod_entry(pod: &Pod) -> (String, PodEntry) {
-    let name = pod.name_any();
-    let created = pod.metadata.creation_timestamp.as_ref().map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0);
+pub(super) fn pod_entry(pod: SlimPod, interned: &mut Interned) -> (String, PodEntry) {
+    let state = pod_state(&pod);
+    let needs = needs(&pod);
+    let SlimPod { metadata, spec, .. } = pod;
+    let name = metadata.name.unwrap_or_default();
+    let labels = metadata.labels.unwrap_or_default();
     let entry = PodEntry {
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        resource_version: pod.metadata.resource_version.clone(),
-        group: pod.labels().get(GROUP_LABEL).cloned(),
-        labels: Labels::new(manifests::user_labels(pod.labels())),
-        created,
-        node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
-        state: pod_state(pod),
-        spec_annotation: manifests::spec_annotation(pod).map(str::to_owned),
-        needs: needs(pod, &name),
+        uid: metadata.uid.unwrap_or_default().into_boxed_str(),
+        group: labels.get(GROUP_LABEL).map(|group| interned.string(group)),
+        labels: interned.labels(manifests::user_labels(&labels)),
+        created: metadata.creation_timestamp.map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0),
+        node_name: spec.and_then(|spec| spec.node_name).map(|node| interned.string(&node)),
+        state,
+        needs,
     };
     (name, entry)
 }
 
 /// What a process's Pod needs besides itself, from its spec.
-fn needs(pod: &Pod, name: &str) -> Needs {
+fn needs(pod: &SlimPod) -> Needs {
     let Some(spec) = pod.spec.as_ref() else { return Needs::default() };
-    let container = spec.containers.first();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let container = spec.containers.as_ref().and_then(|containers| containers.first());
     let env_secret = manifests::env_secret_name(name);
     let registry_secret = manifests::registry_secret_name(name);
     Needs {
@@ -181,41 +255,37 @@ fn needs(pod: &Pod, name: &str) -> Needs {
     }
 }
 
-pub(super) fn service_entry(service: &Service) -> (String, ServiceEntry) {
-    let spec = service.spec.as_ref();
+pub(super) fn service_entry(service: SlimService) -> (String, ServiceEntry) {
+    let SlimService { metadata, spec } = service;
+    let name = metadata.name.unwrap_or_default();
+    let spec = spec.unwrap_or_default();
     let entry = ServiceEntry {
-        node_port: spec.and_then(|spec| spec.type_.as_deref()) == Some("NodePort"),
-        cluster_ip: spec.and_then(|spec| spec.cluster_ip.clone()).filter(|ip| !ip.is_empty() && ip != "None"),
+        node_port: spec.type_.as_deref() == Some("NodePort"),
+        cluster_ip: spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None").map(String::into_boxed_str),
         ports: spec
-            .and_then(|spec| spec.ports.as_ref())
-            .map(|ports| {
-                ports
-                    .iter()
-                    .filter_map(|port| {
-                        let service_port = u16::try_from(port.port).ok()?;
-                        Some((
-                            service_port,
-                            port.node_port.and_then(|node_port| u16::try_from(node_port).ok()),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        owner_uid: service
-            .owner_references()
+            .ports
+            .unwrap_or_default()
             .iter()
-            .find(|owner| owner.kind == "Pod" && owner.name == service.name_any())
-            .map(|owner| owner.uid.clone()),
+            .filter_map(|port| {
+                let service_port = u16::try_from(port.port).ok()?;
+                Some((service_port, port.node_port.and_then(|node_port| u16::try_from(node_port).ok())))
+            })
+            .collect(),
+        owner_uid: metadata
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .find(|owner| owner.kind == "Pod" && owner.name == name)
+            .map(|owner| owner.uid.into_boxed_str()),
     };
-    (service.name_any(), entry)
+    (name, entry)
 }
 
-pub(super) fn node_entry(node: &Node) -> NodeEntry {
-    let addresses = node.status.as_ref().and_then(|status| status.addresses.as_ref());
+pub(super) fn node_entry(node: SlimNode) -> (String, NodeEntry) {
+    let addresses = node.status.and_then(|status| status.addresses).unwrap_or_default();
     let first = |kind: &str| {
-        addresses
-            .and_then(|addresses| addresses.iter().find(|address| address.type_ == kind))
-            .map(|a| a.address.clone())
+        addresses.iter().find(|address| address.type_ == kind).map(|address| address.address.clone())
     };
-    NodeEntry { external_ip: first("ExternalIP"), internal_ip: first("InternalIP") }
+    let entry = NodeEntry { external_ip: first("ExternalIP"), internal_ip: first("InternalIP") };
+    (node.metadata.name.unwrap_or_default(), entry)
 }

@@ -13,24 +13,25 @@ pub const INCOMPLETE: &str = "Incomplete";
 /// kubelet cannot make the container until the Secret is there.
 const CONFIG_ERROR: &str = "CreateContainerConfigError";
 
-/// A process's info from its Pod, Service and Node; `None` when it has no Pod.
-pub(super) fn process_info(state: &IndexState, namespace: &str, name: &str) -> Option<ProcessInfo> {
+/// A process's info from its Pod, Service and Node; `None` when it has no Pod. `dns_suffix` is
+/// what follows the name in a private address's DNS name.
+pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> Option<ProcessInfo> {
     let pod = state.pods.live.get(name)?;
     let service = state.services.live.get(name);
-    let node = pod.node_name.as_ref().and_then(|node| state.nodes.live.get(node));
+    let node = pod.node_name.as_deref().and_then(|node| state.nodes.live.get(node));
     let half_made = half_made(name, pod, service);
     let service = service.filter(|service| belongs_to(service, pod));
     let mut info = ProcessInfo {
         process_name: name.to_owned(),
-        group: pod.group.clone(),
-        socket_addresses: addresses(name, namespace, service, node),
+        group: pod.group.as_deref().map(str::to_owned),
+        socket_addresses: addresses(name, dns_suffix, service, node),
         created: pod.created,
         status: pod.state.status,
         reason: pod.state.reason.clone(),
         message: pod.state.message.clone(),
         restart_count: pod.state.restart_count,
         exit_code: pod.state.exit_code,
-        node: pod.node_name.clone(),
+        node: pod.node_name.as_deref().map(str::to_owned),
         labels: pod.labels.clone(),
     };
     if let Some(message) = half_made {
@@ -94,7 +95,7 @@ fn belongs_to(service: &ServiceEntry, pod: &PodEntry) -> bool {
 /// name. None before the pod is scheduled (public) or the Service has its IP (private).
 fn addresses(
     name: &str,
-    namespace: &str,
+    dns_suffix: &str,
     service: Option<&ServiceEntry>,
     node: Option<&NodeEntry>,
 ) -> Vec<SocketAddress> {
@@ -116,10 +117,10 @@ fn addresses(
             .ports
             .iter()
             .map(|(port, _)| SocketAddress {
-                host: cluster_ip.clone(),
+                host: cluster_ip.to_string(),
                 port: *port,
                 is_public: false,
-                dns_name: Some(format!("{name}.{namespace}.svc.cluster.local")),
+                dns_name: Some([name, dns_suffix].concat()),
             })
             .collect()
     }

@@ -1,7 +1,9 @@
 //! The index: Pods, Services and Nodes of the cluster, followed with kube-runtime's `watcher`
-//! ([`follow`]) into compact entries ([`entries`]), and turned into the runtime's [`ProcessTable`]
+//! ([`follow`]) as slim objects that decode only what the index reads ([`slim`]), kept as
+//! compact entries ([`entries`]), and turned into the runtime's [`ProcessTable`]
 //! on every change by the join that makes a process's info ([`join`]). List and Watch are served from
-//! the table, so they cost no API call.
+//! the table, so they cost no API call. The index keeps no spec: a Start whose name is taken
+//! and a Describe read it from the Pod.
 //!
 //! The cluster is the only source of truth: the index keeps nothing of its own, so a restarted
 //! server, or a second one on the same namespace, ends up with the same view. That view includes
@@ -13,10 +15,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, ResourceExt};
-use tokio::sync::watch;
+use kube::{Api, Client};
+use tokio::sync::{Notify, watch};
 
 use super::log_limit::LogLimit;
 use super::manifests::MANAGED_SELECTOR;
@@ -25,12 +26,14 @@ use crate::table::ProcessTable;
 mod entries;
 mod follow;
 mod join;
+pub mod slim;
 
-use entries::{Entries, node_entry, pod_entry, service_entry};
+use entries::{Entries, Interned, node_entry, pod_entry, service_entry};
 pub use entries::{Needs, NodeEntry, PodEntry, ServiceEntry};
 use follow::follow;
 pub use join::INCOMPLETE;
 use join::process_info;
+use slim::{SlimNode, SlimPod, SlimService};
 
 /// How the index stands with the API server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub(super) struct IndexState {
     pods: Entries<PodEntry>,
     services: Entries<ServiceEntry>,
     nodes: Entries<NodeEntry>,
+    /// The groups, node names and label sets the entries share.
+    interned: Interned,
     synced: HashSet<&'static str>,
     /// The last failure of each watch. A watch that recovers without news sends no event, so
     /// a failure counts only for [`STALE_WINDOW`] unless it recurs (a watch that stays down
@@ -67,12 +72,17 @@ const WARNING_WINDOW: Duration = Duration::from_secs(5);
 /// The watch-fed index of one namespace.
 pub struct Index {
     namespace: String,
+    /// What follows a process's name in its DNS name: `.NAMESPACE.svc.cluster.local`.
+    dns_suffix: String,
     state: Mutex<IndexState>,
     table: Arc<ProcessTable>,
     /// Bumped on every applied event, so that callers can wait for the index to catch up.
     generation: watch::Sender<u64>,
     /// Keeps repeated watch failures to a line every few seconds.
     warnings: LogLimit,
+    /// The processes callers wait on by name ([`Index::wait_for`]), each with what wakes them:
+    /// an event wakes only those waiting on what it touched, not every waiter.
+    waiting: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Index {
@@ -80,6 +90,7 @@ impl Index {
     pub fn new(namespace: String, table: Arc<ProcessTable>) -> Arc<Index> {
         let (generation, _) = watch::channel(0);
         Arc::new(Index {
+            dns_suffix: format!(".{namespace}.svc.cluster.local"),
             namespace,
             state: Mutex::new(IndexState {
                 last_heard: Some(tokio::time::Instant::now()),
@@ -88,6 +99,7 @@ impl Index {
             table,
             generation,
             warnings: LogLimit::new(WARNING_WINDOW),
+            waiting: Mutex::new(HashMap::new()),
         })
     }
 
@@ -98,9 +110,9 @@ impl Index {
 
     /// Follows the cluster until the returned task is dropped or aborted.
     pub fn spawn(self: &Arc<Self>, client: Client) -> tokio::task::JoinHandle<()> {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
-        let services: Api<Service> = Api::namespaced(client.clone(), &self.namespace);
-        let nodes: Api<Node> = Api::all(client);
+        let pods: Api<SlimPod> = Api::namespaced(client.clone(), &self.namespace);
+        let services: Api<SlimService> = Api::namespaced(client.clone(), &self.namespace);
+        let nodes: Api<SlimNode> = Api::all(client);
         let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
         let index = Arc::clone(self);
         tokio::spawn(async move {
@@ -151,6 +163,33 @@ impl Index {
         .is_ok()
     }
 
+    /// Waits until `condition` holds of the index, or `timeout` passes, when the condition reads
+    /// only the process `name` (its Pod, its Service, its node's addresses): woken by the changes
+    /// of that process only, so that many concurrent Starts do not each wake at every event.
+    /// Returns whether it holds.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        condition: impl Fn(&IndexView<'_>) -> bool,
+    ) -> bool {
+        let waiting = Waiting::new(self, name);
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = waiting.notify.notified();
+                futures::pin_mut!(notified);
+                // Enabled before the check, so that a change published in between still wakes it.
+                notified.as_mut().enable();
+                if self.read(&condition) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// Reads the index.
     pub fn read<T>(&self, read: impl FnOnce(&IndexView<'_>) -> T) -> T {
         read(&IndexView { state: &self.lock() })
@@ -160,32 +199,36 @@ impl Index {
         self.generation.send_modify(|generation| *generation += 1);
     }
 
-    pub(super) fn apply_pod(&self, event: Event<Pod>) {
+    pub(super) fn apply_pod(&self, event: Event<SlimPod>) {
         let mut state = self.lock();
-        let applied = state.pods.apply(event, pod_entry);
+        let IndexState { pods, interned, .. } = &mut *state;
+        let applied = pods.apply(event, |pod| pod_entry(pod, interned));
         self.finish(state, "pods", applied.relisted, applied.touched);
     }
 
-    pub(super) fn apply_service(&self, event: Event<Service>) {
+    pub(super) fn apply_service(&self, event: Event<SlimService>) {
         let mut state = self.lock();
         let applied = state.services.apply(event, service_entry);
         self.finish(state, "services", applied.relisted, applied.touched);
     }
 
-    pub(super) fn apply_node(&self, event: Event<Node>) {
+    pub(super) fn apply_node(&self, event: Event<SlimNode>) {
         let mut state = self.lock();
-        let applied = state.nodes.apply(event, |node| (node.name_any(), node_entry(node)));
-        // A node's addresses are part of the info of every process on it; after a relist, any
-        // node may have changed.
-        let touched: Vec<String> = state
-            .pods
-            .live
-            .iter()
-            .filter(|(_, pod)| {
-                applied.relisted || pod.node_name.as_ref().is_some_and(|node| applied.touched.contains(node))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        let applied = state.nodes.apply(event, node_entry);
+        // A node's addresses are part of the info of every process on it. Only a node whose
+        // addresses changed costs a pass over the pods: its status heartbeats do not.
+        let touched: Vec<String> = if applied.touched.is_empty() {
+            Vec::new()
+        } else {
+            let nodes: HashSet<&str> = applied.touched.iter().map(String::as_str).collect();
+            state
+                .pods
+                .live
+                .iter()
+                .filter(|(_, pod)| pod.node_name.as_deref().is_some_and(|node| nodes.contains(node)))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
         self.finish(state, "nodes", applied.relisted, touched);
     }
 
@@ -222,10 +265,20 @@ impl Index {
         self.bump();
     }
 
-    /// Brings the table up to date for the named processes.
+    /// Brings the table up to date for the named processes, and wakes those waiting on them.
     fn publish(&self, state: &IndexState, names: Vec<String>) {
+        {
+            let waiting = lock(&self.waiting);
+            if !waiting.is_empty() {
+                for name in &names {
+                    if let Some(notify) = waiting.get(name) {
+                        notify.notify_waiters();
+                    }
+                }
+            }
+        }
         for name in names {
-            match process_info(state, &self.namespace, &name) {
+            match process_info(state, &self.dns_suffix, &name) {
                 Some(info) => {
                     self.table.upsert(info);
                 }
@@ -233,6 +286,36 @@ impl Index {
                     self.table.remove(&name);
                 }
             }
+        }
+    }
+}
+
+/// Locks a mutex whose holders leave it whole even when they panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A caller's registration in [`Index::waiting`], removed when the last waiter on the name goes.
+struct Waiting<'a> {
+    index: &'a Index,
+    name: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(index: &'a Index, name: &'a str) -> Self {
+        let notify = Arc::clone(lock(&index.waiting).entry(name.to_owned()).or_default());
+        Waiting { index, name, notify }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = lock(&self.index.waiting);
+        // Two holders: this waiter and the map. Checked under the lock, so no waiter can join
+        // in between.
+        if Arc::strong_count(&self.notify) == 2 {
+            waiting.remove(self.name);
         }
     }
 }
@@ -295,7 +378,7 @@ mod tests {
     use crate::spec::ProcessStatus;
     use crate::table::Filter;
 
-    fn pod(name: &str, node: Option<&str>, phase: &str) -> Pod {
+    fn pod(name: &str, node: Option<&str>, phase: &str) -> SlimPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "uid": format!("uid-{name}"), "labels": {"hydroplane/group-id": "g"},
                 "creationTimestamp": "2025-01-02T03:04:05Z"},
@@ -305,7 +388,7 @@ mod tests {
         .expect("a pod")
     }
 
-    fn service(name: &str, node_port: bool) -> Service {
+    fn service(name: &str, node_port: bool) -> SlimService {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
             "spec": {"type": if node_port { "NodePort" } else { "ClusterIP" }, "clusterIP": "10.96.0.9",
@@ -314,7 +397,7 @@ mod tests {
         .expect("a service")
     }
 
-    fn node(name: &str, external: Option<&str>) -> Node {
+    fn node(name: &str, external: Option<&str>) -> SlimNode {
         let mut addresses = vec![serde_json::json!({"type": "InternalIP", "address": "10.0.0.1"})];
         if let Some(external) = external {
             addresses.push(serde_json::json!({"type": "ExternalIP", "address": external}));
@@ -378,8 +461,55 @@ mod tests {
         assert_eq!(index.read(|view| view.group("g")), ["web"]);
     }
 
+    #[test]
+    fn an_event_that_changes_no_entry_publishes_nothing_and_entries_share_their_strings() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        index.apply_pod(Event::Apply(pod("a", Some("n1"), "Running")));
+        index.apply_pod(Event::Apply(pod("b", Some("n1"), "Running")));
+        let revision = table.revision();
+        let mut again = pod("a", Some("n1"), "Running");
+        again.metadata.resource_version = Some("2".into());
+        index.apply_pod(Event::Apply(again));
+        index.apply_node(Event::Apply(node("n2", None)));
+        assert_eq!(
+            table.revision(),
+            revision,
+            "a new resourceVersion alone, and another node, change nothing"
+        );
+        index.read(|view| {
+            let (a, b) = (view.pod("a").expect("a"), view.pod("b").expect("b"));
+            let shared = |x: &Option<Arc<str>>, y: &Option<Arc<str>>| {
+                x.as_ref().zip(y.as_ref()).is_some_and(|(x, y)| Arc::ptr_eq(x, y))
+            };
+            assert!(shared(&a.group, &b.group), "one group string");
+            assert!(shared(&a.node_name, &b.node_name), "one node name");
+            assert!(Arc::ptr_eq(&a.labels, &b.labels), "one (empty) label set");
+        });
+        assert!(Arc::ptr_eq(&table.get("a").expect("a").labels, &table.get("b").expect("b").labels));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_on_a_process_is_woken_by_its_changes_and_leaves_nothing_behind() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        let waiter = {
+            let index = Arc::clone(&index);
+            tokio::spawn(async move {
+                index.wait_for("a", Duration::from_secs(10), |view| view.pod("a").is_some()).await
+            })
+        };
+        tokio::task::yield_now().await;
+        index.apply_pod(Event::Apply(pod("b", None, "Pending")));
+        index.apply_pod(Event::Apply(pod("a", None, "Pending")));
+        assert!(waiter.await.expect("the waiter"));
+        let absent = index.wait_for("c", Duration::from_secs(1), |view| view.pod("c").is_some()).await;
+        assert!(!absent, "it times out");
+        assert!(lock(&index.waiting).is_empty());
+    }
+
     /// A Pod as Hydroplane makes it: ports, an env var from its Secret, registry credentials.
-    fn full_pod(name: &str, uid: &str, ports: bool, status: serde_json::Value) -> Pod {
+    fn full_pod(name: &str, uid: &str, ports: bool, status: serde_json::Value) -> SlimPod {
         let ports = if ports { serde_json::json!([{"containerPort": 80}]) } else { serde_json::Value::Null };
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "uid": uid, "creationTimestamp": "2025-01-02T03:04:05Z"},
@@ -395,7 +525,7 @@ mod tests {
         serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
     }
 
-    fn owned_service(name: &str, owner_uid: &str) -> Service {
+    fn owned_service(name: &str, owner_uid: &str) -> SlimService {
         let mut service = service(name, false);
         service.metadata.owner_references =
             Some(vec![super::super::manifests::owned_by_pod(name, owner_uid)]);
