@@ -1,5 +1,5 @@
 //! Address allocators: Service ClusterIPs from 10.96.0.0/12, NodePorts from 30000-32767 and
-//! pod IPs from 10.244.0.0/16, each without collisions and with release on deletion.
+//! pod IPs from 10.244.0.0/14, each without collisions and with release on deletion.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -145,7 +145,9 @@ impl Default for Allocators {
         Allocators {
             cluster_ips,
             node_ports: PortAllocator::new(30000, 32767),
-            pod_ips: IpAllocator::new(Ipv4Addr::new(10, 244, 0, 0), 16, 2),
+            // A /14 (262,142 addresses, from 10.244.0.2 up as before) holds 150,000 pods; a /16
+            // ran out at 65,533 and left the rest Pending without an IP.
+            pod_ips: IpAllocator::new(Ipv4Addr::new(10, 244, 0, 0), 14, 2),
         }
     }
 }

@@ -62,6 +62,11 @@ pub struct Args {
     #[arg(long, default_value_t = 16_384)]
     pub watch_buffer: usize,
 
+    /// How many core/v1 Events are kept (0 = all): past it the oldest is deleted, as the API
+    /// server's event TTL does, so that the Events of many pods do not fill the memory.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_events: usize,
+
     /// Interval between BOOKMARK events on watches that allow them.
     #[arg(long, default_value_t = 1000)]
     pub bookmark_interval_ms: u64,

@@ -1,22 +1,26 @@
-//! The cluster's moving parts, each a task fed by the store's event broadcast: the kubelet
-//! (starts scheduled pods after a delay, once the Secrets their env reads exist), the garbage collector (deletes dependents of deleted
-//! owners), the Deployment controller (one pod per replica) and the event recorder (the
+//! The cluster's moving parts, each one task: the kubelet (starts scheduled pods after a delay,
+//! once the Secrets their env reads exist), the garbage collector (deletes dependents of
+//! deleted owners), the Deployment controller (one pod per replica) and the event recorder (the
 //! core/v1 Events `kubectl describe` shows: Scheduled, FailedScheduling, Pulled, Created,
 //! Started, Killing).
 //!
-//! Each controller resynchronises from the store when it falls behind the broadcast, so a
-//! burst of events never leaves work undone.
+//! The kubelet and the garbage collector read queues the store feeds as it writes (every bound
+//! pod, every deleted owner), so a burst never leaves work undone and never makes them scan
+//! every object. The Deployment controller reads the event broadcast and resynchronises its
+//! Deployments when it falls behind; the event recorder, like a real one, is best effort.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::meta;
 use crate::resources::Kind;
-use crate::store::{DeleteOptions, EventType, ObjectKey, Store};
+use crate::store::{DeleteOptions, EventType, ObjectKey, PodToStart, Store};
 
 /// Controller tunables.
 #[derive(Debug, Clone)]
@@ -27,40 +31,40 @@ pub struct ControllerSettings {
 
 /// Starts every controller; they run until the runtime stops.
 pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
-    tokio::spawn(kubelet(store.clone(), store.subscribe(), settings.pod_start_delay));
-    tokio::spawn(garbage_collector(store.clone(), store.subscribe()));
+    let queues = store.controller_queues();
+    tokio::spawn(kubelet(store.clone(), queues.pending, queues.pods_to_start, settings.pod_start_delay));
+    tokio::spawn(garbage_collector(store.clone(), queues.deleted_owners));
     tokio::spawn(deployment_controller(store.clone(), store.subscribe()));
     tokio::spawn(event_recorder(store.clone(), store.subscribe()));
 }
 
 // === kubelet ===
 
+/// Starts each bound pod `delay` after it was created. One task and one timer for every pod:
+/// the delay is the same for all, so the queue in creation order is also in deadline order.
 async fn kubelet(
     store: Arc<Store>,
-    mut events: broadcast::Receiver<Arc<crate::store::Event>>,
+    pending: Vec<PodToStart>,
+    mut created: mpsc::UnboundedReceiver<PodToStart>,
     delay: Duration,
 ) {
-    for (key, uid, node) in store.pending_pods() {
-        schedule_start(&store, key, uid, node, delay);
-    }
+    let mut due: VecDeque<(Instant, PodToStart)> =
+        pending.into_iter().map(|pod| (Instant::now() + delay, pod)).collect();
     loop {
-        match events.recv().await {
-            Ok(event) => {
-                if event.kind != Kind::Pod || event.event_type != EventType::Added {
-                    continue;
-                }
-                let Some(node) = event.object.pointer("/spec/nodeName").and_then(Value::as_str) else {
-                    continue;
-                };
-                let key = ObjectKey::new(&event.namespace, meta::name(&event.object));
-                schedule_start(&store, key, meta::uid(&event.object).to_string(), node.to_string(), delay);
-            }
-            Err(RecvError::Lagged(_)) => {
-                for (key, uid, node) in store.pending_pods() {
-                    schedule_start(&store, key, uid, node, delay);
+        let next = due.front().map(|(at, _)| *at);
+        tokio::select! {
+            received = created.recv() => match received {
+                Some(pod) => due.push_back((Instant::now() + delay, pod)),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                let now = Instant::now();
+                while due.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, pod)) = due.pop_front() {
+                        start_when_configured(&store, pod);
+                    }
                 }
             }
-            Err(RecvError::Closed) => return,
         }
     }
 }
@@ -68,26 +72,46 @@ async fn kubelet(
 /// How often the kubelet looks again for the Secrets a waiting pod's env needs.
 const SECRET_RETRY: Duration = Duration::from_millis(100);
 
-fn schedule_start(store: &Arc<Store>, key: ObjectKey, uid: String, node: String, delay: Duration) {
-    let store = store.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        // As a real kubelet: a container whose env Secret (or key) is missing is not created;
-        // the pod waits with CreateContainerConfigError until the Secret is there.
-        loop {
-            let Ok(pod) = store.get(Kind::Pod, &key.namespace, &key.name) else { return };
-            if meta::uid(&pod) != uid || pod.pointer("/metadata/deletionTimestamp").is_some() {
-                return;
+/// Starts a pod now, or, when a Secret its env reads is missing, marks it waiting and keeps
+/// trying in a task of its own.
+fn start_when_configured(store: &Arc<Store>, (key, uid, node): PodToStart) {
+    if try_start(store, &key, &uid, &node) == Attempt::WaitingForSecret {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SECRET_RETRY).await;
+                if try_start(&store, &key, &uid, &node) != Attempt::WaitingForSecret {
+                    return;
+                }
             }
-            let Some(message) = missing_env_secret(&store, &key.namespace, &pod) else { break };
-            store.update_by_controller(Kind::Pod, &key, &uid, true, |pod| wait_for_config(pod, &message));
-            tokio::time::sleep(SECRET_RETRY).await;
-        }
-        let Some((pod_ip, host_ip)) = store.pod_addresses(&uid, &node) else { return };
-        store.update_by_controller(Kind::Pod, &key, &uid, true, |pod| {
-            start_pod(pod, &pod_ip.to_string(), &host_ip)
         });
-    });
+    }
+}
+
+/// What one attempt to start a pod came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// Started, or nothing to do (the pod is gone, replaced, or being deleted).
+    Done,
+    /// A Secret (or key) its env reads does not exist yet.
+    WaitingForSecret,
+}
+
+fn try_start(store: &Store, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
+    let Ok(pod) = store.get(Kind::Pod, &key.namespace, &key.name) else { return Attempt::Done };
+    if meta::uid(&pod) != uid || pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return Attempt::Done;
+    }
+    // As a real kubelet: a container whose env Secret (or key) is missing is not created;
+    // the pod waits with CreateContainerConfigError until the Secret is there.
+    if let Some(message) = missing_env_secret(store, &key.namespace, &pod) {
+        store.update_by_controller(Kind::Pod, key, uid, true, |pod| wait_for_config(pod, &message));
+        return Attempt::WaitingForSecret;
+    }
+    let Some((pod_ip, host_ip)) = store.pod_addresses(uid, node) else { return Attempt::Done };
+    store
+        .update_by_controller(Kind::Pod, key, uid, true, |pod| start_pod(pod, &pod_ip.to_string(), &host_ip));
+    Attempt::Done
 }
 
 /// The containers of a pod's spec (none when the spec has no list of them).
@@ -204,16 +228,10 @@ fn fnv(bytes: &[u8]) -> u128 {
 
 // === garbage collector ===
 
-async fn garbage_collector(store: Arc<Store>, mut events: broadcast::Receiver<Arc<crate::store::Event>>) {
-    loop {
-        match events.recv().await {
-            Ok(event) if event.event_type == EventType::Deleted => {
-                store.collect_garbage(meta::uid(&event.object))
-            }
-            Ok(_) => {}
-            Err(RecvError::Lagged(_)) => store.collect_all_garbage(),
-            Err(RecvError::Closed) => return,
-        }
+/// Collects the dependents of each deleted owner the store reports.
+async fn garbage_collector(store: Arc<Store>, mut deleted_owners: mpsc::UnboundedReceiver<String>) {
+    while let Some(owner_uid) = deleted_owners.recv().await {
+        store.collect_garbage(&owner_uid);
     }
 }
 
@@ -241,7 +259,7 @@ async fn deployment_controller(store: Arc<Store>, mut events: broadcast::Receive
                 }
             }
             Err(RecvError::Lagged(_)) => {
-                let all = store.list(Kind::Deployment, None, &Default::default(), None, None);
+                let all = store.list(Kind::Deployment, None, &Default::default(), None, None, 0);
                 for deployment in all.items {
                     reconcile_deployment(
                         &store,

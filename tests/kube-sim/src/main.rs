@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         nodes: args.nodes,
         history_limit: args.history_size,
         watch_buffer: args.watch_buffer,
+        max_events: args.max_events,
     });
     controllers::spawn_all(
         store.clone(),

@@ -151,11 +151,15 @@ pub(super) struct ContinueToken {
     pub(super) ns: String,
     /// The name of the last object served.
     pub(super) name: String,
+    /// How many objects the pages so far served (tokens without it count from zero).
+    #[serde(default)]
+    pub(super) served: u64,
 }
 
 /// The opaque `continue` token for the page after `key`.
-pub(super) fn encode_continue(resource_version: u64, key: &ObjectKey) -> String {
-    let token = ContinueToken { rv: resource_version, ns: key.namespace.clone(), name: key.name.clone() };
+pub(super) fn encode_continue(resource_version: u64, key: &ObjectKey, served: u64) -> String {
+    let token =
+        ContinueToken { rv: resource_version, ns: key.namespace.clone(), name: key.name.clone(), served };
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
@@ -281,9 +285,13 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip() {
-        let token = encode_continue(42, &ObjectKey::new("default", "web-1"));
+        let token = encode_continue(42, &ObjectKey::new("default", "web-1"), 500);
         let decoded = decode_continue(&token).unwrap();
         assert_eq!((decoded.rv, decoded.ns.as_str(), decoded.name.as_str()), (42, "default", "web-1"));
+        assert_eq!(decoded.served, 500);
+        let older =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"rv":1,"ns":"default","name":"a"}"#);
+        assert_eq!(decode_continue(&older).unwrap().served, 0, "tokens from before the count still work");
         assert!(decode_continue("not a token").is_err());
     }
 

@@ -139,11 +139,13 @@ pub(super) async fn handle(
             let continued =
                 context.query.get("continue").filter(|c| !c.is_empty()).map(decode_continue).transpose()?;
             let start = continued.as_ref().map(|t| ObjectKey::new(&t.ns, &t.name));
-            let page = store.list(kind, namespace, &filter, limit, start.as_ref());
+            let served_before = continued.as_ref().map_or(0, |t| t.served);
+            let page = store.list(kind, namespace, &filter, limit, start.as_ref(), served_before);
             let resource_version = continued.as_ref().map_or(page.resource_version, |t| t.rv);
             let mut metadata = json!({"resourceVersion": resource_version.to_string()});
             if let Some(next) = &page.next_start {
-                metadata["continue"] = json!(encode_continue(resource_version, next));
+                let served = served_before + page.items.len() as u64;
+                metadata["continue"] = json!(encode_continue(resource_version, next, served));
                 if let Some(remaining) = page.remaining {
                     metadata["remainingItemCount"] = json!(remaining);
                 }

@@ -57,7 +57,7 @@ impl Store {
         filter: &Filter,
         options: &DeleteOptions,
     ) -> Result<Vec<Arc<Value>>, ApiError> {
-        let page = self.list(kind, namespace, filter, None, None);
+        let page = self.list(kind, namespace, filter, None, None, 0);
         let mut inner = self.lock();
         let mut deleted = Vec::new();
         for object in page.items {
@@ -78,24 +78,6 @@ impl Store {
         let mut inner = self.lock();
         let Some(dependents) = inner.dependents.get(owner_uid).cloned() else { return };
         for (kind, key) in dependents {
-            inner.collect_dependent(kind, &key);
-        }
-    }
-
-    /// Garbage-collects every object none of whose owners exist, for when events were missed.
-    pub fn collect_all_garbage(&self) {
-        let mut inner = self.lock();
-        let candidates: Vec<(Kind, ObjectKey)> = inner
-            .tables
-            .iter()
-            .flat_map(|(kind, table)| {
-                table
-                    .iter()
-                    .filter(|(_, e)| !meta::owner_uids(&e.object).is_empty())
-                    .map(|(key, _)| (*kind, key.clone()))
-            })
-            .collect();
-        for (kind, key) in candidates {
             inner.collect_dependent(kind, &key);
         }
     }
@@ -201,7 +183,16 @@ impl Inner {
             .and_then(|t| t.remove(key))
             .ok_or_else(|| ApiError::NotFound { kind, name: key.name.clone() })?;
         let old = entry.object;
+        if let Some(count) = self.counts.get_mut(&(kind, key.namespace.clone())) {
+            *count = count.saturating_sub(1);
+        }
         self.index(kind, key, &old, false);
+        if let Some(queue) = &self.deleted_owners
+            && self.dependents.contains_key(meta::uid(&old))
+        {
+            // A closed queue means the collector is gone, as when the runtime stops.
+            let _ = queue.send(meta::uid(&old).to_string());
+        }
         admission::release(kind, &old, &mut self.admission_context());
         let mut last = (*old).clone();
         self.next_version(&mut last);

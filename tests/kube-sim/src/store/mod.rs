@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::admission::AdmissionContext;
 use crate::alloc::Allocators;
@@ -61,11 +61,14 @@ pub struct StoreSettings {
     pub history_limit: usize,
     /// How many events a watcher may fall behind before it is closed.
     pub watch_buffer: usize,
+    /// How many core/v1 Events are kept (0: all); past it the oldest goes, as the API server's
+    /// event TTL removes them.
+    pub max_events: usize,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { nodes: 3, history_limit: 10_000, watch_buffer: 16_384 }
+        StoreSettings { nodes: 3, history_limit: 10_000, watch_buffer: 16_384, max_events: 20_000 }
     }
 }
 
@@ -89,10 +92,36 @@ struct Inner {
     dependents: HashMap<String, BTreeSet<(Kind, ObjectKey)>>,
     /// Every object's place by UID.
     by_uid: HashMap<String, (Kind, ObjectKey)>,
+    /// How many objects of a kind each namespace holds, so that a page of a list can tell how
+    /// many follow without counting them.
+    counts: HashMap<(Kind, String), usize>,
+    /// The core/v1 Events by age (key and UID; deleted ones are skipped when they come up).
+    event_order: VecDeque<(ObjectKey, String)>,
+    /// See [`StoreSettings::max_events`].
+    max_events: usize,
+    /// Where created pods go for the kubelet, once it asked ([`Store::controller_queues`]).
+    pods_to_start: Option<mpsc::UnboundedSender<PodToStart>>,
+    /// Where deleted owners go for the garbage collector, once it asked.
+    deleted_owners: Option<mpsc::UnboundedSender<String>>,
     allocators: Allocators,
     next_node: usize,
     pod_ips: HashMap<String, Ipv4Addr>,
     sender: broadcast::Sender<Arc<Event>>,
+}
+
+/// A pod the simulated kubelet is to start: its key, UID and node.
+pub type PodToStart = (ObjectKey, String, String);
+
+/// What the store hands the simulated kubelet and garbage collector as it happens. They read
+/// these instead of the event broadcast, where falling behind meant scanning every object
+/// again (at 150,000 pods, again and again, under the store's lock).
+pub struct ControllerQueues {
+    /// The pods bound before the queues existed, to start first.
+    pub pending: Vec<PodToStart>,
+    /// Each bound pod as it is created.
+    pub pods_to_start: mpsc::UnboundedReceiver<PodToStart>,
+    /// The UID of each deleted object that had dependents.
+    pub deleted_owners: mpsc::UnboundedReceiver<String>,
 }
 
 /// The simulated cluster's state. Cheap to share behind an `Arc`.
@@ -114,6 +143,11 @@ impl Store {
                 min_resumable: 0,
                 dependents: HashMap::new(),
                 by_uid: HashMap::new(),
+                counts: HashMap::new(),
+                event_order: VecDeque::new(),
+                max_events: settings.max_events,
+                pods_to_start: None,
+                deleted_owners: None,
                 allocators: Allocators::default(),
                 next_node: 0,
                 pod_ips: HashMap::new(),
@@ -150,6 +184,13 @@ impl Store {
                 min_resumable: inner.min_resumable,
                 dependents: inner.dependents.clone(),
                 by_uid: inner.by_uid.clone(),
+                counts: inner.counts.clone(),
+                // A dry run creates at most one Event, and expires none.
+                event_order: VecDeque::new(),
+                max_events: 0,
+                // Nothing a dry run does may reach the controllers.
+                pods_to_start: None,
+                deleted_owners: None,
                 allocators: inner.allocators.clone(),
                 next_node: inner.next_node,
                 pod_ips: inner.pod_ips.clone(),
@@ -215,6 +256,14 @@ impl Inner {
         self.tables.get(&kind)?.get(key).map(|e| e.object.clone())
     }
 
+    /// How many objects of `kind` live in `namespace` (in all namespaces when `None`).
+    fn count(&self, kind: Kind, namespace: Option<&str>) -> usize {
+        match namespace {
+            Some(namespace) => self.counts.get(&(kind, namespace.to_string())).copied().unwrap_or(0),
+            None => self.table(kind).map_or(0, |t| t.len()),
+        }
+    }
+
     /// What admission may read (the nodes) and allocate from.
     fn admission_context(&mut self) -> AdmissionContext<'_> {
         let nodes = self
@@ -262,7 +311,7 @@ mod fixtures {
 
     /// A store with two nodes and a history of five events, so tests can outrun it.
     pub(super) fn store() -> Arc<Store> {
-        Store::new(&StoreSettings { nodes: 2, history_limit: 5, watch_buffer: 64 })
+        Store::new(&StoreSettings { nodes: 2, history_limit: 5, watch_buffer: 64, max_events: 0 })
     }
 
     /// A valid pod labelled `app=web`.

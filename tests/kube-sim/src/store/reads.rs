@@ -37,7 +37,13 @@ impl Store {
     }
 
     /// Lists objects of `kind` in `namespace` (all when `None`) that pass `filter`, at most
-    /// `limit` of them, starting after `start_after`.
+    /// `limit` of them, starting after `start_after`, `served_before` objects having been listed
+    /// by the pages before.
+    ///
+    /// A page costs its own objects plus the search for the next match, never the rest of the
+    /// namespace: as on a real server, `remaining` is given only without selectors (the
+    /// namespace's count less what was served, an estimate when objects came or went between
+    /// pages), and left unset with them.
     pub fn list(
         &self,
         kind: Kind,
@@ -45,6 +51,7 @@ impl Store {
         filter: &Filter,
         limit: Option<usize>,
         start_after: Option<&ObjectKey>,
+        served_before: u64,
     ) -> ListPage {
         let inner = self.lock();
         let resource_version = inner.resource_version;
@@ -72,11 +79,16 @@ impl Store {
             }
         }
         let (next_start, remaining) = match last_key {
-            Some(key) => {
-                let remaining = matching.count() as u64;
-                if remaining == 0 { (None, None) } else { (Some(key), Some(remaining)) }
+            Some(key) if matching.next().is_some() => {
+                let remaining =
+                    (filter.labels.is_empty() && filter.fields.requirements.is_empty()).then(|| {
+                        let served = served_before + items.len() as u64;
+                        // At least the one just found follows, whatever the estimate says.
+                        (inner.count(kind, namespace) as u64).saturating_sub(served).max(1)
+                    });
+                (Some(key), remaining)
             }
-            None => (None, None),
+            _ => (None, None),
         };
         ListPage { items, resource_version, next_start, remaining }
     }
@@ -112,9 +124,25 @@ impl Store {
 
     /// Every pod the simulated kubelet has yet to start: (key, uid, node).
     pub fn pending_pods(&self) -> Vec<(ObjectKey, String, String)> {
-        let inner = self.lock();
-        inner
-            .table(Kind::Pod)
+        self.lock().pending_pods()
+    }
+
+    /// The kubelet's and garbage collector's queues, from now on fed with every bound pod
+    /// created and every deleted owner; taken once, as the controllers start.
+    pub fn controller_queues(&self) -> super::ControllerQueues {
+        let mut inner = self.lock();
+        let (pod_sender, pods_to_start) = tokio::sync::mpsc::unbounded_channel();
+        let (owner_sender, deleted_owners) = tokio::sync::mpsc::unbounded_channel();
+        inner.pods_to_start = Some(pod_sender);
+        inner.deleted_owners = Some(owner_sender);
+        super::ControllerQueues { pending: inner.pending_pods(), pods_to_start, deleted_owners }
+    }
+}
+
+impl super::Inner {
+    /// See [`Store::pending_pods`].
+    fn pending_pods(&self) -> Vec<(ObjectKey, String, String)> {
+        self.table(Kind::Pod)
             .into_iter()
             .flat_map(|t| t.iter())
             .filter(|(_, e)| {
@@ -140,14 +168,22 @@ mod tests {
             store.create(Kind::Pod, "default", pod(&format!("p{index}"))).unwrap();
         }
         let everything = Filter::default();
-        let first = store.list(Kind::Pod, Some("default"), &everything, Some(2), None);
+        let first = store.list(Kind::Pod, Some("default"), &everything, Some(2), None, 0);
         assert_eq!(first.items.len(), 2);
         assert_eq!(first.remaining, Some(3));
-        let second = store.list(Kind::Pod, Some("default"), &everything, Some(10), first.next_start.as_ref());
+        let second =
+            store.list(Kind::Pod, Some("default"), &everything, Some(10), first.next_start.as_ref(), 2);
         assert_eq!(second.items.len(), 3);
         assert!(second.next_start.is_none());
         let none =
             Filter { labels: crate::selector::LabelSelector::parse("app=db").unwrap(), ..Filter::default() };
-        assert!(store.list(Kind::Pod, None, &none, None, None).items.is_empty());
+        assert!(store.list(Kind::Pod, None, &none, None, None, 0).items.is_empty());
+        let selected =
+            Filter { labels: crate::selector::LabelSelector::parse("app=web").unwrap(), ..Filter::default() };
+        let page = store.list(Kind::Pod, Some("default"), &selected, Some(2), None, 0);
+        assert!(page.next_start.is_some());
+        assert_eq!(page.remaining, None, "a real server leaves the count unset with selectors");
+        let last = store.list(Kind::Pod, Some("default"), &selected, Some(3), page.next_start.as_ref(), 2);
+        assert_eq!((last.items.len(), last.next_start), (3, None));
     }
 }

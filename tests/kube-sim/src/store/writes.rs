@@ -179,9 +179,34 @@ impl Inner {
         self.tables
             .entry(kind)
             .or_default()
-            .insert(key, Entry { object: object.clone(), status_owned_by_client: false });
+            .insert(key.clone(), Entry { object: object.clone(), status_owned_by_client: false });
+        *self.counts.entry((kind, namespace.clone())).or_default() += 1;
+        if kind == Kind::Pod
+            && let (Some(queue), Some(node)) =
+                (&self.pods_to_start, object.pointer("/spec/nodeName").and_then(Value::as_str))
+        {
+            // A closed queue means the kubelet is gone, as when the runtime stops.
+            let _ = queue.send((key.clone(), meta::uid(&object).to_string(), node.to_string()));
+        }
         self.emit(kind, &namespace, EventType::Added, object.clone(), None);
+        if kind == Kind::Event && self.max_events > 0 {
+            self.event_order.push_back((key, meta::uid(&object).to_string()));
+            self.expire_events();
+        }
         Ok(object)
+    }
+
+    /// Removes the oldest Events while more than `max_events` are kept (each with a DELETED
+    /// watch event, as their TTL running out on a real cluster gives), so that the Events of
+    /// 150,000 pods do not hold the simulator's memory: recent ones are what `kubectl describe`
+    /// shows.
+    fn expire_events(&mut self) {
+        while self.table(Kind::Event).is_some_and(|t| t.len() > self.max_events) {
+            let Some((key, uid)) = self.event_order.pop_front() else { return };
+            if self.entry(Kind::Event, &key).is_some_and(|event| meta::uid(&event) == uid) {
+                let _ = self.remove(Kind::Event, &key);
+            }
+        }
     }
 
     /// An API update: checks the version, keeps what the client may not change, then writes.
@@ -407,6 +432,20 @@ mod tests {
         assert!(matches!(stale, Err(ApiError::Conflict { .. })));
         let same = store.update(Kind::Pod, "default", "a", (*updated).clone(), WriteTarget::Main).unwrap();
         assert_eq!(meta::resource_version(&same), meta::resource_version(&updated));
+    }
+
+    #[test]
+    fn the_oldest_events_expire_past_the_limit() {
+        let store = Store::new(&crate::store::StoreSettings { max_events: 2, ..Default::default() });
+        let event = |name: &str| json!({"metadata": {"name": name}, "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "R"});
+        for name in ["e1", "e2", "e3"] {
+            store.create(Kind::Event, "default", event(name)).unwrap();
+        }
+        assert!(store.get(Kind::Event, "default", "e1").is_err(), "the oldest went");
+        store.delete(Kind::Event, "default", "e2", &crate::store::DeleteOptions::default()).unwrap();
+        store.create(Kind::Event, "default", event("e4")).unwrap();
+        assert!(store.get(Kind::Event, "default", "e3").is_ok(), "a deleted Event frees its place");
+        assert!(store.get(Kind::Event, "default", "e4").is_ok());
     }
 
     #[test]
