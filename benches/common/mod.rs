@@ -158,3 +158,96 @@ where
     }
     Ok(samples)
 }
+
+/// The CPU time (user + system) a process has used so far, from `/proc/PID/stat` (zero when
+/// it cannot be read).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields: the 12th and 13th after the name.
+    let ticks: u64 = [11, 12].iter().filter_map(|index| fields.get(*index)?.parse::<u64>().ok()).sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+}
+
+/// The kernel's clock ticks per second for `/proc` CPU times (`getconf CLK_TCK`; 100 when
+/// that cannot be run, which is what Linux uses on every architecture we run on).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A child process killed (and reaped) when dropped, also when the benchmark fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The release `kube-sim` binary beside the server's, built first when it is missing.
+pub fn kube_sim_binary() -> std::path::PathBuf {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_hydroplane")).with_file_name("kube-sim");
+    if !binary.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "kube-sim", "--bin", "kube-sim"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building kube-sim failed");
+    }
+    binary
+}
+
+/// Starts the release kube-sim on a free loopback port with these extra arguments, writing its
+/// kubeconfig to `kubeconfig`; returns it once it listens.
+pub fn start_kube_sim(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> Result<KillOnDrop, Box<dyn std::error::Error>> {
+    let mut child = Command::new(kube_sim_binary())
+        .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+        .arg(kubeconfig)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take();
+    let sim = KillOnDrop(child);
+    let mut reader = BufReader::new(stdout.ok_or("no stdout")?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Keep reading, so that the simulator never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Ok(sim)
+}
+
+/// Starts the release server with the settings file `config` on a free loopback port; returns
+/// it and its `http://` URL.
+pub fn start_server_with_config(
+    config: &std::path::Path,
+) -> Result<(KillOnDrop, String), Box<dyn std::error::Error>> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-H", "127.0.0.1", "-p", "0", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take();
+    let server = KillOnDrop(child);
+    let mut reader = BufReader::new(stdout.ok_or("no stdout")?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let address = line.split_whitespace().nth(3).ok_or("no address line")?.to_owned();
+    Ok((server, format!("http://{address}")))
+}
