@@ -154,12 +154,15 @@ fn shared_listening(now: tokio::time::Instant) -> Arc<procfs::Listening> {
 /// Reads one of the process's pipes into its output until the pipe closes. A process that writes
 /// faster than this keeps up is held back by its full pipe, which is all the flow control needed.
 async fn capture(mut pipe: impl AsyncRead + Unpin, stream: OutputStream, output: Arc<ProcessOutput>) {
-    // One read is one disk record at most.
-    let mut buffer = vec![0u8; super::disk::MAX_RECORD_DATA];
+    // One read is one disk record at most. The buffer is reserved, not zeroed: a page of it
+    // becomes resident only once output has been read into it, so a thousand quiet processes do
+    // not hold 128 KiB of memory each.
+    let mut buffer = Vec::with_capacity(super::disk::MAX_RECORD_DATA);
     loop {
-        match pipe.read(&mut buffer).await {
+        buffer.clear();
+        match pipe.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => return,
-            Ok(read) => output.append(stream, &buffer[..read], jiff::Timestamp::now()),
+            Ok(_) => output.append(stream, &buffer, jiff::Timestamp::now()),
         }
     }
 }
