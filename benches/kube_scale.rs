@@ -404,7 +404,11 @@ async fn connect(url: &str) -> Result<ProcessServiceClient<Channel>, Box<dyn std
     Ok(ProcessServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
 }
 
-#[tokio::main]
+// One client thread, as the server has one: on the 2 cores the server, the simulator and this
+// client share, a multi-threaded client spends several times the CPU per Watch message (each
+// message wakes its connection's task and is handled alone), which the server's latency then
+// pays for.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let count = argument(&args, "--processes", 150_000).max(2 * SMALL_GROUP_SIZE);

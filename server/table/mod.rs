@@ -304,6 +304,8 @@ impl ProcessTable {
                     let name: Arc<str> = process.process_name.as_str().into();
                     state.indexes.remove(&name, &previous);
                     state.indexes.insert(&name, &process);
+                } else {
+                    state.indexes.replace(&process.process_name, &process);
                 }
                 (ChangeKind::Modified, process, Some(previous))
             }
@@ -467,12 +469,9 @@ impl TableState {
                 .unwrap_or_default();
         }
         match self.indexes.candidates(filter) {
-            Candidates::Names(names) => names
-                .iter()
-                .filter_map(|name| self.processes.get(name))
-                .filter(|entry| filter.matches(&entry.process))
-                .map(|entry| Arc::clone(&entry.process))
-                .collect(),
+            Candidates::Processes(processes) => {
+                processes.into_iter().filter(|process| filter.matches(process)).collect()
+            }
             Candidates::All => self
                 .processes
                 .values()
@@ -796,6 +795,18 @@ mod tests {
         assert_eq!(listed(None, Some("tier=web")), Vec::<String>::new());
         assert_eq!(listed(Some("g1"), Some("tier=db")), ["b", "c"]);
         assert_eq!(listed(Some("g2"), None), Vec::<String>::new());
+        // A change of state is what the indexes serve from then on.
+        let mut failed = labelled("b", Some("g1"), &[("tier", "db")]);
+        failed.status = ProcessStatus::Failed;
+        table.upsert(failed);
+        for filter in [
+            Filter { group: Some("g1".into()), ..Filter::default() },
+            Filter { selector: selector("tier=db"), ..Filter::default() },
+        ] {
+            let statuses: Vec<_> =
+                table.list(&filter).iter().map(|p| (p.process_name.clone(), p.status)).collect();
+            assert_eq!(statuses, [("b".into(), ProcessStatus::Failed), ("c".into(), ProcessStatus::Running)]);
+        }
     }
 
     #[tokio::test]
