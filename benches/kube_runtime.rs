@@ -74,25 +74,7 @@ fn kube_sim_binary() -> PathBuf {
 }
 
 fn start_request(name: String) -> proto::StartRequest {
-    proto::StartRequest {
-        spec: Some(proto::ProcessSpec {
-            process_name: name,
-            group: Some("bench".into()),
-            container: Some(proto::ContainerSpec {
-                image_uri: "nginx".into(),
-                ports: vec![proto::PortMapping {
-                    container_port: 80,
-                    protocol: "tcp".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            has_public_ip: false,
-            ..Default::default()
-        }),
-        wait: false,
-        wait_timeout: None,
-    }
+    common::nginx(&name, "bench")
 }
 
 #[tokio::main]

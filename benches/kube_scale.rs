@@ -56,24 +56,7 @@ fn process_name(index: usize) -> String {
 /// the first 100 are the group `small`, the rest `bench`.
 fn start_request(index: usize) -> proto::StartRequest {
     let group = if index < SMALL_GROUP_SIZE { SMALL_GROUP } else { "bench" };
-    proto::StartRequest {
-        spec: Some(proto::ProcessSpec {
-            process_name: process_name(index),
-            group: Some(group.into()),
-            container: Some(proto::ContainerSpec {
-                image_uri: "nginx".into(),
-                ports: vec![proto::PortMapping {
-                    container_port: 80,
-                    protocol: "tcp".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        wait: false,
-        wait_timeout: None,
-    }
+    common::nginx(&process_name(index), group)
 }
 
 /// Starts processes `range` with `callers` concurrent callers; returns the elapsed time.

@@ -35,6 +35,28 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// A Start of nginx with one port (on Kubernetes, a Pod and a ClusterIP Service) in `group`.
+pub fn nginx(name: &str, group: &str) -> proto::StartRequest {
+    proto::StartRequest {
+        spec: Some(proto::ProcessSpec {
+            process_name: name.to_owned(),
+            group: Some(group.to_owned()),
+            container: Some(proto::ContainerSpec {
+                image_uri: "nginx".to_owned(),
+                ports: vec![proto::PortMapping {
+                    container_port: 80,
+                    protocol: "tcp".to_owned(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        wait: false,
+        wait_timeout: None,
+    }
+}
+
 /// A Start of a process that sleeps for an hour, in the group `bench`.
 pub fn sleeper(name: &str) -> proto::StartRequest {
     proto::StartRequest {

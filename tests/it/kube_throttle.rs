@@ -8,8 +8,7 @@
 //! slow machine only makes more generous. And `hydroplane check` takes the two keys where they
 //! apply, and refuses them where they do not.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::common::requests::start_request;
 use crate::common::{self, KubeSim, Server};
@@ -36,21 +35,7 @@ fn simulator_counts(sim: &KubeSim) -> (u64, u64) {
 
 /// The sum of a metric's samples over all its labels, from one scrape of the server's metrics.
 fn metric_sum(server: &Server, name: &str) -> f64 {
-    let mut address = None;
-    common::wait_until("the server prints its metrics address", Duration::from_secs(10), || {
-        address = server
-            .stdout()
-            .lines()
-            .find_map(|line| line.strip_prefix("hydroplane metrics on "))
-            .map(|rest| rest.trim().to_owned());
-        address.is_some()
-    });
-    let address = address.expect("an address");
-    let mut stream = std::net::TcpStream::connect(&address).expect("connect to the metrics listener");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the response");
+    let (_, response) = common::http_get(&server.metrics_address(), "/metrics");
     response
         .lines()
         .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))

@@ -3,7 +3,7 @@
 //! text parser, not ours), on the local runtime and on the Kubernetes simulator.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -48,34 +48,9 @@ fn parse(text: &str) -> Vec<Sample> {
     parsed.into_iter().map(|(name, labels, value)| Sample { name, labels, value }).collect()
 }
 
-/// The address the server announced for metrics, from its stdout.
-fn metrics_address(server: &Server) -> String {
-    let mut address = None;
-    common::wait_until("the server prints its metrics address", Duration::from_secs(10), || {
-        address = server
-            .stdout()
-            .lines()
-            .find_map(|line| line.strip_prefix("hydroplane metrics on "))
-            .map(|rest| rest.trim().to_owned());
-        address.is_some()
-    });
-    address.expect("an address")
-}
-
-/// `GET path` over HTTP/1.1; the status line and the body.
-fn http_get(address: &str, path: &str) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics listener");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the response");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.to_owned(), body.to_owned())
-}
-
 /// The parsed samples of a scrape.
 fn scrape(address: &str) -> Vec<Sample> {
-    let (head, body) = http_get(address, "/metrics");
+    let (head, body) = common::http_get(address, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
     parse(&body)
@@ -129,7 +104,7 @@ fn process_service(method: &'static str) -> [(&'static str, &'static str); 3] {
 async fn counters_equal_the_calls_made_by_method_and_code() {
     let directory = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with_config(directory.path(), "metrics:\n  listen: 127.0.0.1:0\n");
-    let address = metrics_address(&server);
+    let address = server.metrics_address();
     let mut client = server.client().await;
     for index in 0..100 {
         client.start(start_request(sleeper(&format!("m{index:03}")))).await.expect("start");
@@ -185,7 +160,7 @@ async fn counters_equal_the_calls_made_by_method_and_code() {
     // The local runtime has no index: no index gauges.
     assert!(samples.iter().all(|sample| !sample.name.starts_with("hydroplane_index")));
 
-    let (head, _) = http_get(&address, "/other");
+    let (head, _) = common::http_get(&address, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
@@ -196,7 +171,7 @@ async fn a_running_process_shows_and_the_index_turns_stale_when_the_cluster_goes
         sim.directory(),
         &sim.hydroplane_config("metrics:\n  listen: 127.0.0.1:0\n"),
     );
-    let address = metrics_address(&server);
+    let address = server.metrics_address();
     let mut client = server.client().await;
     let started = client.start(start_waiting(sleeper("web"))).await.expect("start").into_inner();
     assert_eq!(started.process.expect("a process").status(), proto::ProcessStatus::Running);

@@ -138,6 +138,21 @@ impl Server {
         self.stdout.lock().expect("stdout lock").clone()
     }
 
+    /// The address the server announced for metrics (`hydroplane metrics on ADDR`), from its
+    /// stdout, once it has.
+    pub fn metrics_address(&self) -> String {
+        let mut address = None;
+        wait_until("the server prints its metrics address", Duration::from_secs(10), || {
+            address = self
+                .stdout()
+                .lines()
+                .find_map(|line| line.strip_prefix("hydroplane metrics on "))
+                .map(|rest| rest.trim().to_owned());
+            address.is_some()
+        });
+        address.expect("an address")
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|child| child.id() as i32).expect("server is running")
@@ -205,6 +220,19 @@ pub fn process_alive(pid: i32) -> bool {
 }
 
 /// Waits (polling, bounded) until `condition` holds; panics with `what` otherwise.
+/// `GET path` over HTTP/1.1 (the metrics listener's protocol); the status line and headers, and
+/// the body.
+pub fn http_get(address: &str, path: &str) -> (String, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics listener");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_owned(), body.to_owned())
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
