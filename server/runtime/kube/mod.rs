@@ -123,6 +123,11 @@ impl KubeRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// The uid of the process's Pod as the index has it, if it has one.
+    fn indexed_uid(&self, process_name: &str) -> Option<String> {
+        self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()))
+    }
+
     /// The Pods, decoded whole: for their spec annotation and their logs.
     fn full_pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
@@ -370,7 +375,7 @@ impl KubeRuntime {
     }
 
     async fn stop_one(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
-        let indexed_uid = self.index.read(|view| view.pod(name).map(|pod| pod.uid.to_string()));
+        let indexed_uid = self.indexed_uid(name);
         let uid = match indexed_uid {
             Some(uid) => uid,
             // Not in the index: it may be newer than the index, or not ours at all.
@@ -420,19 +425,17 @@ impl KubeRuntime {
             key.split_once('/')
                 .is_none_or(|(prefix, _)| prefix.chars().count() <= MAX_LABEL_PREFIX_CHARACTERS)
         };
-        if !selector.requirements().iter().all(|requirement| stored_key_fits(&requirement.key)) {
-            // No process has such a key, and the cluster would refuse it mapped to ours: the
-            // processes are those the index selects (`!key`, `key notin (..)` match all).
-            let filter = crate::table::Filter { selector: Some(selector.clone()), ..Default::default() };
-            let names = self.table.list(&filter).iter().map(|process| process.process_name.clone()).collect();
-            return self.stop_each(names).await;
-        }
-        let kube_selector =
-            format!("{MANAGED_SELECTOR},{}", selector.to_kubernetes(manifests::pod_label_key));
         let indexed = || {
             let filter = crate::table::Filter { selector: Some(selector.clone()), ..Default::default() };
             self.table.list(&filter).iter().map(|process| process.process_name.clone()).collect()
         };
+        if !selector.requirements().iter().all(|requirement| stored_key_fits(&requirement.key)) {
+            // No process has such a key, and the cluster would refuse it mapped to ours: the
+            // processes are those the index selects (`!key`, `key notin (..)` match all).
+            return self.stop_each(indexed()).await;
+        }
+        let kube_selector =
+            format!("{MANAGED_SELECTOR},{}", selector.to_kubernetes(manifests::pod_label_key));
         self.stop_collection(&kube_selector, "the selected", indexed).await
     }
 
@@ -662,7 +665,7 @@ impl Runtime for KubeRuntime {
 
     async fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
         // Read from the Pod and parsed here, on Describe: the index keeps no spec.
-        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()))?;
+        let uid = self.indexed_uid(process_name)?;
         match self.get_full_pod(process_name).await {
             Ok(pod) => pod
                 .filter(|pod| pod.metadata.uid.as_deref() == Some(&*uid))
@@ -676,7 +679,7 @@ impl Runtime for KubeRuntime {
     }
 
     async fn events(&self, process_name: &str) -> Vec<RuntimeEvent> {
-        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()));
+        let uid = self.indexed_uid(process_name);
         let params = ListParams::default().fields(&events::field_selector(process_name, uid.as_deref()));
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let Ok(listed) = tokio::time::timeout(EVENTS_TIMEOUT, api.list(&params)).await else {
@@ -723,7 +726,7 @@ impl Runtime for KubeRuntime {
         process_name: &str,
         query: super::logs::LogsQuery,
     ) -> Result<super::logs::LogPieces, RuntimeError> {
-        let uid = self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()));
+        let uid = self.indexed_uid(process_name);
         let uid = uid.ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
         let log = logs::PodLog::new(
             self.full_pods(),

@@ -8,8 +8,9 @@
 //!
 //! Run: `cargo bench -p kube-sim --bench scale` (`-- --pods N` changes the count).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::rss_mib;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -23,26 +24,6 @@ const MANAGED: &str = "app.kubernetes.io/managed-by=hydroplane";
 const IN_FLIGHT: usize = 64;
 /// The group that gets its own 100 processes, for the small label-selected list.
 const SMALL_GROUP: &str = "small";
-
-/// Kills the simulator when dropped, also when the benchmark panics.
-struct Simulator(Child);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The resident memory of a process, in MiB (NaN when it cannot be read).
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
 
 /// The CPU time (user + system) a process has used so far.
 fn cpu_time(pid: u32) -> Duration {
@@ -87,17 +68,22 @@ fn group_of(index: usize) -> String {
     if index < 100 { SMALL_GROUP.to_string() } else { format!("g{:03}", index % 1000) }
 }
 
+/// The labels Hydroplane puts on every object of the `index`th process.
+fn labels(index: usize) -> serde_json::Value {
+    json!({
+        "app.kubernetes.io/managed-by": "hydroplane",
+        "hydroplane/process-id": process_name(index),
+        "hydroplane/group-id": group_of(index),
+    })
+}
+
 /// A Pod shaped as Hydroplane's manifests make it.
 fn pod(index: usize) -> Pod {
     let name = process_name(index);
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {
-                "app.kubernetes.io/managed-by": "hydroplane",
-                "hydroplane/process-id": name,
-                "hydroplane/group-id": group_of(index),
-            },
+            "labels": labels(index),
             "annotations": {"hydroplane/spec": format!(
                 "{{\"process_name\":\"{name}\",\"group\":\"{}\",\"container\":{{\"image_uri\":\"nginx\",\"ports\":[{{\"container_port\":80,\"protocol\":\"tcp\"}}]}}}}",
                 group_of(index)
@@ -117,11 +103,7 @@ fn service(index: usize, pod_uid: &str) -> Service {
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {
-                "app.kubernetes.io/managed-by": "hydroplane",
-                "hydroplane/process-id": name,
-                "hydroplane/group-id": group_of(index),
-            },
+            "labels": labels(index),
             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod_uid,
                 "controller": true, "blockOwnerDeletion": true}],
         },
@@ -208,31 +190,13 @@ async fn main() {
         .position(|arg| arg == "--pods")
         .and_then(|index| args.get(index + 1)?.parse().ok())
         .unwrap_or(150_000);
-    let directory = tempfile::tempdir().expect("temporary directory");
-    let kubeconfig = directory.path().join("kubeconfig");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-        .args(["--listen", "127.0.0.1:0", "--pod-start-delay-ms", "100"])
-        .arg("--kubeconfig-out")
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting kube-sim");
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first_line).expect("reading stdout");
-    let pid = child.id();
-    let _simulator = Simulator(child);
+    let (simulator, client) = common::start(&["--pod-start-delay-ms", "100"]).await;
+    let pid = simulator.pid();
     println!(
         "kube-sim {}, {count} pods + {count} services, {IN_FLIGHT} requests in flight",
-        first_line.trim()
+        simulator.first_line
     );
 
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-        &Default::default(),
-    )
-    .await
-    .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     let services: Api<Service> = Api::default_namespaced(client);
     let rss_empty = rss_mib(pid);

@@ -6,23 +6,14 @@
 //! Run: `CARGO_TARGET_DIR=target-sim cargo bench -p kube-sim --bench throughput`
 //! (`KUBE_SIM_BENCH_PODS` changes the count).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-
-struct Simulator(Child);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn report(label: &str, count: usize, elapsed: Duration) {
     let rate = count as f64 / elapsed.as_secs_f64();
@@ -47,36 +38,16 @@ async fn count_events(api: &Api<Pod>, version: &str, wanted: usize) -> usize {
 async fn main() {
     let count: usize =
         std::env::var("KUBE_SIM_BENCH_PODS").ok().and_then(|c| c.parse().ok()).unwrap_or(10_000);
-    let directory = tempfile::tempdir().expect("temporary directory");
-    let kubeconfig = directory.path().join("kubeconfig");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--pod-start-delay-ms",
-            "3600000",
-            "--history-size",
-            "100000",
-            "--watch-buffer",
-            "100000",
-        ])
-        .arg("--kubeconfig-out")
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting kube-sim");
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first_line).expect("reading stdout");
-    let _simulator = Simulator(child);
-    println!("kube-sim {}", first_line.trim());
-
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-        &Default::default(),
-    )
-    .await
-    .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
+    let (simulator, client) = common::start(&[
+        "--pod-start-delay-ms",
+        "3600000",
+        "--history-size",
+        "100000",
+        "--watch-buffer",
+        "100000",
+    ])
+    .await;
+    println!("kube-sim {}", simulator.first_line);
     let pods: Api<Pod> = Api::default_namespaced(client);
     let start_version =
         pods.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("a version");
