@@ -206,10 +206,13 @@ async fn main() {
     let cpu_before = cpu_time(pid);
     let first = create(&pods, &services, 0..tenth).await;
     line("create rate, first 10,000 (pod + service)", tenth as f64 / first.as_secs_f64(), "processes/s");
+    let cpu_first = cpu_time(pid) - cpu_before;
     let last_start = count.saturating_sub(tenth).max(tenth);
     let middle = create(&pods, &services, tenth..last_start).await;
     let last_count = count - last_start;
+    let cpu_before_last = cpu_time(pid);
     let last = create(&pods, &services, last_start..count).await;
+    let cpu_last = cpu_time(pid) - cpu_before_last;
     let total = first + middle + last;
     line("create rate, all (pod + service)", count as f64 / total.as_secs_f64(), "processes/s");
     line(
@@ -223,6 +226,8 @@ async fn main() {
             last_count as f64 / last.as_secs_f64(),
             "processes/s",
         );
+        line("  simulator CPU per process, first 10,000", ms(cpu_first) * 1000.0 / tenth as f64, "us");
+        line("  simulator CPU per process, last 10,000", ms(cpu_last) * 1000.0 / last_count as f64, "us");
     }
     match wait_until_running(&pods).await {
         Some(settled) => {

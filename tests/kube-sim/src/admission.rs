@@ -29,10 +29,10 @@ pub struct AdmissionContext<'a> {
     pub pod_ips: &'a mut HashMap<String, Ipv4Addr>,
 }
 
-fn invalid(kind: Kind, object: &Value, field: String, value: Value, error: AllocError) -> ApiError {
+fn invalid(kind: Kind, name: &str, field: String, value: Value, error: AllocError) -> ApiError {
     ApiError::Invalid {
         kind,
-        name: meta::name(object).to_string(),
+        name: name.to_string(),
         causes: vec![FieldError::invalid(field, value, error.to_string())],
     }
 }
@@ -237,8 +237,16 @@ fn node_is_schedulable(node: &Value, node_selector: &LabelSelector) -> bool {
 /// Unschedulable like the scheduler does when none fits.
 fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
     let now = meta::now();
-    let containers: Vec<Value> =
-        pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    // Only each container's name and image go into its status: the rest is not copied.
+    let containers: Vec<(Value, Value)> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (c.get("name").cloned().unwrap_or(Value::Null), c.get("image").cloned().unwrap_or(Value::Null))
+        })
+        .collect();
     let mut status = Map::new();
     status.insert("phase".into(), json!("Pending"));
     status.insert("qosClass".into(), json!("BestEffort"));
@@ -271,11 +279,11 @@ fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
                 json!([{"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}]),
             );
             let waiting: Vec<Value> = containers
-                .iter()
-                .map(|c| {
+                .into_iter()
+                .map(|(name, image)| {
                     json!({
-                        "name": c.get("name").cloned().unwrap_or(Value::Null),
-                        "image": c.get("image").cloned().unwrap_or(Value::Null),
+                        "name": name,
+                        "image": image,
                         "imageID": "",
                         "ready": false,
                         "started": false,
@@ -314,7 +322,8 @@ fn admit_service(
     old: Option<&Value>,
     context: &mut AdmissionContext<'_>,
 ) -> Result<(), ApiError> {
-    let snapshot = service.clone();
+    // Only the name is needed for errors; the whole Service is not copied for it.
+    let name = meta::name(service).to_string();
     let spec = meta::object_mut(service, "spec");
     let service_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
     spec.insert("type".into(), json!(service_type));
@@ -343,7 +352,7 @@ fn admit_service(
             if &requested != old_ip {
                 return Err(ApiError::Invalid {
                     kind: Kind::Service,
-                    name: meta::name(&snapshot).to_string(),
+                    name: name.clone(),
                     causes: vec![FieldError::invalid(
                         "spec.clusterIPs[0]",
                         requested.as_str(),
@@ -357,7 +366,7 @@ fn admit_service(
         (None, Some(requested)) => {
             let address: Ipv4Addr = requested.parse().map_err(|_| ApiError::Invalid {
                 kind: Kind::Service,
-                name: meta::name(&snapshot).to_string(),
+                name: name.clone(),
                 causes: vec![FieldError::invalid(
                     "spec.clusterIPs[0]",
                     requested.as_str(),
@@ -365,7 +374,7 @@ fn admit_service(
                 )],
             })?;
             context.allocators.cluster_ips.allocate_specific(address).map_err(|e| {
-                invalid(Kind::Service, &snapshot, "spec.clusterIPs[0]".into(), json!(requested), e)
+                invalid(Kind::Service, &name, "spec.clusterIPs[0]".into(), json!(requested), e)
             })?;
             newly_allocated_ip = Some(address);
             requested
@@ -375,7 +384,7 @@ fn admit_service(
                 .allocators
                 .cluster_ips
                 .allocate()
-                .map_err(|e| invalid(Kind::Service, &snapshot, "spec.clusterIP".into(), json!(""), e))?;
+                .map_err(|e| invalid(Kind::Service, &name, "spec.clusterIP".into(), json!(""), e))?;
             newly_allocated_ip = Some(address);
             address.to_string()
         }
@@ -450,7 +459,7 @@ fn admit_service(
         if let Some(address) = newly_allocated_ip {
             context.allocators.cluster_ips.release(address);
         }
-        return Err(invalid(Kind::Service, &snapshot, field, value, error));
+        return Err(invalid(Kind::Service, &name, field, value, error));
     }
     for port in old_node_ports {
         if !kept.contains(&port) {

@@ -194,7 +194,9 @@ impl Inner {
             let _ = queue.send(meta::uid(&old).to_string());
         }
         admission::release(kind, &old, &mut self.admission_context());
-        let mut last = (*old).clone();
+        // Usually nothing else holds the object any more (an expiring Event, a pod whose
+        // watch events have left the history): it is then changed in place, not copied.
+        let mut last = Arc::unwrap_or_clone(old);
         self.next_version(&mut last);
         let metadata = meta::metadata_mut(&mut last);
         if kind == Kind::Pod && !metadata.contains_key("deletionTimestamp") {

@@ -26,7 +26,10 @@ pub enum WriteTarget {
 impl Store {
     /// Creates an object in `namespace` (ignored for cluster-scoped kinds).
     pub fn create(&self, kind: Kind, namespace: &str, object: Value) -> Result<Arc<Value>, ApiError> {
-        self.lock().create(kind, namespace, object)
+        // What needs no other object is done before the lock is taken: every other request
+        // waits while it is held.
+        let prepared = Prepared::new(kind, namespace, object)?;
+        self.lock().create(kind, prepared)
     }
 
     /// Replaces an object (PUT), or its status.
@@ -84,32 +87,46 @@ impl Store {
     /// Changes an object on behalf of a controller. `change` returns whether it changed
     /// anything. Does nothing when the object is gone, has another UID, or (with
     /// `respect_client_status`) a client owns its status. Returns the new object when written.
+    ///
+    /// The copy and the change are made outside the lock, which every other request waits on;
+    /// the write goes in only if the object is still the one copied, else `change` runs again
+    /// on the newer one.
     pub fn update_by_controller(
         &self,
         kind: Kind,
         key: &ObjectKey,
         expected_uid: &str,
         respect_client_status: bool,
-        change: impl FnOnce(&mut Value) -> bool,
+        mut change: impl FnMut(&mut Value) -> bool,
     ) -> Option<Arc<Value>> {
-        let mut inner = self.lock();
-        let entry = inner.tables.get(&kind)?.get(key)?;
-        if meta::uid(&entry.object) != expected_uid || (respect_client_status && entry.status_owned_by_client)
-        {
-            return None;
+        let mut current = self.lock().controllable(kind, key, expected_uid, respect_client_status)?;
+        loop {
+            let mut object = (*current).clone();
+            if !change(&mut object) {
+                return None;
+            }
+            let mut inner = self.lock();
+            let now = inner.controllable(kind, key, expected_uid, respect_client_status)?;
+            if Arc::ptr_eq(&now, &current) {
+                return inner.write(kind, key, object, false).ok();
+            }
+            drop(inner);
+            current = now;
         }
-        let mut object = (*entry.object).clone();
-        if !change(&mut object) {
-            return None;
-        }
-        inner.write(kind, key, object, false).ok()
     }
 }
 
-impl Inner {
-    /// An API create: checks the object, sets the metadata the server owns, runs admission,
-    /// then stores it and emits ADDED.
-    fn create(&mut self, kind: Kind, namespace: &str, mut object: Value) -> Result<Arc<Value>, ApiError> {
+/// A created object with what needs no other object done: its type checked, the metadata the
+/// server owns set, and (when it has a name) validated. The store's part is [`Inner::create`].
+struct Prepared {
+    object: Value,
+    namespace: String,
+    /// The validation errors; `None` while the name is still to be generated.
+    errors: Option<Vec<FieldError>>,
+}
+
+impl Prepared {
+    fn new(kind: Kind, namespace: &str, mut object: Value) -> Result<Prepared, ApiError> {
         if !object.is_object() {
             return Err(ApiError::BadRequest("the body of the request was not a JSON object".into()));
         }
@@ -126,29 +143,6 @@ impl Inner {
                         .into(),
                 ));
             }
-        }
-        if info.namespaced && self.entry(Kind::Namespace, &ObjectKey::new("", &namespace)).is_none() {
-            return Err(ApiError::NotFound { kind: Kind::Namespace, name: namespace });
-        }
-        let generate_name = meta::meta_str(&object, "generateName").to_string();
-        if meta::name(&object).is_empty() && !generate_name.is_empty() {
-            let table = self.tables.entry(kind).or_default();
-            let name = loop {
-                let candidate = format!("{generate_name}{}", meta::random_suffix(5));
-                if !table.contains_key(&ObjectKey::new(&namespace, &candidate)) {
-                    break candidate;
-                }
-            };
-            meta::metadata_mut(&mut object).insert("name".into(), json!(name));
-        }
-        let name = meta::name(&object).to_string();
-        let errors = validation::validate(kind, &object);
-        if !errors.is_empty() {
-            return Err(ApiError::Invalid { kind, name, causes: errors });
-        }
-        let key = ObjectKey::new(&namespace, &name);
-        if self.tables.get(&kind).is_some_and(|t| t.contains_key(&key)) {
-            return Err(ApiError::AlreadyExists { kind, name });
         }
         {
             let metadata = meta::metadata_mut(&mut object);
@@ -171,6 +165,54 @@ impl Inner {
             && let Some(map) = object.as_object_mut()
         {
             map.remove("status");
+        }
+        let errors = (!meta::name(&object).is_empty()).then(|| validation::validate(kind, &object));
+        Ok(Prepared { object, namespace, errors })
+    }
+}
+
+impl Inner {
+    /// The object a controller may change: `None` when it is gone, has another UID, or (with
+    /// `respect_client_status`) a client owns its status.
+    fn controllable(
+        &self,
+        kind: Kind,
+        key: &ObjectKey,
+        expected_uid: &str,
+        respect_client_status: bool,
+    ) -> Option<Arc<Value>> {
+        let entry = self.tables.get(&kind)?.get(key)?;
+        let allowed = meta::uid(&entry.object) == expected_uid
+            && !(respect_client_status && entry.status_owned_by_client);
+        allowed.then(|| entry.object.clone())
+    }
+
+    /// An API create of a [`Prepared`] object: checks what needs the store (the namespace,
+    /// the name), runs admission, then stores it and emits ADDED.
+    fn create(&mut self, kind: Kind, prepared: Prepared) -> Result<Arc<Value>, ApiError> {
+        let Prepared { mut object, namespace, errors } = prepared;
+        if kind.info().namespaced && self.entry(Kind::Namespace, &ObjectKey::new("", &namespace)).is_none() {
+            return Err(ApiError::NotFound { kind: Kind::Namespace, name: namespace });
+        }
+        let generate_name = meta::meta_str(&object, "generateName").to_string();
+        if meta::name(&object).is_empty() && !generate_name.is_empty() {
+            let table = self.tables.entry(kind).or_default();
+            let name = loop {
+                let candidate = format!("{generate_name}{}", meta::random_suffix(5));
+                if !table.contains_key(&ObjectKey::new(&namespace, &candidate)) {
+                    break candidate;
+                }
+            };
+            meta::metadata_mut(&mut object).insert("name".into(), json!(name));
+        }
+        let name = meta::name(&object).to_string();
+        let errors = errors.unwrap_or_else(|| validation::validate(kind, &object));
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid { kind, name, causes: errors });
+        }
+        let key = ObjectKey::new(&namespace, &name);
+        if self.tables.get(&kind).is_some_and(|t| t.contains_key(&key)) {
+            return Err(ApiError::AlreadyExists { kind, name });
         }
         admission::admit_create(kind, &mut object, &mut self.admission_context())?;
         self.next_version(&mut object);
