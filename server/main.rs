@@ -21,12 +21,6 @@ use hydroplane::security::tokens::TokenStore;
 use hydroplane::telemetry::LogFormat;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// mimalloc rather than glibc's malloc: answering a List allocates and frees many small
-/// strings, and glibc's fastbin consolidation made that cost grow with the heap (a group List
-/// among 150,000 processes cost more than the same List alone).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long calls in flight may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
