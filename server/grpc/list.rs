@@ -5,6 +5,7 @@ use tonic::Status;
 
 use crate::app::{AppError, Processes};
 use crate::grpc::convert;
+use crate::grpc::wire::ListReply;
 use crate::proto;
 use crate::security::access::Caller;
 use crate::spec::Violations;
@@ -22,18 +23,19 @@ pub fn parse(request: proto::ListRequest) -> Result<(Filter, PageQuery), AppErro
     Ok((filter, PageQuery { size, token: request.page_token.filter(|token| !token.is_empty()) }))
 }
 
-/// Handles one List call.
+/// Handles one List call; the answer is encoded from the table's entries without copying them
+/// ([`ListReply`]).
 pub fn handle(
     processes: &Processes,
     request: proto::ListRequest,
     caller: &Caller,
-) -> Result<proto::ListResponse, Status> {
+) -> Result<ListReply, Status> {
     call::record_target(None, request.group.as_deref());
     let (filter, page) = parse(request)?;
     let stale_reason = processes.staleness();
     let page = processes.list(filter, &page, caller)?;
-    Ok(proto::ListResponse {
-        processes: page.processes.iter().map(|process| convert::info_to_proto(process)).collect(),
+    Ok(ListReply {
+        processes: page.processes,
         stale_reason,
         next_page_token: page.next_page_token,
         revision: page.revision,

@@ -10,9 +10,11 @@ pub mod guard;
 pub mod list;
 pub mod listen;
 pub mod logs;
+pub mod routes;
 pub mod start;
 pub mod stop;
 pub mod watch;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,8 +85,11 @@ impl ProcessService for ProcessServiceHandler {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
+        // The server answers List through `routes`, without this copy; this serves in-process
+        // callers of the trait.
         let (caller, _) = caller_of(&request)?;
-        list::handle(&self.processes, request.into_inner(), &caller).map(Response::new)
+        list::handle(&self.processes, request.into_inner(), &caller)
+            .map(|reply| Response::new(reply.into_proto()))
     }
 
     async fn describe(
@@ -167,10 +172,10 @@ pub async fn serve(
         .build_v1alpha()?;
     let (shutting_down_sender, shutting_down) = tokio::sync::watch::channel(false);
     let metrics = processes.metrics().cloned();
-    let process_service =
-        ProcessServiceServer::new(ProcessServiceHandler::new(processes, shutting_down.clone()))
-            // The guard refuses larger requests first, with a clearer message; this is a backstop.
-            .max_decoding_message_size(limits.max_request_bytes);
+    let process_service = routes::ProcessRoutes::new(
+        ProcessServiceHandler::new(processes, shutting_down.clone()),
+        limits.max_request_bytes,
+    );
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
         .add_service(health_service)

@@ -1,0 +1,323 @@
+//! Answers encoded straight from the table's shared entries. A `proto::ListResponse` owns its
+//! processes, so building one copies every string of every process on the page and frees them
+//! again once sent: most of a List's CPU, and more the larger the server's heap (a group of 100
+//! among 150,000 processes cost more than the same 100 alone). [`ListReply`] holds the page's
+//! `Arc<ProcessInfo>`s and writes `hydroplane.v1.ListResponse` from them with no copy. Its bytes
+//! are the ones prost writes for the converted message (`convert::info_to_proto`), field for
+//! field, which the tests check.
+
+use std::sync::Arc;
+
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{self, DecodeContext, WireType};
+use prost::{DecodeError, Message};
+
+use crate::grpc::convert;
+use crate::proto;
+use crate::spec::{ProcessInfo, SocketAddress};
+
+/// One page of a List, as it goes on the wire. Encode-only: decoding one keeps nothing.
+#[derive(Debug, Default)]
+pub struct ListReply {
+    /// The page's processes, shared with the table.
+    pub processes: Vec<Arc<ProcessInfo>>,
+    /// Why the answer may be stale, if it may.
+    pub stale_reason: Option<String>,
+    /// The token of the next page, if there is one.
+    pub next_page_token: Option<String>,
+    /// The revision the listing shows.
+    pub revision: u64,
+}
+
+impl ListReply {
+    /// The same answer as an owned message (for in-process callers of the service trait).
+    pub fn into_proto(self) -> proto::ListResponse {
+        proto::ListResponse {
+            processes: self.processes.iter().map(|process| convert::info_to_proto(process)).collect(),
+            stale_reason: self.stale_reason,
+            next_page_token: self.next_page_token,
+            revision: self.revision,
+        }
+    }
+}
+
+impl Message for ListReply {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        for process in &self.processes {
+            encoding::message::encode(1, &Info(process), buf);
+        }
+        if let Some(reason) = &self.stale_reason {
+            encoding::string::encode(2, reason, buf);
+        }
+        if let Some(token) = &self.next_page_token {
+            encoding::string::encode(3, token, buf);
+        }
+        if self.revision != 0 {
+            encoding::uint64::encode(4, &self.revision, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // These types only go out: what a decode reads is skipped (decode `proto` types).
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.processes.iter().map(|process| encoding::message::encoded_len(1, &Info(process))).sum::<usize>()
+            + self.stale_reason.as_ref().map_or(0, |reason| encoding::string::encoded_len(2, reason))
+            + self.next_page_token.as_ref().map_or(0, |token| encoding::string::encoded_len(3, token))
+            + if self.revision != 0 { encoding::uint64::encoded_len(4, &self.revision) } else { 0 }
+    }
+
+    fn clear(&mut self) {
+        *self = ListReply::default();
+    }
+}
+
+/// A process as `hydroplane.v1.ProcessInfo`, borrowed.
+struct Info<'a>(&'a ProcessInfo);
+
+impl Info<'_> {
+    /// `status` as the wire's enum number.
+    fn status(&self) -> i32 {
+        convert::status_to_proto(self.0.status) as i32
+    }
+
+    /// `created` as the wire's Timestamp.
+    fn created(&self) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: self.0.created.as_second(),
+            nanos: self.0.created.subsec_nanosecond(),
+        }
+    }
+}
+
+impl Message for Info<'_> {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        let info = self.0;
+        if !info.process_name.is_empty() {
+            encoding::string::encode(1, &info.process_name, buf);
+        }
+        if let Some(group) = &info.group {
+            encoding::string::encode(2, group, buf);
+        }
+        for address in &info.socket_addresses {
+            encoding::message::encode(3, &Address(address), buf);
+        }
+        encoding::message::encode(4, &self.created(), buf);
+        let status = self.status();
+        if status != 0 {
+            encoding::int32::encode(5, &status, buf);
+        }
+        if let Some(reason) = &info.reason {
+            encoding::string::encode(6, reason, buf);
+        }
+        if let Some(message) = &info.message {
+            encoding::string::encode(7, message, buf);
+        }
+        if info.restart_count != 0 {
+            encoding::uint32::encode(8, &info.restart_count, buf);
+        }
+        if let Some(code) = &info.exit_code {
+            encoding::int32::encode(9, code, buf);
+        }
+        if let Some(node) = &info.node {
+            encoding::string::encode(10, node, buf);
+        }
+        encoding::btree_map::encode(
+            encoding::string::encode,
+            encoding::string::encoded_len,
+            encoding::string::encode,
+            encoding::string::encoded_len,
+            11,
+            &info.labels,
+            buf,
+        );
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // These types only go out: what a decode reads is skipped (decode `proto` types).
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let info = self.0;
+        let status = self.status();
+        let optional = |tag: u32, value: &Option<String>| {
+            value.as_ref().map_or(0, |value| encoding::string::encoded_len(tag, value))
+        };
+        (if info.process_name.is_empty() { 0 } else { encoding::string::encoded_len(1, &info.process_name) })
+            + optional(2, &info.group)
+            + info
+                .socket_addresses
+                .iter()
+                .map(|address| encoding::message::encoded_len(3, &Address(address)))
+                .sum::<usize>()
+            + encoding::message::encoded_len(4, &self.created())
+            + if status != 0 { encoding::int32::encoded_len(5, &status) } else { 0 }
+            + optional(6, &info.reason)
+            + optional(7, &info.message)
+            + if info.restart_count != 0 { encoding::uint32::encoded_len(8, &info.restart_count) } else { 0 }
+            + info.exit_code.as_ref().map_or(0, |code| encoding::int32::encoded_len(9, code))
+            + optional(10, &info.node)
+            + encoding::btree_map::encoded_len(
+                encoding::string::encoded_len,
+                encoding::string::encoded_len,
+                11,
+                &info.labels,
+            )
+    }
+
+    fn clear(&mut self) {}
+}
+
+/// An address as `hydroplane.v1.SocketAddress`, borrowed.
+struct Address<'a>(&'a SocketAddress);
+
+impl Message for Address<'_> {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        let address = self.0;
+        if !address.host.is_empty() {
+            encoding::string::encode(1, &address.host, buf);
+        }
+        if address.port != 0 {
+            encoding::uint32::encode(2, &u32::from(address.port), buf);
+        }
+        if address.is_public {
+            encoding::bool::encode(3, &address.is_public, buf);
+        }
+        if let Some(name) = &address.dns_name {
+            encoding::string::encode(4, name, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // These types only go out: what a decode reads is skipped (decode `proto` types).
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let address = self.0;
+        (if address.host.is_empty() { 0 } else { encoding::string::encoded_len(1, &address.host) })
+            + if address.port != 0 { encoding::uint32::encoded_len(2, &u32::from(address.port)) } else { 0 }
+            + if address.is_public { encoding::bool::encoded_len(3, &address.is_public) } else { 0 }
+            + address.dns_name.as_ref().map_or(0, |name| encoding::string::encoded_len(4, name))
+    }
+
+    fn clear(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ProcessStatus;
+    use std::collections::BTreeMap;
+
+    fn process(name: &str) -> ProcessInfo {
+        ProcessInfo {
+            process_name: name.to_owned(),
+            group: None,
+            socket_addresses: Vec::new(),
+            created: jiff::Timestamp::UNIX_EPOCH,
+            status: ProcessStatus::Starting,
+            reason: None,
+            message: None,
+            restart_count: 0,
+            exit_code: None,
+            node: None,
+            labels: Default::default(),
+        }
+    }
+
+    /// Processes with every field unset, set, zero, negative, long and non-ASCII.
+    fn variety() -> Vec<Arc<ProcessInfo>> {
+        let labels: BTreeMap<String, String> = [
+            ("tier".to_owned(), "web".to_owned()),
+            ("example.com/team".to_owned(), "ünïcode".to_owned()),
+            ("empty".to_owned(), String::new()),
+        ]
+        .into();
+        let full = ProcessInfo {
+            process_name: "a-long-name-".repeat(20),
+            group: Some("group".to_owned()),
+            socket_addresses: vec![
+                SocketAddress { host: "10.96.0.1".to_owned(), port: 80, is_public: false, dns_name: None },
+                SocketAddress {
+                    host: "203.0.113.9".to_owned(),
+                    port: 65535,
+                    is_public: true,
+                    dns_name: Some("web.default.svc.cluster.local".to_owned()),
+                },
+                SocketAddress {
+                    host: String::new(),
+                    port: 0,
+                    is_public: false,
+                    dns_name: Some(String::new()),
+                },
+            ],
+            created: jiff::Timestamp::new(1_796_460_000, 123_456_789).unwrap(),
+            status: ProcessStatus::Failed,
+            reason: Some("CrashLoopBackOff".to_owned()),
+            message: Some("x".repeat(300)),
+            restart_count: 7,
+            exit_code: Some(-1),
+            node: Some("node-1".to_owned()),
+            labels: Arc::new(labels),
+        };
+        let mut before_epoch = process("before");
+        before_epoch.created = jiff::Timestamp::new(-5, 500).unwrap();
+        before_epoch.status = ProcessStatus::Exited;
+        before_epoch.exit_code = Some(0);
+        before_epoch.group = Some(String::new());
+        let statuses = [ProcessStatus::Running, ProcessStatus::Stopping]
+            .into_iter()
+            .map(|status| ProcessInfo { status, ..process("status") });
+        [process(""), process("plain"), full, before_epoch]
+            .into_iter()
+            .chain(statuses)
+            .map(Arc::new)
+            .collect()
+    }
+
+    #[test]
+    fn a_reply_is_byte_for_byte_what_prost_writes_for_the_converted_message() {
+        let processes = variety();
+        for (stale_reason, next_page_token, revision) in [
+            (None, None, 0),
+            (Some("the index of the cluster is still syncing".to_owned()), Some("dG9rZW4".to_owned()), 42),
+            (Some(String::new()), Some(String::new()), u64::MAX),
+        ] {
+            for count in [0, 1, processes.len()] {
+                let reply = ListReply {
+                    processes: processes[..count].to_vec(),
+                    stale_reason: stale_reason.clone(),
+                    next_page_token: next_page_token.clone(),
+                    revision,
+                };
+                let encoded = reply.encode_to_vec();
+                assert_eq!(encoded.len(), reply.encoded_len());
+                let expected = reply.into_proto();
+                assert_eq!(encoded, expected.encode_to_vec(), "{count} processes, revision {revision}");
+                assert_eq!(proto::ListResponse::decode(encoded.as_slice()).unwrap(), expected);
+            }
+        }
+    }
+}
