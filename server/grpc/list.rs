@@ -34,10 +34,5 @@ pub fn handle(
     let (filter, page) = parse(request)?;
     let stale_reason = processes.staleness();
     let page = processes.list(filter, &page, caller)?;
-    Ok(ListReply {
-        processes: page.processes,
-        stale_reason,
-        next_page_token: page.next_page_token,
-        revision: page.revision,
-    })
+    Ok(ListReply::new(page.processes, stale_reason, page.next_page_token, page.revision))
 }

@@ -6,7 +6,7 @@
 //! are the ones prost writes for the converted message (`convert::info_to_proto`), field for
 //! field, which the tests check.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -16,20 +16,40 @@ use crate::grpc::convert;
 use crate::proto;
 use crate::spec::{ProcessInfo, SocketAddress};
 
-/// One page of a List, as it goes on the wire. Encode-only: decoding one keeps nothing.
+/// One page of a List, as it goes on the wire (fixed once made: the lengths are kept).
+/// Encode-only: decoding one keeps nothing.
 #[derive(Debug, Default)]
 pub struct ListReply {
     /// The page's processes, shared with the table.
-    pub processes: Vec<Arc<ProcessInfo>>,
+    processes: Vec<Arc<ProcessInfo>>,
     /// Why the answer may be stale, if it may.
-    pub stale_reason: Option<String>,
+    stale_reason: Option<String>,
     /// The token of the next page, if there is one.
-    pub next_page_token: Option<String>,
+    next_page_token: Option<String>,
     /// The revision the listing shows.
-    pub revision: u64,
+    revision: u64,
+    /// Each process's encoded length, worked out once: the codec asks for the reply's length
+    /// before it writes it, and each process is prefixed with its own.
+    lengths: OnceLock<Vec<usize>>,
 }
 
 impl ListReply {
+    /// The answer with `processes`, `stale_reason`, `next_page_token` and `revision`.
+    pub fn new(
+        processes: Vec<Arc<ProcessInfo>>,
+        stale_reason: Option<String>,
+        next_page_token: Option<String>,
+        revision: u64,
+    ) -> ListReply {
+        ListReply { processes, stale_reason, next_page_token, revision, lengths: OnceLock::new() }
+    }
+
+    /// The encoded length of each process, in order.
+    fn lengths(&self) -> &[usize] {
+        self.lengths
+            .get_or_init(|| self.processes.iter().map(|process| Info(process).encoded_len()).collect())
+    }
+
     /// The same answer as an owned message (for in-process callers of the service trait).
     pub fn into_proto(self) -> proto::ListResponse {
         proto::ListResponse {
@@ -43,8 +63,10 @@ impl ListReply {
 
 impl Message for ListReply {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for process in &self.processes {
-            encoding::message::encode(1, &Info(process), buf);
+        for (process, length) in self.processes.iter().zip(self.lengths()) {
+            encoding::encode_key(1, WireType::LengthDelimited, buf);
+            encoding::encode_varint(*length as u64, buf);
+            Info(process).encode_raw(buf);
         }
         if let Some(reason) = &self.stale_reason {
             encoding::string::encode(2, reason, buf);
@@ -69,7 +91,10 @@ impl Message for ListReply {
     }
 
     fn encoded_len(&self) -> usize {
-        self.processes.iter().map(|process| encoding::message::encoded_len(1, &Info(process))).sum::<usize>()
+        self.lengths()
+            .iter()
+            .map(|length| encoding::key_len(1) + encoding::encoded_len_varint(*length as u64) + length)
+            .sum::<usize>()
             + self.stale_reason.as_ref().map_or(0, |reason| encoding::string::encoded_len(2, reason))
             + self.next_page_token.as_ref().map_or(0, |token| encoding::string::encoded_len(3, token))
             + if self.revision != 0 { encoding::uint64::encoded_len(4, &self.revision) } else { 0 }
@@ -306,12 +331,12 @@ mod tests {
             (Some(String::new()), Some(String::new()), u64::MAX),
         ] {
             for count in [0, 1, processes.len()] {
-                let reply = ListReply {
-                    processes: processes[..count].to_vec(),
-                    stale_reason: stale_reason.clone(),
-                    next_page_token: next_page_token.clone(),
+                let reply = ListReply::new(
+                    processes[..count].to_vec(),
+                    stale_reason.clone(),
+                    next_page_token.clone(),
                     revision,
-                };
+                );
                 let encoded = reply.encode_to_vec();
                 assert_eq!(encoded.len(), reply.encoded_len());
                 let expected = reply.into_proto();
