@@ -279,24 +279,30 @@ pub fn selector_from_proto(selector: Option<&str>, violations: &mut Violations) 
 
 /// Converts a watch event into its wire form.
 pub fn watch_event_to_proto(event: WatchEvent) -> proto::WatchEvent {
-    use proto::WatchEventType as Type;
+    let r#type = watch_event_type(&event).into();
     match event {
         WatchEvent::Change(change) => proto::WatchEvent {
-            r#type: match change.kind {
-                ChangeKind::Added => Type::Added,
-                ChangeKind::Modified => Type::Modified,
-                ChangeKind::Deleted => Type::Deleted,
-            }
-            .into(),
+            r#type,
             process: Some(info_to_proto(&change.process)),
             revision: change.revision,
         },
-        WatchEvent::Synced { revision } => {
-            proto::WatchEvent { r#type: Type::Synced.into(), process: None, revision }
+        WatchEvent::Synced { revision } | WatchEvent::Reset { revision } => {
+            proto::WatchEvent { r#type, process: None, revision }
         }
-        WatchEvent::Reset { revision } => {
-            proto::WatchEvent { r#type: Type::Reset.into(), process: None, revision }
-        }
+    }
+}
+
+/// What a watch event is, on the wire.
+pub fn watch_event_type(event: &WatchEvent) -> proto::WatchEventType {
+    use proto::WatchEventType as Type;
+    match event {
+        WatchEvent::Change(change) => match change.kind {
+            ChangeKind::Added => Type::Added,
+            ChangeKind::Modified => Type::Modified,
+            ChangeKind::Deleted => Type::Deleted,
+        },
+        WatchEvent::Synced { .. } => Type::Synced,
+        WatchEvent::Reset { .. } => Type::Reset,
     }
 }
 

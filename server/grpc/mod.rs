@@ -49,6 +49,20 @@ impl ProcessServiceHandler {
     }
 }
 
+impl ProcessServiceHandler {
+    /// A Watch's events, ending when the server shuts down (a graceful shutdown waits for
+    /// open streams, and a watch never ends on its own).
+    fn watch_replies(&self, request: Request<proto::WatchRequest>) -> Result<watch::WatchReplies, Status> {
+        let (caller, _) = caller_of(&request)?;
+        let mut shutting_down = self.shutting_down.clone();
+        let stream = watch::handle(&self.processes, request.into_inner(), &caller)?;
+        let shutdown = async move {
+            let _ = shutting_down.wait_for(|shutting_down| *shutting_down).await;
+        };
+        Ok(futures::StreamExt::boxed(futures::StreamExt::take_until(stream, shutdown)))
+    }
+}
+
 /// The caller the guard layer attached to a request. Its absence is the server's mistake (a
 /// service mounted without the guard), so it fails closed.
 fn caller_of<T>(request: &Request<T>) -> Result<(Caller, guard::Peer), Status> {
@@ -119,13 +133,12 @@ impl ProcessService for ProcessServiceHandler {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (caller, _) = caller_of(&request)?;
-        let mut shutting_down = self.shutting_down.clone();
-        let stream = watch::handle(&self.processes, request.into_inner(), &caller)?;
-        let shutdown = async move {
-            let _ = shutting_down.wait_for(|shutting_down| *shutting_down).await;
-        };
-        Ok(Response::new(futures::StreamExt::boxed(futures::StreamExt::take_until(stream, shutdown))))
+        // The server answers Watch through `routes`, without this copy per watcher; this serves
+        // in-process callers of the trait.
+        let replies = self.watch_replies(request)?;
+        Ok(Response::new(futures::StreamExt::boxed(futures::StreamExt::map(replies, |reply| {
+            reply.map(wire::WatchReply::into_proto)
+        }))))
     }
 }
 

@@ -1,7 +1,7 @@
 //! `hydroplane.v1.ProcessService` as it is served: the generated router for every method but
-//! List, which is answered with a [`ListReply`] encoded from the table's entries. The generated
-//! route can only send an owned `proto::ListResponse`, a copy of every process on the page
-//! (see `wire`).
+//! List and Watch, which answer with a [`ListReply`] and [`WatchReply`]s encoded from the
+//! table's entries. The generated routes can only send owned messages: a copy of every process
+//! on a List's page, and of every changed process for each of its watchers (see `wire`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,17 +9,20 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
-use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 use tower::Service;
 
 use super::{ProcessServiceHandler, caller_of, list};
-use crate::grpc::wire::ListReply;
+use crate::grpc::watch::WatchReplies;
+use crate::grpc::wire::{ListReply, WatchReply};
 use crate::proto;
 use crate::proto::process_service_server::ProcessServiceServer;
 
 /// The path of `ProcessService.List`.
 const LIST_PATH: &str = "/hydroplane.v1.ProcessService/List";
+/// The path of `ProcessService.Watch`.
+const WATCH_PATH: &str = "/hydroplane.v1.ProcessService/Watch";
 
 /// The process service's routes: List here, the rest in the generated server.
 #[derive(Clone)]
@@ -55,16 +58,21 @@ impl Service<http::Request<Body>> for ProcessRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != LIST_PATH {
-            return self.generated.call(request);
+        let handler = Arc::clone(&self.handler);
+        let max_request_bytes = Some(self.max_request_bytes);
+        match request.uri().path() {
+            LIST_PATH => Box::pin(async move {
+                let codec = tonic_prost::ProstCodec::<ListReply, proto::ListRequest>::default();
+                let mut grpc = Grpc::new(codec).apply_max_message_size_config(max_request_bytes, None);
+                Ok(grpc.unary(ListMethod(handler), request).await)
+            }),
+            WATCH_PATH => Box::pin(async move {
+                let codec = tonic_prost::ProstCodec::<WatchReply, proto::WatchRequest>::default();
+                let mut grpc = Grpc::new(codec).apply_max_message_size_config(max_request_bytes, None);
+                Ok(grpc.server_streaming(WatchMethod(handler), request).await)
+            }),
+            _ => self.generated.call(request),
         }
-        let method = ListMethod(Arc::clone(&self.handler));
-        let max_request_bytes = self.max_request_bytes;
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<ListReply, proto::ListRequest>::default();
-            let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(max_request_bytes), None);
-            Ok(grpc.unary(method, request).await)
-        })
     }
 }
 
@@ -81,5 +89,19 @@ impl UnaryService<proto::ListRequest> for ListMethod {
             let (caller, _) = caller_of(&request)?;
             list::handle(&handler.processes, request.into_inner(), &caller).map(Response::new)
         })
+    }
+}
+
+/// Watch, answering with [`WatchReply`]s.
+struct WatchMethod(Arc<ProcessServiceHandler>);
+
+impl ServerStreamingService<proto::WatchRequest> for WatchMethod {
+    type Response = WatchReply;
+    type ResponseStream = WatchReplies;
+    type Future = BoxFuture<'static, Result<Response<WatchReplies>, Status>>;
+
+    fn call(&mut self, request: Request<proto::WatchRequest>) -> Self::Future {
+        let handler = Arc::clone(&self.0);
+        Box::pin(async move { handler.watch_replies(request).map(Response::new) })
     }
 }

@@ -8,6 +8,7 @@ use tonic::Status;
 
 use crate::app::{AppError, Processes};
 use crate::grpc::convert;
+use crate::grpc::wire::WatchReply;
 use crate::metrics::Metrics;
 use crate::proto;
 use crate::security::access::Caller;
@@ -15,15 +16,20 @@ use crate::spec::Violations;
 use crate::table::{Filter, WatchEvent};
 use crate::telemetry::call;
 
-/// The stream a Watch call answers with.
+/// The stream a Watch call answers with, as owned messages (for in-process callers of the
+/// service trait).
 pub type WatchStream = BoxStream<'static, Result<proto::WatchEvent, Status>>;
+
+/// The stream a Watch call answers with, as the server sends it: each event encoded from the
+/// table's shared entry ([`WatchReply`]).
+pub type WatchReplies = BoxStream<'static, Result<WatchReply, Status>>;
 
 /// Handles one Watch call.
 pub fn handle(
     processes: &Processes,
     request: proto::WatchRequest,
     caller: &Caller,
-) -> Result<WatchStream, Status> {
+) -> Result<WatchReplies, Status> {
     call::record_target(request.process_name.as_deref(), request.group.as_deref());
     let mut violations = Violations::default();
     let selector = convert::selector_from_proto(request.label_selector.as_deref(), &mut violations);
@@ -37,7 +43,7 @@ pub fn handle(
             if let (Some(open), WatchEvent::Reset { .. }) = (&open, &event) {
                 open.metrics.domain.watch_resets.inc();
             }
-            Ok(convert::watch_event_to_proto(event))
+            Ok(WatchReply(event))
         })
         .boxed())
 }

@@ -1,4 +1,4 @@
-//! Answers encoded straight from the table's shared entries. A `proto::ListResponse` owns its
+//! Answers (List pages and Watch events) encoded straight from the table's shared entries. A `proto::ListResponse` owns its
 //! processes, so building one copies every string of every process on the page and frees them
 //! again once sent: most of a List's CPU, and more the larger the server's heap (a group of 100
 //! among 150,000 processes cost more than the same 100 alone). [`ListReply`] holds the page's
@@ -15,6 +15,7 @@ use prost::{DecodeError, Message};
 use crate::grpc::convert;
 use crate::proto;
 use crate::spec::{ProcessInfo, SocketAddress};
+use crate::table::WatchEvent;
 
 /// One page of a List, as it goes on the wire (fixed once made: the lengths are kept).
 /// Encode-only: decoding one keeps nothing.
@@ -103,6 +104,63 @@ impl Message for ListReply {
     fn clear(&mut self) {
         *self = ListReply::default();
     }
+}
+
+/// One Watch event, as it goes on the wire: its process is encoded from the entry the table
+/// shares with every watcher, where a `proto::WatchEvent` would copy it for each of them.
+/// Encode-only: decoding one keeps nothing.
+#[derive(Debug)]
+pub struct WatchReply(pub WatchEvent);
+
+impl WatchReply {
+    /// The same event as an owned message (for in-process callers of the service trait).
+    pub fn into_proto(self) -> proto::WatchEvent {
+        convert::watch_event_to_proto(self.0)
+    }
+
+    /// The process and revision of the event.
+    fn parts(&self) -> (Option<Info<'_>>, u64) {
+        match &self.0 {
+            WatchEvent::Change(change) => (Some(Info(&change.process)), change.revision),
+            WatchEvent::Synced { revision } | WatchEvent::Reset { revision } => (None, *revision),
+        }
+    }
+}
+
+impl Message for WatchReply {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        let r#type = convert::watch_event_type(&self.0) as i32;
+        if r#type != 0 {
+            encoding::int32::encode(1, &r#type, buf);
+        }
+        let (process, revision) = self.parts();
+        if let Some(process) = process {
+            encoding::message::encode(2, &process, buf);
+        }
+        if revision != 0 {
+            encoding::uint64::encode(3, &revision, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let r#type = convert::watch_event_type(&self.0) as i32;
+        let (process, revision) = self.parts();
+        (if r#type != 0 { encoding::int32::encoded_len(1, &r#type) } else { 0 })
+            + process.map_or(0, |process| encoding::message::encoded_len(2, &process))
+            + if revision != 0 { encoding::uint64::encoded_len(3, &revision) } else { 0 }
+    }
+
+    fn clear(&mut self) {}
 }
 
 /// A process as `hydroplane.v1.ProcessInfo`, borrowed.
@@ -343,6 +401,30 @@ mod tests {
                 assert_eq!(encoded, expected.encode_to_vec(), "{count} processes, revision {revision}");
                 assert_eq!(proto::ListResponse::decode(encoded.as_slice()).unwrap(), expected);
             }
+        }
+    }
+
+    #[test]
+    fn a_watch_event_is_byte_for_byte_what_prost_writes_for_the_converted_message() {
+        let table = crate::table::ProcessTable::new(0, 100);
+        let mut events = vec![WatchEvent::Synced { revision: 0 }, WatchEvent::Reset { revision: u64::MAX }];
+        for process in variety() {
+            events.extend(table.upsert((*process).clone()).map(WatchEvent::Change));
+        }
+        events.extend(
+            table
+                .upsert(ProcessInfo { status: ProcessStatus::Running, ..process("plain") })
+                .map(WatchEvent::Change),
+        );
+        events.extend(table.remove("plain").map(WatchEvent::Change));
+        assert_eq!(events.len(), 2 + variety().len() + 2, "every upsert and the removal made a change");
+        for event in events {
+            let reply = WatchReply(event);
+            let encoded = reply.encode_to_vec();
+            assert_eq!(encoded.len(), reply.encoded_len());
+            let expected = reply.into_proto();
+            assert_eq!(encoded, expected.encode_to_vec(), "{expected:?}");
+            assert_eq!(proto::WatchEvent::decode(encoded.as_slice()).unwrap(), expected);
         }
     }
 }
