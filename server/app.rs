@@ -220,10 +220,12 @@ impl Processes {
     }
 
     /// One page of the processes that pass the filter and are in the caller's reach, ordered
-    /// by name; see [`crate::table::ProcessTable::list_page`].
-    pub fn list(&self, mut filter: Filter, page: &PageQuery, caller: &Caller) -> Result<Page, AppError> {
+    /// by name; see [`crate::table::ProcessTable::list_page`]. The listing counts against the
+    /// caller's share of kept listings (by token name, as calls are rate-limited).
+    pub fn list(&self, mut filter: Filter, mut page: PageQuery, caller: &Caller) -> Result<Page, AppError> {
         filter.groups = caller.groups.clone();
-        Ok(self.runtime.table().list_page(&filter, page)?)
+        page.lister.clone_from(&caller.name);
+        Ok(self.runtime.table().list_page(&filter, &page)?)
     }
 
     /// A watch of the processes that pass the filter and are in the caller's reach; see

@@ -20,7 +20,8 @@ pub fn parse(request: proto::ListRequest) -> Result<(Filter, PageQuery), AppErro
     violations.into_fields_result()?;
     let size = usize::try_from(request.page_size).unwrap_or(usize::MAX);
     let filter = Filter { group: request.group, selector, ..Filter::default() };
-    Ok((filter, PageQuery { size, token: request.page_token.filter(|token| !token.is_empty()) }))
+    let token = request.page_token.filter(|token| !token.is_empty());
+    Ok((filter, PageQuery { size, token, ..PageQuery::default() }))
 }
 
 /// Handles one List call; the answer is encoded from the table's entries without copying them
@@ -33,6 +34,6 @@ pub fn handle(
     call::record_target(None, request.group.as_deref());
     let (filter, page) = parse(request)?;
     let stale_reason = processes.staleness();
-    let page = processes.list(filter, &page, caller)?;
+    let page = processes.list(filter, page, caller)?;
     Ok(ListReply::new(page.processes, stale_reason, page.next_page_token, page.revision))
 }

@@ -5,8 +5,10 @@
 //!
 //! A page token names the snapshot (a random id), the revision and where the next page starts.
 //! Snapshots are kept for [`LISTING_TTL`] after their last page was read, and at most
-//! [`MAX_LISTINGS`] of them (the least recently read goes first): a token of a snapshot no
-//! longer kept is [`PageError::Expired`], and the client lists again.
+//! [`MAX_LISTINGS`] of them, at most [`MAX_LISTINGS_PER_LISTER`] for one caller (the least
+//! recently read goes first: a caller's own when it is at its share, so that one caller
+//! opening listings cannot push out everyone else's): a token of a snapshot no longer kept is
+//! [`PageError::Expired`], and the client lists again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,9 @@ pub const LISTING_TTL: Duration = Duration::from_secs(5 * 60);
 /// How many listings' snapshots are kept at most.
 pub const MAX_LISTINGS: usize = 256;
 
+/// How many listings' snapshots are kept at most for one caller ([`PageQuery::lister`]).
+pub const MAX_LISTINGS_PER_LISTER: usize = 64;
+
 /// What a page request asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageQuery {
@@ -38,6 +43,8 @@ pub struct PageQuery {
     pub size: usize,
     /// The previous page's `next_page_token`; `None` for the first page.
     pub token: Option<String>,
+    /// Who lists (a token's name): the listings one caller keeps count against its share.
+    pub lister: String,
 }
 
 impl PageQuery {
@@ -71,7 +78,7 @@ pub enum PageError {
     Malformed,
     /// The listing's snapshot is no longer kept.
     #[error(
-        "page_token: the listing at revision {revision} is no longer kept (a listing is kept for {} s after its last page was read, and at most {MAX_LISTINGS} listings are); list again from the first page",
+        "page_token: the listing at revision {revision} is no longer kept (a listing is kept for {} s after its last page was read, and at most {MAX_LISTINGS_PER_LISTER} listings of one caller are); list again from the first page",
         LISTING_TTL.as_secs()
     )]
     Expired {
@@ -125,6 +132,7 @@ impl PageToken {
 
 /// One kept listing.
 struct Listing {
+    lister: String,
     filter: Filter,
     revision: u64,
     processes: Arc<[Arc<ProcessInfo>]>,
@@ -145,8 +153,9 @@ impl Listings {
         filter: &Filter,
         revision: u64,
         matching: Vec<Arc<ProcessInfo>>,
-        size: usize,
+        query: &PageQuery,
     ) -> Page {
+        let size = query.effective_size();
         if matching.len() <= size {
             return Page { processes: matching, next_page_token: None, revision };
         }
@@ -156,12 +165,31 @@ impl Listings {
         let now = Instant::now();
         let mut kept = self.lock();
         kept.retain(|_, listing| now.duration_since(listing.last_read) < LISTING_TTL);
-        if kept.len() >= MAX_LISTINGS
-            && let Some(oldest) = kept.iter().min_by_key(|(_, listing)| listing.last_read).map(|(id, _)| *id)
-        {
-            kept.remove(&oldest);
+        let own = kept.values().filter(|listing| listing.lister == query.lister).count();
+        let oldest = |mine: bool| {
+            kept.iter()
+                .filter(|(_, listing)| !mine || listing.lister == query.lister)
+                .min_by_key(|(_, listing)| listing.last_read)
+                .map(|(id, _)| *id)
+        };
+        let evicted = if own >= MAX_LISTINGS_PER_LISTER {
+            oldest(true)
+        } else if kept.len() >= MAX_LISTINGS {
+            oldest(false)
+        } else {
+            None
+        };
+        if let Some(evicted) = evicted {
+            kept.remove(&evicted);
         }
-        kept.insert(listing, Listing { filter: filter.clone(), revision, processes, last_read: now });
+        let kept_listing = Listing {
+            lister: query.lister.clone(),
+            filter: filter.clone(),
+            revision,
+            processes,
+            last_read: now,
+        };
+        kept.insert(listing, kept_listing);
         let offset = u32::try_from(size).unwrap_or(u32::MAX);
         Page {
             processes: first,
@@ -233,7 +261,7 @@ mod tests {
 
     #[test]
     fn page_sizes_default_and_are_capped() {
-        let size = |size| PageQuery { size, token: None }.effective_size();
+        let size = |size| PageQuery { size, ..PageQuery::default() }.effective_size();
         assert_eq!((size(0), size(1), size(5_000), size(1_000_000)), (1_000, 1, 5_000, 5_000));
     }
 }

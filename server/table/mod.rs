@@ -373,15 +373,14 @@ impl ProcessTable {
     /// One page of the processes that pass the filter, ordered by name, and the revision the
     /// listing shows (the same on every page of it).
     pub fn list_page(&self, filter: &Filter, query: &PageQuery) -> Result<Page, PageError> {
-        let size = query.effective_size();
         if let Some(token) = &query.token {
-            return self.listings.later_page(token, filter, size);
+            return self.listings.later_page(token, filter, query.effective_size());
         }
         let (matching, revision) = {
             let state = self.lock();
             (state.matching(filter), state.revision)
         };
-        Ok(self.listings.first_page(filter, revision, matching, size))
+        Ok(self.listings.first_page(filter, revision, matching, query))
     }
 
     /// How many processes the table has in each status (statuses with none are left out).
@@ -661,7 +660,7 @@ mod tests {
 
     /// Every page of a listing, and its revision (the same on every page).
     fn list_all(table: &ProcessTable, filter: &Filter, size: usize) -> (Vec<String>, u64, usize) {
-        let mut query = PageQuery { size, token: None };
+        let mut query = PageQuery { size, token: None, ..PageQuery::default() };
         let mut listed = Vec::new();
         let mut revisions = std::collections::BTreeSet::new();
         let mut pages = 0;
@@ -686,18 +685,24 @@ mod tests {
         for index in 0..10 {
             table.upsert(process(&format!("p{index}"), None, ProcessStatus::Running));
         }
-        let first = table.list_page(&Filter::default(), &PageQuery { size: 4, token: None }).expect("a page");
+        let first = table
+            .list_page(&Filter::default(), &PageQuery { size: 4, token: None, ..PageQuery::default() })
+            .expect("a page");
         assert_eq!(names(&first.processes), ["p0", "p1", "p2", "p3"]);
         assert_eq!(first.revision, 10);
         // Changes after the first page are not in the listing: it is a snapshot.
         table.remove("p5");
         table.upsert(process("p45", None, ProcessStatus::Running));
         let token = first.next_page_token.expect("more pages");
-        let second =
-            table.list_page(&Filter::default(), &PageQuery { size: 4, token: Some(token) }).expect("a page");
+        let second = table
+            .list_page(&Filter::default(), &PageQuery { size: 4, token: Some(token), ..PageQuery::default() })
+            .expect("a page");
         assert_eq!((names(&second.processes), second.revision), (vec!["p4", "p5", "p6", "p7"], 10));
         let third = table
-            .list_page(&Filter::default(), &PageQuery { size: 4, token: second.next_page_token })
+            .list_page(
+                &Filter::default(),
+                &PageQuery { size: 4, token: second.next_page_token, ..PageQuery::default() },
+            )
             .expect("a page");
         assert_eq!((names(&third.processes), third.next_page_token), (vec!["p8", "p9"], None));
         // A fresh listing sees the changes.
@@ -732,18 +737,27 @@ mod tests {
             table.upsert(labelled(&format!("p{index}"), Some("g"), &[("tier", "web")]));
         }
         let filter = Filter { group: Some("g".into()), ..Filter::default() };
-        let first = table.list_page(&filter, &PageQuery { size: 1, token: None }).expect("a page");
+        let first = table
+            .list_page(&filter, &PageQuery { size: 1, token: None, ..PageQuery::default() })
+            .expect("a page");
         let token = first.next_page_token.expect("more pages");
         let other = Filter { selector: selector("tier=web"), ..Filter::default() };
-        let refused = table.list_page(&other, &PageQuery { size: 1, token: Some(token.clone()) });
+        let refused = table
+            .list_page(&other, &PageQuery { size: 1, token: Some(token.clone()), ..PageQuery::default() });
         assert_eq!(refused, Err(PageError::OtherFilter { listed: "group g".into() }));
-        let malformed = table.list_page(&filter, &PageQuery { size: 1, token: Some("nonsense".into()) });
+        let malformed = table.list_page(
+            &filter,
+            &PageQuery { size: 1, token: Some("nonsense".into()), ..PageQuery::default() },
+        );
         assert_eq!(malformed, Err(PageError::Malformed));
         // More listings than are kept push the oldest out.
         for _ in 0..listing::MAX_LISTINGS {
-            table.list_page(&filter, &PageQuery { size: 1, token: None }).expect("a page");
+            table
+                .list_page(&filter, &PageQuery { size: 1, token: None, ..PageQuery::default() })
+                .expect("a page");
         }
-        let expired = table.list_page(&filter, &PageQuery { size: 1, token: Some(token) });
+        let expired =
+            table.list_page(&filter, &PageQuery { size: 1, token: Some(token), ..PageQuery::default() });
         assert_eq!(expired, Err(PageError::Expired { revision: 3 }));
         let message = expired.unwrap_err().to_string();
         assert!(message.contains("list again from the first page"), "{message}");
@@ -755,14 +769,58 @@ mod tests {
         for index in 0..3 {
             table.upsert(process(&format!("p{index}"), None, ProcessStatus::Running));
         }
-        let first = table.list_page(&Filter::default(), &PageQuery { size: 1, token: None }).expect("a page");
+        let first = table
+            .list_page(&Filter::default(), &PageQuery { size: 1, token: None, ..PageQuery::default() })
+            .expect("a page");
         tokio::time::advance(listing::LISTING_TTL - std::time::Duration::from_secs(1)).await;
         let second = table
-            .list_page(&Filter::default(), &PageQuery { size: 1, token: first.next_page_token })
+            .list_page(
+                &Filter::default(),
+                &PageQuery { size: 1, token: first.next_page_token, ..PageQuery::default() },
+            )
             .expect("read in time");
         tokio::time::advance(listing::LISTING_TTL + std::time::Duration::from_secs(1)).await;
-        let late = table.list_page(&Filter::default(), &PageQuery { size: 1, token: second.next_page_token });
+        let late = table.list_page(
+            &Filter::default(),
+            &PageQuery { size: 1, token: second.next_page_token, ..PageQuery::default() },
+        );
         assert_eq!(late, Err(PageError::Expired { revision: 3 }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_callers_listings_push_out_its_own_before_anyone_elses() {
+        let table = ProcessTable::new(0, 1000);
+        for index in 0..3 {
+            table.upsert(process(&format!("p{index}"), None, ProcessStatus::Running));
+        }
+        let open = |lister: &str| {
+            let query = PageQuery { size: 1, lister: lister.to_owned(), ..PageQuery::default() };
+            table.list_page(&Filter::default(), &query).expect("a page").next_page_token.expect("more pages")
+        };
+        let next = |token: &str| {
+            let query = PageQuery { size: 1, token: Some(token.to_owned()), ..PageQuery::default() };
+            table.list_page(&Filter::default(), &query)
+        };
+        let bobs = open("bob");
+        let mut alices = Vec::new();
+        for _ in 0..=listing::MAX_LISTINGS_PER_LISTER {
+            // Distinct times, so that "least recently read" is one listing.
+            tokio::time::advance(std::time::Duration::from_millis(1)).await;
+            alices.push(open("alice"));
+        }
+        assert_eq!(next(&alices[0]), Err(PageError::Expired { revision: 3 }), "alice's oldest went");
+        assert!(next(&alices[1]).is_ok(), "the rest of alice's are kept");
+        assert!(next(&bobs).is_ok(), "bob's was not pushed out by alice's");
+        let message = PageError::Expired { revision: 3 }.to_string();
+        assert!(message.contains("at most 64 listings of one caller"), "{message}");
+        // Past the total, the least recently read of anyone's goes.
+        let mut others = Vec::new();
+        for index in 0..listing::MAX_LISTINGS {
+            tokio::time::advance(std::time::Duration::from_millis(1)).await;
+            others.push(open(&format!("caller{index}")));
+        }
+        assert_eq!(next(&bobs), Err(PageError::Expired { revision: 3 }), "bob's, read longest ago, went");
+        assert!(next(&others[listing::MAX_LISTINGS - 1]).is_ok());
     }
 
     #[test]
