@@ -17,6 +17,22 @@ use crate::proto;
 use crate::spec::{ProcessInfo, SocketAddress};
 use crate::table::WatchEvent;
 
+/// The decoding half of `Message` for the encode-only types here: what a decode reads is
+/// skipped (decode the `proto` types instead).
+macro_rules! skip_decoding {
+    () => {
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: WireType,
+            buf: &mut impl Buf,
+            ctx: DecodeContext,
+        ) -> Result<(), DecodeError> {
+            encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+    };
+}
+
 /// One page of a List, as it goes on the wire (fixed once made: the lengths are kept).
 /// Encode-only: decoding one keeps nothing.
 #[derive(Debug, Default)]
@@ -80,16 +96,7 @@ impl Message for ListReply {
         }
     }
 
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        // These types only go out: what a decode reads is skipped (decode `proto` types).
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
+    skip_decoding!();
 
     fn encoded_len(&self) -> usize {
         self.lengths()
@@ -142,15 +149,7 @@ impl Message for WatchReply {
         }
     }
 
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
+    skip_decoding!();
 
     fn encoded_len(&self) -> usize {
         let r#type = convert::watch_event_type(&self.0) as i32;
@@ -224,16 +223,7 @@ impl Message for Info<'_> {
         );
     }
 
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        // These types only go out: what a decode reads is skipped (decode `proto` types).
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
+    skip_decoding!();
 
     fn encoded_len(&self) -> usize {
         let info = self.0;
@@ -286,16 +276,7 @@ impl Message for Address<'_> {
         }
     }
 
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        // These types only go out: what a decode reads is skipped (decode `proto` types).
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
+    skip_decoding!();
 
     fn encoded_len(&self) -> usize {
         let address = self.0;
@@ -315,19 +296,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn process(name: &str) -> ProcessInfo {
-        ProcessInfo {
-            process_name: name.to_owned(),
-            group: None,
-            socket_addresses: Vec::new(),
-            created: jiff::Timestamp::UNIX_EPOCH,
-            status: ProcessStatus::Starting,
-            reason: None,
-            message: None,
-            restart_count: 0,
-            exit_code: None,
-            node: None,
-            labels: Default::default(),
-        }
+        ProcessInfo::of_tests(name, None, ProcessStatus::Starting)
     }
 
     /// Processes with every field unset, set, zero, negative, long and non-ASCII.

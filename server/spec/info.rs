@@ -73,6 +73,25 @@ pub struct ProcessInfo {
 pub type Labels = std::sync::Arc<std::collections::BTreeMap<String, String>>;
 
 impl ProcessInfo {
+    /// A process of the tests: `name` in `group` with `status`, created at the epoch, and
+    /// nothing else set.
+    #[cfg(test)]
+    pub(crate) fn of_tests(name: &str, group: Option<&str>, status: ProcessStatus) -> ProcessInfo {
+        ProcessInfo {
+            process_name: name.to_owned(),
+            group: group.map(str::to_owned),
+            socket_addresses: Vec::new(),
+            created: jiff::Timestamp::UNIX_EPOCH,
+            status,
+            reason: None,
+            message: None,
+            restart_count: 0,
+            exit_code: None,
+            node: None,
+            labels: Labels::default(),
+        }
+    }
+
     /// A process just accepted: STARTING, with no address or detail yet.
     pub fn starting(spec: &ProcessSpec, created: jiff::Timestamp) -> ProcessInfo {
         ProcessInfo {

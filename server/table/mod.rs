@@ -487,19 +487,7 @@ mod tests {
     use crate::spec::ProcessStatus;
 
     fn process(name: &str, group: Option<&str>, status: ProcessStatus) -> ProcessInfo {
-        ProcessInfo {
-            process_name: name.to_owned(),
-            group: group.map(str::to_owned),
-            socket_addresses: Vec::new(),
-            created: jiff::Timestamp::UNIX_EPOCH,
-            status,
-            reason: None,
-            message: None,
-            restart_count: 0,
-            exit_code: None,
-            node: None,
-            labels: Default::default(),
-        }
+        ProcessInfo::of_tests(name, group, status)
     }
 
     async fn next(receiver: &mut Watch) -> WatchEvent {
