@@ -24,7 +24,7 @@ const LIST_PATH: &str = "/hydroplane.v1.ProcessService/List";
 /// The path of `ProcessService.Watch`.
 const WATCH_PATH: &str = "/hydroplane.v1.ProcessService/Watch";
 
-/// The process service's routes: List here, the rest in the generated server.
+/// The process service's routes: List and Watch here, the rest in the generated server.
 #[derive(Clone)]
 pub struct ProcessRoutes {
     generated: ProcessServiceServer<ProcessServiceHandler>,
