@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use prost::Message;
 use tonic::body::Body;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
+use tonic_prost::ProstDecoder;
 use tower::Service;
 
 use super::{ProcessServiceHandler, caller_of, list};
@@ -62,8 +65,7 @@ impl Service<http::Request<Body>> for ProcessRoutes {
         let max_request_bytes = Some(self.max_request_bytes);
         match request.uri().path() {
             LIST_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<ListReply, proto::ListRequest>::default();
-                let mut grpc = Grpc::new(codec).apply_max_message_size_config(max_request_bytes, None);
+                let mut grpc = Grpc::new(ListCodec).apply_max_message_size_config(max_request_bytes, None);
                 Ok(grpc.unary(ListMethod(handler), request).await)
             }),
             WATCH_PATH => Box::pin(async move {
@@ -103,5 +105,48 @@ impl ServerStreamingService<proto::WatchRequest> for WatchMethod {
     fn call(&mut self, request: Request<proto::WatchRequest>) -> Self::Future {
         let handler = Arc::clone(&self.0);
         Box::pin(async move { handler.watch_replies(request).map(Response::new) })
+    }
+}
+
+/// List's codec: prost's, except that an answer's buffer is allocated once, at the answer's
+/// size. tonic's starts at 8 KiB and doubles, copying, until it holds the page: four copies for
+/// a page of a thousand processes, and large reallocations that cost more in a larger heap.
+struct ListCodec;
+
+impl Codec for ListCodec {
+    type Encode = ListReply;
+    type Decode = proto::ListRequest;
+    type Encoder = ListEncoder;
+    type Decoder = ProstDecoder<proto::ListRequest>;
+
+    fn encoder(&mut self) -> ListEncoder {
+        ListEncoder
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<proto::ListRequest> {
+        ProstDecoder::new(BufferSettings::default())
+    }
+}
+
+/// Writes a [`ListReply`] into a buffer first grown to its size.
+struct ListEncoder;
+
+/// tonic's default yield threshold (unused by a unary answer, which is one message).
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+impl Encoder for ListEncoder {
+    type Item = ListReply;
+    type Error = Status;
+
+    fn encode(&mut self, reply: ListReply, buffer: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buffer.reserve(reply.encoded_len());
+        reply
+            .encode(buffer)
+            .map_err(|error| Status::internal(format!("cannot encode the List answer: {error}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // Nothing up front: `encode` reserves what the answer needs.
+        BufferSettings::new(0, YIELD_THRESHOLD)
     }
 }
