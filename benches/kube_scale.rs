@@ -231,9 +231,12 @@ async fn full_list(
     Ok(FullList { elapsed: begin.elapsed(), pages, names: names.len(), duplicates, revisions, first_page })
 }
 
-/// The List of the small group.
-fn group_request() -> proto::ListRequest {
-    proto::ListRequest { group: Some(SMALL_GROUP.into()), ..Default::default() }
+/// Lists the small group once, checking that the whole group is listed.
+async fn list_group(client: &mut ProcessServiceClient<Channel>) -> Result<(), Box<dyn std::error::Error>> {
+    let request = proto::ListRequest { group: Some(SMALL_GROUP.into()), ..Default::default() };
+    let listed = client.list(request).await?.into_inner().processes.len();
+    assert_eq!(listed, SMALL_GROUP_SIZE, "the group List sees the whole group");
+    Ok(())
 }
 
 /// Times `calls` Lists of the small group, after a warm-up; returns the latencies.
@@ -242,14 +245,13 @@ async fn group_list_latencies(
     calls: usize,
 ) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
     for _ in 0..100 {
-        client.list(group_request()).await?;
+        list_group(client).await?;
     }
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let call = Instant::now();
-        let listed = client.list(group_request()).await?.into_inner().processes.len();
+        list_group(client).await?;
         samples.push(call.elapsed());
-        assert_eq!(listed, SMALL_GROUP_SIZE, "the group List sees the whole group");
     }
     Ok(samples)
 }
@@ -271,8 +273,7 @@ async fn group_list_cpu(
         for (index, (client, pid)) in [(0, &mut first), (1, &mut second)] {
             let before = run_time(*pid);
             for _ in 0..calls {
-                let listed = client.list(group_request()).await?.into_inner().processes.len();
-                assert_eq!(listed, SMALL_GROUP_SIZE, "the group List sees the whole group");
+                list_group(client).await?;
             }
             round[index] = run_time(*pid) - before;
             spent[index] += round[index];

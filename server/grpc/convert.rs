@@ -214,7 +214,8 @@ pub fn status_to_proto(status: ProcessStatus) -> proto::ProcessStatus {
     }
 }
 
-fn timestamp_to_proto(time: jiff::Timestamp) -> prost_types::Timestamp {
+/// A time as the wire's Timestamp.
+pub fn timestamp_to_proto(time: jiff::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: time.as_second(), nanos: time.subsec_nanosecond() }
 }
 

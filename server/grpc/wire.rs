@@ -173,10 +173,7 @@ impl Info<'_> {
 
     /// `created` as the wire's Timestamp.
     fn created(&self) -> prost_types::Timestamp {
-        prost_types::Timestamp {
-            seconds: self.0.created.as_second(),
-            nanos: self.0.created.subsec_nanosecond(),
-        }
+        convert::timestamp_to_proto(self.0.created)
     }
 }
 
