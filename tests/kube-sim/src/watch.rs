@@ -117,10 +117,14 @@ fn visible(event: &Event, filter: &Filter) -> Option<EventType> {
 pub fn serve(state: &Arc<AppState>, request: WatchRequest) -> Result<hyper::Response<Body>, ApiError> {
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
     let from = if request.send_initial_events { WatchFrom::Now } else { request.from };
+    // Taken before the store subscription: a drop asked for after the store has answered
+    // (`force_gone` then `drop_watches_now`) must end this watch even though its task has not
+    // run yet, or it would go on from a version the forced 410 was meant to expire.
+    let drop_signal = state.faults.drop_signal();
     match state.store.watch(request.kind, request.namespace.as_deref(), &request.filter, from) {
         Ok(subscription) => {
             let pump = Pump { state: state.clone(), request, sender, sent: 0, columns_sent: false };
-            tokio::spawn(pump.run(subscription));
+            tokio::spawn(pump.run(subscription, drop_signal));
         }
         Err(ApiError::Gone(message)) => {
             let status = ApiError::Gone(message).to_status();
@@ -174,11 +178,13 @@ impl Pump {
             && self.request.namespace.as_deref().is_none_or(|ns| event.namespace == ns)
     }
 
-    async fn run(mut self, subscription: crate::store::Subscription) {
+    async fn run(
+        mut self,
+        subscription: crate::store::Subscription,
+        mut drop_signal: tokio::sync::watch::Receiver<u64>,
+    ) {
         let mut receiver = subscription.receiver;
         let mut last_seen = subscription.floor;
-        // Subscribed before anything is sent, so a drop asked for at any point ends this watch.
-        let mut drop_signal = self.state.faults.drop_signal();
         for object in &subscription.initial {
             if let Flow::Stop = self.send_object(EventType::Added, object).await {
                 return;
@@ -277,6 +283,48 @@ mod tests {
             Some(EventType::Modified)
         );
         assert_eq!(visible(&event(EventType::Modified, db.clone(), Some(db)), &filter), None);
+    }
+
+    /// A simulator's state with no tokens, no faults and no controllers.
+    fn state() -> Arc<AppState> {
+        let (refuse, _) = mpsc::unbounded_channel();
+        Arc::new(AppState {
+            store: crate::store::Store::new(&crate::store::StoreSettings {
+                nodes: 1,
+                history_limit: 10,
+                watch_buffer: 64,
+                max_events: 0,
+            }),
+            auth: crate::auth::Authenticator::new(&[], &[], None),
+            faults: Arc::new(crate::faults::Faults::new(Default::default(), refuse)),
+            logs: Default::default(),
+            settings: crate::api::ApiSettings {
+                bookmark_interval: Duration::from_secs(3600),
+                server_address: "127.0.0.1:1".into(),
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_drop_asked_for_before_the_watch_task_runs_still_ends_it() {
+        let state = state();
+        let request = WatchRequest {
+            kind: Kind::Pod,
+            namespace: None,
+            filter: Filter::default(),
+            from: WatchFrom::After(state.store.resource_version()),
+            bookmarks: false,
+            send_initial_events: false,
+            timeout: Duration::from_secs(3600),
+            table: None,
+        };
+        // On this single-threaded runtime the watch's task has not run when `serve` returns,
+        // which is the window a forced 410 followed by a drop falls into.
+        let response = serve(&state, request).unwrap();
+        state.faults.drop_watches_now();
+        let body = response.into_body().collect();
+        let ended = tokio::time::timeout(Duration::from_secs(5), body).await;
+        assert!(ended.is_ok(), "the watch outlived the drop");
     }
 
     #[test]
