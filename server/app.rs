@@ -174,7 +174,7 @@ impl Processes {
                     .table()
                     .list(&filter)
                     .iter()
-                    .map(|process| process.process_name.clone())
+                    .map(|process| process.process_name.to_string())
                     .collect();
                 return Ok(self.runtime.stop(StopTarget::Processes(names)).await?);
             }
@@ -261,7 +261,7 @@ fn merge_history(
         .map(|event| Transition {
             time: event.time,
             status: status_at(event.time),
-            reason: event.reason,
+            reason: event.reason.map(Into::into),
             message: event.message,
         })
         .collect();
@@ -278,7 +278,7 @@ async fn wait_until_settled(
     mut process: ProcessInfo,
     timeout: Duration,
 ) -> Result<ProcessInfo, AppError> {
-    let name = process.process_name.clone();
+    let name = process.process_name.to_string();
     let settle = async {
         while let Some(event) = changes.recv().await {
             let WatchEvent::Change(change) = event else { continue };

@@ -51,7 +51,7 @@ pub async fn cull_once(processes: &Processes, max_age: Duration, now: jiff::Time
     for process in too_old {
         tracing::info!(process = %process.process_name, created = %process.created, "stopping a process older than the maximum age");
         match processes
-            .stop(StopTarget::Process(process.process_name.clone()), &Caller::unrestricted("culler"))
+            .stop(StopTarget::Process(process.process_name.to_string()), &Caller::unrestricted("culler"))
             .await
         {
             Ok(stopped) => culled.extend(stopped),
@@ -92,7 +92,8 @@ mod tests {
         let processes = Processes::new(Arc::clone(&runtime) as Arc<dyn crate::runtime::Runtime>);
         let culled = cull_once(&processes, Duration::from_secs(10 * 60), now).await;
         assert_eq!(culled, ["old"]);
-        let left: Vec<String> = processes.all().iter().map(|process| process.process_name.clone()).collect();
+        let left: Vec<String> =
+            processes.all().iter().map(|process| process.process_name.to_string()).collect();
         assert_eq!(left, ["young"]);
         // With no age allowed, the rest go too.
         assert!(cull_once(&processes, Duration::ZERO, now).await == ["young"]);

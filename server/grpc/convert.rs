@@ -232,7 +232,7 @@ fn transition_to_proto(transition: Transition) -> proto::Transition {
     proto::Transition {
         time: Some(timestamp_to_proto(transition.time)),
         status: status_to_proto(transition.status).into(),
-        reason: transition.reason,
+        reason: transition.reason.map(Into::into),
         message: transition.message,
     }
 }
@@ -241,23 +241,23 @@ fn transition_to_proto(transition: Transition) -> proto::Transition {
 /// processes, so they are copied here, once per answer).
 pub fn info_to_proto(info: &ProcessInfo) -> proto::ProcessInfo {
     proto::ProcessInfo {
-        process_name: info.process_name.clone(),
-        group: info.group.clone(),
+        process_name: info.process_name.to_string(),
+        group: info.group.as_deref().map(str::to_owned),
         socket_addresses: info.socket_addresses.iter().map(address_to_proto).collect(),
         created: Some(timestamp_to_proto(info.created)),
         status: status_to_proto(info.status).into(),
-        reason: info.reason.clone(),
+        reason: info.reason.as_deref().map(str::to_owned),
         message: info.message.clone(),
         restart_count: info.restart_count,
         exit_code: info.exit_code,
-        node: info.node.clone(),
+        node: info.node.as_deref().map(str::to_owned),
         labels: (*info.labels).clone(),
     }
 }
 
 fn address_to_proto(address: &SocketAddress) -> proto::SocketAddress {
     proto::SocketAddress {
-        host: address.host.clone(),
+        host: address.host.to_string(),
         port: u32::from(address.port),
         is_public: address.is_public,
         dns_name: address.dns_name.clone(),

@@ -452,7 +452,7 @@ async fn describe_answers_the_spec_and_at_most_the_last_twenty_transitions_oldes
         } else {
             crate::spec::ProcessStatus::Running
         };
-        process.reason = Some(format!("round-{round}"));
+        process.reason = Some(compact_str::format_compact!("round-{round}"));
         table.upsert(process.clone());
     }
     let detail = client.describe(describe("web")).await.expect("describe").into_inner();

@@ -162,6 +162,18 @@ impl Message for WatchReply {
     fn clear(&mut self) {}
 }
 
+/// A string field, as prost writes a `String` (whose encoder takes nothing else).
+fn encode_str(tag: u32, value: &str, buf: &mut impl BufMut) {
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(value.len() as u64, buf);
+    buf.put_slice(value.as_bytes());
+}
+
+/// The length [`encode_str`] writes.
+fn str_len(tag: u32, value: &str) -> usize {
+    encoding::key_len(tag) + encoding::encoded_len_varint(value.len() as u64) + value.len()
+}
+
 /// A process as `hydroplane.v1.ProcessInfo`, borrowed.
 struct Info<'a>(&'a ProcessInfo);
 
@@ -181,10 +193,10 @@ impl Message for Info<'_> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         let info = self.0;
         if !info.process_name.is_empty() {
-            encoding::string::encode(1, &info.process_name, buf);
+            encode_str(1, &info.process_name, buf);
         }
         if let Some(group) = &info.group {
-            encoding::string::encode(2, group, buf);
+            encode_str(2, group, buf);
         }
         for address in &info.socket_addresses {
             encoding::message::encode(3, &Address(address), buf);
@@ -195,7 +207,7 @@ impl Message for Info<'_> {
             encoding::int32::encode(5, &status, buf);
         }
         if let Some(reason) = &info.reason {
-            encoding::string::encode(6, reason, buf);
+            encode_str(6, reason, buf);
         }
         if let Some(message) = &info.message {
             encoding::string::encode(7, message, buf);
@@ -207,7 +219,7 @@ impl Message for Info<'_> {
             encoding::int32::encode(9, code, buf);
         }
         if let Some(node) = &info.node {
-            encoding::string::encode(10, node, buf);
+            encode_str(10, node, buf);
         }
         encoding::btree_map::encode(
             encoding::string::encode,
@@ -225,11 +237,9 @@ impl Message for Info<'_> {
     fn encoded_len(&self) -> usize {
         let info = self.0;
         let status = self.status();
-        let optional = |tag: u32, value: &Option<String>| {
-            value.as_ref().map_or(0, |value| encoding::string::encoded_len(tag, value))
-        };
-        (if info.process_name.is_empty() { 0 } else { encoding::string::encoded_len(1, &info.process_name) })
-            + optional(2, &info.group)
+        let optional = |tag: u32, value: Option<&str>| value.map_or(0, |value| str_len(tag, value));
+        (if info.process_name.is_empty() { 0 } else { str_len(1, &info.process_name) })
+            + optional(2, info.group.as_deref())
             + info
                 .socket_addresses
                 .iter()
@@ -237,11 +247,11 @@ impl Message for Info<'_> {
                 .sum::<usize>()
             + encoding::message::encoded_len(4, &self.created())
             + if status != 0 { encoding::int32::encoded_len(5, &status) } else { 0 }
-            + optional(6, &info.reason)
-            + optional(7, &info.message)
+            + optional(6, info.reason.as_deref())
+            + optional(7, info.message.as_deref())
             + if info.restart_count != 0 { encoding::uint32::encoded_len(8, &info.restart_count) } else { 0 }
             + info.exit_code.as_ref().map_or(0, |code| encoding::int32::encoded_len(9, code))
-            + optional(10, &info.node)
+            + optional(10, info.node.as_deref())
             + encoding::btree_map::encoded_len(
                 encoding::string::encoded_len,
                 encoding::string::encoded_len,
@@ -260,7 +270,7 @@ impl Message for Address<'_> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         let address = self.0;
         if !address.host.is_empty() {
-            encoding::string::encode(1, &address.host, buf);
+            encode_str(1, &address.host, buf);
         }
         if address.port != 0 {
             encoding::uint32::encode(2, &u32::from(address.port), buf);
@@ -277,7 +287,7 @@ impl Message for Address<'_> {
 
     fn encoded_len(&self) -> usize {
         let address = self.0;
-        (if address.host.is_empty() { 0 } else { encoding::string::encoded_len(1, &address.host) })
+        (if address.host.is_empty() { 0 } else { str_len(1, &address.host) })
             + if address.port != 0 { encoding::uint32::encoded_len(2, &u32::from(address.port)) } else { 0 }
             + if address.is_public { encoding::bool::encoded_len(3, &address.is_public) } else { 0 }
             + address.dns_name.as_ref().map_or(0, |name| encoding::string::encoded_len(4, name))
@@ -305,18 +315,18 @@ mod tests {
         ]
         .into();
         let full = ProcessInfo {
-            process_name: "a-long-name-".repeat(20),
-            group: Some("group".to_owned()),
+            process_name: "a-long-name-".repeat(20).into(),
+            group: Some("group".into()),
             socket_addresses: vec![
-                SocketAddress { host: "10.96.0.1".to_owned(), port: 80, is_public: false, dns_name: None },
+                SocketAddress { host: "10.96.0.1".into(), port: 80, is_public: false, dns_name: None },
                 SocketAddress {
-                    host: "203.0.113.9".to_owned(),
+                    host: "203.0.113.9".into(),
                     port: 65535,
                     is_public: true,
                     dns_name: Some("web.default.svc.cluster.local".to_owned()),
                 },
                 SocketAddress {
-                    host: String::new(),
+                    host: Default::default(),
                     port: 0,
                     is_public: false,
                     dns_name: Some(String::new()),
@@ -324,18 +334,18 @@ mod tests {
             ],
             created: jiff::Timestamp::new(1_796_460_000, 123_456_789).unwrap(),
             status: ProcessStatus::Failed,
-            reason: Some("CrashLoopBackOff".to_owned()),
+            reason: Some("CrashLoopBackOff".into()),
             message: Some("x".repeat(300)),
             restart_count: 7,
             exit_code: Some(-1),
-            node: Some("node-1".to_owned()),
+            node: Some("node-1".into()),
             labels: Arc::new(labels),
         };
         let mut before_epoch = process("before");
         before_epoch.created = jiff::Timestamp::new(-5, 500).unwrap();
         before_epoch.status = ProcessStatus::Exited;
         before_epoch.exit_code = Some(0);
-        before_epoch.group = Some(String::new());
+        before_epoch.group = Some(Default::default());
         let statuses = [ProcessStatus::Running, ProcessStatus::Stopping]
             .into_iter()
             .map(|status| ProcessInfo { status, ..process("status") });

@@ -186,8 +186,8 @@ pub struct Filter {
 impl Filter {
     /// Whether a process passes the filter.
     pub fn matches(&self, process: &ProcessInfo) -> bool {
-        self.group.as_ref().is_none_or(|group| process.group.as_ref() == Some(group))
-            && self.process_name.as_ref().is_none_or(|name| &process.process_name == name)
+        self.group.as_ref().is_none_or(|group| process.group.as_deref() == Some(group.as_str()))
+            && self.process_name.as_ref().is_none_or(|name| process.process_name == name.as_str())
             && self.selector.as_ref().is_none_or(|selector| selector.matches(&process.labels))
             && self.groups.allows(process.group.as_deref())
     }
@@ -612,7 +612,7 @@ mod tests {
         table.upsert(failed);
         let statuses = |table: &ProcessTable| {
             let (_, history) = table.get_with_history("a").expect("a is there");
-            history.iter().map(|t| (t.status, t.reason.clone())).collect::<Vec<_>>()
+            history.iter().map(|t| (t.status, t.reason.as_deref().map(str::to_owned))).collect::<Vec<_>>()
         };
         // The node alone changed in the second upsert: no transition.
         assert_eq!(
@@ -656,7 +656,7 @@ mod tests {
             let page = table.list_page(filter, &query).expect("a page");
             pages += 1;
             assert!(page.processes.len() <= size.max(1));
-            listed.extend(page.processes.iter().map(|process| process.process_name.clone()));
+            listed.extend(page.processes.iter().map(|process| process.process_name.to_string()));
             revisions.insert(page.revision);
             match page.next_page_token {
                 Some(token) => query.token = Some(token),

@@ -427,7 +427,7 @@ impl KubeRuntime {
         };
         let indexed = || {
             let filter = crate::table::Filter { selector: Some(selector.clone()), ..Default::default() };
-            self.table.list(&filter).iter().map(|process| process.process_name.clone()).collect()
+            self.table.list(&filter).iter().map(|process| process.process_name.to_string()).collect()
         };
         if !selector.requirements().iter().all(|requirement| stored_key_fits(&requirement.key)) {
             // No process has such a key, and the cluster would refuse it mapped to ours: the

@@ -295,7 +295,7 @@ impl Launching {
             Ok(Err(message)) => {
                 let info = process.update_unless_stopping(&table, |info| {
                     info.status = ProcessStatus::Failed;
-                    info.reason = Some("SpawnFailed".to_owned());
+                    info.reason = Some("SpawnFailed".into());
                     info.message = Some(message);
                 });
                 process.output.finish();
@@ -351,7 +351,7 @@ fn socket_addresses(spec: &ProcessSpec) -> Vec<SocketAddress> {
         .iter()
         .filter_map(|port| u16::try_from(port.container_port).ok())
         .map(|port| SocketAddress {
-            host: "127.0.0.1".to_owned(),
+            host: "127.0.0.1".into(),
             port,
             is_public: spec.has_public_ip,
             dns_name: None,

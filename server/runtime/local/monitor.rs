@@ -110,7 +110,7 @@ pub(super) async fn monitor(
     }
     process.update_unless_stopping(&table, |info| {
         info.status = outcome.status;
-        info.reason = Some(outcome.reason.to_owned());
+        info.reason = Some(outcome.reason.into());
         info.message = Some(outcome.message.clone());
         info.exit_code = Some(outcome.exit_code);
     });

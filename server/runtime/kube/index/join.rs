@@ -22,22 +22,22 @@ pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> 
     let half_made = half_made(name, pod, service);
     let service = service.filter(|service| belongs_to(service, pod));
     let mut info = ProcessInfo {
-        process_name: name.to_owned(),
-        group: pod.group.as_deref().map(str::to_owned),
+        process_name: name.into(),
+        group: pod.group.as_deref().map(Into::into),
         socket_addresses: addresses(name, dns_suffix, service, node),
         created: pod.created,
         status: pod.state.status,
-        reason: pod.state.reason.clone(),
+        reason: pod.state.reason.as_deref().map(Into::into),
         message: pod.state.message.clone(),
         restart_count: pod.state.restart_count,
         exit_code: pod.state.exit_code,
-        node: pod.node_name.as_deref().map(str::to_owned),
+        node: pod.node_name.as_deref().map(Into::into),
         labels: pod.labels.clone(),
     };
     if let Some(message) = half_made {
         // STARTING, not RUNNING with no address: it cannot be reached until it is finished.
         info.status = ProcessStatus::Starting;
-        info.reason = Some(INCOMPLETE.to_owned());
+        info.reason = Some(INCOMPLETE.into());
         info.message = Some(message);
     }
     Some(info)
@@ -101,7 +101,9 @@ fn addresses(
 ) -> Vec<SocketAddress> {
     let Some(service) = service else { return Vec::new() };
     if service.node_port {
-        let Some(host) = node.and_then(|node| node.external_ip.clone().or_else(|| node.internal_ip.clone()))
+        let Some(host) = node
+            .and_then(|node| node.external_ip.as_deref().or(node.internal_ip.as_deref()))
+            .map(compact_str::CompactString::from)
         else {
             return Vec::new();
         };
@@ -117,7 +119,7 @@ fn addresses(
             .ports
             .iter()
             .map(|(port, _)| SocketAddress {
-                host: cluster_ip.to_string(),
+                host: (**cluster_ip).into(),
                 port: *port,
                 is_public: false,
                 dns_name: Some([name, dns_suffix].concat()),

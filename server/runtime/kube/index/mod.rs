@@ -416,8 +416,8 @@ mod tests {
             .list(&Filter::default())
             .into_iter()
             .map(|p| {
-                let addresses = p.socket_addresses.iter().map(|a| (a.host.clone(), a.port)).collect();
-                (p.process_name.clone(), p.status, addresses)
+                let addresses = p.socket_addresses.iter().map(|a| (a.host.to_string(), a.port)).collect();
+                (p.process_name.to_string(), p.status, addresses)
             })
             .collect()
     }
@@ -535,7 +535,12 @@ mod tests {
     /// (status, reason, message, address count) of one process.
     fn shown(table: &ProcessTable, name: &str) -> (ProcessStatus, Option<String>, String, usize) {
         let process = table.get(name).expect("listed");
-        (process.status, process.reason, process.message.unwrap_or_default(), process.socket_addresses.len())
+        (
+            process.status,
+            process.reason.map(Into::into),
+            process.message.unwrap_or_default(),
+            process.socket_addresses.len(),
+        )
     }
 
     #[test]
