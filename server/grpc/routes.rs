@@ -124,9 +124,14 @@ impl Codec for ListCodec {
     }
 
     fn decoder(&mut self) -> ProstDecoder<proto::ListRequest> {
-        ProstDecoder::new(BufferSettings::default())
+        // A request is a group, a selector and a token: tens of bytes, where tonic's default
+        // buffer is 8 KiB, a large allocation on every call (the buffer grows for a longer one).
+        ProstDecoder::new(BufferSettings::new(REQUEST_BUFFER, YIELD_THRESHOLD))
     }
 }
+
+/// The buffer a List request is read into, at first.
+pub(super) const REQUEST_BUFFER: usize = 256;
 
 /// Writes a [`ListReply`] into a buffer first grown to its size.
 struct ListEncoder;

@@ -150,6 +150,29 @@ async fn start_list_watch_and_stop_in_one_process() {
 }
 
 #[tokio::test]
+async fn a_list_request_longer_than_its_first_buffer_is_read_whole() {
+    let server = serve(None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    for (name, tier) in [("web", "front"), ("db", "back")] {
+        let mut request = start_request(name, Some("site"));
+        request.spec.as_mut().expect("spec").labels.insert("tier".into(), tier.into());
+        client.start(request).await.expect("start");
+    }
+    // About 1.5 KiB of selector, where List's request buffer starts at 256 bytes.
+    let values: Vec<String> = (0..300).map(|index| format!("v{index:03}")).collect();
+    let selector = format!("tier in (front,{})", values.join(","));
+    let request = proto::ListRequest {
+        group: Some("site".into()),
+        label_selector: Some(selector.clone()),
+        ..Default::default()
+    };
+    assert!(prost::Message::encoded_len(&request) > 4 * super::routes::REQUEST_BUFFER);
+    let listed = client.list(request).await.expect("list").into_inner();
+    let names: Vec<_> = listed.processes.iter().map(|process| process.process_name.as_str()).collect();
+    assert_eq!(names, ["web"], "the whole selector was read: {} bytes", selector.len());
+}
+
+#[tokio::test]
 async fn every_problem_of_a_start_is_reported_at_once() {
     let server = serve(None, LimitSettings::default()).await;
     let mut client = ProcessServiceClient::new(server.channel.clone());
