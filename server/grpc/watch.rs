@@ -43,7 +43,7 @@ pub fn handle(
             if let (Some(open), WatchEvent::Reset { .. }) = (&open, &event) {
                 open.metrics.domain.watch_resets.inc();
             }
-            Ok(WatchReply(event))
+            Ok(WatchReply::new(event))
         })
         .boxed())
 }

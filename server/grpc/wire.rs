@@ -81,9 +81,7 @@ impl ListReply {
 impl Message for ListReply {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for (process, length) in self.processes.iter().zip(self.lengths()) {
-            encoding::encode_key(1, WireType::LengthDelimited, buf);
-            encoding::encode_varint(*length as u64, buf);
-            Info(process).encode_raw(buf);
+            encode_info(1, process, *length, buf);
         }
         if let Some(reason) = &self.stale_reason {
             encoding::string::encode(2, reason, buf);
@@ -99,10 +97,7 @@ impl Message for ListReply {
     skip_decoding!();
 
     fn encoded_len(&self) -> usize {
-        self.lengths()
-            .iter()
-            .map(|length| encoding::key_len(1) + encoding::encoded_len_varint(*length as u64) + length)
-            .sum::<usize>()
+        self.lengths().iter().map(|length| info_field_len(1, *length)).sum::<usize>()
             + self.stale_reason.as_ref().map_or(0, |reason| encoding::string::encoded_len(2, reason))
             + self.next_page_token.as_ref().map_or(0, |token| encoding::string::encoded_len(3, token))
             + if self.revision != 0 { encoding::uint64::encoded_len(4, &self.revision) } else { 0 }
@@ -117,18 +112,31 @@ impl Message for ListReply {
 /// shares with every watcher, where a `proto::WatchEvent` would copy it for each of them.
 /// Encode-only: decoding one keeps nothing.
 #[derive(Debug)]
-pub struct WatchReply(pub WatchEvent);
+pub struct WatchReply {
+    event: WatchEvent,
+    /// The process's encoded length, worked out once: the codec asks for the reply's length
+    /// before it writes it, and the process is prefixed with its own.
+    process_length: OnceLock<usize>,
+}
 
 impl WatchReply {
-    /// The same event as an owned message (for in-process callers of the service trait).
-    pub fn into_proto(self) -> proto::WatchEvent {
-        convert::watch_event_to_proto(self.0)
+    /// `event` as it goes on the wire.
+    pub fn new(event: WatchEvent) -> WatchReply {
+        WatchReply { event, process_length: OnceLock::new() }
     }
 
-    /// The process and revision of the event.
-    fn parts(&self) -> (Option<Info<'_>>, u64) {
-        match &self.0 {
-            WatchEvent::Change(change) => (Some(Info(&change.process)), change.revision),
+    /// The same event as an owned message (for in-process callers of the service trait).
+    pub fn into_proto(self) -> proto::WatchEvent {
+        convert::watch_event_to_proto(self.event)
+    }
+
+    /// The process (with its encoded length) and revision of the event.
+    fn parts(&self) -> (Option<(&ProcessInfo, usize)>, u64) {
+        match &self.event {
+            WatchEvent::Change(change) => {
+                let length = *self.process_length.get_or_init(|| Info(&change.process).encoded_len());
+                (Some((&change.process, length)), change.revision)
+            }
             WatchEvent::Synced { revision } | WatchEvent::Reset { revision } => (None, *revision),
         }
     }
@@ -136,13 +144,13 @@ impl WatchReply {
 
 impl Message for WatchReply {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        let r#type = convert::watch_event_type(&self.0) as i32;
+        let r#type = convert::watch_event_type(&self.event) as i32;
         if r#type != 0 {
             encoding::int32::encode(1, &r#type, buf);
         }
         let (process, revision) = self.parts();
-        if let Some(process) = process {
-            encoding::message::encode(2, &process, buf);
+        if let Some((process, length)) = process {
+            encode_info(2, process, length, buf);
         }
         if revision != 0 {
             encoding::uint64::encode(3, &revision, buf);
@@ -152,14 +160,26 @@ impl Message for WatchReply {
     skip_decoding!();
 
     fn encoded_len(&self) -> usize {
-        let r#type = convert::watch_event_type(&self.0) as i32;
+        let r#type = convert::watch_event_type(&self.event) as i32;
         let (process, revision) = self.parts();
         (if r#type != 0 { encoding::int32::encoded_len(1, &r#type) } else { 0 })
-            + process.map_or(0, |process| encoding::message::encoded_len(2, &process))
+            + process.map_or(0, |(_, length)| info_field_len(2, length))
             + if revision != 0 { encoding::uint64::encoded_len(3, &revision) } else { 0 }
     }
 
     fn clear(&mut self) {}
+}
+
+/// A process as the field `tag`, its encoded `length` already known.
+fn encode_info(tag: u32, process: &ProcessInfo, length: usize, buf: &mut impl BufMut) {
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(length as u64, buf);
+    Info(process).encode_raw(buf);
+}
+
+/// The length [`encode_info`] writes.
+fn info_field_len(tag: u32, length: usize) -> usize {
+    encoding::key_len(tag) + encoding::encoded_len_varint(length as u64) + length
 }
 
 /// A string field, as prost writes a `String` (whose encoder takes nothing else).
@@ -395,7 +415,7 @@ mod tests {
         events.extend(table.remove("plain").map(WatchEvent::Change));
         assert_eq!(events.len(), 2 + variety().len() + 2, "every upsert and the removal made a change");
         for event in events {
-            let reply = WatchReply(event);
+            let reply = WatchReply::new(event);
             let encoded = reply.encode_to_vec();
             assert_eq!(encoded.len(), reply.encoded_len());
             let expected = reply.into_proto();
