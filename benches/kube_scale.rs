@@ -257,9 +257,10 @@ async fn group_list_latencies(
 }
 
 /// Server CPU per List of the small group on each of two servers, measured in turns of
-/// `calls` Lists each (`rounds` turns per server), so that both are read under the same
-/// conditions on the shared cores; CPU is the servers' thread run time, to the nanosecond.
-/// Also returns each round's ratio of the first server's CPU to the second's, sorted.
+/// `calls` Lists each (`rounds` turns per server, the two taking the first turn of a round in
+/// alternation), so that both are read under the same conditions on the shared cores; CPU is
+/// the servers' thread run time, to the nanosecond. Also returns each round's ratio of the
+/// first server's CPU to the second's, sorted.
 async fn group_list_cpu(
     servers: [(&mut ProcessServiceClient<Channel>, u32); 2],
     rounds: usize,
@@ -268,9 +269,13 @@ async fn group_list_cpu(
     let mut spent = [Duration::ZERO; 2];
     let mut ratios = Vec::with_capacity(rounds);
     let [mut first, mut second] = servers;
-    for _ in 0..rounds {
+    for number in 0..rounds {
         let mut round = [Duration::ZERO; 2];
-        for (index, (client, pid)) in [(0, &mut first), (1, &mut second)] {
+        let mut turns = [(0, &mut first), (1, &mut second)];
+        if number % 2 == 1 {
+            turns.reverse();
+        }
+        for (index, (client, pid)) in turns {
             let before = run_time(*pid);
             for _ in 0..calls {
                 list_group(client).await?;
