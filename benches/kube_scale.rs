@@ -122,13 +122,6 @@ impl Turn {
     }
 }
 
-/// The reference server's turns and the big server's.
-#[derive(Default)]
-struct Turns {
-    reference: Turn,
-    last: Turn,
-}
-
 /// One turn: Starts `range` on one server, with its server's and simulator's CPU (`pids`).
 async fn start_turn(
     client: &ProcessServiceClient<Channel>,
@@ -538,18 +531,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reference_pids = (reference.server.0.id(), reference.sim.0.id());
     let reference_from = batch / 2;
     start_range(&reference_client, 0..reference_from, callers).await?;
-    let mut turns = Turns::default();
+    let (mut reference_turns, mut last_turns) = (Turn::default(), Turn::default());
     for round in 0..batch.div_ceil(ROUND) {
         let offset = round * ROUND;
         let size = ROUND.min(batch - offset);
         let range = reference_from + offset..reference_from + offset + size;
-        turns.reference.add(start_turn(&reference_client, range, callers, reference_pids).await?);
+        reference_turns.add(start_turn(&reference_client, range, callers, reference_pids).await?);
         let range = last_start + offset..last_start + offset + size;
-        turns.last.add(start_turn(&client, range, callers, (server_pid, sim_pid)).await?);
+        last_turns.add(start_turn(&client, range, callers, (server_pid, sim_pid)).await?);
     }
     drop(reference_client);
     drop(reference);
-    let (reference_rate, last_rate) = (turns.reference.rate(), turns.last.rate());
+    let (reference_rate, last_rate) = (reference_turns.rate(), last_turns.rate());
     result(
         &format!("Start throughput, {reference_from}..{} (reference server)", reference_from + batch),
         reference_rate,
@@ -560,15 +553,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     result("  last / reference", last_rate / reference_rate, "ratio", ">= 0.90");
     result(
         "  server CPU per Start, last batch",
-        ms(turns.last.server_per_start()),
+        ms(last_turns.server_per_start()),
         "ms",
-        &format!("information; reference server {:.3} ms", ms(turns.reference.server_per_start())),
+        &format!("information; reference server {:.3} ms", ms(reference_turns.server_per_start())),
     );
     result(
         "  simulator CPU per Start, last batch",
-        ms(turns.last.simulator_per_start()),
+        ms(last_turns.simulator_per_start()),
         "ms",
-        &format!("information; reference {:.3} ms; same 2 cores", ms(turns.reference.simulator_per_start())),
+        &format!("information; reference {:.3} ms; same 2 cores", ms(reference_turns.simulator_per_start())),
     );
     wait_until_running(&pods, &mut client, count - 1).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;

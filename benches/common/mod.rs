@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use hydroplane::proto;
 
+mod memory;
+// Not every benchmark reads memory.
+#[allow(unused_imports)]
+pub use memory::rss_mib;
+
 /// The sample at `fraction` (0.5 for the median) of the sorted samples.
 pub fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
     samples.sort();
@@ -23,16 +28,6 @@ pub fn report(name: &str, samples: &mut [Duration]) {
 /// A duration in milliseconds.
 pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-/// The resident memory of a process, in MiB (NaN when it cannot be read).
-pub fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 /// A Start of nginx with one port (on Kubernetes, a Pod and a ClusterIP Service) in `group`.

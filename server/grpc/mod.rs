@@ -47,9 +47,7 @@ impl ProcessServiceHandler {
     ) -> ProcessServiceHandler {
         ProcessServiceHandler { processes, shutting_down }
     }
-}
 
-impl ProcessServiceHandler {
     /// A Watch's events, ending when the server shuts down (a graceful shutdown waits for
     /// open streams, and a watch never ends on its own).
     fn watch_replies(&self, request: Request<proto::WatchRequest>) -> Result<watch::WatchReplies, Status> {

@@ -7,6 +7,13 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+// The root benchmarks' reader, so that both measure memory alike.
+#[path = "../../../../benches/common/memory.rs"]
+mod memory;
+// Not every benchmark reads memory.
+#[allow(unused_imports)]
+pub use memory::rss_mib;
+
 /// The running simulator, killed when dropped (also when the benchmark panics), with the
 /// temporary directory of its kubeconfig.
 pub struct Simulator {
@@ -53,14 +60,4 @@ pub async fn start(args: &[&str]) -> (Simulator, kube::Client) {
     .await
     .expect("config");
     (simulator, kube::Client::try_from(config).expect("client"))
-}
-
-/// The resident memory of a process, in MiB (NaN when it cannot be read).
-pub fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
