@@ -21,15 +21,6 @@ use hydroplane::security::tokens::TokenStore;
 use hydroplane::telemetry::LogFormat;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// mimalloc rather than glibc's malloc: it backs the heap with transparent huge pages, and with
-/// 150,000 processes in the table the server's CPU per Start no longer grows with the table
-/// (0.081 ms at 150,000 against 0.082 at 10,000, where glibc's went from 0.09 to 0.11), and a
-/// Watch event reaches each watcher for a sixth less CPU (`cargo bench --bench kube_scale`). The
-/// cost is about 13 MiB more RSS when idle. Local supervisors, this binary too, run without huge
-/// pages (see `runtime::local::launch`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long calls in flight may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

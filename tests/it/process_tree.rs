@@ -264,34 +264,6 @@ async fn thousands_of_environment_variables_reach_the_process_while_list_answers
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_supervisors_allocator_setting_stays_its_own_unless_the_spec_sets_it() {
-    let server = Server::start();
-    let mut client = server.client().await;
-    // The supervisor runs with MIMALLOC_ALLOW_THP=0; the command must not inherit it, but a
-    // spec that sets the variable gets its own value.
-    let cases = [
-        ("unset", serde_json::json!([]), r#"test -z "${MIMALLOC_ALLOW_THP+set}""#),
-        (
-            "set",
-            serde_json::json!([{"name": "MIMALLOC_ALLOW_THP", "value": "1"}]),
-            r#"test "$MIMALLOC_ALLOW_THP" = 1"#,
-        ),
-    ];
-    for (name, env, script) in cases {
-        let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "x",
-            "command": ["sh", "-c", script], "env": env}});
-        let mut watch = Watch::process(&mut client, name).await;
-        client.start(start_request(spec)).await.expect("start");
-        let ended = watch
-            .until_process(name, "ended", |_, process| {
-                matches!(process.status(), ProcessStatus::Exited | ProcessStatus::Failed)
-            })
-            .await;
-        assert_eq!((ended.status(), ended.exit_code), (ProcessStatus::Exited, Some(0)), "{name}: {ended:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_process_runs_in_its_working_directory_and_a_missing_one_is_named() {
     let server = Server::start();
     let mut client = server.client().await;

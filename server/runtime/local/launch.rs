@@ -105,9 +105,6 @@ pub fn environment(
     Ok(environment)
 }
 
-/// The server allocator's (mimalloc's) switch for transparent huge pages.
-const ALLOCATOR_HUGE_PAGES: &str = "MIMALLOC_ALLOW_THP";
-
 /// Spawns the supervisor of `spec`'s command and reads its report; the error is why the command
 /// did not start, for a FAILED status.
 pub fn launch(
@@ -116,15 +113,10 @@ pub fn launch(
     environment: &[(String, Zeroizing<String>)],
     grace: Duration,
 ) -> Result<Launched, String> {
-    // The supervisor is this binary, whose allocator backs its heap with transparent huge
-    // pages: 4 MiB of private memory for a process that needs a few KiB. It runs without them,
-    // unless the spec sets the variable itself (which the command then inherits as set).
-    let own_allocator_setting = !environment.iter().any(|(name, _)| name == ALLOCATOR_HUGE_PAGES);
     let request = Request {
         grace,
         working_dir: spec.container.working_dir.as_ref().map(PathBuf::from),
         command: spec.container.command.iter().map(OsString::from).collect(),
-        own_variables: own_allocator_setting.then(|| ALLOCATOR_HUGE_PAGES.to_owned()).into_iter().collect(),
     };
     // Both ends are close-on-exec, so no other supervisor inherits the server's end and keeps a
     // lifeline open after the server died; std moves the supervisor's end onto its stdin.
@@ -137,7 +129,6 @@ pub fn launch(
         .args(request.to_arguments())
         .env_clear()
         .envs(environment.iter().map(|(name, value)| (name.as_str(), value.as_str())))
-        .envs(own_allocator_setting.then_some((ALLOCATOR_HUGE_PAGES, "0")))
         .stdin(Stdio::from(OwnedFd::from(supervisor_end)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

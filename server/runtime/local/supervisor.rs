@@ -56,8 +56,6 @@ pub struct Request {
     pub working_dir: Option<PathBuf>,
     /// The command's argument vector, never empty.
     pub command: Vec<OsString>,
-    /// Environment variables set for the supervisor alone: the command does not inherit them.
-    pub own_variables: Vec<String>,
 }
 
 impl Request {
@@ -66,7 +64,6 @@ impl Request {
         let mut arguments = vec![
             OsString::from(self.grace.as_millis().to_string()),
             self.working_dir.clone().map(OsString::from).unwrap_or_default(),
-            OsString::from(self.own_variables.join(",")),
             OsString::from("--"),
         ];
         arguments.extend(self.command.iter().cloned());
@@ -75,17 +72,13 @@ impl Request {
 
     /// The request these arguments (after [`MODE`]) make, if they make one.
     pub fn from_arguments(arguments: &[OsString]) -> Option<Request> {
-        let [grace, working_dir, own_variables, separator, command @ ..] = arguments else { return None };
+        let [grace, working_dir, separator, command @ ..] = arguments else { return None };
         if separator != "--" || command.is_empty() {
             return None;
         }
         let grace = Duration::from_millis(grace.to_str()?.parse().ok()?);
         let working_dir = (!working_dir.is_empty()).then(|| PathBuf::from(working_dir));
-        let own_variables = match own_variables.to_str()? {
-            "" => Vec::new(),
-            names => names.split(',').map(str::to_owned).collect(),
-        };
-        Some(Request { grace, working_dir, command: command.to_vec(), own_variables })
+        Some(Request { grace, working_dir, command: command.to_vec() })
     }
 }
 
@@ -162,9 +155,6 @@ impl Supervisor {
         let program = &request.command[0];
         let mut command = std::process::Command::new(program);
         command.args(&request.command[1..]).stdin(Stdio::null()).process_group(0);
-        for name in &request.own_variables {
-            command.env_remove(name);
-        }
         if let Some(directory) = &request.working_dir {
             // Said plainly: a missing directory would otherwise read as a missing program.
             match std::fs::metadata(directory) {
@@ -378,12 +368,11 @@ mod tests {
             grace: Duration::from_millis(1500),
             working_dir: Some(PathBuf::from("/srv/app dir")),
             command: vec!["sh".into(), "-c".into(), "echo -- \"$1\"".into(), "--".into()],
-            own_variables: vec!["A_B".into(), "C".into()],
         };
         assert_eq!(Request::from_arguments(&request.to_arguments()), Some(request.clone()));
-        let without = Request { working_dir: None, own_variables: Vec::new(), ..request };
+        let without = Request { working_dir: None, ..request };
         assert_eq!(Request::from_arguments(&without.to_arguments()), Some(without));
-        assert_eq!(Request::from_arguments(&["1".into(), "".into(), "".into(), "--".into()]), None);
+        assert_eq!(Request::from_arguments(&["1".into(), "".into(), "--".into()]), None);
 
         for report in [Report::Started(Pid::from_raw(4242)), Report::Failed("cannot run `x`: gone".into())] {
             assert_eq!(Report::from_line(&report.to_line()), Some(report));
