@@ -285,7 +285,7 @@ where
     S::Future: Send,
     S::Error: Into<BoxError>,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<GuardedBody>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
 
@@ -312,7 +312,7 @@ where
                         crate::telemetry::call::record_caller(name);
                     }
                     audit::refused(&method, caller.as_deref(), &peer, &status);
-                    return Ok(status.into_http());
+                    return Ok(status.into_http().map(GuardedBody::answer));
                 }
             };
             crate::telemetry::call::record_caller(&caller.name);
@@ -331,15 +331,12 @@ where
                             guard.limits.max_concurrent_calls
                         ));
                         audit::refused(&method, Some(&caller_name), &peer, &status);
-                        return Ok(status.into_http());
+                        return Ok(status.into_http().map(GuardedBody::answer));
                     }
                     return Err(error);
                 }
             };
-            Ok(match permits {
-                Some(permits) => response.map(|body| GuardedBody::holding(body, permits)),
-                None => response,
-            })
+            Ok(response.map(|body| GuardedBody::holding(body, permits)))
         })
     }
 }
@@ -348,9 +345,11 @@ where
 const FRAME_HEADER_BYTES: usize = 5;
 
 /// A body the guard watches over: a request body cut off with `RESOURCE_EXHAUSTED` once it
-/// passes the size limit (before the whole of a huge message is buffered), or a Watch response
-/// body that holds the stream's slots until it ends or the client leaves.
-struct GuardedBody {
+/// passes the size limit (before the whole of a huge message is buffered), or a response body,
+/// which for a Watch holds the stream's slots until it ends or the client leaves. Responses
+/// keep this type up to the transport rather than a boxed `Body`: every message of every
+/// Watch stream passes through it.
+pub struct GuardedBody {
     inner: Body,
     /// For a request: the bytes seen so far and the limit.
     limit: Option<(usize, usize)>,
@@ -358,12 +357,19 @@ struct GuardedBody {
 }
 
 impl GuardedBody {
+    /// A request body cut off past `limit` bytes.
     fn limited(inner: Body, limit: usize) -> Body {
         Body::new(GuardedBody { inner, limit: Some((0, limit)), _permits: None })
     }
 
-    fn holding(inner: Body, permits: [OwnedSemaphorePermit; 2]) -> Body {
-        Body::new(GuardedBody { inner, limit: None, _permits: Some(permits) })
+    /// A response body holding a Watch stream's slots, if it has any.
+    fn holding(inner: Body, permits: Option<[OwnedSemaphorePermit; 2]>) -> GuardedBody {
+        GuardedBody { inner, limit: None, _permits: permits }
+    }
+
+    /// The body of the guard's own answer (a refusal).
+    fn answer(inner: Body) -> GuardedBody {
+        GuardedBody { inner, limit: None, _permits: None }
     }
 }
 

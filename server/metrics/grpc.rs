@@ -201,15 +201,16 @@ pub struct GrpcMetricsService<S> {
     metrics: Option<Arc<Metrics>>,
 }
 
-impl<S> Service<http::Request<Body>> for GrpcMetricsService<S>
+impl<S, ResponseBody> Service<http::Request<Body>> for GrpcMetricsService<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<ResponseBody>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    ResponseBody: Send + 'static,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<MeteredBody<ResponseBody>>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
 
     fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(context).map_err(Into::into)
@@ -218,7 +219,9 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let Some(metrics) = self.metrics.clone() else {
             let future = self.inner.call(request);
-            return Box::pin(async move { future.await.map_err(Into::into) });
+            return Box::pin(async move {
+                Ok(future.await.map_err(Into::into)?.map(|inner| MeteredBody { inner, meter: None }))
+            });
         };
         let labels = method_of(request.uri().path());
         metrics.grpc.started.get_or_create(&labels).inc();
@@ -231,10 +234,9 @@ where
                     if let Some(code) = status_in(response.headers()) {
                         // Trailers-only: the answer is complete with its headers.
                         call.finish(code);
-                        return Ok(response);
+                        return Ok(response.map(|inner| MeteredBody { inner, meter: None }));
                     }
-                    Ok(response
-                        .map(|body| Body::new(MeteredBody { inner: body, call, framer: Framer::default() })))
+                    Ok(response.map(|inner| MeteredBody { inner, meter: Some((call, Framer::default())) }))
                 }
                 Err(error) => {
                     call.finish(code_name(2));
@@ -316,14 +318,20 @@ impl Framer {
     }
 }
 
-/// A response body that counts the messages it carries and records the call's end.
-struct MeteredBody {
-    inner: Body,
-    call: Call,
-    framer: Framer,
+/// A response body that counts the messages it carries and records the call's end, when the
+/// call is measured. A type of its own rather than a boxed `Body`: every message of every Watch
+/// stream passes through it.
+pub struct MeteredBody<B> {
+    inner: B,
+    /// The call and the message counter; `None` when metrics are off or the answer was
+    /// complete with its headers.
+    meter: Option<(Call, Framer)>,
 }
 
-impl http_body::Body for MeteredBody {
+impl<B> http_body::Body for MeteredBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = Status> + Unpin,
+{
     type Data = Bytes;
     type Error = Status;
 
@@ -332,18 +340,18 @@ impl http_body::Body for MeteredBody {
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(context));
-        let this = &mut *self;
+        let Some((call, framer)) = &mut self.meter else { return Poll::Ready(frame) };
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    let messages = this.framer.feed(data);
-                    this.call.sent(messages);
+                    let messages = framer.feed(data);
+                    call.sent(messages);
                 } else if let Some(trailers) = frame.trailers_ref() {
-                    this.call.finish(status_in(trailers).unwrap_or(code_name(2)));
+                    call.finish(status_in(trailers).unwrap_or(code_name(2)));
                 }
             }
-            Some(Err(status)) => this.call.finish(code_name(status.code() as i32)),
-            None => this.call.finish(code_name(2)),
+            Some(Err(status)) => call.finish(code_name(status.code() as i32)),
+            None => call.finish(code_name(2)),
         }
         Poll::Ready(frame)
     }

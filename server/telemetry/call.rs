@@ -18,7 +18,6 @@ use http_body::Frame;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -48,14 +47,15 @@ pub struct CallSpan<S> {
     inner: S,
 }
 
-impl<S, RequestBody> Service<http::Request<RequestBody>> for CallSpan<S>
+impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for CallSpan<S>
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<Body>>,
+    S: Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
     S::Future: Send + 'static,
+    ResponseBody: Send + 'static,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<TracedBody<ResponseBody>>;
     type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, S::Error>>;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(context)
@@ -64,7 +64,8 @@ where
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
         let path = request.uri().path();
         if path.starts_with("/grpc.health.v1.Health/") {
-            return Box::pin(self.inner.call(request));
+            let future = self.inner.call(request);
+            return Box::pin(async move { Ok(future.await?.map(TracedBody::untraced)) });
         }
         let span = call_span(path, request.headers());
         let started = tokio::time::Instant::now();
@@ -78,7 +79,7 @@ where
             // A status in the headers is a trailers-only answer (an error, or a refusal by the
             // guard): the body has nothing more to say.
             let code = grpc_status(response.headers());
-            Ok(response.map(|body| Body::new(TracedBody { inner: body, span, started, code, ended: false })))
+            Ok(response.map(|inner| TracedBody { inner, span, started, code, ended: false }))
         })
     }
 }
@@ -164,9 +165,10 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 }
 
 /// A response body that holds the call's span open until it ends, and then records the code
-/// and the duration into it.
-struct TracedBody {
-    inner: Body,
+/// and the duration into it. A type of its own rather than a boxed `Body`: every message of
+/// every Watch stream passes through it.
+pub struct TracedBody<B> {
+    inner: B,
     span: Span,
     started: tokio::time::Instant,
     /// The call's gRPC code, once the headers or the trailers said it.
@@ -175,7 +177,23 @@ struct TracedBody {
     ended: bool,
 }
 
-impl http_body::Body for TracedBody {
+impl<B> TracedBody<B> {
+    /// A body of a call with no span (health checks).
+    fn untraced(inner: B) -> TracedBody<B> {
+        TracedBody {
+            inner,
+            span: Span::none(),
+            started: tokio::time::Instant::now(),
+            code: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for TracedBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = tonic::Status> + Unpin,
+{
     type Data = Bytes;
     type Error = tonic::Status;
 
@@ -209,7 +227,7 @@ impl http_body::Body for TracedBody {
     }
 }
 
-impl Drop for TracedBody {
+impl<B> Drop for TracedBody<B> {
     fn drop(&mut self) {
         if self.span.is_disabled() {
             return;
