@@ -500,9 +500,13 @@ fn start_stack() -> Result<Stack, Box<dyn std::error::Error>> {
     Ok(Stack { server, sim, url, kubeconfig, _directory: directory })
 }
 
+/// A connection of its own to the server at `url`.
+async fn channel(url: &str) -> Result<Channel, Box<dyn std::error::Error>> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?.connect().await?)
+}
+
 async fn connect(url: &str) -> Result<ProcessServiceClient<Channel>, Box<dyn std::error::Error>> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?.connect().await?;
-    Ok(ProcessServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
+    Ok(ProcessServiceClient::new(channel(url).await?).max_decoding_message_size(MAX_MESSAGE))
 }
 
 // One client thread, as the server has one: on the 2 cores the server, the simulator and this
@@ -708,7 +712,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connections = watchers.div_ceil(125).max(1);
     let mut channels = Vec::new();
     for _ in 0..connections {
-        channels.push(tonic::transport::Endpoint::from_shared(stack.url.clone())?.connect().await?);
+        channels.push(channel(&stack.url).await?);
     }
     let since = current_revision(&mut client).await?;
     let done = Arc::new(AtomicUsize::new(0));

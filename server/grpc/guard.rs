@@ -312,7 +312,7 @@ where
                         crate::telemetry::call::record_caller(name);
                     }
                     audit::refused(&method, caller.as_deref(), &peer, &status);
-                    return Ok(status.into_http().map(GuardedBody::answer));
+                    return Ok(status.into_http().map(|body| GuardedBody::response(body, None)));
                 }
             };
             crate::telemetry::call::record_caller(&caller.name);
@@ -331,12 +331,12 @@ where
                             guard.limits.max_concurrent_calls
                         ));
                         audit::refused(&method, Some(&caller_name), &peer, &status);
-                        return Ok(status.into_http().map(GuardedBody::answer));
+                        return Ok(status.into_http().map(|body| GuardedBody::response(body, None)));
                     }
                     return Err(error);
                 }
             };
-            Ok(response.map(|body| GuardedBody::holding(body, permits)))
+            Ok(response.map(|body| GuardedBody::response(body, permits)))
         })
     }
 }
@@ -362,14 +362,9 @@ impl GuardedBody {
         Body::new(GuardedBody { inner, limit: Some((0, limit)), _permits: None })
     }
 
-    /// A response body holding a Watch stream's slots, if it has any.
-    fn holding(inner: Body, permits: Option<[OwnedSemaphorePermit; 2]>) -> GuardedBody {
+    /// A response body, holding a Watch stream's slots if it has any (a refusal has none).
+    fn response(inner: Body, permits: Option<[OwnedSemaphorePermit; 2]>) -> GuardedBody {
         GuardedBody { inner, limit: None, _permits: permits }
-    }
-
-    /// The body of the guard's own answer (a refusal).
-    fn answer(inner: Body) -> GuardedBody {
-        GuardedBody { inner, limit: None, _permits: None }
     }
 }
 
