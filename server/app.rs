@@ -228,6 +228,12 @@ impl Processes {
         Ok(self.runtime.table().list_page(&filter, &page)?)
     }
 
+    /// The revision of the last change to `group` (`None` when it has no processes) and the
+    /// table's revision, read together; see [`crate::table::ProcessTable::group_version`].
+    pub fn group_version(&self, group: &str) -> (Option<u64>, u64) {
+        self.runtime.table().group_version(group)
+    }
+
     /// A watch of the processes that pass the filter and are in the caller's reach; see
     /// [`crate::table::ProcessTable::watch`].
     pub fn watch(&self, mut filter: Filter, since_revision: Option<u64>, caller: &Caller) -> Watch {

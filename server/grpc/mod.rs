@@ -6,6 +6,7 @@ pub mod audit;
 pub mod convert;
 pub mod describe;
 pub mod error;
+pub mod group_answers;
 pub mod guard;
 pub mod list;
 pub mod listen;
@@ -33,6 +34,8 @@ use crate::security::access::Caller;
 /// The `ProcessService` implementation.
 pub struct ProcessServiceHandler {
     processes: Processes,
+    /// Answers to Lists of whole groups, kept until the group changes.
+    group_answers: group_answers::GroupAnswers,
     /// Turns true when the server shuts down, which ends every Watch stream: a graceful
     /// shutdown waits for open streams, and a watch never ends on its own.
     shutting_down: tokio::sync::watch::Receiver<bool>,
@@ -45,7 +48,11 @@ impl ProcessServiceHandler {
         processes: Processes,
         shutting_down: tokio::sync::watch::Receiver<bool>,
     ) -> ProcessServiceHandler {
-        ProcessServiceHandler { processes, shutting_down }
+        ProcessServiceHandler {
+            processes,
+            group_answers: group_answers::GroupAnswers::default(),
+            shutting_down,
+        }
     }
 
     /// A Watch's events, ending when the server shuts down (a graceful shutdown waits for
@@ -100,7 +107,7 @@ impl ProcessService for ProcessServiceHandler {
         // The server answers List through `routes`, without this copy; this serves in-process
         // callers of the trait.
         let (caller, _) = caller_of(&request)?;
-        list::handle(&self.processes, request.into_inner(), &caller)
+        list::handle(&self.processes, &self.group_answers, request.into_inner(), &caller)
             .map(|reply| Response::new(reply.into_proto()))
     }
 

@@ -89,7 +89,8 @@ impl UnaryService<proto::ListRequest> for ListMethod {
         let handler = Arc::clone(&self.0);
         Box::pin(async move {
             let (caller, _) = caller_of(&request)?;
-            list::handle(&handler.processes, request.into_inner(), &caller).map(Response::new)
+            list::handle(&handler.processes, &handler.group_answers, request.into_inner(), &caller)
+                .map(Response::new)
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::config::LimitSettings;
 use crate::grpc::guard::Guard;
 use crate::grpc::listen::Listener;
 use crate::proto::{self, process_service_client::ProcessServiceClient, stop_request::Target};
+use crate::runtime::Runtime;
 use crate::runtime::fake::FakeRuntime;
 use crate::security::tokens::TokenStore;
 
@@ -353,6 +354,66 @@ async fn pages_selectors_and_selector_stops_keep_a_token_to_its_groups() {
         .expect("stop")
         .into_inner();
     assert_eq!(stopped.stopped, ["p0", "p1", "p2", "p3"]);
+}
+
+#[tokio::test]
+async fn a_kept_group_answer_follows_every_change_and_stays_within_reach() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("tokens.yml");
+    let admin = make_token(&path, ("root", "admin", None));
+    let prod = make_token(&path, ("prod", "read", Some("prod")));
+    let runtime = FakeRuntime::new();
+    let tokens = Some(TokenStore::open(&path).expect("tokens"));
+    let server = serve_over(Arc::clone(&runtime), tokens, LimitSettings::default()).await;
+    let (mut admin, mut prod) = (bearer_client(&server, &admin), bearer_client(&server, &prod));
+    for name in ["c0", "c1", "c2"] {
+        admin.start(start_request(name, Some("ci"))).await.expect("start");
+    }
+    let group = |page_size: u32, page_token: Option<String>| proto::ListRequest {
+        group: Some("ci".into()),
+        page_size,
+        page_token,
+        ..Default::default()
+    };
+    let described = |response: &proto::ListResponse| {
+        let processes = response.processes.iter();
+        processes.map(|process| format!("{} {}", process.process_name, process.status)).collect::<Vec<_>>()
+    };
+    let running = proto::ProcessStatus::Running as i32;
+    let first = admin.list(group(0, None)).await.expect("list").into_inner();
+    let again = admin.list(group(0, None)).await.expect("list").into_inner();
+    assert_eq!(
+        described(&first),
+        [format!("c0 {running}"), format!("c1 {running}"), format!("c2 {running}")]
+    );
+    assert_eq!(again, first, "nothing changed");
+    // A change elsewhere leaves the group's answer as it was, at the table's new revision.
+    admin.start(start_request("p0", Some("prod"))).await.expect("start");
+    let later = admin.list(group(0, None)).await.expect("list").into_inner();
+    let everything = admin.list(proto::ListRequest::default()).await.expect("list").into_inner();
+    assert_eq!((later.processes.clone(), later.revision), (first.processes.clone(), everything.revision));
+    assert!(later.revision > first.revision);
+    // A change in the group, from the runtime or through the API, shows at once.
+    let mut failed = runtime.table().get("c1").expect("c1");
+    failed.status = crate::spec::ProcessStatus::Failed;
+    runtime.table().upsert(failed);
+    let failed = proto::ProcessStatus::Failed as i32;
+    let changed = admin.list(group(0, None)).await.expect("list").into_inner();
+    assert_eq!(
+        described(&changed),
+        [format!("c0 {running}"), format!("c1 {failed}"), format!("c2 {running}")]
+    );
+    admin.stop(proto::StopRequest { target: Some(Target::ProcessName("c0".into())) }).await.expect("stop");
+    let stopped = admin.list(group(0, None)).await.expect("list").into_inner();
+    assert_eq!(described(&stopped), [format!("c1 {failed}"), format!("c2 {running}")]);
+    // A caller out of the group's reach gets nothing of it, however often it was listed.
+    let out_of_reach = prod.list(group(0, None)).await.expect("list").into_inner();
+    assert_eq!((out_of_reach.processes.len(), out_of_reach.revision), (0, stopped.revision));
+    // A page smaller than the group still pages.
+    let page = admin.list(group(1, None)).await.expect("list").into_inner();
+    assert_eq!(described(&page), [format!("c1 {failed}")]);
+    let rest = admin.list(group(1, page.next_page_token.clone())).await.expect("list").into_inner();
+    assert_eq!((described(&rest), rest.next_page_token), (vec![format!("c2 {running}")], None));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use prost::bytes::{Buf, BufMut};
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
@@ -37,17 +37,79 @@ macro_rules! skip_decoding {
 /// Encode-only: decoding one keeps nothing.
 #[derive(Debug, Default)]
 pub struct ListReply {
-    /// The page's processes, shared with the table.
-    processes: Vec<Arc<ProcessInfo>>,
+    /// The page's processes.
+    entries: Entries,
     /// Why the answer may be stale, if it may.
     stale_reason: Option<String>,
     /// The token of the next page, if there is one.
     next_page_token: Option<String>,
     /// The revision the listing shows.
     revision: u64,
-    /// Each process's encoded length, worked out once: the codec asks for the reply's length
-    /// before it writes it, and each process is prefixed with its own.
-    lengths: OnceLock<Vec<usize>>,
+}
+
+/// The processes of a [`ListReply`].
+#[derive(Debug)]
+enum Entries {
+    /// Shared with the table, encoded as the answer is written.
+    Shared {
+        processes: Vec<Arc<ProcessInfo>>,
+        /// Each process's encoded length, worked out once: the codec asks for the reply's
+        /// length before it writes it, and each process is prefixed with its own.
+        lengths: OnceLock<Vec<usize>>,
+    },
+    /// Already encoded ([`encode_processes`]): a group's answer kept for the next List of it.
+    Encoded(Bytes),
+}
+
+impl Default for Entries {
+    fn default() -> Entries {
+        Entries::Encoded(Bytes::new())
+    }
+}
+
+impl Entries {
+    fn encode(&self, buf: &mut impl BufMut) {
+        match self {
+            Entries::Shared { processes, lengths } => {
+                encode_all(processes, lengths_of(processes, lengths), buf)
+            }
+            Entries::Encoded(bytes) => buf.put_slice(bytes),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Entries::Shared { processes, lengths } => all_len(lengths_of(processes, lengths)),
+            Entries::Encoded(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// The encoded length of each process, in order, worked out on the first call.
+fn lengths_of<'a>(processes: &[Arc<ProcessInfo>], lengths: &'a OnceLock<Vec<usize>>) -> &'a [usize] {
+    lengths.get_or_init(|| processes.iter().map(|process| Info(process).encoded_len()).collect())
+}
+
+/// `processes`, each with its encoded length, as the `processes` fields of a List answer.
+fn encode_all(processes: &[Arc<ProcessInfo>], lengths: &[usize], buf: &mut impl BufMut) {
+    for (process, length) in processes.iter().zip(lengths) {
+        encode_info(1, process, *length, buf);
+    }
+}
+
+/// The length [`encode_all`] writes.
+fn all_len(lengths: &[usize]) -> usize {
+    lengths.iter().map(|length| info_field_len(1, *length)).sum()
+}
+
+/// `processes` as the `processes` fields of a `hydroplane.v1.ListResponse`, for
+/// [`ListReply::encoded`].
+pub fn encode_processes(processes: &[Arc<ProcessInfo>]) -> Bytes {
+    let lengths = OnceLock::new();
+    let lengths = lengths_of(processes, &lengths);
+    let mut bytes = Vec::with_capacity(all_len(lengths));
+    encode_all(processes, lengths, &mut bytes);
+    bytes.into()
 }
 
 impl ListReply {
@@ -58,19 +120,29 @@ impl ListReply {
         next_page_token: Option<String>,
         revision: u64,
     ) -> ListReply {
-        ListReply { processes, stale_reason, next_page_token, revision, lengths: OnceLock::new() }
+        let entries = Entries::Shared { processes, lengths: OnceLock::new() };
+        ListReply { entries, stale_reason, next_page_token, revision }
     }
 
-    /// The encoded length of each process, in order.
-    fn lengths(&self) -> &[usize] {
-        self.lengths
-            .get_or_init(|| self.processes.iter().map(|process| Info(process).encoded_len()).collect())
+    /// A one-page answer whose processes are already encoded ([`encode_processes`]).
+    pub fn encoded(processes: Bytes, stale_reason: Option<String>, revision: u64) -> ListReply {
+        ListReply { entries: Entries::Encoded(processes), stale_reason, next_page_token: None, revision }
     }
 
     /// The same answer as an owned message (for in-process callers of the service trait).
     pub fn into_proto(self) -> proto::ListResponse {
+        let processes = match self.entries {
+            Entries::Shared { processes, .. } => {
+                processes.iter().map(|process| convert::info_to_proto(process)).collect()
+            }
+            // Made by `encode_processes` from the same processes, so it decodes; an empty
+            // list would be the server's mistake, not the caller's.
+            Entries::Encoded(bytes) => {
+                proto::ListResponse::decode(bytes).map(|reply| reply.processes).unwrap_or_default()
+            }
+        };
         proto::ListResponse {
-            processes: self.processes.iter().map(|process| convert::info_to_proto(process)).collect(),
+            processes,
             stale_reason: self.stale_reason,
             next_page_token: self.next_page_token,
             revision: self.revision,
@@ -80,9 +152,7 @@ impl ListReply {
 
 impl Message for ListReply {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for (process, length) in self.processes.iter().zip(self.lengths()) {
-            encode_info(1, process, *length, buf);
-        }
+        self.entries.encode(buf);
         if let Some(reason) = &self.stale_reason {
             encoding::string::encode(2, reason, buf);
         }
@@ -97,7 +167,7 @@ impl Message for ListReply {
     skip_decoding!();
 
     fn encoded_len(&self) -> usize {
-        self.lengths().iter().map(|length| info_field_len(1, *length)).sum::<usize>()
+        self.entries.encoded_len()
             + self.stale_reason.as_ref().map_or(0, |reason| encoding::string::encoded_len(2, reason))
             + self.next_page_token.as_ref().map_or(0, |token| encoding::string::encoded_len(3, token))
             + if self.revision != 0 { encoding::uint64::encoded_len(4, &self.revision) } else { 0 }
@@ -396,6 +466,16 @@ mod tests {
                 let expected = reply.into_proto();
                 assert_eq!(encoded, expected.encode_to_vec(), "{count} processes, revision {revision}");
                 assert_eq!(proto::ListResponse::decode(encoded.as_slice()).unwrap(), expected);
+                if next_page_token.is_none() {
+                    // The same answer from processes encoded beforehand (a kept group answer).
+                    let kept = encode_processes(&processes[..count]);
+                    let reply = ListReply::encoded(kept, stale_reason.clone(), revision);
+                    assert_eq!(
+                        (reply.encode_to_vec(), reply.encoded_len()),
+                        (encoded.clone(), encoded.len())
+                    );
+                    assert_eq!(reply.into_proto(), expected);
+                }
             }
         }
     }

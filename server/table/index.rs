@@ -13,10 +13,19 @@ use crate::spec::labels::Operator;
 /// Some processes, by name.
 type Names = BTreeMap<Arc<str>, Arc<ProcessInfo>>;
 
+/// The processes of one group.
+#[derive(Default)]
+struct Group {
+    members: Names,
+    /// The revision of the last change to the group: a process joined or left it, or one of
+    /// its processes changed. An answer made for the group at this revision still shows it.
+    changed: u64,
+}
+
 /// Processes by group and by label.
 #[derive(Default)]
 pub(super) struct Indexes {
-    by_group: HashMap<Box<str>, Names>,
+    by_group: HashMap<Box<str>, Group>,
     /// Label key, then label value, then the names of the processes that have it.
     by_label: HashMap<Box<str>, HashMap<Box<str>, Names>>,
 }
@@ -30,13 +39,12 @@ pub(super) enum Candidates {
 }
 
 impl Indexes {
-    /// Records a process under its group and labels.
-    pub(super) fn insert(&mut self, name: &Arc<str>, process: &Arc<ProcessInfo>) {
+    /// Records a process under its group and labels, by the change of `revision`.
+    pub(super) fn insert(&mut self, name: &Arc<str>, process: &Arc<ProcessInfo>, revision: u64) {
         if let Some(group) = &process.group {
-            self.by_group
-                .entry(group.as_str().into())
-                .or_default()
-                .insert(Arc::clone(name), Arc::clone(process));
+            let entry = self.by_group.entry(group.as_str().into()).or_default();
+            entry.members.insert(Arc::clone(name), Arc::clone(process));
+            entry.changed = revision;
         }
         for (key, value) in process.labels.iter() {
             self.by_label
@@ -48,13 +56,15 @@ impl Indexes {
         }
     }
 
-    /// Points the entries of a process whose group and labels did not change at its new state.
-    pub(super) fn replace(&mut self, name: &str, process: &Arc<ProcessInfo>) {
+    /// Points the entries of a process whose group and labels did not change at its new state,
+    /// by the change of `revision`.
+    pub(super) fn replace(&mut self, name: &str, process: &Arc<ProcessInfo>, revision: u64) {
         if let Some(group) = &process.group
-            && let Some(slot) =
-                self.by_group.get_mut(group.as_str()).and_then(|members| members.get_mut(name))
+            && let Some(entry) = self.by_group.get_mut(group.as_str())
+            && let Some(slot) = entry.members.get_mut(name)
         {
             *slot = Arc::clone(process);
+            entry.changed = revision;
         }
         for (key, value) in process.labels.iter() {
             let slot = self
@@ -68,13 +78,16 @@ impl Indexes {
         }
     }
 
-    /// Forgets a process's group and labels (as `process` had them).
-    pub(super) fn remove(&mut self, name: &str, process: &ProcessInfo) {
+    /// Forgets a process's group and labels (as `process` had them), by the change of
+    /// `revision`. A group left empty is forgotten: when it has processes again, its
+    /// [`Indexes::group_changed`] is a later revision than any it had before.
+    pub(super) fn remove(&mut self, name: &str, process: &ProcessInfo, revision: u64) {
         if let Some(group) = &process.group
-            && let Some(names) = self.by_group.get_mut(group.as_str())
+            && let Some(entry) = self.by_group.get_mut(group.as_str())
         {
-            names.remove(name);
-            if names.is_empty() {
+            entry.members.remove(name);
+            entry.changed = revision;
+            if entry.members.is_empty() {
                 self.by_group.remove(group.as_str());
             }
         }
@@ -92,6 +105,11 @@ impl Indexes {
         }
     }
 
+    /// The revision of the last change to `group`, when it has processes.
+    pub(super) fn group_changed(&self, group: &str) -> Option<u64> {
+        self.by_group.get(group).map(|entry| entry.changed)
+    }
+
     /// The names the filter may match, from the narrowest index that applies: the group, or
     /// the label requirement (`=`, `in`, or having the key) with the fewest processes. The
     /// caller still checks the whole filter on each.
@@ -99,7 +117,8 @@ impl Indexes {
         const EMPTY: &Names = &BTreeMap::new();
         let mut narrowest: Option<Vec<&Names>> = None;
         if let Some(group) = &filter.group {
-            consider(&mut narrowest, vec![self.by_group.get(group.as_str()).unwrap_or(EMPTY)]);
+            let members = self.by_group.get(group.as_str()).map_or(EMPTY, |entry| &entry.members);
+            consider(&mut narrowest, vec![members]);
         }
         if let Some(selector) = &filter.selector {
             for requirement in selector.requirements() {

@@ -66,6 +66,9 @@ pub struct Page {
     pub next_page_token: Option<String>,
     /// The table's revision the whole listing shows.
     pub revision: u64,
+    /// For a first page of a listing of a group: the revision of the group's last change
+    /// (see [`crate::table::ProcessTable::group_version`]).
+    pub group_changed: Option<u64>,
 }
 
 /// Why a page could not be served.
@@ -157,7 +160,7 @@ impl Listings {
     ) -> Page {
         let size = query.effective_size();
         if matching.len() <= size {
-            return Page { processes: matching, next_page_token: None, revision };
+            return Page { processes: matching, next_page_token: None, revision, group_changed: None };
         }
         let processes: Arc<[Arc<ProcessInfo>]> = matching.into();
         let first = processes[..size].to_vec();
@@ -195,6 +198,7 @@ impl Listings {
             processes: first,
             next_page_token: Some(PageToken { revision, listing, offset }.encode()),
             revision,
+            group_changed: None,
         }
     }
 
@@ -228,7 +232,7 @@ impl Listings {
             PageToken { revision, listing: token.listing, offset: u32::try_from(end).unwrap_or(u32::MAX) }
                 .encode()
         });
-        Ok(Page { processes, next_page_token, revision })
+        Ok(Page { processes, next_page_token, revision, group_changed: None })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, Listing>> {

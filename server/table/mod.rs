@@ -278,6 +278,8 @@ impl ProcessTable {
         let mut state = self.lock();
         let state = &mut *state;
         let now = jiff::Timestamp::now();
+        // The revision this change gets (`record` makes it the table's).
+        let revision = state.revision + 1;
         let (kind, process, previous) = match state.processes.get_mut(process.process_name.as_str()) {
             Some(existing) if *existing.process == process => return None,
             Some(existing) => {
@@ -302,17 +304,17 @@ impl ProcessTable {
                 if previous.group != process.group || previous.labels != process.labels {
                     // A new process of the same name (a relist joined its Delete and Add).
                     let name: Arc<str> = process.process_name.as_str().into();
-                    state.indexes.remove(&name, &previous);
-                    state.indexes.insert(&name, &process);
+                    state.indexes.remove(&name, &previous, revision);
+                    state.indexes.insert(&name, &process, revision);
                 } else {
-                    state.indexes.replace(&process.process_name, &process);
+                    state.indexes.replace(&process.process_name, &process, revision);
                 }
                 (ChangeKind::Modified, process, Some(previous))
             }
             None => {
                 let name: Arc<str> = process.process_name.as_str().into();
                 let process = Arc::new(process);
-                state.indexes.insert(&name, &process);
+                state.indexes.insert(&name, &process, revision);
                 let transitions = Box::new([Transition::of(&process, now)]);
                 state.processes.insert(name, Entry { process: Arc::clone(&process), transitions });
                 (ChangeKind::Added, process, None)
@@ -326,7 +328,7 @@ impl ProcessTable {
         let mut state = self.lock();
         let state = &mut *state;
         let (name, entry) = state.processes.remove_entry(process_name)?;
-        state.indexes.remove(&name, &entry.process);
+        state.indexes.remove(&name, &entry.process, state.revision + 1);
         Some(self.record(state, ChangeKind::Deleted, entry.process, None))
     }
 
@@ -376,11 +378,22 @@ impl ProcessTable {
         if let Some(token) = &query.token {
             return self.listings.later_page(token, filter, query.effective_size());
         }
-        let (matching, revision) = {
+        let (matching, revision, group_changed) = {
             let state = self.lock();
-            (state.matching(filter), state.revision)
+            let group_changed = filter.group.as_deref().and_then(|group| state.indexes.group_changed(group));
+            (state.matching(filter), state.revision, group_changed)
         };
-        Ok(self.listings.first_page(filter, revision, matching, query))
+        let mut page = self.listings.first_page(filter, revision, matching, query);
+        page.group_changed = group_changed;
+        Ok(page)
+    }
+
+    /// The revision of the last change to the processes of `group` (`None` when it has none)
+    /// and the table's revision, read together: an answer for the group made when its last
+    /// change was that one still shows the group as it is at the table's revision.
+    pub fn group_version(&self, group: &str) -> (Option<u64>, u64) {
+        let state = self.lock();
+        (state.indexes.group_changed(group), state.revision)
     }
 
     /// How many processes the table has in each status (statuses with none are left out).
@@ -697,6 +710,34 @@ mod tests {
         let (listed, revision, pages) = list_all(&table, &Filter::default(), 1000);
         assert_eq!((listed.len(), revision, pages), (10, 12, 1));
         assert!(listed.contains(&"p45".to_owned()) && !listed.contains(&"p5".to_owned()));
+    }
+
+    #[test]
+    fn a_group_version_moves_with_the_changes_to_that_group_only() {
+        let table = ProcessTable::new(100, 100);
+        assert_eq!(table.group_version("g"), (None, 100));
+        table.upsert(process("a", Some("g"), ProcessStatus::Starting));
+        table.upsert(process("b", Some("h"), ProcessStatus::Starting));
+        assert_eq!(table.group_version("g"), (Some(101), 102));
+        table.upsert(process("a", Some("g"), ProcessStatus::Running));
+        table.upsert(process("b", Some("h"), ProcessStatus::Running));
+        assert!(table.upsert(process("a", Some("g"), ProcessStatus::Running)).is_none());
+        assert_eq!(table.group_version("g"), (Some(103), 104));
+        // A process that moves changes the group it left and the one it joined.
+        table.upsert(process("a", Some("h"), ProcessStatus::Running));
+        assert_eq!((table.group_version("g"), table.group_version("h")), ((None, 105), (Some(105), 105)));
+        // A group that has processes again is at a later revision than any it had.
+        table.upsert(process("c", Some("g"), ProcessStatus::Running));
+        table.remove("a");
+        assert_eq!(
+            (table.group_version("g"), table.group_version("h")),
+            ((Some(106), 107), (Some(107), 107))
+        );
+        let filter = Filter { group: Some("h".into()), ..Filter::default() };
+        let page = table.list_page(&filter, &PageQuery::default()).expect("a page");
+        assert_eq!((names(&page.processes), page.revision, page.group_changed), (vec!["b"], 107, Some(107)));
+        let everyone = table.list_page(&Filter::default(), &PageQuery::default()).expect("a page");
+        assert_eq!(everyone.group_changed, None);
     }
 
     #[tokio::test]
