@@ -5,8 +5,9 @@
 //! 15,000 processes, in turns of 2,000 Starts (the cores' speed drifts over a run by more than
 //! the 10% compared, so the two are read side by side); RSS per process; the full paged List (every process
 //! exactly once); the List of one group of 100 (latency, and server CPU per call against the
-//! same List on a server holding only those 100, in 200 alternating turns of 100 calls, with
-//! the 95% interval of the ratio); server CPU per watch event; and 1,000 Watch
+//! same List on a server holding only those 100, in 200 rounds of turns of 100 calls, net of
+//! a control List of an empty group on the same two servers, with its 95% interval); server
+//! CPU per watch event; and 1,000 Watch
 //! streams while 10,000 processes change (every watcher gets every change, and the delay from
 //! the pod write to the event).
 //!
@@ -40,6 +41,8 @@ use tonic::transport::Channel;
 const SMALL_GROUP: &str = "small";
 /// How many processes form that group.
 const SMALL_GROUP_SIZE: usize = 100;
+/// A group with no process, listed for the control of the group List's CPU.
+const EMPTY_GROUP: &str = "nobody";
 /// The batch whose Start throughput is compared at the beginning and the end.
 const BATCH: usize = 10_000;
 /// The Starts of one turn when the last batch is compared with the reference server.
@@ -225,11 +228,15 @@ async fn full_list(
     Ok(FullList { elapsed: begin.elapsed(), pages, names: names.len(), duplicates, revisions, first_page })
 }
 
-/// Lists the small group once, checking that the whole group is listed.
-async fn list_group(client: &mut ProcessServiceClient<Channel>) -> Result<(), Box<dyn std::error::Error>> {
-    let request = proto::ListRequest { group: Some(SMALL_GROUP.into()), ..Default::default() };
+/// Lists `group` once, checking that all of its `size` processes are listed.
+async fn list_group(
+    client: &mut ProcessServiceClient<Channel>,
+    group: &str,
+    size: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let request = proto::ListRequest { group: Some(group.into()), ..Default::default() };
     let listed = client.list(request).await?.into_inner().processes.len();
-    assert_eq!(listed, SMALL_GROUP_SIZE, "the group List sees the whole group");
+    assert_eq!(listed, size, "the List of group {group} sees the whole group");
     Ok(())
 }
 
@@ -239,60 +246,64 @@ async fn group_list_latencies(
     calls: usize,
 ) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
     for _ in 0..100 {
-        list_group(client).await?;
+        list_group(client, SMALL_GROUP, SMALL_GROUP_SIZE).await?;
     }
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let call = Instant::now();
-        list_group(client).await?;
+        list_group(client, SMALL_GROUP, SMALL_GROUP_SIZE).await?;
         samples.push(call.elapsed());
     }
     Ok(samples)
 }
 
-/// Server CPU per List of the small group on each of two servers, measured in turns of
-/// `calls` Lists each (`rounds` turns per server, the two taking the first turn of a round in
-/// alternation), so that both are read under the same conditions on the shared cores; CPU is
-/// the servers' thread run time, to the nanosecond. Also returns each round's ratio of the
-/// first server's CPU to the second's, sorted.
-async fn group_list_cpu(
-    servers: [(&mut ProcessServiceClient<Channel>, u32); 2],
-    rounds: usize,
-    calls: usize,
-) -> Result<([Duration; 2], Vec<f64>), Box<dyn std::error::Error>> {
-    let mut spent = [Duration::ZERO; 2];
-    let mut ratios = Vec::with_capacity(rounds);
-    let [mut first, mut second] = servers;
-    for number in 0..rounds {
-        let mut round = [Duration::ZERO; 2];
-        let mut turns = [(0, &mut first), (1, &mut second)];
-        if number % 2 == 1 {
-            turns.reverse();
-        }
-        for (index, (client, pid)) in turns {
-            let before = run_time(*pid);
-            for _ in 0..calls {
-                list_group(client).await?;
-            }
-            round[index] = run_time(*pid) - before;
-            spent[index] += round[index];
-        }
-        ratios.push(round[0].as_secs_f64() / round[1].as_secs_f64().max(1e-9));
-    }
-    ratios.sort_by(f64::total_cmp);
-    let per_call = |total: Duration| total / (rounds * calls) as u32;
-    Ok(([per_call(spent[0]), per_call(spent[1])], ratios))
+/// One series of the List CPU comparison: a server (its client and pid) asked for a group of
+/// a known size.
+struct ListSeries {
+    /// A clone of a client: it shares the client's connection.
+    client: ProcessServiceClient<Channel>,
+    pid: u32,
+    group: &'static str,
+    size: usize,
 }
 
-/// The 95% interval of the geometric mean of `ratios` (from the mean and standard error of
-/// their logarithms): where the ratio of the two servers' CPU lies, given the rounds' scatter.
-fn ratio_interval(ratios: &[f64]) -> (f64, f64) {
+/// Server CPU of each of two pairs of series (`[a, b, c, d]`: a against b, c against d),
+/// measured in turns of `calls` Lists, `rounds` turns per series, so that all are read under
+/// the same conditions on the shared cores: the two turns of a pair follow each other, and
+/// which pair goes first and which series of a pair goes first alternate over every four
+/// rounds. CPU is the servers' thread run time, to the nanosecond. Returns each round's CPU of
+/// each series: `[round][series]`.
+async fn list_cpu(
+    series: &mut [ListSeries; 4],
+    rounds: usize,
+    calls: usize,
+) -> Result<Vec<[Duration; 4]>, Box<dyn std::error::Error>> {
+    const ORDERS: [[usize; 4]; 4] = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2], [2, 3, 0, 1]];
+    let mut spent = Vec::with_capacity(rounds);
+    for number in 0..rounds {
+        let mut round = [Duration::ZERO; 4];
+        for index in ORDERS[number % ORDERS.len()] {
+            let one = &mut series[index];
+            let before = run_time(one.pid);
+            for _ in 0..calls {
+                list_group(&mut one.client, one.group, one.size).await?;
+            }
+            round[index] = run_time(one.pid) - before;
+        }
+        spent.push(round);
+    }
+    Ok(spent)
+}
+
+/// The geometric mean of `ratios` and its 95% interval (from the mean and standard error of
+/// their logarithms): where a ratio of CPU lies, given the rounds' scatter.
+fn ratio_interval(ratios: &[f64]) -> (f64, f64, f64) {
     let logs: Vec<f64> = ratios.iter().map(|ratio| ratio.ln()).collect();
     let count = logs.len() as f64;
     let mean = logs.iter().sum::<f64>() / count;
     let variance = logs.iter().map(|log| (log - mean).powi(2)).sum::<f64>() / (count - 1.0).max(1.0);
     let error = 1.96 * (variance / count).sqrt();
-    ((mean - error).exp(), (mean + error).exp())
+    (mean.exp(), (mean - error).exp(), (mean + error).exp())
 }
 
 /// A pod status that the server reads as a crash-looping process whose message carries `text`.
@@ -671,36 +682,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ms",
         "reference",
     );
-    let ([per_call, small_per_call], ratios) =
-        group_list_cpu([(&mut group_client, server_pid), (&mut small_group_client, small_pid)], 200, 100)
-            .await?;
-    result(
-        &format!("  server CPU per call, {count}-process server"),
-        ms(per_call) * 1000.0,
-        "us",
-        "information",
-    );
-    result("  server CPU per call, 100-process server", ms(small_per_call) * 1000.0, "us", "reference");
-    result(
-        "group-of-100 CPU / alone CPU",
-        per_call.as_secs_f64() / small_per_call.as_secs_f64().max(1e-9),
-        "ratio",
-        "<= 1.0",
-    );
-    let (low, high) = ratio_interval(&ratios);
+    // The control: a List of a group with no process, on the same connections and in the same
+    // rounds, costs each server its fixed cost of a call; the larger process pays more for any
+    // call, whatever it answers, and the group's answer is judged net of that.
+    let mut series = [
+        ListSeries {
+            client: group_client.clone(),
+            pid: server_pid,
+            group: SMALL_GROUP,
+            size: SMALL_GROUP_SIZE,
+        },
+        ListSeries {
+            client: small_group_client.clone(),
+            pid: small_pid,
+            group: SMALL_GROUP,
+            size: SMALL_GROUP_SIZE,
+        },
+        ListSeries { client: group_client.clone(), pid: server_pid, group: EMPTY_GROUP, size: 0 },
+        ListSeries { client: small_group_client.clone(), pid: small_pid, group: EMPTY_GROUP, size: 0 },
+    ];
+    let spent = list_cpu(&mut series, 200, 100).await?;
+    let total = |index: usize| spent.iter().map(|round| round[index]).sum::<Duration>();
+    let per_call = |index: usize| ms(total(index) / (spent.len() * 100) as u32) * 1000.0;
+    let ratio = |a: usize, b: usize| total(a).as_secs_f64() / total(b).as_secs_f64().max(1e-9);
+    let ratios = |a: usize, b: usize| -> Vec<f64> {
+        spent.iter().map(|round| round[a].as_secs_f64() / round[b].as_secs_f64().max(1e-9)).collect()
+    };
+    result(&format!("  server CPU per call, {count}-process server"), per_call(0), "us", "information");
+    result("  server CPU per call, 100-process server", per_call(1), "us", "reference");
+    result("group-of-100 CPU / alone CPU", ratio(0, 1), "ratio", "<= 1.0");
+    let verdict = |low: f64| if low <= 1.0 { "no more than alone" } else { "MORE: all of it above 1.0" };
+    let (_, low, high) = ratio_interval(&ratios(0, 1));
     println!(
-        "  per round of 100 calls: median {:.3}, 95% interval of the mean {low:.3} to {high:.3} over {} rounds",
-        ratios[ratios.len() / 2],
-        ratios.len()
+        "  95% interval {low:.3} to {high:.3} over {} rounds of 100 calls: {}",
+        spent.len(),
+        verdict(low)
     );
+    let (_, control_low, control_high) = ratio_interval(&ratios(2, 3));
     println!(
-        "  {}",
-        if low <= 1.0 {
-            "no more than alone within the measurement's precision (the interval reaches 1.0)"
-        } else {
-            "MORE than alone: the whole interval lies above 1.0"
-        }
+        "  control, a List of an empty group: {:.3} against {:.3} us per call, ratio {:.3} ({control_low:.3} to {control_high:.3})",
+        per_call(2),
+        per_call(3),
+        ratio(2, 3)
     );
+    let net: Vec<f64> =
+        ratios(0, 1).iter().zip(ratios(2, 3)).map(|(group, control)| group / control).collect();
+    let (mean, net_low, net_high) = ratio_interval(&net);
+    println!("  net of the control: {mean:.3} ({net_low:.3} to {net_high:.3}): {}", verdict(net_low));
     drop((small_client, small_group_client));
     drop(small);
 
