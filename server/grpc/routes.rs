@@ -18,7 +18,7 @@ use tower::Service;
 
 use super::{ProcessServiceHandler, caller_of, list};
 use crate::grpc::watch::WatchReplies;
-use crate::grpc::wire::{KeptAnswer, ListReply, WatchReply};
+use crate::grpc::wire::{ListReply, WatchReply};
 use crate::proto;
 use crate::proto::process_service_server::ProcessServiceServer;
 
@@ -66,12 +66,7 @@ impl Service<http::Request<Body>> for ProcessRoutes {
         match request.uri().path() {
             LIST_PATH => Box::pin(async move {
                 let mut grpc = Grpc::new(ListCodec).apply_max_message_size_config(max_request_bytes, None);
-                let mut response = grpc.unary(ListMethod(handler), request).await;
-                // A kept answer leaves tonic's encoding unused: its bytes go out as they are.
-                if let Some(kept) = response.extensions_mut().remove::<KeptAnswer>() {
-                    *response.body_mut() = Body::new(kept.into_body());
-                }
-                Ok(response)
+                Ok(grpc.unary(ListMethod(handler), request).await)
             }),
             WATCH_PATH => Box::pin(async move {
                 let codec = tonic_prost::ProstCodec::<WatchReply, proto::WatchRequest>::default();
@@ -94,18 +89,8 @@ impl UnaryService<proto::ListRequest> for ListMethod {
         let handler = Arc::clone(&self.0);
         Box::pin(async move {
             let (caller, _) = caller_of(&request)?;
-            let reply =
-                list::handle(&handler.processes, &handler.group_answers, request.into_inner(), &caller)?;
-            Ok(match reply.into_kept() {
-                // Carried past tonic's unary handling in the response's extensions, for the
-                // route to send as it is (tonic would copy it into a buffer of its own).
-                Ok(kept) => {
-                    let mut response = Response::new(ListReply::default());
-                    response.extensions_mut().insert(kept);
-                    response
-                }
-                Err(reply) => Response::new(reply),
-            })
+            list::handle(&handler.processes, &handler.group_answers, request.into_inner(), &caller)
+                .map(Response::new)
         })
     }
 }

@@ -12,8 +12,6 @@ use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
-use tonic::Status;
-
 use crate::grpc::convert;
 use crate::proto;
 use crate::spec::{ProcessInfo, SocketAddress};
@@ -131,18 +129,6 @@ impl ListReply {
         ListReply { entries: Entries::Encoded(processes), stale_reason, next_page_token: None, revision }
     }
 
-    /// The answer as a [`KeptAnswer`] when its processes were encoded beforehand; otherwise
-    /// the answer itself.
-    pub fn into_kept(self) -> Result<KeptAnswer, ListReply> {
-        match self.entries {
-            Entries::Encoded(processes) => {
-                let rest = ListReply { entries: Entries::default(), ..self };
-                Ok(KeptAnswer { processes, rest: rest.encode_to_vec().into() })
-            }
-            entries => Err(ListReply { entries, ..self }),
-        }
-    }
-
     /// The same answer as an owned message (for in-process callers of the service trait).
     pub fn into_proto(self) -> proto::ListResponse {
         let processes = match self.entries {
@@ -161,58 +147,6 @@ impl ListReply {
             next_page_token: self.next_page_token,
             revision: self.revision,
         }
-    }
-}
-
-/// A List answer whose processes were encoded beforehand, to be sent as a response body of
-/// its own ([`KeptAnswer::into_body`]) rather than through the codec, which would copy the
-/// kept bytes into a new buffer for every call.
-#[derive(Clone, Debug)]
-pub struct KeptAnswer {
-    /// The `processes` fields, as kept.
-    processes: Bytes,
-    /// The fields after them (stale reason, revision), encoded.
-    rest: Bytes,
-}
-
-impl KeptAnswer {
-    /// The gRPC response body of the answer: the message's prefix, the kept bytes as they are
-    /// (shared, not copied), the fields after them, and the trailers of a call that succeeded.
-    pub fn into_body(self) -> KeptBody {
-        let length = self.processes.len() + self.rest.len();
-        let mut prefix = Vec::with_capacity(5);
-        prefix.push(0); // not compressed
-        prefix.extend_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_be_bytes());
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let frames = [Bytes::from(prefix), self.processes, self.rest]
-            .into_iter()
-            .filter(|data| !data.is_empty())
-            .map(http_body::Frame::data)
-            .chain([http_body::Frame::trailers(trailers)])
-            .collect();
-        KeptBody { frames }
-    }
-}
-
-/// The response body of a [`KeptAnswer`]: its frames, all ready.
-pub struct KeptBody {
-    frames: std::collections::VecDeque<http_body::Frame<Bytes>>,
-}
-
-impl http_body::Body for KeptBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        std::task::Poll::Ready(self.frames.pop_front().map(Ok))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
     }
 }
 
@@ -512,22 +446,6 @@ mod tests {
             .collect()
     }
 
-    /// The data and trailers of a body whose frames are all ready.
-    fn read_body(mut body: KeptBody) -> (Vec<u8>, http::HeaderMap) {
-        use http_body::Body;
-        let (mut data, mut trailers) = (Vec::new(), http::HeaderMap::new());
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        while let std::task::Poll::Ready(Some(frame)) = std::pin::Pin::new(&mut body).poll_frame(&mut context)
-        {
-            match frame.expect("a frame").into_data() {
-                Ok(bytes) => data.extend_from_slice(&bytes),
-                Err(frame) => trailers = frame.into_trailers().expect("trailers"),
-            }
-        }
-        assert!(body.is_end_stream());
-        (data, trailers)
-    }
-
     #[test]
     fn a_reply_is_byte_for_byte_what_prost_writes_for_the_converted_message() {
         let processes = variety();
@@ -551,21 +469,12 @@ mod tests {
                 if next_page_token.is_none() {
                     // The same answer from processes encoded beforehand (a kept group answer).
                     let kept = encode_processes(&processes[..count]);
-                    let reply = ListReply::encoded(kept.clone(), stale_reason.clone(), revision);
+                    let reply = ListReply::encoded(kept, stale_reason.clone(), revision);
                     assert_eq!(
                         (reply.encode_to_vec(), reply.encoded_len()),
                         (encoded.clone(), encoded.len())
                     );
                     assert_eq!(reply.into_proto(), expected);
-                    // ...and as the body the route sends for it: one gRPC message, then OK.
-                    let reply = ListReply::encoded(kept, stale_reason.clone(), revision);
-                    let Ok(kept) = reply.into_kept() else { panic!("a kept answer") };
-                    let (data, trailers) = read_body(kept.into_body());
-                    let mut message = vec![0];
-                    message.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-                    message.extend_from_slice(&encoded);
-                    assert_eq!(data, message);
-                    assert_eq!(trailers.get("grpc-status").map(|value| value.as_bytes()), Some(&b"0"[..]));
                 }
             }
         }
