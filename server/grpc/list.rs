@@ -7,6 +7,7 @@ use crate::app::{AppError, Processes};
 use crate::grpc::convert;
 use crate::grpc::group_answers::GroupAnswers;
 use crate::grpc::wire::{self, ListReply};
+use crate::metrics::OutcomeLabels;
 use crate::proto;
 use crate::security::access::Caller;
 use crate::spec::Violations;
@@ -46,6 +47,7 @@ pub fn handle(
         && let (Some(changed), revision) = processes.group_version(group)
         && let Some(kept) = answers.get(group, changed, page_size)
     {
+        count_answer(processes, answers, "kept");
         return Ok(ListReply::encoded(kept, stale_reason, revision));
     }
     let page = processes.list(filter, page, caller)?;
@@ -55,9 +57,19 @@ pub fn handle(
     {
         let encoded = wire::encode_processes(&page.processes);
         answers.keep(group, changed, page.processes.len(), encoded.clone());
+        count_answer(processes, answers, "made");
         return Ok(ListReply::encoded(encoded, stale_reason, page.revision));
     }
     Ok(ListReply::new(page.processes, stale_reason, page.next_page_token, page.revision))
+}
+
+/// Counts a List of a whole group by its answer (`kept` or `made`), and the bytes kept, when
+/// metrics are on.
+fn count_answer(processes: &Processes, answers: &GroupAnswers, outcome: &'static str) {
+    if let Some(metrics) = processes.metrics() {
+        metrics.domain.group_answers.get_or_create(&OutcomeLabels { outcome }).inc();
+        metrics.domain.group_answer_bytes.set(i64::try_from(answers.kept_bytes()).unwrap_or(i64::MAX));
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,10 @@ pub struct DomainMetrics {
     pub culler_passes: Counter,
     /// Processes the culler stopped.
     pub culled: Counter,
+    /// Lists of a whole group, by answer: `kept` (the kept answer was sent) or `made`.
+    pub group_answers: Family<OutcomeLabels, Counter>,
+    /// The bytes of the kept answers to group Lists.
+    pub group_answer_bytes: Gauge,
 }
 
 /// The metrics of the backends, reached through [`backend`].
@@ -183,6 +187,8 @@ impl Metrics {
             watch_resets: Counter::default(),
             culler_passes: Counter::default(),
             culled: Counter::default(),
+            group_answers: Family::default(),
+            group_answer_bytes: Gauge::default(),
         };
         registry.register(
             "hydroplane_process_starts",
@@ -210,6 +216,16 @@ impl Metrics {
             "hydroplane_culled_processes",
             "Processes the culler stopped",
             domain.culled.clone(),
+        );
+        registry.register(
+            "hydroplane_list_group_answers",
+            "Lists of a whole group, by whether the kept answer was sent (kept) or one was made (made)",
+            domain.group_answers.clone(),
+        );
+        registry.register(
+            "hydroplane_list_group_answer_bytes",
+            "Bytes of the answers to group Lists kept until their group changes",
+            domain.group_answer_bytes.clone(),
         );
         let backend = BackendMetrics {
             rest: rest::RestMetrics::register(&mut registry),

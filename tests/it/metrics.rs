@@ -160,6 +160,23 @@ async fn counters_equal_the_calls_made_by_method_and_code() {
     // The local runtime has no index: no index gauges.
     assert!(samples.iter().all(|sample| !sample.name.starts_with("hydroplane_index")));
 
+    // A group listed five times while it does not change (its processes are RUNNING, where a
+    // sleeper stays): one answer made, four sent as kept.
+    for index in 0..3 {
+        let mut sleeper = sleeper(&format!("d{index}"));
+        sleeper["group"] = "dash".into();
+        let running = client.start(start_waiting(sleeper)).await.expect("start").into_inner();
+        assert_eq!(running.process.map(|process| process.status), Some(proto::ProcessStatus::Running as i32));
+    }
+    for _ in 0..5 {
+        let request = proto::ListRequest { group: Some("dash".into()), ..Default::default() };
+        assert_eq!(client.list(request).await.expect("list").into_inner().processes.len(), 3);
+    }
+    let samples = scrape(&address);
+    let answers = |outcome| value(&samples, "hydroplane_list_group_answers_total", &[("outcome", outcome)]);
+    assert_eq!((answers("made"), answers("kept")), (1.0, 4.0));
+    assert!(value(&samples, "hydroplane_list_group_answer_bytes", &[]) > 0.0);
+
     let (head, _) = common::http_get(&address, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
