@@ -701,9 +701,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ListSeries { client: group_client.clone(), pid: server_pid, group: EMPTY_GROUP, size: 0 },
         ListSeries { client: small_group_client.clone(), pid: small_pid, group: EMPTY_GROUP, size: 0 },
     ];
-    let spent = list_cpu(&mut series, 200, 100).await?;
+    let calls = 100;
+    let spent = list_cpu(&mut series, 200, calls).await?;
     let total = |index: usize| spent.iter().map(|round| round[index]).sum::<Duration>();
-    let per_call = |index: usize| ms(total(index) / (spent.len() * 100) as u32) * 1000.0;
+    let per_call = |index: usize| ms(total(index) / (spent.len() * calls) as u32) * 1000.0;
     let ratio = |a: usize, b: usize| total(a).as_secs_f64() / total(b).as_secs_f64().max(1e-9);
     let ratios = |a: usize, b: usize| -> Vec<f64> {
         spent.iter().map(|round| round[a].as_secs_f64() / round[b].as_secs_f64().max(1e-9)).collect()
@@ -714,7 +715,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let verdict = |low: f64| if low <= 1.0 { "no more than alone" } else { "MORE: all of it above 1.0" };
     let (_, low, high) = ratio_interval(&ratios(0, 1));
     println!(
-        "  95% interval {low:.3} to {high:.3} over {} rounds of 100 calls: {}",
+        "  95% interval {low:.3} to {high:.3} over {} rounds of {calls} calls: {}",
         spent.len(),
         verdict(low)
     );

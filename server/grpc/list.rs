@@ -63,12 +63,14 @@ pub fn handle(
     Ok(ListReply::new(page.processes, stale_reason, page.next_page_token, page.revision))
 }
 
-/// Counts a List of a whole group by its answer (`kept` or `made`), and the bytes kept, when
-/// metrics are on.
+/// Counts a List of a whole group by its answer (`kept` or `made`), when metrics are on; after
+/// a `made` one (the only kind that changes what is kept), also the bytes kept.
 fn count_answer(processes: &Processes, answers: &GroupAnswers, outcome: &'static str) {
     if let Some(metrics) = processes.metrics() {
         metrics.domain.group_answers.get_or_create(&OutcomeLabels { outcome }).inc();
-        metrics.domain.group_answer_bytes.set(i64::try_from(answers.kept_bytes()).unwrap_or(i64::MAX));
+        if outcome == "made" {
+            metrics.domain.group_answer_bytes.set(i64::try_from(answers.kept_bytes()).unwrap_or(i64::MAX));
+        }
     }
 }
 

@@ -87,7 +87,12 @@ impl Entries {
 
 /// The encoded length of each process, in order, worked out on the first call.
 fn lengths_of<'a>(processes: &[Arc<ProcessInfo>], lengths: &'a OnceLock<Vec<usize>>) -> &'a [usize] {
-    lengths.get_or_init(|| processes.iter().map(|process| Info(process).encoded_len()).collect())
+    lengths.get_or_init(|| info_lengths(processes))
+}
+
+/// The encoded length of each process, in order.
+fn info_lengths(processes: &[Arc<ProcessInfo>]) -> Vec<usize> {
+    processes.iter().map(|process| Info(process).encoded_len()).collect()
 }
 
 /// `processes`, each with its encoded length, as the `processes` fields of a List answer.
@@ -105,10 +110,9 @@ fn all_len(lengths: &[usize]) -> usize {
 /// `processes` as the `processes` fields of a `hydroplane.v1.ListResponse`, for
 /// [`ListReply::encoded`].
 pub fn encode_processes(processes: &[Arc<ProcessInfo>]) -> Bytes {
-    let lengths = OnceLock::new();
-    let lengths = lengths_of(processes, &lengths);
-    let mut bytes = Vec::with_capacity(all_len(lengths));
-    encode_all(processes, lengths, &mut bytes);
+    let lengths = info_lengths(processes);
+    let mut bytes = Vec::with_capacity(all_len(&lengths));
+    encode_all(processes, &lengths, &mut bytes);
     bytes.into()
 }
 
