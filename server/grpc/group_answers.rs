@@ -12,7 +12,7 @@
 //! answer larger than an eighth of the room is not kept. An answer is only reused for a caller
 //! whose reach takes in the whole group: the bytes are the same for every such caller.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use prost::bytes::Bytes;
@@ -32,6 +32,9 @@ pub struct GroupAnswers {
 #[derive(Default)]
 struct Kept {
     answers: HashMap<Box<str>, Answer>,
+    /// The kept groups by their answer's last use, oldest first: with small groups the budget
+    /// holds tens of thousands of answers, too many to search for the oldest on every keep.
+    by_use: BTreeMap<u64, Box<str>>,
     /// What the answers cost, with [`OVERHEAD`] each.
     bytes: usize,
     /// Counts uses, to tell the least recently listed group.
@@ -51,6 +54,16 @@ struct Answer {
 impl Answer {
     fn cost(&self, group: &str) -> usize {
         self.processes.len() + group.len() + OVERHEAD
+    }
+}
+
+impl Kept {
+    /// Drops `group`'s answer, with its place in the order of use and its cost.
+    fn remove(&mut self, group: &str) {
+        if let Some(answer) = self.answers.remove(group) {
+            self.by_use.remove(&answer.last_used);
+            self.bytes -= answer.cost(group);
+        }
     }
 }
 
@@ -74,16 +87,16 @@ impl GroupAnswers {
         let kept = &mut *kept;
         let answer = kept.answers.get_mut(group)?;
         if answer.changed < changed {
-            let cost = answer.cost(group);
-            kept.answers.remove(group);
-            kept.bytes -= cost;
+            kept.remove(group);
             return None;
         }
         if answer.changed != changed || answer.count > page_size {
             return None;
         }
         kept.clock += 1;
+        let name = kept.by_use.remove(&answer.last_used).unwrap_or_else(|| group.into());
         answer.last_used = kept.clock;
+        kept.by_use.insert(kept.clock, name);
         Some(answer.processes.clone())
     }
 
@@ -97,8 +110,7 @@ impl GroupAnswers {
             if old.changed >= changed {
                 return;
             }
-            kept.bytes -= old.cost(group);
-            kept.answers.remove(group);
+            kept.remove(group);
         }
         kept.clock += 1;
         let answer = Answer { changed, count, processes, last_used: kept.clock };
@@ -108,25 +120,30 @@ impl GroupAnswers {
             return;
         }
         while kept.bytes + cost > self.budget {
-            let Some(oldest) = kept
-                .answers
-                .iter()
-                .min_by_key(|(_, answer)| answer.last_used)
-                .map(|(group, _)| group.clone())
-            else {
-                break;
-            };
+            let Some((_, oldest)) = kept.by_use.pop_first() else { break };
             if let Some(answer) = kept.answers.remove(&oldest) {
                 kept.bytes -= answer.cost(&oldest);
             }
         }
         kept.bytes += cost;
+        kept.by_use.insert(kept.clock, group.into());
         kept.answers.insert(group.into(), answer);
     }
 
     /// How many bytes the kept answers cost.
     pub fn kept_bytes(&self) -> usize {
         self.lock().bytes
+    }
+
+    #[cfg(test)]
+    fn check_books(&self) {
+        let kept = self.lock();
+        assert_eq!(kept.by_use.len(), kept.answers.len(), "every kept answer is in the order of use");
+        for (used, group) in &kept.by_use {
+            assert_eq!(kept.answers.get(group).map(|answer| answer.last_used), Some(*used));
+        }
+        let cost: usize = kept.answers.iter().map(|(group, answer)| answer.cost(group)).sum();
+        assert_eq!(kept.bytes, cost);
     }
 
     fn lock(&self) -> MutexGuard<'_, Kept> {
@@ -164,6 +181,7 @@ mod tests {
         answers.keep("g", 6, 1, bytes(5));
         assert_eq!(answers.get("g", 6, 1000), Some(bytes(5)));
         assert_eq!(answers.kept_bytes(), 5 + 1 + OVERHEAD);
+        answers.check_books();
     }
 
     #[test]
@@ -183,5 +201,43 @@ mod tests {
         answers.keep("j", 10, 1, bytes(each + 1));
         assert!(!held("j", 10));
         assert_eq!(answers.kept_bytes(), 8 * cost);
+        answers.check_books();
+    }
+
+    #[test]
+    fn many_small_groups_are_pushed_out_oldest_first() {
+        // Room for 100 answers; 400 groups listed and changed in a scrambled order, against a
+        // list of the groups by last use.
+        let cost = 10 + 4 + OVERHEAD;
+        let answers = GroupAnswers::with_budget(100 * cost);
+        let mut model: Vec<(String, u64)> = Vec::new();
+        let mut latest: HashMap<String, u64> = HashMap::new();
+        let mut seed = 7u64;
+        for step in 0..20_000u64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let group = format!("g{:03}", (seed >> 33) % 400);
+            let known = model.iter().position(|(name, _)| *name == group);
+            if seed >> 62 == 0 {
+                // The group changed: a new answer replaces the old one.
+                answers.keep(&group, step + 1, 1, bytes(10));
+                latest.insert(group.clone(), step + 1);
+                if let Some(index) = known {
+                    model.remove(index);
+                }
+                model.push((group, step + 1));
+                if model.len() > 100 {
+                    model.remove(0);
+                }
+            } else if let Some(index) = known {
+                let (name, changed) = model.remove(index);
+                assert!(answers.get(&name, changed, 10).is_some(), "{name} is kept");
+                model.push((name, changed));
+            } else {
+                let changed = latest.get(&group).copied().unwrap_or(0);
+                assert_eq!(answers.get(&group, changed, 10), None, "{group} was pushed out or never kept");
+            }
+        }
+        answers.check_books();
+        assert_eq!(answers.kept_bytes(), model.len() * cost);
     }
 }
