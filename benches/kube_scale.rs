@@ -5,8 +5,8 @@
 //! 15,000 processes, in turns of 2,000 Starts (the cores' speed drifts over a run by more than
 //! the 10% compared, so the two are read side by side); RSS per process; the full paged List (every process
 //! exactly once); the List of one group of 100 (latency, and server CPU per call against the
-//! same List on a server holding only those 100, in 200 rounds of turns of 100 calls, net of
-//! a control List of an empty group on the same two servers, with its 95% interval); server
+//! same List on three servers holding only those 100, in 40 rounds of turns of 1,000 calls, net
+//! of a control List of an empty group on the same servers, with its 95% interval); server
 //! CPU per watch event; and 1,000 Watch
 //! streams while 10,000 processes change (every watcher gets every change, and the delay from
 //! the pod write to the event).
@@ -43,6 +43,10 @@ const SMALL_GROUP: &str = "small";
 const SMALL_GROUP_SIZE: usize = 100;
 /// A group with no process, listed for the control of the group List's CPU.
 const EMPTY_GROUP: &str = "nobody";
+/// How many servers holding only the group of 100 its List is compared with: identical servers
+/// differ by up to about 2.5% in CPU per call (by where their code and data happen to lie), a
+/// bias one reference would carry whole into the ratio.
+const REFERENCES: usize = 3;
 /// The batch whose Start throughput is compared at the beginning and the end.
 const BATCH: usize = 10_000;
 /// The Starts of one turn when the last batch is compared with the reference server.
@@ -267,22 +271,28 @@ struct ListSeries {
     size: usize,
 }
 
-/// Server CPU of each of two pairs of series (`[a, b, c, d]`: a against b, c against d),
-/// measured in turns of `calls` Lists, `rounds` turns per series, so that all are read under
-/// the same conditions on the shared cores: the two turns of a pair follow each other, and
-/// which pair goes first and which series of a pair goes first alternate over every four
-/// rounds. CPU is the servers' thread run time, to the nanosecond. Returns each round's CPU of
-/// each series: `[round][series]`.
+/// Server CPU of each series, measured in turns of `calls` Lists, `rounds` turns per series,
+/// so that all are read under the same conditions on the shared cores. The order of the turns
+/// changes from round to round as the rows of a Williams square: over every `series.len()`
+/// rounds (an even number), each series takes each place once and follows each other series
+/// once, since a turn costs more or less by where it falls (a plain rotation biased the ratios
+/// by 6 to 11%). CPU is the servers' thread run time, to the nanosecond. Returns each round's
+/// CPU of each series: `[round][series]`.
 async fn list_cpu(
-    series: &mut [ListSeries; 4],
+    series: &mut [ListSeries],
     rounds: usize,
     calls: usize,
-) -> Result<Vec<[Duration; 4]>, Box<dyn std::error::Error>> {
-    const ORDERS: [[usize; 4]; 4] = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2], [2, 3, 0, 1]];
+) -> Result<Vec<Vec<Duration>>, Box<dyn std::error::Error>> {
+    let count = series.len();
+    // The first row: 0, 1, n-1, 2, n-2, ...; row r adds r to each.
+    let first: Vec<usize> = (0..count)
+        .map(|place| if place % 2 == 1 { place.div_ceil(2) } else { (count - place / 2) % count })
+        .collect();
     let mut spent = Vec::with_capacity(rounds);
     for number in 0..rounds {
-        let mut round = [Duration::ZERO; 4];
-        for index in ORDERS[number % ORDERS.len()] {
+        let mut round = vec![Duration::ZERO; count];
+        for place in &first {
+            let index = (place + number) % count;
             let one = &mut series[index];
             let before = run_time(one.pid);
             for _ in 0..calls {
@@ -513,6 +523,26 @@ struct Stack {
     _directory: tempfile::TempDir,
 }
 
+/// A server (and simulator) holding only the group of 100: a reference for its List's CPU.
+struct Reference {
+    stack: Stack,
+    /// The connection that carried the Starts, kept open as the large server's is.
+    _starts: ProcessServiceClient<Channel>,
+    /// A connection of its own for the Lists.
+    lists: ProcessServiceClient<Channel>,
+}
+
+/// Starts a reference server and its 100 processes, and waits until they run.
+async fn start_reference(callers: usize) -> Result<Reference, Box<dyn std::error::Error>> {
+    let stack = start_stack()?;
+    let mut starts = connect(&stack.url).await?;
+    start_range(&starts, 0..SMALL_GROUP_SIZE, callers.min(SMALL_GROUP_SIZE)).await?;
+    let pods = pods_api(&stack.kubeconfig).await?;
+    wait_until_running(&pods, &mut starts, SMALL_GROUP_SIZE - 1).await?;
+    let lists = connect(&stack.url).await?;
+    Ok(Reference { stack, _starts: starts, lists })
+}
+
 /// Starts kube-sim and the server on it.
 fn start_stack() -> Result<Stack, Box<dyn std::error::Error>> {
     let directory = tempfile::tempdir()?;
@@ -662,18 +692,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The fair comparison for the group List: the same request, answering the same 100
-    // processes, from a server that holds nothing else, read in turns with this one. Each
+    // processes, from servers that hold nothing else, read in turns with this one. Each
     // server is asked on a connection of its own, opened for this: the server's side of the
     // connection that carried the Starts (64 at once) cost about 1.5% more per List after them.
-    let small = start_stack()?;
-    let small_pid = small.server.0.id();
-    let mut small_client = connect(&small.url).await?;
-    start_range(&small_client, 0..SMALL_GROUP_SIZE, callers.min(SMALL_GROUP_SIZE)).await?;
-    let small_pods = pods_api(&small.kubeconfig).await?;
-    wait_until_running(&small_pods, &mut small_client, SMALL_GROUP_SIZE - 1).await?;
-    let (mut group_client, mut small_group_client) = (connect(&stack.url).await?, connect(&small.url).await?);
+    let mut references = Vec::with_capacity(REFERENCES);
+    for _ in 0..REFERENCES {
+        references.push(start_reference(callers).await?);
+    }
+    let mut group_client = connect(&stack.url).await?;
     let mut samples = group_list_latencies(&mut group_client, 1_000).await?;
-    let mut small_samples = group_list_latencies(&mut small_group_client, 1_000).await?;
+    let mut small_samples = group_list_latencies(&mut references[0].lists, 1_000).await?;
     result("List of a group of 100, p50", ms(percentile(&mut samples, 0.5)), "ms", "information");
     result("List of a group of 100, p99", ms(percentile(&mut samples, 0.99)), "ms", "<= 1 ms");
     result(
@@ -685,53 +713,75 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The control: a List of a group with no process, on the same connections and in the same
     // rounds, costs each server its fixed cost of a call; the larger process pays more for any
     // call, whatever it answers, and the group's answer is judged net of that.
-    let mut series = [
-        ListSeries {
-            client: group_client.clone(),
-            pid: server_pid,
-            group: SMALL_GROUP,
-            size: SMALL_GROUP_SIZE,
-        },
-        ListSeries {
-            client: small_group_client.clone(),
-            pid: small_pid,
-            group: SMALL_GROUP,
-            size: SMALL_GROUP_SIZE,
-        },
-        ListSeries { client: group_client.clone(), pid: server_pid, group: EMPTY_GROUP, size: 0 },
-        ListSeries { client: small_group_client.clone(), pid: small_pid, group: EMPTY_GROUP, size: 0 },
-    ];
-    let calls = 100;
-    let spent = list_cpu(&mut series, 200, calls).await?;
-    let total = |index: usize| spent.iter().map(|round| round[index]).sum::<Duration>();
-    let per_call = |index: usize| ms(total(index) / (spent.len() * calls) as u32) * 1000.0;
-    let ratio = |a: usize, b: usize| total(a).as_secs_f64() / total(b).as_secs_f64().max(1e-9);
-    let ratios = |a: usize, b: usize| -> Vec<f64> {
-        spent.iter().map(|round| round[a].as_secs_f64() / round[b].as_secs_f64().max(1e-9)).collect()
+    let servers: Vec<(ProcessServiceClient<Channel>, u32)> =
+        std::iter::once((group_client.clone(), server_pid))
+            .chain(
+                references.iter().map(|reference| (reference.lists.clone(), reference.stack.server.0.id())),
+            )
+            .collect();
+    let mut series: Vec<ListSeries> = [(SMALL_GROUP, SMALL_GROUP_SIZE), (EMPTY_GROUP, 0)]
+        .into_iter()
+        .flat_map(|(group, size)| {
+            servers.iter().map(move |(client, pid)| ListSeries {
+                client: client.clone(),
+                pid: *pid,
+                group,
+                size,
+            })
+        })
+        .collect();
+    // Long turns: a server that waited while the others ran pays to warm up again when its
+    // turn begins, the larger one more (with turns of 100 calls the control read 1.03 to 1.06).
+    let calls = 1_000;
+    let spent = list_cpu(&mut series, 40, calls).await?;
+    // Series 0 and 1 + REFERENCES are the large server's; the references' are each averaged.
+    let seconds = |round: &[Duration], index: usize| round[index].as_secs_f64();
+    let of_references = |round: &[Duration], first: usize| {
+        (first..first + REFERENCES).map(|index| seconds(round, index)).sum::<f64>() / REFERENCES as f64
     };
-    result(&format!("  server CPU per call, {count}-process server"), per_call(0), "us", "information");
-    result("  server CPU per call, 100-process server", per_call(1), "us", "reference");
-    result("group-of-100 CPU / alone CPU", ratio(0, 1), "ratio", "<= 1.0");
+    let total = |pick: &dyn Fn(&[Duration]) -> f64| spent.iter().map(|round| pick(round)).sum::<f64>();
+    let per_call = |pick: &dyn Fn(&[Duration]) -> f64| total(pick) / (spent.len() * calls) as f64 * 1e6;
+    let ratios = |large: usize| -> Vec<f64> {
+        spent.iter().map(|round| seconds(round, large) / of_references(round, large + 1).max(1e-12)).collect()
+    };
+    let (group, control) = (0, 1 + REFERENCES);
+    let large_group = per_call(&|round| seconds(round, group));
+    let small_group = per_call(&|round| of_references(round, group + 1));
+    result(&format!("  server CPU per call, {count}-process server"), large_group, "us", "information");
+    result(
+        &format!("  server CPU per call, {REFERENCES} 100-process servers"),
+        small_group,
+        "us",
+        "reference",
+    );
+    let each: Vec<String> = (1..=REFERENCES)
+        .map(|index| format!("{:.3}", per_call(&|round| seconds(round, index)) / small_group))
+        .collect();
+    println!(
+        "  each 100-process server against their mean: {} (what identical servers differ by)",
+        each.join(", ")
+    );
+    result("group-of-100 CPU / alone CPU", large_group / small_group, "ratio", "<= 1.0");
     let verdict = |low: f64| if low <= 1.0 { "no more than alone" } else { "MORE: all of it above 1.0" };
-    let (_, low, high) = ratio_interval(&ratios(0, 1));
+    let (_, low, high) = ratio_interval(&ratios(group));
     println!(
         "  95% interval {low:.3} to {high:.3} over {} rounds of {calls} calls: {}",
         spent.len(),
         verdict(low)
     );
-    let (_, control_low, control_high) = ratio_interval(&ratios(2, 3));
+    let (large_control, small_control) =
+        (per_call(&|round| seconds(round, control)), per_call(&|round| of_references(round, control + 1)));
+    let (_, control_low, control_high) = ratio_interval(&ratios(control));
     println!(
-        "  control, a List of an empty group: {:.3} against {:.3} us per call, ratio {:.3} ({control_low:.3} to {control_high:.3})",
-        per_call(2),
-        per_call(3),
-        ratio(2, 3)
+        "  control, a List of an empty group: {large_control:.3} against {small_control:.3} us per call, ratio {:.3} ({control_low:.3} to {control_high:.3})",
+        large_control / small_control
     );
     let net: Vec<f64> =
-        ratios(0, 1).iter().zip(ratios(2, 3)).map(|(group, control)| group / control).collect();
+        ratios(group).iter().zip(ratios(control)).map(|(group, control)| group / control).collect();
     let (mean, net_low, net_high) = ratio_interval(&net);
     println!("  net of the control: {mean:.3} ({net_low:.3} to {net_high:.3}): {}", verdict(net_low));
-    drop((small_client, small_group_client));
-    drop(small);
+    drop((series, servers, group_client));
+    drop(references);
 
     // CPU per watch event: pods change through the simulator only; the server takes in each
     // change from its Kubernetes watch. A one-process watch tells when the last one is in.
