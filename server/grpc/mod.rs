@@ -3,6 +3,7 @@
 //! [`error`] turn domain errors into status codes.
 
 pub mod audit;
+pub mod closing;
 pub mod convert;
 pub mod describe;
 pub mod error;
@@ -36,35 +37,24 @@ pub struct ProcessServiceHandler {
     processes: Processes,
     /// Answers to Lists of whole groups, kept until the group changes.
     group_answers: group_answers::GroupAnswers,
-    /// Turns true when the server shuts down, which ends every Watch stream: a graceful
-    /// shutdown waits for open streams, and a watch never ends on its own.
-    shutting_down: tokio::sync::watch::Receiver<bool>,
+    /// Closed when the server shuts down, which ends every Watch and followed Logs stream: a
+    /// graceful shutdown waits for open streams, and those never end on their own.
+    closing: closing::Closing,
 }
 
 impl ProcessServiceHandler {
-    /// A handler over the process service; its Watch streams end when `shutting_down` turns
-    /// true.
-    pub fn new(
-        processes: Processes,
-        shutting_down: tokio::sync::watch::Receiver<bool>,
-    ) -> ProcessServiceHandler {
-        ProcessServiceHandler {
-            processes,
-            group_answers: group_answers::GroupAnswers::default(),
-            shutting_down,
-        }
+    /// A handler over the process service; its Watch and followed Logs streams end when
+    /// `closing` closes.
+    pub fn new(processes: Processes, closing: closing::Closing) -> ProcessServiceHandler {
+        ProcessServiceHandler { processes, group_answers: group_answers::GroupAnswers::default(), closing }
     }
 
     /// A Watch's events, ending when the server shuts down (a graceful shutdown waits for
     /// open streams, and a watch never ends on its own).
     fn watch_replies(&self, request: Request<proto::WatchRequest>) -> Result<watch::WatchReplies, Status> {
         let (caller, _) = caller_of(&request)?;
-        let mut shutting_down = self.shutting_down.clone();
         let stream = watch::handle(&self.processes, request.into_inner(), &caller)?;
-        let shutdown = async move {
-            let _ = shutting_down.wait_for(|shutting_down| *shutting_down).await;
-        };
-        Ok(futures::StreamExt::boxed(futures::StreamExt::take_until(stream, shutdown)))
+        Ok(futures::StreamExt::boxed(self.closing.until_closed(stream)))
     }
 }
 
@@ -123,13 +113,9 @@ impl ProcessService for ProcessServiceHandler {
 
     async fn logs(&self, request: Request<proto::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         let (caller, peer) = caller_of(&request)?;
-        let mut shutting_down = self.shutting_down.clone();
         let stream = logs::handle(&self.processes, request.into_inner(), &caller, &peer).await?;
         // A follower ends with the server, as a Watch does.
-        let shutdown = async move {
-            let _ = shutting_down.wait_for(|shutting_down| *shutting_down).await;
-        };
-        Ok(Response::new(futures::StreamExt::boxed(futures::StreamExt::take_until(stream, shutdown))))
+        Ok(Response::new(futures::StreamExt::boxed(self.closing.until_closed(stream))))
     }
 
     type WatchStream = watch::WatchStream;
@@ -189,9 +175,10 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let (shutting_down_sender, shutting_down) = tokio::sync::watch::channel(false);
+    let closing = closing::Closing::default();
     let metrics = processes.metrics().cloned();
     let process_service = routes::ProcessRoutes::new(
-        ProcessServiceHandler::new(processes, shutting_down.clone()),
+        ProcessServiceHandler::new(processes, closing.clone()),
         limits.max_request_bytes,
     );
     let mut routes = tonic::service::RoutesBuilder::default();
@@ -251,6 +238,7 @@ pub async fn serve(
         }
         () = shutdown => {
             shutting_down_sender.send_replace(true);
+            closing.close();
         }
     }
     all.await?;

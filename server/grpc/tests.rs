@@ -22,6 +22,16 @@ use crate::security::tokens::TokenStore;
 struct InProcess {
     channel: Channel,
     _stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Shuts the server down, as a signal does, and waits until `serve` returns.
+    async fn shut_down(self) {
+        let InProcess { _stop: stop, served, .. } = self;
+        drop(stop);
+        served.await.expect("serve returns");
+    }
 }
 
 async fn serve(tokens: Option<Arc<TokenStore>>, limits: LimitSettings) -> InProcess {
@@ -39,7 +49,7 @@ async fn serve_over(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let processes = Processes::new(runtime);
     let guard = Guard::new(tokens, limits.clone());
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -61,7 +71,7 @@ async fn serve_over(
         }))
         .await
         .expect("connect in memory");
-    InProcess { channel, _stop: stop }
+    InProcess { channel, _stop: stop, served }
 }
 
 /// A token made in the tokens file at `path`, with its scopes and group patterns.
@@ -618,4 +628,39 @@ async fn logs_need_the_logs_scope_and_the_group_and_pass_bytes_through() {
         "{}",
         invalid.message()
     );
+}
+
+#[tokio::test]
+async fn a_shutdown_ends_open_watches_with_ok_and_serve_returns() {
+    let runtime = FakeRuntime::new();
+    runtime.table().upsert(crate::spec::ProcessInfo::of_tests(
+        "a",
+        Some("g"),
+        crate::spec::ProcessStatus::Running,
+    ));
+    let server = serve_over(runtime, None, LimitSettings::default()).await;
+    let mut client = ProcessServiceClient::new(server.channel.clone());
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let mut events = client.watch(proto::WatchRequest::default()).await.expect("watch").into_inner();
+        let first = events.message().await.expect("stream").expect("an event");
+        assert_eq!(first.process.map(|process| process.process_name).as_deref(), Some("a"));
+        watches.push(events);
+    }
+    tokio::time::timeout(Duration::from_secs(10), server.shut_down())
+        .await
+        .expect("serve returned though watches were open");
+    for mut events in watches {
+        // What the watch had queued (its SYNCED), then the end: OK, not a broken connection.
+        let rest = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut types = Vec::new();
+            while let Some(event) = events.message().await? {
+                types.push(event.r#type);
+            }
+            Ok::<_, tonic::Status>(types)
+        })
+        .await
+        .expect("the watch ended");
+        assert!(rest.is_ok(), "{rest:?}");
+    }
 }
