@@ -188,15 +188,16 @@ impl Message for ListReply {
 #[derive(Debug)]
 pub struct WatchReply {
     event: WatchEvent,
-    /// The process's encoded length, worked out once: the codec asks for the reply's length
-    /// before it writes it, and the process is prefixed with its own.
-    process_length: OnceLock<usize>,
+    /// The process, encoded once for every watcher of the change ([`shared_encoding`]): the
+    /// codec asks for the reply's length before it writes it, and the process is prefixed
+    /// with its own.
+    process: OnceLock<Bytes>,
 }
 
 impl WatchReply {
     /// `event` as it goes on the wire.
     pub fn new(event: WatchEvent) -> WatchReply {
-        WatchReply { event, process_length: OnceLock::new() }
+        WatchReply { event, process: OnceLock::new() }
     }
 
     /// The same event as an owned message (for in-process callers of the service trait).
@@ -204,12 +205,11 @@ impl WatchReply {
         convert::watch_event_to_proto(self.event)
     }
 
-    /// The process (with its encoded length) and revision of the event.
-    fn parts(&self) -> (Option<(&ProcessInfo, usize)>, u64) {
+    /// The process (encoded) and revision of the event.
+    fn parts(&self) -> (Option<&Bytes>, u64) {
         match &self.event {
             WatchEvent::Change(change) => {
-                let length = *self.process_length.get_or_init(|| Info(&change.process).encoded_len());
-                (Some((&change.process, length)), change.revision)
+                (Some(self.process.get_or_init(|| shared_encoding(&change.process))), change.revision)
             }
             WatchEvent::Synced { revision } | WatchEvent::Reset { revision } => (None, *revision),
         }
@@ -223,8 +223,10 @@ impl Message for WatchReply {
             encoding::int32::encode(1, &r#type, buf);
         }
         let (process, revision) = self.parts();
-        if let Some((process, length)) = process {
-            encode_info(2, process, length, buf);
+        if let Some(process) = process {
+            encoding::encode_key(2, WireType::LengthDelimited, buf);
+            encoding::encode_varint(process.len() as u64, buf);
+            buf.put_slice(process);
         }
         if revision != 0 {
             encoding::uint64::encode(3, &revision, buf);
@@ -237,11 +239,38 @@ impl Message for WatchReply {
         let r#type = convert::watch_event_type(&self.event) as i32;
         let (process, revision) = self.parts();
         (if r#type != 0 { encoding::int32::encoded_len(1, &r#type) } else { 0 })
-            + process.map_or(0, |(_, length)| info_field_len(2, length))
+            + process.map_or(0, |process| info_field_len(2, process.len()))
             + if revision != 0 { encoding::uint64::encoded_len(3, &revision) } else { 0 }
     }
 
     fn clear(&mut self) {}
+}
+
+thread_local! {
+    /// The process of the last Watch event encoded on this thread, and its encoding. A change
+    /// goes out to every watcher from the one event loop thread, one after the other, so the
+    /// rest of them write these bytes instead of encoding the same process again. Holding the
+    /// `Arc` keeps its address from being reused by another process while it is here.
+    static LAST_ENCODED: std::cell::RefCell<Option<(Arc<ProcessInfo>, Bytes)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `process` encoded as `hydroplane.v1.ProcessInfo` (no key or length), shared with the other
+/// watchers of the same change.
+fn shared_encoding(process: &Arc<ProcessInfo>) -> Bytes {
+    LAST_ENCODED.with_borrow_mut(|last| {
+        if let Some((kept, bytes)) = last.as_ref()
+            && Arc::ptr_eq(kept, process)
+        {
+            return bytes.clone();
+        }
+        let info = Info(process);
+        let mut encoded = Vec::with_capacity(info.encoded_len());
+        info.encode_raw(&mut encoded);
+        let bytes = Bytes::from(encoded);
+        *last = Some((Arc::clone(process), bytes.clone()));
+        bytes
+    })
 }
 
 /// A process as the field `tag`, its encoded `length` already known.
@@ -499,9 +528,14 @@ mod tests {
         events.extend(table.remove("plain").map(WatchEvent::Change));
         assert_eq!(events.len(), 2 + variety().len() + 2, "every upsert and the removal made a change");
         for event in events {
-            let reply = WatchReply::new(event);
+            let (reply, other_watchers) = (WatchReply::new(event.clone()), WatchReply::new(event));
             let encoded = reply.encode_to_vec();
             assert_eq!(encoded.len(), reply.encoded_len());
+            // Another watcher of the change writes the same bytes, from the same encoding.
+            assert_eq!(other_watchers.encode_to_vec(), encoded);
+            if let (Some(first), Some(second)) = (reply.parts().0, other_watchers.parts().0) {
+                assert_eq!(first.as_ptr(), second.as_ptr(), "the process was encoded once");
+            }
             let expected = reply.into_proto();
             assert_eq!(encoded, expected.encode_to_vec(), "{expected:?}");
             assert_eq!(proto::WatchEvent::decode(encoded.as_slice()).unwrap(), expected);
