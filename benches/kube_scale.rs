@@ -734,19 +734,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // turn begins, the larger one more (with turns of 100 calls the control read 1.03 to 1.06).
     let calls = 1_000;
     let spent = list_cpu(&mut series, 40, calls).await?;
-    // Series 0 and 1 + REFERENCES are the large server's; the references' are each averaged.
-    let seconds = |round: &[Duration], index: usize| round[index].as_secs_f64();
-    let of_references = |round: &[Duration], first: usize| {
-        (first..first + REFERENCES).map(|index| seconds(round, index)).sum::<f64>() / REFERENCES as f64
-    };
-    let total = |pick: &dyn Fn(&[Duration]) -> f64| spent.iter().map(|round| pick(round)).sum::<f64>();
-    let per_call = |pick: &dyn Fn(&[Duration]) -> f64| total(pick) / (spent.len() * calls) as f64 * 1e6;
+    // Series 0 and 1 + REFERENCES are the large server's, each followed by the references'.
+    let per_call: Vec<f64> = (0..series.len())
+        .map(|index| {
+            let total: f64 = spent.iter().map(|round| round[index].as_secs_f64()).sum();
+            total / (spent.len() * calls) as f64 * 1e6
+        })
+        .collect();
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let references_of = |large: usize| large + 1..large + 1 + REFERENCES;
     let ratios = |large: usize| -> Vec<f64> {
-        spent.iter().map(|round| seconds(round, large) / of_references(round, large + 1).max(1e-12)).collect()
+        spent
+            .iter()
+            .map(|round| {
+                let seconds: Vec<f64> = round.iter().map(Duration::as_secs_f64).collect();
+                seconds[large] / mean(&seconds[references_of(large)]).max(1e-12)
+            })
+            .collect()
     };
     let (group, control) = (0, 1 + REFERENCES);
-    let large_group = per_call(&|round| seconds(round, group));
-    let small_group = per_call(&|round| of_references(round, group + 1));
+    let (large_group, small_group) = (per_call[group], mean(&per_call[references_of(group)]));
     result(&format!("  server CPU per call, {count}-process server"), large_group, "us", "information");
     result(
         &format!("  server CPU per call, {REFERENCES} 100-process servers"),
@@ -754,9 +761,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "us",
         "reference",
     );
-    let each: Vec<String> = (1..=REFERENCES)
-        .map(|index| format!("{:.3}", per_call(&|round| seconds(round, index)) / small_group))
-        .collect();
+    let each: Vec<String> =
+        per_call[references_of(group)].iter().map(|one| format!("{:.3}", one / small_group)).collect();
     println!(
         "  each 100-process server against their mean: {} (what identical servers differ by)",
         each.join(", ")
@@ -769,8 +775,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         spent.len(),
         verdict(low)
     );
-    let (large_control, small_control) =
-        (per_call(&|round| seconds(round, control)), per_call(&|round| of_references(round, control + 1)));
+    let (large_control, small_control) = (per_call[control], mean(&per_call[references_of(control)]));
     let (_, control_low, control_high) = ratio_interval(&ratios(control));
     println!(
         "  control, a List of an empty group: {large_control:.3} against {small_control:.3} us per call, ratio {:.3} ({control_low:.3} to {control_high:.3})",

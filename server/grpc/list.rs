@@ -40,16 +40,18 @@ pub fn handle(
     let stale_reason = processes.staleness();
     let page_size = page.effective_size();
     // A first page of a whole group the caller may see all of: the same bytes for everyone.
-    let whole_group = filter.group.clone().filter(|group| {
+    let whole_group = filter.group.as_deref().filter(|&group| {
         filter.selector.is_none() && page.token.is_none() && caller.groups.allows(Some(group))
     });
-    if let Some(group) = &whole_group
+    if let Some(group) = whole_group
         && let (Some(changed), revision) = processes.group_version(group)
         && let Some(kept) = answers.get(group, changed, page_size)
     {
         count_answer(processes, answers, "kept");
         return Ok(ListReply::encoded(kept, stale_reason, revision));
     }
+    // The name outlives the filter, which the listing takes; copied only when it may be kept.
+    let whole_group = whole_group.map(str::to_owned);
     let page = processes.list(filter, page, caller)?;
     if let Some(group) = &whole_group
         && let Some(changed) = page.group_changed

@@ -85,6 +85,17 @@ fn make_token(path: &std::path::Path, (name, scopes, groups): (&str, &str, Optio
     crate::security::tokens::create(path, &request).expect("a token").expose().to_owned()
 }
 
+/// A tokens file in a new directory with a token for each `(name, scopes, groups)`: the
+/// directory (kept while the test runs), the store, and the tokens in that order.
+fn tokens<const N: usize>(
+    made: [(&str, &str, Option<&str>); N],
+) -> (tempfile::TempDir, Arc<TokenStore>, [String; N]) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("tokens.yml");
+    let tokens = made.map(|token| make_token(&path, token));
+    (directory, TokenStore::open(&path).expect("tokens"), tokens)
+}
+
 /// Sends a bearer token with every call.
 #[derive(Clone)]
 struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -217,11 +228,9 @@ async fn a_wait_that_runs_out_is_deadline_exceeded() {
 
 #[tokio::test]
 async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let path = directory.path().join("tokens.yml");
-    let admin = make_token(&path, ("root", "admin", None));
-    let ci = make_token(&path, ("ci", "read,write", Some("ci-*")));
-    let server = serve(Some(TokenStore::open(&path).expect("tokens")), LimitSettings::default()).await;
+    let (_directory, store, [admin, ci]) =
+        tokens([("root", "admin", None), ("ci", "read,write", Some("ci-*"))]);
+    let server = serve(Some(store), LimitSettings::default()).await;
     let with = |token: &str| bearer_client(&server, token);
     let mut admin = with(&admin);
     let mut ci = with(&ci);
@@ -270,11 +279,9 @@ fn labelled(name: &str, group: &str, labels: &[(&str, &str)]) -> proto::StartReq
 
 #[tokio::test]
 async fn pages_selectors_and_selector_stops_keep_a_token_to_its_groups() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let path = directory.path().join("tokens.yml");
-    let admin = make_token(&path, ("root", "admin", None));
-    let ci = make_token(&path, ("ci", "read,write", Some("ci")));
-    let server = serve(Some(TokenStore::open(&path).expect("tokens")), LimitSettings::default()).await;
+    let (_directory, store, [admin, ci]) =
+        tokens([("root", "admin", None), ("ci", "read,write", Some("ci"))]);
+    let server = serve(Some(store), LimitSettings::default()).await;
     let mut admin = bearer_client(&server, &admin);
     let mut ci = bearer_client(&server, &ci);
     for index in 0..4 {
@@ -368,13 +375,10 @@ async fn pages_selectors_and_selector_stops_keep_a_token_to_its_groups() {
 
 #[tokio::test]
 async fn a_kept_group_answer_follows_every_change_and_stays_within_reach() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let path = directory.path().join("tokens.yml");
-    let admin = make_token(&path, ("root", "admin", None));
-    let prod = make_token(&path, ("prod", "read", Some("prod")));
+    let (_directory, store, [admin, prod]) =
+        tokens([("root", "admin", None), ("prod", "read", Some("prod"))]);
     let runtime = FakeRuntime::new();
-    let tokens = Some(TokenStore::open(&path).expect("tokens"));
-    let server = serve_over(Arc::clone(&runtime), tokens, LimitSettings::default()).await;
+    let server = serve_over(Arc::clone(&runtime), Some(store), LimitSettings::default()).await;
     let (mut admin, mut prod) = (bearer_client(&server, &admin), bearer_client(&server, &prod));
     for name in ["c0", "c1", "c2"] {
         admin.start(start_request(name, Some("ci"))).await.expect("start");
@@ -573,18 +577,10 @@ async fn describe_answers_the_spec_and_at_most_the_last_twenty_transitions_oldes
 #[tokio::test]
 async fn logs_need_the_logs_scope_and_the_group_and_pass_bytes_through() {
     use crate::runtime::logs::LogSource;
-    let directory = tempfile::tempdir().expect("tempdir");
-    let path = directory.path().join("tokens.yml");
-    let admin = make_token(&path, ("root", "admin", None));
-    let reader = make_token(&path, ("reader", "read", None));
-    let ci = make_token(&path, ("ci", "logs", Some("ci-*")));
+    let (_directory, store, [admin, reader, ci]) =
+        tokens([("root", "admin", None), ("reader", "read", None), ("ci", "logs", Some("ci-*"))]);
     let runtime = FakeRuntime::new();
-    let server = serve_over(
-        Arc::clone(&runtime),
-        Some(TokenStore::open(&path).expect("tokens")),
-        LimitSettings::default(),
-    )
-    .await;
+    let server = serve_over(Arc::clone(&runtime), Some(store), LimitSettings::default()).await;
     let with = |token: &str| bearer_client(&server, token);
     let (mut admin, mut reader, mut ci) = (with(&admin), with(&reader), with(&ci));
     admin.start(start_request("ci-a", Some("ci-1"))).await.expect("start ci-a");
