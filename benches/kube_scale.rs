@@ -276,13 +276,14 @@ struct ListSeries {
 /// changes from round to round as the rows of a Williams square: over every `series.len()`
 /// rounds (an even number), each series takes each place once and follows each other series
 /// once, since a turn costs more or less by where it falls (a plain rotation biased the ratios
-/// by 6 to 11%). CPU is the servers' thread run time, to the nanosecond. Returns each round's
-/// CPU of each series: `[round][series]`.
+/// by 6 to 11%). CPU is the servers' thread run time, to the nanosecond, read after the first
+/// `warm_up` calls of a turn too. Returns each round's CPU of each series: `[round][series]`.
 async fn list_cpu(
     series: &mut [ListSeries],
     rounds: usize,
     calls: usize,
-) -> Result<Vec<Vec<Duration>>, Box<dyn std::error::Error>> {
+    warm_up: usize,
+) -> Result<Vec<Vec<TurnCpu>>, Box<dyn std::error::Error>> {
     let count = series.len();
     // The first row: 0, 1, n-1, 2, n-2, ...; row r adds r to each.
     let first: Vec<usize> = (0..count)
@@ -290,19 +291,39 @@ async fn list_cpu(
         .collect();
     let mut spent = Vec::with_capacity(rounds);
     for number in 0..rounds {
-        let mut round = vec![Duration::ZERO; count];
+        let mut round = vec![TurnCpu::default(); count];
         for place in &first {
             let index = (place + number) % count;
             let one = &mut series[index];
             let before = run_time(one.pid);
-            for _ in 0..calls {
+            for _ in 0..warm_up {
                 list_group(&mut one.client, one.group, one.size).await?;
             }
-            round[index] = run_time(one.pid) - before;
+            let warm = run_time(one.pid);
+            for _ in warm_up..calls {
+                list_group(&mut one.client, one.group, one.size).await?;
+            }
+            round[index] = TurnCpu { first: warm - before, rest: run_time(one.pid) - warm };
         }
         spent.push(round);
     }
     Ok(spent)
+}
+
+/// A server's CPU in one turn of the List CPU comparison, in two parts.
+#[derive(Clone, Copy, Default)]
+struct TurnCpu {
+    /// Over the turn's first calls, when the server warms up again after the others' turns.
+    first: Duration,
+    /// Over the rest of the turn.
+    rest: Duration,
+}
+
+impl TurnCpu {
+    /// Over the whole turn.
+    fn whole(&self) -> Duration {
+        self.first + self.rest
+    }
 }
 
 /// The geometric mean of `ratios` and its 95% interval (from the mean and standard error of
@@ -733,25 +754,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Long turns: a server that waited while the others ran pays to warm up again when its
     // turn begins, the larger one more (with turns of 100 calls the control read 1.03 to 1.06).
     let calls = 1_000;
-    let spent = list_cpu(&mut series, 40, calls).await?;
+    // The first calls of each turn are read apart, to tell warming up from the steady cost.
+    let warm_up = 100;
+    let spent = list_cpu(&mut series, 40, calls, warm_up).await?;
     // Series 0 and 1 + REFERENCES are the large server's, each followed by the references'.
     let per_call: Vec<f64> = (0..series.len())
         .map(|index| {
-            let total: f64 = spent.iter().map(|round| round[index].as_secs_f64()).sum();
+            let total: f64 = spent.iter().map(|round| round[index].whole().as_secs_f64()).sum();
             total / (spent.len() * calls) as f64 * 1e6
         })
         .collect();
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     let references_of = |large: usize| large + 1..large + 1 + REFERENCES;
-    let ratios = |large: usize| -> Vec<f64> {
+    let ratios_of = |large: usize, part: fn(&TurnCpu) -> Duration| -> Vec<f64> {
         spent
             .iter()
             .map(|round| {
-                let seconds: Vec<f64> = round.iter().map(Duration::as_secs_f64).collect();
+                let seconds: Vec<f64> = round.iter().map(|turn| part(turn).as_secs_f64()).collect();
                 seconds[large] / mean(&seconds[references_of(large)]).max(1e-12)
             })
             .collect()
     };
+    let ratios = |large: usize| ratios_of(large, TurnCpu::whole);
     let (group, control) = (0, 1 + REFERENCES);
     let (large_group, small_group) = (per_call[group], mean(&per_call[references_of(group)]));
     result(&format!("  server CPU per call, {count}-process server"), large_group, "us", "information");
@@ -785,6 +809,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ratios(group).iter().zip(ratios(control)).map(|(group, control)| group / control).collect();
     let (mean, net_low, net_high) = ratio_interval(&net);
     println!("  net of the control: {mean:.3} ({net_low:.3} to {net_high:.3}): {}", verdict(net_low));
+    let (rest, rest_low, rest_high) = ratio_interval(&ratios_of(group, |turn| turn.rest));
+    let (control_rest, control_rest_low, control_rest_high) =
+        ratio_interval(&ratios_of(control, |turn| turn.rest));
+    println!(
+        "  without the first {warm_up} calls of each turn: {rest:.3} ({rest_low:.3} to {rest_high:.3}), control {control_rest:.3} ({control_rest_low:.3} to {control_rest_high:.3})"
+    );
     drop((series, servers, group_client));
     drop(references);
 
