@@ -820,9 +820,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // CPU per watch event: pods change through the simulator only; the server takes in each
     // change from its Kubernetes watch. A one-process watch tells when the last one is in.
+    // Read to the nanosecond: 10,000 events take about 0.1 s of CPU, ten of `/proc`'s ticks.
     let origin = Instant::now();
     let event_changes = changes;
-    let cpu_before = cpu_time(server_pid);
+    let cpu_before = run_time(server_pid);
     change_pods(&pods, count, event_changes, 1, "cpu", 0.0, origin).await?;
     let marker = process_name(0);
     let mut marker_watch = client
@@ -837,7 +838,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     drop(marker_watch);
-    let per_event = (cpu_time(server_pid) - cpu_before) / (event_changes + 1) as u32;
+    let per_event = (run_time(server_pid) - cpu_before) / (event_changes + 1) as u32;
     result("server CPU per watch event", ms(per_event) * 1000.0, "us", "<= 20 us");
 
     // Watchers on a few shared HTTP/2 connections, from the table's current revision (a
