@@ -1,5 +1,6 @@
-//! Ends the server's endless response streams (Watch, a followed Logs) when it shuts down: a
-//! graceful shutdown waits for open streams, and those never end on their own.
+//! The server's one shutdown signal: it stops the listeners ([`Closing::closed`]) and ends the
+//! endless response streams (Watch, a followed Logs), which a graceful shutdown would otherwise
+//! wait for, since they never end on their own.
 //!
 //! A stream is polled for every message it sends, and a shutdown future polled beside it (a
 //! `Notify` behind a mutex, as `tokio::sync::watch` and `CancellationToken` have) took up to 8%
@@ -53,6 +54,14 @@ impl Closing {
         let key = self.shared.next.fetch_add(1, Ordering::Relaxed);
         self.shared.open().insert(key, Arc::clone(&waker));
         UntilClosed { stream, shared: Arc::clone(&self.shared), waker, key }
+    }
+
+    /// Completes when the server closes (at once if it has).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut never = self.until_closed(futures::stream::pending::<()>());
+        async move {
+            futures::StreamExt::next(&mut never).await;
+        }
     }
 
     /// How many streams are open (for tests).
@@ -116,6 +125,18 @@ mod tests {
 
         let mut later = closing.until_closed(futures::stream::iter([3]));
         assert_eq!(later.next().await, None, "a stream opened after the close ends at once");
+    }
+
+    #[tokio::test]
+    async fn closed_completes_on_the_close_and_at_once_after_it() {
+        let closing = Closing::default();
+        let waiting = tokio::spawn(closing.closed());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "nothing closed yet");
+        closing.close();
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("joined");
+        tokio::time::timeout(Duration::from_secs(5), closing.closed()).await.expect("at once");
+        assert_eq!(closing.open_streams(), 0);
     }
 
     #[test]

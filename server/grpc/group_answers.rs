@@ -121,9 +121,7 @@ impl GroupAnswers {
         }
         while kept.bytes + cost > self.budget {
             let Some((_, oldest)) = kept.by_use.pop_first() else { break };
-            if let Some(answer) = kept.answers.remove(&oldest) {
-                kept.bytes -= answer.cost(&oldest);
-            }
+            kept.remove(&oldest);
         }
         kept.bytes += cost;
         kept.by_use.insert(kept.clock, group.into());

@@ -174,7 +174,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let (shutting_down_sender, shutting_down) = tokio::sync::watch::channel(false);
     let closing = closing::Closing::default();
     let metrics = processes.metrics().cloned();
     let process_service = routes::ProcessRoutes::new(
@@ -197,10 +196,7 @@ pub async fn serve(
     let mut servers: Vec<futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>>> =
         Vec::new();
     for listener in listeners {
-        let mut stop = shutting_down.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|shutting_down| *shutting_down).await;
-        };
+        let stopped = closing.closed();
         let mut server =
             tonic::transport::Server::builder().max_concurrent_streams(streams_per_connection).layer(
                 tower::ServiceBuilder::new()
@@ -237,7 +233,6 @@ pub async fn serve(
             return Ok(());
         }
         () = shutdown => {
-            shutting_down_sender.send_replace(true);
             closing.close();
         }
     }

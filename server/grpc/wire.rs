@@ -224,9 +224,7 @@ impl Message for WatchReply {
         }
         let (process, revision) = self.parts();
         if let Some(process) = process {
-            encoding::encode_key(2, WireType::LengthDelimited, buf);
-            encoding::encode_varint(process.len() as u64, buf);
-            buf.put_slice(process);
+            encoding::bytes::encode(2, process, buf);
         }
         if revision != 0 {
             encoding::uint64::encode(3, &revision, buf);
@@ -239,7 +237,7 @@ impl Message for WatchReply {
         let r#type = convert::watch_event_type(&self.event) as i32;
         let (process, revision) = self.parts();
         (if r#type != 0 { encoding::int32::encoded_len(1, &r#type) } else { 0 })
-            + process.map_or(0, |process| info_field_len(2, process.len()))
+            + process.map_or(0, |process| encoding::bytes::encoded_len(2, process))
             + if revision != 0 { encoding::uint64::encoded_len(3, &revision) } else { 0 }
     }
 
