@@ -775,8 +775,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect()
     };
-    let ratios = |large: usize| ratios_of(large, TurnCpu::whole);
     let (group, control) = (0, 1 + REFERENCES);
+    let (group_ratios, control_ratios) =
+        (ratios_of(group, TurnCpu::whole), ratios_of(control, TurnCpu::whole));
     let (large_group, small_group) = (per_call[group], mean(&per_call[references_of(group)]));
     result(&format!("  server CPU per call, {count}-process server"), large_group, "us", "information");
     result(
@@ -793,20 +794,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     result("group-of-100 CPU / alone CPU", large_group / small_group, "ratio", "<= 1.0");
     let verdict = |low: f64| if low <= 1.0 { "no more than alone" } else { "MORE: all of it above 1.0" };
-    let (_, low, high) = ratio_interval(&ratios(group));
+    let (_, low, high) = ratio_interval(&group_ratios);
     println!(
         "  95% interval {low:.3} to {high:.3} over {} rounds of {calls} calls: {}",
         spent.len(),
         verdict(low)
     );
     let (large_control, small_control) = (per_call[control], mean(&per_call[references_of(control)]));
-    let (_, control_low, control_high) = ratio_interval(&ratios(control));
+    let (_, control_low, control_high) = ratio_interval(&control_ratios);
     println!(
         "  control, a List of an empty group: {large_control:.3} against {small_control:.3} us per call, ratio {:.3} ({control_low:.3} to {control_high:.3})",
         large_control / small_control
     );
     let net: Vec<f64> =
-        ratios(group).iter().zip(ratios(control)).map(|(group, control)| group / control).collect();
+        group_ratios.iter().zip(&control_ratios).map(|(group, control)| group / control).collect();
     let (mean, net_low, net_high) = ratio_interval(&net);
     println!("  net of the control: {mean:.3} ({net_low:.3} to {net_high:.3}): {}", verdict(net_low));
     let (rest, rest_low, rest_high) = ratio_interval(&ratios_of(group, |turn| turn.rest));
