@@ -80,6 +80,10 @@ mod tests {
             container: ContainerSpec { image_uri: "busybox".to_owned(), ..Default::default() },
             has_public_ip: false,
             labels: Default::default(),
+            restart_policy: Default::default(),
+            readiness: None,
+            liveness: None,
+            max_run_seconds: None,
         }
     }
 

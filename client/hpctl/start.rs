@@ -65,7 +65,20 @@ pub fn read_request(args: &StartArgs, timeout: &Seconds) -> anyhow::Result<Start
 /// `examples/nginx-advanced.json` has `node_selector` at the top level); a test checks this table
 /// against the parser's own lists.
 const FIELD_PLACES: &[(&str, &[&str])] = &[
-    ("the top level", &["process_name", "group", "container", "has_public_ip", "labels"]),
+    (
+        "the top level",
+        &[
+            "process_name",
+            "group",
+            "container",
+            "has_public_ip",
+            "labels",
+            "restart_policy",
+            "readiness",
+            "liveness",
+            "max_run_seconds",
+        ],
+    ),
     (
         "`container`",
         &[
@@ -84,6 +97,10 @@ const FIELD_PLACES: &[(&str, &[&str])] = &[
     ("each of `container.ports`", &["container_port", "host_port", "protocol", "name"]),
     ("each of `container.env`", &["name", "value", "secret"]),
     ("`container.resource_request` and `container.resource_limit`", &["cpu_vcpu", "memory_mib"]),
+    (
+        "`readiness` and `liveness`",
+        &["http_get", "tcp_socket", "exec", "period_seconds", "timeout_seconds", "failure_threshold"],
+    ),
 ];
 
 /// Where `field` belongs, other than `here` (the place of the parent path it was found at).
@@ -121,6 +138,7 @@ fn place_of(parent: &str) -> String {
         "container.resource_request" | "container.resource_limit" => {
             "`container.resource_request` and `container.resource_limit`".to_owned()
         }
+        "readiness" | "liveness" => "`readiness` and `liveness`".to_owned(),
         other => format!("`{other}`"),
     }
 }
@@ -268,6 +286,10 @@ mod tests {
             (
                 "`container.resource_request` and `container.resource_limit`",
                 r#"{"process_name": "p", "container": {"image_uri": "i", "resource_limit": {"zzz": 1}}}"#,
+            ),
+            (
+                "`readiness` and `liveness`",
+                r#"{"process_name": "p", "container": {"image_uri": "i"}, "liveness": {"zzz": 1}}"#,
             ),
         ];
         assert_eq!(probes.len(), FIELD_PLACES.len());

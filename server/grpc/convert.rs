@@ -6,9 +6,9 @@ use crate::proto;
 use crate::spec::labels::LabelSelector;
 use crate::spec::validation::limits::MAX_MEMORY_MIB;
 use crate::spec::{
-    ContainerSpec, EnvironmentVariable, InvalidSpec, PortMapping, ProcessDetail, ProcessInfo, ProcessSpec,
-    ProcessStatus, Protocol, ResourceSpec, SecretReference, SocketAddress, Transition, ValidSpec,
-    ValueOrSecret, Violations,
+    CheckAction, ContainerSpec, EnvironmentVariable, HealthCheck, InvalidSpec, PortMapping, ProcessDetail,
+    ProcessInfo, ProcessSpec, ProcessStatus, Protocol, ResourceSpec, RestartPolicy, SecretReference,
+    SocketAddress, Transition, ValidSpec, ValueOrSecret, Violations,
 };
 use crate::table::{ChangeKind, WatchEvent};
 
@@ -27,14 +27,84 @@ pub fn spec_from_proto(spec: Option<proto::ProcessSpec>) -> Result<ValidSpec, In
             ContainerSpec { image_uri: "-".to_owned(), ..Default::default() }
         }
     };
+    let restart_policy = restart_policy_from_proto(spec.restart_policy, &mut violations);
+    let readiness = spec.readiness.map(|check| health_from_proto(check, "readiness", &mut violations));
+    let liveness = spec.liveness.map(|check| health_from_proto(check, "liveness", &mut violations));
     let spec = ProcessSpec {
         process_name: spec.process_name,
         group: spec.group,
         container,
         has_public_ip: spec.has_public_ip,
         labels: spec.labels,
+        restart_policy,
+        readiness,
+        liveness,
+        max_run_seconds: spec.max_run_seconds.map(u64::from),
     };
     violations.and(spec.validate())
+}
+
+fn restart_policy_from_proto(value: i32, violations: &mut Violations) -> RestartPolicy {
+    match proto::RestartPolicy::try_from(value) {
+        Ok(proto::RestartPolicy::Unspecified | proto::RestartPolicy::Always) => RestartPolicy::Always,
+        Ok(proto::RestartPolicy::OnFailure) => RestartPolicy::OnFailure,
+        Ok(proto::RestartPolicy::Never) => RestartPolicy::Never,
+        Err(_) => {
+            violations.add("restart_policy", format!("must be ALWAYS, ON_FAILURE or NEVER, got {value}"));
+            RestartPolicy::Always
+        }
+    }
+}
+
+fn restart_policy_to_proto(policy: RestartPolicy) -> proto::RestartPolicy {
+    match policy {
+        RestartPolicy::Always => proto::RestartPolicy::Always,
+        RestartPolicy::OnFailure => proto::RestartPolicy::OnFailure,
+        RestartPolicy::Never => proto::RestartPolicy::Never,
+    }
+}
+
+fn health_from_proto(check: proto::HealthCheck, path: &str, violations: &mut Violations) -> HealthCheck {
+    use proto::health_check::Action;
+    let action = match check.action {
+        Some(Action::HttpGet(get)) => CheckAction::HttpGet {
+            port: i64::from(get.port),
+            path: if get.path.is_empty() { "/".to_owned() } else { get.path },
+        },
+        Some(Action::TcpSocket(tcp)) => CheckAction::TcpSocket { port: i64::from(tcp.port) },
+        Some(Action::Exec(exec)) => CheckAction::Exec { command: exec.command },
+        None => {
+            violations.add(path, "needs one of `http_get`, `tcp_socket` or `exec`");
+            CheckAction::TcpSocket { port: 1 }
+        }
+    };
+    HealthCheck {
+        action,
+        period_seconds: check.period_seconds.unwrap_or(HealthCheck::DEFAULT_PERIOD_SECONDS),
+        timeout_seconds: check.timeout_seconds.unwrap_or(HealthCheck::DEFAULT_TIMEOUT_SECONDS),
+        failure_threshold: check.failure_threshold.unwrap_or(HealthCheck::DEFAULT_FAILURE_THRESHOLD),
+    }
+}
+
+fn health_to_proto(check: HealthCheck) -> proto::HealthCheck {
+    use proto::health_check::Action;
+    // Out-of-range ports travel as 0 so that the server's validation names the field.
+    let port = |port: i64| u32::try_from(port).unwrap_or(0);
+    let action = match check.action {
+        CheckAction::HttpGet { port: number, path } => {
+            Action::HttpGet(proto::HttpGetAction { port: port(number), path })
+        }
+        CheckAction::TcpSocket { port: number } => {
+            Action::TcpSocket(proto::TcpSocketAction { port: port(number) })
+        }
+        CheckAction::Exec { command } => Action::Exec(proto::ExecAction { command }),
+    };
+    proto::HealthCheck {
+        action: Some(action),
+        period_seconds: Some(check.period_seconds),
+        timeout_seconds: Some(check.timeout_seconds),
+        failure_threshold: Some(check.failure_threshold),
+    }
 }
 
 /// Converts a spec the server sent back (Describe's) into the domain's, for showing it in the
@@ -51,6 +121,10 @@ pub fn stored_spec_from_proto(spec: proto::ProcessSpec) -> ProcessSpec {
             .unwrap_or_default(),
         has_public_ip: spec.has_public_ip,
         labels: spec.labels,
+        restart_policy: restart_policy_from_proto(spec.restart_policy, &mut ignored),
+        readiness: spec.readiness.map(|check| health_from_proto(check, "readiness", &mut ignored)),
+        liveness: spec.liveness.map(|check| health_from_proto(check, "liveness", &mut ignored)),
+        max_run_seconds: spec.max_run_seconds.map(u64::from),
     }
 }
 
@@ -158,6 +232,11 @@ pub fn spec_to_proto(spec: ProcessSpec) -> proto::ProcessSpec {
         group: spec.group,
         has_public_ip: spec.has_public_ip,
         labels: spec.labels,
+        restart_policy: restart_policy_to_proto(spec.restart_policy).into(),
+        readiness: spec.readiness.map(health_to_proto),
+        liveness: spec.liveness.map(health_to_proto),
+        // A limit beyond the wire's range travels saturated, and validation names it.
+        max_run_seconds: spec.max_run_seconds.map(|seconds| u32::try_from(seconds).unwrap_or(u32::MAX)),
         container: Some(proto::ContainerSpec {
             image_uri: container.image_uri,
             command: container.command,

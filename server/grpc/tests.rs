@@ -554,7 +554,12 @@ async fn describe_answers_the_spec_and_at_most_the_last_twenty_transitions_oldes
         table.upsert(process.clone());
     }
     let detail = client.describe(describe("web")).await.expect("describe").into_inner();
-    assert_eq!(detail.spec, Some(sleeper("web", Some("site"))), "the spec as started");
+    // As started, with the policy it runs under (the default, `always`) spelled out.
+    let started = proto::ProcessSpec {
+        restart_policy: proto::RestartPolicy::Always.into(),
+        ..sleeper("web", Some("site"))
+    };
+    assert_eq!(detail.spec, Some(started), "the spec as started");
     assert_eq!(detail.process.expect("the info").reason.as_deref(), Some("round-29"));
     let reasons: Vec<String> =
         detail.history.iter().map(|entry| entry.reason.clone().unwrap_or_default()).collect();

@@ -17,12 +17,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub mod info;
 pub mod labels;
+pub mod lifecycle;
 pub mod validation;
 
 #[cfg(test)]
 mod tests;
 
 pub use info::{HISTORY_LIMIT, Labels, ProcessDetail, ProcessInfo, ProcessStatus, SocketAddress, Transition};
+pub use lifecycle::{CheckAction, HealthCheck, RestartPolicy};
 pub use validation::{
     InvalidFields, InvalidSpec, ValidSpec, Violation, Violations, dns_label_rule, service_port_name,
 };
@@ -44,6 +46,18 @@ pub struct ProcessSpec {
     /// Labels to select the process by (Kubernetes' rules for keys and values).
     #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// What happens when the process ends or is lost (`always` when not given).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub restart_policy: RestartPolicy,
+    /// The check that tells the process is ready; it is RUNNING only while this passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<HealthCheck>,
+    /// The check that tells the process is alive; failing, it is restarted under its policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<HealthCheck>,
+    /// The longest the process may run, in seconds, before it is stopped (`DeadlineExceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_seconds: Option<u64>,
 }
 
 /// The container of a process.
@@ -269,6 +283,10 @@ impl ProcessSpec {
             ("group", self.group != other.group),
             ("has_public_ip", self.has_public_ip != other.has_public_ip),
             ("labels", self.labels != other.labels),
+            ("restart_policy", self.restart_policy != other.restart_policy),
+            ("readiness", self.readiness != other.readiness),
+            ("liveness", self.liveness != other.liveness),
+            ("max_run_seconds", self.max_run_seconds != other.max_run_seconds),
             ("container.image_uri", mine.image_uri != theirs.image_uri),
             ("container.command", mine.command != theirs.command),
             ("container.env", mine.env != theirs.env),

@@ -10,6 +10,10 @@ fn minimal_spec() -> ProcessSpec {
         container: ContainerSpec { image_uri: "nginx".to_owned(), ..Default::default() },
         has_public_ip: false,
         labels: Default::default(),
+        restart_policy: Default::default(),
+        readiness: None,
+        liveness: None,
+        max_run_seconds: None,
     }
 }
 
@@ -314,4 +318,85 @@ fn huge_values_are_quoted_shortly() {
             "{violation}"
         );
     }
+}
+
+#[test]
+fn lifecycle_fields_load_in_snake_case_with_kubernetes_defaults() {
+    let spec: ProcessSpec = serde_json::from_str(
+        r#"{"process_name": "web", "container": {"image_uri": "nginx"},
+            "restart_policy": "on_failure",
+            "readiness": {"http_get": {"port": 8000, "path": "/ready"}, "period_seconds": 2},
+            "liveness": {"tcp_socket": {"port": 8000}},
+            "max_run_seconds": 60}"#,
+    )
+    .expect("parses");
+    assert_eq!(spec.restart_policy, RestartPolicy::OnFailure);
+    let readiness = spec.readiness.clone().expect("readiness");
+    assert_eq!(readiness.action, CheckAction::HttpGet { port: 8000, path: "/ready".into() });
+    assert_eq!((readiness.period_seconds, readiness.timeout_seconds, readiness.failure_threshold), (2, 1, 3));
+    assert_eq!(spec.liveness.clone().expect("liveness").action, CheckAction::TcpSocket { port: 8000 });
+    assert_eq!(spec.max_run_seconds, Some(60));
+    // What is written reads back the same.
+    let again: ProcessSpec =
+        serde_json::from_str(&serde_json::to_string(&spec).expect("writes")).expect("reads");
+    assert_eq!(again, spec);
+    assert!(spec.validate().is_ok());
+}
+
+#[test]
+fn a_spec_without_lifecycle_fields_is_always_restarted_and_has_no_checks() {
+    let spec: ProcessSpec =
+        serde_json::from_str(r#"{"process_name": "web", "container": {"image_uri": "nginx"}}"#)
+            .expect("parses");
+    assert_eq!(spec.restart_policy, RestartPolicy::Always);
+    assert_eq!((spec.readiness, spec.liveness, spec.max_run_seconds), (None, None, None));
+    for (policy, succeeded, restarts) in [
+        (RestartPolicy::Always, true, true),
+        (RestartPolicy::Always, false, true),
+        (RestartPolicy::OnFailure, true, false),
+        (RestartPolicy::OnFailure, false, true),
+        (RestartPolicy::Never, false, false),
+    ] {
+        assert_eq!(policy.restarts_after(succeeded), restarts, "{policy:?} after success={succeeded}");
+    }
+}
+
+#[test]
+fn health_checks_take_exactly_one_action() {
+    for (json, message) in [
+        (r#"{"period_seconds": 5}"#, "needs one of"),
+        (r#"{"tcp_socket": {"port": 1}, "exec": {"command": ["true"]}}"#, "only one of"),
+        (r#"{"grpc": {"port": 1}}"#, "unknown field"),
+    ] {
+        let whole = format!(
+            r#"{{"process_name": "web", "container": {{"image_uri": "nginx"}}, "liveness": {json}}}"#
+        );
+        let error = serde_json::from_str::<ProcessSpec>(&whole).expect_err(json).to_string();
+        assert!(error.contains(message), "{json}: {error}");
+    }
+    let error = serde_json::from_str::<ProcessSpec>(
+        r#"{"process_name": "web", "container": {"image_uri": "nginx"}, "restart_policy": "sometimes"}"#,
+    )
+    .expect_err("unknown policy")
+    .to_string();
+    assert!(error.contains("always") && error.contains("on_failure") && error.contains("never"), "{error}");
+}
+
+#[test]
+fn lifecycle_violations_name_their_fields() {
+    check(
+        r#"{"process_name": "web", "container": {"image_uri": "nginx"},
+            "readiness": {"http_get": {"port": 0, "path": "ready"}, "period_seconds": 0},
+            "liveness": {"exec": {"command": []}, "timeout_seconds": 7200, "failure_threshold": 0},
+            "max_run_seconds": 0}"#,
+        &[
+            "readiness.http_get.port: must be between 1 and 65535, got 0",
+            "readiness.http_get.path: must start with `/`",
+            "readiness.period_seconds: must be between 1 and 86400, got 0",
+            "liveness.exec.command: must name a program",
+            "liveness.timeout_seconds: must be between 1 and 3600, got 7200",
+            "liveness.failure_threshold: must be between 1 and 1000, got 0",
+            "max_run_seconds: must be between 1 and 2147483647, got 0",
+        ],
+    );
 }

@@ -12,7 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use super::labels::{label_key_rule, label_value_rule};
-use super::{ContainerSpec, ProcessSpec, Protocol, ResourceSpec, SecretReference, ValueOrSecret};
+use super::{
+    CheckAction, ContainerSpec, HealthCheck, ProcessSpec, Protocol, ResourceSpec, SecretReference,
+    ValueOrSecret,
+};
 
 /// The limits on counts and sizes of a spec, each named in the violation that breaks it.
 pub mod limits {
@@ -45,6 +48,17 @@ pub mod limits {
     /// The most MiB a request or limit may name: 1 PiB (2^30 MiB), far beyond any node, and a
     /// quantity Kubernetes represents exactly.
     pub const MAX_MEMORY_MIB: i64 = 1 << 30;
+    /// The longest run-time limit: Kubernetes keeps `activeDeadlineSeconds` in an int32 field of
+    /// its own controllers' status arithmetic, so this is what every runtime can honour.
+    pub const MAX_RUN_SECONDS: u64 = i32::MAX as u64;
+    /// The longest pause between two health checks: a day.
+    pub const MAX_CHECK_PERIOD_SECONDS: u32 = 86_400;
+    /// The longest one health check may take: an hour.
+    pub const MAX_CHECK_TIMEOUT_SECONDS: u32 = 3_600;
+    /// The most failures in a row a health check may wait for.
+    pub const MAX_CHECK_FAILURE_THRESHOLD: u32 = 1_000;
+    /// The longest HTTP path of a health check.
+    pub const MAX_CHECK_PATH_BYTES: usize = 2_048;
 }
 
 use limits::*;
@@ -163,6 +177,18 @@ impl ProcessSpec {
             check_dns_label(violations, "group", group);
         }
         let labels_ok = check_labels(violations, &self.labels);
+        if let Some(readiness) = &self.readiness {
+            check_health(violations, "readiness", readiness);
+        }
+        if let Some(liveness) = &self.liveness {
+            check_health(violations, "liveness", liveness);
+        }
+        if let Some(seconds) = self.max_run_seconds
+            && !(1..=MAX_RUN_SECONDS).contains(&seconds)
+        {
+            violations
+                .add("max_run_seconds", format!("must be between 1 and {MAX_RUN_SECONDS}, got {seconds}"));
+        }
         let counts_ok = self.container.check_counts(violations) && labels_ok;
         self.container.collect_violations(violations);
         // Encoding is linear too, but only worth doing for a spec whose counts are in range.
@@ -170,6 +196,56 @@ impl ProcessSpec {
             check_encoded_size(violations, self);
         }
     }
+}
+
+/// Checks a health check's action and timing.
+fn check_health(violations: &mut Violations, path: &str, check: &HealthCheck) {
+    match &check.action {
+        CheckAction::HttpGet { port, path: http_path } => {
+            check_port(violations, &format!("{path}.http_get.port"), *port);
+            let field = format!("{path}.http_get.path");
+            if !http_path.starts_with('/') {
+                violations.add(field, format!("must start with `/`, got `{}`", shown(http_path)));
+            } else if http_path.len() > MAX_CHECK_PATH_BYTES {
+                violations.add(
+                    field,
+                    format!("must be at most {MAX_CHECK_PATH_BYTES} bytes, got {}", http_path.len()),
+                );
+            } else if http_path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                violations.add(
+                    field,
+                    format!("must not contain spaces or control characters, got `{}`", shown(http_path)),
+                );
+            }
+        }
+        CheckAction::TcpSocket { port } => {
+            check_port(violations, &format!("{path}.tcp_socket.port"), *port);
+        }
+        CheckAction::Exec { command } => {
+            let field = format!("{path}.exec.command");
+            if command.is_empty() || command[0].is_empty() {
+                violations.add(field, "must name a program");
+            } else if command.len() > MAX_COMMAND_ARGUMENTS {
+                violations.add(
+                    field,
+                    format!("must have at most {MAX_COMMAND_ARGUMENTS} arguments, got {}", command.len()),
+                );
+            } else if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
+                violations
+                    .add(field, format!("must be at most {MAX_COMMAND_BYTES} bytes in total (128 KiB)"));
+            } else if command.iter().any(|argument| argument.contains('\0')) {
+                violations.add(field, "must not contain NUL");
+            }
+        }
+    }
+    let mut in_range = |field: &str, value: u32, max: u32| {
+        if !(1..=max).contains(&value) {
+            violations.add(format!("{path}.{field}"), format!("must be between 1 and {max}, got {value}"));
+        }
+    };
+    in_range("period_seconds", check.period_seconds, MAX_CHECK_PERIOD_SECONDS);
+    in_range("timeout_seconds", check.timeout_seconds, MAX_CHECK_TIMEOUT_SECONDS);
+    in_range("failure_threshold", check.failure_threshold, MAX_CHECK_FAILURE_THRESHOLD);
 }
 
 /// Checks a process's labels (Kubernetes' rules, and a prefix short enough to be stored under

@@ -301,7 +301,7 @@ fn start_request() -> impl Strategy<Value = proto::StartRequest> {
                 group,
                 container,
                 has_public_ip,
-                labels: Default::default(),
+                ..Default::default()
             });
     let wait_timeout = prop::option::of(prop_oneof![
         (any::<i64>(), any::<i32>()),

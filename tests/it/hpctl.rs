@@ -149,7 +149,7 @@ fn hpctl_describe_shows_a_crashed_process_its_spec_and_its_history() {
     let watch = Watch::start(&server);
     watch.expect("SYNCED", None);
     let directory = tempfile::tempdir().expect("tempdir");
-    let spec = serde_json::json!({"process_name": "crasher", "container": {"image_uri": "busybox",
+    let spec = serde_json::json!({"process_name": "crasher", "restart_policy": "never", "container": {"image_uri": "busybox",
         "command": ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; done; exit 3"]}});
     let spec_path = directory.path().join("crasher.json");
     std::fs::write(&spec_path, spec.to_string()).expect("write spec");

@@ -25,6 +25,7 @@ fn server_in(directory: &Path) -> Server {
 fn start_shell(server: &Server, directory: &Path, name: &str, script: &str) {
     let spec = json!({
         "process_name": name,
+        "restart_policy": "never",
         "container": {"image_uri": "busybox", "command": ["sh", "-c", script]}
     });
     let path = directory.join(format!("{name}.json"));

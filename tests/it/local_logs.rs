@@ -30,7 +30,7 @@ fn server(scratch: &TempDir, extra: &str) -> Server {
 
 /// A process that runs a shell script.
 fn shell(name: &str, script: &str) -> Value {
-    json!({"process_name": name, "container": {"image_uri": "sh", "command": ["sh", "-c", script]}})
+    json!({"process_name": name, "restart_policy": "never", "container": {"image_uri": "sh", "command": ["sh", "-c", script]}})
 }
 
 fn logs_request(name: &str) -> proto::LogsRequest {
@@ -151,7 +151,7 @@ async fn unknown_processes_and_previous_runs_are_refused() {
         .await
         .expect_err("previous");
     assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
-    assert!(error.message().contains("never restarts"), "{}", error.message());
+    assert!(error.message().contains("one output across a process's restarts"), "{}", error.message());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +245,7 @@ async fn binary_output_comes_back_byte_for_byte() {
     let mut client = server.client().await;
     let python = test_python();
     let program = "import sys\nfor _ in range(4):\n    sys.stdout.buffer.write(bytes(range(256))); sys.stdout.flush()\n";
-    let spec = json!({"process_name": "binary", "container": {"image_uri": "python", "command": [python, "-c", program]}});
+    let spec = json!({"process_name": "binary", "restart_policy": "never", "container": {"image_uri": "python", "command": [python, "-c", program]}});
     client.start(start_request(spec)).await.expect("start");
     wait_for_status(&mut client, "binary", ProcessStatus::Exited).await;
     let expected: Vec<u8> = (0..4).flat_map(|_| 0..=255u8).collect();

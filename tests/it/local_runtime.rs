@@ -120,16 +120,16 @@ async fn unknown_processes_are_not_found_and_image_only_specs_are_refused() {
 async fn processes_that_cannot_run_or_exit_are_reported_with_their_reason() {
     let server = Server::start();
     let mut client = server.client().await;
-    let missing = serde_json::json!({"process_name": "missing", "container": {"image_uri": "x", "command": ["/no/such/program"]}});
+    let missing = serde_json::json!({"process_name": "missing", "restart_policy": "never", "container": {"image_uri": "x", "command": ["/no/such/program"]}});
     let process =
         client.start(start_waiting(missing)).await.expect("start").into_inner().process.expect("process");
     assert_eq!(process.status(), ProcessStatus::Failed);
     assert_eq!(process.reason.as_deref(), Some("SpawnFailed"));
     assert!(process.message().contains("No such file or directory"), "{process:?}");
 
-    let failing = serde_json::json!({"process_name": "failing", "container": {"image_uri": "x", "command": ["sh", "-c", "exit 3"]}});
+    let failing = serde_json::json!({"process_name": "failing", "restart_policy": "never", "container": {"image_uri": "x", "command": ["sh", "-c", "exit 3"]}});
     client.start(start_request(failing)).await.expect("start");
-    let completing = serde_json::json!({"process_name": "completing", "container": {"image_uri": "x", "command": ["true"]}});
+    let completing = serde_json::json!({"process_name": "completing", "restart_policy": "never", "container": {"image_uri": "x", "command": ["true"]}});
     client.start(start_request(completing)).await.expect("start");
     let mut watch = Watch::process(&mut client, "failing").await;
     let failed = watch.until_process("failing", "FAILED", |_, p| p.status() == ProcessStatus::Failed).await;
@@ -146,7 +146,7 @@ async fn a_wait_that_runs_out_is_deadline_exceeded() {
     let server = Server::start();
     let mut client = server.client().await;
     // Declares a port it never opens, so it never becomes ready.
-    let never_ready = serde_json::json!({"process_name": "never-ready", "container": {
+    let never_ready = serde_json::json!({"process_name": "never-ready", "restart_policy": "never", "container": {
         "image_uri": "x", "command": ["sleep", "300"], "ports": [{"container_port": free_port()}]}});
     let mut request = start_waiting(never_ready);
     request.wait_timeout = Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 });
@@ -232,7 +232,7 @@ async fn sigterm_stops_every_process_and_leaves_no_child_behind() {
         ("parent", format!("sleep 300 & echo $! > {}; wait", pid_file("parent").display())),
     ];
     for (name, script) in &commands {
-        let spec = serde_json::json!({"process_name": name, "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
+        let spec = serde_json::json!({"process_name": name, "restart_policy": "never", "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
         client.start(start_waiting(spec)).await.expect("start");
     }
     let mut pids = Vec::new();
@@ -361,7 +361,7 @@ fn bad_configs_are_clear_errors() {
 async fn secret_references_without_a_secret_store_are_failed_precondition() {
     let server = Server::start();
     let mut client = server.client().await;
-    let spec = serde_json::json!({"process_name": "needs-secret", "container": {"image_uri": "x", "command": ["true"],
+    let spec = serde_json::json!({"process_name": "needs-secret", "restart_policy": "never", "container": {"image_uri": "x", "command": ["true"],
         "env": [{"name": "TOKEN", "value": {"secret_name": "api-token"}}]}});
     let error = client.start(start_request(spec)).await.unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);

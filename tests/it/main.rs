@@ -26,6 +26,7 @@ mod kube_runtime;
 mod kube_throttle;
 mod labels;
 mod list_watch;
+mod local_lifecycle;
 mod local_logs;
 mod local_runtime;
 mod metrics;

@@ -53,7 +53,7 @@ async fn start_escaping(
 ) -> Vec<(String, i32)> {
     let mut grandchildren = Vec::new();
     for (name, script) in escaping(directory) {
-        let spec = serde_json::json!({"process_name": name, "group": "tree",
+        let spec = serde_json::json!({"process_name": name, "restart_policy": "never", "group": "tree",
             "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
         client.start(start_waiting(spec)).await.expect("start");
         let pid = read_pid(&directory.join(format!("{name}.pid")));
@@ -109,7 +109,7 @@ async fn stop_sends_sigterm_to_every_process_of_the_tree_first() {
         grandchild = path("grandchild.term"),
         pid = path("grandchild.pid"),
     );
-    let spec = serde_json::json!({"process_name": "graceful",
+    let spec = serde_json::json!({"process_name": "graceful", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
     client.start(start_waiting(spec)).await.expect("start");
     let grandchild = read_pid(&directory.path().join("grandchild.pid"));
@@ -172,7 +172,7 @@ async fn a_command_that_ends_is_reported_at_once_though_its_grandchild_held_the_
     for (name, end, exit_code, reason) in cases {
         let pid_file = directory.path().join(format!("{name}.pid"));
         let script = format!("setsid sleep 1000 & echo $! > {}; {end}", pid_file.display());
-        let spec = serde_json::json!({"process_name": name,
+        let spec = serde_json::json!({"process_name": name, "restart_policy": "never",
             "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
         let mut watch = Watch::process(&mut client, name).await;
         let begin = Instant::now();
@@ -198,7 +198,7 @@ async fn a_process_is_running_only_once_its_own_tree_listens_on_its_ports() {
     // The test serves this port itself: the process declaring it does not.
     let foreign = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let foreign_port = foreign.local_addr().expect("address").port();
-    let squatter = serde_json::json!({"process_name": "squatter", "container": {
+    let squatter = serde_json::json!({"process_name": "squatter", "restart_policy": "never", "container": {
         "image_uri": "x", "command": ["sleep", "300"], "ports": [{"container_port": foreign_port}]}});
     let mut request = start_waiting(squatter);
     request.wait_timeout = Some(prost_types::Duration { seconds: 1, nanos: 0 });
@@ -209,7 +209,7 @@ async fn a_process_is_running_only_once_its_own_tree_listens_on_its_ports() {
     // Served by a grandchild (the shell forks, as the command is not its last), it counts.
     let port = free_port();
     let script = format!("python3 -m http.server {port} --bind 127.0.0.1; true");
-    let served = serde_json::json!({"process_name": "served", "container": {
+    let served = serde_json::json!({"process_name": "served", "restart_policy": "never", "container": {
         "image_uri": "x", "command": ["sh", "-c", script], "ports": [{"container_port": port}]}});
     let process =
         client.start(start_waiting(served)).await.expect("start").into_inner().process.expect("process");
@@ -233,7 +233,7 @@ async fn thousands_of_environment_variables_reach_the_process_while_list_answers
     let starts: Vec<_> = (0..4)
         .map(|index| {
             let name = format!("env-{index}");
-            let spec = serde_json::json!({"process_name": name, "group": "env",
+            let spec = serde_json::json!({"process_name": name, "restart_policy": "never", "group": "env",
                 "container": {"image_uri": "x", "command": ["sh", "-c", script], "env": env}});
             let mut client = client.clone();
             tokio::spawn(async move {
@@ -267,7 +267,7 @@ async fn thousands_of_environment_variables_reach_the_process_while_list_answers
 async fn a_process_runs_in_its_working_directory_and_a_missing_one_is_named() {
     let server = Server::start();
     let mut client = server.client().await;
-    let in_tmp = serde_json::json!({"process_name": "in-tmp", "container": {"image_uri": "x",
+    let in_tmp = serde_json::json!({"process_name": "in-tmp", "restart_policy": "never", "container": {"image_uri": "x",
         "command": ["sh", "-c", r#"test "$PWD" = /tmp"#], "working_dir": "/tmp"}});
     let mut watch = Watch::process(&mut client, "in-tmp").await;
     client.start(start_request(in_tmp)).await.expect("start");
@@ -278,7 +278,7 @@ async fn a_process_runs_in_its_working_directory_and_a_missing_one_is_named() {
         .await;
     assert_eq!((ended.status(), ended.exit_code), (ProcessStatus::Exited, Some(0)), "{ended:?}");
 
-    let missing = serde_json::json!({"process_name": "nowhere", "container": {"image_uri": "x",
+    let missing = serde_json::json!({"process_name": "nowhere", "restart_policy": "never", "container": {"image_uri": "x",
         "command": ["sleep", "300"], "working_dir": "/no/such/directory"}});
     let process =
         client.start(start_waiting(missing)).await.expect("start").into_inner().process.expect("process");
@@ -298,7 +298,7 @@ async fn concurrent_starts_of_one_name_spawn_it_once() {
     // Every run of the command appends a line: one line means one spawn.
     let runs = directory.path().join("runs");
     let script = format!("echo run >> {}; exec sleep 300", runs.display());
-    let spec = serde_json::json!({"process_name": "once", "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
+    let spec = serde_json::json!({"process_name": "once", "restart_policy": "never", "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
     let starts: Vec<_> = (0..8)
         .map(|_| {
             let mut client = client.clone();

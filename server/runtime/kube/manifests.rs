@@ -13,14 +13,18 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, LocalObjectReference, Pod, PodSpec, ResourceRequirements,
-    Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, LocalObjectReference, Pod,
+    PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::spec::{ProcessSpec, Protocol, ResourceSpec, ValueOrSecret, service_port_name};
+use crate::spec::{
+    CheckAction, HealthCheck, ProcessSpec, Protocol, ResourceSpec, RestartPolicy, ValueOrSecret,
+    service_port_name,
+};
 
 /// The label that names the process, as the Python Hydroplane set it.
 pub const PROCESS_LABEL: &str = "hydroplane/process-id";
@@ -119,6 +123,43 @@ fn resource_list(resources: &ResourceSpec) -> Option<BTreeMap<String, Quantity>>
     (!list.is_empty()).then_some(list)
 }
 
+/// A Pod's `restartPolicy` for a process's restart policy.
+pub fn pod_restart_policy(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::Always => "Always",
+        RestartPolicy::OnFailure => "OnFailure",
+        RestartPolicy::Never => "Never",
+    }
+}
+
+/// A container probe for a health check; ports and commands are the container's own.
+pub fn probe(check: &HealthCheck) -> Probe {
+    let (http_get, tcp_socket, exec) = match &check.action {
+        CheckAction::HttpGet { port, path } => (
+            Some(HTTPGetAction {
+                port: IntOrString::Int(*port as i32),
+                path: Some(path.clone()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        ),
+        CheckAction::TcpSocket { port } => {
+            (None, Some(TCPSocketAction { port: IntOrString::Int(*port as i32), host: None }), None)
+        }
+        CheckAction::Exec { command } => (None, None, Some(ExecAction { command: Some(command.clone()) })),
+    };
+    Probe {
+        http_get,
+        tcp_socket,
+        exec,
+        period_seconds: Some(check.period_seconds as i32),
+        timeout_seconds: Some(check.timeout_seconds as i32),
+        failure_threshold: Some(check.failure_threshold as i32),
+        ..Default::default()
+    }
+}
+
 /// The Pod of a process in `namespace`.
 pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
     let container = &spec.container;
@@ -180,11 +221,15 @@ pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
                 ports: (!ports.is_empty()).then_some(ports),
                 resources: has_resources.then_some(resources),
                 working_dir: container.working_dir.clone(),
+                readiness_probe: spec.readiness.as_ref().map(probe),
+                liveness_probe: spec.liveness.as_ref().map(probe),
                 ..Default::default()
             }],
-            // OnFailure: a crashing process is restarted (and shows CrashLoopBackOff with its
-            // restart count), one that completes stays completed (EXITED with its code).
-            restart_policy: Some("OnFailure".to_owned()),
+            // The kubelet restarts the container in place as the policy says (a crash shows as
+            // CrashLoopBackOff with its restart count).
+            restart_policy: Some(pod_restart_policy(spec.restart_policy).to_owned()),
+            // Validation keeps the limit within what the field holds.
+            active_deadline_seconds: spec.max_run_seconds.map(|seconds| seconds as i64),
             node_selector: (!container.node_selector.is_empty()).then(|| container.node_selector.clone()),
             image_pull_secrets: container
                 .password
@@ -406,7 +451,8 @@ mod tests {
         assert_eq!(container.image.as_deref(), Some("nginxdemos/hello"));
         assert_eq!(container.command, None, "no command keeps the image's entrypoint");
         assert_eq!(container.ports.as_ref().expect("ports")[0].container_port, 80);
-        assert_eq!(pod_spec.restart_policy.as_deref(), Some("OnFailure"));
+        assert_eq!(pod_spec.restart_policy.as_deref(), Some("Always"), "a named process stays up by default");
+        assert_eq!((pod_spec.active_deadline_seconds, container.readiness_probe.as_ref()), (None, None));
         assert_eq!(spec_of(&pod), Some(spec.clone()));
 
         let service = service(&spec, "default", "uid-1").expect("a service");
@@ -523,6 +569,37 @@ mod tests {
         assert_eq!(registry_host("ghcr.io/org/app:1"), "ghcr.io");
         assert_eq!(registry_host("localhost/app"), "localhost");
         assert_eq!(cpu_quantity(0.1 + 0.2), Quantity("0.3".into()));
+    }
+
+    #[test]
+    fn restart_policy_health_checks_and_deadline_become_the_pods_own() {
+        let mut spec = nginx();
+        spec.restart_policy = RestartPolicy::OnFailure;
+        spec.readiness = Some(HealthCheck::new(CheckAction::HttpGet { port: 80, path: "/ready".into() }));
+        spec.liveness = Some(HealthCheck {
+            period_seconds: 5,
+            ..HealthCheck::new(CheckAction::Exec { command: vec!["pgrep".into(), "nginx".into()] })
+        });
+        spec.max_run_seconds = Some(60);
+        let pod = pod(&spec, "default");
+        let pod_spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(pod_spec.restart_policy.as_deref(), Some("OnFailure"));
+        assert_eq!(pod_spec.active_deadline_seconds, Some(60));
+        let container = &pod_spec.containers[0];
+        let readiness = container.readiness_probe.as_ref().expect("readiness");
+        let get = readiness.http_get.as_ref().expect("http_get");
+        assert_eq!((&get.port, get.path.as_deref()), (&IntOrString::Int(80), Some("/ready")));
+        assert_eq!(
+            (readiness.period_seconds, readiness.timeout_seconds, readiness.failure_threshold),
+            (Some(10), Some(1), Some(3))
+        );
+        let liveness = container.liveness_probe.as_ref().expect("liveness");
+        assert_eq!(
+            liveness.exec.as_ref().and_then(|exec| exec.command.clone()),
+            Some(vec!["pgrep".into(), "nginx".into()])
+        );
+        assert_eq!(liveness.period_seconds, Some(5));
+        assert_eq!(spec_of(&pod), Some(spec));
     }
 }
 

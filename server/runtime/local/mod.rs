@@ -9,11 +9,12 @@
 //!   after grace + 0.5 s the server SIGKILLs the supervisor and the command's group itself.
 //! - Addresses are `127.0.0.1:<container_port>`: there is no network namespace, so the process
 //!   listens on the host and `host_port` has no meaning here.
-//! - Status: STARTING once spawned; RUNNING once the tree itself listens on every declared TCP
-//!   port (a socket of one of its processes in LISTEN state on it, from `/proc`: a port another
-//!   program serves does not count), at once when there are none; then EXITED (code 0) or FAILED
-//!   (non-zero code, signal, or a command that could not be spawned, with the reason) as soon as
-//!   the command itself ends, whatever its descendants held open.
+//! - Status: STARTING once spawned; RUNNING once its readiness check passes, or without one once
+//!   the tree itself listens on every declared TCP port (a socket of one of its processes in
+//!   LISTEN state on it, from `/proc`: a port another program serves does not count), at once
+//!   when there are none; then EXITED (code 0) or FAILED (non-zero code, signal, or a command
+//!   that could not be spawned, with the reason) as soon as the command itself ends, whatever its
+//!   descendants held open, unless its restart policy starts it again ([`lifecycle`]).
 //! - The environment is the spec's `env` on top of a few variables of the server's (`PATH`,
 //!   `HOME`, `LANG`, `TZ`, `TMPDIR`): never the whole environment, which may hold the server's own
 //!   credentials. It runs in `container.working_dir` (else the server's working directory), as
@@ -28,12 +29,15 @@
 //!   default), and this run's directory when the server shuts down (unless retention is set: then
 //!   the next server to start on that `log_dir` removes it).
 //!
-//! Where to read: [`launch`] (environment and spawning), [`supervisor`] (the tree), [`monitor`]
-//! (status and output), [`procfs`] (what `/proc` says), [`output`] (the bounded buffer),
+//! Where to read: [`launch`] (environment and spawning), [`supervisor`] (the tree), [`lifecycle`]
+//! (restarts and the deadline), [`monitor`] (one run: status, checks and output), [`health`] (the
+//! checks), [`procfs`] (what `/proc` says), [`output`] (the bounded buffer),
 //! [`disk`] (the files and their format), [`logs`] (serving Logs).
 
 pub mod disk;
+mod health;
 mod launch;
+mod lifecycle;
 pub mod logs;
 mod monitor;
 pub mod output;
@@ -96,8 +100,11 @@ struct LocalProcess {
     info: Mutex<ProcessInfo>,
     /// How its launch went.
     launch: watch::Receiver<Launch>,
-    /// Set once the supervisor has been reaped (at once when nothing was spawned).
+    /// Set once no run is left: the last supervisor was reaped and no restart follows (at once
+    /// when nothing was spawned).
     exited: watch::Receiver<bool>,
+    /// Set when a Stop begins: no run starts after it, and a wait to restart ends.
+    stop_requested: watch::Sender<bool>,
     output: Arc<ProcessOutput>,
 }
 
@@ -120,7 +127,7 @@ enum Launch {
         /// The command's pid and process group.
         command: Pid,
     },
-    /// Nothing runs: the process is FAILED with the reason.
+    /// Nothing runs now: between two runs, after the last one, or when none could be started.
     NotStarted,
     /// The Start failed with an error and the reservation was released.
     Withdrawn,
@@ -184,6 +191,7 @@ impl LocalRuntime {
             info: Mutex::new(info),
             launch: launch_receiver,
             exited: exited_receiver,
+            stop_requested: watch::Sender::new(false),
             output: Arc::new(output),
         });
         processes.insert(process.spec.process_name.clone(), Arc::clone(&process));
@@ -210,6 +218,9 @@ impl LocalRuntime {
         process.update(&self.table, |info| {
             info.status = ProcessStatus::Stopping;
         });
+        // Before the launch is read: a run that the lifecycle starts after this sees it and ends
+        // itself, and one it started before is the one read here.
+        process.stop_requested.send_replace(true);
         let mut launch = process.launch.clone();
         let launched = launch
             .wait_for(|launch| *launch != Launch::Pending)
@@ -276,9 +287,13 @@ impl Launching {
         let Reservation { process, launch, exited } = reservation;
         let Launching { table, processes, secrets, program, grace } = self;
         let for_launch = Arc::clone(&process);
+        let started = tokio::time::Instant::now();
         let launched = tokio::task::spawn_blocking(move || {
             let environment = launch::environment(&*secrets, &for_launch.spec)?;
-            Ok(program.and_then(|program| launch::launch(&program, &for_launch.spec, &environment, grace)))
+            Ok(program.and_then(|program| {
+                let launched = launch::launch(&program, &for_launch.spec, &environment, grace)?;
+                Ok((launched, program, environment))
+            }))
         })
         .await
         .unwrap_or_else(|error| {
@@ -303,13 +318,23 @@ impl Launching {
                 exited.send_replace(true);
                 Ok(Started { process: info, created: true })
             }
-            Ok(Ok(launched)) => {
+            Ok(Ok((launched, program, environment))) => {
                 let info = process.update_unless_stopping(&table, |_| {});
                 launch.send_replace(Launch::Running {
                     supervisor: launched.supervisor,
                     command: launched.command,
                 });
-                tokio::spawn(monitor::monitor(launched, Arc::clone(&table), Arc::clone(&process), exited));
+                let lifecycle = lifecycle::Lifecycle {
+                    table: Arc::clone(&table),
+                    stop_requested: process.stop_requested.subscribe(),
+                    process,
+                    program,
+                    environment: Arc::new(environment),
+                    grace,
+                    launch,
+                    exited,
+                };
+                tokio::spawn(lifecycle.run(launched, started));
                 Ok(Started { process: info, created: true })
             }
         }
@@ -468,8 +493,8 @@ impl Runtime for LocalRuntime {
         if query.previous {
             return Err(RuntimeError::NotServable {
                 message: format!(
-                    "process `{process_name}` has no previous run: the local runtime never restarts a process; \
-                     ask without `previous` for the output of its only run"
+                    "process `{process_name}` has no separate previous run: the local runtime keeps one \
+                     output across a process's restarts; ask without `previous` for all of it"
                 ),
             });
         }

@@ -1,5 +1,7 @@
-//! Following a launched process until its supervisor is reaped: its output into the buffer,
-//! RUNNING once its tree listens on its ports, and how its command ended.
+//! Following one run of a process until its supervisor is reaped: its output into the buffer,
+//! RUNNING once it is ready (its readiness check passes, or without one, its tree listens on its
+//! ports), its liveness check and its deadline, and how its command ended. What follows a run
+//! (a restart, or the end) is the [`lifecycle`](super::lifecycle)'s to decide.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -9,13 +11,15 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
+use super::health::{self, CheckContext, Streak};
 use super::launch::Launched;
 use super::logs::ProcessOutput;
 use super::output::OutputStream;
-use super::{LocalProcess, lock, procfs};
-use crate::spec::{ProcessStatus, Protocol};
+use super::{LocalProcess, lock, procfs, signal_process};
+use crate::spec::{HealthCheck, ProcessStatus, Protocol};
 use crate::table::ProcessTable;
 
 /// The first pause between readiness probes; it doubles up to [`LAST_PROBE_INTERVAL`], so a
@@ -47,14 +51,59 @@ pub(super) struct ExitOutcome {
     pub(super) exit_code: i32,
 }
 
-/// Follows a launched process until its supervisor is reaped, then reports how the command ended
-/// (the supervisor ends as its command did) and sends on `exited`.
-pub(super) async fn monitor(
+/// Why a run ended, beyond its exit status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// The command ended on its own (or was stopped).
+    Exited,
+    /// Its liveness check failed, so the server ended it; the words say how the check failed.
+    Unhealthy(String),
+    /// The process reached its `max_run_seconds`, so the server ended it.
+    DeadlineExceeded,
+}
+
+/// How one run ended.
+#[derive(Clone, Debug)]
+pub(super) struct RunEnd {
+    pub(super) outcome: ExitOutcome,
+    pub(super) cause: Cause,
+}
+
+/// What the checks of a run report.
+enum CheckEvent {
+    /// The process became ready (true) or stopped being ready (false, with why).
+    Ready(bool, Option<String>),
+    /// The liveness check failed its threshold, with why.
+    Dead(String),
+}
+
+/// The checks a run is followed with.
+pub(super) struct RunChecks {
+    pub(super) readiness: Option<HealthCheck>,
+    pub(super) liveness: Option<HealthCheck>,
+    pub(super) context: CheckContext,
+    /// When the process must end, whatever it does.
+    pub(super) deadline: Option<tokio::time::Instant>,
+}
+
+/// Aborts the tasks of a run's checks when the run ends.
+struct AbortOnDrop(Vec<AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(AbortHandle::abort);
+    }
+}
+
+/// Follows one run until its supervisor is reaped, keeping the status current (STARTING and
+/// RUNNING as readiness comes and goes) and ending the run when its liveness check fails or its
+/// deadline passes. Reports how it ended; the caller records that.
+pub(super) async fn follow_run(
     launched: Launched,
-    table: Arc<ProcessTable>,
-    process: Arc<LocalProcess>,
-    exited: watch::Sender<bool>,
-) {
+    table: &ProcessTable,
+    process: &Arc<LocalProcess>,
+    checks: &RunChecks,
+) -> RunEnd {
     let Launched { mut child, supervisor, lifeline, .. } = launched;
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
@@ -63,34 +112,65 @@ pub(super) async fn monitor(
     if let Some(stderr) = child.stderr.take() {
         readers.push(tokio::spawn(capture(stderr, OutputStream::Stderr, Arc::clone(&process.output))));
     }
-    let tcp_ports: Vec<u16> = process
-        .spec
-        .container
-        .ports
-        .iter()
-        .filter(|port| port.protocol == Protocol::Tcp)
-        .filter_map(|port| u16::try_from(port.container_port).ok())
-        .collect();
-    let running = || {
-        process.update_unless_stopping(&table, |info| {
-            if info.status == ProcessStatus::Starting {
-                info.status = ProcessStatus::Running;
+    let (events, mut received) = mpsc::channel(4);
+    let mut tasks = Vec::new();
+    match &checks.readiness {
+        Some(check) => {
+            tasks.push(tokio::spawn(readiness(check.clone(), checks.context.clone(), events.clone())))
+        }
+        None => {
+            let tcp_ports: Vec<u16> = process
+                .spec
+                .container
+                .ports
+                .iter()
+                .filter(|port| port.protocol == Protocol::Tcp)
+                .filter_map(|port| u16::try_from(port.container_port).ok())
+                .collect();
+            if tcp_ports.is_empty() {
+                // Nothing to wait for: RUNNING once spawned, even when the command ends at once,
+                // so that its history reads STARTING, RUNNING, then how it ended.
+                set_ready(table, process, true, None);
+            } else {
+                let events = events.clone();
+                tasks.push(tokio::spawn(async move {
+                    listening(supervisor, tcp_ports).await;
+                    let _ = events.send(CheckEvent::Ready(true, None)).await;
+                }));
             }
-        });
-    };
-    let status = if tcp_ports.is_empty() {
-        // Nothing to wait for: RUNNING once spawned, even when the command ends at once, so
-        // that its history reads STARTING, RUNNING, then how it ended.
-        running();
-        child.wait().await
-    } else {
-        let wait = child.wait();
-        tokio::pin!(wait);
+        }
+    }
+    if let Some(check) = &checks.liveness {
+        tasks.push(tokio::spawn(liveness(check.clone(), checks.context.clone(), events.clone())));
+    }
+    drop(events);
+    let _tasks = AbortOnDrop(tasks.iter().map(tokio::task::JoinHandle::abort_handle).collect());
+    let mut cause = Cause::Exited;
+    let deadline = checks.deadline;
+    let wait = child.wait();
+    tokio::pin!(wait);
+    let status = loop {
         tokio::select! {
-            status = &mut wait => status,
-            () = ready(supervisor, tcp_ports) => {
-                running();
-                wait.await
+            status = &mut wait => break status,
+            Some(event) = received.recv() => match event {
+                CheckEvent::Ready(ready, why) => set_ready(table, process, ready, why),
+                CheckEvent::Dead(why) => {
+                    if cause == Cause::Exited {
+                        tracing::info!(process = %process.spec.process_name, %why, "the liveness check failed; ending the run");
+                        process.update_unless_stopping(table, |info| {
+                            info.reason = Some("Unhealthy".into());
+                            info.message = Some(format!("liveness check failed: {why}"));
+                        });
+                        cause = Cause::Unhealthy(why);
+                        // The supervisor passes SIGTERM to the tree and SIGKILLs it after the grace.
+                        signal_process(supervisor, Signal::SIGTERM);
+                    }
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() && cause != Cause::DeadlineExceeded => {
+                tracing::info!(process = %process.spec.process_name, "the process reached its max_run_seconds; ending it");
+                cause = Cause::DeadlineExceeded;
+                signal_process(supervisor, Signal::SIGTERM);
             }
         }
     };
@@ -104,25 +184,94 @@ pub(super) async fn monitor(
         },
     };
     // Output written just before the exit is still in the pipes: take it before reporting.
-    let aborts: Vec<_> = readers.iter().map(|reader| reader.abort_handle()).collect();
+    let aborts: Vec<_> = readers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     if tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, futures::future::join_all(readers)).await.is_err() {
-        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        aborts.iter().for_each(AbortHandle::abort);
     }
-    process.update_unless_stopping(&table, |info| {
-        info.status = outcome.status;
-        info.reason = Some(outcome.reason.into());
-        info.message = Some(outcome.message.clone());
-        info.exit_code = Some(outcome.exit_code);
-    });
-    // After the status: a follower that ends sees the process EXITED or FAILED.
-    process.output.finish();
-    exited.send_replace(true);
     drop(lifeline);
+    RunEnd { outcome, cause }
+}
+
+/// Sleeps until the deadline, or for ever without one.
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// RUNNING while ready, STARTING (with why) while not; a stop in progress is left alone.
+fn set_ready(table: &ProcessTable, process: &LocalProcess, ready: bool, why: Option<String>) {
+    process.update_unless_stopping(table, |info| {
+        if ready && info.status == ProcessStatus::Starting {
+            info.status = ProcessStatus::Running;
+            info.reason = None;
+            info.message = None;
+        } else if !ready && matches!(info.status, ProcessStatus::Starting | ProcessStatus::Running) {
+            info.status = ProcessStatus::Starting;
+            info.reason = Some("Unready".into());
+            info.message = why.map(|why| format!("readiness check failed: {why}"));
+        }
+    });
+}
+
+/// Runs the readiness check for the whole run: ready after one pass, not ready after
+/// `failure_threshold` failures in a row; while not ready, a new reason is reported when the
+/// failure changes (a refused connection that becomes a 503).
+async fn readiness(check: HealthCheck, context: CheckContext, events: mpsc::Sender<CheckEvent>) {
+    let mut streak = Streak::new(&check);
+    let mut ready = false;
+    let mut said: Option<String> = None;
+    tokio::time::sleep(health::FIRST_CHECK_DELAY).await;
+    loop {
+        let event = match health::run_check(&check, &context).await {
+            Ok(()) => {
+                streak.record(true);
+                said = None;
+                (!ready).then_some(CheckEvent::Ready(true, None))
+            }
+            Err(why) => {
+                let reached = streak.record(false);
+                let changed = !ready && said.is_some() && said.as_deref() != Some(why.as_str());
+                (reached || changed).then(|| {
+                    said = Some(why.clone());
+                    CheckEvent::Ready(false, Some(why))
+                })
+            }
+        };
+        if let Some(event) = event {
+            ready = matches!(event, CheckEvent::Ready(true, _));
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(check.period()).await;
+    }
+}
+
+/// Runs the liveness check, first one period after the run starts (the time a process gets to
+/// come up); reports once when it fails its threshold.
+async fn liveness(check: HealthCheck, context: CheckContext, events: mpsc::Sender<CheckEvent>) {
+    let mut streak = Streak::new(&check);
+    loop {
+        tokio::time::sleep(check.period()).await;
+        match health::run_check(&check, &context).await {
+            Ok(()) => {
+                streak.record(true);
+            }
+            Err(why) => {
+                if streak.record(false) {
+                    let _ = events.send(CheckEvent::Dead(why)).await;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Resolves once the tree of `root` listens on every port, probing `/proc` on a blocking thread
 /// with a doubling pause.
-async fn ready(root: Pid, ports: Vec<u16>) {
+async fn listening(root: Pid, ports: Vec<u16>) {
     let ports = Arc::new(ports);
     let mut pause = FIRST_PROBE_INTERVAL;
     loop {
