@@ -141,6 +141,8 @@ pub fn validate(kind: Kind, object: &Value) -> Vec<FieldError> {
         Kind::Pod => validate_pod_spec("spec", object.get("spec"), &mut errors),
         Kind::Service => validate_service_spec(object.get("spec"), &mut errors),
         Kind::Deployment => validate_deployment(object, &mut errors),
+        Kind::StatefulSet => validate_stateful_set(object, &mut errors),
+        Kind::Job => validate_job(object, &mut errors),
         Kind::Secret | Kind::ConfigMap => validate_data_keys(object, &mut errors),
         Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
             crate::rbac::validate(kind, object, &mut errors)
@@ -294,15 +296,22 @@ fn validate_service_spec(spec: Option<&Value>, errors: &mut Vec<FieldError>) {
 
 fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
     let spec = object.get("spec");
-    if let Some(replicas) = spec.and_then(|s| s.get("replicas"))
-        && replicas.as_i64().is_none_or(|r| r < 0)
+    check_non_negative("spec.replicas", spec.and_then(|s| s.get("replicas")), errors);
+    check_selector(spec, "deployment", errors);
+    validate_pod_spec("spec.template.spec", spec.and_then(|s| s.pointer("/template/spec")), errors);
+}
+
+/// A count that must be 0 or more, when given.
+fn check_non_negative(field: &str, value: Option<&Value>, errors: &mut Vec<FieldError>) {
+    if let Some(value) = value.filter(|v| !v.is_null())
+        && value.as_i64().is_none_or(|r| r < 0)
     {
-        errors.push(FieldError::invalid(
-            "spec.replicas",
-            replicas.clone(),
-            "must be greater than or equal to 0",
-        ));
+        errors.push(FieldError::invalid(field, value.clone(), "must be greater than or equal to 0"));
     }
+}
+
+/// A workload's `spec.selector`: required, not empty, and matching the template's labels.
+fn check_selector(spec: Option<&Value>, what: &str, errors: &mut Vec<FieldError>) {
     let selector = spec.and_then(|s| s.get("selector"));
     let template_labels = spec.and_then(|s| s.pointer("/template/metadata/labels"));
     match selector {
@@ -313,7 +322,7 @@ fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
                 errors.push(FieldError::invalid(
                     "spec.selector",
                     selector.clone(),
-                    "empty selector is invalid for deployment",
+                    format!("empty selector is invalid for {what}"),
                 ));
             } else if !parsed.matches(template_labels) {
                 errors.push(FieldError::invalid(
@@ -324,6 +333,57 @@ fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
             }
         }
     }
+}
+
+/// The template's restart policy (`Always` when unset, as the API server defaults it before
+/// validating) must be one of `allowed`.
+fn check_template_restart_policy(spec: Option<&Value>, allowed: &[&str], errors: &mut Vec<FieldError>) {
+    let policy = spec.and_then(|s| s.pointer("/template/spec/restartPolicy")).and_then(Value::as_str);
+    let policy = policy.unwrap_or("Always");
+    if !allowed.contains(&policy) {
+        errors.push(FieldError::not_supported("spec.template.spec.restartPolicy", policy, allowed));
+    }
+}
+
+fn validate_stateful_set(object: &Value, errors: &mut Vec<FieldError>) {
+    let spec = object.get("spec");
+    check_non_negative("spec.replicas", spec.and_then(|s| s.get("replicas")), errors);
+    if let Some(policy) = spec.and_then(|s| s.get("podManagementPolicy")).filter(|p| !p.is_null())
+        && !matches!(policy.as_str(), Some("OrderedReady" | "Parallel"))
+    {
+        errors.push(FieldError::not_supported(
+            "spec.podManagementPolicy",
+            policy.clone(),
+            &["OrderedReady", "Parallel"],
+        ));
+    }
+    check_selector(spec, "statefulset", errors);
+    check_template_restart_policy(spec, &["Always"], errors);
+    validate_pod_spec("spec.template.spec", spec.and_then(|s| s.pointer("/template/spec")), errors);
+}
+
+/// A Job: counts not negative, a positive deadline, a template that restarts OnFailure or
+/// Never, and a selector matching the template when the client chose one (`manualSelector`);
+/// otherwise the API server generates it.
+fn validate_job(object: &Value, errors: &mut Vec<FieldError>) {
+    let spec = object.get("spec");
+    for field in ["completions", "parallelism", "backoffLimit"] {
+        check_non_negative(&format!("spec.{field}"), spec.and_then(|s| s.get(field)), errors);
+    }
+    if let Some(deadline) = spec.and_then(|s| s.get("activeDeadlineSeconds")).filter(|d| !d.is_null())
+        && deadline.as_i64().is_none_or(|d| d <= 0)
+    {
+        errors.push(FieldError::invalid(
+            "spec.activeDeadlineSeconds",
+            deadline.clone(),
+            "must be greater than 0",
+        ));
+    }
+    let manual = spec.and_then(|s| s.get("manualSelector")).and_then(Value::as_bool) == Some(true);
+    if manual {
+        check_selector(spec, "job", errors);
+    }
+    check_template_restart_policy(spec, &["OnFailure", "Never"], errors);
     validate_pod_spec("spec.template.spec", spec.and_then(|s| s.pointer("/template/spec")), errors);
 }
 

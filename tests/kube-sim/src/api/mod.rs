@@ -154,7 +154,7 @@ async fn route(context: &RequestContext<'_>, path: &str, body: Incoming) -> Resu
     };
     match segments.as_slice() {
         [] => read_only(Some(
-            json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/apis/rbac.authorization.k8s.io", "/apis/rbac.authorization.k8s.io/v1", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
+            json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/apis/batch", "/apis/batch/v1", "/apis/rbac.authorization.k8s.io", "/apis/rbac.authorization.k8s.io/v1", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
         )),
         ["api"] => read_only(Some(discovery::core_versions(&context.state.settings.server_address))),
         ["apis"] => read_only(Some(discovery::group_list())),

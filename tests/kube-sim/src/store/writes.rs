@@ -156,7 +156,7 @@ impl Prepared {
             for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
                 metadata.remove(field);
             }
-            if matches!(kind, Kind::Pod | Kind::Service | Kind::Deployment) {
+            if matches!(kind, Kind::Pod | Kind::Service | Kind::Deployment | Kind::StatefulSet | Kind::Job) {
                 metadata.insert("generation".into(), json!(1));
             }
         }
@@ -415,6 +415,50 @@ fn immutable_field_error(kind: Kind, old: &Value, new: &Value) -> Option<FieldEr
                     "field is immutable",
                 )
             })
+        }
+        Kind::StatefulSet => {
+            // Everything but these may not change, as the API server says.
+            let fixed = |object: &Value| {
+                let mut spec = object.get("spec").cloned().unwrap_or(json!({}));
+                if let Some(spec) = spec.as_object_mut() {
+                    for field in [
+                        "replicas",
+                        "ordinals",
+                        "template",
+                        "updateStrategy",
+                        "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds",
+                    ] {
+                        spec.remove(field);
+                    }
+                }
+                spec
+            };
+            (fixed(old) != fixed(new)).then(|| {
+                FieldError::forbidden(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                )
+            })
+        }
+        Kind::Job => {
+            let selector = |object: &Value| object.pointer("/spec/selector").cloned();
+            let template = |object: &Value| object.pointer("/spec/template").cloned();
+            if selector(old) != selector(new) {
+                Some(FieldError::invalid(
+                    "spec.selector",
+                    selector(new).unwrap_or(Value::Null),
+                    "field is immutable",
+                ))
+            } else {
+                (template(old) != template(new)).then(|| {
+                    FieldError::invalid(
+                        "spec.template",
+                        template(new).unwrap_or(Value::Null),
+                        "field is immutable",
+                    )
+                })
+            }
         }
         _ => None,
     }
