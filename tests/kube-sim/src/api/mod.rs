@@ -60,7 +60,10 @@ pub struct AppState {
     /// Fault injection.
     pub faults: Arc<Faults>,
     /// Container logs.
-    pub logs: crate::logs::LogStore,
+    pub logs: Arc<crate::logs::LogStore>,
+    /// The simulated kubelet's running containers, which `/_sim/` actions make exit or fail
+    /// their probes.
+    pub kubelet: Arc<crate::controllers::kubelet::Kubelet>,
     /// Settings.
     pub settings: ApiSettings,
 }

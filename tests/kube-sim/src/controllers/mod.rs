@@ -19,7 +19,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub mod job;
+pub mod kubelet;
 pub mod statefulset;
+
+use kubelet::Kubelet;
 
 use crate::meta;
 use crate::resources::Kind;
@@ -30,15 +33,43 @@ use crate::store::{DeleteOptions, EventType, ObjectKey, PodToStart, Store};
 pub struct ControllerSettings {
     /// How long a scheduled pod stays Pending before the kubelet runs it.
     pub pod_start_delay: Duration,
+    /// The first crash-loop back-off of a restarting container (a real kubelet's is 10 s).
+    pub crash_loop_backoff: Duration,
+    /// How long pods stay on a NotReady node before they are evicted (the default
+    /// `tolerationSeconds` of the `not-ready` taint is 300 s on a real cluster).
+    pub not_ready_eviction: Duration,
 }
 
-/// Starts every controller; they run until the runtime stops.
-pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            pod_start_delay: Duration::from_millis(200),
+            crash_loop_backoff: Duration::from_secs(10),
+            not_ready_eviction: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Starts every controller; they run until the runtime stops. Answers the kubelet, which the
+/// `/_sim/` actions drive.
+pub fn spawn_all(
+    store: Arc<Store>,
+    logs: Arc<crate::logs::LogStore>,
+    settings: ControllerSettings,
+) -> Arc<Kubelet> {
     let queues = store.controller_queues();
-    tokio::spawn(kubelet(store.clone(), queues.pending, queues.pods_to_start, settings.pod_start_delay));
+    let containers = Kubelet::new(store.clone(), logs, settings.crash_loop_backoff);
+    tokio::spawn(kubelet(
+        store.clone(),
+        containers.clone(),
+        queues.pending,
+        queues.pods_to_start,
+        settings.pod_start_delay,
+    ));
     tokio::spawn(garbage_collector(store.clone(), queues.deleted_owners));
     tokio::spawn(workload_controllers(store.clone(), store.subscribe()));
     tokio::spawn(event_recorder(store.clone(), store.subscribe()));
+    containers
 }
 
 // === kubelet ===
@@ -47,6 +78,7 @@ pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
 /// the delay is the same for all, so the queue in creation order is also in deadline order.
 async fn kubelet(
     store: Arc<Store>,
+    containers: Arc<Kubelet>,
     pending: Vec<PodToStart>,
     mut created: mpsc::UnboundedReceiver<PodToStart>,
     delay: Duration,
@@ -64,7 +96,7 @@ async fn kubelet(
                 let now = Instant::now();
                 while due.front().is_some_and(|(at, _)| *at <= now) {
                     if let Some((_, pod)) = due.pop_front() {
-                        start_when_configured(&store, pod);
+                        start_when_configured(&store, &containers, pod);
                     }
                 }
             }
@@ -77,13 +109,14 @@ const SECRET_RETRY: Duration = Duration::from_millis(100);
 
 /// Starts a pod now, or, when a Secret its env reads is missing, marks it waiting and keeps
 /// trying in a task of its own.
-fn start_when_configured(store: &Arc<Store>, (key, uid, node): PodToStart) {
-    if try_start(store, &key, &uid, &node) == Attempt::WaitingForSecret {
+fn start_when_configured(store: &Arc<Store>, containers: &Arc<Kubelet>, (key, uid, node): PodToStart) {
+    if try_start(store, containers, &key, &uid, &node) == Attempt::WaitingForSecret {
         let store = store.clone();
+        let containers = containers.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SECRET_RETRY).await;
-                if try_start(&store, &key, &uid, &node) != Attempt::WaitingForSecret {
+                if try_start(&store, &containers, &key, &uid, &node) != Attempt::WaitingForSecret {
                     return;
                 }
             }
@@ -100,7 +133,7 @@ enum Attempt {
     WaitingForSecret,
 }
 
-fn try_start(store: &Store, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
+fn try_start(store: &Store, containers: &Arc<Kubelet>, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
     let Ok(pod) = store.get(Kind::Pod, &key.namespace, &key.name) else { return Attempt::Done };
     if meta::uid(&pod) != uid || pod.pointer("/metadata/deletionTimestamp").is_some() {
         return Attempt::Done;
@@ -112,8 +145,16 @@ fn try_start(store: &Store, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
         return Attempt::WaitingForSecret;
     }
     let Some((pod_ip, host_ip)) = store.pod_addresses(uid, node) else { return Attempt::Done };
-    store
-        .update_by_controller(Kind::Pod, key, uid, true, |pod| start_pod(pod, &pod_ip.to_string(), &host_ip));
+    let started = store.update_by_controller(Kind::Pod, key, uid, true, |pod| {
+        let started = start_pod(pod, &pod_ip.to_string(), &host_ip);
+        if started {
+            containers.apply_readiness(pod);
+        }
+        started
+    });
+    if let Some(pod) = started {
+        containers.watch_deadline(&pod);
+    }
     Attempt::Done
 }
 
