@@ -242,9 +242,14 @@ fn cells(kind: Kind, object: &Value) -> Vec<Value> {
                     .unwrap_or("<none>")
                     .to_string()
             };
+            let ready = crate::controllers::nodes::node_ready(object);
+            let mut status = if ready { "Ready".to_string() } else { "NotReady".to_string() };
+            if object.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+                status.push_str(",SchedulingDisabled");
+            }
             vec![
                 name,
-                json!("Ready"),
+                json!(status),
                 json!("<none>"),
                 json!(age(object)),
                 json!(text(object, "/status/nodeInfo/kubeletVersion")),

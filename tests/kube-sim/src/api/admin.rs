@@ -1,6 +1,6 @@
 //! The `/_sim/` admin endpoints: health, the store's resourceVersion, fault injection,
 //! appending container log lines, restarting a container, a container's exit and probe
-//! results (handed to the simulated kubelet), and counters (`stats`: log follow
+//! results (handed to the simulated kubelet), a node's readiness, and counters (`stats`: log follow
 //! streams open and ever opened, API requests and injected errors).
 
 use std::sync::Arc;
@@ -24,6 +24,14 @@ struct ExitRequest {
     container: Option<String>,
     /// Its exit code.
     exit_code: i64,
+}
+
+/// `POST /_sim/nodes/{name}`: whether the node's kubelet posts a ready status.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRequest {
+    /// The node's Ready condition.
+    ready: bool,
 }
 
 /// A JSON body as `T` (400 when it is not one).
@@ -80,6 +88,12 @@ pub(super) async fn handle(
                 }
                 _ => return Err(ApiError::NoRoute),
             };
+            Ok(json_response(200, &*written))
+        }
+        ("POST", node) if node.starts_with("nodes/") => {
+            let request: NodeRequest = parse_body(read_json(body).await?)?;
+            let written =
+                crate::controllers::nodes::set_ready(&state.store, &node["nodes/".len()..], request.ready)?;
             Ok(json_response(200, &*written))
         }
         ("POST", logs) if logs.starts_with("logs/") => {

@@ -1,13 +1,14 @@
 //! The cluster's moving parts, each one task: the kubelet (starts scheduled pods after a delay,
-//! once the Secrets their env reads exist), the garbage collector (deletes dependents of
-//! deleted owners), the Deployment controller (one pod per replica) and the event recorder (the
-//! core/v1 Events `kubectl describe` shows: Scheduled, FailedScheduling, Pulled, Created,
-//! Started, Killing).
+//! once the Secrets their env reads exist; [`kubelet`] runs their containers after that), the
+//! garbage collector (deletes dependents of deleted owners), the workload controllers
+//! (Deployments, [`statefulset`], [`job`]), the node controller ([`nodes`]: pods on lost or
+//! NotReady nodes) and the event recorder (the core/v1 Events `kubectl describe` shows:
+//! Scheduled, FailedScheduling, Pulled, Created, Started, Killing).
 //!
 //! The kubelet and the garbage collector read queues the store feeds as it writes (every bound
 //! pod, every deleted owner), so a burst never leaves work undone and never makes them scan
-//! every object. The Deployment controller reads the event broadcast and resynchronises its
-//! Deployments when it falls behind; the event recorder, like a real one, is best effort.
+//! every object. The workload controllers read the event broadcast and resynchronise their
+//! objects when they fall behind; the event recorder, like a real one, is best effort.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 pub mod job;
 pub mod kubelet;
+pub mod nodes;
 pub mod statefulset;
 
 use kubelet::Kubelet;
@@ -69,6 +71,7 @@ pub fn spawn_all(
     tokio::spawn(garbage_collector(store.clone(), queues.deleted_owners));
     tokio::spawn(workload_controllers(store.clone(), store.subscribe()));
     tokio::spawn(event_recorder(store.clone(), store.subscribe()));
+    tokio::spawn(nodes::node_controller(store.clone(), store.subscribe(), settings.not_ready_eviction));
     containers
 }
 
