@@ -210,6 +210,11 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
                 }
             }
         }
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            if let Some(value) = container.get(probe).filter(|p| !p.is_null()) {
+                validate_probe(&format!("{prefix}.{probe}"), probe != "readinessProbe", value, errors);
+            }
+        }
         for (env_index, env) in
             container.get("env").and_then(Value::as_array).into_iter().flatten().enumerate()
         {
@@ -226,6 +231,58 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
             policy.clone(),
             &["Always", "Never", "OnFailure"],
         ));
+    }
+}
+
+/// A container probe as the API server checks it: exactly one handler (exec, httpGet,
+/// tcpSocket or grpc), ports in range, counts not negative, and a successThreshold of 1 for
+/// liveness and startup probes.
+fn validate_probe(path: &str, must_succeed_once: bool, probe: &Value, errors: &mut Vec<FieldError>) {
+    let mut handlers = 0;
+    for handler in ["exec", "httpGet", "tcpSocket", "grpc"] {
+        let Some(action) = probe.get(handler).filter(|h| !h.is_null()) else { continue };
+        if handlers > 0 {
+            errors.push(FieldError::forbidden(
+                format!("{path}.{handler}"),
+                "may not specify more than 1 handler type",
+            ));
+            continue;
+        }
+        handlers += 1;
+        if handler == "exec" {
+            continue;
+        }
+        let port_path = format!("{path}.{handler}.port");
+        match action.get("port") {
+            Some(Value::String(name)) if handler != "grpc" => {
+                if let Some(detail) = port_name_error(name) {
+                    errors.push(FieldError::invalid(port_path, name.as_str(), detail));
+                }
+            }
+            port => check_port_number(port_path, port, errors),
+        }
+    }
+    if handlers == 0 {
+        errors.push(FieldError::required(path, "must specify a handler type"));
+    }
+    for field in
+        ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"]
+    {
+        if let Some(value) = probe.get(field).filter(|v| !v.is_null())
+            && value.as_i64().is_none_or(|v| v < 0)
+        {
+            errors.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                value.clone(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if must_succeed_once
+        && let Some(threshold) = probe.get("successThreshold").filter(|v| !v.is_null())
+        && threshold.as_i64() != Some(1)
+    {
+        errors.push(FieldError::invalid(format!("{path}.successThreshold"), threshold.clone(), "must be 1"));
     }
 }
 
@@ -433,6 +490,32 @@ mod tests {
             Kind::Pod,
             json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
             &["metadata.name"],
+        );
+    }
+
+    #[test]
+    fn probes_need_exactly_one_handler() {
+        let pod = |probe: Value| json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "readinessProbe": probe.clone(), "livenessProbe": probe}]}});
+        check(Kind::Pod, pod(json!({"httpGet": {"port": 8000, "path": "/"}, "periodSeconds": 1})), &[]);
+        check(Kind::Pod, pod(json!({"tcpSocket": {"port": "http"}})), &[]);
+        check(
+            Kind::Pod,
+            pod(json!({"periodSeconds": 1})),
+            &["spec.containers[0].livenessProbe", "spec.containers[0].readinessProbe"],
+        );
+        check(
+            Kind::Pod,
+            pod(json!({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}})),
+            &["spec.containers[0].livenessProbe.tcpSocket", "spec.containers[0].readinessProbe.tcpSocket"],
+        );
+        check(
+            Kind::Pod,
+            pod(json!({"httpGet": {"port": 0}, "successThreshold": 2})),
+            &[
+                "spec.containers[0].livenessProbe.httpGet.port",
+                "spec.containers[0].livenessProbe.successThreshold",
+                "spec.containers[0].readinessProbe.httpGet.port",
+            ],
         );
     }
 

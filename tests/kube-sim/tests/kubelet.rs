@@ -193,3 +193,65 @@ async fn job_pods_that_exit_complete_or_fail_the_job() {
     let failed = condition("fails").await;
     assert_eq!((failed.type_.as_str(), failed.reason.as_deref()), ("Failed", Some("BackoffLimitExceeded")));
 }
+
+#[tokio::test]
+async fn probe_results_set_readiness_and_liveness_restarts() {
+    let simulator = Simulator::start(&["--pod-start-delay-ms", "20", "--crash-loop-backoff-ms", "50"]);
+    let client = simulator.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let probe = json!({"httpGet": {"port": 8000, "path": "/healthz"}, "periodSeconds": 1});
+    let probed = pod("probed", "Always", json!({"readinessProbe": probe, "livenessProbe": probe}));
+    let created = pods.create(&PostParams::default(), &probed).await.unwrap();
+    let stored = &created.spec.as_ref().unwrap().containers[0];
+    assert_eq!(stored.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
+    // Ready once started: the simulator runs no probes, a test sets their results.
+    running(&pods, "probed", 0).await;
+
+    let failing = json!({"readiness": false, "message": "HTTP probe failed with statuscode: 503"});
+    let written = simulator.admin(&client, "POST", "pods/default/probed/probes", failing).await;
+    assert_eq!(written["status"]["containerStatuses"][0]["ready"], false, "{written}");
+    let unready = pods.get("probed").await.unwrap();
+    let conditions = unready.status.as_ref().unwrap().conditions.clone().unwrap();
+    for kind in ["Ready", "ContainersReady"] {
+        let condition = conditions.iter().find(|c| c.type_ == kind).unwrap();
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_deref()),
+            ("False", Some("ContainersNotReady"))
+        );
+    }
+    assert_eq!(unready.status.unwrap().phase.as_deref(), Some("Running"));
+    let table = simulator.kubectl_ok(&["get", "pod", "probed"]);
+    assert!(table.contains("0/1") && table.contains("Running"), "{table}");
+    let recorded = events(&client, "probed").await;
+    assert!(
+        recorded.contains(&(
+            "Unhealthy".into(),
+            "Readiness probe failed: HTTP probe failed with statuscode: 503".into()
+        )),
+        "{recorded:?}"
+    );
+    simulator.admin(&client, "POST", "pods/default/probed/probes", json!({"readiness": true})).await;
+    running(&pods, "probed", 0).await;
+
+    let dead = json!({"liveness": false, "message": "HTTP probe failed with statuscode: 500"});
+    let written = simulator.admin(&client, "POST", "pods/default/probed/probes", dead).await;
+    let status = &written["status"]["containerStatuses"][0];
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 137, "{written}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(status["state"]["waiting"]["reason"], "CrashLoopBackOff");
+    running(&pods, "probed", 1).await;
+    let recorded = events(&client, "probed").await;
+    for wanted in [
+        ("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 500"),
+        ("Killing", "Container main failed liveness probe, will be restarted"),
+    ] {
+        assert!(recorded.contains(&(wanted.0.into(), wanted.1.into())), "{wanted:?} in {recorded:?}");
+    }
+
+    // Validated like the API server: exactly one handler.
+    let invalid = pod("invalid", "Always", json!({"readinessProbe": {"periodSeconds": 1}}));
+    let error = pods.create(&PostParams::default(), &invalid).await.unwrap_err();
+    let kube::Error::Api(status) = error else { panic!("{error:?}") };
+    assert_eq!(status.code, 422);
+    assert_eq!(status.details.unwrap().causes[0].field, "spec.containers[0].readinessProbe");
+}
