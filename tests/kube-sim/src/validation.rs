@@ -223,6 +223,15 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
             }
         }
     }
+    if let Some(deadline) = spec.and_then(|s| s.get("activeDeadlineSeconds")).filter(|d| !d.is_null())
+        && deadline.as_i64().is_none_or(|d| !(1..=2_147_483_647).contains(&d))
+    {
+        errors.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            deadline.clone(),
+            "must be between 1 and 2147483647, inclusive",
+        ));
+    }
     if let Some(policy) = spec.and_then(|s| s.get("restartPolicy"))
         && !matches!(policy.as_str(), Some("Always" | "OnFailure" | "Never"))
     {

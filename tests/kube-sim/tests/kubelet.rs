@@ -255,3 +255,35 @@ async fn probe_results_set_readiness_and_liveness_restarts() {
     assert_eq!(status.code, 422);
     assert_eq!(status.details.unwrap().causes[0].field, "spec.containers[0].readinessProbe");
 }
+
+#[tokio::test]
+async fn a_pod_past_its_active_deadline_fails() {
+    let simulator = Simulator::start(&["--pod-start-delay-ms", "20"]);
+    let client = simulator.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut bounded = pod("bounded", "Never", json!({}));
+    bounded.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
+    pods.create(&PostParams::default(), &bounded).await.unwrap();
+    running(&pods, "bounded", 0).await;
+    let failed = eventually("the pod failed", async || {
+        let pod = pods.get("bounded").await.ok()?;
+        let status = pod.status.clone()?;
+        (status.phase.as_deref() == Some("Failed")).then_some(pod)
+    })
+    .await;
+    let status = failed.status.as_ref().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert!(container(&failed).state.unwrap().terminated.is_some());
+    let recorded = events(&client, "bounded").await;
+    assert!(
+        recorded.contains(&(
+            "DeadlineExceeded".into(),
+            "Pod was active on the node longer than the specified deadline".into()
+        )),
+        "{recorded:?}"
+    );
+    let mut invalid = pod("invalid", "Never", json!({}));
+    invalid.spec.as_mut().unwrap().active_deadline_seconds = Some(0);
+    let error = pods.create(&PostParams::default(), &invalid).await.unwrap_err();
+    assert!(matches!(&error, kube::Error::Api(status) if status.code == 422), "{error:?}");
+}
