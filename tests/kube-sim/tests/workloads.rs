@@ -122,12 +122,17 @@ async fn a_stateful_set_keeps_its_one_pod_and_reports_it() {
     );
     assert_eq!(owner.uid, created.metadata.uid.clone().unwrap());
 
-    let status = eventually("the StatefulSet's status", async || {
-        let set = sets.get("web").await.unwrap();
-        let status = set.status?;
-        (status.ready_replicas == Some(1)).then_some(status)
-    })
-    .await;
+    // A watch (kube-runtime's await_condition) sees the status the controller writes.
+    let ready = |set: Option<&StatefulSet>| {
+        set.and_then(|s| s.status.as_ref()).is_some_and(|status| status.ready_replicas == Some(1))
+    };
+    let watched =
+        tokio::time::timeout(WAIT, kube::runtime::wait::await_condition(sets.clone(), "web", ready))
+            .await
+            .expect("the StatefulSet ready in time")
+            .expect("watching the StatefulSet")
+            .expect("the StatefulSet exists");
+    let status = watched.status.unwrap();
     assert_eq!((status.replicas, status.current_replicas, status.available_replicas), (1, Some(1), Some(1)));
 
     // Deleted by someone else: the controller makes `web-0` again, a new pod under the old name.
@@ -331,7 +336,10 @@ async fn deleting_a_job_without_a_policy_orphans_its_pods() {
 
     jobs.create(&PostParams::default(), &job("cascading", "OnFailure", json!({}))).await.unwrap();
     eventually("the pod", async || living_pods(&pods, "job-name=cascading").await.pop()).await;
-    jobs.delete("cascading", &DeleteParams::background()).await.unwrap();
+    // By label, as Hydroplane stops a group: a deletecollection in the background.
+    let selected = ListParams::default().labels("hydroplane/process-id=cascading");
+    let deleted = jobs.delete_collection(&DeleteParams::background(), &selected).await.unwrap();
+    assert_eq!(deleted.left().map(|list| list.items.len()), Some(1));
     eventually("the pod deleted", async || {
         let listed = pods.list(&ListParams::default().labels("job-name=cascading")).await.unwrap();
         listed.items.is_empty().then_some(())
