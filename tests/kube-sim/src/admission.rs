@@ -305,7 +305,7 @@ fn node_is_schedulable(node: &Value, node_selector: &LabelSelector) -> bool {
 
 /// Binds an unbound pod to a node, round-robin among the nodes that fit, or marks it
 /// Unschedulable like the scheduler does when none fits.
-fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
+pub(crate) fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
     let now = meta::now();
     // Only each container's name and image go into its status: the rest is not copied.
     let containers: Vec<(Value, Value)> = pod

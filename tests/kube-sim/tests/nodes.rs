@@ -141,3 +141,26 @@ async fn evictions_cordons_and_drains_move_pods() {
     }
     simulator.kubectl_ok(&["uncordon", &node]);
 }
+
+#[tokio::test]
+async fn a_pod_with_no_node_to_go_to_waits_for_one() {
+    let simulator =
+        Simulator::start(&["--nodes", "1", "--pod-start-delay-ms", "20", "--not-ready-eviction-ms", "100"]);
+    let client = simulator.client().await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    sets.create(&PostParams::default(), &stateful_set("web")).await.unwrap();
+    let (uid, _) = ready_on(&pods, "web-0", None).await;
+    simulator.admin(&client, "POST", "nodes/node-1", json!({"ready": false})).await;
+    // Evicted, and made again with nowhere to run: Pending and Unschedulable.
+    eventually("the replacement unschedulable", async || {
+        let pod = pods.get_opt("web-0").await.ok()??;
+        let conditions = pod.status?.conditions?;
+        let unschedulable = conditions.iter().any(|c| c.reason.as_deref() == Some("Unschedulable"));
+        (pod.metadata.uid.as_deref() != Some(uid.as_str()) && unschedulable).then_some(())
+    })
+    .await;
+    simulator.admin(&client, "POST", "nodes/node-1", json!({"ready": true})).await;
+    let (_, node) = ready_on(&pods, "web-0", Some(&uid)).await;
+    assert_eq!(node, "node-1");
+}

@@ -515,6 +515,13 @@ fn pod_events(event: &crate::store::Event) -> Vec<EventRecord> {
                 .unwrap_or_default(),
         },
         EventType::Modified => {
+            let node =
+                |object: &Value| object.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string);
+            if let (Some(node), Some(None)) = (node(pod), event.previous.as_deref().map(node)) {
+                // Bound later, once a node fit (see nodes.rs).
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                return vec![("Normal", "Scheduled", message, "default-scheduler")];
+            }
             let was_pending = event.previous.as_ref().and_then(|p| phase(p)).as_deref() == Some("Pending");
             if !(was_pending && phase(pod).as_deref() == Some("Running")) {
                 return Vec::new();

@@ -9,6 +9,8 @@
 //!   deleted with an Event TaintManagerEviction `Marking for deletion Pod ns/p` (condition
 //!   DisruptionTarget `DeletionByTaintManager`). The deletion is immediate, as if the node's
 //!   kubelet confirmed it. Ready again: the taints go, with an Event NodeReady.
+//! - A node that becomes Ready and schedulable (or is added) gets the pods the scheduler could
+//!   not place before ([`Store::schedule_unbound_pods`]), as the real scheduler retries them.
 //! - [`evict`] serves the Eviction subresource (`kubectl drain`): the pod is deleted with
 //!   condition DisruptionTarget `EvictionByEvictionAPI`.
 
@@ -55,6 +57,13 @@ pub(super) async fn node_controller(
             EventType::Modified => {
                 let was_ready = event.previous.as_ref().is_none_or(|previous| node_ready(previous));
                 let ready = node_ready(node);
+                let cordoned =
+                    |node: &Value| node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true);
+                let was_open =
+                    was_ready && event.previous.as_ref().is_none_or(|previous| !cordoned(previous));
+                if ready && !cordoned(node) && !was_open {
+                    store.schedule_unbound_pods();
+                }
                 if was_ready && !ready {
                     became_not_ready(&store, node);
                     let store = store.clone();
@@ -81,7 +90,9 @@ pub(super) async fn node_controller(
                     );
                 }
             }
-            EventType::Added => {}
+            EventType::Added => {
+                store.schedule_unbound_pods();
+            }
         }
     }
 }
