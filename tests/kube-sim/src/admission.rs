@@ -80,6 +80,16 @@ pub fn admit_create(
             object["status"] = json!({});
             Ok(())
         }
+        Kind::StatefulSet => {
+            default_stateful_set(object);
+            object["status"] = json!({"replicas": 0, "availableReplicas": 0});
+            Ok(())
+        }
+        Kind::Job => {
+            default_job(object);
+            object["status"] = json!({});
+            Ok(())
+        }
         Kind::Node
         | Kind::ConfigMap
         | Kind::Event
@@ -118,6 +128,14 @@ pub fn admit_update(
             spec.entry("replicas").or_insert(json!(1));
             Ok(())
         }
+        Kind::StatefulSet => {
+            default_stateful_set(new);
+            Ok(())
+        }
+        Kind::Job => {
+            default_job(new);
+            Ok(())
+        }
         Kind::Namespace => {
             if let Some(spec) = old.get("spec") {
                 new["spec"] = spec.clone();
@@ -133,6 +151,58 @@ pub fn admit_update(
         | Kind::ClusterRole
         | Kind::ClusterRoleBinding => Ok(()),
     }
+}
+
+/// The API server's defaults for a StatefulSet.
+fn default_stateful_set(object: &mut Value) {
+    let spec = meta::object_mut(object, "spec");
+    spec.entry("replicas").or_insert(json!(1));
+    spec.entry("podManagementPolicy").or_insert(json!("OrderedReady"));
+    spec.entry("revisionHistoryLimit").or_insert(json!(10));
+    spec.entry("updateStrategy")
+        .or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+    spec.entry("persistentVolumeClaimRetentionPolicy")
+        .or_insert(json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+    default_pod_spec(object.pointer_mut("/spec/template/spec"));
+}
+
+/// The labels the API server puts on a Job's pod template, and so on every pod of the Job.
+pub fn job_labels(name: &str, uid: &str) -> [(&'static str, String); 4] {
+    [
+        ("batch.kubernetes.io/controller-uid", uid.to_string()),
+        ("batch.kubernetes.io/job-name", name.to_string()),
+        ("controller-uid", uid.to_string()),
+        ("job-name", name.to_string()),
+    ]
+}
+
+/// The API server's defaults for a Job, and its generated selector: unless
+/// `spec.manualSelector` is set, the template gets the Job's labels and the selector picks its
+/// UID (a selector sent by a client round-tripping the object is kept).
+fn default_job(object: &mut Value) {
+    let name = meta::name(object).to_string();
+    let uid = meta::uid(object).to_string();
+    let manual = object.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+    let spec = meta::object_mut(object, "spec");
+    spec.entry("completions").or_insert(json!(1));
+    spec.entry("parallelism").or_insert(json!(1));
+    spec.entry("backoffLimit").or_insert(json!(6));
+    spec.entry("completionMode").or_insert(json!("NonIndexed"));
+    spec.entry("suspend").or_insert(json!(false));
+    spec.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
+    if !manual {
+        spec.entry("selector")
+            .or_insert(json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid.clone()}}));
+        let template = spec.entry("template").or_insert_with(|| json!({}));
+        let metadata = meta::metadata_mut(template);
+        let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+        if let Value::Object(labels) = labels {
+            for (key, value) in job_labels(&name, &uid) {
+                labels.insert(key.to_string(), json!(value));
+            }
+        }
+    }
+    default_pod_spec(object.pointer_mut("/spec/template/spec"));
 }
 
 /// Returns a deleted object's addresses to their pools.
@@ -235,7 +305,7 @@ fn node_is_schedulable(node: &Value, node_selector: &LabelSelector) -> bool {
 
 /// Binds an unbound pod to a node, round-robin among the nodes that fit, or marks it
 /// Unschedulable like the scheduler does when none fits.
-fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
+pub(crate) fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) {
     let now = meta::now();
     // Only each container's name and image go into its status: the rest is not copied.
     let containers: Vec<(Value, Value)> = pod

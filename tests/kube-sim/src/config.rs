@@ -54,6 +54,16 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub pod_start_delay_ms: u64,
 
+    /// The first crash-loop back-off of a container that restarts (doubling up to 5 minutes);
+    /// a real kubelet's is 10 s.
+    #[arg(long, default_value_t = 10_000)]
+    pub crash_loop_backoff_ms: u64,
+
+    /// How long pods stay on a NotReady node before they are evicted (a real cluster's default
+    /// toleration of the `not-ready` taint is 300 s).
+    #[arg(long, default_value_t = 1000)]
+    pub not_ready_eviction_ms: u64,
+
     /// How many recent events are kept for watch resumption; older versions get 410 Gone.
     #[arg(long, default_value_t = 10_000)]
     pub history_size: usize,

@@ -22,7 +22,7 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 /// The named API groups served, each at `v1`.
-pub const GROUPS: [&str; 2] = ["apps", crate::rbac::GROUP];
+pub const GROUPS: [&str; 3] = ["apps", "batch", crate::rbac::GROUP];
 
 /// The `/apis` document.
 pub fn group_list() -> Value {
@@ -65,7 +65,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !info.short_names.is_empty() {
             resource["shortNames"] = json!(info.short_names);
         }
-        if matches!(kind, Kind::Pod | Kind::Service | Kind::Deployment) {
+        if matches!(kind, Kind::Pod | Kind::Service | Kind::Deployment | Kind::StatefulSet | Kind::Job) {
             resource["categories"] = json!(["all"]);
         }
         resources.push(resource);
@@ -91,6 +91,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         if kind == Kind::Pod {
             resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+            // kubectl drain finds where to POST evictions from this entry's group and version.
+            resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         }
     }
     let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
@@ -128,15 +130,17 @@ pub fn openapi_v3_index() -> Value {
     json!({"paths": paths})
 }
 
-fn group_versions() -> [(&'static str, (&'static str, &'static str)); 3] {
+fn group_versions() -> [(&'static str, (&'static str, &'static str)); 4] {
     [
         ("api/v1", ("", "v1")),
         ("apis/apps/v1", ("apps", "v1")),
+        ("apis/batch/v1", ("batch", "v1")),
         ("apis/rbac.authorization.k8s.io/v1", (crate::rbac::GROUP, "v1")),
     ]
 }
 
-/// The OpenAPI v3 document for `api/v1`, `apis/apps/v1` or `apis/rbac.authorization.k8s.io/v1`.
+/// The OpenAPI v3 document for `api/v1`, `apis/apps/v1`, `apis/batch/v1` or
+/// `apis/rbac.authorization.k8s.io/v1`.
 pub fn openapi_v3_document(path: &str) -> Option<Value> {
     let (_, (group, version)) = group_versions().into_iter().find(|(key, _)| *key == path)?;
     let mut paths = Map::new();
@@ -196,12 +200,12 @@ mod tests {
                 .any(|p| p["patch"]["x-kubernetes-group-version-kind"]["kind"] == info.kind);
             assert!(patchable, "{} has a PATCH operation", info.kind);
         }
-        assert!(resource_list("batch", "v1").is_none());
-        assert!(group("batch").is_none());
+        assert!(resource_list("batch", "v2").is_none());
+        assert!(group("policy").is_none());
         let groups = group_list();
         let names: Vec<&str> =
             groups["groups"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
-        assert_eq!(names, ["apps", "rbac.authorization.k8s.io"]);
+        assert_eq!(names, ["apps", "batch", "rbac.authorization.k8s.io"]);
         let index = openapi_v3_index();
         assert!(index["paths"]["apis/rbac.authorization.k8s.io/v1"]["serverRelativeURL"].is_string());
     }

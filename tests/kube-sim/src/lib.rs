@@ -10,7 +10,8 @@
 //!     bodies, continue tokens, the verb, delete options);
 //!   - `api/resources.rs`: the handlers of resource paths (each verb, the `status`, `scale` and
 //!     `log` subresources, dry runs, lists and tables);
-//!   - `api/admin.rs`: the `/_sim/` endpoints.
+//!   - `api/admin.rs`: the `/_sim/` endpoints (faults, logs, a container's exit and probe
+//!     results, a node's readiness).
 //!
 //!   [`watch`] streams events; [`discovery`] answers `/api`, `/apis`, `/version` and OpenAPI;
 //!   [`table`] renders kubectl tables; [`logs`] serves `pods/{name}/log` from lines tests append
@@ -27,7 +28,10 @@
 //!
 //!   [`admission`] applies defaults and allocations ([`alloc`]) as objects are written;
 //!   [`validation`] checks them; [`patch`] and [`selector`] implement those API features.
-//! - [`controllers`]: the simulated kubelet, garbage collector and Deployment controller.
+//! - [`controllers`]: the simulated kubelet (`controllers/kubelet.rs`: container exits under
+//!   the restart policy and back-off, probe results, pod deadlines), the garbage collector, the
+//!   Deployment, StatefulSet (`statefulset.rs`) and Job (`job.rs`) controllers, and node loss
+//!   (`nodes.rs`: pod GC, NotReady taints and eviction, the Eviction subresource).
 //! - [`rbac`]: ServiceAccounts, Roles and bindings (stored and checked, not enforced).
 //! - [`auth`]: bearer tokens (and the slot for EKS token review); [`faults`]: fault injection.
 //! - [`tls`] and [`kubeconfig`]: the generated CA and the kubeconfig file.

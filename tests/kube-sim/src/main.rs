@@ -77,9 +77,15 @@ async fn main() -> anyhow::Result<()> {
         watch_buffer: args.watch_buffer,
         max_events: args.max_events,
     });
-    controllers::spawn_all(
+    let logs: Arc<kube_sim::logs::LogStore> = Default::default();
+    let kubelet = controllers::spawn_all(
         store.clone(),
-        ControllerSettings { pod_start_delay: Duration::from_millis(args.pod_start_delay_ms) },
+        logs.clone(),
+        ControllerSettings {
+            pod_start_delay: Duration::from_millis(args.pod_start_delay_ms),
+            crash_loop_backoff: Duration::from_millis(args.crash_loop_backoff_ms),
+            not_ready_eviction: Duration::from_millis(args.not_ready_eviction_ms),
+        },
     );
     let state = Arc::new(AppState {
         store,
@@ -87,7 +93,8 @@ async fn main() -> anyhow::Result<()> {
             .with_namespaced_tokens(&args.namespaced_tokens)
             .with_no_events_tokens(&args.no_events_tokens),
         faults,
-        logs: Default::default(),
+        logs,
+        kubelet,
         settings: ApiSettings {
             bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
             server_address: format!("{host}:{}", address.port()),

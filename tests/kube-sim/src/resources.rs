@@ -25,6 +25,10 @@ pub enum Kind {
     Event,
     /// apps/v1 Deployment.
     Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// batch/v1 Job.
+    Job,
     /// core/v1 ServiceAccount.
     ServiceAccount,
     /// rbac/v1 Role.
@@ -169,10 +173,32 @@ const DEPLOYMENT: ResourceInfo = ResourceInfo {
     has_status: true,
     extra_field_labels: &[],
 };
+const STATEFUL_SET: ResourceInfo = ResourceInfo {
+    kind: "StatefulSet",
+    plural: "statefulsets",
+    singular: "statefulset",
+    group: "apps",
+    version: "v1",
+    namespaced: true,
+    short_names: &["sts"],
+    has_status: true,
+    extra_field_labels: &[],
+};
+const JOB: ResourceInfo = ResourceInfo {
+    kind: "Job",
+    plural: "jobs",
+    singular: "job",
+    group: "batch",
+    version: "v1",
+    namespaced: true,
+    short_names: &[],
+    has_status: true,
+    extra_field_labels: &[],
+};
 
 impl Kind {
     /// Every kind, in discovery order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -181,6 +207,8 @@ impl Kind {
         Kind::ConfigMap,
         Kind::Event,
         Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::Job,
         Kind::ServiceAccount,
         Kind::Role,
         Kind::RoleBinding,
@@ -199,6 +227,8 @@ impl Kind {
             Kind::ConfigMap => &CONFIG_MAP,
             Kind::Event => &EVENT,
             Kind::Deployment => &DEPLOYMENT,
+            Kind::StatefulSet => &STATEFUL_SET,
+            Kind::Job => &JOB,
             Kind::ServiceAccount => &rbac::SERVICE_ACCOUNT,
             Kind::Role => &rbac::ROLE,
             Kind::RoleBinding => &rbac::ROLE_BINDING,
@@ -225,6 +255,7 @@ impl Kind {
         match self.info().group {
             "" => "v1",
             rbac::GROUP => "rbac.authorization.k8s.io/v1",
+            "batch" => "batch/v1",
             _ => "apps/v1",
         }
     }
@@ -242,6 +273,16 @@ impl Kind {
     /// The `kind` of a list of these objects.
     pub fn list_kind(self) -> String {
         format!("{}List", self.info().kind)
+    }
+
+    /// The propagation policy of a delete that names none: batch/v1 Jobs orphan their pods
+    /// (kept for compatibility by the API server, so clients must ask for Background or
+    /// Foreground); every other kind deletes its dependents in the background.
+    pub fn default_propagation(self) -> crate::store::Propagation {
+        match self {
+            Kind::Job => crate::store::Propagation::Orphan,
+            _ => crate::store::Propagation::Background,
+        }
     }
 
     /// Whether `label` may be used in a field selector for this kind.
@@ -267,5 +308,7 @@ mod tests {
         assert_eq!(Kind::from_path("rbac.authorization.k8s.io", "v1", "roles"), Some(Kind::Role));
         assert_eq!(Kind::ClusterRoleBinding.api_version(), "rbac.authorization.k8s.io/v1");
         assert_eq!(Kind::Role.qualified_resource(), "roles.rbac.authorization.k8s.io");
+        assert_eq!(Kind::Job.api_version(), "batch/v1");
+        assert_eq!(Kind::StatefulSet.api_version(), "apps/v1");
     }
 }

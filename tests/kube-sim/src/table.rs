@@ -80,6 +80,23 @@ pub fn columns(kind: Kind) -> Value {
             column("Available", "integer", 0),
             column("Age", "string", 0),
         ],
+        Kind::StatefulSet => vec![
+            column("Name", "string", 0),
+            column("Ready", "string", 0),
+            column("Age", "string", 0),
+            column("Containers", "string", 1),
+            column("Images", "string", 1),
+        ],
+        Kind::Job => vec![
+            column("Name", "string", 0),
+            column("Status", "string", 0),
+            column("Completions", "string", 0),
+            column("Duration", "string", 0),
+            column("Age", "string", 0),
+            column("Containers", "string", 1),
+            column("Images", "string", 1),
+            column("Selector", "string", 1),
+        ],
         Kind::ConfigMap
         | Kind::Event
         | Kind::ServiceAccount
@@ -225,9 +242,14 @@ fn cells(kind: Kind, object: &Value) -> Vec<Value> {
                     .unwrap_or("<none>")
                     .to_string()
             };
+            let ready = crate::controllers::nodes::node_ready(object);
+            let mut status = if ready { "Ready".to_string() } else { "NotReady".to_string() };
+            if object.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+                status.push_str(",SchedulingDisabled");
+            }
             vec![
                 name,
-                json!("Ready"),
+                json!(status),
                 json!("<none>"),
                 json!(age(object)),
                 json!(text(object, "/status/nodeInfo/kubeletVersion")),
@@ -250,6 +272,38 @@ fn cells(kind: Kind, object: &Value) -> Vec<Value> {
                 json!(age(object)),
             ]
         }
+        Kind::StatefulSet => {
+            let number = |pointer: &str| object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
+            let (containers, images) = template_containers(object);
+            vec![
+                name,
+                json!(format!("{}/{}", number("/status/readyReplicas"), number("/spec/replicas"))),
+                json!(age(object)),
+                json!(containers),
+                json!(images),
+            ]
+        }
+        Kind::Job => {
+            let number = |pointer: &str| object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
+            let (containers, images) = template_containers(object);
+            let selector: Vec<String> = object
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            vec![
+                name,
+                json!(job_status(object)),
+                json!(format!("{}/{}", number("/status/succeeded"), number("/spec/completions").max(1))),
+                json!(job_duration(object)),
+                json!(age(object)),
+                json!(containers),
+                json!(images),
+                json!(or_none(selector.join(","))),
+            ]
+        }
         Kind::ConfigMap
         | Kind::Event
         | Kind::ServiceAccount
@@ -258,6 +312,48 @@ fn cells(kind: Kind, object: &Value) -> Vec<Value> {
         | Kind::ClusterRole
         | Kind::ClusterRoleBinding => vec![name, json!(age(object))],
     }
+}
+
+/// A workload template's container names and images, comma-separated, as `-o wide` prints them.
+fn template_containers(object: &Value) -> (String, String) {
+    let containers: Vec<&Value> = object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let field = |key: &str| {
+        containers.iter().map(|c| c[key].as_str().unwrap_or_default()).collect::<Vec<_>>().join(",")
+    };
+    (field("name"), field("image"))
+}
+
+/// The STATUS kubectl prints for a Job: the true terminal condition, else Running.
+pub fn job_status(job: &Value) -> String {
+    if job.pointer("/metadata/deletionTimestamp").is_some() {
+        return "Terminating".to_string();
+    }
+    let conditions = job.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let holds = |kind: &str| conditions.iter().any(|c| c["type"] == kind && c["status"] == "True");
+    if holds("Complete") {
+        "Complete".to_string()
+    } else if holds("Failed") {
+        "Failed".to_string()
+    } else if holds("FailureTarget") {
+        "FailureTarget".to_string()
+    } else if job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+        "Suspended".to_string()
+    } else {
+        "Running".to_string()
+    }
+}
+
+/// How long a Job ran: from its start to its completion, or to now while it runs.
+fn job_duration(job: &Value) -> String {
+    let time = |pointer: &str| -> Option<jiff::Timestamp> { job.pointer(pointer)?.as_str()?.parse().ok() };
+    let Some(start) = time("/status/startTime") else { return String::new() };
+    let end = time("/status/completionTime").unwrap_or_else(jiff::Timestamp::now);
+    human_duration(end.as_second() - start.as_second())
 }
 
 fn row(kind: Kind, object: &Value, include: IncludeObject) -> Value {

@@ -141,6 +141,8 @@ pub fn validate(kind: Kind, object: &Value) -> Vec<FieldError> {
         Kind::Pod => validate_pod_spec("spec", object.get("spec"), &mut errors),
         Kind::Service => validate_service_spec(object.get("spec"), &mut errors),
         Kind::Deployment => validate_deployment(object, &mut errors),
+        Kind::StatefulSet => validate_stateful_set(object, &mut errors),
+        Kind::Job => validate_job(object, &mut errors),
         Kind::Secret | Kind::ConfigMap => validate_data_keys(object, &mut errors),
         Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
             crate::rbac::validate(kind, object, &mut errors)
@@ -208,6 +210,11 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
                 }
             }
         }
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            if let Some(value) = container.get(probe).filter(|p| !p.is_null()) {
+                validate_probe(&format!("{prefix}.{probe}"), probe != "readinessProbe", value, errors);
+            }
+        }
         for (env_index, env) in
             container.get("env").and_then(Value::as_array).into_iter().flatten().enumerate()
         {
@@ -215,6 +222,15 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
                 errors.push(FieldError::required(format!("{prefix}.env[{env_index}].name"), ""));
             }
         }
+    }
+    if let Some(deadline) = spec.and_then(|s| s.get("activeDeadlineSeconds")).filter(|d| !d.is_null())
+        && deadline.as_i64().is_none_or(|d| !(1..=2_147_483_647).contains(&d))
+    {
+        errors.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            deadline.clone(),
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
     if let Some(policy) = spec.and_then(|s| s.get("restartPolicy"))
         && !matches!(policy.as_str(), Some("Always" | "OnFailure" | "Never"))
@@ -224,6 +240,58 @@ pub fn validate_pod_spec(path: &str, spec: Option<&Value>, errors: &mut Vec<Fiel
             policy.clone(),
             &["Always", "Never", "OnFailure"],
         ));
+    }
+}
+
+/// A container probe as the API server checks it: exactly one handler (exec, httpGet,
+/// tcpSocket or grpc), ports in range, counts not negative, and a successThreshold of 1 for
+/// liveness and startup probes.
+fn validate_probe(path: &str, must_succeed_once: bool, probe: &Value, errors: &mut Vec<FieldError>) {
+    let mut handlers = 0;
+    for handler in ["exec", "httpGet", "tcpSocket", "grpc"] {
+        let Some(action) = probe.get(handler).filter(|h| !h.is_null()) else { continue };
+        if handlers > 0 {
+            errors.push(FieldError::forbidden(
+                format!("{path}.{handler}"),
+                "may not specify more than 1 handler type",
+            ));
+            continue;
+        }
+        handlers += 1;
+        if handler == "exec" {
+            continue;
+        }
+        let port_path = format!("{path}.{handler}.port");
+        match action.get("port") {
+            Some(Value::String(name)) if handler != "grpc" => {
+                if let Some(detail) = port_name_error(name) {
+                    errors.push(FieldError::invalid(port_path, name.as_str(), detail));
+                }
+            }
+            port => check_port_number(port_path, port, errors),
+        }
+    }
+    if handlers == 0 {
+        errors.push(FieldError::required(path, "must specify a handler type"));
+    }
+    for field in
+        ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"]
+    {
+        if let Some(value) = probe.get(field).filter(|v| !v.is_null())
+            && value.as_i64().is_none_or(|v| v < 0)
+        {
+            errors.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                value.clone(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if must_succeed_once
+        && let Some(threshold) = probe.get("successThreshold").filter(|v| !v.is_null())
+        && threshold.as_i64() != Some(1)
+    {
+        errors.push(FieldError::invalid(format!("{path}.successThreshold"), threshold.clone(), "must be 1"));
     }
 }
 
@@ -294,15 +362,22 @@ fn validate_service_spec(spec: Option<&Value>, errors: &mut Vec<FieldError>) {
 
 fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
     let spec = object.get("spec");
-    if let Some(replicas) = spec.and_then(|s| s.get("replicas"))
-        && replicas.as_i64().is_none_or(|r| r < 0)
+    check_non_negative("spec.replicas", spec.and_then(|s| s.get("replicas")), errors);
+    check_selector(spec, "deployment", errors);
+    validate_pod_spec("spec.template.spec", spec.and_then(|s| s.pointer("/template/spec")), errors);
+}
+
+/// A count that must be 0 or more, when given.
+fn check_non_negative(field: &str, value: Option<&Value>, errors: &mut Vec<FieldError>) {
+    if let Some(value) = value.filter(|v| !v.is_null())
+        && value.as_i64().is_none_or(|r| r < 0)
     {
-        errors.push(FieldError::invalid(
-            "spec.replicas",
-            replicas.clone(),
-            "must be greater than or equal to 0",
-        ));
+        errors.push(FieldError::invalid(field, value.clone(), "must be greater than or equal to 0"));
     }
+}
+
+/// A workload's `spec.selector`: required, not empty, and matching the template's labels.
+fn check_selector(spec: Option<&Value>, what: &str, errors: &mut Vec<FieldError>) {
     let selector = spec.and_then(|s| s.get("selector"));
     let template_labels = spec.and_then(|s| s.pointer("/template/metadata/labels"));
     match selector {
@@ -313,7 +388,7 @@ fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
                 errors.push(FieldError::invalid(
                     "spec.selector",
                     selector.clone(),
-                    "empty selector is invalid for deployment",
+                    format!("empty selector is invalid for {what}"),
                 ));
             } else if !parsed.matches(template_labels) {
                 errors.push(FieldError::invalid(
@@ -324,6 +399,57 @@ fn validate_deployment(object: &Value, errors: &mut Vec<FieldError>) {
             }
         }
     }
+}
+
+/// The template's restart policy (`Always` when unset, as the API server defaults it before
+/// validating) must be one of `allowed`.
+fn check_template_restart_policy(spec: Option<&Value>, allowed: &[&str], errors: &mut Vec<FieldError>) {
+    let policy = spec.and_then(|s| s.pointer("/template/spec/restartPolicy")).and_then(Value::as_str);
+    let policy = policy.unwrap_or("Always");
+    if !allowed.contains(&policy) {
+        errors.push(FieldError::not_supported("spec.template.spec.restartPolicy", policy, allowed));
+    }
+}
+
+fn validate_stateful_set(object: &Value, errors: &mut Vec<FieldError>) {
+    let spec = object.get("spec");
+    check_non_negative("spec.replicas", spec.and_then(|s| s.get("replicas")), errors);
+    if let Some(policy) = spec.and_then(|s| s.get("podManagementPolicy")).filter(|p| !p.is_null())
+        && !matches!(policy.as_str(), Some("OrderedReady" | "Parallel"))
+    {
+        errors.push(FieldError::not_supported(
+            "spec.podManagementPolicy",
+            policy.clone(),
+            &["OrderedReady", "Parallel"],
+        ));
+    }
+    check_selector(spec, "statefulset", errors);
+    check_template_restart_policy(spec, &["Always"], errors);
+    validate_pod_spec("spec.template.spec", spec.and_then(|s| s.pointer("/template/spec")), errors);
+}
+
+/// A Job: counts not negative, a positive deadline, a template that restarts OnFailure or
+/// Never, and a selector matching the template when the client chose one (`manualSelector`);
+/// otherwise the API server generates it.
+fn validate_job(object: &Value, errors: &mut Vec<FieldError>) {
+    let spec = object.get("spec");
+    for field in ["completions", "parallelism", "backoffLimit"] {
+        check_non_negative(&format!("spec.{field}"), spec.and_then(|s| s.get(field)), errors);
+    }
+    if let Some(deadline) = spec.and_then(|s| s.get("activeDeadlineSeconds")).filter(|d| !d.is_null())
+        && deadline.as_i64().is_none_or(|d| d <= 0)
+    {
+        errors.push(FieldError::invalid(
+            "spec.activeDeadlineSeconds",
+            deadline.clone(),
+            "must be greater than 0",
+        ));
+    }
+    let manual = spec.and_then(|s| s.get("manualSelector")).and_then(Value::as_bool) == Some(true);
+    if manual {
+        check_selector(spec, "job", errors);
+    }
+    check_template_restart_policy(spec, &["OnFailure", "Never"], errors);
     validate_pod_spec("spec.template.spec", spec.and_then(|s| s.pointer("/template/spec")), errors);
 }
 
@@ -373,6 +499,32 @@ mod tests {
             Kind::Pod,
             json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
             &["metadata.name"],
+        );
+    }
+
+    #[test]
+    fn probes_need_exactly_one_handler() {
+        let pod = |probe: Value| json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "readinessProbe": probe.clone(), "livenessProbe": probe}]}});
+        check(Kind::Pod, pod(json!({"httpGet": {"port": 8000, "path": "/"}, "periodSeconds": 1})), &[]);
+        check(Kind::Pod, pod(json!({"tcpSocket": {"port": "http"}})), &[]);
+        check(
+            Kind::Pod,
+            pod(json!({"periodSeconds": 1})),
+            &["spec.containers[0].livenessProbe", "spec.containers[0].readinessProbe"],
+        );
+        check(
+            Kind::Pod,
+            pod(json!({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}})),
+            &["spec.containers[0].livenessProbe.tcpSocket", "spec.containers[0].readinessProbe.tcpSocket"],
+        );
+        check(
+            Kind::Pod,
+            pod(json!({"httpGet": {"port": 0}, "successThreshold": 2})),
+            &[
+                "spec.containers[0].livenessProbe.httpGet.port",
+                "spec.containers[0].livenessProbe.successThreshold",
+                "spec.containers[0].readinessProbe.httpGet.port",
+            ],
         );
     }
 

@@ -288,16 +288,23 @@ mod tests {
     /// A simulator's state with no tokens, no faults and no controllers.
     fn state() -> Arc<AppState> {
         let (refuse, _) = mpsc::unbounded_channel();
+        let store = crate::store::Store::new(&crate::store::StoreSettings {
+            nodes: 1,
+            history_limit: 10,
+            watch_buffer: 64,
+            max_events: 0,
+        });
+        let logs: Arc<crate::logs::LogStore> = Default::default();
         Arc::new(AppState {
-            store: crate::store::Store::new(&crate::store::StoreSettings {
-                nodes: 1,
-                history_limit: 10,
-                watch_buffer: 64,
-                max_events: 0,
-            }),
+            kubelet: crate::controllers::kubelet::Kubelet::new(
+                store.clone(),
+                logs.clone(),
+                Duration::from_secs(10),
+            ),
+            store,
             auth: crate::auth::Authenticator::new(&[], &[], None),
             faults: Arc::new(crate::faults::Faults::new(Default::default(), refuse)),
-            logs: Default::default(),
+            logs,
             settings: crate::api::ApiSettings {
                 bookmark_interval: Duration::from_secs(3600),
                 server_address: "127.0.0.1:1".into(),

@@ -1,5 +1,6 @@
 //! The `/_sim/` admin endpoints: health, the store's resourceVersion, fault injection,
-//! appending container log lines, restarting a container, and counters (`stats`: log follow
+//! appending container log lines, restarting a container, a container's exit and probe
+//! results (handed to the simulated kubelet), a node's readiness, and counters (`stats`: log follow
 //! streams open and ever opened, API requests and injected errors).
 
 use std::sync::Arc;
@@ -14,6 +15,30 @@ use super::request::read_json;
 use super::{AppState, Body, MAX_BODY_BYTES, json_response, text_response};
 use crate::error::ApiError;
 use crate::faults::FaultRequest;
+
+/// `POST /_sim/pods/{namespace}/{name}/exit`: which container exits, and how.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExitRequest {
+    /// The container (default: the pod's first).
+    container: Option<String>,
+    /// Its exit code.
+    exit_code: i64,
+}
+
+/// `POST /_sim/nodes/{name}`: whether the node's kubelet posts a ready status.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRequest {
+    /// The node's Ready condition.
+    ready: bool,
+}
+
+/// A JSON body as `T` (400 when it is not one).
+fn parse_body<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    let body = if body.is_null() { json!({}) } else { body };
+    serde_json::from_value(body).map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))
+}
 
 /// Serves one `/_sim/{path}` request: no authentication and no injected faults, so tests can
 /// always reach them.
@@ -48,6 +73,28 @@ pub(super) async fn handle(
             };
             let restarts = crate::logs::restart_from_admin(state, &restart["restart/".len()..], exit_code)?;
             Ok(json_response(200, &json!({"restartCount": restarts})))
+        }
+        ("POST", pod) if pod.starts_with("pods/") => {
+            let parts: Vec<&str> = pod.split('/').collect();
+            let body = read_json(body).await?;
+            let written = match parts.as_slice() {
+                ["pods", namespace, name, "exit"] => {
+                    let request: ExitRequest = parse_body(body)?;
+                    state.kubelet.exit(namespace, name, request.container.as_deref(), request.exit_code)?
+                }
+                ["pods", namespace, name, "probes"] => {
+                    let request: crate::controllers::kubelet::ProbeResults = parse_body(body)?;
+                    state.kubelet.set_probes(namespace, name, &request)?
+                }
+                _ => return Err(ApiError::NoRoute),
+            };
+            Ok(json_response(200, &*written))
+        }
+        ("POST", node) if node.starts_with("nodes/") => {
+            let request: NodeRequest = parse_body(read_json(body).await?)?;
+            let written =
+                crate::controllers::nodes::set_ready(&state.store, &node["nodes/".len()..], request.ready)?;
+            Ok(json_response(200, &*written))
         }
         ("POST", logs) if logs.starts_with("logs/") => {
             let collected = Limited::new(body, MAX_BODY_BYTES)

@@ -60,7 +60,10 @@ pub struct AppState {
     /// Fault injection.
     pub faults: Arc<Faults>,
     /// Container logs.
-    pub logs: crate::logs::LogStore,
+    pub logs: Arc<crate::logs::LogStore>,
+    /// The simulated kubelet's running containers, which `/_sim/` actions make exit or fail
+    /// their probes.
+    pub kubelet: Arc<crate::controllers::kubelet::Kubelet>,
     /// Settings.
     pub settings: ApiSettings,
 }
@@ -154,7 +157,7 @@ async fn route(context: &RequestContext<'_>, path: &str, body: Incoming) -> Resu
     };
     match segments.as_slice() {
         [] => read_only(Some(
-            json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/apis/rbac.authorization.k8s.io", "/apis/rbac.authorization.k8s.io/v1", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
+            json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/apis/batch", "/apis/batch/v1", "/apis/rbac.authorization.k8s.io", "/apis/rbac.authorization.k8s.io/v1", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
         )),
         ["api"] => read_only(Some(discovery::core_versions(&context.state.settings.server_address))),
         ["apis"] => read_only(Some(discovery::group_list())),

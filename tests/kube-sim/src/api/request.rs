@@ -218,10 +218,10 @@ pub(super) fn delete_options(query: &Query, body: &Value) -> Result<DeleteOption
         .and_then(Value::as_bool)
         .or_else(|| query.get("orphanDependents").map(|v| v == "true"));
     let propagation = match (policy.as_deref(), orphan) {
-        (Some("Foreground"), _) => Propagation::Foreground,
-        (Some("Background"), _) => Propagation::Background,
-        (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
-        (None, _) => Propagation::Background,
+        (Some("Foreground"), _) => Some(Propagation::Foreground),
+        (Some("Background"), _) => Some(Propagation::Background),
+        (Some("Orphan"), _) | (None, Some(true)) => Some(Propagation::Orphan),
+        (None, _) => None,
         (Some(other), _) => {
             return Err(ApiError::BadRequest(format!(
                 "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
@@ -298,10 +298,11 @@ mod tests {
     #[test]
     fn delete_options_come_from_body_or_query() {
         let query = Query::parse(Some("propagationPolicy=Orphan"));
-        assert_eq!(delete_options(&query, &Value::Null).unwrap().propagation, Propagation::Orphan);
+        assert_eq!(delete_options(&query, &Value::Null).unwrap().propagation, Some(Propagation::Orphan));
+        assert_eq!(delete_options(&Query::parse(None), &Value::Null).unwrap().propagation, None);
         let body = json!({"propagationPolicy": "Foreground", "preconditions": {"uid": "u"}});
         let options = delete_options(&Query::default(), &body).unwrap();
-        assert_eq!(options.propagation, Propagation::Foreground);
+        assert_eq!(options.propagation, Some(Propagation::Foreground));
         assert_eq!(options.uid.as_deref(), Some("u"));
         assert!(delete_options(&Query::parse(Some("propagationPolicy=Sideways")), &Value::Null).is_err());
     }

@@ -87,6 +87,9 @@ pub(super) async fn handle(
         _ => (false, rest),
     };
     let target = parse_target(group, version, rest)?;
+    if target.kind == Kind::Pod && target.subresource.as_deref() == Some("eviction") {
+        return eviction(context, &target, body).await;
+    }
     let watch = legacy_watch || context.query.is_true("watch");
     let verb = verb_for(context.method, &target, watch)?;
     let kind = target.kind;
@@ -257,6 +260,31 @@ pub(super) async fn handle(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// `POST pods/{name}/eviction` with a policy/v1 Eviction, as `kubectl drain` sends: the pod is
+/// deleted with the Eviction's `deleteOptions` and the answer is a 201 Success Status. The body
+/// is read only when it is JSON: kubectl's typed client sends protobuf, and the name is in the
+/// path anyway.
+async fn eviction(
+    context: &RequestContext<'_>,
+    target: &super::request::Target,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    if context.method != http::Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let namespace = target.namespace.as_deref().ok_or(ApiError::NoRoute)?;
+    let name = target.name.as_deref().ok_or(ApiError::NoRoute)?;
+    auth::authorize(context.identity, "create", Kind::Pod, Some(namespace), name)?;
+    let json_body = context.content_type().split(';').next().is_some_and(|t| t.trim() == "application/json");
+    let eviction = if json_body { read_json(body).await? } else { Value::Null };
+    let options = delete_options(context.query, eviction.get("deleteOptions").unwrap_or(&Value::Null))?;
+    crate::controllers::nodes::evict(&context.state.store, namespace, name, &options)?;
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 /// Runs `operation` on the store, or on a throw-away copy for `dryRun=All`.

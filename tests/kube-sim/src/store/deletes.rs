@@ -28,8 +28,9 @@ pub enum Propagation {
 /// Options of a delete request.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
-    /// The propagation policy.
-    pub propagation: Propagation,
+    /// The propagation policy; `None` takes the kind's default
+    /// ([`Kind::default_propagation`]: Jobs orphan, everything else is background).
+    pub propagation: Option<Propagation>,
     /// `preconditions.uid`.
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
@@ -129,7 +130,7 @@ impl Inner {
             });
         }
         let uid = meta::uid(&current).to_string();
-        match options.propagation {
+        match options.propagation.unwrap_or(kind.default_propagation()) {
             Propagation::Orphan => {
                 for (dependent_kind, dependent_key) in self.dependents.get(&uid).cloned().unwrap_or_default()
                 {
@@ -214,7 +215,11 @@ impl Inner {
         let owners = meta::owner_uids(&object);
         let living: Vec<&String> = owners.iter().filter(|uid| self.by_uid.contains_key(*uid)).collect();
         if living.is_empty() {
-            let _ = self.delete(kind, key, &DeleteOptions::default());
+            // The collector deletes in the background whatever the dependent's kind, as the
+            // real one does: a Job owned by a deleted object takes its pods with it.
+            let background =
+                DeleteOptions { propagation: Some(Propagation::Background), ..Default::default() };
+            let _ = self.delete(kind, key, &background);
         } else if living.len() < owners.len() {
             let living: Vec<String> = living.into_iter().cloned().collect();
             let mut object = (*object).clone();
@@ -254,7 +259,7 @@ mod tests {
                 Kind::Pod,
                 "default",
                 "owner",
-                &DeleteOptions { propagation: Propagation::Foreground, ..Default::default() },
+                &DeleteOptions { propagation: Some(Propagation::Foreground), ..Default::default() },
             )
             .unwrap();
         assert!(store.get(Kind::Service, "default", "dep").is_err());

@@ -116,6 +116,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Binds the pods the scheduler could not place, where a node now fits (one became Ready or
+    /// was uncordoned), as the real scheduler retries them; answers how many were bound.
+    pub fn schedule_unbound_pods(&self) -> usize {
+        let mut inner = self.lock();
+        let unbound: Vec<ObjectKey> = inner
+            .table(Kind::Pod)
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .filter(|(_, e)| {
+                !e.status_owned_by_client
+                    && e.object.pointer("/spec/nodeName").is_none()
+                    && e.object.pointer("/metadata/deletionTimestamp").is_none()
+                    && e.object.pointer("/status/phase") == Some(&json!("Pending"))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut bound = 0;
+        for key in unbound {
+            let Some(current) = inner.entry(Kind::Pod, &key) else { continue };
+            let mut pod = (*current).clone();
+            admission::schedule_pod(&mut pod, &mut inner.admission_context());
+            let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string) else {
+                continue;
+            };
+            let uid = meta::uid(&pod).to_string();
+            if inner.write(Kind::Pod, &key, pod, false).is_ok() {
+                bound += 1;
+                if let Some(queue) = &inner.pods_to_start {
+                    let _ = queue.send((key.clone(), uid, node));
+                }
+            }
+        }
+        bound
+    }
+}
+
 /// A created object with what needs no other object done: its type checked, the metadata the
 /// server owns set, and (when it has a name) validated. The store's part is [`Inner::create`].
 struct Prepared {
@@ -156,7 +193,7 @@ impl Prepared {
             for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
                 metadata.remove(field);
             }
-            if matches!(kind, Kind::Pod | Kind::Service | Kind::Deployment) {
+            if matches!(kind, Kind::Pod | Kind::Service | Kind::Deployment | Kind::StatefulSet | Kind::Job) {
                 metadata.insert("generation".into(), json!(1));
             }
         }
@@ -415,6 +452,50 @@ fn immutable_field_error(kind: Kind, old: &Value, new: &Value) -> Option<FieldEr
                     "field is immutable",
                 )
             })
+        }
+        Kind::StatefulSet => {
+            // Everything but these may not change, as the API server says.
+            let fixed = |object: &Value| {
+                let mut spec = object.get("spec").cloned().unwrap_or(json!({}));
+                if let Some(spec) = spec.as_object_mut() {
+                    for field in [
+                        "replicas",
+                        "ordinals",
+                        "template",
+                        "updateStrategy",
+                        "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds",
+                    ] {
+                        spec.remove(field);
+                    }
+                }
+                spec
+            };
+            (fixed(old) != fixed(new)).then(|| {
+                FieldError::forbidden(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                )
+            })
+        }
+        Kind::Job => {
+            let selector = |object: &Value| object.pointer("/spec/selector").cloned();
+            let template = |object: &Value| object.pointer("/spec/template").cloned();
+            if selector(old) != selector(new) {
+                Some(FieldError::invalid(
+                    "spec.selector",
+                    selector(new).unwrap_or(Value::Null),
+                    "field is immutable",
+                ))
+            } else {
+                (template(old) != template(new)).then(|| {
+                    FieldError::invalid(
+                        "spec.template",
+                        template(new).unwrap_or(Value::Null),
+                        "field is immutable",
+                    )
+                })
+            }
         }
         _ => None,
     }

@@ -1,13 +1,14 @@
 //! The cluster's moving parts, each one task: the kubelet (starts scheduled pods after a delay,
-//! once the Secrets their env reads exist), the garbage collector (deletes dependents of
-//! deleted owners), the Deployment controller (one pod per replica) and the event recorder (the
-//! core/v1 Events `kubectl describe` shows: Scheduled, FailedScheduling, Pulled, Created,
-//! Started, Killing).
+//! once the Secrets their env reads exist; [`kubelet`] runs their containers after that), the
+//! garbage collector (deletes dependents of deleted owners), the workload controllers
+//! (Deployments, [`statefulset`], [`job`]), the node controller ([`nodes`]: pods on lost or
+//! NotReady nodes) and the event recorder (the core/v1 Events `kubectl describe` shows:
+//! Scheduled, FailedScheduling, Pulled, Created, Started, Killing).
 //!
 //! The kubelet and the garbage collector read queues the store feeds as it writes (every bound
 //! pod, every deleted owner), so a burst never leaves work undone and never makes them scan
-//! every object. The Deployment controller reads the event broadcast and resynchronises its
-//! Deployments when it falls behind; the event recorder, like a real one, is best effort.
+//! every object. The workload controllers read the event broadcast and resynchronise their
+//! objects when they fall behind; the event recorder, like a real one, is best effort.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +19,13 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub mod job;
+pub mod kubelet;
+pub mod nodes;
+pub mod statefulset;
+
+use kubelet::Kubelet;
+
 use crate::meta;
 use crate::resources::Kind;
 use crate::store::{DeleteOptions, EventType, ObjectKey, PodToStart, Store};
@@ -27,15 +35,44 @@ use crate::store::{DeleteOptions, EventType, ObjectKey, PodToStart, Store};
 pub struct ControllerSettings {
     /// How long a scheduled pod stays Pending before the kubelet runs it.
     pub pod_start_delay: Duration,
+    /// The first crash-loop back-off of a restarting container (a real kubelet's is 10 s).
+    pub crash_loop_backoff: Duration,
+    /// How long pods stay on a NotReady node before they are evicted (the default
+    /// `tolerationSeconds` of the `not-ready` taint is 300 s on a real cluster).
+    pub not_ready_eviction: Duration,
 }
 
-/// Starts every controller; they run until the runtime stops.
-pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            pod_start_delay: Duration::from_millis(200),
+            crash_loop_backoff: Duration::from_secs(10),
+            not_ready_eviction: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Starts every controller; they run until the runtime stops. Answers the kubelet, which the
+/// `/_sim/` actions drive.
+pub fn spawn_all(
+    store: Arc<Store>,
+    logs: Arc<crate::logs::LogStore>,
+    settings: ControllerSettings,
+) -> Arc<Kubelet> {
     let queues = store.controller_queues();
-    tokio::spawn(kubelet(store.clone(), queues.pending, queues.pods_to_start, settings.pod_start_delay));
+    let containers = Kubelet::new(store.clone(), logs, settings.crash_loop_backoff);
+    tokio::spawn(kubelet(
+        store.clone(),
+        containers.clone(),
+        queues.pending,
+        queues.pods_to_start,
+        settings.pod_start_delay,
+    ));
     tokio::spawn(garbage_collector(store.clone(), queues.deleted_owners));
-    tokio::spawn(deployment_controller(store.clone(), store.subscribe()));
+    tokio::spawn(workload_controllers(store.clone(), store.subscribe()));
     tokio::spawn(event_recorder(store.clone(), store.subscribe()));
+    tokio::spawn(nodes::node_controller(store.clone(), store.subscribe(), settings.not_ready_eviction));
+    containers
 }
 
 // === kubelet ===
@@ -44,6 +81,7 @@ pub fn spawn_all(store: Arc<Store>, settings: ControllerSettings) {
 /// the delay is the same for all, so the queue in creation order is also in deadline order.
 async fn kubelet(
     store: Arc<Store>,
+    containers: Arc<Kubelet>,
     pending: Vec<PodToStart>,
     mut created: mpsc::UnboundedReceiver<PodToStart>,
     delay: Duration,
@@ -61,7 +99,7 @@ async fn kubelet(
                 let now = Instant::now();
                 while due.front().is_some_and(|(at, _)| *at <= now) {
                     if let Some((_, pod)) = due.pop_front() {
-                        start_when_configured(&store, pod);
+                        start_when_configured(&store, &containers, pod);
                     }
                 }
             }
@@ -74,13 +112,14 @@ const SECRET_RETRY: Duration = Duration::from_millis(100);
 
 /// Starts a pod now, or, when a Secret its env reads is missing, marks it waiting and keeps
 /// trying in a task of its own.
-fn start_when_configured(store: &Arc<Store>, (key, uid, node): PodToStart) {
-    if try_start(store, &key, &uid, &node) == Attempt::WaitingForSecret {
+fn start_when_configured(store: &Arc<Store>, containers: &Arc<Kubelet>, (key, uid, node): PodToStart) {
+    if try_start(store, containers, &key, &uid, &node) == Attempt::WaitingForSecret {
         let store = store.clone();
+        let containers = containers.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SECRET_RETRY).await;
-                if try_start(&store, &key, &uid, &node) != Attempt::WaitingForSecret {
+                if try_start(&store, &containers, &key, &uid, &node) != Attempt::WaitingForSecret {
                     return;
                 }
             }
@@ -97,7 +136,7 @@ enum Attempt {
     WaitingForSecret,
 }
 
-fn try_start(store: &Store, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
+fn try_start(store: &Store, containers: &Arc<Kubelet>, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
     let Ok(pod) = store.get(Kind::Pod, &key.namespace, &key.name) else { return Attempt::Done };
     if meta::uid(&pod) != uid || pod.pointer("/metadata/deletionTimestamp").is_some() {
         return Attempt::Done;
@@ -109,8 +148,16 @@ fn try_start(store: &Store, key: &ObjectKey, uid: &str, node: &str) -> Attempt {
         return Attempt::WaitingForSecret;
     }
     let Some((pod_ip, host_ip)) = store.pod_addresses(uid, node) else { return Attempt::Done };
-    store
-        .update_by_controller(Kind::Pod, key, uid, true, |pod| start_pod(pod, &pod_ip.to_string(), &host_ip));
+    let started = store.update_by_controller(Kind::Pod, key, uid, true, |pod| {
+        let started = start_pod(pod, &pod_ip.to_string(), &host_ip);
+        if started {
+            containers.apply_readiness(pod);
+        }
+        started
+    });
+    if let Some(pod) = started {
+        containers.watch_deadline(&pod);
+    }
     Attempt::Done
 }
 
@@ -235,41 +282,91 @@ async fn garbage_collector(store: Arc<Store>, mut deleted_owners: mpsc::Unbounde
     }
 }
 
-// === deployment controller ===
+// === workload controllers ===
 
-async fn deployment_controller(store: Arc<Store>, mut events: broadcast::Receiver<Arc<crate::store::Event>>) {
+/// What the workload controllers look at again: a Deployment, StatefulSet or Job by name.
+type WorkloadKey = (Kind, String, String);
+
+/// The Deployment, StatefulSet and Job controllers, in one task reading the event broadcast:
+/// a change to one of these objects, or to a pod one of them controls, reconciles it; falling
+/// behind resynchronises every one. Job deadlines come back through a timer queue.
+async fn workload_controllers(store: Arc<Store>, mut events: broadcast::Receiver<Arc<crate::store::Event>>) {
+    let (deadline_sender, mut deadlines) = mpsc::unbounded_channel::<(WorkloadKey, String)>();
+    // The Jobs (by UID) with a deadline timer running, so that every change to a Job does not
+    // start another; a timer that fires leaves the set, and the reconcile sets the next.
+    let mut timed_jobs: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
-        match events.recv().await {
-            Ok(event) => {
-                let target = match event.kind {
-                    Kind::Deployment => Some(meta::name(&event.object).to_string()),
-                    Kind::Pod => event
-                        .object
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .and_then(|refs| {
-                            refs.iter().find(|r| r["kind"] == "Deployment" && r["controller"] == true)
-                        })
-                        .and_then(|r| r["name"].as_str())
-                        .map(str::to_string),
-                    _ => None,
-                };
-                if let Some(name) = target {
-                    reconcile_deployment(&store, &event.namespace, &name);
+        let targets: Vec<WorkloadKey> = tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => workload_targets(&store, &event),
+                Err(RecvError::Lagged(_)) => {
+                    let mut all = Vec::new();
+                    for kind in [Kind::Deployment, Kind::StatefulSet, Kind::Job] {
+                        for object in store.list(kind, None, &Default::default(), None, None, 0).items {
+                            let namespace = meta::meta_str(&object, "namespace").to_string();
+                            all.push((kind, namespace, meta::name(&object).to_string()));
+                        }
+                    }
+                    all
                 }
+                Err(RecvError::Closed) => return,
+            },
+            Some((key, uid)) = deadlines.recv() => {
+                timed_jobs.remove(&uid);
+                vec![key]
             }
-            Err(RecvError::Lagged(_)) => {
-                let all = store.list(Kind::Deployment, None, &Default::default(), None, None, 0);
-                for deployment in all.items {
-                    reconcile_deployment(
-                        &store,
-                        meta::meta_str(&deployment, "namespace"),
-                        meta::name(&deployment),
-                    );
+        };
+        for (kind, namespace, name) in targets {
+            match kind {
+                Kind::Deployment => reconcile_deployment(&store, &namespace, &name),
+                Kind::StatefulSet => statefulset::reconcile(&store, &namespace, &name),
+                Kind::Job => {
+                    let Some(left) = job::reconcile(&store, &namespace, &name) else { continue };
+                    let Ok(object) = store.get(Kind::Job, &namespace, &name) else { continue };
+                    let uid = meta::uid(&object).to_string();
+                    if timed_jobs.insert(uid.clone()) {
+                        let sender = deadline_sender.clone();
+                        tokio::spawn(async move {
+                            // A little past the deadline, since startTime has whole seconds.
+                            tokio::time::sleep(left + Duration::from_millis(10)).await;
+                            let _ = sender.send(((Kind::Job, namespace, name), uid));
+                        });
+                    }
                 }
+                _ => {}
             }
-            Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// The workloads an event concerns: the object itself, or the controller of a pod. A Job's
+/// pod whose Job is gone is released on the way (see [`job::release_orphan`]).
+fn workload_targets(store: &Store, event: &crate::store::Event) -> Vec<WorkloadKey> {
+    let object = &event.object;
+    match event.kind {
+        Kind::Deployment | Kind::StatefulSet | Kind::Job => {
+            vec![(event.kind, event.namespace.clone(), meta::name(object).to_string())]
+        }
+        Kind::Pod => {
+            if event.event_type != EventType::Deleted {
+                job::release_orphan(store, object);
+            }
+            object
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .and_then(|r| {
+                    let kind = match r["kind"].as_str()? {
+                        "Deployment" => Kind::Deployment,
+                        "StatefulSet" => Kind::StatefulSet,
+                        "Job" => Kind::Job,
+                        _ => return None,
+                    };
+                    Some(vec![(kind, event.namespace.clone(), r["name"].as_str()?.to_string())])
+                })
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -285,7 +382,8 @@ pub fn template_hash(template: &Value) -> String {
     text
 }
 
-fn is_ready(pod: &Value) -> bool {
+/// Whether a pod's Ready condition is True.
+pub(crate) fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
@@ -417,6 +515,13 @@ fn pod_events(event: &crate::store::Event) -> Vec<EventRecord> {
                 .unwrap_or_default(),
         },
         EventType::Modified => {
+            let node =
+                |object: &Value| object.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string);
+            if let (Some(node), Some(None)) = (node(pod), event.previous.as_deref().map(node)) {
+                // Bound later, once a node fit (see nodes.rs).
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                return vec![("Normal", "Scheduled", message, "default-scheduler")];
+            }
             let was_pending = event.previous.as_ref().and_then(|p| phase(p)).as_deref() == Some("Pending");
             if !(was_pending && phase(pod).as_deref() == Some("Running")) {
                 return Vec::new();
@@ -454,22 +559,60 @@ fn pod_events(event: &crate::store::Event) -> Vec<EventRecord> {
 }
 
 fn event_object(pod: &Value, event_type: &str, reason: &str, message: &str, component: &str) -> Value {
+    object_event(Kind::Pod, pod, event_type, reason, message, component)
+}
+
+/// Records a core/v1 Event about `object` (best effort, as on real clusters). Events about
+/// cluster-scoped objects (nodes) go to the `default` namespace, as a real node controller
+/// and kubelet put them.
+pub(crate) fn record_event(
+    store: &Store,
+    kind: Kind,
+    object: &Value,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let namespace = match meta::meta_str(object, "namespace") {
+        "" => "default",
+        namespace => namespace,
+    };
+    let record = object_event(kind, object, event_type, reason, message, component);
+    let _ = store.create(Kind::Event, namespace, record);
+}
+
+/// The Event object about `object` of `kind`.
+fn object_event(
+    kind: Kind,
+    object: &Value,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) -> Value {
     let now = meta::now();
-    let host = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+    let host = object.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
     let mut source = json!({"component": component});
     if component == "kubelet" {
         source["host"] = json!(host);
     }
+    let mut involved = json!({
+        "kind": kind.info().kind,
+        "apiVersion": kind.api_version(),
+        "name": meta::name(object),
+        "uid": meta::uid(object),
+        "resourceVersion": meta::meta_str(object, "resourceVersion"),
+    });
+    if kind.info().namespaced {
+        involved["namespace"] = json!(meta::meta_str(object, "namespace"));
+    } else {
+        // A node's Events name it by its name, as the node controller records them.
+        involved["uid"] = json!(meta::name(object));
+    }
     json!({
-        "metadata": {"name": format!("{}.{:016x}", meta::name(pod), fastrand::u64(..))},
-        "involvedObject": {
-            "kind": "Pod",
-            "apiVersion": "v1",
-            "namespace": meta::meta_str(pod, "namespace"),
-            "name": meta::name(pod),
-            "uid": meta::uid(pod),
-            "resourceVersion": meta::meta_str(pod, "resourceVersion"),
-        },
+        "metadata": {"name": format!("{}.{:016x}", meta::name(object), fastrand::u64(..))},
+        "involvedObject": involved,
         "reason": reason,
         "message": message,
         "source": source,
