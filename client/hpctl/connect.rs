@@ -242,8 +242,11 @@ impl Plan {
         if let Some(unreachable) = Unreachable::from_status(self.options.target(), &status) {
             return self.unreachable(&unreachable);
         }
-        let hint = (status.code() == tonic::Code::Unauthenticated && !self.options.has_token())
-            .then_some(TOKEN_HINT);
+        // A server that already says how to give a token (ours does) gets no second hint.
+        let hint = (status.code() == tonic::Code::Unauthenticated
+            && !self.options.has_token()
+            && !status.message().contains("--token"))
+        .then_some(TOKEN_HINT);
         CliError::Server { status, hint }
     }
 

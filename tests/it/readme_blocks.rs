@@ -257,3 +257,43 @@ fn the_kubernetes_quickstart_works_pasted_whole_against_the_simulator() {
     assert!(ran.stdout.contains("\"process_name\": \"nginx\""), "{}", ran.stdout);
     assert!(ran.stdout.contains("\"nginx\""), "{}", ran.stdout);
 }
+
+#[test]
+fn token_create_help_names_the_scopes_as_the_readme_does() {
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).expect("read README.md");
+    assert!(readme.contains("`read` (List, Watch, Describe, reflection), `write` (Start, Stop)"));
+    let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["token", "create", "--help"])
+        .output()
+        .expect("run hydroplane token create --help");
+    let help = String::from_utf8_lossy(&output.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("read (List, Watch, Describe, reflection), write (Start, Stop)"), "{help}");
+}
+
+#[test]
+fn a_server_that_needs_a_token_says_how_to_give_one_once() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let tokens_file = directory.path().join("tokens.yml");
+    common::create_token(&tokens_file, "someone", "read", None);
+    let server = common::Server::start_with_args(&["--tokens-file", tokens_file.to_str().expect("utf-8")]);
+    let output = common::hpctl(&server, &["list"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: this server needs a token: "), "{stderr}");
+    assert_eq!(stderr.matches("--token").count(), 1, "one hint: {stderr}");
+}
+
+#[test]
+fn the_files_the_readme_has_people_make_in_the_checkout_are_ignored() {
+    let names =
+        ["kube.yml", "eks.yml", "creds.json", "tokens.yml", "tokens.yml.lock", "ca.pem", "ca-key.pem"];
+    let output = Command::new("git")
+        .args(["check-ignore", "--no-index"])
+        .args(names.iter().chain(&["server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem"]))
+        .current_dir(common::repo_root())
+        .output()
+        .expect("run git check-ignore");
+    let ignored = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(ignored.lines().count(), names.len() + 4, "ignored: {ignored}");
+}
