@@ -22,6 +22,7 @@ mod hpctl_logs;
 mod hpctl_output;
 mod hpctl_ready;
 mod kube_faults;
+mod kube_history;
 mod kube_logs;
 mod kube_repair;
 mod kube_runtime;
