@@ -5,8 +5,9 @@
 //! options (a plain, TLS (`https://`, optionally with a client certificate) or Unix-socket
 //! (`unix:PATH`) server, a bearer token sent with every call, and `--timeout`) and its errors
 //! into one line with hints that name the flags. Output is JSON on stdout (one object per line
-//! for `watch`); errors are one clear line on stderr and a non-zero exit code, and never show the
-//! token. The Python hpctl's spellings (`list --group_name`, `stop NAME -g`, `-d/--debug`) are
+//! for `watch`) unless `-o` (`format.rs`), `HPCTL_OUTPUT` or the config file (`config.rs`) asks
+//! for YAML, a table or names; errors are one clear line on stderr and a non-zero exit code, and
+//! never show the token. The Python hpctl's spellings (`list --group_name`, `stop NAME -g`, `-d/--debug`) are
 //! accepted, so that its scripts keep working.
 
 mod config;
@@ -51,7 +52,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Lists processes as a JSON array.
+    /// Lists processes as a JSON array (or as -o says).
     List(list::ListArgs),
     /// Starts a process from a Hydroplane JSON spec and prints it.
     Start(start::StartArgs),
