@@ -1,9 +1,10 @@
 //! The `hydroplane` server: reads its settings, opens the secret store, builds the runtime and
 //! serves `hydroplane.v1.ProcessService` until SIGINT or SIGTERM, then stops every process it
-//! owns and exits 0. `hydroplane token ...` manages the tokens file instead, and
-//! `hydroplane check -c FILE` only validates the settings.
+//! owns and exits 0. `hydroplane token ...` manages the tokens file instead, `hydroplane tls ...`
+//! makes certificates, and `hydroplane check -c FILE` only validates the settings.
 
 mod check_cli;
+mod tls_cli;
 mod token_cli;
 
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ const FILE_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Parser)]
 #[command(name = "hydroplane", version, about)]
 struct Args {
-    /// Manage API tokens, or check the settings, instead of serving.
+    /// Manage API tokens, make TLS certificates, or check the settings, instead of serving.
     #[command(subcommand)]
     command: Option<Command>,
     /// The YAML settings file; without one, the local runtime and no secret store.
@@ -74,6 +75,9 @@ enum Command {
     /// Creates, lists and revokes API tokens.
     #[command(subcommand)]
     Token(token_cli::TokenCommand),
+    /// Makes a CA, and server and client certificates signed by it, for `tls:`.
+    #[command(subcommand)]
+    Tls(tls_cli::TlsCommand),
     /// Loads and validates the settings (-c FILE) without connecting to anything or opening
     /// the secret store; exit 0 when valid, 1 with the error.
     Check,
@@ -90,6 +94,7 @@ fn main() -> std::process::ExitCode {
     match args.command {
         Some(Command::Token(command)) => return token_cli::run(command, args.config.as_deref()),
         Some(Command::Check) => return check_cli::run(args.config.as_deref()),
+        Some(Command::Tls(command)) => return tls_cli::run(command),
         None => {}
     }
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()

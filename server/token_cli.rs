@@ -19,7 +19,8 @@ pub enum TokenCommand {
         /// The token's name, shown in audit lines (lower-case letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: read (List, Watch), write (Start, Stop), logs, admin (all).
+        /// Comma-separated scopes: read (List, Watch, Describe, reflection), write (Start, Stop),
+        /// logs (Logs), admin (everything).
         #[arg(long = "scope", visible_alias = "scopes", value_name = "SCOPES")]
         scope: String,
         /// Comma-separated group patterns the token is limited to (`*` matches any run of

@@ -16,9 +16,10 @@ use hydroplane_client::{
     Target, TlsFailure, TlsFile, TlsSetupProblem, Token, Unreachable, UrlError,
 };
 
+use crate::config::Config;
+
 /// The hint for a server that is not there.
-const SERVER_HINT: &str =
-    "(is `hydroplane` running? choose another server with -s/--server or HYDROPLANE_SERVER)";
+const SERVER_HINT: &str = "(is `hydroplane` running? it may still be starting: `hpctl wait-ready` waits for it; or choose another server with -s/--server or HYDROPLANE_SERVER)";
 
 /// The hint for UNAUTHENTICATED when no token was sent.
 const TOKEN_HINT: &str = "(give a token with --token, HYDROPLANE_TOKEN or HYDROPLANE_TOKEN_FILE)";
@@ -26,16 +27,10 @@ const TOKEN_HINT: &str = "(give a token with --token, HYDROPLANE_TOKEN or HYDROP
 /// The connection flags, shared by every subcommand (`global`, so they go before or after it).
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
-    /// The server: http://HOST:PORT, https://HOST:PORT, HOST:PORT (plain) or unix:PATH.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "HYDROPLANE_SERVER",
-        default_value = hydroplane_client::DEFAULT_SERVER,
-        value_name = "URL"
-    )]
-    pub server: String,
+    /// The server: http://HOST:PORT, https://HOST:PORT, HOST:PORT (plain) or unix:PATH [default:
+    /// the config file's `server`, else http://127.0.0.1:50051].
+    #[arg(short, long, global = true, env = "HYDROPLANE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     /// The bearer token to send with every call.
     // hide_env_values: `--help` would otherwise print the token from the environment;
     // allow_hyphen_values: a token starting with `-` would otherwise be echoed in clap's error.
@@ -119,9 +114,25 @@ fn given(path: &Option<PathBuf>) -> Option<PathBuf> {
 }
 
 impl ConnectArgs {
+    /// Fills in what the flags and variables leave open from hpctl's config file: the server; its
+    /// CA, for an https:// server; the token file, when no token is given otherwise.
+    pub fn apply(&mut self, config: &Config) {
+        if self.server.is_none() {
+            self.server.clone_from(&config.server);
+        }
+        let https = self.server.as_deref().is_some_and(|server| server.starts_with("https://"));
+        if self.ca_cert.is_none() && https {
+            self.ca_cert.clone_from(&config.ca_cert);
+        }
+        if self.token.is_none() && self.token_file.is_none() {
+            self.token_file.clone_from(&config.token_file);
+        }
+    }
+
     /// Checks the flags together, without reading any file or touching the network.
     pub fn plan(&self) -> Result<Plan, CliError> {
-        let mut options = ConnectOptions::new(&self.server).map_err(url_error)?;
+        let server = self.server.as_deref().unwrap_or(hydroplane_client::DEFAULT_SERVER);
+        let mut options = ConnectOptions::new(server).map_err(url_error)?;
         let token = self.token.as_ref().filter(|token| !token.is_empty());
         match (token, given(&self.token_file)) {
             (Some(_), Some(_)) => {
@@ -203,7 +214,23 @@ impl Plan {
 
     /// Reads the token and TLS files and connects.
     pub async fn connect(&self) -> Result<Client, CliError> {
-        Client::connect(self.options.clone()).await.map_err(|error| self.explain_connect(error))
+        self.try_connect().await.map_err(|error| self.explain_connect(error))
+    }
+
+    /// Reads the token and TLS files and connects, with the failure as the client crate tells it
+    /// (for `wait-ready`, which retries what may pass).
+    pub async fn try_connect(&self) -> Result<Client, ConnectError> {
+        Client::connect(self.options.clone()).await
+    }
+
+    /// The server.
+    pub fn target(&self) -> &Target {
+        self.options.target()
+    }
+
+    /// `--timeout`.
+    pub fn timeout(&self) -> &Seconds {
+        &self.timeout
     }
 
     /// Turns a failed call into one line: transport failures read as a failed connection, and
@@ -215,13 +242,16 @@ impl Plan {
         if let Some(unreachable) = Unreachable::from_status(self.options.target(), &status) {
             return self.unreachable(&unreachable);
         }
-        let hint = (status.code() == tonic::Code::Unauthenticated && !self.options.has_token())
-            .then_some(TOKEN_HINT);
+        // A server that already says how to give a token (ours does) gets no second hint.
+        let hint = (status.code() == tonic::Code::Unauthenticated
+            && !self.options.has_token()
+            && !status.message().contains("--token"))
+        .then_some(TOKEN_HINT);
         CliError::Server { status, hint }
     }
 
     /// A failure to check the options or to connect, in hpctl's words.
-    fn explain_connect(&self, error: ConnectError) -> CliError {
+    pub fn explain_connect(&self, error: ConnectError) -> CliError {
         match error {
             ConnectError::CaCertificateWithoutTls(target) => CliError::Setup(format!(
                 "--ca-cert needs an https:// server URL, not {target} (check -s/--server, HYDROPLANE_SERVER and HYDROPLANE_CA_CERT)"
@@ -291,7 +321,7 @@ impl Plan {
         }
     }
 
-    /// What to try when the TLS handshake failed.
+    /// What to try when the TLS handshake failed (the reason already says what is wrong).
     fn tls_hint(&self, failure: TlsFailure) -> String {
         let ca_cert = self.options.has_ca_certificate();
         let identity = self.options.has_client_identity();
@@ -302,12 +332,19 @@ impl Plan {
                     _ => "this host",
                 };
                 format!(
-                    "(the server's certificate is not valid for {domain}: connect by a name or IP address it lists)"
+                    "(connect by a name or IP address it lists, or give the server one that lists {domain}: `hydroplane tls cert create --server --san {domain}`)"
                 )
             }
             TlsFailure::OutOfValidity => {
-                "(the server's certificate is outside its validity period; is this machine's clock right?)"
+                "(give the server a new one: `hydroplane tls cert create --server --force`; is this machine's clock right?)"
                     .to_owned()
+            }
+            TlsFailure::CaCertificate => {
+                "(give the server a certificate signed by a CA, as `hydroplane tls cert create --server` makes, and trust that CA with --ca-cert)"
+                    .to_owned()
+            }
+            TlsFailure::WrongPurpose => {
+                "(give the server a server certificate, as `hydroplane tls cert create --server` makes)".to_owned()
             }
             TlsFailure::Untrusted if ca_cert => {
                 "(does --ca-cert name the CA that signed the server's certificate?)".to_owned()
@@ -317,11 +354,10 @@ impl Plan {
                     .to_owned()
             }
             TlsFailure::ClientCertificate if !identity => {
-                "(the server wants a client certificate: give --client-cert and --client-key)".to_owned()
+                "(give --client-cert and --client-key, signed by the CA the server trusts for clients)".to_owned()
             }
             TlsFailure::ClientCertificate => {
-                "(the server refused --client-cert: is it signed by the CA the server trusts for clients?)"
-                    .to_owned()
+                "(is --client-cert signed by the CA the server trusts for clients, and still valid?)".to_owned()
             }
             TlsFailure::NotTls => {
                 "(does the server use TLS? a server without TLS needs an http:// URL)".to_owned()
@@ -419,7 +455,7 @@ mod tests {
     /// Connection flags with only the server set; tests fill in the rest.
     fn args(server: &str) -> ConnectArgs {
         ConnectArgs {
-            server: server.to_owned(),
+            server: Some(server.to_owned()),
             token: None,
             token_file: None,
             ca_cert: None,
@@ -835,7 +871,7 @@ mod tests {
         assert_eq!(
             error,
             format!(
-                "cannot reach the Hydroplane server at {server}: invalid peer certificate: UnknownIssuer (does --ca-cert name the CA that signed the server's certificate?)"
+                "cannot reach the Hydroplane server at {server}: the server's certificate is not signed by a CA this client trusts (does --ca-cert name the CA that signed the server's certificate?)"
             )
         );
         // A certificate for another name than the one connected to.
@@ -851,7 +887,7 @@ mod tests {
         .unwrap_err();
         assert!(
             error.ends_with(
-                "(the server's certificate is not valid for 127.0.0.1: connect by a name or IP address it lists)"
+                "the server's certificate is not valid for 127.0.0.1 (connect by a name or IP address it lists, or give the server one that lists 127.0.0.1: `hydroplane tls cert create --server --san 127.0.0.1`)"
             ),
             "{error}"
         );
@@ -895,7 +931,7 @@ mod tests {
         assert!(
             error.starts_with(&format!("cannot reach the Hydroplane server at {server}: "))
                 && error.ends_with(
-                    "(the server wants a client certificate: give --client-cert and --client-key)"
+                    "(give --client-cert and --client-key, signed by the CA the server trusts for clients)"
                 ),
             "{error}"
         );

@@ -5,17 +5,21 @@
 //! options (a plain, TLS (`https://`, optionally with a client certificate) or Unix-socket
 //! (`unix:PATH`) server, a bearer token sent with every call, and `--timeout`) and its errors
 //! into one line with hints that name the flags. Output is JSON on stdout (one object per line
-//! for `watch`); errors are one clear line on stderr and a non-zero exit code, and never show the
-//! token. The Python hpctl's spellings (`list --group_name`, `stop NAME -g`, `-d/--debug`) are
+//! for `watch`) unless `-o` (`format.rs`), `HPCTL_OUTPUT` or the config file (`config.rs`) asks
+//! for YAML, a table or names; errors are one clear line on stderr and a non-zero exit code, and
+//! never show the token. The Python hpctl's spellings (`list --group_name`, `stop NAME -g`, `-d/--debug`) are
 //! accepted, so that its scripts keep working.
 
+mod config;
 mod connect;
 mod describe;
+mod format;
 mod list;
 mod logs;
 mod output;
 mod start;
 mod stop;
+mod wait_ready;
 mod watch;
 
 use std::process::ExitCode;
@@ -35,6 +39,11 @@ struct Cli {
     /// (errors are one complete line either way).
     #[arg(short, long, global = true, hide = true)]
     debug: bool,
+    /// How to print: json (the default), yaml, table, wide (the table with labels, image and
+    /// node) or name (names only, one per line) [default: HPCTL_OUTPUT, else the config file's
+    /// `output`, else json].
+    #[arg(short = 'o', long = "output", global = true, env = "HPCTL_OUTPUT", value_name = "FORMAT")]
+    output: Option<format::Format>,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -43,7 +52,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Lists processes as a JSON array.
+    /// Lists processes as a JSON array (or as -o says).
     List(list::ListArgs),
     /// Starts a process from a Hydroplane JSON spec and prints it.
     Start(start::StartArgs),
@@ -56,6 +65,15 @@ enum Command {
     Describe(describe::DescribeArgs),
     /// Prints what a process wrote to stdout and stderr, raw; with -f, follows it.
     Logs(logs::LogsArgs),
+    /// Waits until the server answers its health check with SERVING (at most --timeout seconds),
+    /// retrying while it is not listening yet: for scripts that start `hydroplane &`.
+    WaitReady,
+    /// Prints a completion script for a shell: `source <(hpctl completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The exit code for a stdout that closed (`hpctl list | head -1`): the one a shell reports for
@@ -64,6 +82,10 @@ const STDOUT_CLOSED: u8 = 141;
 
 /// The exit code for wrong flags, as clap's own.
 const USAGE: u8 = 2;
+
+/// The exit code of `start --wait` for a process that did not start: it ended FAILED, or EXITED
+/// with a non-zero code (the process is printed on stdout as usual, the reason on stderr).
+const PROCESS_FAILED: u8 = 3;
 
 /// Parses the flags, runs the subcommand and prints any failure as one line.
 fn main() -> ExitCode {
@@ -81,6 +103,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::StdoutClosed) => ExitCode::from(STDOUT_CLOSED),
+        Err(RunError::ProcessFailed(why)) => {
+            warn(&format!("error: {why}"));
+            ExitCode::from(PROCESS_FAILED)
+        }
         Err(RunError::Call(status)) => {
             // Only reached before a plan exists, which cannot happen: run explains every call.
             warn(&format!("error: {}", status.message()));
@@ -128,7 +154,19 @@ fn one_line(rendered: &str) -> String {
 }
 
 /// Connects and runs the subcommand.
-async fn run(cli: Cli) -> Result<(), RunError> {
+async fn run(mut cli: Cli) -> Result<(), RunError> {
+    if let Command::Completion { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "hpctl", &mut script);
+        return format::print_text(&String::from_utf8_lossy(&script));
+    }
+    let config = match config::path() {
+        Some(path) => config::load(&path)?,
+        None => config::Config::default(),
+    };
+    cli.connection.apply(&config);
+    let output = cli.output.or(config.output).unwrap_or_default();
     // Mistakes in the flags or the spec file are reported before any connection is tried.
     let plan = cli.connection.plan().map_err(anyhow::Error::from)?;
     if let Some(warning) = plan.clear_text_token_warning() {
@@ -141,14 +179,21 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         Command::Watch(args) => Ready::Watch(args),
         Command::Describe(args) => Ready::Describe(args),
         Command::Logs(args) => Ready::Logs(args),
+        Command::Completion { .. } => return Ok(()),
+        Command::WaitReady => {
+            return match wait_ready::run(&plan).await {
+                Err(RunError::Call(status)) => Err(RunError::Other(plan.explain(status).into())),
+                other => other,
+            };
+        }
     };
     let client = plan.connect().await.map_err(anyhow::Error::from)?;
     let result = match command {
-        Ready::List(args) => list::run(&client, args).await,
-        Ready::Start(request) => start::run(&client, *request).await,
-        Ready::Stop(target) => stop::run(&client, target).await,
-        Ready::Watch(args) => watch::run(&client, args).await,
-        Ready::Describe(args) => describe::run(&client, args).await,
+        Ready::List(args) => list::run(&client, args, output).await,
+        Ready::Start(request) => start::run(&client, *request, output).await,
+        Ready::Stop(target) => stop::run(&client, target, output).await,
+        Ready::Watch(args) => watch::run(&client, args, output).await,
+        Ready::Describe(args) => describe::run(&client, args, output).await,
         Ready::Logs(args) => logs::run(&client, args).await,
     };
     match result {

@@ -18,6 +18,9 @@ pub enum RunError {
     Call(tonic::Status),
     /// Whoever read stdout has gone.
     StdoutClosed,
+    /// The process `start --wait` waited for did not start (FAILED, or EXITED with a non-zero
+    /// code); why, in one line. It was printed first.
+    ProcessFailed(String),
     /// Anything else, already in words.
     Other(anyhow::Error),
 }

@@ -5,16 +5,18 @@
 //! value as the user wrote it, rather than as the server sees it after the wire conversion (a
 //! negative `memory_mib` cannot travel as a `uint64`).
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use crate::connect::Seconds;
-use crate::output::{ProcessJson, RunError, print_pretty};
+use crate::format::{Format, header, layout, print_names, print_text, print_yaml, row};
+use crate::output::{ProcessJson, RunError, print_pretty, status_name};
 use anyhow::{Context, bail};
 use hydroplane::app::MAX_WAIT;
 use hydroplane::grpc::convert::spec_to_proto;
 use hydroplane::spec::ProcessSpec;
-use hydroplane_client::{Client, Wait, proto};
+use hydroplane_client::{Client, Resume, Wait, proto};
+use tokio_stream::StreamExt;
 
 /// Arguments of `hpctl start`.
 #[derive(Debug, clap::Args)]
@@ -181,9 +183,24 @@ fn parse_spec(name: &str, text: &str) -> anyhow::Result<ProcessSpec> {
     Ok(spec)
 }
 
-/// Starts and prints the process.
-pub async fn run(client: &Client, request: StartRequest) -> Result<(), RunError> {
-    let response = client.start(request.spec, request.wait).await?;
+/// Starts and prints the process. With `--wait`, a process that ended FAILED (or EXITED with a
+/// non-zero code) is printed too, and then fails the command with [`RunError::ProcessFailed`], so
+/// that a script can tell; while it waits, the process's status changes go to stderr when stderr
+/// is a terminal.
+pub async fn run(client: &Client, request: StartRequest, format: Format) -> Result<(), RunError> {
+    let name = request.spec.process_name.clone();
+    let image = request.spec.container.as_ref().map(|container| container.image_uri.clone());
+    let waits = request.wait != Wait::No;
+    let start = client.start(request.spec, request.wait);
+    let response = if waits && std::io::stderr().is_terminal() {
+        let mut start = std::pin::pin!(start);
+        tokio::select! {
+            response = &mut start => response,
+            () = progress(client, &name) => start.await,
+        }
+    } else {
+        start.await
+    }?;
     let process = response.process.unwrap_or_default();
     if !response.created {
         crate::output::warn(&format!(
@@ -191,7 +208,74 @@ pub async fn run(client: &Client, request: StartRequest) -> Result<(), RunError>
             process.process_name
         ));
     }
-    print_pretty(&ProcessJson::from(process))
+    let failure = waits.then(|| failure(&process)).flatten();
+    print_process(process, image.as_deref(), format)?;
+    match failure {
+        Some(failure) => Err(RunError::ProcessFailed(failure)),
+        None => Ok(()),
+    }
+}
+
+/// Prints one process in `format`; `image` is its spec's, for `wide`.
+pub fn print_process(
+    process: proto::ProcessInfo,
+    image: Option<&str>,
+    format: Format,
+) -> Result<(), RunError> {
+    match format {
+        Format::Json => print_pretty(&ProcessJson::from(process)),
+        Format::Yaml => print_yaml(&ProcessJson::from(process)),
+        Format::Name => print_names([process.process_name.as_str()]),
+        Format::Table | Format::Wide => {
+            let row = row(format, &process, image, jiff::Timestamp::now());
+            print_text(&layout(&header(format, &[]), &[row]))
+        }
+    }
+}
+
+/// Why a process a `--wait` waited for did not start, if it did not: FAILED, or EXITED with a
+/// non-zero code.
+fn failure(process: &proto::ProcessInfo) -> Option<String> {
+    let failed = match process.status() {
+        proto::ProcessStatus::Failed => true,
+        proto::ProcessStatus::Exited => process.exit_code.is_some_and(|code| code != 0),
+        _ => false,
+    };
+    failed.then(|| {
+        let mut line = format!("process `{}` is {}", process.process_name, status_name(process.status()));
+        if let Some(code) = process.exit_code {
+            line.push_str(&format!(" (exit code {code})"));
+        }
+        for detail in [&process.reason, &process.message].into_iter().flatten() {
+            line.push_str(&format!(": {detail}"));
+        }
+        line
+    })
+}
+
+/// Prints the process's status on stderr each time it changes, until the watch ends (then waits
+/// forever: the Start's answer ends the wait). A watch the token may not make shows nothing.
+async fn progress(client: &Client, name: &str) {
+    let request = proto::WatchRequest { process_name: Some(name.to_owned()), ..Default::default() };
+    let mut events = client.watch_with(request, Resume { max_attempts: 0, ..Resume::default() });
+    let mut last = String::new();
+    while let Some(Ok(event)) = events.next().await {
+        if event.r#type() == proto::WatchEventType::Deleted {
+            continue;
+        }
+        let Some(process) = event.process else { continue };
+        let mut line = format!("{}: {}", process.process_name, status_name(process.status()));
+        match (&process.reason, &process.message) {
+            (Some(reason), Some(message)) => line.push_str(&format!(" ({reason}: {message})")),
+            (Some(detail), None) | (None, Some(detail)) => line.push_str(&format!(" ({detail})")),
+            (None, None) => {}
+        }
+        if line != last {
+            crate::output::warn(&line);
+            last = line;
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

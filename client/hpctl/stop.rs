@@ -7,6 +7,7 @@
 use anyhow::anyhow;
 use hydroplane_client::Client;
 
+use crate::format::{Format, layout, print_names, print_text, print_yaml};
 use crate::output::{RunError, print_pretty};
 
 /// Arguments of `hpctl stop`.
@@ -66,11 +67,19 @@ impl StopArgs {
 }
 
 /// Stops and prints.
-pub async fn run(client: &Client, target: Target) -> Result<(), RunError> {
+pub async fn run(client: &Client, target: Target, format: Format) -> Result<(), RunError> {
     let stopped = match target {
         Target::Process(name) => client.stop_process(name).await?,
         Target::Group(group) => client.stop_group(group).await?,
         Target::Selected(selector) => client.stop_selected(selector).await?,
     };
-    print_pretty(&stopped)
+    match format {
+        Format::Json => print_pretty(&stopped),
+        Format::Yaml => print_yaml(&stopped),
+        Format::Name => print_names(stopped.iter().map(String::as_str)),
+        Format::Table | Format::Wide => {
+            let rows: Vec<Vec<String>> = stopped.iter().map(|name| vec![name.clone()]).collect();
+            print_text(&layout(&["NAME".to_owned()], &rows))
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! or, when it cannot (a restarted server has a new history), answers RESET and a fresh snapshot,
 //! which is printed like any event and named on stderr.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -15,6 +16,8 @@ use hydroplane_client::{Client, Notice, Resume, Target, proto};
 use serde::Serialize;
 use tokio_stream::StreamExt;
 
+use crate::format::{Format, header, line, print_names, print_text, print_yaml, row};
+use crate::list::images;
 use crate::output::{ProcessJson, RunError, print_line, stdout_closed, warn};
 
 /// Arguments of `hpctl watch`.
@@ -70,7 +73,7 @@ fn resume_point(after: Option<u64>) -> String {
 
 /// Follows changes until the user interrupts, stdout closes, or (without --reconnect) the server
 /// goes away.
-pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
+pub async fn run(client: &Client, args: WatchArgs, format: Format) -> Result<(), RunError> {
     let request = proto::WatchRequest {
         group: args.group,
         process_name: args.process_name,
@@ -96,6 +99,8 @@ pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
     };
     let mut last_revision = args.since;
     let mut received = false;
+    let mut table_started = false;
+    let mut images = Images::default();
     let mut stdout_closed = std::pin::pin!(stdout_closed());
     loop {
         let event = tokio::select! {
@@ -127,13 +132,68 @@ pub async fn run(client: &Client, args: WatchArgs) -> Result<(), RunError> {
         }
         received = true;
         last_revision = Some(event.revision);
-        print_line(&EventJson {
-            r#type,
-            revision: event.revision,
-            process: event.process.map(ProcessJson::from),
-        })?;
+        match format {
+            Format::Json | Format::Yaml => {
+                let line = EventJson {
+                    r#type,
+                    revision: event.revision,
+                    process: event.process.map(ProcessJson::from),
+                };
+                if format == Format::Json { print_line(&line)? } else { print_yaml_document(&line)? }
+            }
+            Format::Name => {
+                if let Some(process) = &event.process {
+                    print_names([process.process_name.as_str()])?;
+                }
+            }
+            Format::Table | Format::Wide => {
+                let Some(process) = &event.process else { continue };
+                let image = match format {
+                    Format::Wide => images.image(client, &process.process_name).await,
+                    _ => None,
+                };
+                let mut text = String::new();
+                if !table_started {
+                    table_started = true;
+                    text.push_str(&line(&header(format, &["EVENT"]), &ROW_WIDTHS));
+                    text.push('\n');
+                }
+                let mut cells = vec![r#type.to_owned()];
+                cells.extend(row(format, process, image.as_deref(), jiff::Timestamp::now()));
+                text.push_str(&line(&cells, &ROW_WIDTHS));
+                text.push('\n');
+                print_text(&text)?;
+            }
+        }
     }
     Err(went_away(&server, last_revision, "it ended the stream"))
+}
+
+/// The widths of a watch's table columns (EVENT, then those of `list`): a stream cannot measure
+/// its rows before printing them, so these fit usual names and addresses, and longer cells push
+/// their line's next columns right.
+const ROW_WIDTHS: [usize; 10] = [8, 20, 12, 8, 21, 8, 6, 20, 20, 12];
+
+/// The image of each process seen, described once (for `-o wide`).
+#[derive(Default)]
+struct Images(HashMap<String, Option<String>>);
+
+impl Images {
+    /// The image of `name`'s spec, described the first time it is asked for.
+    async fn image(&mut self, client: &Client, name: &str) -> Option<String> {
+        if let Some(image) = self.0.get(name) {
+            return image.clone();
+        }
+        let image = images(client, std::iter::once(name.to_owned())).await.remove(name);
+        self.0.insert(name.to_owned(), image.clone());
+        image
+    }
+}
+
+/// A value as one YAML document (`---` first), so that a stream of them parses.
+fn print_yaml_document(value: &impl Serialize) -> Result<(), RunError> {
+    print_text("---\n")?;
+    print_yaml(value)
 }
 
 /// Whether a failed stream means the server went away, rather than that it refused the watch.

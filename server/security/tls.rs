@@ -329,6 +329,12 @@ fn build(
         pem::Error::NoItemsFound => TlsError::NoPrivateKey { path: key_path.clone() },
         error => TlsError::KeyPem { path: key_path.clone(), reason: describe_pem_error(&error) },
     })?;
+    if chain.first().is_some_and(|leaf| is_ca_certificate(leaf)) {
+        tracing::warn!(
+            "{} is a CA certificate (CA:TRUE), which rustls clients (hpctl, the Rust client) refuse as a server's own, as `openssl req -x509` makes by default: make a CA and a server certificate signed by it (`hydroplane tls ca create`, then `hydroplane tls cert create --server`; README, \"Securing the API\")",
+            cert_path.display()
+        );
+    }
     let signing_key = provider
         .key_provider
         .load_private_key(key)
@@ -356,6 +362,12 @@ fn build(
     // gRPC runs on HTTP/2 only; a client offering only other protocols is refused in the handshake.
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// Whether a certificate says it is a CA (basic constraints `CA:TRUE`); false when it cannot be
+/// read, which rustls then reports in its own words.
+fn is_ca_certificate(certificate: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(certificate).is_ok_and(|(_, parsed)| parsed.is_ca())
 }
 
 /// A verifier that demands a client certificate signed by one of the CAs in `ca`.
@@ -494,10 +506,74 @@ async fn handshake(
             // An error here means the stream was dropped; the connection goes with it.
             let _ = sender.send(Ok(connection)).await;
         }
-        Ok(Err(error)) => tracing::info!(%peer, %error, "TLS handshake failed; connection dropped"),
+        Ok(Err(error)) => {
+            let error = describe_handshake_failure(&error);
+            tracing::info!(%peer, %error, "TLS handshake failed; connection dropped")
+        }
         Err(_) => {
             tracing::info!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out; connection dropped")
         }
+    }
+}
+
+/// Why a client's handshake failed, in one sentence that says what to do, for the log: rustls
+/// words some failures with its Debug values (`Other(OtherError(CaUsedAsEndEntity))`), and most
+/// of them are fixed on the client's side.
+fn describe_handshake_failure(error: &io::Error) -> String {
+    let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return error.to_string();
+    };
+    describe_tls_error(tls)
+}
+
+/// See [`describe_handshake_failure`].
+fn describe_tls_error(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError};
+    const MAKE_CLIENT: &str = "give the client a certificate signed by the CA in tls.client_ca_file (`hydroplane tls cert create --client`)";
+    match error {
+        rustls::Error::NoCertificatesPresented => format!(
+            "the client sent no certificate, and this server requires one (tls.client_ca_file): {MAKE_CLIENT}"
+        ),
+        rustls::Error::InvalidCertificate(problem) => {
+            let problem = match problem {
+                CertificateError::UnknownIssuer => "is not signed by the CA in tls.client_ca_file".to_owned(),
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => "has expired".to_owned(),
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    "is not valid yet (is either clock wrong?)".to_owned()
+                }
+                CertificateError::BadSignature => {
+                    "is not signed by the CA in tls.client_ca_file (a CA of the same name signed it)".to_owned()
+                }
+                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                    "is not one for a TLS client (its extended key usage lacks clientAuth)".to_owned()
+                }
+                CertificateError::Other(other) if format!("{other}").contains("CaUsedAsEndEntity") => {
+                    "is a CA certificate (CA:TRUE), which cannot be a client's own".to_owned()
+                }
+                CertificateError::Revoked => "is revoked".to_owned(),
+                _ => "is not acceptable".to_owned(),
+            };
+            format!("the client's certificate {problem}: {MAKE_CLIENT}")
+        }
+        rustls::Error::AlertReceived(
+            AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::CertificateUnknown,
+        ) => "the client does not trust this server's certificate: give the client the CA that signed tls.cert_file (hpctl's --ca-cert), and check that the certificate lists the name the client connects by".to_owned(),
+        rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
+            "the client says this server's certificate has expired: renew tls.cert_file (`hydroplane tls cert create --server --force`); the server reads it again within a second".to_owned()
+        }
+        rustls::Error::AlertReceived(alert) => {
+            format!("the client ended the handshake (TLS alert {}): check its TLS settings", u8::from(*alert))
+        }
+        rustls::Error::InvalidMessage(_) => {
+            "the client did not speak TLS: it needs an https:// URL for this server".to_owned()
+        }
+        rustls::Error::NoApplicationProtocol => {
+            "the client did not offer HTTP/2 (ALPN h2), which gRPC needs: use a gRPC client".to_owned()
+        }
+        rustls::Error::PeerIncompatible(_) => {
+            "the client supports no TLS version or cipher suite this server does (TLS 1.2 and 1.3): update the client".to_owned()
+        }
+        other => format!("{other}: check the client's TLS settings"),
     }
 }
 

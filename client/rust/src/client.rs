@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use crate::GrpcClient;
+use tonic::service::interceptor::InterceptedService;
+
 use crate::connect::{ConnectError, ConnectOptions, NoAnswer, START_WAIT_MARGIN, Target};
 use crate::proto::process_service_client::ProcessServiceClient;
 use crate::proto::{
@@ -13,6 +14,7 @@ use crate::proto::{
     ProcessSpec, StartRequest, StartResponse, StopRequest, WatchRequest, stop_request,
 };
 use crate::watch::{Resume, Watch};
+use crate::{AuthService, GrpcClient};
 
 /// A connected client of a Hydroplane server. Cheap to clone: clones share the connection, which
 /// is re-established as needed, and every call carries the token when one was given.
@@ -20,6 +22,8 @@ use crate::watch::{Resume, Watch};
 pub struct Client {
     /// The generated client, with the token interceptor.
     grpc: GrpcClient,
+    /// The same connection and interceptor, for the server's other services (gRPC health).
+    service: AuthService,
     /// Where it is connected, for messages.
     target: Target,
     /// How long a call may wait for an answer ([`ConnectOptions::request_timeout`]).
@@ -62,9 +66,11 @@ impl Client {
     /// Reads the token and TLS files of `options` and connects to the server.
     pub async fn connect(options: ConnectOptions) -> Result<Client, ConnectError> {
         let (channel, auth) = options.channel().await?;
-        let grpc = ProcessServiceClient::with_interceptor(channel, auth);
+        let service = InterceptedService::new(channel, auth);
+        let grpc = ProcessServiceClient::new(service.clone());
         Ok(Client {
             grpc,
+            service,
             target: options.target().clone(),
             request_timeout: options.request_timeout_value(),
         })
@@ -93,6 +99,13 @@ impl Client {
     /// (request metadata, deadlines, compression).
     pub fn grpc(&self) -> GrpcClient {
         self.grpc.clone()
+    }
+
+    /// The connection, with the token interceptor, for the server's other services on it: the
+    /// standard gRPC health service (`tonic_health`'s `HealthClient::new(client.service())`),
+    /// reflection.
+    pub fn service(&self) -> AuthService {
+        self.service.clone()
     }
 
     /// Starts a process (retry-safe: the same spec again returns the existing process with

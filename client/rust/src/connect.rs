@@ -782,6 +782,12 @@ pub enum TlsFailure {
     OutOfValidity,
     /// The server's certificate is signed by no trusted CA (or is otherwise unacceptable).
     Untrusted,
+    /// The server presented a CA certificate (`CA:TRUE`, as `openssl req -x509` makes by default)
+    /// as its own, which TLS clients refuse: it needs a certificate signed by that CA.
+    CaCertificate,
+    /// The server's certificate is not meant for a TLS server (its extended key usage lacks
+    /// serverAuth: a client certificate, say).
+    WrongPurpose,
     /// The server wanted a client certificate, or refused the one given.
     ClientCertificate,
     /// The server did not answer in TLS at all.
@@ -793,7 +799,7 @@ pub enum TlsFailure {
 impl Unreachable {
     /// Classifies a failure to reach `target`.
     fn new(target: &Target, error: &(dyn StdError + 'static)) -> Unreachable {
-        let reason = root_cause(error);
+        let mut reason = root_cause(error);
         let failure = match TlsFailure::find(error, &reason) {
             Some(failure) => Failure::Tls(failure),
             None if matches!(target, Target::Unix { .. })
@@ -806,6 +812,11 @@ impl Unreachable {
             }
             None => Failure::Other,
         };
+        // rustls words some failures with its Debug values (`Other(OtherError(CaUsedAsEndEntity))`):
+        // a person gets a sentence instead.
+        if let Failure::Tls(tls) = failure {
+            reason = tls.reason(&reason, target);
+        }
         Unreachable { target: target.clone(), reason, failure }
     }
 
@@ -858,6 +869,12 @@ impl Unreachable {
             Failure::Tls(TlsFailure::NotTls) => {
                 "does the server use TLS? a server without TLS needs an http:// URL".to_owned()
             }
+            Failure::Tls(TlsFailure::CaCertificate) => {
+                "give the server a certificate signed by that CA (`hydroplane tls cert create --server`) and trust the CA".to_owned()
+            }
+            Failure::Tls(TlsFailure::WrongPurpose) => {
+                "give the server a server certificate (`hydroplane tls cert create --server`)".to_owned()
+            }
             Failure::Tls(TlsFailure::Other) => "the TLS handshake failed: check the TLS settings".to_owned(),
             Failure::SocketPermission => "this user may not open the socket: check its owner and mode".to_owned(),
             Failure::ClosedByServer if matches!(self.target, Target::Https { .. }) => {
@@ -873,6 +890,47 @@ impl Unreachable {
 }
 
 impl TlsFailure {
+    /// What went wrong, in words, from rustls's message (`root_cause`) where it tells more than
+    /// the class; never rustls's Debug values.
+    fn reason(self, root_cause: &str, target: &Target) -> String {
+        let text = root_cause.to_ascii_lowercase();
+        match self {
+            TlsFailure::WrongName => {
+                let domain = match target {
+                    Target::Https { domain, .. } => domain.as_str(),
+                    _ => "this host",
+                };
+                format!("the server's certificate is not valid for {domain}")
+            }
+            TlsFailure::OutOfValidity if text.contains("not valid yet") || text.contains("notvalidyet") => {
+                "the server's certificate is not valid yet".to_owned()
+            }
+            TlsFailure::OutOfValidity => "the server's certificate has expired".to_owned(),
+            TlsFailure::Untrusted if text.contains("unknownissuer") || text.contains("unknown issuer") => {
+                "the server's certificate is not signed by a CA this client trusts".to_owned()
+            }
+            TlsFailure::Untrusted if text.contains("badsignature") || text.contains("bad signature") => {
+                "the server's certificate is not signed by the CA this client trusts (a CA of the same name signed it)"
+                    .to_owned()
+            }
+            TlsFailure::Untrusted => "the server's certificate is not acceptable".to_owned(),
+            TlsFailure::CaCertificate => {
+                "the server's certificate is a CA certificate (CA:TRUE), which TLS clients refuse as a server's own"
+                    .to_owned()
+            }
+            TlsFailure::WrongPurpose => {
+                "the server's certificate is not one for a TLS server (its extended key usage lacks serverAuth)"
+                    .to_owned()
+            }
+            TlsFailure::ClientCertificate if text.contains("certificaterequired") => {
+                "the server requires a client certificate".to_owned()
+            }
+            TlsFailure::ClientCertificate => "the server refused the client certificate".to_owned(),
+            TlsFailure::NotTls => "the server did not answer in TLS".to_owned(),
+            TlsFailure::Other => format!("the TLS handshake failed: {root_cause}"),
+        }
+    }
+
     /// Finds the failure in an error chain, given its root cause's message. During the handshake
     /// it is a `rustls::Error` inside an `io::Error` (whose `source()` skips it, so it is looked
     /// into); an alert that arrives after the client's side of the handshake, as a refused client
@@ -906,6 +964,14 @@ impl TlsFailure {
                 | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. },
             ) => TlsFailure::OutOfValidity,
+            rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+            ) => TlsFailure::WrongPurpose,
+            rustls::Error::InvalidCertificate(CertificateError::Other(other))
+                if format!("{other}").contains("CaUsedAsEndEntity") =>
+            {
+                TlsFailure::CaCertificate
+            }
             rustls::Error::InvalidCertificate(_) => TlsFailure::Untrusted,
             rustls::Error::AlertReceived(alert) => TlsFailure::from_alert(&format!("{alert:?}")),
             rustls::Error::InvalidMessage(_) => TlsFailure::NotTls,
@@ -936,7 +1002,11 @@ impl TlsFailure {
             Some(TlsFailure::from_alert(alert.trim()))
         } else if let Some(problem) = message.strip_prefix("invalid peer certificate: ") {
             let problem = problem.to_ascii_lowercase();
-            Some(if problem.contains("notvalidforname") || problem.contains("not valid for name") {
+            Some(if problem.contains("causedasendentity") {
+                TlsFailure::CaCertificate
+            } else if problem.contains("invalidpurpose") || problem.contains("extended key usage") {
+                TlsFailure::WrongPurpose
+            } else if problem.contains("notvalidforname") || problem.contains("not valid for name") {
                 TlsFailure::WrongName
             } else if problem.contains("expired")
                 || problem.contains("notvalidyet")
@@ -1098,7 +1168,46 @@ mod tests {
             Some(TlsFailure::OutOfValidity),
         );
         check_message("received corrupt message of type InvalidContentType", Some(TlsFailure::NotTls));
+        check_message(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+            Some(TlsFailure::CaCertificate),
+        );
+        check_message("invalid peer certificate: InvalidPurpose", Some(TlsFailure::WrongPurpose));
         check_message("Connection refused (os error 111)", None);
+    }
+
+    /// Words one rustls message and compares.
+    #[track_caller]
+    fn check_reason(message: &str, expected: &str) {
+        let target = Target::Https { url: "https://h:1".to_owned(), domain: "h".to_owned() };
+        let failure = TlsFailure::from_message(message).expect("a TLS failure");
+        assert_eq!(failure.reason(message, &target), expected, "{message}");
+    }
+
+    #[test]
+    fn tls_failures_are_worded_without_rustls_values() {
+        check_reason(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+            "the server's certificate is a CA certificate (CA:TRUE), which TLS clients refuse as a server's own",
+        );
+        check_reason(
+            "invalid peer certificate: UnknownIssuer",
+            "the server's certificate is not signed by a CA this client trusts",
+        );
+        check_reason(
+            "invalid peer certificate: certificate expired: verification time 2 (UNIX), but certificate is not valid after 1 (1 seconds ago)",
+            "the server's certificate has expired",
+        );
+        check_reason(
+            "invalid peer certificate: certificate not valid yet: verification time 1 (UNIX), but certificate is not valid before 2 (1 seconds in future)",
+            "the server's certificate is not valid yet",
+        );
+        check_reason(
+            "invalid peer certificate: NotValidForName",
+            "the server's certificate is not valid for h",
+        );
+        check_reason("received fatal alert: CertificateRequired", "the server requires a client certificate");
+        check_reason("received fatal alert: UnknownCA", "the server refused the client certificate");
     }
 
     /// Checks one set of options without I/O and compares the message.

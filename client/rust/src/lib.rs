@@ -241,6 +241,7 @@ pub use tonic::{Code, Status};
 pub use watch::{Notice, Resume, Watch};
 
 /// The generated client with the token interceptor, as [`Client::grpc`] hands it out.
-pub type GrpcClient = proto::process_service_client::ProcessServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
->;
+pub type GrpcClient = proto::process_service_client::ProcessServiceClient<AuthService>;
+
+/// A connection with the token interceptor, as [`Client::service`] hands it out.
+pub type AuthService = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>;

@@ -18,6 +18,23 @@ pub fn field_selector(name: &str, uid: Option<&str>) -> String {
     selector
 }
 
+/// The Events as Describe shows them: oldest first, and those of the same moment (Kubernetes
+/// times most to the second) in the order the cluster recorded them, which is the order of
+/// their `resourceVersion`s (a list answers in name order, and Events are named at random).
+pub fn in_order(events: Vec<Event>) -> Vec<RuntimeEvent> {
+    let mut keyed: Vec<(u64, RuntimeEvent)> = events
+        .into_iter()
+        .filter_map(|event| {
+            // Opaque by contract, an etcd revision in practice; one that is not a number sorts
+            // first among its equals, in list order (the sort is stable).
+            let version = event.metadata.resource_version.as_deref().and_then(|version| version.parse().ok());
+            Some((version.unwrap_or(0), event_of(event)?))
+        })
+        .collect();
+    keyed.sort_by_key(|(version, event)| (event.time, *version));
+    keyed.into_iter().map(|(_, event)| event).collect()
+}
+
 /// What an Event tells of its Pod, timed when it last happened (clusters fill in different
 /// fields: `lastTimestamp` for core/v1 recorders, `eventTime` for events.k8s.io ones); `None`
 /// for an Event with no time at all, which cannot be placed in a history.
@@ -35,6 +52,29 @@ pub fn event_of(event: Event) -> Option<RuntimeEvent> {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+
+    #[test]
+    fn events_of_one_second_keep_the_order_the_cluster_made_them_in() {
+        let recorded = |reason: &str, second: i64, version: &str| Event {
+            reason: Some(reason.to_owned()),
+            last_timestamp: Some(Time(jiff::Timestamp::from_second(second).expect("a time"))),
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                resource_version: Some(version.to_owned()),
+                ..Default::default()
+            },
+            ..Event::default()
+        };
+        // As a list answers them: by name, which is random.
+        let listed = vec![
+            recorded("Started", 10, "904"),
+            recorded("Created", 10, "903"),
+            recorded("Pulled", 10, "902"),
+            recorded("Scheduled", 9, "900"),
+            recorded("Pulling", 10, "901"),
+        ];
+        let reasons: Vec<String> = in_order(listed).into_iter().filter_map(|event| event.reason).collect();
+        assert_eq!(reasons, ["Scheduled", "Pulling", "Pulled", "Created", "Started"]);
+    }
 
     #[test]
     fn the_selector_names_the_pod_and_its_uid() {

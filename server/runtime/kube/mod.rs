@@ -618,6 +618,9 @@ impl Runtime for KubeRuntime {
             }
         }
         let secrets = self.resolve_secrets(&spec)?;
+        // Until this Start has made the whole process (and the index has seen it), its Pod
+        // without a Service is not shown as half-made.
+        let _making = self.index.making(&name);
         // The Pod first: its uid is what the Service and Secrets are owned by, so a server that
         // dies after it leaves a Pod that a retried Start finishes (see `finish_half_made`).
         let pod: SlimPod = match self.create(&manifests::pod(&spec, &self.namespace)).await {
@@ -687,7 +690,7 @@ impl Runtime for KubeRuntime {
             return Vec::new();
         };
         match listed {
-            Ok(list) => list.items.into_iter().filter_map(events::event_of).collect(),
+            Ok(list) => events::in_order(list.items),
             // Describe still answers, with the table's history: Events only add detail.
             Err(kube::Error::Api(response)) if response.code == 403 => {
                 if !self.events_refused.swap(true, Ordering::Relaxed) {

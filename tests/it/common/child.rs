@@ -5,7 +5,7 @@
 //! The simulator's own tests include this file too (`tests/kube-sim/tests/common/mod.rs`), so
 //! there is one copy of it; it may only use std.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -156,9 +156,29 @@ impl Drop for Follow {
     }
 }
 
-/// The kubectl to run: `$KUBECTL`, else `kubectl` from `PATH`.
+/// The kubectl to run: `$KUBECTL`, else `kubectl` from `PATH`. A missing one fails the test
+/// with one line naming it, rather than with the error of a spawn deep in a helper.
+#[track_caller]
 pub fn kubectl_program() -> OsString {
-    std::env::var_os("KUBECTL").filter(|program| !program.is_empty()).unwrap_or_else(|| "kubectl".into())
+    if let Some(program) = std::env::var_os("KUBECTL").filter(|program| !program.is_empty()) {
+        assert!(
+            Path::new(&program).exists() || on_path(&program),
+            "KUBECTL={} does not exist: the Kubernetes tests run the real kubectl; set KUBECTL to its path",
+            Path::new(&program).display()
+        );
+        return program;
+    }
+    assert!(
+        on_path(OsStr::new("kubectl")),
+        "kubectl is not installed: the Kubernetes tests run the real kubectl; put it on PATH or set KUBECTL to its path"
+    );
+    "kubectl".into()
+}
+
+/// Whether `program` is a file in one of `PATH`'s directories.
+fn on_path(program: &OsStr) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|directory| directory.join(program).is_file())
 }
 
 /// A kubectl command for the cluster of `kubeconfig`, with `HOME` and a private discovery cache

@@ -19,7 +19,8 @@ pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> 
     let pod = state.pods.live.get(name)?;
     let service = state.services.live.get(name);
     let node = pod.node_name.as_deref().and_then(|node| state.nodes.live.get(node));
-    let half_made = half_made(name, pod, service);
+    // A Start of this server making it now will make what it lacks: that is no half-made process.
+    let half_made = if state.making.contains(name) { None } else { half_made(name, pod, service) };
     let service = service.filter(|service| belongs_to(service, pod));
     let mut info = ProcessInfo {
         process_name: name.into(),

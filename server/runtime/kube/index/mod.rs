@@ -60,6 +60,9 @@ pub(super) struct IndexState {
     errors: HashMap<&'static str, (String, tokio::time::Instant)>,
     /// When a watch last brought an event (none yet: when the index was made).
     last_heard: Option<tokio::time::Instant>,
+    /// The processes a Start of this server is making now ([`Index::making`]): between their
+    /// Pod and their Service they are not half-made, only not made yet.
+    making: HashSet<String>,
 }
 
 /// How long after its last failure a watch counts as down: longer than the longest backoff.
@@ -190,6 +193,16 @@ impl Index {
         .is_ok()
     }
 
+    /// Marks `name` as being made by a Start of this server until the guard is dropped: its Pod
+    /// without its Service is then not shown as half-made (`Incomplete`), a state that lasts a
+    /// moment in every Start. Only a Start that stopped half-way (its server died) leaves a Pod
+    /// that no guard covers, which is shown half-made; dropping the guard publishes the process
+    /// again, so a Start that gave up shows what it left.
+    pub fn making(&self, name: &str) -> Making<'_> {
+        self.lock().making.insert(name.to_owned());
+        Making { index: self, name: name.to_owned() }
+    }
+
     /// Reads the index.
     pub fn read<T>(&self, read: impl FnOnce(&IndexView<'_>) -> T) -> T {
         read(&IndexView { state: &self.lock() })
@@ -287,6 +300,22 @@ impl Index {
                 }
             }
         }
+    }
+}
+
+/// A Start's mark on the process it is making ([`Index::making`]), removed when dropped.
+pub struct Making<'a> {
+    index: &'a Index,
+    name: String,
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        let mut state = self.index.lock();
+        state.making.remove(&self.name);
+        self.index.publish(&state, vec![self.name.clone()]);
+        drop(state);
+        self.index.bump();
     }
 }
 
@@ -582,5 +611,29 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         index.apply_pod(Event::Apply(stopping));
         assert_eq!(shown(&table, "gone").0, ProcessStatus::Stopping);
+    }
+
+    #[test]
+    fn a_process_its_start_is_still_making_is_not_half_made_and_never_was() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        let making = index.making("web");
+        index.apply_pod(Event::Apply(full_pod("web", "uid-1", true, running())));
+        assert_eq!(shown(&table, "web").1, None, "its Service is being made");
+        index.apply_service(Event::Apply(owned_service("web", "uid-1")));
+        drop(making);
+        assert_eq!(shown(&table, "web"), (ProcessStatus::Running, None, String::new(), 1));
+        let (_, history) = table.get_with_history("web").expect("web is listed");
+        assert!(
+            history.iter().all(|transition| transition.reason.as_deref() != Some(INCOMPLETE)),
+            "{history:?}"
+        );
+
+        // A Start that gave up before its Service leaves a half-made process, shown as such.
+        let making = index.making("job");
+        index.apply_pod(Event::Apply(full_pod("job", "uid-2", true, running())));
+        assert_eq!(shown(&table, "job").1, None);
+        drop(making);
+        assert_eq!(shown(&table, "job").1.as_deref(), Some(INCOMPLETE));
     }
 }
