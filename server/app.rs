@@ -43,6 +43,14 @@ pub enum AppError {
         /// How long the call waited.
         waited: Duration,
     },
+    /// The process exists out of the caller's reach. Told to the caller exactly as
+    /// [`RuntimeError::NotFound`] (same code, same message); only the audit line says it was a
+    /// refusal.
+    #[error("process `{name}` does not exist")]
+    OutOfReach {
+        /// The process's name, as the caller gave it.
+        name: String,
+    },
     /// A page of a listing cannot be served (a bad or expired page token).
     #[error(transparent)]
     Page(#[from] PageError),
@@ -56,7 +64,7 @@ impl AppError {
     pub fn outcome(&self) -> &'static str {
         match self {
             AppError::InvalidRequest(_) | AppError::InvalidFields(_) => "invalid",
-            AppError::Denied(_) => "denied",
+            AppError::Denied(_) | AppError::OutOfReach { .. } => "denied",
             AppError::WaitTimedOut { .. } => "timed_out",
             AppError::Page(_) => "invalid",
             AppError::Runtime(RuntimeError::AlreadyExists { .. }) => "already_exists",
@@ -143,8 +151,9 @@ impl Processes {
         Ok(started)
     }
 
-    /// Stops a process or a group in the caller's reach. A process out of reach is refused
-    /// by the group it is in; an unknown one is left to the runtime to call unknown.
+    /// Stops a process or a group in the caller's reach. A process out of a restricted caller's
+    /// reach is NOT_FOUND, as an unknown one is; a group out of reach is refused by name (the
+    /// caller named it).
     pub async fn stop(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, AppError> {
         let result = self.stop_unmetered(target, caller).await;
         self.count(false, result.as_ref().map_or_else(AppError::outcome, |_| "stopped"));
@@ -154,11 +163,10 @@ impl Processes {
     async fn stop_unmetered(&self, target: StopTarget, caller: &Caller) -> Result<Vec<String>, AppError> {
         match &target {
             StopTarget::Process(name) => {
-                if let Some(process) = self.runtime.table().get(name) {
-                    caller.check_group(process.group.as_deref())?;
-                } else if caller.groups != Groups::All {
+                let reached = self.runtime.table().get(name).is_some_and(|process| caller.reaches(&process));
+                if !reached && caller.groups != Groups::All {
                     // A restricted caller learns nothing of processes it cannot reach.
-                    return Err(RuntimeError::NotFound { name: name.clone() }.into());
+                    return Err(not_found(name));
                 }
             }
             StopTarget::Group(group) => caller.check_group(Some(group))?,
@@ -181,8 +189,8 @@ impl Processes {
             StopTarget::Selector(_) => {}
             StopTarget::Processes(names) => {
                 for name in names {
-                    if let Some(process) = self.runtime.table().get(name) {
-                        caller.check_group(process.group.as_deref())?;
+                    if self.runtime.table().get(name).is_some_and(|process| !caller.reaches(&process)) {
+                        return Err(not_found(name));
                     }
                 }
             }
@@ -191,13 +199,14 @@ impl Processes {
     }
 
     /// A process in the caller's reach, with its stored spec and its history: the table's
-    /// transitions merged by time with the runtime's events about it. Unknown, or out of a
-    /// restricted caller's reach while unknown: NOT_FOUND; known and out of reach: denied.
+    /// transitions merged by time with the runtime's events about it. Unknown or out of the
+    /// caller's reach: NOT_FOUND, the same answer for both.
     pub async fn describe(&self, name: &str, caller: &Caller) -> Result<ProcessDetail, AppError> {
-        let Some((process, transitions)) = self.runtime.table().get_with_history(name) else {
-            return Err(RuntimeError::NotFound { name: name.to_owned() }.into());
+        let Some((process, transitions)) =
+            self.runtime.table().get_with_history(name).filter(|(process, _)| caller.reaches(process))
+        else {
+            return Err(not_found(name));
         };
-        caller.check_group(process.group.as_deref())?;
         let spec = self.runtime.stored_spec(name).await;
         let events = self.runtime.events(name).await;
         let history = merge_history(transitions, events, process.status);
@@ -207,10 +216,9 @@ impl Processes {
     /// The output of a process in the caller's reach, as the query asks; reach is checked as
     /// for Describe.
     pub async fn logs(&self, name: &str, query: LogsQuery, caller: &Caller) -> Result<LogPieces, AppError> {
-        let Some(process) = self.runtime.table().get(name) else {
-            return Err(RuntimeError::NotFound { name: name.to_owned() }.into());
-        };
-        caller.check_group(process.group.as_deref())?;
+        if !self.runtime.table().get(name).is_some_and(|process| caller.reaches(&process)) {
+            return Err(not_found(name));
+        }
         Ok(self.runtime.logs(name, query).await?)
     }
 
@@ -240,6 +248,13 @@ impl Processes {
         filter.groups = caller.groups.clone();
         self.runtime.table().watch(filter, since_revision)
     }
+}
+
+/// The answer for a process that does not exist or is out of the caller's reach (the table is
+/// read once, so the two are not told apart here): a restricted caller learns nothing of
+/// processes it cannot reach, not even that they exist.
+fn not_found(name: &str) -> AppError {
+    AppError::OutOfReach { name: name.to_owned() }
 }
 
 /// The table's transitions and the runtime's last [`HISTORY_LIMIT`] events in one list, oldest

@@ -4,6 +4,7 @@
 
 use tonic::Status;
 
+use crate::app::AppError;
 use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::proto::stop_request::Target;
@@ -50,6 +51,35 @@ pub fn logs_target(request: &proto::LogsRequest) -> String {
     format!("output of process {}{follow}", request.process_name)
 }
 
+/// Turns a call's outcome into its answer, and logs it: a process out of the caller's reach is
+/// answered as unknown, and logged as refused.
+pub fn answer<T>(
+    call: &str,
+    caller: &Caller,
+    peer: &Peer,
+    target: &str,
+    result: Result<T, AppError>,
+) -> Result<T, Status> {
+    let out_of_reach = matches!(result, Err(AppError::OutOfReach { .. }));
+    let result = result.map_err(Status::from);
+    if out_of_reach {
+        tracing::info!(
+            target: "audit",
+            call = %call,
+            caller = %caller.name,
+            peer = %peer,
+            target = cut(target).as_str(),
+            outcome = "refused",
+            code = ?tonic::Code::NotFound,
+            reason = "out of the caller's reach (answered as not found)",
+            "call refused"
+        );
+    } else {
+        record(call, caller, peer, target, &result);
+    }
+    result
+}
+
 /// Logs the outcome of a mutating call, or of a Describe or Logs.
 pub fn record<T>(call: &str, caller: &Caller, peer: &Peer, target: &str, result: &Result<T, Status>) {
     let target = cut(target);
@@ -59,7 +89,7 @@ pub fn record<T>(call: &str, caller: &Caller, peer: &Peer, target: &str, result:
             call = %call,
             caller = %caller.name,
             peer = %peer,
-            target = ?target,
+            target = target.as_str(),
             outcome = "ok",
             "call done"
         ),
@@ -68,10 +98,10 @@ pub fn record<T>(call: &str, caller: &Caller, peer: &Peer, target: &str, result:
             call = %call,
             caller = %caller.name,
             peer = %peer,
-            target = ?target,
+            target = target.as_str(),
             outcome = outcome_of(status),
             code = ?status.code(),
-            reason = ?cut(status.message()),
+            reason = cut(status.message()).as_str(),
             "call {}", outcome_of(status)
         ),
     }
@@ -86,7 +116,7 @@ pub fn refused(call: &str, caller: Option<&str>, peer: &Peer, status: &Status) {
         peer = %peer,
         outcome = "refused",
         code = ?status.code(),
-        reason = ?status.message(),
+        reason = status.message(),
         "call refused"
     );
 }

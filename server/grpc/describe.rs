@@ -35,8 +35,6 @@ pub async fn handle(
         Ok(name) => processes.describe(name, caller).await,
         Err(error) => Err(error),
     }
-    .map(convert::detail_to_proto)
-    .map_err(Status::from);
-    audit::record("Describe", caller, peer, &target, &result);
-    result
+    .map(convert::detail_to_proto);
+    audit::answer("Describe", caller, peer, &target, result)
 }

@@ -12,6 +12,8 @@ impl From<AppError> for Status {
         let code = match &error {
             AppError::InvalidRequest(_) | AppError::InvalidFields(_) => Code::InvalidArgument,
             AppError::Denied(_) => Code::PermissionDenied,
+            // The same answer as for a process that does not exist; the message is the same too.
+            AppError::OutOfReach { .. } => Code::NotFound,
             AppError::WaitTimedOut { .. } => Code::DeadlineExceeded,
             // As Kubernetes' 410 Gone on an expired `continue`: list again.
             AppError::Page(PageError::Expired { .. }) => Code::FailedPrecondition,
@@ -93,5 +95,8 @@ mod tests {
         assert!(
             !Status::from(AppError::from(RuntimeError::Internal("boom".into()))).message().contains("boom")
         );
+        let unknown = Status::from(AppError::from(RuntimeError::NotFound { name: "x".into() }));
+        let out_of_reach = Status::from(AppError::OutOfReach { name: "x".into() });
+        assert_eq!((unknown.code(), unknown.message()), (out_of_reach.code(), out_of_reach.message()));
     }
 }

@@ -133,10 +133,8 @@ pub async fn handle(
             })
         }
         Err(error) => Err(error),
-    }
-    .map_err(Status::from);
-    audit::record("Logs", caller, peer, &target, &result);
-    result
+    };
+    audit::answer("Logs", caller, peer, &target, result)
 }
 
 #[cfg(test)]

@@ -83,8 +83,6 @@ pub async fn handle(
     let result = match Start::parse(request) {
         Ok(start) => start.apply(processes, caller).await,
         Err(error) => Err(error),
-    }
-    .map_err(Status::from);
-    audit::record("Start", caller, peer, &target, &result);
-    result
+    };
+    audit::answer("Start", caller, peer, &target, result)
 }

@@ -68,8 +68,6 @@ pub async fn handle(
         Ok(stop_target) => processes.stop(stop_target, caller).await,
         Err(error) => Err(error),
     }
-    .map(|stopped| proto::StopResponse { stopped })
-    .map_err(Status::from);
-    audit::record("Stop", caller, peer, &target, &result);
-    result
+    .map(|stopped| proto::StopResponse { stopped });
+    audit::answer("Stop", caller, peer, &target, result)
 }

@@ -240,18 +240,17 @@ async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
     let listed = ci.list(proto::ListRequest::default()).await.expect("ci lists").into_inner();
     let names: Vec<String> = listed.processes.into_iter().map(|process| process.process_name).collect();
     assert_eq!(names, ["ci-a"]);
+    // A restricted token learns nothing of a process it cannot reach: the answer is the one
+    // for a process that is not there, code and message.
     let refused = ci
         .stop(proto::StopRequest { target: Some(Target::ProcessName("prod-x".into())) })
         .await
         .expect_err("out of reach");
-    assert_eq!(refused.code(), Code::PermissionDenied);
-    assert!(refused.message().contains("group `prod`"), "{}", refused.message());
-    // A restricted token learns nothing of a process it cannot reach, nor of one that is not there.
     let unknown = ci
         .stop(proto::StopRequest { target: Some(Target::ProcessName("nowhere".into())) })
         .await
         .expect_err("unknown");
-    assert_eq!(unknown.code(), Code::NotFound);
+    assert_same_as_unknown(&refused, &unknown, "prod-x", "nowhere");
     let described = ci
         .describe(proto::DescribeRequest { process_name: "ci-a".into() })
         .await
@@ -262,13 +261,39 @@ async fn the_guard_and_the_app_keep_a_token_to_its_groups() {
         .describe(proto::DescribeRequest { process_name: "prod-x".into() })
         .await
         .expect_err("out of reach");
-    assert_eq!(refused.code(), Code::PermissionDenied);
     let unknown =
         ci.describe(proto::DescribeRequest { process_name: "nowhere".into() }).await.expect_err("unknown");
-    assert_eq!(unknown.code(), Code::NotFound);
+    assert_same_as_unknown(&refused, &unknown, "prod-x", "nowhere");
+    // A Start of a name taken in another group says the name is taken, and nothing of the
+    // other process's spec: not its group, not which fields differ.
+    let mut guess = start_request("prod-x", Some("ci-1"));
+    guess.spec.as_mut().expect("a spec").container.as_mut().expect("a container").env =
+        vec![proto::EnvironmentVariable {
+            name: "PASSWORD".into(),
+            source: Some(proto::environment_variable::Source::Value("guess".into())),
+        }];
+    let taken = ci.start(guess).await.expect_err("the name is taken");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    for field in ["group", "env", "container", "`prod`", "differ", "stopp"] {
+        assert!(!taken.message().contains(field), "`{}` names `{field}`", taken.message());
+    }
     let mut anonymous = ProcessServiceClient::new(server.channel.clone());
     let nobody = anonymous.list(proto::ListRequest::default()).await.expect_err("no token");
     assert_eq!(nobody.code(), Code::Unauthenticated);
+}
+
+/// Asserts that the answer about a process out of reach is the answer about an unknown one,
+/// code and message, once the names are swapped.
+#[track_caller]
+fn assert_same_as_unknown(
+    out_of_reach: &tonic::Status,
+    unknown: &tonic::Status,
+    name: &str,
+    unknown_name: &str,
+) {
+    assert_eq!(out_of_reach.code(), Code::NotFound, "{out_of_reach:?}");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert_eq!(out_of_reach.message().replace(name, unknown_name), unknown.message());
 }
 
 fn labelled(name: &str, group: &str, labels: &[(&str, &str)]) -> proto::StartRequest {
@@ -616,9 +641,8 @@ async fn logs_need_the_logs_scope_and_the_group_and_pass_bytes_through() {
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(refused.message().contains("lacks the `logs` scope"), "{}", refused.message());
     let out_of_reach = ci.logs(logs("prod-x")).await.expect_err("another group");
-    assert_eq!(out_of_reach.code(), Code::PermissionDenied);
     let unknown = ci.logs(logs("nowhere")).await.expect_err("unknown");
-    assert_eq!(unknown.code(), Code::NotFound);
+    assert_same_as_unknown(&out_of_reach, &unknown, "prod-x", "nowhere");
     let mut bad = logs("Not_A_Name");
     bad.since =
         Some(proto::logs_request::Since::SinceDuration(prost_types::Duration { seconds: -5, nanos: 0 }));

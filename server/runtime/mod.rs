@@ -115,12 +115,23 @@ pub enum StopTarget {
 /// The answer to a Start whose name is taken by a process Hydroplane made: `Ok` when the spec is
 /// the same (the Start is a retry, answered with that process), ALREADY_EXISTS saying why
 /// otherwise. Every runtime answers the same way.
+///
+/// A process of another group is answered with [`TAKEN_BY_ANOTHER_GROUP`] and nothing else: not
+/// its state and not how its spec differs, since that group may be out of the caller's reach
+/// (naming the differing fields would let a restricted caller test guesses of its env values).
+/// Within one group the caller reaches both specs, and is told what differs.
 pub fn name_taken(
     requested: &ProcessSpec,
     existing: &ProcessSpec,
     stopping: bool,
 ) -> Result<(), RuntimeError> {
     let name = &requested.process_name;
+    if requested.group != existing.group {
+        return Err(RuntimeError::AlreadyExists {
+            name: name.clone(),
+            detail: TAKEN_BY_ANOTHER_GROUP.to_owned(),
+        });
+    }
     if stopping {
         return Err(RuntimeError::AlreadyExists {
             name: name.clone(),
@@ -136,6 +147,10 @@ pub fn name_taken(
         detail: format!("with a different spec (differs in {})", differences.join(", ")),
     })
 }
+
+/// The detail of ALREADY_EXISTS for a name taken in another group: names are unique across
+/// groups, and this is all that is said of the other process.
+pub const TAKEN_BY_ANOTHER_GROUP: &str = "(a process name is unique on the server); choose another name";
 
 /// Why the runtime the settings name could not be set up.
 #[derive(Debug, thiserror::Error)]

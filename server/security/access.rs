@@ -169,7 +169,8 @@ impl Groups {
 /// Who is calling, as the guard layer established it: a token's name, scopes and groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// The token's name (`anonymous` when the server has no tokens file).
+    /// The token's name; without a tokens file, `anonymous@` and the peer (its address, or
+    /// `uid-N` on a Unix socket), so that per-caller limits are shared per peer.
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
@@ -191,6 +192,11 @@ impl Caller {
     /// Whether the caller holds a scope (`admin` holds them all).
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.iter().any(|held| *held == scope || *held == Scope::Admin)
+    }
+
+    /// Whether a process is in the caller's reach (its group, or its lack of one).
+    pub fn reaches(&self, process: &crate::spec::ProcessInfo) -> bool {
+        self.groups.allows(process.group.as_deref())
     }
 
     /// Refuses a process of this group (or of none) out of the caller's reach, saying why.
