@@ -118,6 +118,13 @@ const START_STOP_PER_SECOND: NumberRange = whole("limits.start_stop_per_second",
 const START_STOP_BURST: NumberRange = whole("limits.start_stop_burst", 1.0, 1_000_000.0, "");
 const MAX_WATCHES_PER_TOKEN: NumberRange = whole("limits.max_watches_per_token", 1.0, 1_000_000.0, "");
 const MAX_WATCHES: NumberRange = whole("limits.max_watches", 1.0, 1_000_000.0, "");
+// At least a second, so a client has time to send its first request; at most a day.
+const IDLE_TIMEOUT: NumberRange = range("limits.idle_timeout_seconds", 1.0, 86_400.0, "seconds");
+const MAX_CONNECTIONS: NumberRange = whole("limits.max_connections", 1.0, 1_000_000.0, "");
+const MAX_CONNECTIONS_PER_PEER: NumberRange = whole("limits.max_connections_per_peer", 1.0, 1_000_000.0, "");
+// A tenth of a second is the least a distant client can finish a handshake in; five minutes
+// is already far more than any honest one needs.
+const HANDSHAKE_TIMEOUT: NumberRange = range("tls.handshake_timeout_seconds", 0.1, 300.0, "seconds");
 // Below one request every ten seconds the index could not even keep its watches.
 const API_QPS: NumberRange =
     zero_or_range("runtime.api_qps", "no limit", 0.1, 100_000.0, "requests per second");
@@ -145,6 +152,7 @@ pub fn yaml_setting(key: &str, value: &str) -> String {
                 "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  {name}: {value}\n"
             )
         }
+        ("tls", _) => format!("tls:\n  cert_file: server.pem\n  key_file: server.key\n  {name}: {value}\n"),
         ("process_culling", "culling_interval_minutes") => {
             format!("process_culling:\n  max_age_minutes: 10\n  {name}: {value}\n")
         }
@@ -169,6 +177,10 @@ pub const NUMBER_RANGES: &[NumberRange] = &[
     START_STOP_BURST,
     MAX_WATCHES_PER_TOKEN,
     MAX_WATCHES,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_PEER,
+    HANDSHAKE_TIMEOUT,
     API_QPS,
     API_BURST,
 ];
@@ -279,15 +291,60 @@ pub struct AuthSettings {
 
 /// TLS on the gRPC port; the files are re-read when they change on disk.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTls")]
 pub struct TlsSettings {
     /// The server's certificate chain (PEM), leaf first.
     pub cert_file: PathBuf,
     /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
     /// CA certificates (PEM); when set, every client must present a certificate they signed.
-    #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
+    /// How long a client may take to finish its TLS handshake, once it has sent its first byte.
+    pub handshake_timeout: Duration,
+}
+
+impl TlsSettings {
+    /// How long a TLS handshake may take when the settings say nothing.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// TLS from these files, with the default handshake timeout.
+    pub fn from_files(cert_file: PathBuf, key_file: PathBuf, client_ca_file: Option<PathBuf>) -> TlsSettings {
+        TlsSettings {
+            cert_file,
+            key_file,
+            client_ca_file,
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// `tls` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
+    handshake_timeout_seconds: Option<Number>,
+}
+
+impl TryFrom<RawTls> for TlsSettings {
+    type Error = String;
+
+    fn try_from(raw: RawTls) -> Result<TlsSettings, String> {
+        let default = TlsSettings::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64();
+        Ok(TlsSettings {
+            cert_file: raw.cert_file,
+            key_file: raw.key_file,
+            client_ca_file: raw.client_ca_file,
+            handshake_timeout: HANDSHAKE_TIMEOUT.check_duration(
+                raw.handshake_timeout_seconds,
+                default,
+                1.0,
+            )?,
+        })
+    }
 }
 
 /// Limits on what callers may ask of the server. Every number is range-checked at load.
@@ -306,6 +363,14 @@ pub struct LimitSettings {
     pub max_watches_per_token: usize,
     /// Open Watch streams in total.
     pub max_watches: usize,
+    /// How long a connection may stay open with no call in progress: before its first request
+    /// and between requests (an open stream, even a quiet Watch, is a call in progress).
+    pub idle_timeout: Duration,
+    /// Open connections in total, over every listener (the metrics listener's too); a newcomer
+    /// beyond it is closed at once. Lowered at start to what the open-files limit allows.
+    pub max_connections: usize,
+    /// Open connections from one peer (an IP address, or a user on a Unix socket).
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for LimitSettings {
@@ -317,6 +382,9 @@ impl Default for LimitSettings {
             start_stop_burst: 200,
             max_watches_per_token: 256,
             max_watches: 4096,
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            max_connections_per_peer: 1_000,
         }
     }
 }
@@ -331,6 +399,9 @@ struct RawLimits {
     start_stop_burst: Option<Number>,
     max_watches_per_token: Option<Number>,
     max_watches: Option<Number>,
+    idle_timeout_seconds: Option<Number>,
+    max_connections: Option<Number>,
+    max_connections_per_peer: Option<Number>,
 }
 
 impl TryFrom<RawLimits> for LimitSettings {
@@ -364,6 +435,17 @@ impl TryFrom<RawLimits> for LimitSettings {
                 default.max_watches_per_token,
             )?,
             max_watches: size(MAX_WATCHES, raw.max_watches, default.max_watches)?,
+            idle_timeout: IDLE_TIMEOUT.check_duration(
+                raw.idle_timeout_seconds,
+                default.idle_timeout.as_secs_f64(),
+                1.0,
+            )?,
+            max_connections: size(MAX_CONNECTIONS, raw.max_connections, default.max_connections)?,
+            max_connections_per_peer: size(
+                MAX_CONNECTIONS_PER_PEER,
+                raw.max_connections_per_peer,
+                default.max_connections_per_peer,
+            )?,
         })
     }
 }

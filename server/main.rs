@@ -207,8 +207,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
+    // One guard, and so one set of connection limits, for every listener, the metrics one too.
+    let guard = Guard::new(tokens.clone(), settings.limits.clone());
     let metrics_listener = match (&settings.metrics, &metrics) {
-        (Some(listen), Some(metrics)) => Some(hydroplane::metrics::http::start(listen, metrics).await?),
+        (Some(listen), Some(metrics)) => {
+            Some(hydroplane::metrics::http::start(listen, metrics, guard.connections()).await?)
+        }
         _ => None,
     };
 
@@ -245,7 +249,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = stop_receiver.await;
     };
-    let guard = Guard::new(tokens, settings.limits.clone());
     let server = hydroplane::grpc::serve(listeners, processes, guard, &settings.limits, shutdown);
     tokio::pin!(server);
     let signal_name = tokio::select! {
@@ -278,9 +281,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Lets the security flags override the settings file.
 fn apply_flags(settings: &mut Settings, args: &Args) -> anyhow::Result<()> {
     if let (Some(cert_file), Some(key_file)) = (&args.tls_cert, &args.tls_key) {
-        let client_ca_file = settings.tls.as_ref().and_then(|tls| tls.client_ca_file.clone());
-        settings.tls =
-            Some(TlsSettings { cert_file: cert_file.clone(), key_file: key_file.clone(), client_ca_file });
+        let mut tls = TlsSettings::from_files(cert_file.clone(), key_file.clone(), None);
+        if let Some(configured) = &settings.tls {
+            tls.client_ca_file.clone_from(&configured.client_ca_file);
+            tls.handshake_timeout = configured.handshake_timeout;
+        }
+        settings.tls = Some(tls);
     }
     if let Some(client_ca) = &args.tls_client_ca {
         match &mut settings.tls {

@@ -21,7 +21,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
+use tonic::transport::server::TlsConnectInfo;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShed;
 use tower::load_shed::error::Overloaded;
@@ -29,8 +29,9 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::config::LimitSettings;
 use crate::grpc::audit;
+use crate::grpc::connections::{CallInProgress, ConnectionInfo, ConnectionLimits, PeerKey};
 use crate::security::access::{Caller, Groups, Scope};
-use crate::security::tokens::TokenStore;
+use crate::security::tokens::{TokenBook, TokenId, TokenStore};
 
 /// Where a call came from, for audit lines: a TCP peer address, or the Unix socket's peer user.
 /// Kept as it is found and formatted only when an audit line is written.
@@ -59,19 +60,20 @@ impl fmt::Display for Peer {
 impl Peer {
     /// The peer of a request, from the connection information tonic attached to it.
     fn of<B>(request: &http::Request<B>) -> Peer {
-        let extensions = request.extensions();
-        let tcp = extensions
-            .get::<TcpConnectInfo>()
-            .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().map(TlsConnectInfo::get_ref));
-        if let Some(tcp) = tcp {
-            return tcp.remote_addr().map_or(Peer::Unknown, Peer::Tcp);
-        }
-        if let Some(unix) = extensions.get::<UdsConnectInfo>() {
-            return Peer::Unix(unix.peer_cred.map(|credentials| (credentials.uid(), credentials.pid())));
-        }
-        Peer::Unknown
+        connection_of(request).map_or(Peer::Unknown, |connection| connection.peer().clone())
     }
 }
+
+/// The connection a request came on (every listener's connections are gated).
+fn connection_of<B>(request: &http::Request<B>) -> Option<&ConnectionInfo> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnectionInfo>()
+        .or_else(|| extensions.get::<TlsConnectInfo<ConnectionInfo>>().map(TlsConnectInfo::get_ref))
+}
+
+/// The name of callers of a server without tokens, before `@` and their peer.
+const ANONYMOUS: &str = "anonymous";
 
 /// What a method is, for the guard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +122,8 @@ pub struct Guard {
     watches: Arc<Semaphore>,
     watches_per_caller: Mutex<HashMap<String, Arc<Semaphore>>>,
     calls: Arc<Semaphore>,
+    connections: Arc<ConnectionLimits>,
+    streams: Arc<OpenStreams>,
 }
 
 impl Guard {
@@ -129,14 +133,25 @@ impl Guard {
             let burst = NonZeroU32::new(limits.start_stop_burst).unwrap_or(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
+        let streams = Arc::new(OpenStreams::default());
+        if let Some(tokens) = &tokens {
+            tokio::spawn(end_revoked_streams(Arc::clone(tokens), Arc::downgrade(&streams), tokens.reloads()));
+        }
         Arc::new(Guard {
+            streams,
             tokens,
             rate,
             watches: Arc::new(Semaphore::new(limits.max_watches)),
             watches_per_caller: Mutex::new(HashMap::new()),
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+            connections: ConnectionLimits::new(&limits, open_files_limit()),
             limits,
         })
+    }
+
+    /// The connection limits every listener of this server shares (the metrics listener too).
+    pub fn connections(&self) -> Arc<ConnectionLimits> {
+        Arc::clone(&self.connections)
     }
 
     /// The tower layer that puts this guard in front of a service.
@@ -144,9 +159,18 @@ impl Guard {
         GuardLayer { guard: Arc::clone(self) }
     }
 
-    /// Who presents this request's `authorization` metadata.
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
-        let Some(tokens) = &self.tokens else { return Ok(Caller::anonymous()) };
+    /// Who presents this request's `authorization` metadata, and which token it is (none
+    /// without a tokens file).
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        peer: &Peer,
+    ) -> Result<(Caller, Option<TokenId>), Status> {
+        let Some(tokens) = &self.tokens else {
+            // Without tokens, what is shared per caller (Watch and Logs slots, the share of kept
+            // listings) is shared per peer: one client cannot take everyone's.
+            return Ok((Caller::unrestricted(&format!("{}@{}", ANONYMOUS, PeerKey::of(peer))), None));
+        };
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(Status::unauthenticated(
                 "this server needs a token: send the metadata `authorization: Bearer <token>` (hpctl: --token or HYDROPLANE_TOKEN)",
@@ -160,7 +184,7 @@ impl Guard {
             .ok_or_else(|| {
                 Status::unauthenticated("the `authorization` metadata must be `Bearer <token>`")
             })?;
-        tokens.current().authenticate(presented).cloned().ok_or_else(|| {
+        tokens.current().identify(presented).map(|(caller, id)| (caller.clone(), Some(id))).ok_or_else(|| {
             Status::unauthenticated(
                 "the token is not known to this server (revoked, mistyped, or meant for another server)",
             )
@@ -212,6 +236,7 @@ impl Guard {
         scope: Option<Scope>,
         method: &str,
         headers: &http::HeaderMap,
+        peer: &Peer,
     ) -> Result<Admitted, (Option<String>, Status)> {
         if kind == Kind::Open {
             // Whoever calls an open method is nobody in particular: no scope, no group.
@@ -220,9 +245,9 @@ impl Guard {
                 scopes: Vec::new(),
                 groups: Groups::Only(Vec::new()),
             };
-            return Ok(Admitted { caller: nobody, permits: None });
+            return Ok(Admitted { caller: nobody, permits: None, revocation: None });
         }
-        let caller = self.authenticate(headers).map_err(|status| (None, status))?;
+        let (caller, token) = self.authenticate(headers, peer).map_err(|status| (None, status))?;
         let refuse = |status: Status| (Some(caller.name.clone()), status);
         if let Some(scope) = scope
             && !caller.has(scope)
@@ -246,14 +271,108 @@ impl Guard {
             Kind::Watch => Some(self.open_watch(&caller).map_err(refuse)?),
             Kind::Open | Kind::Unary => None,
         };
-        Ok(Admitted { caller, permits })
+        // A stream outlives the check above: it is ended if its token is revoked meanwhile.
+        let revocation = match (kind, token) {
+            (Kind::Watch, Some(token)) => Some(self.streams.open(token, scope)),
+            _ => None,
+        };
+        Ok(Admitted { caller, permits, revocation })
     }
+}
+
+/// The open streams of callers with tokens, each with the token and scope it was let in with,
+/// so that a reload of the tokens file ends those whose token no longer grants it.
+#[derive(Default)]
+struct OpenStreams {
+    open: Mutex<HashMap<u64, OpenStream>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl OpenStreams {
+    fn open_streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenStream>> {
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a stream; it is unregistered when the returned value is dropped.
+    fn open(self: &Arc<Self>, token: TokenId, scope: Option<Scope>) -> StreamRevocation {
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let revocation = Arc::new(Revocation::default());
+        self.open_streams().insert(key, (token, scope, Arc::clone(&revocation)));
+        StreamRevocation { streams: Arc::clone(self), key, revocation }
+    }
+
+    /// Ends every stream whose token the book no longer holds, or no longer with the scope.
+    fn revoke_missing(&self, book: &TokenBook) -> usize {
+        let mut ended = 0;
+        for (token, scope, revocation) in self.open_streams().values() {
+            let granted =
+                book.caller_of(*token).is_some_and(|caller| scope.is_none_or(|scope| caller.has(scope)));
+            if !granted && !revocation.revoked.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                revocation.waker.wake();
+                ended += 1;
+            }
+        }
+        ended
+    }
+}
+
+/// One open stream: the token and scope it was let in with, and its revocation.
+type OpenStream = (TokenId, Option<Scope>, Arc<Revocation>);
+
+/// Whether a stream's token was revoked, and the stream's body to wake when it is.
+#[derive(Default)]
+struct Revocation {
+    revoked: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+/// A stream's place among the open streams, held by its response body.
+struct StreamRevocation {
+    streams: Arc<OpenStreams>,
+    key: u64,
+    revocation: Arc<Revocation>,
+}
+
+impl StreamRevocation {
+    /// Whether the token was revoked; registers the waker to be woken when it is.
+    fn poll_revoked(&self, context: &Context<'_>) -> bool {
+        self.revocation.waker.register(context.waker());
+        self.revocation.revoked.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for StreamRevocation {
+    fn drop(&mut self) {
+        self.streams.open_streams().remove(&self.key);
+    }
+}
+
+/// Ends the streams of revoked tokens after each reload of the tokens file, until the guard
+/// is gone.
+async fn end_revoked_streams(
+    tokens: Arc<TokenStore>,
+    streams: std::sync::Weak<OpenStreams>,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+) {
+    while reloads.changed().await.is_ok() {
+        let Some(streams) = streams.upgrade() else { return };
+        let ended = streams.revoke_missing(&tokens.current());
+        if ended > 0 {
+            tracing::info!(streams = ended, "ended the open streams of revoked tokens");
+        }
+    }
+}
+
+/// The process's open-files limit (soft), which connections must leave a reserve under.
+fn open_files_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
 }
 
 /// A call that passed the guard.
 struct Admitted {
     caller: Caller,
     permits: Option<[OwnedSemaphorePermit; 2]>,
+    revocation: Option<StreamRevocation>,
 }
 
 /// The guard as a tower layer (`tonic::transport::Server::layer`).
@@ -300,22 +419,25 @@ where
         let inner = self.inner.clone();
         Box::pin(async move {
             let peer = Peer::of(&request);
+            // The connection is busy, not idle, until this call's answer has been sent.
+            let in_progress = connection_of(&request).map(ConnectionInfo::begin_call);
             let (kind, scope, method) = classify(request.uri().path());
             let method = method.to_owned();
-            let admitted = guard.admit(kind, scope, &method, request.headers());
+            let admitted = guard.admit(kind, scope, &method, request.headers(), &peer);
             // Whatever the outcome, the token goes no further than this function.
             request.headers_mut().remove(http::header::AUTHORIZATION);
-            let Admitted { caller, permits } = match admitted {
+            let Admitted { caller, permits, revocation } = match admitted {
                 Ok(admitted) => admitted,
                 Err((caller, status)) => {
                     if let Some(name) = &caller {
                         crate::telemetry::call::record_caller(name);
                     }
                     audit::refused(&method, caller.as_deref(), &peer, &status);
-                    return Ok(status.into_http().map(|body| GuardedBody::response(body, None)));
+                    return Ok(status.into_http().map(|body| GuardedBody::response(body, None, in_progress)));
                 }
             };
-            crate::telemetry::call::record_caller(&caller.name);
+            // Spans name the caller without its peer (the span has the peer already).
+            crate::telemetry::call::record_caller(caller.name.split('@').next().unwrap_or(ANONYMOUS));
             let limit = guard.limits.max_request_bytes;
             let caller_name = caller.name.clone();
             request.extensions_mut().insert(caller);
@@ -331,12 +453,14 @@ where
                             guard.limits.max_concurrent_calls
                         ));
                         audit::refused(&method, Some(&caller_name), &peer, &status);
-                        return Ok(status.into_http().map(|body| GuardedBody::response(body, None)));
+                        return Ok(status
+                            .into_http()
+                            .map(|body| GuardedBody::response(body, None, in_progress)));
                     }
                     return Err(error);
                 }
             };
-            Ok(response.map(|body| GuardedBody::response(body, permits)))
+            Ok(response.map(|body| GuardedBody::response(body, permits, in_progress).ended_on(revocation)))
         })
     }
 }
@@ -354,17 +478,47 @@ pub struct GuardedBody {
     /// For a request: the bytes seen so far and the limit.
     limit: Option<(usize, usize)>,
     _permits: Option<[OwnedSemaphorePermit; 2]>,
+    _in_progress: Option<CallInProgress>,
+    /// For a stream: ends it with UNAUTHENTICATED once its token is revoked.
+    revocation: Option<StreamRevocation>,
+    /// Whether the revocation's trailers have been sent.
+    ended: bool,
 }
 
 impl GuardedBody {
     /// A request body cut off past `limit` bytes.
     fn limited(inner: Body, limit: usize) -> Body {
-        Body::new(GuardedBody { inner, limit: Some((0, limit)), _permits: None })
+        Body::new(GuardedBody {
+            inner,
+            limit: Some((0, limit)),
+            _permits: None,
+            _in_progress: None,
+            revocation: None,
+            ended: false,
+        })
     }
 
-    /// A response body, holding a Watch stream's slots if it has any (a refusal has none).
-    fn response(inner: Body, permits: Option<[OwnedSemaphorePermit; 2]>) -> GuardedBody {
-        GuardedBody { inner, limit: None, _permits: permits }
+    /// A response body, holding a Watch stream's slots if it has any (a refusal has none), and
+    /// keeping its connection from counting as idle until it is sent.
+    fn response(
+        inner: Body,
+        permits: Option<[OwnedSemaphorePermit; 2]>,
+        in_progress: Option<CallInProgress>,
+    ) -> GuardedBody {
+        GuardedBody {
+            inner,
+            limit: None,
+            _permits: permits,
+            _in_progress: in_progress,
+            revocation: None,
+            ended: false,
+        }
+    }
+
+    /// The same body, ended with UNAUTHENTICATED when its token is revoked.
+    fn ended_on(mut self, revocation: Option<StreamRevocation>) -> GuardedBody {
+        self.revocation = revocation;
+        self
     }
 }
 
@@ -376,6 +530,21 @@ impl http_body::Body for GuardedBody {
         mut self: Pin<&mut Self>,
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.revocation.as_ref().is_some_and(|revocation| revocation.poll_revoked(context)) {
+            // Between two messages (the inner body yields whole ones): trailers end the stream
+            // as a call that failed, which the client reads as the status.
+            self.ended = true;
+            let status = Status::unauthenticated(
+                "the token of this stream was revoked (or lost the scope it needs) when the tokens file was re-read",
+            );
+            // tonic writes a status as headers; as trailers, only its `grpc-*` entries belong.
+            let mut trailers = status.into_http::<()>().into_parts().0.headers;
+            trailers.remove(http::header::CONTENT_TYPE);
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
         let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(context));
         if let Some((seen, limit)) = &mut self.limit
             && let Some(Ok(frame)) = &frame
@@ -399,7 +568,7 @@ impl http_body::Body for GuardedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

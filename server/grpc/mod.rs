@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod closing;
+pub mod connections;
 pub mod convert;
 pub mod describe;
 pub mod error;
@@ -21,7 +22,6 @@ pub mod wire;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::app::Processes;
@@ -144,16 +144,6 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The accepted connections of a listener, with Nagle's algorithm off: small gRPC frames
-/// otherwise wait for delayed ACKs (40 ms on Linux) when a response spans several packets.
-fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |connection| {
-        let connection = connection?;
-        connection.set_nodelay(true)?;
-        Ok(connection)
-    })
-}
-
 /// Serves the process service, health and reflection on every listener, each call through the
 /// guard, until `shutdown` resolves; then stops accepting, lets calls in flight finish, and
 /// returns.
@@ -195,10 +185,16 @@ pub async fn serve(
     let mut socket_files = Vec::new();
     let mut servers: Vec<futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>>> =
         Vec::new();
+    let limits_of_connections = guard.connections();
     for listener in listeners {
         let stopped = closing.closed();
-        let mut server =
-            tonic::transport::Server::builder().max_concurrent_streams(streams_per_connection).layer(
+        let mut server = tonic::transport::Server::builder()
+            .max_concurrent_streams(streams_per_connection)
+            // Pings find peers that vanished under an open stream; idle connections are closed
+            // by `connections`, which knows whether a call is in progress.
+            .http2_keepalive_interval(Some(connections::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(connections::KEEPALIVE_TIMEOUT))
+            .layer(
                 tower::ServiceBuilder::new()
                     // Outermost, so that calls the guard refuses are counted with their codes.
                     .layer(crate::metrics::grpc::layer(metrics.clone()))
@@ -206,22 +202,36 @@ pub async fn serve(
                     .layer(guard.layer()),
             );
         let router = server.add_routes(routes.clone());
+        let limits = Arc::clone(&limits_of_connections);
         servers.push(match listener {
-            Listener::Tcp(listener) => {
-                Box::pin(router.serve_with_incoming_shutdown(incoming(listener), stopped))
-            }
-            Listener::Tls(listener, tls) => Box::pin(
-                router.serve_with_incoming_shutdown(crate::security::tls::incoming(listener, tls), stopped),
+            Listener::Tcp(listener) => Box::pin(
+                router.serve_with_incoming_shutdown(connections::incoming(listener, limits), stopped),
             ),
-            Listener::InMemory(connections) => {
-                Box::pin(router.serve_with_incoming_shutdown(connections, stopped))
+            Listener::Tls(listener, tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::security::tls::incoming(listener, tls, limits),
+                stopped,
+            )),
+            Listener::InMemory(accepted) => {
+                // Every in-memory connection is from the same, unknown, peer.
+                let admitted = futures::StreamExt::filter_map(accepted, move |accepted| {
+                    let limits = Arc::clone(&limits);
+                    async move {
+                        match accepted {
+                            Ok(stream) => limits
+                                .admit(guard::Peer::Unknown)
+                                .ok()
+                                .map(|slot| Ok::<_, std::io::Error>(limits.gate(stream, slot))),
+                            Err(error) => Some(Err(error)),
+                        }
+                    }
+                });
+                Box::pin(router.serve_with_incoming_shutdown(admitted, stopped))
             }
             Listener::Unix(listener, socket_file) => {
                 socket_files.push(socket_file);
-                Box::pin(router.serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
-                    stopped,
-                ))
+                Box::pin(
+                    router.serve_with_incoming_shutdown(connections::incoming(listener, limits), stopped),
+                )
             }
         });
     }

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::{CONTENT_TYPE, Metrics};
+use crate::grpc::connections::{ConnectionLimits, next_admitted};
 
 /// Why the metrics listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -68,26 +69,28 @@ fn respond(metrics: &Metrics, request: &http::Request<Incoming>) -> http::Respon
     }
 }
 
-/// Serves `GET /metrics` on the listener until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) {
+/// Serves `GET /metrics` on the listener until `shutdown` resolves, under the server's
+/// connection limits (a cap in total and per peer, and the idle timeout: a scraper that
+/// connects and says nothing, or keeps a connection open between scrapes, is closed).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    limits: Arc<ConnectionLimits>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, slot) = tokio::select! {
+            admitted = next_admitted(&listener, &limits) => admitted,
             () = &mut shutdown => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of file descriptors, most likely: wait a little rather than spin.
-                tracing::warn!(%error, "cannot accept a metrics connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let stream = limits.gate(stream, slot);
+        let connection = stream.info().clone();
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
+                // The answer is made whole, at once: the connection is busy while it is made.
+                let _in_progress = connection.begin_call();
                 let answer = respond(&metrics, &request);
                 async move { Ok::<_, std::convert::Infallible>(answer) }
             });
@@ -106,10 +109,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: impl 
 pub async fn start(
     settings: &super::MetricsSettings,
     metrics: &Arc<Metrics>,
+    limits: Arc<ConnectionLimits>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BindError> {
     let listener = bind(settings.listen).await?;
     let address = listener.local_addr().map_err(|source| BindError { address: settings.listen, source })?;
-    let task = tokio::spawn(serve(listener, Arc::clone(metrics), std::future::pending()));
+    let task = tokio::spawn(serve(listener, Arc::clone(metrics), limits, std::future::pending()));
     Ok((address, task))
 }
 
@@ -132,7 +136,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.domain.watch_resets.inc();
         let settings = super::super::MetricsSettings { listen: "127.0.0.1:0".parse().expect("address") };
-        let (address, task) = start(&settings, &metrics).await.expect("bind");
+        let limits = ConnectionLimits::new(&crate::config::LimitSettings::default(), None);
+        let (address, task) = start(&settings, &metrics, limits).await.expect("bind");
         let scraped = get(address, "/metrics").await;
         assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
         assert!(scraped.contains("application/openmetrics-text"), "{scraped}");

@@ -6,39 +6,42 @@
 //! of finished TLS connections for tonic's `serve_with_incoming_shutdown`. A handshake never holds
 //! up another, and a failed one is logged and skipped, never fatal to the listener.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::config::TlsSettings;
+use crate::grpc::connections::{ConnectionLimits, Gated, PeerKey, WeakConnection, next_admitted};
+use crate::grpc::guard::Peer;
 
-/// How long a client may take to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress at once; beyond this, connections wait in the kernel's accept queue
-/// rather than costing the server memory and file descriptors.
+/// Handshakes in progress at once; beyond this, newcomers are closed at once.
 const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+
+/// Handshakes one peer address may have in progress at once, so that no one peer can hold every
+/// slot (a client opening many connections at once waits a little, or retries).
+pub const HANDSHAKE_SLOTS_PER_PEER: usize = 64;
+
+/// How long a new connection may wait before its first byte (the ClientHello's): a client that
+/// connects and says nothing holds a handshake slot no longer than this.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Finished connections waiting for the server to take them.
 const ACCEPTED_QUEUE: usize = 64;
-
-/// The pause after an accept error such as EMFILE: retrying at once would spin while the
-/// condition lasts, and connections that finish meanwhile free descriptors.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// The shortest interval [`ServerTls::watch_files`] honours (a zero interval would spin).
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(10);
@@ -146,6 +149,18 @@ pub enum TlsError {
         /// What rustls says.
         reason: String,
     },
+    /// The server certificate is expired, or not valid yet: every client would refuse it.
+    #[error(
+        "the TLS certificate in {} is not valid now (valid from {not_before} until {not_after}); clients would refuse it: renew it", path.display()
+    )]
+    NotValidNow {
+        /// The file.
+        path: PathBuf,
+        /// The start of its validity.
+        not_before: String,
+        /// The end of its validity.
+        not_after: String,
+    },
     /// rustls refused the configuration itself.
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
@@ -156,6 +171,11 @@ pub struct ServerTls {
     settings: TlsSettings,
     provider: Arc<CryptoProvider>,
     config: RwLock<Arc<ServerConfig>>,
+    /// The client certificate verifier of `config` (with a client CA), to check open
+    /// connections again when the CA changes.
+    verifier: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    /// The open connections that presented a client certificate, with their chains.
+    clients: Mutex<Vec<(Vec<CertificateDer<'static>>, WeakConnection)>>,
     /// What the files looked like at the last look, loadable or not: a reload is attempted (and
     /// a failure logged) only when this changes.
     seen: Mutex<Seen>,
@@ -167,11 +187,13 @@ impl ServerTls {
     pub fn load(settings: &TlsSettings) -> Result<Arc<ServerTls>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let files = Files::read(settings)?;
-        let config = build(settings, &files, &provider)?;
+        let (config, verifier) = build(settings, &files, &provider)?;
         Ok(Arc::new(ServerTls {
             settings: settings.clone(),
             provider,
             config: RwLock::new(Arc::new(config)),
+            verifier: RwLock::new(verifier),
+            clients: Mutex::new(Vec::new()),
             seen: Mutex::new(Seen::Contents(files.digest())),
         }))
     }
@@ -210,8 +232,10 @@ impl ServerTls {
         }
         *seen = now;
         match files.and_then(|files| build(&self.settings, &files, &self.provider)) {
-            Ok(config) => {
+            Ok((config, verifier)) => {
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+                *self.verifier.write().unwrap_or_else(PoisonError::into_inner) = verifier;
+                self.recheck_clients();
                 tracing::info!(
                     cert_file = %self.settings.cert_file.display(),
                     key_file = %self.settings.key_file.display(),
@@ -228,6 +252,47 @@ impl ServerTls {
                 Check::Failed(error)
             }
         }
+    }
+}
+
+impl ServerTls {
+    /// Remembers an open connection's client certificate chain, to check it again when the
+    /// client CA changes.
+    fn remember_client(&self, chain: Vec<CertificateDer<'static>>, connection: WeakConnection) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        // Closed connections are forgotten whenever the list has doubled since the last sweep.
+        if clients.len() >= 64 && clients.len().is_power_of_two() {
+            clients.retain(|(_, connection)| connection.upgrade().is_some());
+        }
+        clients.push((chain, connection));
+    }
+
+    /// Closes every open connection whose client certificate the current verifier no longer
+    /// accepts (the client CA was rotated): trust that is withdrawn ends the connections it let
+    /// in, not only new ones. Returns how many were closed.
+    fn recheck_clients(&self) -> usize {
+        let verifier = self.verifier.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let now = rustls_pki_types::UnixTime::now();
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut closed = 0;
+        clients.retain(|(chain, connection)| {
+            let Some(connection) = connection.upgrade() else { return false };
+            let trusted = match (&verifier, chain.split_first()) {
+                // No client CA any more: certificates are not asked for, nobody is cut off.
+                (None, _) => true,
+                (Some(verifier), Some((end_entity, intermediates))) => {
+                    verifier.verify_client_cert(end_entity, intermediates, now).is_ok()
+                }
+                (Some(_), None) => false,
+            };
+            if !trusted {
+                tracing::warn!(peer = %connection.peer(), "closing a connection whose client certificate the new client CA does not trust");
+                connection.cut();
+                closed += 1;
+            }
+            trusted
+        });
+        closed
     }
 }
 
@@ -313,18 +378,20 @@ impl Files {
     }
 }
 
-/// The rustls configuration of these files.
+/// The rustls configuration of these files, and its client certificate verifier when there is
+/// a client CA.
 fn build(
     settings: &TlsSettings,
     files: &Files,
     provider: &Arc<CryptoProvider>,
-) -> Result<ServerConfig, TlsError> {
+) -> Result<(ServerConfig, Option<Arc<dyn ClientCertVerifier>>), TlsError> {
     let cert_path = &settings.cert_file;
     let key_path = &settings.key_file;
     let chain = certificates(&files.certificate).map_err(|problem| match problem {
         PemProblem::Empty => TlsError::NoCertificate { path: cert_path.clone() },
         PemProblem::Malformed(reason) => TlsError::CertificatePem { path: cert_path.clone(), reason },
     })?;
+    check_validity(cert_path, &chain[0])?;
     let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|error| match error {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey { path: key_path.clone() },
         error => TlsError::KeyPem { path: key_path.clone(), reason: describe_pem_error(&error) },
@@ -354,14 +421,36 @@ fn build(
     let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| TlsError::Config(error.to_string()))?;
-    let builder = match &files.client_ca {
-        Some((ca_path, ca)) => builder.with_client_cert_verifier(client_verifier(ca_path, ca, provider)?),
+    let verifier = match &files.client_ca {
+        Some((ca_path, ca)) => Some(client_verifier(ca_path, ca, provider)?),
+        None => None,
+    };
+    let builder = match &verifier {
+        Some(verifier) => builder.with_client_cert_verifier(Arc::clone(verifier)),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key)));
     // gRPC runs on HTTP/2 only; a client offering only other protocols is refused in the handshake.
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((config, verifier))
+}
+
+/// Refuses a server certificate that is expired or not valid yet. Refused rather than warned
+/// about: every client would fail its handshake anyway, with a message about the server; at
+/// start the operator is told at once, and on reload the previous, still valid, certificate
+/// stays in use (with an error line) instead of one nobody can connect to.
+fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|error| TlsError::InvalidCertificate { path: path.to_owned(), reason: error.to_string() })?;
+    let validity = certificate.validity();
+    if validity.is_valid() {
+        return Ok(());
+    }
+    Err(TlsError::NotValidNow {
+        path: path.to_owned(),
+        not_before: validity.not_before.to_string(),
+        not_after: validity.not_after.to_string(),
+    })
 }
 
 /// Whether a certificate says it is a CA (basic constraints `CA:TRUE`); false when it cannot be
@@ -375,7 +464,7 @@ fn client_verifier(
     path: &Path,
     ca: &[u8],
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let anchors = certificates(ca).map_err(|problem| match problem {
         PemProblem::Empty => TlsError::NoClientCa { path: path.to_owned() },
         PemProblem::Malformed(reason) => TlsError::ClientCaPem { path: path.to_owned(), reason },
@@ -422,8 +511,12 @@ fn describe_pem_error(error: &pem::Error) -> String {
     }
 }
 
-/// The TLS connections accepted on `listener`: handshakes run concurrently (at most 1024 at once,
-/// each bounded by [`HANDSHAKE_TIMEOUT`]); failures are logged and skipped, never end the stream.
+/// The TLS connections accepted on `listener`, under the server's connection limits: each
+/// newcomer needs a connection slot and a handshake slot, of which one peer address may hold at
+/// most [`HANDSHAKE_SLOTS_PER_PEER`]; when either is full the newcomer is closed at once, and no
+/// established connection is touched. A handshake must begin (the client's first byte) within
+/// [`FIRST_BYTE_TIMEOUT`] and end within `tls.handshake_timeout_seconds`; failures are logged
+/// and skipped, never end the stream.
 ///
 /// Each connection gets [`ServerTls::current`] as of its accept, so a rotated certificate reaches
 /// new connections. The accepting task ends, closing the listener, when the stream is dropped.
@@ -431,78 +524,118 @@ fn describe_pem_error(error: &pem::Error) -> String {
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
-) -> impl futures::Stream<Item = io::Result<TlsStream<TcpStream>>> + Send + 'static {
+    limits: Arc<ConnectionLimits>,
+) -> impl futures::Stream<Item = io::Result<TlsStream<Gated<TcpStream>>>> + Send + 'static {
     let (sender, receiver) = mpsc::channel(ACCEPTED_QUEUE);
-    tokio::spawn(accept_loop(listener, tls, sender));
+    tokio::spawn(accept_loop(listener, tls, limits, sender));
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
-type Sender = mpsc::Sender<io::Result<TlsStream<TcpStream>>>;
+type Sender = mpsc::Sender<io::Result<TlsStream<Gated<TcpStream>>>>;
 
-async fn accept_loop(listener: TcpListener, tls: Arc<ServerTls>, sender: Sender) {
-    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    limits: Arc<ConnectionLimits>,
+    sender: Sender,
+) {
+    let slots = Arc::new(HandshakeSlots::default());
     loop {
-        // A slot first, then the accept: while all slots are taken, new connections wait in the
-        // kernel's queue, where they cost us nothing.
-        let permit = tokio::select! {
+        let (stream, slot) = tokio::select! {
             _ = sender.closed() => return,
-            permit = Arc::clone(&handshakes).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // Only a closed semaphore fails, and nothing closes it.
-                Err(_) => return,
-            },
+            admitted = next_admitted(&listener, &limits) => admitted,
         };
-        let accepted = tokio::select! {
-            _ = sender.closed() => return,
-            accepted = listener.accept() => accepted,
+        let Some(handshake_slot) = slots.take(slot.peer()) else {
+            // Refused: the newcomer is closed; those already shaking hands go on.
+            continue;
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) if is_connection_error(&error) => {
-                // That one connection died before we took it; the listener is fine.
-                tracing::debug!(%error, "a connection closed before it was accepted");
-                continue;
-            }
-            Err(error) => {
-                tracing::error!(%error, pause = ?ACCEPT_ERROR_PAUSE, "cannot accept a connection; retrying");
-                tokio::select! {
-                    _ = sender.closed() => return,
-                    _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
-                }
-            }
-        };
-        // Small gRPC frames otherwise wait for delayed ACKs when a response spans packets.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-        }
+        let peer = slot.peer().clone();
         let acceptor = TlsAcceptor::from(tls.current());
-        tokio::spawn(handshake(acceptor, stream, peer, sender.clone(), permit));
+        let stream = limits.gate(stream, slot);
+        tokio::spawn(handshake(Arc::clone(&tls), acceptor, stream, peer, sender.clone(), handshake_slot));
     }
 }
 
-/// Errors of one connection rather than of the listener.
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    )
+/// The handshakes in progress, in total and by peer address.
+#[derive(Default)]
+struct HandshakeSlots {
+    by_peer: Mutex<(usize, HashMap<PeerKey, usize>)>,
 }
 
-/// One handshake; the permit is held until the connection is handed over, so that finished
+impl HandshakeSlots {
+    /// A slot for a handshake from `peer`, or `None` (logged) when the server or the peer has
+    /// as many handshakes in progress as it may.
+    fn take(self: &Arc<Self>, peer: &Peer) -> Option<HandshakeSlot> {
+        let key = PeerKey::of(peer);
+        let mut counts = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, by_peer) = &mut *counts;
+        let from_peer = by_peer.get(&key).copied().unwrap_or(0);
+        if *total >= MAX_CONCURRENT_HANDSHAKES || from_peer >= HANDSHAKE_SLOTS_PER_PEER {
+            tracing::debug!(%peer, in_progress = *total, from_peer, "TLS handshake slots full; new connection refused");
+            return None;
+        }
+        *total += 1;
+        *by_peer.entry(key).or_insert(0) += 1;
+        Some(HandshakeSlot { slots: Arc::clone(self), key })
+    }
+}
+
+/// One handshake's slot, given back when the handshake ends either way.
+struct HandshakeSlot {
+    slots: Arc<HandshakeSlots>,
+    key: PeerKey,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, by_peer) = &mut *counts;
+        *total = total.saturating_sub(1);
+        if let Some(count) = by_peer.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                by_peer.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// One handshake; the slot is held until the connection is handed over, so that finished
 /// connections the server has not taken yet count against the limit too.
 async fn handshake(
+    tls: Arc<ServerTls>,
     acceptor: TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Gated<TcpStream>,
+    peer: Peer,
     sender: Sender,
-    _permit: OwnedSemaphorePermit,
+    _slot: HandshakeSlot,
 ) {
+    let timeout = tls.settings.handshake_timeout;
+    // A client that connects and says nothing gives its slot back soon: a real one sends its
+    // ClientHello at once.
+    let mut first = [0u8; 1];
+    let spoke = tokio::select! {
+        _ = sender.closed() => return,
+        spoke = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.get_ref().peek(&mut first)) => spoke,
+    };
+    match spoke {
+        Ok(Ok(read)) if read > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?FIRST_BYTE_TIMEOUT, "no TLS handshake began; connection dropped");
+            return;
+        }
+    }
     let result = tokio::select! {
         _ = sender.closed() => return,
-        result = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => result,
+        result = tokio::time::timeout(timeout, acceptor.accept(stream)) => result,
     };
     match result {
         Ok(Ok(connection)) => {
+            let (gated, session) = connection.get_ref();
+            if let Some(chain) = session.peer_certificates() {
+                tls.remember_client(chain.to_vec(), gated.info().downgrade());
+            }
             // An error here means the stream was dropped; the connection goes with it.
             let _ = sender.send(Ok(connection)).await;
         }
@@ -511,7 +644,7 @@ async fn handshake(
             tracing::info!(%peer, %error, "TLS handshake failed; connection dropped")
         }
         Err(_) => {
-            tracing::info!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out; connection dropped")
+            tracing::info!(%peer, ?timeout, "TLS handshake timed out; connection dropped")
         }
     }
 }
@@ -587,6 +720,8 @@ mod tests {
     use super::test_certs::TestCa;
     use super::*;
 
+    use std::net::SocketAddr;
+
     use std::pin::Pin;
 
     use futures::{Stream, StreamExt};
@@ -614,7 +749,7 @@ mod tests {
             let ca = TestCa::new("hydroplane test CA one");
             let (cert_file, key_file) = ca.write_server_files(dir.path(), "server");
             let client_ca_file = mutual.then(|| ca.write_ca_file(dir.path(), "clients.pem"));
-            Fixture { settings: TlsSettings { cert_file, key_file, client_ca_file }, dir, ca }
+            Fixture { settings: TlsSettings::from_files(cert_file, key_file, client_ca_file), dir, ca }
         }
 
         fn path(&self, name: &str) -> PathBuf {
@@ -663,15 +798,15 @@ mod tests {
 
     async fn listen(
         tls: &Arc<ServerTls>,
-    ) -> (SocketAddr, Pin<Box<impl Stream<Item = io::Result<TlsStream<TcpStream>>>>>) {
+    ) -> (SocketAddr, Pin<Box<impl Stream<Item = io::Result<TlsStream<Gated<TcpStream>>>>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        (address, Box::pin(incoming(listener, Arc::clone(tls))))
+        (address, Box::pin(incoming(listener, Arc::clone(tls), test_limits())))
     }
 
     async fn next_connection(
-        connections: &mut (impl Stream<Item = io::Result<TlsStream<TcpStream>>> + Unpin),
-    ) -> TlsStream<TcpStream> {
+        connections: &mut (impl Stream<Item = io::Result<TlsStream<Gated<TcpStream>>>> + Unpin),
+    ) -> TlsStream<Gated<TcpStream>> {
         timeout(GUARD, connections.next())
             .await
             .expect("a connection in time")
@@ -680,8 +815,16 @@ mod tests {
     }
 
     /// Proves the connection carries data and is the one `client_address` opened.
-    async fn ping(client: &mut ClientStream, server: &mut TlsStream<TcpStream>, client_address: SocketAddr) {
-        assert_eq!(server.get_ref().0.peer_addr().expect("peer"), client_address, "another connection");
+    async fn ping(
+        client: &mut ClientStream,
+        server: &mut TlsStream<Gated<TcpStream>>,
+        client_address: SocketAddr,
+    ) {
+        assert_eq!(
+            server.get_ref().0.get_ref().peer_addr().expect("peer"),
+            client_address,
+            "another connection"
+        );
         assert_eq!(server.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         client.write_all(b"ping").await.expect("client writes");
         client.flush().await.expect("client flushes");
@@ -693,7 +836,7 @@ mod tests {
     /// A handshake through `connections` by a client trusting `ca_pem` works end to end.
     async fn assert_serves(
         address: SocketAddr,
-        connections: &mut (impl Stream<Item = io::Result<TlsStream<TcpStream>>> + Unpin),
+        connections: &mut (impl Stream<Item = io::Result<TlsStream<Gated<TcpStream>>>> + Unpin),
         ca_pem: &str,
         identity: Option<(String, String)>,
     ) {
@@ -711,6 +854,10 @@ mod tests {
             let read = timeout(GUARD, client.read(&mut buffer)).await.expect("the server answers in time");
             assert!(matches!(read, Err(_) | Ok(0)), "the server accepted the client: {read:?}");
         }
+    }
+
+    fn test_limits() -> Arc<ConnectionLimits> {
+        ConnectionLimits::new(&crate::config::LimitSettings::default(), None)
     }
 
     fn load_error(settings: &TlsSettings) -> String {
@@ -873,23 +1020,98 @@ mod tests {
         let (address, mut connections) = listen(&tls).await;
         let _silent = TcpStream::connect(address).await.expect("TCP connect");
         // Well within the silent client's handshake timeout: the handshakes are not serialised.
-        timeout(HANDSHAKE_TIMEOUT / 2, assert_serves(address, &mut connections, &fixture.ca.pem(), None))
+        timeout(FIRST_BYTE_TIMEOUT / 2, assert_serves(address, &mut connections, &fixture.ca.pem(), None))
             .await
             .expect("the good client is served while the silent one waits");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    async fn a_silent_client_is_dropped_after_the_first_byte_timeout() {
         let fixture = Fixture::new(false);
         let tls = ServerTls::load(&fixture.settings).expect("load");
         let (address, _connections) = listen(&tls).await;
         let mut silent = TcpStream::connect(address).await.expect("TCP connect");
         let started = Instant::now();
         let mut buffer = [0u8; 1];
-        // The paused clock jumps to the next timer once everything is idle: the handshake's.
+        // The paused clock jumps to the next timer once everything is idle: the first byte's.
         let read = silent.read(&mut buffer).await;
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-        assert!(started.elapsed() >= HANDSHAKE_TIMEOUT, "closed after {:?}", started.elapsed());
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= FIRST_BYTE_TIMEOUT && elapsed < fixture.settings.handshake_timeout,
+            "closed after {elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stalls_mid_handshake_is_dropped_after_the_handshake_timeout() {
+        let fixture = Fixture::new(false);
+        let tls = ServerTls::load(&fixture.settings).expect("load");
+        let (address, _connections) = listen(&tls).await;
+        let mut stalled = TcpStream::connect(address).await.expect("TCP connect");
+        // The start of a TLS record, and nothing more.
+        stalled.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+        let started = Instant::now();
+        let mut buffer = [0u8; 1];
+        let read = stalled.read(&mut buffer).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            started.elapsed() >= fixture.settings.handshake_timeout,
+            "closed after {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused_at_load_and_at_reload() {
+        let fixture = Fixture::new(false);
+        let expired_dir = tempfile::tempdir().expect("tempdir");
+        let (cert_file, key_file) = fixture.ca.write_expired_server_files(expired_dir.path(), "old");
+        let message = load_error(&TlsSettings::from_files(cert_file.clone(), key_file, None));
+        assert!(
+            message.contains(&cert_file.display().to_string()) && message.contains("not valid now"),
+            "{message}"
+        );
+
+        let tls = ServerTls::load(&fixture.settings).expect("load");
+        let served = tls.current();
+        fixture.ca.write_expired_server_files(fixture.dir.path(), "server");
+        match tls.check_files() {
+            Check::Failed(TlsError::NotValidNow { .. }) => {}
+            other => panic!("an expired certificate was not refused: {other:?}"),
+        }
+        assert!(Arc::ptr_eq(&served, &tls.current()), "the valid certificate stays in use");
+    }
+
+    #[tokio::test]
+    async fn silent_connections_from_one_peer_cannot_take_every_handshake_slot() {
+        let fixture = Fixture::new(false);
+        let tls = ServerTls::load(&fixture.settings).expect("load");
+        let (address, mut connections) = listen(&tls).await;
+        // More silent connections from 127.0.0.2 than one peer may hold slots for: they take
+        // only their share, and the rest are closed at once.
+        let flooder: SocketAddr = "127.0.0.2:0".parse().expect("address");
+        let mut silent = Vec::new();
+        for _ in 0..HANDSHAKE_SLOTS_PER_PEER + 16 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind(flooder).expect("bind 127.0.0.2");
+            silent.push(socket.connect(address).await.expect("TCP connect"));
+        }
+        // All at once, well within the first-byte timeout: only the refused are closed by then.
+        let reads = silent.iter_mut().map(|socket| async move {
+            let mut buffer = [0u8; 1];
+            timeout(Duration::from_millis(500), socket.read(&mut buffer)).await
+        });
+        let mut closed = 0;
+        for read in futures::future::join_all(reads).await.into_iter().flatten() {
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            closed += 1;
+        }
+        assert_eq!(closed, 16, "only the newcomers beyond the peer's share are refused");
+        // Another peer (127.0.0.1) is served at once.
+        timeout(FIRST_BYTE_TIMEOUT / 2, assert_serves(address, &mut connections, &fixture.ca.pem(), None))
+            .await
+            .expect("the good client is served while the silent ones wait");
     }
 
     #[tokio::test]
@@ -1005,7 +1227,7 @@ mod tests {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(Server::builder().add_service(health).serve_with_incoming_shutdown(
-            incoming(listener, Arc::clone(&tls)),
+            incoming(listener, Arc::clone(&tls), test_limits()),
             async {
                 let _ = stopped.await;
             },

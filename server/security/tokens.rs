@@ -71,6 +71,16 @@ impl std::fmt::Debug for TokenEntry {
     }
 }
 
+/// Which token a caller presented: its hash, as the file holds it. Never printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenId([u8; 32]);
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("TokenId(<redacted>)")
+    }
+}
+
 /// Every token of a tokens file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenBook {
@@ -120,6 +130,24 @@ impl TokenBook {
             }
         }
         found
+    }
+
+    /// The caller a presented token belongs to, with the token's [`TokenId`], to find it again
+    /// in a reloaded book. Every entry is compared, in constant time.
+    pub fn identify(&self, presented: &str) -> Option<(&Caller, TokenId)> {
+        let hash = sha256(presented);
+        let mut found = None;
+        for entry in &self.entries {
+            if bool::from(entry.hash.ct_eq(&hash)) {
+                found = Some((&entry.caller, TokenId(entry.hash)));
+            }
+        }
+        found
+    }
+
+    /// The caller of the token `id`, if the book still holds that token.
+    pub fn caller_of(&self, id: TokenId) -> Option<&Caller> {
+        self.entries.iter().find(|entry| bool::from(entry.hash.ct_eq(&id.0))).map(|entry| &entry.caller)
     }
 
     /// The callers of the book, in file order.
@@ -215,6 +243,16 @@ pub enum TokenFileError {
         /// What is wrong.
         message: String,
     },
+    /// Other users could read the tokens file's hashes or write tokens of their own into it.
+    #[error(
+        "the tokens file {path} has mode {mode:04o}: other users could read or change it (and grant themselves access); `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// An edit asked for something the file cannot hold.
     #[error("{0}")]
     Refused(String),
@@ -225,14 +263,30 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error)
     move |source| TokenFileError::Io { operation, path, source }
 }
 
+/// The permission bits a served tokens file may not have: write for its group, read or write
+/// for others. Read for the group is allowed: Kubernetes mounts a Secret for a non-root
+/// server through its `fsGroup`, group-readable (0440).
+const TOO_OPEN: u32 = 0o026;
+
 /// Reads a tokens file's text; `None` when it does not exist.
 fn read_text(path: &Path) -> Result<Option<String>, TokenFileError> {
+    read_private_text(path, false)
+}
+
+/// Reads a tokens file's text, refusing, when `private`, a file that others could read or
+/// change (checked on the opened file, so a swap between the check and the read is caught);
+/// `None` when it does not exist.
+fn read_private_text(path: &Path, private: bool) -> Result<Option<String>, TokenFileError> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io_error("read the tokens file", path)(error)),
     };
-    let length = file.metadata().map_err(io_error("read the tokens file", path))?.len();
+    let metadata = file.metadata().map_err(io_error("read the tokens file", path))?;
+    if private && metadata.mode() & TOO_OPEN != 0 {
+        return Err(TokenFileError::TooOpen { path: path.to_owned(), mode: metadata.mode() & 0o7777 });
+    }
+    let length = metadata.len();
     if length > MAX_FILE_BYTES {
         return Err(TokenFileError::Invalid {
             path: path.to_owned(),
@@ -252,7 +306,14 @@ pub fn load(path: &Path) -> Result<TokenBook, TokenFileError> {
 
 /// Loads a tokens file, with the text it was read from.
 fn load_with_text(path: &Path) -> Result<(TokenBook, String), TokenFileError> {
-    let text = read_text(path)?.ok_or_else(|| TokenFileError::Missing { path: path.to_owned() })?;
+    load_checked(path, false)
+}
+
+/// Loads a tokens file (one others could read or change refused, when `private`), with the
+/// text it was read from.
+fn load_checked(path: &Path, private: bool) -> Result<(TokenBook, String), TokenFileError> {
+    let text =
+        read_private_text(path, private)?.ok_or_else(|| TokenFileError::Missing { path: path.to_owned() })?;
     let book = TokenBook::parse(&text)
         .map_err(|message| TokenFileError::Invalid { path: path.to_owned(), message })?;
     Ok((book, text))
@@ -264,21 +325,14 @@ pub struct TokenStore {
     book: RwLock<Arc<TokenBook>>,
     /// The text the book was read from, so a change made just after opening is not missed.
     loaded_text: String,
+    /// Counts the reloads, for those that act on a new book (ending revoked tokens' streams).
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl TokenStore {
-    /// Loads the file (it must exist), warning when others could write it.
+    /// Loads the file (it must exist, and others must not be able to read or change it).
     pub fn open(path: &Path) -> Result<Arc<TokenStore>, TokenFileError> {
-        let (book, text) = load_with_text(path)?;
-        if let Ok(metadata) = std::fs::metadata(path)
-            && metadata.mode() & 0o022 != 0
-        {
-            tracing::warn!(
-                path = %path.display(),
-                mode = format!("{:o}", metadata.mode() & 0o777),
-                "the tokens file is writable by other users, who could grant themselves access; chmod 600 it"
-            );
-        }
+        let (book, text) = load_checked(path, true)?;
         if book.is_empty() {
             tracing::warn!(path = %path.display(), "the tokens file holds no token: every call will be refused");
         }
@@ -286,7 +340,13 @@ impl TokenStore {
             path: path.to_owned(),
             book: RwLock::new(Arc::new(book)),
             loaded_text: text,
+            reloads: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Changes each time a new book is in place.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// The tokens as last read.
@@ -301,20 +361,27 @@ impl TokenStore {
         let store = Arc::clone(self);
         tokio::spawn(async move {
             let mut last_text = Some(store.loaded_text.clone());
+            // The last refusal reported, so that a file left as it is is reported once.
+            let mut reported: Option<String> = None;
             let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
                 let path = store.path.clone();
-                let read = tokio::task::spawn_blocking(move || read_text(&path)).await;
+                let read = tokio::task::spawn_blocking(move || read_private_text(&path, true)).await;
                 let text = match read {
                     Ok(Ok(text)) => text,
                     Ok(Err(error)) => {
-                        tracing::error!(error = %error, "cannot re-read the tokens file; keeping the tokens as they were");
+                        let message = error.to_string();
+                        if reported.as_ref() != Some(&message) {
+                            tracing::error!(error = %message, "cannot reload the tokens file; keeping the tokens as they were");
+                            reported = Some(message);
+                        }
                         continue;
                     }
                     Err(_) => continue,
                 };
+                reported = None;
                 if text == last_text {
                     continue;
                 }
@@ -329,6 +396,7 @@ impl TokenStore {
                     Ok(book) => {
                         tracing::info!(path = %store.path.display(), tokens = book.len(), "reloaded the tokens file");
                         *store.book.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(book);
+                        store.reloads.send_modify(|reloads| *reloads += 1);
                     }
                     Err(message) => tracing::error!(
                         path = %store.path.display(),

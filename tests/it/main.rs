@@ -15,6 +15,7 @@ mod eks_guide;
 mod eks_token;
 mod fuzz;
 mod harness;
+mod hostile_network;
 mod hpctl;
 mod hpctl_hardening;
 mod hpctl_labels;

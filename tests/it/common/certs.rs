@@ -64,9 +64,35 @@ impl TestCa {
         path
     }
 
+    /// Writes a server certificate that expired in 2020, and its key, as
+    /// [`TestCa::write_server_files`] does.
+    pub fn write_expired_server_files(&self, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.leaf_valid(
+            "hydroplane test server",
+            &["127.0.0.1", "localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Some((2019, 2020)),
+        );
+        write_pair(dir, prefix, &cert, &key)
+    }
+
     fn leaf(&self, common_name: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        self.leaf_valid(common_name, names, usage, None)
+    }
+
+    fn leaf_valid(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        valid_years: Option<(i32, i32)>,
+    ) -> (String, String) {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("certificate parameters");
+        if let Some((from, until)) = valid_years {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(until, 1, 1);
+        }
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
