@@ -4,6 +4,7 @@
 use crate::aws::credentials::AwsError;
 use crate::config::EksSettings;
 use crate::report::error_chain;
+use aws_smithy_runtime_api::client::result::SdkError;
 
 /// Why the cluster could not be found or described. Messages name clusters and regions.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,11 @@ pub async fn check_identity(
         }
         Err(error) => {
             let message = sdk_error_message(&error);
+            // No answer at all is not a refusal of the key: say which endpoint was not reached.
+            if matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+                let endpoint = sts_endpoint.unwrap_or("the region's STS endpoint").to_owned();
+                return Err(AwsError::Unreachable { service: "STS", endpoint, message });
+            }
             Err(AwsError::InvalidKeys { access_key_id: access_key_id.to_owned(), message })
         }
     }
@@ -134,4 +140,25 @@ pub async fn describe_cluster(
             message: "it has none".to_owned(),
         })?;
     Ok((endpoint.to_owned(), certificate_authority.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_sts_endpoint_that_cannot_be_reached_is_not_called_a_refusal_of_the_key() {
+        // A port nothing listens on: bound, then closed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("http://{}", closed.local_addr().expect("address"));
+        drop(closed);
+        let keys = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret-key", None, None, "test");
+        let provider = aws_credential_types::provider::SharedCredentialsProvider::new(keys);
+        let config = crate::aws::credentials::sdk_config("us-west-2", Some(provider)).await;
+        let error = check_identity(&config, Some(&endpoint), "AKIDEXAMPLE").await.expect_err("unreachable");
+        let message = error.to_string();
+        assert!(matches!(error, AwsError::Unreachable { .. }), "{message}");
+        assert!(message.contains("cannot reach AWS STS at") && message.contains(&endpoint), "{message}");
+        assert!(!message.contains("refused the access key"), "{message}");
+    }
 }

@@ -41,6 +41,17 @@ pub enum AwsError {
         /// STS's message.
         message: String,
     },
+    /// An AWS endpoint could not be reached (refused, timed out, no route): nothing was said
+    /// about the credentials.
+    #[error("cannot reach AWS {service} at {endpoint}: {message}")]
+    Unreachable {
+        /// The service (`STS`).
+        service: &'static str,
+        /// The endpoint, as configured, or which one the SDK chose.
+        endpoint: String,
+        /// The connection's error.
+        message: String,
+    },
     /// The role cannot be assumed.
     #[error("cannot assume the role {role_arn}: {message}")]
     AssumeRole {

@@ -8,7 +8,7 @@ use crate::grpc::audit;
 use crate::grpc::convert;
 use crate::grpc::guard::Peer;
 use crate::proto;
-use crate::security::access::Caller;
+use crate::security::access::{Caller, Scope};
 use crate::spec::{Violations, dns_label_rule};
 use crate::telemetry::call;
 
@@ -20,6 +20,28 @@ pub fn parse(request: &proto::DescribeRequest) -> Result<&str, AppError> {
     }
     violations.into_fields_result()?;
     Ok(&request.process_name)
+}
+
+/// What a literal env value reads as for a caller without `admin`.
+pub const REDACTED: &str = "<redacted: literal env values are shown to admin tokens only>";
+
+/// The detail with every literal env value replaced by [`REDACTED`] (names and secret
+/// references stay). `read` lets dashboards see what runs; literal values are often
+/// passwords, which `Logs` (its own scope) does not show either, so they are shown to `admin`
+/// only.
+fn redact_env(mut detail: proto::ProcessDetail) -> proto::ProcessDetail {
+    use proto::environment_variable::Source;
+    let variables = detail
+        .spec
+        .iter_mut()
+        .flat_map(|spec| spec.container.iter_mut())
+        .flat_map(|container| container.env.iter_mut());
+    for variable in variables {
+        if let Some(Source::Value(value)) = &mut variable.source {
+            REDACTED.clone_into(value);
+        }
+    }
+    detail
 }
 
 /// Handles one Describe call, with its audit line.
@@ -35,6 +57,7 @@ pub async fn handle(
         Ok(name) => processes.describe(name, caller).await,
         Err(error) => Err(error),
     }
-    .map(convert::detail_to_proto);
+    .map(convert::detail_to_proto)
+    .map(|detail| if caller.has(Scope::Admin) { detail } else { redact_env(detail) });
     audit::answer("Describe", caller, peer, &target, result)
 }

@@ -26,8 +26,27 @@ impl From<AppError> for Status {
                 }
             },
         };
-        Status::new(code, error.to_string())
+        Status::new(code, printable(&error.to_string()))
     }
+}
+
+/// A message as it may reach a caller's terminal: messages quote what the caller sent (names,
+/// selectors, values that break a rule), so control characters (NUL, CR, terminal escapes, C1
+/// codes) and the characters that reorder text on screen are written as `\u{..}` escapes. A
+/// newline is kept only where it starts an item of a list of violations (`\n  - `); any other
+/// is escaped too, so that no quoted text can start a line of its own.
+pub fn printable(message: &str) -> String {
+    let mut shown = String::with_capacity(message.len());
+    for (index, character) in message.char_indices() {
+        let list_item = character == '\n' && message[index + 1..].starts_with("  - ");
+        let reorders = matches!(character, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (character.is_control() && !list_item) || reorders {
+            shown.extend(character.escape_unicode());
+        } else {
+            shown.push(character);
+        }
+    }
+    shown
 }
 
 /// The code of a runtime failure; `None` for the unexpected, which callers are not told about.
@@ -60,6 +79,21 @@ mod tests {
         let status = Status::from(error.into());
         assert_eq!(status.code(), code, "{status:?}");
         assert!(status.message().contains(message), "`{}` lacks `{message}`", status.message());
+    }
+
+    #[test]
+    fn a_callers_text_reaches_it_escaped() {
+        let invalid = AppError::from(crate::spec::InvalidFields(vec![
+            crate::spec::Violation {
+                field: "label_selector".into(),
+                rule: "bad `a\u{1b}[2J\0\r\nb\u{202e}`".into(),
+            },
+            crate::spec::Violation { field: "since_time".into(), rule: "out of range".into() },
+        ]));
+        let message = Status::from(invalid).message().to_owned();
+        assert!(message.contains("a\\u{1b}[2J\\u{0}\\u{d}\\u{a}b\\u{202e}"), "{message}");
+        assert!(message.contains("\n  - since_time"), "the list of violations keeps its lines: {message}");
+        assert!(!message.chars().any(|c| c.is_control() && c != '\n'), "{message:?}");
     }
 
     #[test]

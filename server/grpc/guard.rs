@@ -460,8 +460,29 @@ where
                     return Err(error);
                 }
             };
+            let mut response = response;
+            malformed_request_is_invalid_argument(&mut response);
             Ok(response.map(|body| GuardedBody::response(body, permits, in_progress).ended_on(revocation)))
         })
+    }
+}
+
+/// What tonic's decoder (prost) says of a request message it cannot decode, as it leaves in a
+/// `grpc-message` header: percent-encoded, or not.
+const DECODE_FAILURE: [&[u8]; 2] = [b"failed%20to%20decode%20Protobuf", b"failed to decode Protobuf"];
+
+/// Turns tonic's answer to a request message that does not decode, `INTERNAL` (as gRPC's
+/// table says of parse errors), into `INVALID_ARGUMENT`: the bytes are the caller's mistake,
+/// and the server's own failures must stay told apart from them. The request is decoded before
+/// any handler runs, so such an answer is a status alone (trailers-only).
+fn malformed_request_is_invalid_argument<B>(response: &mut http::Response<B>) {
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|code| code.as_bytes() == b"13");
+    let undecodable = headers
+        .get("grpc-message")
+        .is_some_and(|message| DECODE_FAILURE.iter().any(|prefix| message.as_bytes().starts_with(prefix)));
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
 }
 

@@ -134,6 +134,60 @@ fn start_request(name: &str, group: Option<&str>) -> proto::StartRequest {
 }
 
 #[tokio::test]
+async fn a_request_that_does_not_decode_is_invalid_argument() {
+    let server = serve(None, LimitSettings::default()).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel.clone());
+    grpc.ready().await.expect("ready");
+    // Field 1 of a DescribeRequest is a string: bytes that are not UTF-8 do not decode.
+    let garbage = proto::LogChunk { data: vec![0xff, 0xfe, 0x00].into(), ..Default::default() };
+    let codec = tonic_prost::ProstCodec::<proto::LogChunk, proto::ProcessDetail>::default();
+    let path = http::uri::PathAndQuery::from_static("/hydroplane.v1.ProcessService/Describe");
+    let refused = grpc.unary(tonic::Request::new(garbage), path, codec).await.expect_err("undecodable");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+}
+
+#[tokio::test]
+async fn describe_shows_literal_env_values_to_admin_only() {
+    let (_directory, store, [admin, reader]) = tokens([("root", "admin", None), ("dashboard", "read", None)]);
+    let server = serve(Some(store), LimitSettings::default()).await;
+    let mut request = start_request("db", Some("prod"));
+    request.spec.as_mut().and_then(|spec| spec.container.as_mut()).expect("container").env = vec![
+        proto::EnvironmentVariable {
+            name: "PASSWORD".into(),
+            source: Some(proto::environment_variable::Source::Value("hunter2".into())),
+        },
+        proto::EnvironmentVariable {
+            name: "TOKEN".into(),
+            source: Some(proto::environment_variable::Source::Secret(proto::SecretReference {
+                secret_name: "db".into(),
+                key: None,
+            })),
+        },
+    ];
+    bearer_client(&server, &admin).start(request).await.expect("start");
+    let describe = |token: String| {
+        let mut client = bearer_client(&server, &token);
+        async move {
+            let detail = client
+                .describe(proto::DescribeRequest { process_name: "db".into() })
+                .await
+                .expect("describe")
+                .into_inner();
+            detail.spec.and_then(|spec| spec.container).expect("a container").env
+        }
+    };
+    let shown = describe(admin).await;
+    let redacted = describe(reader).await;
+    assert_eq!(shown[0].source, Some(proto::environment_variable::Source::Value("hunter2".into())));
+    assert_eq!(
+        redacted[0].source,
+        Some(proto::environment_variable::Source::Value(crate::grpc::describe::REDACTED.into()))
+    );
+    assert_eq!(redacted[0].name, "PASSWORD");
+    assert_eq!(redacted[1], shown[1], "a secret reference is shown as it is");
+}
+
+#[tokio::test]
 async fn start_list_watch_and_stop_in_one_process() {
     let server = serve(None, LimitSettings::default()).await;
     let mut client = ProcessServiceClient::new(server.channel.clone());
