@@ -373,3 +373,33 @@ fn an_expired_server_certificate_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(cert) && stderr.contains("not valid now"), "{stderr}");
 }
+
+/// Whether any string in the JSON value is `wanted`.
+fn holds_string(value: &serde_json::Value, wanted: &str) -> bool {
+    match value {
+        serde_json::Value::String(text) => text == wanted,
+        serde_json::Value::Array(items) => items.iter().any(|item| holds_string(item, wanted)),
+        serde_json::Value::Object(fields) => fields.values().any(|field| holds_string(field, wanted)),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn json_audit_lines_hold_the_target_once_quoted() {
+    let server = Server::start_with_args(&["--log-format", "json"]);
+    let mut client = token_client(channel(&server).await, None);
+    let unknown = client.describe(proto::DescribeRequest { process_name: "nowhere".into() }).await;
+    assert_eq!(unknown.expect_err("unknown").code(), Code::NotFound);
+    let mut lines = Vec::new();
+    common::wait_until("the audit line of the Describe", PATIENCE, || {
+        lines = server
+            .stderr()
+            .lines()
+            .filter(|line| line.contains("audit") && line.contains("nowhere"))
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("one JSON object per line"))
+            .collect();
+        !lines.is_empty()
+    });
+    assert!(lines.iter().any(|line| holds_string(line, "process nowhere")), "{lines:?}");
+    assert!(!lines.iter().any(|line| holds_string(line, "\"process nowhere\"")), "quoted twice: {lines:?}");
+}
