@@ -187,7 +187,7 @@ impl ServerTls {
     pub fn load(settings: &TlsSettings) -> Result<Arc<ServerTls>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let files = Files::read(settings)?;
-        let (config, verifier) = build(settings, &files, &provider)?;
+        let (config, verifier) = build(settings, &files, &provider, Validity::Warn)?;
         Ok(Arc::new(ServerTls {
             settings: settings.clone(),
             provider,
@@ -231,7 +231,7 @@ impl ServerTls {
             return Check::Unchanged;
         }
         *seen = now;
-        match files.and_then(|files| build(&self.settings, &files, &self.provider)) {
+        match files.and_then(|files| build(&self.settings, &files, &self.provider, Validity::Refuse)) {
             Ok((config, verifier)) => {
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 *self.verifier.write().unwrap_or_else(PoisonError::into_inner) = verifier;
@@ -384,6 +384,7 @@ fn build(
     settings: &TlsSettings,
     files: &Files,
     provider: &Arc<CryptoProvider>,
+    validity: Validity,
 ) -> Result<(ServerConfig, Option<Arc<dyn ClientCertVerifier>>), TlsError> {
     let cert_path = &settings.cert_file;
     let key_path = &settings.key_file;
@@ -391,7 +392,13 @@ fn build(
         PemProblem::Empty => TlsError::NoCertificate { path: cert_path.clone() },
         PemProblem::Malformed(reason) => TlsError::CertificatePem { path: cert_path.clone(), reason },
     })?;
-    check_validity(cert_path, &chain[0])?;
+    match (check_validity(cert_path, &chain[0]), validity) {
+        (Ok(()), _) => {}
+        (Err(error), Validity::Refuse) => return Err(error),
+        (Err(error), Validity::Warn) => {
+            tracing::error!(%error, "serving a TLS certificate that is not valid now: every client will refuse it");
+        }
+    }
     let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|error| match error {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey { path: key_path.clone() },
         error => TlsError::KeyPem { path: key_path.clone(), reason: describe_pem_error(&error) },
@@ -435,10 +442,18 @@ fn build(
     Ok((config, verifier))
 }
 
-/// Refuses a server certificate that is expired or not valid yet. Refused rather than warned
-/// about: every client would fail its handshake anyway, with a message about the server; at
-/// start the operator is told at once, and on reload the previous, still valid, certificate
-/// stays in use (with an error line) instead of one nobody can connect to.
+/// What to do with a server certificate that is expired or not valid yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Validity {
+    /// Serve it with an ERROR line (at start): every client then says "expired" itself, in one
+    /// sentence, and the server keeps answering its health probes; a server that refused to
+    /// start would say it only in its own log, and take the health checks down with it.
+    Warn,
+    /// Refuse it (on reload): the certificate in use stays, which every client can still use.
+    Refuse,
+}
+
+/// Whether a server certificate is valid now.
 fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
     let (_, certificate) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|error| TlsError::InvalidCertificate { path: path.to_owned(), reason: error.to_string() })?;
@@ -1063,11 +1078,14 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_certificate_is_refused_at_load_and_at_reload() {
+    fn an_expired_certificate_is_served_at_load_and_refused_at_reload() {
         let fixture = Fixture::new(false);
         let expired_dir = tempfile::tempdir().expect("tempdir");
         let (cert_file, key_file) = fixture.ca.write_expired_server_files(expired_dir.path(), "old");
-        let message = load_error(&TlsSettings::from_files(cert_file.clone(), key_file, None));
+        let expired = TlsSettings::from_files(cert_file.clone(), key_file, None);
+        assert!(ServerTls::load(&expired).is_ok(), "served at start, with an error line");
+        let Ok(chain) = certificates(&std::fs::read(&cert_file).expect("read")) else { panic!("PEM") };
+        let message = check_validity(&cert_file, &chain[0]).expect_err("expired").to_string();
         assert!(
             message.contains(&cert_file.display().to_string()) && message.contains("not valid now"),
             "{message}"
