@@ -41,6 +41,14 @@ pub enum AwsError {
         /// STS's message.
         message: String,
     },
+    /// STS could not be reached at all: no answer, so nothing is known of the keys.
+    #[error("cannot reach the AWS STS endpoint {endpoint}: {message}")]
+    StsUnreachable {
+        /// The endpoint tried (the region's, or `runtime.sts_endpoint`).
+        endpoint: String,
+        /// What failed (connection refused, DNS, TLS, timeout).
+        message: String,
+    },
     /// The role cannot be assumed.
     #[error("cannot assume the role {role_arn}: {message}")]
     AssumeRole {
