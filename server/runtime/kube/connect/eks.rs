@@ -98,7 +98,7 @@ pub async fn connect(
         tokens,
     )?;
     tracing::info!(cluster = %settings.cluster_name, %endpoint, %namespace, "connecting to the EKS cluster");
-    Ok(KubeRuntime::connect("eks", client, namespace, secrets).await?)
+    Ok(KubeRuntime::connect("eks", client, namespace, secrets, settings.public_exposure.clone()).await?)
 }
 
 /// A kube client for the cluster: its CA is the only one trusted (no insecure TLS anywhere), and
