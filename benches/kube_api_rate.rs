@@ -7,7 +7,8 @@
 //! - default settings against a simulator with `--apf-headers=false`: the conservative limit
 //!   (50 per second, 100 at once) stays.
 //!
-//! Run with `cargo bench --bench kube_api_rate` (`-- --starts N --callers C`). Each way gets a
+//! Run with `cargo bench --bench kube_api_rate` (`-- --starts N --callers C`; `--profile dev`
+//! before `--` for debug builds). Each way gets a
 //! fresh simulator and server; the last lines print the rates and the first way's rate over
 //! the second's (target at least 5).
 
@@ -71,10 +72,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let starts = argument(&args, "--starts", 1000);
     let callers = argument(&args, "--callers", 64);
-    // Always build the simulator, so that an older binary without `--apf-headers` is not used.
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "kube-sim", "--bin", "kube-sim"])
-        .status()?;
+    // Always build the simulator, so that an older binary without `--apf-headers` is not used;
+    // with the profile of the server beside it (`--profile dev` measures debug builds).
+    let release = env!("CARGO_BIN_EXE_hydroplane").contains("/release/");
+    let mut build = vec!["build", "-p", "kube-sim", "--bin", "kube-sim"];
+    if release {
+        build.push("--release");
+    }
+    let status =
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(&build).status()?;
     assert!(status.success(), "building kube-sim failed");
 
     println!("{starts} Starts (Pod + ClusterIP Service each) from {callers} callers on kube-sim");
