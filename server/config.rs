@@ -12,6 +12,7 @@
 //! later conversion or timer can panic. Each problem is one line naming the key's full path and
 //! its allowed range. Where to start: [`Settings::load`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,7 +67,8 @@ pub struct NumberRange {
     pub whole: bool,
     /// The unit, for messages (`seconds`, `minutes`, `bytes`, or empty).
     pub unit: &'static str,
-    /// When zero is allowed below `low` too, what it means (`no limit`).
+    /// When zero (and -1, client-go's spelling of "off") is allowed below `low` too, what it
+    /// means (`no limit`); -1 reads as 0.
     pub zero_means: Option<&'static str>,
 }
 
@@ -82,7 +84,7 @@ const fn whole(key: &'static str, low: f64, high: f64, unit: &'static str) -> Nu
     NumberRange { key, low, above_low: false, high, whole: true, unit, zero_means: None }
 }
 
-/// Zero (which means `zero_means`), or a number from `low` to `high`.
+/// Zero or -1 (which mean `zero_means`), or a number from `low` to `high`.
 const fn zero_or_range(
     key: &'static str,
     zero_means: &'static str,
@@ -188,8 +190,8 @@ pub const NUMBER_RANGES: &[NumberRange] = &[
 impl NumberRange {
     /// The value when it is in range; otherwise one line naming the key and the range.
     pub fn check(&self, value: f64) -> Result<f64, String> {
-        if self.zero_means.is_some() && value == 0.0 {
-            return Ok(value);
+        if self.zero_means.is_some() && (value == 0.0 || value == -1.0) {
+            return Ok(0.0);
         }
         let above_low = if self.above_low { value > self.low } else { value >= self.low };
         // NaN fails every comparison, so it is refused with the rest.
@@ -204,7 +206,7 @@ impl NumberRange {
             format!("between {} and {}", show_number(self.low), show_number(self.high))
         };
         let bounds = match self.zero_means {
-            Some(meaning) => format!("0 ({meaning}) or {bounds}"),
+            Some(meaning) => format!("0 or -1 ({meaning}) or {bounds}"),
             None => bounds,
         };
         Err(format!("{} must be {kind}{bounds}{unit}, got {}", self.key, show_number(value)))
@@ -603,31 +605,84 @@ const DEFAULT_API_QPS: f64 = 50.0;
 const DEFAULT_API_BURST: u32 = 100;
 
 /// How fast the Kubernetes runtimes call the API server (`runtime.api_qps`, `runtime.api_burst`):
-/// every request waits for a token of this bucket, as client-go's `QPS` and `Burst` do.
+/// every request waits for a token of this bucket, as client-go's `QPS` and `Burst` do. With
+/// neither key set the limit is automatic: this bucket only until the API server's answers show
+/// that it protects itself with API Priority and Fairness, then none.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ApiRateSettings {
     /// Requests per second on average; zero: no limit.
     pub qps: f64,
     /// How many requests may go at once, above that rate, after a quiet while.
     pub burst: u32,
+    /// Neither key was set: the bucket is dropped once the API server reports APF.
+    pub automatic: bool,
 }
 
 impl Default for ApiRateSettings {
     fn default() -> Self {
-        ApiRateSettings { qps: DEFAULT_API_QPS, burst: DEFAULT_API_BURST }
+        ApiRateSettings { qps: DEFAULT_API_QPS, burst: DEFAULT_API_BURST, automatic: true }
     }
 }
 
 impl ApiRateSettings {
     /// The settings as written, range-checked, with the defaults for what is not.
     fn check(qps: Option<Number>, burst: Option<Number>) -> Result<ApiRateSettings, String> {
+        let automatic = qps.is_none() && burst.is_none();
         let qps = match qps {
             Some(Number(value)) => API_QPS.check(value)?,
             None => DEFAULT_API_QPS,
         };
         // At most 100000: the conversion is exact.
         let burst = API_BURST.check_whole(burst, u64::from(DEFAULT_API_BURST))? as u32;
-        Ok(ApiRateSettings { qps, burst })
+        Ok(ApiRateSettings { qps, burst, automatic })
+    }
+}
+
+/// How the Kubernetes runtimes make a public process (`has_public_ip`) reachable from outside
+/// the cluster (`runtime.public_exposure`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum PublicExposure {
+    /// A NodePort Service; the address is the ExternalIP of the Pod's node and the NodePort
+    /// (the Hydroplane guide's way, and the default). NodePorts are finite: 2,768 a cluster by
+    /// default.
+    #[default]
+    NodePort,
+    /// A LoadBalancer Service per public process, with these annotations (e.g. for the AWS Load
+    /// Balancer Controller's NLB); the address is the load balancer's, from the Service's status.
+    LoadBalancer {
+        /// `runtime.load_balancer_annotations`, put on each such Service.
+        annotations: BTreeMap<String, String>,
+    },
+    /// Not exposed: a public process gets a ClusterIP Service like any other.
+    None,
+}
+
+/// `runtime.public_exposure` as written.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawExposure {
+    NodePort,
+    LoadBalancer,
+    None,
+}
+
+impl PublicExposure {
+    /// The setting as written, with its annotations (only with `load_balancer`).
+    fn check(
+        exposure: Option<RawExposure>,
+        annotations: Option<BTreeMap<String, String>>,
+    ) -> Result<PublicExposure, String> {
+        match (exposure.unwrap_or(RawExposure::NodePort), annotations) {
+            (RawExposure::LoadBalancer, annotations) => {
+                Ok(PublicExposure::LoadBalancer { annotations: annotations.unwrap_or_default() })
+            }
+            (_, Some(_)) => Err(
+                "runtime.load_balancer_annotations applies only with runtime.public_exposure: load_balancer"
+                    .to_owned(),
+            ),
+            (RawExposure::NodePort, None) => Ok(PublicExposure::NodePort),
+            (RawExposure::None, None) => Ok(PublicExposure::None),
+        }
     }
 }
 
@@ -642,6 +697,8 @@ pub struct KubernetesSettings {
     pub context: Option<String>,
     /// How fast the API server is called.
     pub api_rate: ApiRateSettings,
+    /// How public processes are reached.
+    pub public_exposure: PublicExposure,
 }
 
 impl KubernetesSettings {
@@ -678,6 +735,8 @@ pub struct EksSettings {
     pub credentials_renew_before: Duration,
     /// How fast the API server is called.
     pub api_rate: ApiRateSettings,
+    /// How public processes are reached.
+    pub public_exposure: PublicExposure,
 }
 
 impl EksSettings {
@@ -730,13 +789,15 @@ struct RawRuntime {
     credentials_renew_before_seconds: Option<Number>,
     api_qps: Option<Number>,
     api_burst: Option<Number>,
+    public_exposure: Option<RawExposure>,
+    load_balancer_annotations: Option<BTreeMap<String, String>>,
 }
 
 impl RawRuntime {
     /// The keys given, each with the runtime types it applies to.
     fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
         use RuntimeType::{Eks, Kubernetes, Local};
-        let keys: [(&'static str, bool, &'static [RuntimeType]); 19] = [
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 21] = [
             ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local]),
             ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
             ("log_dir", self.log_dir.is_some(), &[Local]),
@@ -756,6 +817,8 @@ impl RawRuntime {
             ("credentials_renew_before_seconds", self.credentials_renew_before_seconds.is_some(), &[Eks]),
             ("api_qps", self.api_qps.is_some(), &[Kubernetes, Eks]),
             ("api_burst", self.api_burst.is_some(), &[Kubernetes, Eks]),
+            ("public_exposure", self.public_exposure.is_some(), &[Kubernetes, Eks]),
+            ("load_balancer_annotations", self.load_balancer_annotations.is_some(), &[Kubernetes, Eks]),
         ];
         keys.into_iter().filter(|(_, given, _)| *given).map(|(key, _, types)| (key, types)).collect()
     }
@@ -826,6 +889,10 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                     kubeconfig: raw.kubeconfig,
                     context: raw.context,
                     api_rate: ApiRateSettings::check(raw.api_qps, raw.api_burst)?,
+                    public_exposure: PublicExposure::check(
+                        raw.public_exposure,
+                        raw.load_balancer_annotations,
+                    )?,
                 }))
             }
             RuntimeType::Eks => {
@@ -853,6 +920,10 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                         1.0,
                     )?,
                     api_rate: ApiRateSettings::check(raw.api_qps, raw.api_burst)?,
+                    public_exposure: PublicExposure::check(
+                        raw.public_exposure,
+                        raw.load_balancer_annotations,
+                    )?,
                 })))
             }
         }
@@ -1324,9 +1395,38 @@ mod tests {
                 namespace: Some("procs".into()),
                 kubeconfig: Some(PathBuf::from("/tmp/kc")),
                 context: None,
-                api_rate: ApiRateSettings { qps: 50.0, burst: 100 },
+                api_rate: ApiRateSettings { qps: 50.0, burst: 100, automatic: true },
+                public_exposure: PublicExposure::NodePort,
             })
         );
+    }
+
+    #[test]
+    fn public_exposure_is_node_port_by_default_and_annotations_go_with_load_balancer() {
+        let exposure = |extra: &str| {
+            let yaml = format!("runtime:\n  runtime_type: kubernetes\n{extra}");
+            match Settings::parse(&yaml).map(|settings| settings.runtime) {
+                Ok(RuntimeSettings::Kubernetes(kubernetes)) => Ok(kubernetes.public_exposure),
+                Ok(other) => panic!("{other:?}"),
+                Err(error) => Err(error),
+            }
+        };
+        assert_eq!(exposure(""), Ok(PublicExposure::NodePort));
+        assert_eq!(exposure("  public_exposure: none\n"), Ok(PublicExposure::None));
+        let nlb = "  public_exposure: load_balancer\n  load_balancer_annotations:\n    \
+                   service.beta.kubernetes.io/aws-load-balancer-type: external\n";
+        assert_eq!(
+            exposure(nlb),
+            Ok(PublicExposure::LoadBalancer {
+                annotations: BTreeMap::from([(
+                    "service.beta.kubernetes.io/aws-load-balancer-type".to_owned(),
+                    "external".to_owned()
+                )])
+            })
+        );
+        let error = exposure("  load_balancer_annotations: {a: b}\n").expect_err("needs load_balancer");
+        assert!(error.contains("only with runtime.public_exposure: load_balancer"), "{error}");
+        assert!(exposure("  public_exposure: ingress\n").is_err());
     }
 
     #[test]
@@ -1342,16 +1442,27 @@ mod tests {
         assert_eq!(kubernetes(""), Ok(ApiRateSettings::default()));
         assert_eq!(
             kubernetes("  api_qps: 2.5\n  api_burst: 3\n"),
-            Ok(ApiRateSettings { qps: 2.5, burst: 3 })
+            Ok(ApiRateSettings { qps: 2.5, burst: 3, automatic: false })
         );
-        assert_eq!(kubernetes("  api_qps: 0\n"), Ok(ApiRateSettings { qps: 0.0, burst: 100 }));
+        assert_eq!(
+            kubernetes("  api_qps: 0\n"),
+            Ok(ApiRateSettings { qps: 0.0, burst: 100, automatic: false })
+        );
+        assert_eq!(
+            kubernetes("  api_qps: -1\n"),
+            Ok(ApiRateSettings { qps: 0.0, burst: 100, automatic: false })
+        );
+        assert_eq!(
+            kubernetes("  api_qps: 50\n"),
+            Ok(ApiRateSettings { qps: 50.0, burst: 100, automatic: false })
+        );
         let refused = |extra: &str, expected: &str| {
             let error = kubernetes(extra).expect_err(extra);
             assert!(error.starts_with(expected), "{error}");
         };
         refused(
             "  api_qps: 0.01\n",
-            "runtime.api_qps must be 0 (no limit) or between 0.1 and 100000 requests per second, got 0.01 ",
+            "runtime.api_qps must be 0 or -1 (no limit) or between 0.1 and 100000 requests per second, got 0.01 ",
         );
         refused(
             "  api_burst: 0\n",
@@ -1360,7 +1471,7 @@ mod tests {
 
         let settings = Settings::parse(&yaml_setting("runtime.api_burst", "7")).expect("parses");
         let RuntimeSettings::Eks(eks) = settings.runtime else { panic!("eks") };
-        assert_eq!(eks.api_rate, ApiRateSettings { qps: 50.0, burst: 7 });
+        assert_eq!(eks.api_rate, ApiRateSettings { qps: 50.0, burst: 7, automatic: false });
 
         for key in ["api_qps: 10", "api_burst: 10"] {
             let yaml = format!("runtime:\n  runtime_type: local\n  {key}\n");

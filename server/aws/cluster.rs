@@ -4,7 +4,6 @@
 use crate::aws::credentials::AwsError;
 use crate::config::EksSettings;
 use crate::report::error_chain;
-use aws_smithy_runtime_api::client::result::SdkError;
 
 /// Why the cluster could not be found or described. Messages name clusters and regions.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +40,14 @@ pub enum ClusterError {
     },
 }
 
-/// Asks STS who the credentials belong to: unknown keys are refused here, by name.
+/// Asks STS who the credentials belong to, and returns that principal's ARN (what the cluster's
+/// access entries must name): unknown keys are refused here, by name; an STS that cannot be
+/// reached is said to be so, since nothing is then known of the keys.
 pub async fn check_identity(
     config: &aws_config::SdkConfig,
     sts_endpoint: Option<&str>,
     access_key_id: &str,
-) -> Result<(), AwsError> {
+) -> Result<String, AwsError> {
     let mut sts = aws_sdk_sts::config::Builder::from(config);
     if let Some(endpoint) = sts_endpoint {
         sts = sts.endpoint_url(endpoint);
@@ -54,19 +55,31 @@ pub async fn check_identity(
     let client = aws_sdk_sts::Client::from_conf(sts.build());
     match client.get_caller_identity().send().await {
         Ok(identity) => {
-            tracing::info!(arn = identity.arn().unwrap_or("?"), "authenticated with AWS");
-            Ok(())
+            let arn = identity.arn().unwrap_or("?").to_owned();
+            tracing::info!(%arn, "authenticated with AWS");
+            Ok(arn)
         }
         Err(error) => {
             let message = sdk_error_message(&error);
-            // No answer at all is not a refusal of the key: say which endpoint was not reached.
-            if matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
-                let endpoint = sts_endpoint.unwrap_or("the region's STS endpoint").to_owned();
-                return Err(AwsError::Unreachable { service: "STS", endpoint, message });
+            if is_unreachable(&error) {
+                let endpoint = match sts_endpoint {
+                    Some(endpoint) => endpoint.to_owned(),
+                    None => format!(
+                        "https://sts.{}.amazonaws.com",
+                        config.region().map(|region| region.as_ref()).unwrap_or("?")
+                    ),
+                };
+                return Err(AwsError::StsUnreachable { endpoint, message });
             }
             Err(AwsError::InvalidKeys { access_key_id: access_key_id.to_owned(), message })
         }
     }
+}
+
+/// Whether a call got no answer at all: the connection failed or timed out.
+pub fn is_unreachable<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_))
 }
 
 /// What went wrong in an AWS call, for people: the service's error code and message, read
@@ -144,21 +157,28 @@ pub async fn describe_cluster(
 
 #[cfg(test)]
 mod tests {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
     use super::*;
 
     #[tokio::test]
-    async fn an_sts_endpoint_that_cannot_be_reached_is_not_called_a_refusal_of_the_key() {
-        // A port nothing listens on: bound, then closed.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let endpoint = format!("http://{}", closed.local_addr().expect("address"));
-        drop(closed);
-        let keys = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret-key", None, None, "test");
-        let provider = aws_credential_types::provider::SharedCredentialsProvider::new(keys);
-        let config = crate::aws::credentials::sdk_config("us-west-2", Some(provider)).await;
-        let error = check_identity(&config, Some(&endpoint), "AKIDEXAMPLE").await.expect_err("unreachable");
+    async fn an_sts_endpoint_that_refuses_the_connection_is_named_not_the_keys() {
+        // A loopback port nobody listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("port")
+            .port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let keys = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let config =
+            crate::aws::credentials::sdk_config("us-west-2", Some(SharedCredentialsProvider::new(keys)))
+                .await;
+        let error =
+            check_identity(&config, Some(&endpoint), "AKIDEXAMPLE").await.expect_err("nothing listens");
         let message = error.to_string();
-        assert!(matches!(error, AwsError::Unreachable { .. }), "{message}");
-        assert!(message.contains("cannot reach AWS STS at") && message.contains(&endpoint), "{message}");
+        assert!(matches!(error, AwsError::StsUnreachable { .. }), "{message}");
+        assert!(message.starts_with(&format!("cannot reach the AWS STS endpoint {endpoint}: ")), "{message}");
         assert!(!message.contains("refused the access key"), "{message}");
     }
 }

@@ -41,15 +41,12 @@ pub enum AwsError {
         /// STS's message.
         message: String,
     },
-    /// An AWS endpoint could not be reached (refused, timed out, no route): nothing was said
-    /// about the credentials.
-    #[error("cannot reach AWS {service} at {endpoint}: {message}")]
-    Unreachable {
-        /// The service (`STS`).
-        service: &'static str,
-        /// The endpoint, as configured, or which one the SDK chose.
+    /// STS could not be reached at all: no answer, so nothing is known of the keys.
+    #[error("cannot reach the AWS STS endpoint {endpoint}: {message}")]
+    StsUnreachable {
+        /// The endpoint tried (the region's, or `runtime.sts_endpoint`).
         endpoint: String,
-        /// The connection's error.
+        /// What failed (connection refused, DNS, TLS, timeout).
         message: String,
     },
     /// The role cannot be assumed.

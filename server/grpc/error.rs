@@ -61,6 +61,7 @@ fn runtime_code(error: &RuntimeError) -> Option<Code> {
         RuntimeError::NamespaceMissing { .. } => Code::FailedPrecondition,
         RuntimeError::NotServable { .. } => Code::FailedPrecondition,
         RuntimeError::Unavailable { .. } => Code::Unavailable,
+        RuntimeError::Exhausted { .. } => Code::ResourceExhausted,
         RuntimeError::Unauthenticated { .. } => Code::Unauthenticated,
         RuntimeError::PermissionDenied { .. } => Code::PermissionDenied,
         RuntimeError::Conflict { .. } => Code::Aborted,

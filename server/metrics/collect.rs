@@ -84,6 +84,15 @@ impl Collector for RuntimeCollector {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(sync.staleness.as_secs_f64()).encode(staleness)?;
+            if let Some(in_use) = sync.node_ports_in_use {
+                let node_ports = encoder.encode_descriptor(
+                    "hydroplane_kube_node_ports_in_use",
+                    "NodePorts held by the runtime's Services (public processes with runtime.public_exposure: node_port); the cluster has 2,768 unless its API server was given another --service-node-port-range",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(i64::try_from(in_use).unwrap_or(i64::MAX)).encode(node_ports)?;
+            }
         }
         Ok(())
     }

@@ -61,6 +61,9 @@ pub struct RestMetrics {
     /// Requests sent again because the API server said to retry later, by verb, resource and
     /// the code of the answer that said so.
     pub retries: Family<RequestCodeLabels, Counter>,
+    /// Seconds requests waited before being sent again, as the API server said (`Retry-After`),
+    /// by verb and resource.
+    pub retry_wait: Family<RequestLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -76,6 +79,7 @@ impl RestMetrics {
             duration: Family::new_with_constructor(duration_histogram),
             rate_limiter_duration: Family::new_with_constructor(duration_histogram),
             retries: Family::default(),
+            retry_wait: Family::default(),
         };
         registry.register(
             "rest_client_requests",
@@ -97,6 +101,11 @@ impl RestMetrics {
             "Kubernetes API requests sent again because the API server said to retry later (429, 503, 504), by verb, resource and that answer's code",
             metrics.retries.clone(),
         );
+        registry.register(
+            "hydroplane_kube_retry_wait_seconds",
+            "Seconds Kubernetes API requests waited before being sent again because the API server said to retry later (its Retry-After), by verb and resource",
+            metrics.retry_wait.clone(),
+        );
         metrics
     }
 }
@@ -108,9 +117,10 @@ pub fn observe_rate_limiter_wait(labels: RequestLabels, waited: std::time::Durat
     }
 }
 
-/// Counts a request sent again after an answer with this status.
-pub fn count_retry(labels: RequestLabels, status: http::StatusCode) {
+/// Counts a request sent again after an answer with this status, and the wait before it.
+pub fn count_retry(labels: RequestLabels, status: http::StatusCode, wait: std::time::Duration) {
     if let Some(metrics) = super::backend() {
+        metrics.rest.retry_wait.get_or_create(&labels).inc_by(wait.as_secs_f64());
         let RequestLabels { verb, resource } = labels;
         let code = status.as_u16().to_string();
         metrics.rest.retries.get_or_create(&RequestCodeLabels { verb, resource, code }).inc();

@@ -76,6 +76,8 @@ pub struct IndexSync {
     pub synced: bool,
     /// Zero while synced; otherwise how long since the cache last heard from the backend.
     pub staleness: std::time::Duration,
+    /// NodePorts the runtime's Services hold (Kubernetes only).
+    pub node_ports_in_use: Option<u64>,
 }
 
 /// The outcome of a Start.
@@ -189,9 +191,15 @@ pub async fn from_settings(
             let client = kube::connect::client(kubernetes).await?;
             let namespace = kubernetes.namespace().to_owned();
             tracing::info!(%namespace, "connecting to the Kubernetes cluster");
-            let runtime = kube::KubeRuntime::connect("kubernetes", client, namespace, secrets)
-                .await
-                .map_err(SetupError::Kubernetes)?;
+            let runtime = kube::KubeRuntime::connect(
+                "kubernetes",
+                client,
+                namespace,
+                secrets,
+                kubernetes.public_exposure.clone(),
+            )
+            .await
+            .map_err(SetupError::Kubernetes)?;
             Ok(runtime)
         }
         RuntimeSettings::Eks(eks) => {
@@ -284,6 +292,13 @@ pub enum RuntimeError {
     #[error("{message}")]
     NotServable {
         /// Why, and what to do instead.
+        message: String,
+    },
+    /// The backend has run out of something the process needs (the cluster's NodePorts); the
+    /// message says which, how much is in use, and what to do.
+    #[error("{message}")]
+    Exhausted {
+        /// What ran out, and the ways out.
         message: String,
     },
     /// The runtime's backend cannot be reached.

@@ -103,6 +103,18 @@ impl World {
         std::fs::remove_file(creds).expect("rm creds.json");
     }
 
+    /// Replaces the stored keys (the store exists already).
+    fn store_credentials_again(&mut self, access_key_id: &str, secret_access_key: &str) {
+        let creds = self.home.path().join("creds.json");
+        std::fs::write(
+            &creds,
+            format!(r#"{{"AccessKeyId":"{access_key_id}","SecretAccessKey":"{secret_access_key}"}}"#),
+        )
+        .expect("write creds.json");
+        self.secret_store(&["add", "-f", "creds.json", "aws-credentials"]);
+        std::fs::remove_file(creds).expect("rm creds.json");
+    }
+
     /// The guide's `eks.yml`, verbatim, plus the test's endpoint overrides and `extra` lines.
     fn eks_yml(&self, extra: &str) -> PathBuf {
         let guide = "---\nsecret_store:\n  secret_store_type: local\n  store_location: ~/.hydro_secrets\n\n\
@@ -290,6 +302,39 @@ fn mistakes_are_reported_at_start_up_with_what_to_fix() {
     std::fs::write(&config, text.replace("key: AccessKeyId", "key: AccessKeyID")).expect("write");
     let stderr = world.failed_server(&config);
     assert!(stderr.contains("secret `aws-credentials` has no key `AccessKeyID`"), "{stderr}");
+
+    // Keys of a user the cluster does not let in (no access entry): the cluster's 401 names the
+    // principal Hydroplane authenticated as, and how to let it in.
+    let user =
+        world.aws.call(&world.aws.user, "iam", "create_user", serde_json::json!({"UserName": "intruder"}));
+    assert_eq!(user["ok"], true, "{user}");
+    // It may describe the cluster (IAM), which is not the same as being let into it (Kubernetes).
+    let policy = serde_json::json!({"Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "eks:DescribeCluster", "Resource": "*"}]});
+    let allowed = world.aws.call(
+        &world.aws.user,
+        "iam",
+        "put_user_policy",
+        serde_json::json!({"UserName": "intruder", "PolicyName": "describe", "PolicyDocument": policy.to_string()}),
+    );
+    assert_eq!(allowed["ok"], true, "{allowed}");
+    let keys = world.aws.call(
+        &world.aws.user,
+        "iam",
+        "create_access_key",
+        serde_json::json!({"UserName": "intruder"}),
+    );
+    let key = keys["response"]["AccessKey"]["AccessKeyId"].as_str().expect("a key id").to_owned();
+    let secret = keys["response"]["AccessKey"]["SecretAccessKey"].as_str().expect("a secret").to_owned();
+    world.secret_store(&["remove", "aws-credentials"]);
+    world.store_credentials_again(&key, &secret);
+    std::fs::write(&config, &text).expect("write");
+    let stderr = world.failed_server(&config);
+    let intruder = "arn:aws:iam::123456789012:user/intruder";
+    assert!(stderr.contains(&format!("authenticated with AWS as {intruder}")), "{stderr}");
+    assert!(stderr.contains(&format!("--principal-arn {intruder}")), "{stderr}");
+    assert!(stderr.contains("aws-auth"), "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
 
     for secret in [PASSWORD, world.aws.user.secret_access_key.as_str()] {
         assert!(!world.transcript.contains(secret), "a secret appears in the output:\n{}", world.transcript);

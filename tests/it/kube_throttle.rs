@@ -2,7 +2,9 @@
 //! `runtime.api_qps` and `runtime.api_burst` against the simulator answering 30% of all requests
 //! with `429 Too Many Requests` (`Retry-After: 1`, as API Priority and Fairness does). A burst of
 //! concurrent Starts must all succeed, and the simulator must see no more requests than the rate
-//! allows in the time the burst took.
+//! allows in the time the burst took. With the default (automatic) limit, against a simulator
+//! that reports APF and answers a third of all requests 429, 1,000 Starts from 64 callers all
+//! succeed, and the waits the API server asked for show in the metrics.
 //!
 //! No duration is asserted: the rate bounds the number of requests by the elapsed time, which a
 //! slow machine only makes more generous. And `hydroplane check` takes the two keys where they
@@ -99,6 +101,62 @@ async fn a_burst_of_starts_under_429s_all_succeed_within_the_configured_rate() {
     assert!(waits >= requests as f64, "every one of the {requests} requests waited for its token: {waits}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_default_limit_a_thousand_starts_under_429s_for_a_third_all_succeed() {
+    const MANY: usize = 1000;
+    const CALLERS: usize = 64;
+    let sim = KubeSim::start(&["--pod-start-delay-ms", "50"]);
+    let server = Server::start_with_config(
+        sim.directory(),
+        &sim.hydroplane_config("metrics:\n  listen: 127.0.0.1:0\n"),
+    );
+    let client = server.client().await;
+    sim.faults(serde_json::json!({"error_rate": 0.33, "error_code": 429, "retry_after_seconds": 1}));
+    let (_, injected_before) = simulator_counts(&sim);
+
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let callers = (0..CALLERS).map(|_| {
+        let (mut client, next) = (client.clone(), std::sync::Arc::clone(&next));
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if index >= MANY {
+                    return failed;
+                }
+                if let Err(status) = client.start(spec(index)).await {
+                    failed.push((index, status));
+                }
+            }
+        })
+    });
+    let failed: Vec<_> = futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .flat_map(|caller| caller.expect("caller task"))
+        .collect();
+    let (_, injected_after) = simulator_counts(&sim);
+    sim.faults(serde_json::json!({"error_rate": 0.0}));
+
+    assert!(failed.is_empty(), "{} of {MANY} Starts failed, e.g. {:?}", failed.len(), failed.first());
+    let pods = sim.names("pods");
+    assert_eq!(pods.len(), MANY, "every process is in the cluster");
+    let injected = injected_after - injected_before;
+    assert!(
+        injected >= MANY as u64 / 3,
+        "a third of the (at least {}) requests were 429s: {injected}",
+        2 * MANY
+    );
+    // Each retry waited its Retry-After (1 s), and the metrics say so.
+    let retries = metric_sum(&server, "rest_client_request_retries_total");
+    let waited = metric_sum(&server, "hydroplane_kube_retry_wait_seconds_total");
+    assert!(retries >= 1.0 && retries <= injected_after as f64, "{retries} retries for {injected} 429s");
+    assert!(
+        (waited - retries).abs() < 0.5,
+        "{waited} seconds waited for {retries} retries after Retry-After: 1"
+    );
+}
+
 #[test]
 fn hydroplane_check_accepts_the_rate_for_both_kubernetes_runtimes_and_refuses_it_elsewhere() {
     let directory = tempfile::tempdir().expect("tempdir");
@@ -113,7 +171,7 @@ fn hydroplane_check_accepts_the_rate_for_both_kubernetes_runtimes_and_refuses_it
         (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     };
     for runtime in ["runtime_type: kubernetes", "runtime_type: eks\n  cluster_name: c\n  region: us-west-2"] {
-        for rate in ["api_qps: 0", "api_qps: 2.5\n  api_burst: 1", "api_burst: 500"] {
+        for rate in ["api_qps: 0", "api_qps: -1", "api_qps: 2.5\n  api_burst: 1", "api_burst: 500"] {
             let yaml = format!("runtime:\n  {runtime}\n  {rate}\n");
             let (code, stderr) = check(&yaml);
             assert_eq!(code, Some(0), "{yaml}: {stderr}");

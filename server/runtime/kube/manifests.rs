@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::config::PublicExposure;
 use crate::spec::{
     CheckAction, HealthCheck, ProcessSpec, Protocol, ResourceSpec, RestartPolicy, ValueOrSecret,
     service_port_name,
@@ -254,22 +255,38 @@ pub fn owned_by_pod(process_name: &str, pod_uid: &str) -> OwnerReference {
     }
 }
 
-/// The Service of a process, owned by its Pod; `None` for a process without ports.
-pub fn service(spec: &ProcessSpec, namespace: &str, pod_uid: &str) -> Option<Service> {
+/// The Service of a process, owned by its Pod; `None` for a process without ports. A public
+/// process's is exposed as `exposure` says: NodePort, LoadBalancer (with its annotations) or
+/// not at all (ClusterIP).
+pub fn service(
+    spec: &ProcessSpec,
+    namespace: &str,
+    pod_uid: &str,
+    exposure: &PublicExposure,
+) -> Option<Service> {
     let ports = &spec.container.ports;
     if ports.is_empty() {
         return None;
     }
+    let (type_, annotations) = match exposure {
+        _ if !spec.has_public_ip => ("ClusterIP", None),
+        PublicExposure::NodePort => ("NodePort", None),
+        PublicExposure::LoadBalancer { annotations } => {
+            ("LoadBalancer", (!annotations.is_empty()).then(|| annotations.clone()))
+        }
+        PublicExposure::None => ("ClusterIP", None),
+    };
     Some(Service {
         metadata: ObjectMeta {
             name: Some(spec.process_name.clone()),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels(spec)),
+            annotations,
             owner_references: Some(vec![owned_by_pod(&spec.process_name, pod_uid)]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            type_: Some(if spec.has_public_ip { "NodePort" } else { "ClusterIP" }.to_owned()),
+            type_: Some(type_.to_owned()),
             selector: Some(BTreeMap::from([(PROCESS_LABEL.to_owned(), spec.process_name.clone())])),
             ports: Some(
                 ports
@@ -455,7 +472,7 @@ mod tests {
         assert_eq!((pod_spec.active_deadline_seconds, container.readiness_probe.as_ref()), (None, None));
         assert_eq!(spec_of(&pod), Some(spec.clone()));
 
-        let service = service(&spec, "default", "uid-1").expect("a service");
+        let service = service(&spec, "default", "uid-1", &PublicExposure::NodePort).expect("a service");
         let service_spec = service.spec.expect("spec");
         assert_eq!(service_spec.type_.as_deref(), Some("NodePort"));
         assert_eq!(
@@ -466,6 +483,28 @@ mod tests {
         assert_eq!((port.port, port.name.as_deref(), port.node_port), (80, Some("tcp-80"), None));
         let owner = &service.metadata.owner_references.expect("owned")[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Pod", "nginx", "uid-1"));
+    }
+
+    #[test]
+    fn a_public_process_is_exposed_as_the_settings_say() {
+        let spec = nginx();
+        assert!(spec.has_public_ip);
+        let annotations = BTreeMap::from([(
+            "service.beta.kubernetes.io/aws-load-balancer-type".to_owned(),
+            "external".to_owned(),
+        )]);
+        let exposure = PublicExposure::LoadBalancer { annotations: annotations.clone() };
+        let balanced = service(&spec, "default", "uid", &exposure).expect("a service");
+        assert_eq!(balanced.spec.expect("spec").type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(balanced.metadata.annotations, Some(annotations));
+        let hidden = service(&spec, "default", "uid", &PublicExposure::None).expect("a service");
+        assert_eq!(hidden.spec.expect("spec").type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(hidden.metadata.annotations, None);
+        // A private process is private whatever the exposure.
+        let private = ProcessSpec { has_public_ip: false, ..spec };
+        let private = service(&private, "default", "uid", &exposure).expect("a service");
+        assert_eq!(private.spec.expect("spec").type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(private.metadata.annotations, None);
     }
 
     #[test]
@@ -499,7 +538,8 @@ mod tests {
         assert_eq!(pod_spec.node_selector.expect("selector")["kubernetes.io/arch"], "amd64");
         assert_eq!(pod_spec.image_pull_secrets.expect("pull secrets")[0].name, "api-registry");
 
-        let service = service(&spec, "procs", "uid").expect("service").spec.expect("spec");
+        let service =
+            service(&spec, "procs", "uid", &PublicExposure::NodePort).expect("service").spec.expect("spec");
         assert_eq!(service.type_.as_deref(), Some("ClusterIP"));
         let ports = service.ports.expect("ports");
         assert_eq!(ports[0].name.as_deref(), Some("http"));
@@ -510,7 +550,7 @@ mod tests {
     fn a_process_without_ports_has_no_service_and_secrets_are_owned_by_the_pod() {
         let mut spec = full();
         spec.container.ports.clear();
-        assert!(service(&spec, "ns", "uid").is_none());
+        assert!(service(&spec, "ns", "uid", &PublicExposure::NodePort).is_none());
 
         let values = BTreeMap::from([("TOKEN".to_owned(), b"s3cr3t".to_vec())]);
         let secret = env_secret(&spec, "ns", "uid", values).expect("secret");

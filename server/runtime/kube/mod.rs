@@ -19,6 +19,7 @@ pub mod index;
 pub mod log_limit;
 pub mod logs;
 pub mod manifests;
+pub mod node_ports;
 pub mod permissions;
 pub mod status;
 
@@ -39,6 +40,7 @@ use self::index::{Index, IndexHealth, IndexView};
 use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
 use super::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget, name_taken};
 use crate::backoff::Backoff;
+use crate::config::PublicExposure;
 use crate::report::error_chain;
 use crate::secrets::SecretStore;
 use crate::secrets::resolve_text;
@@ -76,6 +78,8 @@ pub struct KubeRuntime {
     events_refused: AtomicBool,
     /// The shared follows of pod logs (see [`logs`]).
     log_hubs: Arc<logs::LogHubs>,
+    /// How public processes are reached (`runtime.public_exposure`).
+    exposure: PublicExposure,
 }
 
 impl Drop for KubeRuntime {
@@ -93,6 +97,7 @@ impl KubeRuntime {
         client: Client,
         namespace: String,
         secrets: Arc<dyn SecretStore>,
+        exposure: PublicExposure,
     ) -> Result<Arc<KubeRuntime>, RuntimeError> {
         check_namespace(name, &client, &namespace).await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -105,6 +110,16 @@ impl KubeRuntime {
         if !index.wait_until(INITIAL_SYNC_TIMEOUT, |view| view.synced()).await {
             tracing::warn!(timeout = ?INITIAL_SYNC_TIMEOUT, health = ?index.health(), "the index is not synced yet; serving what it has");
         }
+        if exposure == PublicExposure::NodePort
+            && let Some(nodes) = index.read(|view| view.nodes_without_external_ip())
+        {
+            tracing::warn!(
+                nodes,
+                "no node of the cluster has an ExternalIP (private subnets?): public processes will have no public \
+                 address, only their node's InternalIP and NodePort, reachable inside the cluster's network; \
+                 set runtime.public_exposure: load_balancer to give each a load balancer"
+            );
+        }
         Ok(Arc::new(KubeRuntime {
             client,
             namespace,
@@ -115,6 +130,7 @@ impl KubeRuntime {
             name,
             events_refused: AtomicBool::new(false),
             log_hubs: Arc::default(),
+            exposure,
         }))
     }
 
@@ -288,7 +304,7 @@ impl KubeRuntime {
                 Err(error) => return Err(self.dependent_error(spec, "secret", &secret_name, error)),
             }
         }
-        if let Some(service) = manifests::service(spec, &self.namespace, pod_uid) {
+        if let Some(service) = manifests::service(spec, &self.namespace, pod_uid, &self.exposure) {
             let services: Api<SlimService> = Api::namespaced(self.client.clone(), &self.namespace);
             let service_name = service.name_any();
             match self.create::<SlimService>(&service).await {
@@ -313,10 +329,22 @@ impl KubeRuntime {
                         ));
                     }
                 }
+                Err(kube::Error::Api(response)) if node_ports::is_exhausted(&response) => {
+                    return Err(self.node_ports_exhausted(spec).await);
+                }
                 Err(error) => return Err(self.dependent_error(spec, "service", &service_name, error)),
             }
         }
         Ok(made)
+    }
+
+    /// The answer to a Start whose Service got no NodePort: which range is full, and what to do.
+    async fn node_ports_exhausted(&self, spec: &ProcessSpec) -> RuntimeError {
+        let range = node_ports::probe_range(self.client.clone(), &self.namespace).await;
+        let ours = self.index.read(|view| view.node_ports_in_use());
+        RuntimeError::Exhausted {
+            message: node_ports::exhausted_message(&spec.process_name, range, ours, &self.namespace),
+        }
     }
 
     /// An error creating an object the Pod owns; a name taken by an object Hydroplane did not
@@ -713,7 +741,8 @@ impl Runtime for KubeRuntime {
         let health = self.index.health();
         let synced = health == IndexHealth::Synced;
         let staleness = if synced { Duration::ZERO } else { self.index.since_last_heard() };
-        Some(super::IndexSync { synced, staleness })
+        let node_ports_in_use = self.index.read(|view| view.node_ports_in_use());
+        Some(super::IndexSync { synced, staleness, node_ports_in_use: Some(node_ports_in_use as u64) })
     }
 
     fn health(&self) -> Option<String> {

@@ -529,6 +529,13 @@ fn admit_service(
         if let Some(address) = newly_allocated_ip {
             context.allocators.cluster_ips.release(address);
         }
+        if error == AllocError::Exhausted {
+            // Not a field's fault: the API server answers an internal error (its own TODO says
+            // so), with the allocator's words.
+            return Err(ApiError::Internal(format!(
+                "Internal error occurred: failed to allocate a nodePort: {error}"
+            )));
+        }
         return Err(invalid(Kind::Service, &name, field, value, error));
     }
     for port in old_node_ports {

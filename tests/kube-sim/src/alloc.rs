@@ -1,5 +1,6 @@
-//! Address allocators: Service ClusterIPs from 10.96.0.0/12, NodePorts from 30000-32767 and
-//! pod IPs from 10.244.0.0/14, each without collisions and with release on deletion.
+//! Address allocators: Service ClusterIPs from 10.96.0.0/12, NodePorts from 30000-32767 (or
+//! the range of `--service-node-port-range`) and pod IPs from 10.244.0.0/14, each without
+//! collisions and with release on deletion.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -135,6 +136,13 @@ pub struct Allocators {
     pub node_ports: PortAllocator,
     /// Pod IPs.
     pub pod_ips: IpAllocator,
+}
+
+impl Allocators {
+    /// The allocators of a cluster whose NodePorts come from `low..=high`.
+    pub fn with_node_port_range(low: u16, high: u16) -> Allocators {
+        Allocators { node_ports: PortAllocator::new(low, high), ..Allocators::default() }
+    }
 }
 
 impl Default for Allocators {

@@ -32,6 +32,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
 
+    /// Nodes without an ExternalIP, as in private subnets: InternalIP and Hostname only.
+    #[arg(long)]
+    pub nodes_without_external_ip: bool,
+
     /// A bearer token with full access; repeatable. Without any, requests are anonymous.
     #[arg(long = "token", value_name = "TOKEN")]
     pub tokens: Vec<String>,
@@ -102,6 +106,26 @@ pub struct Args {
         value_parser = clap::value_parser!(u64).range(0..=crate::faults::MAX_RETRY_AFTER_SECONDS))]
     pub retry_after_seconds: u64,
 
+    /// The NodePort range, `LOW-HIGH` inclusive, as the API server's flag of this name: a
+    /// NodePort asked for outside it is refused (422), and once every port of it is taken a
+    /// NodePort Service is refused as the API server refuses it (500, `failed to allocate a
+    /// nodePort: range is full`).
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: (u16, u16),
+
+    /// Fault: answer API requests beyond this many in flight at once with 429 and `Retry-After`
+    /// (0 = no limit), as the API server's flag of this name does with APF; watches and log
+    /// follows are long-running and not counted.
+    #[arg(long = "max-requests-inflight", default_value_t = 0)]
+    pub max_requests_inflight: u64,
+
+    /// Send API Priority and Fairness's response headers (`X-Kubernetes-PF-FlowSchema-UID`,
+    /// `X-Kubernetes-PF-PriorityLevel-UID`) on every API response, as an API server with APF
+    /// (the default since Kubernetes 1.20) does; `--apf-headers=false` to leave them out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+        default_missing_value = "true", require_equals = true)]
+    pub apf_headers: bool,
+
     /// EKS token review: accept `k8s-aws-v1.` tokens for this cluster name (`x-k8s-aws-id`).
     #[arg(long)]
     pub eks_cluster_name: Option<String>,
@@ -135,4 +159,35 @@ pub struct Args {
     /// sessions); repeatable. Used with --eks-sts-endpoint.
     #[arg(long = "eks-allowed-arn", value_name = "ARN")]
     pub eks_allowed_arns: Vec<String>,
+}
+
+/// A `LOW-HIGH` port range, both ends included, `LOW <= HIGH`, neither 0.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (low, high) = text.split_once('-').ok_or_else(|| format!("`{text}` is not LOW-HIGH"))?;
+    let port = |part: &str| part.trim().parse::<u16>().ok().filter(|port| *port > 0);
+    match (port(low), port(high)) {
+        (Some(low), Some(high)) if low <= high => Ok((low, high)),
+        _ => Err(format!("`{text}` is not a range of ports LOW-HIGH with 1 <= LOW <= HIGH <= 65535")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_port_ranges_are_parsed_as_the_api_server_writes_them() {
+        assert_eq!(parse_port_range("30000-32767"), Ok((30000, 32767)));
+        assert_eq!(parse_port_range("30000-30009"), Ok((30000, 30009)));
+        for bad in ["30000", "3-2", "0-10", "1-70000", "a-b"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+        let args =
+            Args::parse_from(["kube-sim", "--service-node-port-range", "31000-31009", "--apf-headers=false"]);
+        assert_eq!(args.service_node_port_range, (31000, 31009));
+        assert!(!args.apf_headers);
+        let args = Args::parse_from(["kube-sim"]);
+        assert_eq!(args.service_node_port_range, (30000, 32767));
+        assert!(args.apf_headers, "on by default");
+    }
 }

@@ -1,7 +1,10 @@
 //! Fault injection: latency, random 5xx/429 errors (a 429 with `Retry-After`, as API Priority
 //! and Fairness sends it), watches closed after N events or at once, forced 410 Gone, and
-//! refusing connections for a while, set by flags or at run time through `POST /_sim/faults`.
+//! refusing connections for a while, and API Priority and Fairness's answer to too many
+//! requests at once (429 with `Retry-After` above `max_requests_inflight`), set by flags or at
+//! run time through `POST /_sim/faults`.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +27,10 @@ pub struct FaultSettings {
     pub close_watches_after_events: u64,
     /// The `Retry-After` (and `details.retryAfterSeconds`) of an injected 429.
     pub retry_after_seconds: u64,
+    /// When non-zero, API requests beyond this many in flight at once get a 429 with
+    /// `Retry-After` (watches and log follows, long-running, are not counted), as the API
+    /// server's `--max-requests-inflight` with APF.
+    pub max_requests_inflight: u64,
 }
 
 /// The `Retry-After` of a real API server's 429 (API Priority and Fairness, max-in-flight).
@@ -41,6 +48,7 @@ impl Default for FaultSettings {
             error_code: 500,
             close_watches_after_events: 0,
             retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS,
+            max_requests_inflight: 0,
         }
     }
 }
@@ -59,6 +67,8 @@ pub struct FaultRequest {
     pub close_watches_after_events: Option<u64>,
     /// New `Retry-After` of injected 429s, in seconds.
     pub retry_after_seconds: Option<u64>,
+    /// New limit of requests in flight (0 = none).
+    pub max_requests_inflight: Option<u64>,
     /// Close every open watch now.
     #[serde(default)]
     pub drop_watches_now: bool,
@@ -90,6 +100,8 @@ pub struct Faults {
     requests: AtomicU64,
     /// Of those, the ones answered with an injected error.
     injected: AtomicU64,
+    /// Requests being handled now (not counting long-running ones), shared with their slots.
+    in_flight: Arc<AtomicU64>,
     drop_watches: watch::Sender<u64>,
     refuse: mpsc::UnboundedSender<Duration>,
 }
@@ -102,6 +114,7 @@ impl Faults {
             settings: Mutex::new(settings),
             requests: AtomicU64::new(0),
             injected: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicU64::new(0)),
             drop_watches,
             refuse,
         }
@@ -145,6 +158,9 @@ impl Faults {
         if let Some(seconds) = request.retry_after_seconds {
             settings.retry_after_seconds = seconds;
         }
+        if let Some(limit) = request.max_requests_inflight {
+            settings.max_requests_inflight = limit;
+        }
         Ok(settings.clone())
     }
 
@@ -175,6 +191,20 @@ impl Faults {
         })
     }
 
+    /// A slot for one request that is not long-running, held while it is handled; a 429 with
+    /// `Retry-After` (counted as injected) when `max_requests_inflight` are held already.
+    pub fn admit(&self) -> Result<InFlight, ApiError> {
+        let settings = self.settings();
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlight(Arc::clone(&self.in_flight));
+        if settings.max_requests_inflight > 0 && before >= settings.max_requests_inflight {
+            drop(slot);
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::TooManyRequests { retry_after_seconds: settings.retry_after_seconds });
+        }
+        Ok(slot)
+    }
+
     /// API requests seen so far, and how many of them got an injected error.
     pub fn counts(&self) -> (u64, u64) {
         (self.requests.load(Ordering::Relaxed), self.injected.load(Ordering::Relaxed))
@@ -199,6 +229,15 @@ impl Faults {
     pub fn refuse_connections_for(&self, duration: Duration) {
         // The server loop owns the receiver for the whole run; a send only fails at shutdown.
         let _ = self.refuse.send(duration);
+    }
+}
+
+/// One request's place among those in flight; given back when dropped.
+pub struct InFlight(Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -238,5 +277,21 @@ mod tests {
         assert_eq!(faults.counts(), (4, 2), "every request counted, two were faulted");
         assert!(faults.injected_error().is_none());
         assert!(serde_json::from_str::<FaultRequest>(r#"{"latency": 5}"#).is_err());
+    }
+
+    #[test]
+    fn requests_beyond_the_in_flight_limit_get_429_until_a_slot_is_given_back() {
+        let (sender, _receiver) = mpsc::unbounded_channel();
+        let faults = Faults::new(FaultSettings { max_requests_inflight: 2, ..Default::default() }, sender);
+        let first = faults.admit().expect("first");
+        let _second = faults.admit().expect("second");
+        assert!(matches!(
+            faults.admit(),
+            Err(ApiError::TooManyRequests { retry_after_seconds: DEFAULT_RETRY_AFTER_SECONDS })
+        ));
+        drop(first);
+        let _third = faults.admit().expect("a slot was given back");
+        faults.apply(&FaultRequest { max_requests_inflight: Some(0), ..Default::default() }).unwrap();
+        let _many: Vec<InFlight> = (0..10).map(|_| faults.admit().expect("no limit")).collect();
     }
 }

@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
             error_code: args.error_code,
             close_watches_after_events: args.close_watches_after_events,
             retry_after_seconds: args.retry_after_seconds,
+            max_requests_inflight: args.max_requests_inflight,
         },
         refuse_sender,
     ));
@@ -76,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
         history_limit: args.history_size,
         watch_buffer: args.watch_buffer,
         max_events: args.max_events,
+        node_port_range: args.service_node_port_range,
+        external_ips: !args.nodes_without_external_ip,
     });
     let logs: Arc<kube_sim::logs::LogStore> = Default::default();
     let kubelet = controllers::spawn_all(
@@ -98,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         settings: ApiSettings {
             bookmark_interval: Duration::from_millis(args.bookmark_interval_ms.max(1)),
             server_address: format!("{host}:{}", address.port()),
+            apf_headers: args.apf_headers,
         },
     });
 

@@ -293,6 +293,7 @@ mod tests {
             history_limit: 10,
             watch_buffer: 64,
             max_events: 0,
+            ..Default::default()
         });
         let logs: Arc<crate::logs::LogStore> = Default::default();
         Arc::new(AppState {
@@ -308,6 +309,7 @@ mod tests {
             settings: crate::api::ApiSettings {
                 bookmark_interval: Duration::from_secs(3600),
                 server_address: "127.0.0.1:1".into(),
+                apf_headers: true,
             },
         })
     }

@@ -48,6 +48,24 @@ pub enum EksError {
     /// The kube client could not be built.
     #[error("cannot build the Kubernetes client: {0}")]
     Client(String),
+    /// The cluster refused (401) or forbade (403) the principal Hydroplane authenticated as: it
+    /// has no access entry (or `aws-auth` mapping), or one without the permissions needed.
+    #[error(
+        "the EKS cluster `{cluster}` refused Hydroplane, which authenticated with AWS as {principal}: {message}; \
+         give {iam_principal} access to the cluster: an EKS access entry (`aws eks create-access-entry \
+         --cluster-name {cluster} --principal-arn {iam_principal}`, then `aws eks associate-access-policy` or \
+         a Kubernetes group bound by the Role in deploy/), or a mapping in the `aws-auth` ConfigMap"
+    )]
+    NoAccess {
+        /// The cluster's name.
+        cluster: String,
+        /// The ARN GetCallerIdentity gave.
+        principal: String,
+        /// The IAM ARN an access entry names (a role for an assumed-role session).
+        iam_principal: String,
+        /// The cluster's answer.
+        message: String,
+    },
     /// The cluster itself refused or failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -74,7 +92,8 @@ pub async fn connect(
         credentials::sdk_config(&settings.region, Some(SharedCredentialsProvider::new(source.current())))
             .await;
     let access_key_id = access_key_id.unwrap_or_else(|| source.current().access_key_id().to_owned());
-    cluster::check_identity(&config, settings.sts_endpoint.as_deref(), &access_key_id).await?;
+    let principal =
+        cluster::check_identity(&config, settings.sts_endpoint.as_deref(), &access_key_id).await?;
     tracing::info!(cluster = %settings.cluster_name, %region, "AWS credentials accepted");
 
     let (endpoint, certificate_authority) = match (&settings.endpoint, &settings.certificate_authority) {
@@ -98,7 +117,36 @@ pub async fn connect(
         tokens,
     )?;
     tracing::info!(cluster = %settings.cluster_name, %endpoint, %namespace, "connecting to the EKS cluster");
-    Ok(KubeRuntime::connect("eks", client, namespace, secrets).await?)
+    KubeRuntime::connect("eks", client, namespace, secrets, settings.public_exposure.clone())
+        .await
+        .map_err(|error| no_access(error, &settings.cluster_name, &principal))
+}
+
+/// A refusal by the cluster names the principal and how to let it in; other errors stay.
+fn no_access(error: RuntimeError, cluster: &str, principal: &str) -> EksError {
+    match error {
+        RuntimeError::Unauthenticated { .. } | RuntimeError::PermissionDenied { .. } => EksError::NoAccess {
+            cluster: cluster.to_owned(),
+            principal: principal.to_owned(),
+            iam_principal: iam_principal(principal),
+            message: error.to_string(),
+        },
+        other => EksError::Runtime(other),
+    }
+}
+
+/// The IAM ARN an access entry takes for a caller: an assumed-role session
+/// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`) is its role (`arn:aws:iam::ACCOUNT:role/ROLE`);
+/// a user's ARN is itself.
+fn iam_principal(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [_, partition, "sts", "", account, resource] = parts.as_slice()
+        && let Some(rest) = resource.strip_prefix("assumed-role/")
+        && let Some((role, _session)) = rest.rsplit_once('/')
+    {
+        return format!("arn:{partition}:iam::{account}:role/{role}");
+    }
+    arn.to_owned()
 }
 
 /// A kube client for the cluster: its CA is the only one trusted (no insecure TLS anywhere), and
@@ -233,6 +281,28 @@ mod tests {
 
     fn made(tokens: &TokenSource) -> tokio::time::Instant {
         *tokens.current.lock().expect("lock").as_ref().map(|(_, made)| made).expect("a token was made")
+    }
+
+    #[test]
+    fn an_access_entry_names_the_role_of_an_assumed_role_session() {
+        assert_eq!(
+            iam_principal("arn:aws:sts::123456789012:assumed-role/hydroplane-server/eks-pod-identity"),
+            "arn:aws:iam::123456789012:role/hydroplane-server"
+        );
+        assert_eq!(
+            iam_principal("arn:aws:iam::123456789012:user/hydroplane"),
+            "arn:aws:iam::123456789012:user/hydroplane"
+        );
+        let refused = RuntimeError::Unauthenticated {
+            message: "the cluster refused our credentials".into(),
+            source: None,
+        };
+        let error = no_access(refused, "hydro-eks", "arn:aws:sts::1:assumed-role/r/s").to_string();
+        assert!(error.contains("authenticated with AWS as arn:aws:sts::1:assumed-role/r/s"), "{error}");
+        assert!(error.contains("--principal-arn arn:aws:iam::1:role/r"), "{error}");
+        assert!(error.contains("aws-auth"), "{error}");
+        let other = no_access(RuntimeError::Internal("x".into()), "c", "p");
+        assert!(matches!(other, EksError::Runtime(_)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,9 +23,16 @@
 //!   sends bytes, and a watch or a log follow is a GET with an empty body, whose 429 comes before
 //!   any of its stream); a streaming body, which kube-rs makes only for upgrades, is sent once.
 //! - The bucket's time is `tokio::time` (a [`TokioClock`] for `governor`), so the tests pause it.
+//! - With neither `api_qps` nor `api_burst` set the limit is automatic: the bucket applies only
+//!   until an answer carries one of API Priority and Fairness's headers ([`APF_HEADERS`]), which
+//!   say the API server sheds load itself (on by default since Kubernetes 1.20). From then on
+//!   nothing waits, as controller-runtime, Flux and cert-manager do; the server's 429s are
+//!   still waited out. Behind a proxy that strips them, or on an API server without APF, the
+//!   conservative bucket stays.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,9 +50,11 @@ use crate::backoff::Backoff;
 use crate::config::ApiRateSettings;
 use crate::metrics::rest::{RestMetricsLayer, RestMetricsService};
 
-/// The most times one request is sent again: client-go's `maxRetries` for answers with a
-/// `Retry-After`. With the API server's usual `Retry-After: 1` that is ten seconds at most.
-const MAX_RETRIES: u32 = 10;
+/// The most times one request is sent again. client-go's `maxRetries` is 10, but an API server
+/// that sheds a third of its requests (APF under load) then fails one request in 177,000 after
+/// ten straight 429s, a Start among a few thousand; the caller's real bound is the time spent,
+/// [`MAX_RETRY_WAIT`], which the usual `Retry-After: 1` reaches after 30 retries.
+const MAX_RETRIES: u32 = 30;
 
 /// The longest one request waits in all between its attempts; a `Retry-After` that would go
 /// beyond it is passed on to the caller at once instead.
@@ -54,6 +63,15 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// The wait before a retry when the answer has no usable `Retry-After`: 0.5, 1, 2, then 4 s.
 fn default_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(500), Duration::from_secs(4))
+}
+
+/// The response headers by which an API server with API Priority and Fairness names the flow
+/// schema and priority level that admitted a request.
+pub const APF_HEADERS: [&str; 2] = ["x-kubernetes-pf-flowschema-uid", "x-kubernetes-pf-prioritylevel-uid"];
+
+/// Whether an answer comes from an API server that protects itself with APF.
+fn reports_apf<B>(response: &Response<B>) -> bool {
+    APF_HEADERS.iter().any(|name| response.headers().contains_key(*name))
 }
 
 /// How many requests may wait for the client's connection stack at once (the waits for a token
@@ -100,6 +118,12 @@ struct Bucket {
     tokens: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
     /// Waiters in the order they came; the holder is the only one watching `tokens`.
     line: tokio::sync::Mutex<()>,
+    /// The limit is automatic: it is lifted when an answer reports APF.
+    automatic: bool,
+    /// An answer reported APF (automatic limits only): nothing waits any more.
+    lifted: AtomicBool,
+    /// Wakes the waiter watching `tokens` when the limit is lifted.
+    lift: tokio::sync::Notify,
 }
 
 impl Bucket {
@@ -117,17 +141,51 @@ impl Bucket {
         Some(Bucket {
             tokens: RateLimiter::direct_with_clock(quota, clock),
             line: tokio::sync::Mutex::new(()),
+            automatic: rate.automatic,
+            lifted: AtomicBool::new(false),
+            lift: tokio::sync::Notify::new(),
         })
     }
 
-    /// Waits for a token, in turn; returns how long that took.
-    async fn take(&self) -> Duration {
+    /// Whether the limit no longer applies.
+    fn is_lifted(&self) -> bool {
+        self.lifted.load(Ordering::Relaxed)
+    }
+
+    /// Lifts an automatic limit when `response` reports APF; the first time, says so.
+    fn note_answer<B>(&self, response: &Response<B>) {
+        if self.automatic
+            && !self.is_lifted()
+            && reports_apf(response)
+            && !self.lifted.swap(true, Ordering::Relaxed)
+        {
+            self.lift.notify_waiters();
+            tracing::info!(
+                "the Kubernetes API server protects itself with API Priority and Fairness: no client-side rate limit \
+                 (set runtime.api_qps to keep one)"
+            );
+        }
+    }
+
+    /// Waits for a token, in turn; returns how long that took, or `None` when the limit has
+    /// been lifted (what waits in line when it is lifted goes at once).
+    async fn take(&self) -> Option<Duration> {
+        if self.is_lifted() {
+            return None;
+        }
         let begin = tokio::time::Instant::now();
         let _turn = self.line.lock().await;
         while let Err(not_until) = self.tokens.check() {
-            tokio::time::sleep(not_until.wait_time_from(self.tokens.clock().now())).await;
+            let lifted = self.lift.notified();
+            if self.is_lifted() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(not_until.wait_time_from(self.tokens.clock().now())) => {}
+                () = lifted => break,
+            }
         }
-        begin.elapsed()
+        Some(begin.elapsed())
     }
 }
 
@@ -204,8 +262,9 @@ where
                 // The copy for a retry is made before the request is sent; a streaming body has
                 // none, and its request is sent once.
                 let copy = (retries < MAX_RETRIES).then(|| copy_request(&request)).flatten();
-                if let Some(bucket) = &bucket {
-                    let took = bucket.take().await;
+                if let Some(bucket) = &bucket
+                    && let Some(took) = bucket.take().await
+                {
                     crate::metrics::rest::observe_rate_limiter_wait(labels, took);
                     if took >= Duration::from_secs(1) {
                         tracing::debug!(
@@ -217,6 +276,9 @@ where
                     }
                 }
                 let response = inner.ready().await?.call(request).await?;
+                if let Some(bucket) = &bucket {
+                    bucket.note_answer(&response);
+                }
                 let Some(delay) = retry_delay(&response, &mut backoff) else { return Ok(response) };
                 let Some(next) = copy else { return Ok(response) };
                 if waited + delay > MAX_RETRY_WAIT {
@@ -228,7 +290,7 @@ where
                     );
                     return Ok(response);
                 }
-                crate::metrics::rest::count_retry(labels, response.status());
+                crate::metrics::rest::count_retry(labels, response.status(), delay);
                 tracing::debug!(
                     status = response.status().as_u16(),
                     verb = labels.verb,
@@ -290,6 +352,16 @@ mod tests {
         seen: Arc<Mutex<Vec<tokio::time::Instant>>>,
     ) -> impl Service<Request<Body>, Response = Response<String>, Error = BoxError, Future: Send> + Send + 'static
     {
+        cluster_with_apf(script, seen, false)
+    }
+
+    /// [`cluster`], whose answers carry APF's flow-schema header when `apf` is set.
+    fn cluster_with_apf(
+        script: &[&'static str],
+        seen: Arc<Mutex<Vec<tokio::time::Instant>>>,
+        apf: bool,
+    ) -> impl Service<Request<Body>, Response = Response<String>, Error = BoxError, Future: Send> + Send + 'static
+    {
         let script = Arc::new(Mutex::new(script.iter().rev().copied().collect::<Vec<_>>()));
         tower::service_fn(move |_request: Request<Body>| {
             seen.lock().expect("lock").push(tokio::time::Instant::now());
@@ -303,6 +375,9 @@ mod tests {
                 if let Some(retry_after) = retry_after {
                     response = response.header(http::header::RETRY_AFTER, retry_after);
                 }
+                if apf {
+                    response = response.header(APF_HEADERS[0], "6c3f4e9a-0000-4000-8000-000000000001");
+                }
                 Ok::<_, BoxError>(response.body(String::new()).expect("response"))
             }
         })
@@ -315,7 +390,7 @@ mod tests {
     }
 
     fn unlimited() -> ApiRateSettings {
-        ApiRateSettings { qps: 0.0, burst: 1 }
+        ApiRateSettings { qps: 0.0, burst: 1, automatic: false }
     }
 
     /// The seconds from `begin` at which the requests came.
@@ -327,8 +402,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_beyond_the_burst_wait_at_the_configured_rate() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let service =
-            ThrottleLayer::new(ApiRateSettings { qps: 2.0, burst: 3 }).layer(cluster(&[], Arc::clone(&seen)));
+        let service = ThrottleLayer::new(ApiRateSettings { qps: 2.0, burst: 3, automatic: false })
+            .layer(cluster(&[], Arc::clone(&seen)));
         let begin = tokio::time::Instant::now();
         let calls =
             (0..7).map(|_| {
@@ -341,6 +416,37 @@ mod tests {
         assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
         // Three at once (the burst), then one every half second (2 per second), none failed.
         assert_eq!(seconds(begin, &seen), [0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0]);
+    }
+
+    /// Seven concurrent requests through a layer of `rate` over `cluster`: the seconds at which
+    /// the cluster saw them.
+    async fn seven_at_once(rate: ApiRateSettings, apf: bool) -> Vec<f64> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let service = ThrottleLayer::new(rate).layer(cluster_with_apf(&[], Arc::clone(&seen), apf));
+        let begin = tokio::time::Instant::now();
+        let calls =
+            (0..7).map(|_| {
+                let mut service = service.clone();
+                async move {
+                    service.ready().await.expect("ready").call(create()).await.expect("answered").status()
+                }
+            });
+        let statuses = futures::future::join_all(calls).await;
+        assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+        seconds(begin, &seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_automatic_limit_is_lifted_by_the_first_answer_that_reports_apf() {
+        let automatic = ApiRateSettings { qps: 2.0, burst: 3, automatic: true };
+        // The burst goes at once; its answers report APF, so the waiters go at once too (the
+        // one watching the bucket is woken), not at 0.5, 1.0, ... seconds.
+        assert_eq!(seven_at_once(automatic, true).await, [0.0; 7]);
+        // Without APF's headers the conservative limit stays.
+        assert_eq!(seven_at_once(automatic, false).await, [0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0]);
+        // An explicit limit is honoured whatever the API server says.
+        let explicit = ApiRateSettings { automatic: false, ..automatic };
+        assert_eq!(seven_at_once(explicit, true).await, [0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -359,7 +465,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_is_sent_again_after_its_retry_after_and_succeeds() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = ThrottleLayer::new(ApiRateSettings { qps: 50.0, burst: 100 })
+        let mut service = ThrottleLayer::new(ApiRateSettings { qps: 50.0, burst: 100, automatic: false })
             .layer(cluster(&["429:2"], Arc::clone(&seen)));
         let begin = tokio::time::Instant::now();
         let response = service.ready().await.expect("ready").call(create()).await.expect("answered");
@@ -391,7 +497,7 @@ mod tests {
 
         // Short waits: the number of retries is the bound.
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = ThrottleLayer::new(unlimited()).layer(cluster(&["429:1"; 20], Arc::clone(&seen)));
+        let mut service = ThrottleLayer::new(unlimited()).layer(cluster(&["429:1"; 40], Arc::clone(&seen)));
         let response = service.ready().await.expect("ready").call(create()).await.expect("answered");
         assert_eq!(response.status(), 429);
         assert_eq!(seen.lock().expect("lock").len(), 1 + MAX_RETRIES as usize);
@@ -413,7 +519,7 @@ mod tests {
     async fn retries_wait_for_their_token_too() {
         // One token a second, none left: the retry after Retry-After: 0 still waits its turn.
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut service = ThrottleLayer::new(ApiRateSettings { qps: 1.0, burst: 1 })
+        let mut service = ThrottleLayer::new(ApiRateSettings { qps: 1.0, burst: 1, automatic: false })
             .layer(cluster(&["429:0"], Arc::clone(&seen)));
         let begin = tokio::time::Instant::now();
         let response = service.ready().await.expect("ready").call(create()).await.expect("answered");

@@ -49,11 +49,24 @@ pub struct Needs {
     pub registry_secret: bool,
 }
 
+/// A Service's load balancer, as far as the index cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadBalancer {
+    /// Not a LoadBalancer Service.
+    NotOne,
+    /// A LoadBalancer Service whose load balancer has no address yet.
+    Pending,
+    /// The load balancer's address: its hostname, else its IP.
+    At(Box<str>),
+}
+
 /// What the index keeps of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEntry {
     /// Whether it is a NodePort Service.
     pub node_port: bool,
+    /// Its load balancer, for a LoadBalancer Service.
+    pub load_balancer: LoadBalancer,
     /// Its cluster IP.
     pub cluster_ip: Option<Box<str>>,
     /// Its ports: the service port and, for NodePort, the node port.
@@ -256,11 +269,21 @@ fn needs(pod: &SlimPod) -> Needs {
 }
 
 pub(super) fn service_entry(service: SlimService) -> (String, ServiceEntry) {
-    let SlimService { metadata, spec } = service;
+    let SlimService { metadata, spec, status } = service;
     let name = metadata.name.unwrap_or_default();
     let spec = spec.unwrap_or_default();
+    let load_balancer = if spec.type_.as_deref() == Some("LoadBalancer") {
+        let ingress = status.and_then(|status| status.load_balancer).and_then(|balancer| balancer.ingress);
+        let address = ingress.unwrap_or_default().into_iter().find_map(|ingress| {
+            ingress.hostname.filter(|host| !host.is_empty()).or(ingress.ip.filter(|ip| !ip.is_empty()))
+        });
+        address.map_or(LoadBalancer::Pending, |address| LoadBalancer::At(address.into_boxed_str()))
+    } else {
+        LoadBalancer::NotOne
+    };
     let entry = ServiceEntry {
         node_port: spec.type_.as_deref() == Some("NodePort"),
+        load_balancer,
         cluster_ip: spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None").map(String::into_boxed_str),
         ports: spec
             .ports

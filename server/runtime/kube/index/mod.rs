@@ -386,6 +386,22 @@ impl IndexView<'_> {
         self.state.services.live.get(name)
     }
 
+    /// How many nodes there are, when none of them has an ExternalIP (so that a NodePort
+    /// reaches no one outside the cluster's network); `None` when one has, or there are none.
+    pub fn nodes_without_external_ip(&self) -> Option<usize> {
+        let nodes = &self.state.nodes.live;
+        (!nodes.is_empty() && nodes.values().all(|node| node.external_ip.is_none())).then_some(nodes.len())
+    }
+
+    /// How many NodePorts Hydroplane's Services hold (one pass over the Services: for a scrape
+    /// or a refused Start, not for every request).
+    pub fn node_ports_in_use(&self) -> usize {
+        let services = self.state.services.live.values();
+        services
+            .map(|service| service.ports.iter().filter(|(_, node_port)| node_port.is_some()).count())
+            .sum()
+    }
+
     /// The processes of a group.
     pub fn group(&self, group: &str) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -424,6 +440,52 @@ mod tests {
                 "ports": [{"port": 80, "nodePort": if node_port { Some(30080) } else { None }}]}
         }))
         .expect("a service")
+    }
+
+    fn load_balanced(name: &str, ingress: serde_json::Value) -> SlimService {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9", "ports": [{"port": 8080, "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": ingress}}
+        }))
+        .expect("a service")
+    }
+
+    #[test]
+    fn a_load_balanced_process_is_starting_until_its_load_balancer_has_an_address() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        index.apply_node(Event::Init);
+        index.apply_node(Event::InitApply(node("n1", None)));
+        index.apply_node(Event::InitDone);
+        index.apply_service(Event::Init);
+        index.apply_service(Event::InitApply(load_balanced("web", serde_json::json!([]))));
+        index.apply_service(Event::InitDone);
+        index.apply_pod(Event::Init);
+        index.apply_pod(Event::InitApply(pod("web", Some("n1"), "Running")));
+        index.apply_pod(Event::InitDone);
+        let web = table.get("web").expect("web");
+        assert_eq!(
+            (web.status, web.reason.as_deref()),
+            (ProcessStatus::Starting, Some(join::LOAD_BALANCER_PENDING))
+        );
+        assert!(web.socket_addresses.is_empty(), "{web:?}");
+
+        let hostname = "k8s-default-web-0123456789.elb.us-east-1.amazonaws.com";
+        index.apply_service(Event::Apply(load_balanced("web", serde_json::json!([{"hostname": hostname}]))));
+        let web = table.get("web").expect("web");
+        assert_eq!((web.status, web.reason.as_deref()), (ProcessStatus::Running, None));
+        let addresses: Vec<_> =
+            web.socket_addresses.iter().map(|a| (a.host.to_string(), a.port, a.is_public)).collect();
+        assert_eq!(addresses, [(hostname.to_owned(), 8080, true)]);
+
+        index.apply_service(Event::Apply(load_balanced("web", serde_json::json!([{"ip": "198.51.100.7"}]))));
+        assert_eq!(table.get("web").expect("web").socket_addresses[0].host, "198.51.100.7");
+        assert_eq!(
+            index.read(|view| view.node_ports_in_use()),
+            1,
+            "a LoadBalancer Service holds a NodePort too"
+        );
     }
 
     fn node(name: &str, external: Option<&str>) -> SlimNode {
@@ -476,9 +538,19 @@ mod tests {
             ]
         );
 
-        // The node loses its ExternalIP: the InternalIP serves.
+        // The node loses its ExternalIP: its InternalIP is given, marked not public, and the
+        // process says why (never an invented public address).
         index.apply_node(Event::Apply(node("n1", None)));
         assert_eq!(listed(&table)[1].2, [("10.0.0.1".to_owned(), 30080)]);
+        let web = table.get("web").expect("web");
+        assert!(!web.socket_addresses[0].is_public);
+        assert_eq!((web.status, web.reason.as_deref()), (ProcessStatus::Running, Some(join::NO_EXTERNAL_IP)));
+        assert!(web.message.as_deref().is_some_and(|message| message.contains("no ExternalIP")), "{web:?}");
+        assert_eq!(index.read(|view| view.nodes_without_external_ip()), Some(1));
+        index.apply_node(Event::Apply(node("n1", Some("203.0.113.1"))));
+        let web = table.get("web").expect("web");
+        assert!(web.socket_addresses[0].is_public && web.reason.is_none(), "{web:?}");
+        assert_eq!(index.read(|view| view.nodes_without_external_ip()), None);
 
         // A relist (after a 410) that no longer has `db` deletes it, without touching `web`.
         let revision = table.revision();

@@ -309,6 +309,32 @@ pub struct SlimService {
     pub metadata: ObjectMeta,
     /// The parts of the Service's spec the index reads.
     pub spec: Option<SlimServiceSpec>,
+    /// The parts of the Service's status the index reads: a load balancer's address.
+    pub status: Option<SlimServiceStatus>,
+}
+
+/// What the index reads of a ServiceStatus.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimServiceStatus {
+    /// The load balancer, for a LoadBalancer Service.
+    pub load_balancer: Option<SlimLoadBalancerStatus>,
+}
+
+/// A LoadBalancer Service's load balancer.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SlimLoadBalancerStatus {
+    /// Its addresses, once the cloud's controller made it.
+    pub ingress: Option<Vec<SlimLoadBalancerIngress>>,
+}
+
+/// One address of a load balancer: a hostname (AWS's NLB and ELB) or an IP.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SlimLoadBalancerIngress {
+    /// Its IP.
+    pub ip: Option<String>,
+    /// Its DNS name.
+    pub hostname: Option<String>,
 }
 
 resource_like!(SlimService, Service);

@@ -49,7 +49,14 @@ pub struct ApiSettings {
     pub bookmark_interval: Duration,
     /// The `host:port` clients reach us at, for `/api`.
     pub server_address: String,
+    /// Whether API responses carry API Priority and Fairness's headers.
+    pub apf_headers: bool,
 }
+
+/// The flow schema and priority level API Priority and Fairness would name (a real API server
+/// sends the UIDs of the objects that matched; clients only look for the headers).
+const APF_FLOW_SCHEMA_UID: &str = "d6f1b0a2-6c8b-4f0e-9d61-0a5e1f0c0001";
+const APF_PRIORITY_LEVEL_UID: &str = "d6f1b0a2-6c8b-4f0e-9d61-0a5e1f0c0002";
 
 /// Everything a request handler can reach.
 pub struct AppState {
@@ -102,27 +109,57 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
 
 /// Handles one HTTP request; never fails, errors become Status responses.
 pub async fn handle(state: Arc<AppState>, request: hyper::Request<Incoming>) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_string();
-    let query = Query::parse(parts.uri.query());
-    tracing::debug!(method = %parts.method, %path, query = ?parts.uri.query(), "request");
+    let path = request.uri().path();
     if path.trim_end_matches('/') == "/_sim/tokens" {
+        let (parts, body) = request.into_parts();
         return tokens::handle(&state, &parts.method, body)
             .await
             .unwrap_or_else(|error| error_response(&error));
     }
     if let Some(admin_path) = path.strip_prefix("/_sim/") {
-        return match admin::handle(&state, &parts.method, admin_path, body).await {
+        let admin_path = admin_path.to_owned();
+        let (parts, body) = request.into_parts();
+        return match admin::handle(&state, &parts.method, &admin_path, body).await {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
     }
+    let apf_headers = state.settings.apf_headers;
+    let mut response = handle_api(state, request).await;
+    if apf_headers {
+        // On every answer APF admitted or refused, as the API server does.
+        let headers = response.headers_mut();
+        headers.insert("x-kubernetes-pf-flowschema-uid", http::HeaderValue::from_static(APF_FLOW_SCHEMA_UID));
+        headers.insert(
+            "x-kubernetes-pf-prioritylevel-uid",
+            http::HeaderValue::from_static(APF_PRIORITY_LEVEL_UID),
+        );
+    }
+    response
+}
+
+/// Handles one request to the Kubernetes API (not `/_sim/`).
+async fn handle_api(state: Arc<AppState>, request: hyper::Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = Query::parse(parts.uri.query());
+    tracing::debug!(method = %parts.method, %path, query = ?parts.uri.query(), "request");
     if let Some(latency) = state.faults.latency() {
         tokio::time::sleep(latency).await;
     }
     if let Some(error) = state.faults.injected_error() {
         return error_response(&error);
     }
+    // Watches and log follows are long-running: APF counts them only as they start, and the
+    // in-flight limit leaves them out.
+    let long_running = query.is_true("watch") || query.is_true("follow") || path.contains("/watch/");
+    let _slot = match long_running {
+        true => None,
+        false => match state.faults.admit() {
+            Ok(slot) => Some(slot),
+            Err(error) => return error_response(&error),
+        },
+    };
     let authorization = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let identity = match state.auth.authenticate(authorization).await {
         Ok(identity) => identity,

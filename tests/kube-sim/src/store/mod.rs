@@ -64,11 +64,22 @@ pub struct StoreSettings {
     /// How many core/v1 Events are kept (0: all); past it the oldest goes, as the API server's
     /// event TTL removes them.
     pub max_events: usize,
+    /// The NodePort range, both ends included (`--service-node-port-range`).
+    pub node_port_range: (u16, u16),
+    /// Whether nodes have an ExternalIP (not in private subnets).
+    pub external_ips: bool,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { nodes: 3, history_limit: 10_000, watch_buffer: 16_384, max_events: 20_000 }
+        StoreSettings {
+            nodes: 3,
+            history_limit: 10_000,
+            watch_buffer: 16_384,
+            max_events: 20_000,
+            node_port_range: (30000, 32767),
+            external_ips: true,
+        }
     }
 }
 
@@ -148,7 +159,10 @@ impl Store {
                 max_events: settings.max_events,
                 pods_to_start: None,
                 deleted_owners: None,
-                allocators: Allocators::default(),
+                allocators: Allocators::with_node_port_range(
+                    settings.node_port_range.0,
+                    settings.node_port_range.1,
+                ),
                 next_node: 0,
                 pod_ips: HashMap::new(),
                 sender: sender.clone(),
@@ -159,7 +173,7 @@ impl Store {
             let _ = store.create(Kind::Namespace, "", json!({"metadata": {"name": namespace}}));
         }
         for index in 1..=settings.nodes {
-            let _ = store.create(Kind::Node, "", node_object(index));
+            let _ = store.create(Kind::Node, "", node_object(index, settings.external_ips));
         }
         store
     }
@@ -207,7 +221,7 @@ fn scope(kind: Kind, namespace: &str) -> &str {
 }
 
 /// One of the seed nodes, `node-{index}`, ready and with the addresses the README lists.
-fn node_object(index: usize) -> Value {
+fn node_object(index: usize, external_ip: bool) -> Value {
     let name = format!("node-{index}");
     let zone = ["a", "b", "c"][(index - 1) % 3];
     json!({
@@ -224,11 +238,18 @@ fn node_object(index: usize) -> Value {
         },
         "spec": {"podCIDR": format!("10.244.{index}.0/24"), "providerID": format!("aws:///us-east-1{zone}/i-{index:017x}")},
         "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": format!("10.0.0.{index}")},
-                {"type": "ExternalIP", "address": format!("203.0.113.{index}")},
-                {"type": "Hostname", "address": name},
-            ],
+            "addresses": if external_ip {
+                json!([
+                    {"type": "InternalIP", "address": format!("10.0.0.{index}")},
+                    {"type": "ExternalIP", "address": format!("203.0.113.{index}")},
+                    {"type": "Hostname", "address": name},
+                ])
+            } else {
+                json!([
+                    {"type": "InternalIP", "address": format!("10.0.0.{index}")},
+                    {"type": "Hostname", "address": name},
+                ])
+            },
             "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "80Gi"},
             "allocatable": {"cpu": "1930m", "memory": "7Gi", "pods": "110", "ephemeral-storage": "76Gi"},
             "conditions": [{
@@ -311,7 +332,13 @@ mod fixtures {
 
     /// A store with two nodes and a history of five events, so tests can outrun it.
     pub(super) fn store() -> Arc<Store> {
-        Store::new(&StoreSettings { nodes: 2, history_limit: 5, watch_buffer: 64, max_events: 0 })
+        Store::new(&StoreSettings {
+            nodes: 2,
+            history_limit: 5,
+            watch_buffer: 64,
+            max_events: 0,
+            ..Default::default()
+        })
     }
 
     /// A valid pod labelled `app=web`.
