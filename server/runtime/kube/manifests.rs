@@ -1,24 +1,33 @@
-//! The Kubernetes objects of a process, as pure functions of its spec: one Pod, one Service
-//! (none without ports), and the Secrets its env and registry credentials need. No I/O here: the
-//! caller resolves secret values and creates the objects.
+//! The Kubernetes objects of a process, as pure functions of its spec: the object that runs it
+//! (chosen by its restart policy, see [`Controller`]), one Service (none without ports), and the
+//! Secrets its env and registry credentials need, the last two owned by the first. No I/O here:
+//! the caller resolves secret values and creates the objects.
+//!
+//! - `ALWAYS`: a StatefulSet of one replica named after the process, whose Pod is `NAME-0`.
+//! - `ON_FAILURE`: a Job of one completion named after the process, Pods `NAME-xxxxx`.
+//! - `NEVER`: a bare Pod named after the process (what every process was before restart
+//!   policies, so a Pod made by an older version is read as one).
 //!
 //! Every object carries Hydroplane's labels (`hydroplane/process-id`, `hydroplane/group-id`, as
 //! the Python Hydroplane set them, so its clusters stay readable) and
 //! `app.kubernetes.io/managed-by=hydroplane`, so that List and Stop find exactly our objects.
 //! A process's own labels are stored as labels too, under the domain [`USER_LABEL_DOMAIN`]
 //! ([`pod_label_key`]), so that they can never collide with ours or with anyone else's.
-//! The Pod holds the spec in an annotation, which is what makes Start retry-safe across servers.
+//! The object that runs a process, and its Pods, hold the spec in an annotation, which is what
+//! makes Start retry-safe across servers.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, LocalObjectReference, Pod,
-    PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
-    TCPSocketAction,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort,
+    ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::PublicExposure;
@@ -44,6 +53,57 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hydroplane";
 /// `label.hydroplane/tier`, and `example.com/tier` becomes `example.com.label.hydroplane/tier`
 /// (a key has one prefix, so a prefixed key keeps its own in front of ours).
 pub const USER_LABEL_DOMAIN: &str = "label.hydroplane";
+
+/// A Job's backoff limit: high enough never to be reached, since with `OnFailure` every
+/// container restart counts against it and the process is meant to restart until it succeeds.
+pub const JOB_BACKOFF_LIMIT: i32 = i32::MAX;
+
+/// The object that runs a process and owns everything else it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Controller {
+    /// A StatefulSet of one replica (`ALWAYS`): its Pod `NAME-0` comes back, under the same
+    /// name, whenever it ends or is deleted, evicted or lost with its node.
+    StatefulSet,
+    /// A Job of one completion (`ON_FAILURE`): its Pod is replaced when it is lost, restarted
+    /// in place when it fails, and done once it exits 0.
+    Job,
+    /// A bare Pod (`NEVER`, and every process an older version made): it runs once.
+    Pod,
+}
+
+impl Controller {
+    /// The object that runs a process with `policy`.
+    pub fn for_policy(policy: RestartPolicy) -> Controller {
+        match policy {
+            RestartPolicy::Always => Controller::StatefulSet,
+            RestartPolicy::OnFailure => Controller::Job,
+            RestartPolicy::Never => Controller::Pod,
+        }
+    }
+
+    /// Its kind, as in an ownerReference.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Controller::StatefulSet => "StatefulSet",
+            Controller::Job => "Job",
+            Controller::Pod => "Pod",
+        }
+    }
+
+    /// Its API version, as in an ownerReference.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Controller::StatefulSet => "apps/v1",
+            Controller::Job => "batch/v1",
+            Controller::Pod => "v1",
+        }
+    }
+
+    /// The kind of an ownerReference, when it is one of ours.
+    pub fn of_kind(kind: &str) -> Option<Controller> {
+        [Controller::StatefulSet, Controller::Job, Controller::Pod].into_iter().find(|c| c.kind() == kind)
+    }
+}
 
 /// The labels of every object of a process: ours, and the process's own under
 /// [`USER_LABEL_DOMAIN`].
@@ -161,8 +221,10 @@ pub fn probe(check: &HealthCheck) -> Probe {
     }
 }
 
-/// The Pod of a process in `namespace`.
-pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
+/// The Pod spec of a process: its container, and the restart policy and deadline its
+/// [`Controller`] needs (a StatefulSet's Pods restart `Always` and have no deadline, which would
+/// only make the StatefulSet replace the failed Pod; a Job's deadline is the Job's own).
+pub fn pod_spec(spec: &ProcessSpec) -> PodSpec {
     let container = &spec.container;
     let env_secret = env_secret_name(&spec.process_name);
     let env = container
@@ -173,7 +235,7 @@ pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
                 EnvVar { name: variable.name.clone(), value: Some(value.clone()), value_from: None }
             }
             // The value lives in the process's own Secret under the variable's name, so that one
-            // Secret serves every variable and goes away with the Pod.
+            // Secret serves every variable and goes away with the process.
             ValueOrSecret::Secret(_) => EnvVar {
                 name: variable.name.clone(),
                 value: None,
@@ -204,64 +266,121 @@ pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
         ..Default::default()
     };
     let has_resources = resources.requests.is_some() || resources.limits.is_some();
+    let controller = Controller::for_policy(spec.restart_policy);
+    PodSpec {
+        containers: vec![Container {
+            name: spec.process_name.clone(),
+            image: Some(container.image_uri.clone()),
+            command: (!container.command.is_empty()).then(|| container.command.clone()),
+            env: (!env.is_empty()).then_some(env),
+            ports: (!ports.is_empty()).then_some(ports),
+            resources: has_resources.then_some(resources),
+            working_dir: container.working_dir.clone(),
+            readiness_probe: spec.readiness.as_ref().map(probe),
+            liveness_probe: spec.liveness.as_ref().map(probe),
+            ..Default::default()
+        }],
+        // The kubelet restarts the container in place as the policy says (a crash shows as
+        // CrashLoopBackOff with its restart count).
+        restart_policy: Some(pod_restart_policy(spec.restart_policy).to_owned()),
+        // Validation keeps the limit within what the field holds. Only a bare Pod's: see above.
+        active_deadline_seconds: spec
+            .max_run_seconds
+            .filter(|_| controller == Controller::Pod)
+            .map(|seconds| seconds as i64),
+        node_selector: (!container.node_selector.is_empty()).then(|| container.node_selector.clone()),
+        image_pull_secrets: container
+            .password
+            .as_ref()
+            .map(|_| vec![LocalObjectReference { name: registry_secret_name(&spec.process_name) }]),
+        ..Default::default()
+    }
+}
+
+/// The metadata of a process's object (and of its Pod template): its labels and the spec
+/// annotation, which is what makes Start retry-safe across servers.
+fn object_meta(spec: &ProcessSpec, namespace: Option<&str>) -> ObjectMeta {
     let spec_json = serde_json::to_string(spec).unwrap_or_default();
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(spec.process_name.clone()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(labels(spec)),
-            annotations: Some(BTreeMap::from([(SPEC_ANNOTATION.to_owned(), spec_json)])),
+    ObjectMeta {
+        name: namespace.map(|_| spec.process_name.clone()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels(spec)),
+        annotations: Some(BTreeMap::from([(SPEC_ANNOTATION.to_owned(), spec_json)])),
+        ..Default::default()
+    }
+}
+
+/// The bare Pod of a process in `namespace` (`NEVER`).
+pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
+    Pod { metadata: object_meta(spec, Some(namespace)), spec: Some(pod_spec(spec)), status: None }
+}
+
+/// The Pod template of a controller: the same labels and annotation a bare Pod has, so that
+/// every Pod of a process is found and read the same way.
+fn pod_template(spec: &ProcessSpec) -> PodTemplateSpec {
+    PodTemplateSpec { metadata: Some(object_meta(spec, None)), spec: Some(pod_spec(spec)) }
+}
+
+/// The StatefulSet of one replica of a process in `namespace` (`ALWAYS`): its Pod is `NAME-0`,
+/// and its governing Service is the process's own (which need not exist: a process without
+/// ports has none, and the StatefulSet does not require it).
+pub fn stateful_set(spec: &ProcessSpec, namespace: &str) -> StatefulSet {
+    StatefulSet {
+        metadata: object_meta(spec, Some(namespace)),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (PROCESS_LABEL.to_owned(), spec.process_name.clone()),
+                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                ])),
+                ..Default::default()
+            },
+            service_name: Some(spec.process_name.clone()),
+            template: pod_template(spec),
             ..Default::default()
         },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: spec.process_name.clone(),
-                image: Some(container.image_uri.clone()),
-                command: (!container.command.is_empty()).then(|| container.command.clone()),
-                env: (!env.is_empty()).then_some(env),
-                ports: (!ports.is_empty()).then_some(ports),
-                resources: has_resources.then_some(resources),
-                working_dir: container.working_dir.clone(),
-                readiness_probe: spec.readiness.as_ref().map(probe),
-                liveness_probe: spec.liveness.as_ref().map(probe),
-                ..Default::default()
-            }],
-            // The kubelet restarts the container in place as the policy says (a crash shows as
-            // CrashLoopBackOff with its restart count).
-            restart_policy: Some(pod_restart_policy(spec.restart_policy).to_owned()),
-            // Validation keeps the limit within what the field holds.
+        status: None,
+    }
+}
+
+/// The Job of one completion of a process in `namespace` (`ON_FAILURE`); its selector is the one
+/// the API server generates, and its deadline is the process's `max_run_seconds`.
+pub fn job(spec: &ProcessSpec, namespace: &str) -> Job {
+    Job {
+        metadata: object_meta(spec, Some(namespace)),
+        spec: Some(JobSpec {
+            completions: Some(1),
+            parallelism: Some(1),
+            backoff_limit: Some(JOB_BACKOFF_LIMIT),
             active_deadline_seconds: spec.max_run_seconds.map(|seconds| seconds as i64),
-            node_selector: (!container.node_selector.is_empty()).then(|| container.node_selector.clone()),
-            image_pull_secrets: container
-                .password
-                .as_ref()
-                .map(|_| vec![LocalObjectReference { name: registry_secret_name(&spec.process_name) }]),
+            template: pod_template(spec),
             ..Default::default()
         }),
         status: None,
     }
 }
 
-/// An ownerReference to the process's Pod, so that deleting the Pod garbage-collects the
-/// object even if the server dies half-way.
-pub fn owned_by_pod(process_name: &str, pod_uid: &str) -> OwnerReference {
+/// An ownerReference to the process's [`Controller`] object `uid` (named after the process), so
+/// that deleting it garbage-collects the Service and Secrets even if the server dies half-way.
+pub fn owned_by(controller: Controller, process_name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
-        api_version: "v1".to_owned(),
-        kind: "Pod".to_owned(),
+        api_version: controller.api_version().to_owned(),
+        kind: controller.kind().to_owned(),
         name: process_name.to_owned(),
-        uid: pod_uid.to_owned(),
+        uid: uid.to_owned(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
 }
 
-/// The Service of a process, owned by its Pod; `None` for a process without ports. A public
+/// The Service of a process, owned by `owner`; `None` for a process without ports. A public
 /// process's is exposed as `exposure` says: NodePort, LoadBalancer (with its annotations) or
 /// not at all (ClusterIP).
 pub fn service(
     spec: &ProcessSpec,
     namespace: &str,
-    pod_uid: &str,
+    owner: &OwnerReference,
     exposure: &PublicExposure,
 ) -> Option<Service> {
     let ports = &spec.container.ports;
@@ -282,7 +401,7 @@ pub fn service(
             namespace: Some(namespace.to_owned()),
             labels: Some(labels(spec)),
             annotations,
-            owner_references: Some(vec![owned_by_pod(&spec.process_name, pod_uid)]),
+            owner_references: Some(vec![owner.clone()]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -312,11 +431,11 @@ pub fn service(
     })
 }
 
-/// A Secret of a process, owned by its Pod.
+/// A Secret of a process, owned by `owner`.
 fn owned_secret(
     spec: &ProcessSpec,
     namespace: &str,
-    pod_uid: &str,
+    owner: &OwnerReference,
     name: String,
     type_: &str,
     data: BTreeMap<String, ByteString>,
@@ -326,7 +445,7 @@ fn owned_secret(
             name: Some(name),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels(spec)),
-            owner_references: Some(vec![owned_by_pod(&spec.process_name, pod_uid)]),
+            owner_references: Some(vec![owner.clone()]),
             ..Default::default()
         },
         data: Some(data),
@@ -341,14 +460,14 @@ fn owned_secret(
 pub fn env_secret(
     spec: &ProcessSpec,
     namespace: &str,
-    pod_uid: &str,
+    owner: &OwnerReference,
     values: BTreeMap<String, Vec<u8>>,
 ) -> Option<Secret> {
     if values.is_empty() {
         return None;
     }
     let data = values.into_iter().map(|(name, value)| (name, ByteString(value))).collect();
-    Some(owned_secret(spec, namespace, pod_uid, env_secret_name(&spec.process_name), "Opaque", data))
+    Some(owned_secret(spec, namespace, owner, env_secret_name(&spec.process_name), "Opaque", data))
 }
 
 /// The registry host of an image, as Docker names it in a config: the first path component when
@@ -366,7 +485,7 @@ pub fn registry_host(image_uri: &str) -> String {
 pub fn registry_secret(
     spec: &ProcessSpec,
     namespace: &str,
-    pod_uid: &str,
+    owner: &OwnerReference,
     username: &str,
     password: &str,
 ) -> Secret {
@@ -381,7 +500,7 @@ pub fn registry_secret(
     owned_secret(
         spec,
         namespace,
-        pod_uid,
+        owner,
         registry_secret_name(&spec.process_name),
         "kubernetes.io/dockerconfigjson",
         data,
@@ -423,6 +542,11 @@ pub fn parse_spec(annotation: &str) -> Option<ProcessSpec> {
 /// The spec a Pod was made from, if it carries one.
 pub fn spec_of(pod: &Pod) -> Option<ProcessSpec> {
     spec_annotation(pod).and_then(parse_spec)
+}
+
+/// The spec an object (a StatefulSet, a Job, a Pod) was made from, if it carries one.
+pub fn spec_in(metadata: &ObjectMeta) -> Option<ProcessSpec> {
+    metadata.annotations.as_ref()?.get(SPEC_ANNOTATION).and_then(|annotation| parse_spec(annotation))
 }
 
 #[cfg(test)]
@@ -472,7 +596,8 @@ mod tests {
         assert_eq!((pod_spec.active_deadline_seconds, container.readiness_probe.as_ref()), (None, None));
         assert_eq!(spec_of(&pod), Some(spec.clone()));
 
-        let service = service(&spec, "default", "uid-1", &PublicExposure::NodePort).expect("a service");
+        let owner = owned_by(Controller::Pod, "nginx", "uid-1");
+        let service = service(&spec, "default", &owner, &PublicExposure::NodePort).expect("a service");
         let service_spec = service.spec.expect("spec");
         assert_eq!(service_spec.type_.as_deref(), Some("NodePort"));
         assert_eq!(
@@ -494,10 +619,13 @@ mod tests {
             "external".to_owned(),
         )]);
         let exposure = PublicExposure::LoadBalancer { annotations: annotations.clone() };
-        let balanced = service(&spec, "default", "uid", &exposure).expect("a service");
+        let balanced = service(&spec, "default", &owned_by(Controller::Pod, "nginx", "uid"), &exposure)
+            .expect("a service");
         assert_eq!(balanced.spec.expect("spec").type_.as_deref(), Some("LoadBalancer"));
         assert_eq!(balanced.metadata.annotations, Some(annotations));
-        let hidden = service(&spec, "default", "uid", &PublicExposure::None).expect("a service");
+        let hidden =
+            service(&spec, "default", &owned_by(Controller::Pod, "nginx", "uid"), &PublicExposure::None)
+                .expect("a service");
         assert_eq!(hidden.spec.expect("spec").type_.as_deref(), Some("ClusterIP"));
         assert_eq!(hidden.metadata.annotations, None);
         // A private process is private whatever the exposure.
@@ -538,8 +666,9 @@ mod tests {
         assert_eq!(pod_spec.node_selector.expect("selector")["kubernetes.io/arch"], "amd64");
         assert_eq!(pod_spec.image_pull_secrets.expect("pull secrets")[0].name, "api-registry");
 
+        let owner = owned_by(Controller::StatefulSet, "api", "uid");
         let service =
-            service(&spec, "procs", "uid", &PublicExposure::NodePort).expect("service").spec.expect("spec");
+            service(&spec, "procs", &owner, &PublicExposure::NodePort).expect("service").spec.expect("spec");
         assert_eq!(service.type_.as_deref(), Some("ClusterIP"));
         let ports = service.ports.expect("ports");
         assert_eq!(ports[0].name.as_deref(), Some("http"));
@@ -550,16 +679,21 @@ mod tests {
     fn a_process_without_ports_has_no_service_and_secrets_are_owned_by_the_pod() {
         let mut spec = full();
         spec.container.ports.clear();
-        assert!(service(&spec, "ns", "uid", &PublicExposure::NodePort).is_none());
+        let owner = owned_by(Controller::Job, "api", "uid");
+        assert!(service(&spec, "ns", &owner, &PublicExposure::NodePort).is_none());
 
         let values = BTreeMap::from([("TOKEN".to_owned(), b"s3cr3t".to_vec())]);
-        let secret = env_secret(&spec, "ns", "uid", values).expect("secret");
+        let secret = env_secret(&spec, "ns", &owner, values).expect("secret");
         assert_eq!(secret.metadata.name.as_deref(), Some("api-env"));
         assert_eq!(secret.data.expect("data")["TOKEN"], ByteString(b"s3cr3t".to_vec()));
-        assert_eq!(secret.metadata.owner_references.expect("owned")[0].uid, "uid");
-        assert!(env_secret(&spec, "ns", "uid", BTreeMap::new()).is_none());
+        let secret_owner = &secret.metadata.owner_references.expect("owned")[0];
+        assert_eq!(
+            (secret_owner.api_version.as_str(), secret_owner.kind.as_str(), secret_owner.uid.as_str()),
+            ("batch/v1", "Job", "uid")
+        );
+        assert!(env_secret(&spec, "ns", &owner, BTreeMap::new()).is_none());
 
-        let registry = registry_secret(&spec, "ns", "uid", "robot", "pw");
+        let registry = registry_secret(&spec, "ns", &owner, "robot", "pw");
         assert_eq!(registry.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         let config: serde_json::Value =
             serde_json::from_slice(&registry.data.expect("data")[".dockerconfigjson"].0).expect("json");
@@ -614,7 +748,7 @@ mod tests {
     #[test]
     fn restart_policy_health_checks_and_deadline_become_the_pods_own() {
         let mut spec = nginx();
-        spec.restart_policy = RestartPolicy::OnFailure;
+        spec.restart_policy = RestartPolicy::Never;
         spec.readiness = Some(HealthCheck::new(CheckAction::HttpGet { port: 80, path: "/ready".into() }));
         spec.liveness = Some(HealthCheck {
             period_seconds: 5,
@@ -623,7 +757,7 @@ mod tests {
         spec.max_run_seconds = Some(60);
         let pod = pod(&spec, "default");
         let pod_spec = pod.spec.as_ref().expect("spec");
-        assert_eq!(pod_spec.restart_policy.as_deref(), Some("OnFailure"));
+        assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod_spec.active_deadline_seconds, Some(60));
         let container = &pod_spec.containers[0];
         let readiness = container.readiness_probe.as_ref().expect("readiness");
@@ -640,6 +774,73 @@ mod tests {
         );
         assert_eq!(liveness.period_seconds, Some(5));
         assert_eq!(spec_of(&pod), Some(spec));
+    }
+
+    /// The labels, annotation and container every object of `spec` and its Pod template share.
+    #[track_caller]
+    fn check_object(spec: &ProcessSpec, metadata: &ObjectMeta, template: &PodTemplateSpec) {
+        assert_eq!(metadata.name.as_deref(), Some(spec.process_name.as_str()));
+        assert_eq!(metadata.labels.as_ref(), Some(&labels(spec)));
+        assert_eq!(spec_in(metadata).as_ref(), Some(spec));
+        let template_meta = template.metadata.as_ref().expect("template metadata");
+        assert_eq!(template_meta.name, None, "the controller names its Pods");
+        assert_eq!(template_meta.labels.as_ref(), Some(&labels(spec)));
+        assert_eq!(spec_in(template_meta).as_ref(), Some(spec));
+        let pod_spec = template.spec.as_ref().expect("template spec");
+        assert_eq!(pod_spec.containers[0].image.as_deref(), Some(spec.container.image_uri.as_str()));
+        assert_eq!(pod_spec.active_deadline_seconds, None, "only a bare Pod has its own deadline");
+    }
+
+    #[test]
+    fn always_is_a_stateful_set_of_one_whose_pod_restarts_always() {
+        let mut spec = full();
+        spec.max_run_seconds = Some(30);
+        assert_eq!(Controller::for_policy(spec.restart_policy), Controller::StatefulSet);
+        let set = stateful_set(&spec, "procs");
+        let set_spec = &set.spec;
+        check_object(&spec, &set.metadata, &set_spec.template);
+        assert_eq!(set_spec.replicas, Some(1));
+        assert_eq!(set_spec.service_name.as_deref(), Some("api"));
+        let selector = set_spec.selector.match_labels.as_ref().expect("match labels");
+        let template_labels =
+            set_spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).expect("labels");
+        assert!(
+            selector.iter().all(|(key, value)| template_labels.get(key) == Some(value)),
+            "the selector matches the template"
+        );
+        let pod_spec = set_spec.template.spec.as_ref().expect("template spec");
+        assert_eq!(pod_spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(pod_spec.image_pull_secrets.as_ref().expect("pull secrets")[0].name, "api-registry");
+    }
+
+    #[test]
+    fn on_failure_is_a_job_of_one_completion_with_the_deadline_and_never_is_a_bare_pod() {
+        let mut spec = full();
+        spec.restart_policy = RestartPolicy::OnFailure;
+        spec.max_run_seconds = Some(2);
+        assert_eq!(Controller::for_policy(spec.restart_policy), Controller::Job);
+        let job = job(&spec, "procs");
+        let job_spec = job.spec.as_ref().expect("spec");
+        check_object(&spec, &job.metadata, &job_spec.template);
+        assert_eq!((job_spec.completions, job_spec.parallelism), (Some(1), Some(1)));
+        assert_eq!(job_spec.backoff_limit, Some(JOB_BACKOFF_LIMIT));
+        assert_eq!(job_spec.active_deadline_seconds, Some(2));
+        assert_eq!(job_spec.selector, None, "the API server generates it");
+        let pod_spec = job_spec.template.spec.as_ref().expect("template spec");
+        assert_eq!(pod_spec.restart_policy.as_deref(), Some("OnFailure"));
+
+        spec.restart_policy = RestartPolicy::Never;
+        assert_eq!(Controller::for_policy(spec.restart_policy), Controller::Pod);
+        let pod = pod(&spec, "procs");
+        assert_eq!(pod.spec.as_ref().and_then(|spec| spec.active_deadline_seconds), Some(2));
+        assert_eq!(pod.metadata.labels.as_ref(), Some(&labels(&spec)));
+
+        let owner = owned_by(Controller::StatefulSet, "api", "uid-9");
+        assert_eq!((owner.api_version.as_str(), owner.kind.as_str()), ("apps/v1", "StatefulSet"));
+        for controller in [Controller::StatefulSet, Controller::Job, Controller::Pod] {
+            assert_eq!(Controller::of_kind(controller.kind()), Some(controller));
+        }
+        assert_eq!(Controller::of_kind("ReplicaSet"), None);
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -243,7 +244,8 @@ impl KubeRuntime {
             return Ok(());
         }
         let secrets = self.resolve_secrets(spec)?;
-        let made = self.create_dependents(spec, uid, secrets).await?;
+        let owner = manifests::owned_by(manifests::Controller::Pod, name, uid);
+        let made = self.create_dependents(spec, &owner, secrets).await?;
         if !made.is_empty() {
             tracing::info!(process = %name, made = %made.join(", "), "finished a half-made process");
         }
@@ -281,18 +283,18 @@ impl KubeRuntime {
     async fn create_dependents(
         &self,
         spec: &ProcessSpec,
-        pod_uid: &str,
+        owner: &OwnerReference,
         secrets: ResolvedSecrets,
     ) -> Result<Vec<String>, RuntimeError> {
         let post = PostParams::default();
         let mut made = Vec::new();
         let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut to_create = Vec::new();
-        if let Some(secret) = manifests::env_secret(spec, &self.namespace, pod_uid, secrets.env) {
+        if let Some(secret) = manifests::env_secret(spec, &self.namespace, owner, secrets.env) {
             to_create.push(secret);
         }
         if let Some((username, password)) = &secrets.registry {
-            to_create.push(manifests::registry_secret(spec, &self.namespace, pod_uid, username, password));
+            to_create.push(manifests::registry_secret(spec, &self.namespace, owner, username, password));
         }
         for secret in to_create {
             let secret_name = secret.name_any();
@@ -304,7 +306,7 @@ impl KubeRuntime {
                 Err(error) => return Err(self.dependent_error(spec, "secret", &secret_name, error)),
             }
         }
-        if let Some(service) = manifests::service(spec, &self.namespace, pod_uid, &self.exposure) {
+        if let Some(service) = manifests::service(spec, &self.namespace, owner, &self.exposure) {
             let services: Api<SlimService> = Api::namespaced(self.client.clone(), &self.namespace);
             let service_name = service.name_any();
             match self.create::<SlimService>(&service).await {
@@ -318,7 +320,7 @@ impl KubeRuntime {
                         existing
                             .owner_references()
                             .iter()
-                            .any(|owner| owner.kind == "Pod" && owner.uid == pod_uid)
+                            .any(|existing_owner| existing_owner.uid == owner.uid)
                     });
                     if !owned {
                         return Err(self.dependent_error(
@@ -664,7 +666,8 @@ impl Runtime for KubeRuntime {
             Err(error) => return Err(self.error("create the pod", error)),
         };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        if let Err(error) = self.create_dependents(&spec, &uid, secrets).await {
+        let owner = manifests::owned_by(manifests::Controller::Pod, &name, &uid);
+        if let Err(error) = self.create_dependents(&spec, &owner, secrets).await {
             self.delete_half_made(&name, &uid).await;
             return Err(error);
         }

@@ -298,7 +298,7 @@ pub(super) fn service_entry(service: SlimService) -> (String, ServiceEntry) {
             .owner_references
             .unwrap_or_default()
             .into_iter()
-            .find(|owner| owner.kind == "Pod" && owner.name == name)
+            .find(|owner| owner.name == name && manifests::Controller::of_kind(&owner.kind).is_some())
             .map(|owner| owner.uid.into_boxed_str()),
     };
     (name, entry)

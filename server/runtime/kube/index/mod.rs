@@ -420,6 +420,7 @@ impl IndexView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::kube::manifests;
     use crate::spec::ProcessStatus;
     use crate::table::Filter;
 
@@ -629,7 +630,7 @@ mod tests {
     fn owned_service(name: &str, owner_uid: &str) -> SlimService {
         let mut service = service(name, false);
         service.metadata.owner_references =
-            Some(vec![super::super::manifests::owned_by_pod(name, owner_uid)]);
+            Some(vec![manifests::owned_by(manifests::Controller::Pod, name, owner_uid)]);
         service
     }
 
