@@ -454,7 +454,7 @@ async fn the_server_finds_its_cluster_as_a_pod_does_and_follows_a_rotated_token(
     let mut client = server.client().await;
     let first = serde_json::json!({"process_name": "before", "container": {"image_uri": "nginx"}});
     client.start(start_request(first)).await.expect("start with the first token");
-    assert_eq!(sim.names("pods"), ["before"]);
+    assert_eq!(sim.names("statefulsets"), ["before"]);
 
     // The kubelet writes a new token; the API server then takes only the new one.
     replace_file(&token_file, "second-token\n");
@@ -464,9 +464,9 @@ async fn the_server_finds_its_cluster_as_a_pod_does_and_follows_a_rotated_token(
     // kubectl, too, needs the new token now.
     let kubeconfig = std::fs::read_to_string(&sim.kubeconfig).expect("read the kubeconfig");
     std::fs::write(&sim.kubeconfig, kubeconfig.replace("first-token", "second-token")).expect("write");
-    let mut pods = sim.names("pods");
-    pods.sort();
-    assert_eq!(pods, ["after", "before"]);
+    let mut sets = sim.names("statefulsets");
+    sets.sort();
+    assert_eq!(sets, ["after", "before"]);
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
     let mut names: Vec<String> = listed.processes.into_iter().map(|process| process.process_name).collect();
     names.sort();

@@ -17,7 +17,9 @@ type Final = Option<(String, String)>;
 
 fn spec(name: &str, with_port: bool) -> proto::StartRequest {
     let mut json =
-        serde_json::json!({"process_name": name, "group": "faults", "container": {"image_uri": "nginx"}});
+        // Bare Pods (NEVER): the statuses the test patches are the processes' own, and no
+        // controller replaces a Pod that ended.
+        serde_json::json!({"process_name": name, "group": "faults", "restart_policy": "never", "container": {"image_uri": "nginx"}});
     if with_port {
         json["container"]["ports"] = serde_json::json!([{"container_port": 80}]);
     }

@@ -25,10 +25,15 @@ fn following(name: &str) -> LogsRequest {
     LogsRequest { follow: true, ..request(name) }
 }
 
+/// The Pod of a process started with the default restart policy (`ALWAYS`): its StatefulSet's.
+fn pod_of(process: &str) -> String {
+    format!("{process}-0")
+}
+
 /// Appends lines to the log of the process's container, as if it printed them.
 #[track_caller]
 fn print(sim: &KubeSim, process: &str, text: &str) {
-    sim.admin("POST", &format!("logs/default/{process}"), text);
+    sim.admin("POST", &format!("logs/default/{}", pod_of(process)), text);
 }
 
 /// The simulator's count of log follow streams open now and ever opened.
@@ -41,7 +46,7 @@ fn follow_counts(sim: &KubeSim) -> (u64, u64) {
 #[track_caller]
 fn exit_container(sim: &KubeSim, process: &str) {
     sim.patch_pod_status(
-        process,
+        &pod_of(process),
         serde_json::json!({"phase": "Succeeded", "containerStatuses": [{"name": process, "image": "busybox",
             "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
@@ -183,7 +188,8 @@ async fn previous_shows_the_run_before_a_restart_and_is_refused_before_one() {
     print(&sim, "phoenix", "run one\n");
     let mut follower = open(&mut client, following("phoenix")).await.expect("follow");
     assert_eq!(read_until(&mut follower, "run one\n").await, "run one\n");
-    let restarted = sim.admin("POST", "restart/default/phoenix", r#"{"exitCode": 2}"#);
+    let restarted =
+        sim.admin("POST", &format!("restart/default/{}", pod_of("phoenix")), r#"{"exitCode": 2}"#);
     assert_eq!(restarted["restartCount"], 1);
     assert_eq!(read_to_end(&mut follower).await, "", "a follow of the run ends Ok with it");
     print(&sim, "phoenix", "run two\n");
@@ -196,7 +202,7 @@ async fn previous_shows_the_run_before_a_restart_and_is_refused_before_one() {
     );
     assert_eq!(logs_text(&mut client, request("phoenix")).await, "run two\n");
     let pod: serde_json::Value =
-        serde_json::from_str(&sim.kubectl(&["get", "pod", "phoenix", "-o", "json"])).expect("json");
+        serde_json::from_str(&sim.kubectl(&["get", "pod", &pod_of("phoenix"), "-o", "json"])).expect("json");
     let status = &pod["status"]["containerStatuses"][0];
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 2, "{status}");
     assert!(status["state"]["running"].is_object(), "{status}");

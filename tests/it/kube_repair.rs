@@ -81,7 +81,8 @@ async fn start(client: &mut ProcessServiceClient<Channel>, spec: &serde_json::Va
     panic!("start {} kept failing", spec["process_name"]);
 }
 
-/// The uids of the objects of a kind by name, and the uid of the Pod each one is owned by.
+/// The uids of the objects of a kind by name, and the uid of the object (a StatefulSet, a Job
+/// or a bare Pod) that controls each one.
 fn objects(sim: &KubeSim, kind: &str) -> BTreeMap<String, (String, Option<String>)> {
     let list: serde_json::Value =
         serde_json::from_str(&sim.kubectl(&["get", kind, "-o", "json"])).expect("kubectl prints JSON");
@@ -93,7 +94,7 @@ fn objects(sim: &KubeSim, kind: &str) -> BTreeMap<String, (String, Option<String
             let metadata = &item["metadata"];
             let owner = metadata["ownerReferences"]
                 .as_array()
-                .and_then(|owners| owners.iter().find(|owner| owner["kind"] == "Pod"))
+                .and_then(|owners| owners.iter().find(|owner| owner["controller"] == true))
                 .and_then(|owner| owner["uid"].as_str())
                 .map(str::to_owned);
             (
@@ -145,7 +146,7 @@ async fn a_server_killed_during_200_starts_leaves_half_made_processes_that_retri
     // the half-made ones as such: STARTING, Incomplete.
     let second_directory = tempfile::tempdir().expect("tempdir");
     let second = server(&sim, second_directory.path(), &store, None);
-    let pods = objects(&sim, "pods");
+    let pods = objects(&sim, "statefulsets");
     let services = objects(&sim, "services");
     assert!(
         services.len() < pods.len(),
@@ -187,7 +188,7 @@ async fn a_server_killed_during_200_starts_leaves_half_made_processes_that_retri
         .await;
 
     // Complete on the cluster: a Service and an env Secret per Pod, owned by it; no orphans.
-    let pods = objects(&sim, "pods");
+    let pods = objects(&sim, "statefulsets");
     let services = objects(&sim, "services");
     let secrets = objects(&sim, "secrets");
     assert_eq!(pods.len(), COUNT);
@@ -219,7 +220,8 @@ async fn a_retried_start_makes_each_missing_dependent_again() {
     full["container"]["password"] = serde_json::json!({"secret_name": "app", "key": "registry"});
     assert!(start(&mut client, &full).await.created);
     watch.until_process("full", "complete", |_, process| reachable(process)).await;
-    let pod_uid = objects(&sim, "pods")["full"].0.clone();
+    // Under the default policy the StatefulSet owns what the process has.
+    let pod_uid = objects(&sim, "statefulsets")["full"].0.clone();
     let owned_by_pod =
         |kind: &str, name: &str| objects(&sim, kind).get(name).and_then(|(_, owner)| owner.clone());
 
@@ -250,7 +252,8 @@ async fn a_retried_start_makes_each_missing_dependent_again() {
     assert_eq!(value, TOKEN.as_bytes(), "the secret value is resolved again");
 
     // No ports, so no Service to vouch for the Secret: a retried Start makes it again.
-    let job = serde_json::json!({"process_name": "job", "container": {"image_uri": "busybox",
+    // A bare Pod (NEVER), put back by hand below as an older server would have left it.
+    let job = serde_json::json!({"process_name": "job", "restart_policy": "never", "container": {"image_uri": "busybox",
         "env": [{"name": "TOKEN", "value": {"secret_name": "app", "key": "token"}}]}});
     assert!(start(&mut client, &job).await.created);
     let job_uid = objects(&sim, "pods")["job"].0.clone();
@@ -363,6 +366,6 @@ async fn credentials_that_may_not_read_namespaces_still_find_a_missing_one() {
         start(&mut client, &serde_json::json!({"process_name": "ok", "container": {"image_uri": "nginx"}}))
             .await;
     assert!(started.created);
-    assert_eq!(sim.names("pods"), ["ok"], "the dry-run pod was not stored");
+    assert_eq!(sim.names("pods"), ["ok-0"], "the dry-run pod was not stored, only the StatefulSet's");
     assert!(!server.stderr().contains("cannot tell whether the namespace exists"), "{}", server.stderr());
 }

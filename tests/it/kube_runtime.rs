@@ -14,7 +14,7 @@ fn server_on(sim: &KubeSim, directory: &std::path::Path) -> Server {
 }
 
 #[test]
-fn the_nginx_example_is_one_pod_and_one_node_port_service_and_stop_leaves_nothing() {
+fn the_nginx_example_is_one_stateful_set_and_one_node_port_service_and_stop_leaves_nothing() {
     let sim = KubeSim::start(&[]);
     let server = server_on(&sim, sim.directory());
     assert_eq!(hpctl_json(&server, &["list"]), serde_json::json!([]));
@@ -22,15 +22,17 @@ fn the_nginx_example_is_one_pod_and_one_node_port_service_and_stop_leaves_nothin
     let started = hpctl_json(&server, &["start", nginx.to_str().expect("path")]);
     assert_eq!(started["process_name"], "nginx");
 
-    assert_eq!(sim.names("pods"), ["nginx"]);
+    // Restart policy ALWAYS (the default): a StatefulSet of one, whose Pod is `nginx-0`.
+    assert_eq!(sim.names("statefulsets"), ["nginx"]);
+    assert_eq!(sim.names("pods"), ["nginx-0"]);
     assert_eq!(sim.names("services"), ["nginx"]);
     let service: serde_json::Value =
         serde_json::from_str(&sim.kubectl(&["get", "service", "nginx", "-o", "json"])).expect("json");
     assert_eq!(service["spec"]["type"], "NodePort");
     let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().expect("a node port");
-    assert_eq!(service["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    assert_eq!(service["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
     let pod: serde_json::Value =
-        serde_json::from_str(&sim.kubectl(&["get", "pod", "nginx", "-o", "json"])).expect("json");
+        serde_json::from_str(&sim.kubectl(&["get", "pod", "nginx-0", "-o", "json"])).expect("json");
     assert_eq!(pod["metadata"]["labels"]["hydroplane/process-id"], "nginx");
     assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/managed-by"], "hydroplane");
     let node_name = pod["spec"]["nodeName"].as_str().expect("the pod is scheduled");
@@ -52,7 +54,7 @@ fn the_nginx_example_is_one_pod_and_one_node_port_service_and_stop_leaves_nothin
     assert_eq!(listed[0]["node"], node_name);
 
     assert_eq!(hpctl_json(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
-    sim.wait_deleted(&["pod/nginx", "service/nginx"]);
+    sim.wait_deleted(&["statefulset/nginx", "pod/nginx-0", "service/nginx"]);
     assert!(sim.kubectl(&["get", "all"]).trim().is_empty(), "kubectl get all is empty");
     let after = hpctl_json(&server, &["list"]);
     assert!(after == serde_json::json!([]) || after[0]["status"] == "STOPPING", "{after}");
@@ -71,7 +73,7 @@ async fn a_watch_follows_the_pod_through_a_crash_loop_to_deletion() {
     watch.until_process("crasher", "RUNNING", |_, info| info.status() == ProcessStatus::Running).await;
 
     sim.patch_pod_status(
-        "crasher",
+        "crasher-0",
         serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
             "containerStatuses": [{"name": "crasher", "image": "busybox", "imageID": "", "ready": false,
                 "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff",
@@ -93,7 +95,9 @@ async fn statuses_and_addresses_follow_the_cluster() {
     let sim = KubeSim::start(&[]);
     let server = server_on(&sim, sim.directory());
     let mut client = server.client().await;
-    let spec = serde_json::json!({"process_name": "private", "container": {
+    // A bare Pod (NEVER), so that the statuses patched below are the process's own and no
+    // controller replaces the Pod once it has ended.
+    let spec = serde_json::json!({"process_name": "private", "restart_policy": "never", "container": {
         "image_uri": "busybox", "ports": [{"container_port": 8080, "name": "http"}, {"container_port": 9090}]}});
     let started = client.start(start_request(spec.clone())).await.expect("start").into_inner();
     assert!(started.created);
@@ -174,8 +178,9 @@ async fn a_start_that_fails_half_way_leaves_no_orphan() {
     let error = client.start(start_request(spec)).await.unwrap_err();
     assert_eq!(error.code(), Code::AlreadyExists, "{error:?}");
     assert!(error.message().contains("service"), "{}", error.message());
-    sim.wait_deleted(&["pod/clash"]);
-    assert!(sim.names("pods").is_empty(), "the half-made pod is deleted");
+    sim.wait_deleted(&["statefulset/clash", "pod/clash-0"]);
+    assert!(sim.names("statefulsets").is_empty(), "the half-made StatefulSet is deleted");
+    assert!(sim.names("pods").is_empty(), "and its Pod");
     assert_eq!(sim.names("services"), ["clash"], "the other service is left alone");
     let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes;
     assert!(listed.iter().all(|process| process.status() == ProcessStatus::Stopping), "{listed:?}");
@@ -213,7 +218,7 @@ async fn two_servers_see_the_same_processes_and_a_restart_loses_nothing() {
     assert_eq!(names(&second), ["one", "two"]);
 
     assert_eq!(first.terminate(), Some(0));
-    assert_eq!(sim.names("pods"), ["one", "two"], "processes on a cluster outlive the server");
+    assert_eq!(sim.names("statefulsets"), ["one", "two"], "processes on a cluster outlive the server");
     let restarted = server_on(&sim, first_directory.path());
     assert_eq!(names(&restarted), ["one", "two"]);
     let created: BTreeMap<String, String> = hpctl_json(&restarted, &["list"])
@@ -284,7 +289,8 @@ async fn refused_credentials_and_missing_permissions_are_clear() {
     let spec = serde_json::json!({"process_name": "denied", "container": {"image_uri": "nginx"}});
     let error = client.start(start_request(spec)).await.unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
-    assert!(error.message().contains("create the pod"), "{}", error.message());
+    assert!(error.message().contains("create the statefulset"), "{}", error.message());
+    assert!(sim.names("statefulsets").is_empty());
     assert!(sim.names("pods").is_empty());
 }
 

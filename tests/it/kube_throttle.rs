@@ -74,9 +74,9 @@ async fn a_burst_of_starts_under_429s_all_succeed_within_the_configured_rate() {
             answer.as_ref().unwrap_or_else(|status| panic!("Start burst-{index} failed: {status:?}"));
         assert!(answer.get_ref().created, "burst-{index} was created");
     }
-    let pods = sim.names("pods");
+    let sets = sim.names("statefulsets");
     for index in 0..STARTS {
-        assert!(pods.contains(&format!("burst-{index}")), "burst-{index} is in the cluster: {pods:?}");
+        assert!(sets.contains(&format!("burst-{index}")), "burst-{index} is in the cluster: {sets:?}");
     }
 
     // The simulator saw the faults it was asked for, and no more requests than the bucket lets

@@ -87,17 +87,18 @@ async fn selectors_select_exactly_the_matching_processes(server: &Server, sim: O
     let described = client.describe(proto::DescribeRequest { process_name: "web-1".into() }).await;
     assert_eq!(described.expect("describe").into_inner().spec.expect("the spec").labels, expected_labels);
 
-    // On Kubernetes they are the Pod's labels, under our domain, and kubectl selects by them.
+    // On Kubernetes they are the Pod's labels (its StatefulSet's `web-1-0` under the default
+    // policy), under our domain, and kubectl selects by them.
     if let Some(sim) = sim {
         let pod: Value =
-            serde_json::from_str(&sim.kubectl(&["get", "pod", "web-1", "-o", "json"])).expect("json");
+            serde_json::from_str(&sim.kubectl(&["get", "pod", "web-1-0", "-o", "json"])).expect("json");
         let labels = &pod["metadata"]["labels"];
         assert_eq!(labels["label.hydroplane/tier"], "web", "{labels}");
         assert_eq!(labels["label.hydroplane/env"], "prod", "{labels}");
         assert_eq!(labels["example.com.label.hydroplane/team"], "blue", "{labels}");
         assert_eq!(labels.get("tier"), None, "no label outside our domain: {labels}");
         let selected = sim.kubectl(&["get", "pods", "-l", "label.hydroplane/tier=web", "-o", "name"]);
-        assert_eq!(selected.split_whitespace().collect::<Vec<_>>(), ["pod/web-1", "pod/web-2"]);
+        assert_eq!(selected.split_whitespace().collect::<Vec<_>>(), ["pod/web-1-0", "pod/web-2-0"]);
     }
 
     // List: every operator, a prefixed key, and a group with a selector.
@@ -176,8 +177,15 @@ async fn selectors_select_exactly_the_matching_processes(server: &Server, sim: O
     assert!(left.iter().map(|(name, _)| *name).eq(["api-1", "web-last"]), "{left:?}");
     assert!(left.iter().all(|(_, status)| *status != ProcessStatus::Stopping), "{left:?}");
     if let Some(sim) = sim {
-        sim.wait_deleted(&["pod/web-1", "pod/web-2", "pod/web-3", "pod/db-1", "pod/api-2"]);
-        assert_eq!(sim.names("pods"), ["api-1", "web-last"]);
+        sim.wait_deleted(&["pod/web-1-0", "pod/web-2-0", "pod/web-3-0", "pod/db-1-0", "pod/api-2-0"]);
+        sim.wait_deleted(&[
+            "statefulset/web-1",
+            "statefulset/web-2",
+            "statefulset/web-3",
+            "statefulset/db-1",
+        ]);
+        assert_eq!(sim.names("statefulsets"), ["api-1", "web-last"]);
+        assert_eq!(sim.names("pods"), ["api-1-0", "web-last-0"]);
     }
 
     // Malformed selectors are refused on every call, naming the position; nothing is stopped.

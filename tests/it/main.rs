@@ -22,6 +22,7 @@ mod hpctl_labels;
 mod hpctl_logs;
 mod hpctl_output;
 mod hpctl_ready;
+mod kube_controllers;
 mod kube_exposure;
 mod kube_faults;
 mod kube_history;

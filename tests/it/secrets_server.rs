@@ -195,7 +195,7 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
 
     let pod: serde_json::Value =
-        serde_json::from_str(&sim.kubectl(&["get", "pod", "aws-tool", "-o", "json"])).expect("json");
+        serde_json::from_str(&sim.kubectl(&["get", "pod", "aws-tool-0", "-o", "json"])).expect("json");
     let env = &pod["spec"]["containers"][0]["env"];
     assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["name"], "aws-tool-env");
     assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["key"], "AWS_ACCESS_KEY_ID");
@@ -210,7 +210,7 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
     assert_eq!(decoded, ACCESS_KEY_ID.as_bytes());
     assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "aws-tool");
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
 
     // Describe shows the spec from the annotation: the reference, as started, never the value.
     let described = hpctl(&server, &["describe", "aws-tool"]);
@@ -221,8 +221,8 @@ fn on_kubernetes_secret_env_values_become_a_secret_owned_by_the_pod() {
     assert_eq!(detail["spec"], serde_json::to_value(&stored).expect("JSON"), "the spec as started");
 
     assert_eq!(hpctl_json(&server, &["stop", "aws-tool"]), serde_json::json!(["aws-tool"]));
-    sim.wait_deleted(&["pod/aws-tool", "secret/aws-tool-env"]);
-    assert!(sim.names("secrets").is_empty(), "the secret goes with its pod");
+    sim.wait_deleted(&["statefulset/aws-tool", "pod/aws-tool-0", "secret/aws-tool-env"]);
+    assert!(sim.names("secrets").is_empty(), "the secret goes with its StatefulSet");
     assert_eq!(server_output_into(&mut transcript, server), Some(0));
     transcript.assert_clean("");
 }

@@ -1,16 +1,17 @@
-//! The core/v1 Events of a process's Pod, which explain its state (FailedScheduling, BackOff,
-//! Killing, ...): the list's field selector and what one Event tells Describe. Pure; the call is
-//! the runtime's.
+//! The core/v1 Events of a process's Pod and of its StatefulSet or Job, which explain its state
+//! (FailedScheduling, BackOff, Killing, a controller's SuccessfulCreate of a Pod it made again,
+//! ...): the list's field selector and what one Event tells Describe. Pure; the call is the
+//! runtime's.
 
 use k8s_openapi::api::core::v1::Event;
 
 use crate::runtime::RuntimeEvent;
 
-/// The field selector of the Events about the Pod `name`, and only its current incarnation
-/// (`uid`) when known: a process started again under the same name must not show the events of
-/// the Pod before it.
-pub fn field_selector(name: &str, uid: Option<&str>) -> String {
-    let mut selector = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+/// The field selector of the Events about the `kind` object `name` (a Pod, a StatefulSet, a
+/// Job), and only its current incarnation (`uid`) when known: a process started again under the
+/// same name must not show the events of the objects before it.
+pub fn field_selector(kind: &str, name: &str, uid: Option<&str>) -> String {
+    let mut selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
     if let Some(uid) = uid.filter(|uid| !uid.is_empty()) {
         selector.push_str(",involvedObject.uid=");
         selector.push_str(uid);
@@ -78,12 +79,12 @@ mod tests {
 
     #[test]
     fn the_selector_names_the_pod_and_its_uid() {
-        assert_eq!(field_selector("web", None), "involvedObject.kind=Pod,involvedObject.name=web");
+        assert_eq!(field_selector("Pod", "web", None), "involvedObject.kind=Pod,involvedObject.name=web");
         assert_eq!(
-            field_selector("web", Some("u-1")),
-            "involvedObject.kind=Pod,involvedObject.name=web,involvedObject.uid=u-1"
+            field_selector("StatefulSet", "web", Some("u-1")),
+            "involvedObject.kind=StatefulSet,involvedObject.name=web,involvedObject.uid=u-1"
         );
-        assert_eq!(field_selector("web", Some("")), "involvedObject.kind=Pod,involvedObject.name=web");
+        assert_eq!(field_selector("Pod", "web", Some("")), "involvedObject.kind=Pod,involvedObject.name=web");
     }
 
     #[test]

@@ -282,21 +282,24 @@ pub struct PodLog {
     pods: Api<Pod>,
     index: Arc<Index>,
     runtime: &'static str,
-    /// The pod's (and its container's) name: the process's.
+    /// The process's name: its container's, and its key in the index.
     name: String,
+    /// The Pod's name: the process's for a bare Pod, else the one its controller gave it.
+    pod_name: String,
     uid: String,
 }
 
 impl PodLog {
-    /// The log of the process `name`, whose pod has UID `uid`.
+    /// The log of the process `name`, whose current Pod is `pod_name` with UID `uid`.
     pub fn new(
         pods: Api<Pod>,
         index: Arc<Index>,
         runtime: &'static str,
         name: String,
+        pod_name: String,
         uid: String,
     ) -> PodLog {
-        PodLog { pods, index, runtime, name, uid }
+        PodLog { pods, index, runtime, name, pod_name, uid }
     }
 
     fn params(
@@ -310,7 +313,7 @@ impl PodLog {
     }
 
     async fn open(&self, params: &LogParams) -> Result<Opened, RuntimeError> {
-        match self.pods.log_stream(&self.name, params).await {
+        match self.pods.log_stream(&self.pod_name, params).await {
             Ok(body) => Ok(Opened::Lines(LogLines::new(Box::pin(body) as LogBody))),
             Err(kube::Error::Api(response)) => match refusal(response.code, &response.message) {
                 Some(LogRefusal::NotStarted) => Ok(Opened::NotStarted),
@@ -328,7 +331,7 @@ impl PodLog {
     }
 
     fn error(&self, error: kube::Error) -> RuntimeError {
-        api_error(self.runtime, &format!("read the log of pod `{}`", self.name), error)
+        api_error(self.runtime, &format!("read the log of pod `{}`", self.pod_name), error)
     }
 
     /// Whether the pod is gone (or going) as the index shows it: its log ends with it.
@@ -346,12 +349,12 @@ impl PodLog {
         }
         Some(RuntimeError::Unavailable {
             runtime: self.runtime,
-            message: format!("cannot read the log of pod `{}`: {}", self.name, error_chain(error)),
+            message: format!("cannot read the log of pod `{}`: {}", self.pod_name, error_chain(error)),
         })
     }
 
     async fn container_run(&self) -> Result<ContainerRun, kube::Error> {
-        let pod = self.pods.get_opt(&self.name).await?;
+        let pod = self.pods.get_opt(&self.pod_name).await?;
         Ok(container_run(pod.as_ref(), &self.uid, &self.name))
     }
 

@@ -630,7 +630,8 @@ mod tests {
         assert_eq!(hidden.metadata.annotations, None);
         // A private process is private whatever the exposure.
         let private = ProcessSpec { has_public_ip: false, ..spec };
-        let private = service(&private, "default", "uid", &exposure).expect("a service");
+        let private = service(&private, "default", &owned_by(Controller::Pod, "private", "uid"), &exposure)
+            .expect("a service");
         assert_eq!(private.spec.expect("spec").type_.as_deref(), Some("ClusterIP"));
         assert_eq!(private.metadata.annotations, None);
     }

@@ -1,10 +1,13 @@
-//! The Kubernetes runtime: each process is one Pod and one Service in the configured namespace
-//! (see [`manifests`]), plus the Secrets its env and registry credentials need, all owned by the
-//! Pod so they go with it. List and Watch are served from a watch-fed [`index`].
+//! The Kubernetes runtime: each process is run by one object named after it, chosen by its
+//! restart policy (a StatefulSet of one for `ALWAYS`, a Job for `ON_FAILURE`, a bare Pod for
+//! `NEVER`; see [`manifests::Controller`]), and has one Service in the configured namespace
+//! (see [`manifests`]), plus the Secrets its env and registry credentials need, all owned by
+//! that object so they go with it. Kubernetes' own controllers bring a lost Pod back, with or
+//! without a Hydroplane server running. List and Watch are served from a watch-fed [`index`].
 //!
-//! A Start makes the Pod first, then the Secrets, then the Service. One that fails half-way
-//! deletes the Pod again; one whose server died half-way leaves a Pod that the index shows as
-//! half-made (STARTING, `Incomplete`) and that the same Start, retried, finishes
+//! A Start makes the object first, then the Secrets, then the Service. One that fails half-way
+//! deletes the object again; one whose server died half-way leaves an object that the index
+//! shows as half-made (STARTING, `Incomplete`) and that the same Start, retried, finishes
 //! (`finish_half_made`). At start-up the namespace must exist ([`check_namespace`]); one that
 //! goes later makes calls FAILED_PRECONDITION. Watch failures are logged through a
 //! [`log_limit`], and kube-client's own per-request lines are off ([`QUIET_CLIENT_DIRECTIVE`]).
@@ -29,16 +32,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::index::slim::{SlimPod, SlimService};
+use self::index::slim::{SlimJob, SlimPod, SlimService, SlimStatefulSet};
 use self::index::{Index, IndexHealth, IndexView};
-use self::manifests::{GROUP_LABEL, MANAGED_SELECTOR};
+use self::manifests::{Controller, GROUP_LABEL, MANAGED_SELECTOR, PROCESS_LABEL};
 use super::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget, name_taken};
 use crate::backoff::Backoff;
 use crate::config::PublicExposure;
@@ -47,7 +52,7 @@ use crate::secrets::SecretStore;
 use crate::secrets::resolve_text;
 use crate::spec::labels::LabelSelector;
 use crate::spec::validation::limits::MAX_LABEL_PREFIX_CHARACTERS;
-use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, ValidSpec, ValueOrSecret};
+use crate::spec::{ProcessInfo, ProcessSpec, ValidSpec, ValueOrSecret};
 use crate::table::ProcessTable;
 
 /// The log directive that silences kube-client's own line per failed HTTP request: it is at
@@ -140,9 +145,86 @@ impl KubeRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// The uid of the process's Pod as the index has it, if it has one.
-    fn indexed_uid(&self, process_name: &str) -> Option<String> {
-        self.index.read(|view| view.pod(process_name).map(|pod| pod.uid.to_string()))
+    /// The name and uid of the process's current Pod as the index has it, if it has one.
+    fn indexed_pod(&self, process_name: &str) -> Option<(String, String)> {
+        self.index.read(|view| view.pod(process_name).map(|pod| (pod.name.to_string(), pod.uid.to_string())))
+    }
+
+    /// The object that runs the process and its uid, as the index has them.
+    fn indexed_owner(&self, process_name: &str) -> Option<(Controller, String)> {
+        self.index.read(|view| view.owner(process_name).map(|(controller, uid)| (controller, uid.to_owned())))
+    }
+
+    /// The metadata of the `controller` object `name` as the cluster has it now; `None` when
+    /// there is none.
+    async fn get_object_meta(
+        &self,
+        controller: Controller,
+        name: &str,
+    ) -> Result<Option<ObjectMeta>, RuntimeError> {
+        let client = self.client.clone();
+        let namespace = &self.namespace;
+        let found = match controller {
+            Controller::StatefulSet => Api::<StatefulSet>::namespaced(client, namespace)
+                .get_metadata_opt(name)
+                .await
+                .map(|o| o.map(|o| o.metadata)),
+            Controller::Job => Api::<Job>::namespaced(client, namespace)
+                .get_metadata_opt(name)
+                .await
+                .map(|o| o.map(|o| o.metadata)),
+            Controller::Pod => Api::<Pod>::namespaced(client, namespace)
+                .get_metadata_opt(name)
+                .await
+                .map(|o| o.map(|o| o.metadata)),
+        };
+        found.map_err(|error| self.error(&format!("get the {} `{name}`", kind_name(controller)), error))
+    }
+
+    /// The object named `name` that runs (or would run) a process, as the cluster has it now: of
+    /// the kind the index shows first, then of the kind `preferred`, then the others.
+    async fn find_object(
+        &self,
+        name: &str,
+        preferred: Option<Controller>,
+    ) -> Result<Option<(Controller, ObjectMeta)>, RuntimeError> {
+        let indexed = self.indexed_owner(name).map(|(controller, _)| controller);
+        let mut order: Vec<Controller> = Vec::new();
+        for controller in indexed.into_iter().chain(preferred).chain([
+            Controller::StatefulSet,
+            Controller::Job,
+            Controller::Pod,
+        ]) {
+            if !order.contains(&controller) {
+                order.push(controller);
+            }
+        }
+        for controller in order {
+            if let Some(metadata) = self.get_object_meta(controller, name).await? {
+                return Ok(Some((controller, metadata)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the `controller` object `name`.
+    async fn delete_object(
+        &self,
+        controller: Controller,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<(), kube::Error> {
+        let client = self.client.clone();
+        let namespace = &self.namespace;
+        match controller {
+            Controller::StatefulSet => {
+                Api::<SlimStatefulSet>::namespaced(client, namespace).delete(name, params).await.map(drop)
+            }
+            Controller::Job => {
+                Api::<SlimJob>::namespaced(client, namespace).delete(name, params).await.map(drop)
+            }
+            Controller::Pod => self.pods().delete(name, params).await.map(drop),
+        }
     }
 
     /// The Pods, decoded whole: for their spec annotation and their logs.
@@ -164,43 +246,47 @@ impl KubeRuntime {
         self.client.request::<K>(request).await
     }
 
-    /// The Pod `name` as the cluster has it now, whole (with its spec annotation); `None` when
-    /// there is none.
-    async fn get_full_pod(&self, name: &str) -> Result<Option<Pod>, RuntimeError> {
-        self.full_pods()
-            .get_opt(name)
-            .await
-            .map_err(|error| self.error(&format!("get the pod `{name}`"), error))
-    }
-
     fn error(&self, step: &str, error: kube::Error) -> RuntimeError {
         api_error(self.name, step, error)
     }
 
-    /// The answer to a Start for a name that the Pod `pod` (as just read from the cluster) takes:
-    /// once the index shows that Pod, what [`KubeRuntime::existing`] says.
-    async fn taken(&self, spec: &ProcessSpec, pod: &Pod) -> Result<Started, RuntimeError> {
+    /// The answer to a Start for a name that the `controller` object `metadata` (as just read
+    /// from the cluster) takes: once the index shows that object, what [`KubeRuntime::existing`]
+    /// says.
+    async fn taken(
+        &self,
+        spec: &ProcessSpec,
+        controller: Controller,
+        metadata: ObjectMeta,
+    ) -> Result<Started, RuntimeError> {
         let name = &spec.process_name;
-        let managed =
-            pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str) == Some(manifests::MANAGED_BY);
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let managed = metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(manifests::MANAGED_BY_LABEL))
+            .map(String::as_str)
+            == Some(manifests::MANAGED_BY);
+        let uid = metadata.uid.clone().unwrap_or_default();
         if !managed {
-            return self.existing(spec, None, &uid, false).await;
+            return self.existing(spec, None, controller, &uid, false).await;
         }
         self.index
-            .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| view.pod(name).is_some_and(|p| *p.uid == *uid))
+            .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| {
+                view.owner(name).is_some_and(|(_, owner)| owner == uid)
+            })
             .await;
-        let existing = manifests::spec_of(pod);
-        self.existing(spec, existing.as_ref(), &uid, pod.metadata.deletion_timestamp.is_some()).await
+        let existing = manifests::spec_in(&metadata);
+        self.existing(spec, existing.as_ref(), controller, &uid, metadata.deletion_timestamp.is_some()).await
     }
 
-    /// The answer to a Start for a name that is taken by the Pod `uid`: the process itself when
-    /// the spec is the same, finished first if it is half-made; otherwise ALREADY_EXISTS saying
-    /// why.
+    /// The answer to a Start for a name that is taken by the `controller` object `uid`: the
+    /// process itself when the spec is the same, finished first if it is half-made; otherwise
+    /// ALREADY_EXISTS saying why.
     async fn existing(
         &self,
         spec: &ProcessSpec,
         existing: Option<&ProcessSpec>,
+        controller: Controller,
         uid: &str,
         stopping: bool,
     ) -> Result<Started, RuntimeError> {
@@ -208,7 +294,7 @@ impl KubeRuntime {
         match existing {
             Some(existing) => {
                 name_taken(spec, existing, stopping)?;
-                self.finish_half_made(spec, uid).await?;
+                self.finish_half_made(spec, controller, uid).await?;
                 match self.table.get(name) {
                     Some(process) => Ok(Started { process, created: false }),
                     None => Err(RuntimeError::Unavailable {
@@ -219,18 +305,27 @@ impl KubeRuntime {
             }
             None => Err(RuntimeError::AlreadyExists {
                 name: name.clone(),
-                detail: format!("as a pod in namespace `{}` that Hydroplane did not create", self.namespace),
+                detail: format!(
+                    "as a {} in namespace `{}` that Hydroplane did not create",
+                    kind_name(controller),
+                    self.namespace
+                ),
             }),
         }
     }
 
-    /// Makes whatever the Pod `uid` of a retried Start lacks, for a Start that died half-way (a
-    /// server killed between the Pod and its Service): the same objects, owned by the same Pod,
-    /// with the secret values resolved again. A Service owned by the Pod proves the whole process
-    /// is there, since the Secrets are made before it; without one (or without ports), the
-    /// Secrets are created again, and one that exists already counts as made, as Hydroplane may
-    /// not read Secrets back.
-    async fn finish_half_made(&self, spec: &ProcessSpec, uid: &str) -> Result<(), RuntimeError> {
+    /// Makes whatever the `controller` object `uid` of a retried Start lacks, for a Start that
+    /// died half-way (a server killed between the object and its Service): the same objects,
+    /// owned by the same object, with the secret values resolved again. A Service it owns proves
+    /// the whole process is there, since the Secrets are made before it; without one (or without
+    /// ports), the Secrets are created again, and one that exists already counts as made, as
+    /// Hydroplane may not read Secrets back.
+    async fn finish_half_made(
+        &self,
+        spec: &ProcessSpec,
+        controller: Controller,
+        uid: &str,
+    ) -> Result<(), RuntimeError> {
         let name = &spec.process_name;
         let expects_service = !spec.container.ports.is_empty();
         let has_service = |view: &IndexView<'_>| {
@@ -244,7 +339,7 @@ impl KubeRuntime {
             return Ok(());
         }
         let secrets = self.resolve_secrets(spec)?;
-        let owner = manifests::owned_by(manifests::Controller::Pod, name, uid);
+        let owner = manifests::owned_by(controller, name, uid);
         let made = self.create_dependents(spec, &owner, secrets).await?;
         if !made.is_empty() {
             tracing::info!(process = %name, made = %made.join(", "), "finished a half-made process");
@@ -277,9 +372,9 @@ impl KubeRuntime {
         Ok(ResolvedSecrets { env, registry })
     }
 
-    /// Creates what the Pod `pod_uid` owns: its Secrets, then its Service (last, so that a
-    /// Service owned by the Pod vouches for the Secrets). Says which it made; one that another
-    /// Start of the same Pod made meanwhile counts as there.
+    /// Creates what the process's object `owner` owns: its Secrets, then its Service (last, so
+    /// that a Service it owns vouches for the Secrets). Says which it made; one that another
+    /// Start of the same process made meanwhile counts as there.
     async fn create_dependents(
         &self,
         spec: &ProcessSpec,
@@ -300,8 +395,8 @@ impl KubeRuntime {
             let secret_name = secret.name_any();
             match secrets_api.create(&post, &secret).await {
                 Ok(_) => made.push(format!("Secret `{secret_name}`")),
-                // Named after our Pod's process, and not readable by design: taken as made by an
-                // earlier or concurrent Start of this Pod.
+                // Named after our process, and not readable by design: taken as made by an
+                // earlier or concurrent Start of this process.
                 Err(kube::Error::Api(response)) if response.code == 409 => {}
                 Err(error) => return Err(self.dependent_error(spec, "secret", &secret_name, error)),
             }
@@ -370,9 +465,9 @@ impl KubeRuntime {
         }
     }
 
-    /// Deletes the Pod of a Start that failed after creating it, and with it whatever it owns
+    /// Deletes the object of a Start that failed after creating it, and with it whatever it owns
     /// already: no orphans. Retried a few times, since the failure may be the API server's.
-    async fn delete_half_made(&self, name: &str, uid: &str) {
+    async fn delete_half_made(&self, controller: Controller, name: &str, uid: &str) {
         let params = DeleteParams {
             propagation_policy: Some(kube::api::PropagationPolicy::Background),
             preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
@@ -380,66 +475,63 @@ impl KubeRuntime {
         };
         let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for attempt in 1..=5 {
-            match self.pods().delete(name, &params).await {
-                Ok(_) => return,
+            match self.delete_object(controller, name, &params).await {
+                Ok(()) => return,
                 Err(kube::Error::Api(response)) if response.code == 404 || response.code == 409 => return,
                 Err(error) if attempt == 5 => {
-                    tracing::error!(process = %name, %error, "cannot delete the pod of a failed start; it is left behind");
+                    tracing::error!(process = %name, %error, "cannot delete the object of a failed start; it is left behind");
                 }
                 Err(error) => {
-                    tracing::warn!(process = %name, %error, attempt, "cannot delete the pod of a failed start yet; retrying");
+                    tracing::warn!(process = %name, %error, attempt, "cannot delete the object of a failed start yet; retrying");
                     tokio::time::sleep(delays.next_delay()).await;
                 }
             }
         }
     }
 
-    /// The process as the index shows it, or as the created Pod says when the index has not
+    /// The process as the index shows it, or as the created object says when the index has not
     /// caught up in time.
-    fn info_after_create(&self, spec: &ProcessSpec, pod: &SlimPod) -> ProcessInfo {
+    fn info_after_create(&self, spec: &ProcessSpec, metadata: &ObjectMeta) -> ProcessInfo {
         self.table.get(&spec.process_name).unwrap_or_else(|| {
             let created =
-                pod.metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0);
+                metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0);
             ProcessInfo::starting(spec, created)
         })
     }
 
     async fn stop_one(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
-        let indexed_uid = self.indexed_uid(name);
-        let uid = match indexed_uid {
-            Some(uid) => uid,
+        let (controller, uid) = match self.indexed_owner(name) {
+            Some(owner) => owner,
             // Not in the index: it may be newer than the index, or not ours at all.
-            None => {
-                match self.pods().get_opt(name).await.map_err(|error| self.error("get the pod", error))? {
-                    Some(pod)
-                        if pod.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
-                            == Some(manifests::MANAGED_BY) =>
-                    {
-                        pod.metadata.uid.clone().unwrap_or_default()
-                    }
-                    _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
+            None => match self.find_object(name, None).await? {
+                Some((controller, metadata))
+                    if metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(manifests::MANAGED_BY_LABEL))
+                        .map(String::as_str)
+                        == Some(manifests::MANAGED_BY) =>
+                {
+                    (controller, metadata.uid.unwrap_or_default())
                 }
-            }
+                _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
+            },
         };
         let params = DeleteParams {
-            // Foreground: the Pod goes only after the Service and Secrets it owns.
+            // Foreground: the object goes only after its Pods, Service and Secrets (and a Job's
+            // Pods would be orphaned by a delete that names no policy).
             propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
             preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
             ..Default::default()
         };
-        match self.pods().delete(name, &params).await {
-            Ok(_) => {}
+        match self.delete_object(controller, name, &params).await {
+            Ok(()) => {}
             Err(kube::Error::Api(response)) if response.code == 404 => {
                 return Err(RuntimeError::NotFound { name: name.to_owned() });
             }
-            Err(error) => return Err(self.error("delete the pod", error)),
+            Err(error) => return Err(self.error(&format!("delete the {}", kind_name(controller)), error)),
         }
-        self.index
-            .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.pod(name)
-                    .is_none_or(|pod| *pod.uid != *uid || pod.state.status == ProcessStatus::Stopping)
-            })
-            .await;
+        self.index.wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| view.stopping_or_gone(name, &uid)).await;
         Ok(vec![name.to_owned()])
     }
 
@@ -490,8 +582,9 @@ impl KubeRuntime {
         Ok(stopped)
     }
 
-    /// Deletes the Pods a Kubernetes selector matches (their Services and Secrets go with
-    /// them) and waits until the index shows them stopping; answers their names.
+    /// Deletes the StatefulSets, Jobs and Pods a Kubernetes selector matches (their Pods,
+    /// Services and Secrets go with them), controllers first so that none makes a Pod again, and
+    /// waits until the index shows them stopping; answers the processes' names.
     async fn stop_collection(
         &self,
         selector: &str,
@@ -502,25 +595,56 @@ impl KubeRuntime {
             propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
             ..Default::default()
         };
-        let deleted = self
+        let list = ListParams::default().labels(selector);
+        let client = self.client.clone();
+        let mut names = std::collections::BTreeSet::new();
+        let mut complete = true;
+        let stateful_sets = Api::<SlimStatefulSet>::namespaced(client.clone(), &self.namespace)
+            .delete_collection(&params, &list)
+            .await
+            .map_err(|error| self.error(&format!("delete {whose} statefulsets"), error))?;
+        match stateful_sets {
+            either::Either::Left(deleted) => names.extend(deleted.items.iter().map(ResourceExt::name_any)),
+            either::Either::Right(_) => complete = false,
+        }
+        let jobs = Api::<SlimJob>::namespaced(client, &self.namespace)
+            .delete_collection(&params, &list)
+            .await
+            .map_err(|error| self.error(&format!("delete {whose} jobs"), error))?;
+        match jobs {
+            either::Either::Left(deleted) => names.extend(deleted.items.iter().map(ResourceExt::name_any)),
+            either::Either::Right(_) => complete = false,
+        }
+        let pods = self
             .pods()
-            .delete_collection(&params, &ListParams::default().labels(selector))
+            .delete_collection(&params, &list)
             .await
             .map_err(|error| self.error(&format!("delete {whose} pods"), error))?;
-        let mut names: Vec<String> = match deleted {
-            either::Either::Left(list) => list.items.iter().map(ResourceExt::name_any).collect(),
-            either::Either::Right(_) => indexed(),
-        };
-        names.sort();
+        match pods {
+            either::Either::Left(deleted) => names.extend(
+                deleted
+                    .items
+                    .iter()
+                    .map(|pod| pod.labels().get(PROCESS_LABEL).cloned().unwrap_or_else(|| pod.name_any())),
+            ),
+            either::Either::Right(_) => complete = false,
+        }
+        if !complete {
+            names.extend(indexed());
+        }
+        let names: Vec<String> = names.into_iter().collect();
         self.index
             .wait_until(READ_YOUR_WRITES_TIMEOUT, |view| {
-                names
-                    .iter()
-                    .all(|name| view.pod(name).is_none_or(|pod| pod.state.status == ProcessStatus::Stopping))
+                names.iter().all(|name| view.stopping_or_gone_any(name))
             })
             .await;
         Ok(names)
     }
+}
+
+/// The lower-case kind of a process's object, for messages (`pod`, `statefulset`, `job`).
+fn kind_name(controller: Controller) -> String {
+    controller.kind().to_lowercase()
 }
 
 /// Whether a process needs Secrets: secret env values or registry credentials.
@@ -640,48 +764,70 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
-        if self.index.read(|view| view.pod(&name).is_some()) {
-            // Taken: the spec is read from the Pod itself, since the index keeps none. A Pod
-            // gone meanwhile frees the name again.
-            if let Some(pod) = self.get_full_pod(&name).await? {
-                return self.taken(&spec, &pod).await;
+        if self.index.read(|view| view.has(&name)) {
+            // Taken: the spec is read from the object itself, since the index keeps none. An
+            // object gone meanwhile frees the name again.
+            if let Some((controller, metadata)) = self.find_object(&name, None).await? {
+                return self.taken(&spec, controller, metadata).await;
             }
         }
         let secrets = self.resolve_secrets(&spec)?;
-        // Until this Start has made the whole process (and the index has seen it), its Pod
+        // Until this Start has made the whole process (and the index has seen it), its object
         // without a Service is not shown as half-made.
         let _making = self.index.making(&name);
-        // The Pod first: its uid is what the Service and Secrets are owned by, so a server that
-        // dies after it leaves a Pod that a retried Start finishes (see `finish_half_made`).
-        let pod: SlimPod = match self.create(&manifests::pod(&spec, &self.namespace)).await {
-            Ok(pod) => pod,
+        let controller = Controller::for_policy(spec.restart_policy);
+        // The object first: its uid is what the Service and Secrets are owned by, so a server
+        // that dies after it leaves an object that a retried Start finishes (see
+        // `finish_half_made`).
+        let namespace = &self.namespace;
+        let created = match controller {
+            Controller::StatefulSet => self
+                .create::<SlimStatefulSet>(&manifests::stateful_set(&spec, namespace))
+                .await
+                .map(|o| o.metadata),
+            Controller::Job => {
+                self.create::<SlimJob>(&manifests::job(&spec, namespace)).await.map(|o| o.metadata)
+            }
+            Controller::Pod => {
+                self.create::<SlimPod>(&manifests::pod(&spec, namespace)).await.map(|o| o.metadata)
+            }
+        };
+        let metadata = match created {
+            Ok(metadata) => metadata,
             Err(kube::Error::Api(response)) if response.code == 409 => {
                 // Created meanwhile, by another call or another server: compare with the cluster.
-                let pod = self.get_full_pod(&name).await?.ok_or_else(|| RuntimeError::Unavailable {
-                    runtime: self.name,
-                    message: format!("the pod `{name}` was there and is gone; try again"),
-                })?;
-                return self.taken(&spec, &pod).await;
+                let (controller, metadata) =
+                    self.find_object(&name, Some(controller)).await?.ok_or_else(|| {
+                        RuntimeError::Unavailable {
+                            runtime: self.name,
+                            message: format!(
+                                "the {} `{name}` was there and is gone; try again",
+                                kind_name(controller)
+                            ),
+                        }
+                    })?;
+                return self.taken(&spec, controller, metadata).await;
             }
-            Err(error) => return Err(self.error("create the pod", error)),
+            Err(error) => return Err(self.error(&format!("create the {}", kind_name(controller)), error)),
         };
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let owner = manifests::owned_by(manifests::Controller::Pod, &name, &uid);
+        let uid = metadata.uid.clone().unwrap_or_default();
+        let owner = manifests::owned_by(controller, &name, &uid);
         if let Err(error) = self.create_dependents(&spec, &owner, secrets).await {
-            self.delete_half_made(&name, &uid).await;
+            self.delete_half_made(controller, &name, &uid).await;
             return Err(error);
         }
         let expects_service = !spec.container.ports.is_empty();
         self.index
             .wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.pod(&name).is_some_and(|pod| *pod.uid == *uid)
+                view.owner(&name).is_some_and(|(_, owner)| owner == uid)
+                    && view.pod(&name).is_some()
                     && (!expects_service
                         || view
                             .service(&name)
                             .is_some_and(|service| service.owner_uid.as_deref() == Some(&*uid)))
             })
             .await;
-        Ok(Started { process: self.info_after_create(&spec, &pod), created: true })
+        Ok(Started { process: self.info_after_create(&spec, &metadata), created: true })
     }
 
     async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError> {
@@ -698,46 +844,41 @@ impl Runtime for KubeRuntime {
     }
 
     async fn stored_spec(&self, process_name: &str) -> Option<ProcessSpec> {
-        // Read from the Pod and parsed here, on Describe: the index keeps no spec.
-        let uid = self.indexed_uid(process_name)?;
-        match self.get_full_pod(process_name).await {
-            Ok(pod) => pod
-                .filter(|pod| pod.metadata.uid.as_deref() == Some(&*uid))
+        // Read from the object that runs it and parsed here, on Describe: the index keeps no spec.
+        let (controller, uid) = self.indexed_owner(process_name)?;
+        match self.get_object_meta(controller, process_name).await {
+            Ok(metadata) => metadata
+                .filter(|metadata| metadata.uid.as_deref() == Some(&*uid))
                 .as_ref()
-                .and_then(manifests::spec_of),
+                .and_then(manifests::spec_in),
             Err(error) => {
-                tracing::warn!(process = %process_name, error = %error_chain(&error), "cannot read the Pod's spec; Describe shows none");
+                tracing::warn!(process = %process_name, error = %error_chain(&error), "cannot read the process's spec; Describe shows none");
                 None
             }
         }
     }
 
     async fn events(&self, process_name: &str) -> Vec<RuntimeEvent> {
-        let uid = self.indexed_uid(process_name);
-        let params = ListParams::default().fields(&events::field_selector(process_name, uid.as_deref()));
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let Ok(listed) = tokio::time::timeout(EVENTS_TIMEOUT, api.list(&params)).await else {
-            tracing::warn!(process = %process_name, timeout = ?EVENTS_TIMEOUT, "the Pod's Events did not come in time; Describe shows the table's history only");
-            return Vec::new();
-        };
-        match listed {
-            Ok(list) => events::in_order(list.items),
-            // Describe still answers, with the table's history: Events only add detail.
-            Err(kube::Error::Api(response)) if response.code == 403 => {
-                if !self.events_refused.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        namespace = %self.namespace,
-                        message = %response.message,
-                        "the cluster does not let Hydroplane list Events; Describe shows no Pod events (grant `list` on `events`, as examples/rbac.yaml does)"
-                    );
-                }
-                Vec::new()
-            }
-            Err(error) => {
-                tracing::warn!(process = %process_name, error = %error_chain(&error), "cannot list the Pod's Events; Describe shows the table's history only");
-                Vec::new()
-            }
+        // The Events of the object that runs the process (a controller's SuccessfulCreate of each
+        // Pod it made again) and of its current Pod, merged in time.
+        let mut selectors = Vec::new();
+        if let Some((controller, uid)) = self.indexed_owner(process_name) {
+            selectors.push(events::field_selector(controller.kind(), process_name, Some(&uid)));
         }
+        if let Some((pod_name, uid)) = self.indexed_pod(process_name)
+            && (pod_name != process_name || selectors.is_empty())
+        {
+            selectors.push(events::field_selector("Pod", &pod_name, Some(&uid)));
+        }
+        if selectors.is_empty() {
+            selectors.push(events::field_selector("Pod", process_name, None));
+        }
+        let mut merged = Vec::new();
+        for selector in selectors {
+            merged.extend(self.events_of(process_name, &selector).await);
+        }
+        // One order for both objects' Events: by time, then as the cluster recorded them.
+        events::in_order(merged)
     }
 
     fn index_sync(&self) -> Option<super::IndexSync> {
@@ -761,13 +902,15 @@ impl Runtime for KubeRuntime {
         process_name: &str,
         query: super::logs::LogsQuery,
     ) -> Result<super::logs::LogPieces, RuntimeError> {
-        let uid = self.indexed_uid(process_name);
-        let uid = uid.ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
+        let (pod_name, uid) = self
+            .indexed_pod(process_name)
+            .ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
         let log = logs::PodLog::new(
             self.full_pods(),
             Arc::clone(&self.index),
             self.name,
             process_name.to_owned(),
+            pod_name,
             uid,
         );
         logs::logs(log, &self.log_hubs, query).await
@@ -776,5 +919,36 @@ impl Runtime for KubeRuntime {
     async fn shutdown(&self) {
         // Processes on a cluster are the cluster's: they outlive the server by design.
         self.index_task.abort();
+    }
+}
+
+impl KubeRuntime {
+    /// The Events a field selector picks, for Describe: none when they cannot be listed in time
+    /// or at all (Describe still answers, with the table's history: Events only add detail).
+    async fn events_of(&self, process_name: &str, selector: &str) -> Vec<Event> {
+        let params = ListParams::default().fields(selector);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Ok(listed) = tokio::time::timeout(EVENTS_TIMEOUT, api.list(&params)).await else {
+            tracing::warn!(process = %process_name, timeout = ?EVENTS_TIMEOUT, "the Pod's Events did not come in time; Describe shows the table's history only");
+            return Vec::new();
+        };
+        match listed {
+            Ok(list) => list.items,
+            // Describe still answers, with the table's history: Events only add detail.
+            Err(kube::Error::Api(response)) if response.code == 403 => {
+                if !self.events_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        namespace = %self.namespace,
+                        message = %response.message,
+                        "the cluster does not let Hydroplane list Events; Describe shows no Pod events (grant `list` on `events`, as examples/rbac.yaml does)"
+                    );
+                }
+                Vec::new()
+            }
+            Err(error) => {
+                tracing::warn!(process = %process_name, error = %error_chain(&error), "cannot list the Pod's Events; Describe shows the table's history only");
+                Vec::new()
+            }
+        }
     }
 }

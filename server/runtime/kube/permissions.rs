@@ -30,12 +30,26 @@ const fn namespaced(resource: &'static str, verbs: &'static [&'static str]) -> P
 
 /// Everything the Kubernetes runtime does on the cluster.
 pub const PERMISSIONS: &[Permission] = &[
-    // Processes: created, watched for the index, read when a name is taken, deleted one by one
-    // or by group (deletecollection by label).
+    // Processes: run by a StatefulSet (ALWAYS), a Job (ON_FAILURE) or a bare Pod (NEVER), each
+    // created, watched for the index, read when a name is taken, deleted one by one or by group
+    // (deletecollection by label). Pods are also read for their logs' state.
     namespaced("pods", &["get", "list", "watch", "create", "delete", "deletecollection"]),
+    Permission {
+        api_group: "apps",
+        resource: "statefulsets",
+        verbs: &["get", "list", "watch", "create", "delete", "deletecollection"],
+        cluster_scoped: false,
+    },
+    Permission {
+        api_group: "batch",
+        resource: "jobs",
+        verbs: &["get", "list", "watch", "create", "delete", "deletecollection"],
+        cluster_scoped: false,
+    },
     // The container's output, for Logs.
     namespaced("pods/log", &["get"]),
-    // Each process's Service: owned by its Pod, so the garbage collector deletes it.
+    // Each process's Service: owned by its StatefulSet, Job or Pod, so the garbage collector
+    // deletes it.
     namespaced("services", &["get", "list", "watch", "create", "delete"]),
     // Secret env values and registry credentials: written, never read back.
     namespaced("secrets", &["create", "delete"]),

@@ -1,5 +1,7 @@
-//! The compact entries the index keeps of Pods, Services and Nodes (only the fields a process's
-//! info needs, so 150,000 processes stay small), and how a watcher's events keep them current.
+//! The compact entries the index keeps of Pods, Services, Nodes, StatefulSets and Jobs (only the
+//! fields a process's info needs, so 150,000 processes stay small), and how a watcher's events
+//! keep them current. Pods are kept by process ([`PodSets`]): a process's controller may have
+//! two at a time (one being replaced), named otherwise than the process.
 //! Strings many entries repeat (groups, node names) and label sets are shared through an
 //! [`Interned`] pool, and an event that leaves an entry as it was touches no process.
 
@@ -11,14 +13,17 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 
-use super::super::manifests::{self, GROUP_LABEL};
+use super::super::manifests::{self, GROUP_LABEL, PROCESS_LABEL};
 use super::super::status::{PodState, pod_state};
-use super::slim::{SlimNode, SlimPod, SlimService};
-use crate::spec::Labels;
+use super::slim::{SlimJob, SlimNode, SlimPod, SlimService, SlimStatefulSet};
+use crate::spec::{Labels, ProcessStatus};
 
 /// What the index keeps of a Pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodEntry {
+    /// The Pod's name: the process's for a bare Pod, `NAME-0` for a StatefulSet's, `NAME-xxxxx`
+    /// for a Job's.
+    pub name: Box<str>,
     /// The Pod's uid.
     pub uid: Box<str>,
     /// The process's group, from its label (shared by the group's entries).
@@ -83,6 +88,130 @@ pub struct NodeEntry {
     pub external_ip: Option<String>,
     /// The first InternalIP.
     pub internal_ip: Option<String>,
+}
+
+/// What the index keeps of a process's StatefulSet or Job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerEntry {
+    /// The object's uid: what the process's Service and Secrets are owned by.
+    pub uid: Box<str>,
+    /// The process's group, from its label.
+    pub group: Option<Arc<str>>,
+    /// The process's own labels.
+    pub labels: Labels,
+    /// When the object was created: when the process was.
+    pub created: jiff::Timestamp,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+    /// How a Job ended (`Complete`: EXITED; `Failed`: FAILED with its reason, such as
+    /// `DeadlineExceeded` or `BackoffLimitExceeded`), with its message.
+    pub ended: Option<(ProcessStatus, Box<str>, Option<Box<str>>)>,
+    /// How many Pods a Job replaced (deleted, evicted or lost with their node).
+    pub replaced: u32,
+}
+
+/// The Pods of each process, by the process label: usually one, two while one is replaced.
+#[derive(Default)]
+pub(super) struct PodSets {
+    /// The Pods as the watcher last reported them, each process's sorted by Pod name.
+    pub(super) live: HashMap<String, Vec<PodEntry>>,
+    /// Pods seen during a relist, which replaces `live` when it completes.
+    relisting: Option<HashMap<String, Vec<PodEntry>>>,
+}
+
+/// Puts a Pod into its process's set, replacing the one of the same name; says whether it
+/// changed anything.
+fn put(set: &mut Vec<PodEntry>, entry: PodEntry) -> bool {
+    match set.binary_search_by(|pod| pod.name.cmp(&entry.name)) {
+        Ok(at) if set[at] == entry => false,
+        Ok(at) => {
+            set[at] = entry;
+            true
+        }
+        Err(at) => {
+            set.insert(at, entry);
+            true
+        }
+    }
+}
+
+/// The process a Pod belongs to: its process label (every Pod Hydroplane's objects make has it),
+/// else its name.
+fn process_of(pod: &SlimPod) -> String {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(PROCESS_LABEL))
+        .or(pod.metadata.name.as_ref())
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl PodSets {
+    /// Applies one watcher event; says which processes it touched.
+    pub(super) fn apply(&mut self, event: Event<SlimPod>, interned: &mut Interned) -> Applied {
+        let mut relisted = false;
+        let touched = match event {
+            Event::Init => {
+                self.relisting = Some(HashMap::new());
+                Vec::new()
+            }
+            Event::InitApply(pod) => {
+                let process = process_of(&pod);
+                let entry = pod_entry(pod, &process, interned);
+                put(self.relisting.get_or_insert_with(HashMap::new).entry(process).or_default(), entry);
+                Vec::new()
+            }
+            Event::InitDone => {
+                let fresh = self.relisting.take().unwrap_or_default();
+                let mut touched: Vec<String> =
+                    self.live.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
+                touched.extend(
+                    fresh
+                        .iter()
+                        .filter(|(name, value)| self.live.get(*name) != Some(value))
+                        .map(|(name, _)| name.clone()),
+                );
+                self.live = fresh;
+                relisted = true;
+                touched
+            }
+            Event::Apply(pod) => {
+                let process = process_of(&pod);
+                let entry = pod_entry(pod, &process, interned);
+                let changed = put(self.live.entry(process.clone()).or_default(), entry);
+                if changed { vec![process] } else { Vec::new() }
+            }
+            Event::Delete(pod) => {
+                let process = process_of(&pod);
+                let name = pod.metadata.name.unwrap_or_default();
+                match self.live.get_mut(&process) {
+                    Some(set) => {
+                        let before = set.len();
+                        set.retain(|entry| *entry.name != *name);
+                        let changed = set.len() != before;
+                        if set.is_empty() {
+                            self.live.remove(&process);
+                        }
+                        if changed { vec![process] } else { Vec::new() }
+                    }
+                    None => Vec::new(),
+                }
+            }
+        };
+        Applied { touched, relisted }
+    }
+}
+
+/// The Pod that stands for a process among its Pods: one not being deleted and not ended (the
+/// replacement) first, then one not being deleted, then any; the newest of those.
+pub fn current_pod(pods: &[PodEntry]) -> Option<&PodEntry> {
+    let rank = |pod: &PodEntry| match pod.state.status {
+        ProcessStatus::Stopping => 0,
+        ProcessStatus::Exited | ProcessStatus::Failed => 1,
+        _ => 2,
+    };
+    pods.iter().max_by(|a, b| rank(a).cmp(&rank(b)).then(a.created.cmp(&b.created)).then(a.name.cmp(&b.name)))
 }
 
 /// One pool of shared values: an entry takes the pool's copy of a value instead of its own.
@@ -225,13 +354,13 @@ impl<E: PartialEq> Entries<E> {
     }
 }
 
-pub(super) fn pod_entry(pod: SlimPod, interned: &mut Interned) -> (String, PodEntry) {
+pub(super) fn pod_entry(pod: SlimPod, process: &str, interned: &mut Interned) -> PodEntry {
     let state = pod_state(&pod);
-    let needs = needs(&pod);
+    let needs = needs(&pod, process);
     let SlimPod { metadata, spec, .. } = pod;
-    let name = metadata.name.unwrap_or_default();
     let labels = metadata.labels.unwrap_or_default();
-    let entry = PodEntry {
+    PodEntry {
+        name: metadata.name.unwrap_or_default().into_boxed_str(),
         uid: metadata.uid.unwrap_or_default().into_boxed_str(),
         group: labels.get(GROUP_LABEL).map(|group| interned.string(group)),
         labels: interned.labels(manifests::user_labels(&labels)),
@@ -239,14 +368,12 @@ pub(super) fn pod_entry(pod: SlimPod, interned: &mut Interned) -> (String, PodEn
         node_name: spec.and_then(|spec| spec.node_name).map(|node| interned.string(&node)),
         state,
         needs,
-    };
-    (name, entry)
+    }
 }
 
-/// What a process's Pod needs besides itself, from its spec.
-fn needs(pod: &SlimPod) -> Needs {
+/// What the Pod of the process `name` needs besides itself, from its spec.
+fn needs(pod: &SlimPod, name: &str) -> Needs {
     let Some(spec) = pod.spec.as_ref() else { return Needs::default() };
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
     let container = spec.containers.as_ref().and_then(|containers| containers.first());
     let env_secret = manifests::env_secret_name(name);
     let registry_secret = manifests::registry_secret_name(name);
@@ -311,4 +438,49 @@ pub(super) fn node_entry(node: SlimNode) -> (String, NodeEntry) {
     };
     let entry = NodeEntry { external_ip: first("ExternalIP"), internal_ip: first("InternalIP") };
     (node.metadata.name.unwrap_or_default(), entry)
+}
+
+/// The entry of a StatefulSet or Job's metadata, by its name (the process's).
+fn controller_entry(
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    interned: &mut Interned,
+) -> (String, ControllerEntry) {
+    let labels = metadata.labels.unwrap_or_default();
+    let entry = ControllerEntry {
+        uid: metadata.uid.unwrap_or_default().into_boxed_str(),
+        group: labels.get(GROUP_LABEL).map(|group| interned.string(group)),
+        labels: interned.labels(manifests::user_labels(&labels)),
+        created: metadata.creation_timestamp.map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0),
+        deleting: metadata.deletion_timestamp.is_some(),
+        ended: None,
+        replaced: 0,
+    };
+    (metadata.name.unwrap_or_default(), entry)
+}
+
+pub(super) fn stateful_set_entry(set: SlimStatefulSet, interned: &mut Interned) -> (String, ControllerEntry) {
+    controller_entry(set.metadata, interned)
+}
+
+pub(super) fn job_entry(job: SlimJob, interned: &mut Interned) -> (String, ControllerEntry) {
+    let SlimJob { metadata, status } = job;
+    let (name, mut entry) = controller_entry(metadata, interned);
+    let status = status.unwrap_or_default();
+    entry.replaced = u32::try_from(status.failed).unwrap_or(0);
+    let conditions = status.conditions.unwrap_or_default();
+    let holds = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
+    entry.ended = if let Some(failed) = holds("Failed") {
+        let reason = failed.reason.clone().unwrap_or_else(|| "Failed".to_owned());
+        Some((
+            ProcessStatus::Failed,
+            reason.into_boxed_str(),
+            failed.message.clone().map(String::into_boxed_str),
+        ))
+    } else if holds("Complete").is_some() {
+        // As its Pod says (the condition's reason, `CompletionsReached`, is the Job's).
+        Some((ProcessStatus::Exited, "Completed".into(), None))
+    } else {
+        None
+    };
+    (name, entry)
 }

@@ -1,8 +1,8 @@
-//! The join that makes a process's info: its Pod, its Service and the Node it runs on, and
-//! whether the process is half-made (see [`missing`]).
+//! The join that makes a process's info: its StatefulSet or Job, its current Pod, its Service
+//! and the Node it runs on, and whether the process is half-made (see [`half_made`]).
 
-use super::IndexState;
-use super::entries::{LoadBalancer, NodeEntry, PodEntry, ServiceEntry};
+use super::entries::{LoadBalancer, NodeEntry, PodEntry, ServiceEntry, current_pod};
+use super::{IndexState, controller_of};
 use crate::runtime::kube::manifests;
 use crate::spec::{ProcessInfo, ProcessStatus, SocketAddress};
 
@@ -17,33 +17,89 @@ pub const LOAD_BALANCER_PENDING: &str = "LoadBalancerPending";
 /// running, but its address is not public.
 pub const NO_EXTERNAL_IP: &str = "NoExternalIP";
 
+/// The reason a process shows while its controller makes its Pod again (it was deleted,
+/// evicted or lost with its node, or is being made for the first time).
+pub const REPLACING: &str = "PodReplacing";
+
+/// The reason a process shows between the creation of its StatefulSet or Job and that of its
+/// first Pod.
+pub const AWAITING_POD: &str = "AwaitingPod";
+
 /// The container waiting reason of a Pod whose env Secret (or a key of it) is missing: the
 /// kubelet cannot make the container until the Secret is there.
 const CONFIG_ERROR: &str = "CreateContainerConfigError";
 
-/// A process's info from its Pod, Service and Node; `None` when it has no Pod. `dns_suffix` is
-/// what follows the name in a private address's DNS name.
+/// A process's info from its StatefulSet or Job, its current Pod, its Service and Node; `None`
+/// when it has neither controller nor Pod. `dns_suffix` is what follows the name in a private
+/// address's DNS name.
 pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> Option<ProcessInfo> {
-    let pod = state.pods.live.get(name)?;
+    let controller = controller_of(state, name);
+    let pod = state.pods.live.get(name).and_then(|pods| current_pod(pods));
     let service = state.services.live.get(name);
-    let node = pod.node_name.as_deref().and_then(|node| state.nodes.live.get(node));
+    let owner_uid = match (controller, pod) {
+        (Some((_, controller)), _) => &*controller.uid,
+        (None, Some(pod)) => &*pod.uid,
+        (None, None) => return None,
+    };
+    let node = pod.and_then(|pod| pod.node_name.as_deref()).and_then(|node| state.nodes.live.get(node));
     // A Start of this server making it now will make what it lacks: that is no half-made process.
-    let half_made = if state.making.contains(name) { None } else { half_made(name, pod, service) };
-    let service = service.filter(|service| belongs_to(service, pod));
-    let (socket_addresses, exposure) = addresses(name, dns_suffix, service, pod.node_name.as_deref(), node);
+    let half_made = if state.making.contains(name) {
+        None
+    } else {
+        pod.and_then(|pod| half_made(name, pod, owner_uid, service))
+    };
+    let service = service.filter(|service| belongs_to(service, owner_uid));
+    let (group, labels, created) = match (controller, pod) {
+        (Some((_, controller)), _) => (&controller.group, &controller.labels, controller.created),
+        (None, Some(pod)) => (&pod.group, &pod.labels, pod.created),
+        (None, None) => return None,
+    };
+    let replaced = controller.map_or(0, |(_, controller)| controller.replaced);
+    let node_name = pod.and_then(|pod| pod.node_name.as_deref());
+    let (socket_addresses, exposure) = addresses(name, dns_suffix, service, node_name, node);
     let mut info = ProcessInfo {
         process_name: name.into(),
-        group: pod.group.as_deref().map(Into::into),
+        group: group.as_deref().map(Into::into),
         socket_addresses,
-        created: pod.created,
-        status: pod.state.status,
-        reason: pod.state.reason.as_deref().map(Into::into),
-        message: pod.state.message.clone(),
-        restart_count: pod.state.restart_count,
-        exit_code: pod.state.exit_code,
-        node: pod.node_name.as_deref().map(Into::into),
-        labels: pod.labels.clone(),
+        created,
+        status: ProcessStatus::Starting,
+        reason: None,
+        message: None,
+        restart_count: pod.map_or(0, |pod| pod.state.restart_count).saturating_add(replaced),
+        exit_code: None,
+        node: pod.and_then(|pod| pod.node_name.as_deref()).map(Into::into),
+        labels: labels.clone(),
     };
+    if let Some(pod) = pod {
+        info.status = pod.state.status;
+        info.reason = pod.state.reason.as_deref().map(Into::into);
+        info.message = pod.state.message.clone();
+        info.exit_code = pod.state.exit_code;
+    }
+    if let Some((kind, controller)) = controller {
+        if controller.deleting {
+            info.status = ProcessStatus::Stopping;
+            info.reason = None;
+            info.message = None;
+        } else if let Some((status, reason, message)) = &controller.ended {
+            info.status = *status;
+            info.reason = Some((**reason).into());
+            info.message = message.as_deref().map(Into::into).or(info.message);
+        } else if pod.is_none_or(|pod| pod.state.status == ProcessStatus::Stopping) {
+            // The controller makes the Pod (again): the process is still there, and coming back.
+            info.status = ProcessStatus::Starting;
+            let (reason, message) = match pod {
+                Some(pod) => (
+                    REPLACING,
+                    format!("its Pod `{}` is going; the {} `{name}` makes it again", pod.name, kind.kind()),
+                ),
+                None => (AWAITING_POD, format!("the {} `{name}` has no Pod yet; it makes one", kind.kind())),
+            };
+            info.reason = Some(reason.into());
+            info.message = Some(message);
+            info.socket_addresses.clear();
+        }
+    }
     if let Some(message) = half_made {
         // STARTING, not RUNNING with no address: it cannot be reached until it is finished.
         info.status = ProcessStatus::Starting;
@@ -85,12 +141,17 @@ pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> 
 /// so a Service owned by the Pod vouches for them; without one they may be missing, and the
 /// kubelet's `CreateContainerConfigError` naming the env Secret says it is. `None` for a complete
 /// process, and for one that is stopping, has ended or failed for another reason.
-pub(super) fn half_made(name: &str, pod: &PodEntry, service: Option<&ServiceEntry>) -> Option<String> {
+pub(super) fn half_made(
+    name: &str,
+    pod: &PodEntry,
+    owner_uid: &str,
+    service: Option<&ServiceEntry>,
+) -> Option<String> {
     let secret_error = pod.state.reason.as_deref() == Some(CONFIG_ERROR);
     if !matches!(pod.state.status, ProcessStatus::Starting | ProcessStatus::Running) && !secret_error {
         return None;
     }
-    let service_missing = pod.needs.service && !service.is_some_and(|service| belongs_to(service, pod));
+    let service_missing = pod.needs.service && !service.is_some_and(|service| belongs_to(service, owner_uid));
     let env_secret = manifests::env_secret_name(name);
     let env_secret_missing = secret_error
         && pod.needs.env_secret
@@ -120,10 +181,11 @@ pub(super) fn half_made(name: &str, pod: &PodEntry, service: Option<&ServiceEntr
     ))
 }
 
-/// Whether a Service is the Pod's: owned by it, or by no Pod at all (made by hand to match).
-/// One owned by another uid was an earlier Pod's of the same name, and is about to be collected.
-fn belongs_to(service: &ServiceEntry, pod: &PodEntry) -> bool {
-    service.owner_uid.as_ref().is_none_or(|owner| *owner == pod.uid)
+/// Whether a Service is the process's: owned by its owner `owner_uid` (its controller, or its
+/// bare Pod), or by nothing at all (made by hand to match). One owned by another uid was an
+/// earlier process's of the same name, and is about to be collected.
+fn belongs_to(service: &ServiceEntry, owner_uid: &str) -> bool {
+    service.owner_uid.as_deref().is_none_or(|owner| owner == owner_uid)
 }
 
 /// What a process's addresses leave to say about how it is exposed.

@@ -1,7 +1,9 @@
-//! The index: Pods, Services and Nodes of the cluster, followed with kube-runtime's `watcher`
+//! The index: Pods, Services, Nodes, StatefulSets and Jobs of the cluster, followed with kube-runtime's `watcher`
 //! ([`follow`]) as slim objects that decode only what the index reads ([`slim`]), kept as
 //! compact entries ([`entries`]), and turned into the runtime's [`ProcessTable`]
-//! on every change by the join that makes a process's info ([`join`]). List and Watch are served from
+//! on every change by the join that makes a process's info ([`join`]). A process is one entry
+//! whatever objects back it, keyed by its process label: its StatefulSet or Job (none for a bare
+//! Pod), its current Pod, its Service. List and Watch are served from
 //! the table, so they cost no API call. The index keeps no spec: a Start whose name is taken
 //! and a Describe read it from the Pod.
 //!
@@ -28,12 +30,18 @@ mod follow;
 mod join;
 pub mod slim;
 
-use entries::{Entries, Interned, node_entry, pod_entry, service_entry};
-pub use entries::{Needs, NodeEntry, PodEntry, ServiceEntry};
+pub use entries::{ControllerEntry, Needs, NodeEntry, PodEntry, ServiceEntry, current_pod};
+use entries::{Entries, Interned, PodSets, job_entry, node_entry, service_entry, stateful_set_entry};
 use follow::follow;
-pub use join::INCOMPLETE;
 use join::process_info;
-use slim::{SlimNode, SlimPod, SlimService};
+pub use join::{AWAITING_POD, INCOMPLETE, REPLACING};
+use slim::{SlimJob, SlimNode, SlimPod, SlimService, SlimStatefulSet};
+
+use super::manifests::Controller;
+use crate::spec::ProcessStatus;
+
+/// The kinds the index watches; it is synced once each has been listed.
+const WATCHED_KINDS: usize = 5;
 
 /// How the index stands with the API server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,9 +56,11 @@ pub enum IndexHealth {
 
 #[derive(Default)]
 pub(super) struct IndexState {
-    pods: Entries<PodEntry>,
+    pods: PodSets,
     services: Entries<ServiceEntry>,
     nodes: Entries<NodeEntry>,
+    stateful_sets: Entries<ControllerEntry>,
+    jobs: Entries<ControllerEntry>,
     /// The groups, node names and label sets the entries share.
     interned: Interned,
     synced: HashSet<&'static str>,
@@ -115,20 +125,29 @@ impl Index {
     pub fn spawn(self: &Arc<Self>, client: Client) -> tokio::task::JoinHandle<()> {
         let pods: Api<SlimPod> = Api::namespaced(client.clone(), &self.namespace);
         let services: Api<SlimService> = Api::namespaced(client.clone(), &self.namespace);
+        let stateful_sets: Api<SlimStatefulSet> = Api::namespaced(client.clone(), &self.namespace);
+        let jobs: Api<SlimJob> = Api::namespaced(client.clone(), &self.namespace);
         let nodes: Api<SlimNode> = Api::all(client);
         let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
         let index = Arc::clone(self);
         tokio::spawn(async move {
             let pods = follow(watcher::watcher(pods, managed.clone()), "pods", &index, Index::apply_pod);
             let services =
-                follow(watcher::watcher(services, managed), "services", &index, Index::apply_service);
+                follow(watcher::watcher(services, managed.clone()), "services", &index, Index::apply_service);
+            let stateful_sets = follow(
+                watcher::watcher(stateful_sets, managed.clone()),
+                "statefulsets",
+                &index,
+                Index::apply_stateful_set,
+            );
+            let jobs = follow(watcher::watcher(jobs, managed), "jobs", &index, Index::apply_job);
             let nodes = follow(
                 watcher::watcher(nodes, watcher::Config::default()),
                 "nodes",
                 &index,
                 Index::apply_node,
             );
-            tokio::join!(pods, services, nodes);
+            tokio::join!(pods, services, nodes, stateful_sets, jobs);
         })
     }
 
@@ -139,7 +158,7 @@ impl Index {
         if let Some((kind, (error, _))) = recent {
             return IndexHealth::Stale(format!("watching {kind} failed ({error}); retrying"));
         }
-        if state.synced.len() < 3 { IndexHealth::Syncing } else { IndexHealth::Synced }
+        if state.synced.len() < WATCHED_KINDS { IndexHealth::Syncing } else { IndexHealth::Synced }
     }
 
     /// How long since a watch last brought an event (or since the index was made).
@@ -215,8 +234,22 @@ impl Index {
     pub(super) fn apply_pod(&self, event: Event<SlimPod>) {
         let mut state = self.lock();
         let IndexState { pods, interned, .. } = &mut *state;
-        let applied = pods.apply(event, |pod| pod_entry(pod, interned));
+        let applied = pods.apply(event, interned);
         self.finish(state, "pods", applied.relisted, applied.touched);
+    }
+
+    pub(super) fn apply_stateful_set(&self, event: Event<SlimStatefulSet>) {
+        let mut state = self.lock();
+        let IndexState { stateful_sets, interned, .. } = &mut *state;
+        let applied = stateful_sets.apply(event, |set| stateful_set_entry(set, interned));
+        self.finish(state, "statefulsets", applied.relisted, applied.touched);
+    }
+
+    pub(super) fn apply_job(&self, event: Event<SlimJob>) {
+        let mut state = self.lock();
+        let IndexState { jobs, interned, .. } = &mut *state;
+        let applied = jobs.apply(event, |job| job_entry(job, interned));
+        self.finish(state, "jobs", applied.relisted, applied.touched);
     }
 
     pub(super) fn apply_service(&self, event: Event<SlimService>) {
@@ -238,7 +271,9 @@ impl Index {
                 .pods
                 .live
                 .iter()
-                .filter(|(_, pod)| pod.node_name.as_deref().is_some_and(|node| nodes.contains(node)))
+                .filter(|(_, pods)| {
+                    pods.iter().any(|pod| pod.node_name.as_deref().is_some_and(|node| nodes.contains(node)))
+                })
                 .map(|(name, _)| name.clone())
                 .collect()
         };
@@ -365,20 +400,69 @@ fn cause(error: &watcher::Error) -> String {
     }
 }
 
+/// The StatefulSet or Job of a process in `state`.
+fn controller_of<'a>(state: &'a IndexState, name: &str) -> Option<(Controller, &'a ControllerEntry)> {
+    let set = state.stateful_sets.live.get(name).map(|entry| (Controller::StatefulSet, entry));
+    set.or_else(|| state.jobs.live.get(name).map(|entry| (Controller::Job, entry)))
+}
+
 /// A read-only view of the index.
 pub struct IndexView<'a> {
     state: &'a IndexState,
 }
 
 impl IndexView<'_> {
-    /// Whether pods, services and nodes have all been listed once.
+    /// Whether every watched kind has been listed once.
     pub fn synced(&self) -> bool {
-        self.state.synced.len() == 3
+        self.state.synced.len() == WATCHED_KINDS
     }
 
-    /// The Pod of a process.
+    /// The current Pod of a process (see [`current_pod`]).
     pub fn pod(&self, name: &str) -> Option<&PodEntry> {
-        self.state.pods.live.get(name)
+        self.state.pods.live.get(name).and_then(|pods| current_pod(pods))
+    }
+
+    /// Every Pod of a process, sorted by name.
+    pub fn pods(&self, name: &str) -> &[PodEntry] {
+        self.state.pods.live.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The StatefulSet or Job of a process, if it has one.
+    pub fn controller(&self, name: &str) -> Option<(Controller, &ControllerEntry)> {
+        controller_of(self.state, name)
+    }
+
+    /// What a process's Service and Secrets are owned by: its StatefulSet or Job, else its bare
+    /// Pod; with that object's uid.
+    pub fn owner(&self, name: &str) -> Option<(Controller, &str)> {
+        match self.controller(name) {
+            Some((controller, entry)) => Some((controller, &entry.uid)),
+            None => self.pod(name).map(|pod| (Controller::Pod, &*pod.uid)),
+        }
+    }
+
+    /// Whether the process whose object had uid `uid` is stopping or gone: that object is gone
+    /// or being deleted (a controller's), or its bare Pod is stopping.
+    pub fn stopping_or_gone(&self, name: &str, uid: &str) -> bool {
+        match self.controller(name) {
+            Some((_, controller)) => *controller.uid != *uid || controller.deleting,
+            None => self
+                .pod(name)
+                .is_none_or(|pod| *pod.uid != *uid || pod.state.status == ProcessStatus::Stopping),
+        }
+    }
+
+    /// Whether the process `name`, whatever its objects, is stopping or gone.
+    pub fn stopping_or_gone_any(&self, name: &str) -> bool {
+        match self.controller(name) {
+            Some((_, controller)) => controller.deleting,
+            None => self.pod(name).is_none_or(|pod| pod.state.status == ProcessStatus::Stopping),
+        }
+    }
+
+    /// Whether the index has anything of a process: a controller or a Pod.
+    pub fn has(&self, name: &str) -> bool {
+        self.controller(name).is_some() || self.state.pods.live.contains_key(name)
     }
 
     /// The Service of a process.
@@ -404,16 +488,18 @@ impl IndexView<'_> {
 
     /// The processes of a group.
     pub fn group(&self, group: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .state
+        let state = self.state;
+        let in_group = |entry_group: &Option<Arc<str>>| entry_group.as_deref() == Some(group);
+        let names: std::collections::BTreeSet<&String> = state
             .pods
             .live
             .iter()
-            .filter(|(_, pod)| pod.group.as_deref() == Some(group))
-            .map(|(name, _)| name.clone())
+            .filter(|(_, pods)| pods.iter().any(|pod| in_group(&pod.group)))
+            .map(|(name, _)| name)
+            .chain(state.stateful_sets.live.iter().filter(|(_, c)| in_group(&c.group)).map(|(name, _)| name))
+            .chain(state.jobs.live.iter().filter(|(_, c)| in_group(&c.group)).map(|(name, _)| name))
             .collect();
-        names.sort();
-        names
+        names.into_iter().cloned().collect()
     }
 }
 
@@ -421,7 +507,6 @@ impl IndexView<'_> {
 mod tests {
     use super::*;
     use crate::runtime::kube::manifests;
-    use crate::spec::ProcessStatus;
     use crate::table::Filter;
 
     fn pod(name: &str, node: Option<&str>, phase: &str) -> SlimPod {
@@ -524,6 +609,10 @@ mod tests {
         index.apply_service(Event::Init);
         index.apply_service(Event::InitApply(service("web", true)));
         index.apply_service(Event::InitDone);
+        index.apply_stateful_set(Event::Init);
+        index.apply_stateful_set(Event::InitDone);
+        index.apply_job(Event::Init);
+        index.apply_job(Event::InitDone);
         assert_eq!(index.health(), IndexHealth::Syncing);
         index.apply_pod(Event::Init);
         index.apply_pod(Event::InitApply(pod("web", Some("n1"), "Running")));
@@ -561,6 +650,111 @@ mod tests {
         assert_eq!(listed(&table).len(), 1);
         assert_eq!(table.revision(), revision + 1, "one change: db deleted");
         assert_eq!(index.read(|view| view.group("g")), ["web"]);
+    }
+
+    /// A Pod a controller made for the process `process`.
+    fn controlled_pod(process: &str, pod_name: &str, created: &str, status: serde_json::Value) -> SlimPod {
+        // Only `web` has ports, so a Service.
+        let ports = if process == "web" {
+            serde_json::json!([{"containerPort": 80}])
+        } else {
+            serde_json::Value::Null
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": pod_name, "uid": format!("uid-{pod_name}"), "creationTimestamp": created,
+                "labels": {"hydroplane/process-id": process, "hydroplane/group-id": "g"}},
+            "spec": {"containers": [{"name": process, "ports": ports}], "nodeName": "n1"},
+            "status": status,
+        }))
+        .expect("a pod")
+    }
+
+    fn controller_meta(name: &str, uid: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "uid": uid, "creationTimestamp": "2025-01-01T00:00:00Z",
+            "labels": {"hydroplane/process-id": name, "hydroplane/group-id": "g"}})
+    }
+
+    #[test]
+    fn a_controlled_process_is_one_entry_by_its_label_and_stays_listed_while_its_pod_is_replaced() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        let set: SlimStatefulSet =
+            serde_json::from_value(serde_json::json!({"metadata": controller_meta("web", "uid-set")}))
+                .expect("a set");
+        index.apply_stateful_set(Event::Apply(set));
+        assert_eq!(shown(&table, "web").1.as_deref(), Some(AWAITING_POD), "its Pod is being made");
+        index.apply_service(Event::Apply({
+            let mut service = service("web", false);
+            service.metadata.owner_references =
+                Some(vec![manifests::owned_by(manifests::Controller::StatefulSet, "web", "uid-set")]);
+            service
+        }));
+        index.apply_pod(Event::Apply(controlled_pod("web", "web-0", "2025-01-01T00:00:01Z", running())));
+        assert_eq!(shown(&table, "web"), (ProcessStatus::Running, None, String::new(), 1));
+        assert_eq!(listed(&table).len(), 1, "one process, not one per object");
+        assert_eq!(
+            index.read(|view| view.owner("web").map(|(kind, uid)| (kind, uid.to_owned()))),
+            Some((manifests::Controller::StatefulSet, "uid-set".to_owned()))
+        );
+
+        // Deleted by someone else: STARTING while the StatefulSet makes it again, then RUNNING.
+        let mut going = controlled_pod("web", "web-0", "2025-01-01T00:00:01Z", running());
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        index.apply_pod(Event::Apply(going.clone()));
+        assert_eq!(shown(&table, "web").1.as_deref(), Some(REPLACING));
+        index.apply_pod(Event::Delete(going));
+        assert_eq!(shown(&table, "web").0, ProcessStatus::Starting);
+        index.apply_pod(Event::Apply(controlled_pod("web", "web-0", "2025-01-01T00:00:09Z", running())));
+        assert_eq!(shown(&table, "web").0, ProcessStatus::Running);
+        assert_eq!(index.read(|view| view.group("g")), ["web"]);
+
+        // A Job's Pods: the replacement stands for the process beside a failed one, and the Job's
+        // failed Pods count as restarts; its end is the process's.
+        let job = |status: serde_json::Value| -> SlimJob {
+            serde_json::from_value(
+                serde_json::json!({"metadata": controller_meta("work", "uid-job"), "status": status}),
+            )
+            .expect("a job")
+        };
+        index.apply_job(Event::Apply(job(serde_json::json!({"failed": 1}))));
+        index.apply_pod(Event::Apply(controlled_pod(
+            "work",
+            "work-aaaaa",
+            "2025-01-01T00:00:01Z",
+            serde_json::json!({"phase": "Failed", "reason": "Evicted"}),
+        )));
+        index.apply_pod(Event::Apply(controlled_pod(
+            "work",
+            "work-bbbbb",
+            "2025-01-01T00:00:05Z",
+            running(),
+        )));
+        let process = table.get("work").expect("listed");
+        assert_eq!((process.status, process.restart_count), (ProcessStatus::Running, 1));
+        assert_eq!(
+            index.read(|view| view.pod("work").map(|pod| pod.name.to_string())).as_deref(),
+            Some("work-bbbbb")
+        );
+        index.apply_job(Event::Apply(job(serde_json::json!({"failed": 1, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}))));
+        let (status, reason, message, _) = shown(&table, "work");
+        assert_eq!((status, reason.as_deref()), (ProcessStatus::Failed, Some("DeadlineExceeded")));
+        assert!(message.contains("deadline"), "{message}");
+        index.apply_job(Event::Delete(job(serde_json::json!({}))));
+        index.apply_pod(Event::Delete(controlled_pod(
+            "work",
+            "work-aaaaa",
+            "2025-01-01T00:00:01Z",
+            running(),
+        )));
+        index.apply_pod(Event::Delete(controlled_pod(
+            "work",
+            "work-bbbbb",
+            "2025-01-01T00:00:05Z",
+            running(),
+        )));
+        assert!(table.get("work").is_none(), "gone with its objects");
     }
 
     #[test]

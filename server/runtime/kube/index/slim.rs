@@ -1,4 +1,4 @@
-//! Slim watch types: Pods, Services and Nodes decoded with only the fields the index (and a
+//! Slim watch types: Pods, Services, Nodes, StatefulSets and Jobs decoded with only the fields the index (and a
 //! Start's answer) reads, so that a watch event costs a few allocations instead of a whole
 //! k8s-openapi object (managedFields, the full PodSpec, every status field, annotations).
 //!
@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::Resource as _;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -396,6 +398,41 @@ pub struct SlimNodeAddress {
     pub address: String,
 }
 
+// === StatefulSet and Job ===
+
+/// A StatefulSet, as much as the index reads of it: its metadata (a process's StatefulSet tells
+/// only that the process exists; its Pod tells the rest).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SlimStatefulSet {
+    /// Name, uid, resourceVersion, kept labels, creation and deletion times.
+    #[serde(default, deserialize_with = "slim_meta")]
+    pub metadata: ObjectMeta,
+}
+
+resource_like!(SlimStatefulSet, StatefulSet);
+
+/// A Job, as much as the index reads of it: its metadata and how it ended.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SlimJob {
+    /// Name, uid, resourceVersion, kept labels, creation and deletion times.
+    #[serde(default, deserialize_with = "slim_meta")]
+    pub metadata: ObjectMeta,
+    /// The parts of the Job's status the index reads.
+    pub status: Option<SlimJobStatus>,
+}
+
+resource_like!(SlimJob, Job);
+
+/// What the index reads of a JobStatus.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SlimJobStatus {
+    /// The Job's conditions (`Complete`, `Failed`, ...).
+    pub conditions: Option<Vec<SlimCondition>>,
+    /// How many of its Pods failed (deleted, evicted or lost with their node included).
+    #[serde(default)]
+    pub failed: i32,
+}
+
 #[cfg(test)]
 mod tests {
     use kube::Resource;
@@ -409,6 +446,9 @@ mod tests {
         assert_eq!(SlimNode::url_path(&(), None), Node::url_path(&(), None));
         assert_eq!(SlimPod::api_version(&()), "v1");
         assert_eq!(SlimNode::kind(&()), "Node");
+        assert_eq!(SlimStatefulSet::url_path(&(), Some("ns")), StatefulSet::url_path(&(), Some("ns")));
+        assert_eq!(SlimJob::url_path(&(), Some("ns")), Job::url_path(&(), Some("ns")));
+        assert_eq!(SlimJob::api_version(&()), "batch/v1");
     }
 
     #[test]
