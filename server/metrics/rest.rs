@@ -129,6 +129,8 @@ pub fn count_retry(labels: RequestLabels, status: http::StatusCode, wait: std::t
 
 /// The resources the runtime uses; any other path is `other`, so the label stays bounded.
 const RESOURCES: &[&str] = &[
+    "statefulsets",
+    "jobs",
     "pods",
     "pods/log",
     "pods/status",
@@ -255,6 +257,14 @@ mod tests {
         check(http::Method::POST, "/api/v1/namespaces/default/services", None, "create", "services");
         check(http::Method::DELETE, "/api/v1/namespaces/default/pods/web", None, "delete", "pods");
         check(http::Method::DELETE, "/api/v1/namespaces/default/pods", None, "deletecollection", "pods");
+        check(
+            http::Method::POST,
+            "/apis/apps/v1/namespaces/default/statefulsets",
+            None,
+            "create",
+            "statefulsets",
+        );
+        check(http::Method::DELETE, "/apis/batch/v1/namespaces/default/jobs/web", None, "delete", "jobs");
         check(http::Method::GET, "/api/v1/namespaces/default", None, "get", "namespaces");
         check(http::Method::GET, "/apis/apps/v1/namespaces/x/deployments", None, "list", "other");
         check(http::Method::GET, "/version", None, "list", "other");

@@ -190,7 +190,8 @@ fn the_guides_quickstart_works_as_written() {
     assert!(address["port"].as_u64().is_some_and(|port| (30000..=32767).contains(&port)), "{listed}");
     assert_eq!(address["is_public"], true);
     assert!(process["created"].as_str().is_some_and(|created| created.ends_with("+00:00")));
-    assert_eq!(world.sim.names("pods"), ["nginx"]);
+    assert_eq!(world.sim.names("statefulsets"), ["nginx"]);
+    assert_eq!(world.sim.names("pods"), ["nginx-0"]);
 
     assert_eq!(world.hpctl(&server, &["stop", "nginx"]), serde_json::json!(["nginx"]));
     world.sim.wait_deleted(&["pod/nginx"]);

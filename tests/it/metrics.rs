@@ -205,16 +205,16 @@ async fn a_running_process_shows_and_the_index_turns_stale_when_the_cluster_goes
         value(
             &samples,
             "rest_client_requests_total",
-            &[("verb", "create"), ("resource", "pods"), ("code", "201")]
+            &[("verb", "create"), ("resource", "statefulsets"), ("code", "201")]
         ) >= 1.0,
-        "the Pod's creation is counted: {:?}",
+        "the StatefulSet's creation (the default policy's object) is counted: {:?}",
         samples.iter().filter(|sample| sample.name.starts_with("rest_client_requests")).collect::<Vec<_>>()
     );
     assert!(
         value(
             &samples,
             "rest_client_request_duration_seconds_count",
-            &[("verb", "create"), ("resource", "pods")]
+            &[("verb", "create"), ("resource", "statefulsets")]
         ) >= 1.0
     );
 
