@@ -45,7 +45,7 @@ async fn a_load_balanced_process_is_starting_until_its_load_balancer_has_an_addr
     // The Pod runs within 50 ms, but the process does not: its load balancer has no address.
     let waited = client.start(start_waiting(public("web"), 3)).await.expect_err("not running yet");
     assert_eq!(waited.code(), Code::DeadlineExceeded, "{waited:?}");
-    sim.kubectl(&["wait", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=30s"]);
+    sim.kubectl(&["wait", "--for=jsonpath={.status.phase}=Running", "pod/web-0", "--timeout=30s"]);
     let service: serde_json::Value =
         serde_json::from_str(&sim.kubectl(&["get", "service", "web", "-o", "json"])).expect("JSON");
     assert_eq!(service["spec"]["type"], "LoadBalancer", "{service:#}");
