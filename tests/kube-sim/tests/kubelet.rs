@@ -4,27 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use common::eventually;
 
 use common::Simulator;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// Polls `check` until it answers `Some`, failing after [`WAIT`] with `what`.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn pod(name: &str, restart_policy: &str, extra_container: Value) -> Pod {
     let mut container = json!({"name": "main", "image": "busybox:1"});

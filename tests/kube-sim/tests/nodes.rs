@@ -4,27 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use common::eventually;
 
 use common::Simulator;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, EvictParams, ListParams, PostParams};
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// Polls `check` until it answers `Some`, failing after [`WAIT`] with `what`.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn stateful_set(name: &str) -> StatefulSet {
     serde_json::from_value(json!({

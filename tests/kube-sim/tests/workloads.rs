@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{WAIT, eventually};
+
 use std::time::Duration;
 
 use common::Simulator;
@@ -15,9 +17,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-
-/// A bound for waits that guards against hangs on a loaded machine.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Hydroplane's labels on a workload, its template and its pods.
 fn labels(process: &str) -> Value {
@@ -53,18 +52,6 @@ fn job(name: &str, restart_policy: &str, extra_spec: Value) -> Job {
     }
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels(name)}, "spec": spec}))
         .expect("a valid Job")
-}
-
-/// Polls `check` until it answers `Some`, failing after [`WAIT`] with `what`.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn is_running_and_ready(pod: &Pod) -> bool {

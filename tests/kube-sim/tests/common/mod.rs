@@ -166,3 +166,19 @@ pub fn raw_post(port: u16, path: &str, content_type: &str, body: &str) -> (u16, 
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     (status, response)
 }
+
+/// How long a test waits for the simulator's controllers to act. Generous for a loaded machine;
+/// a hang still fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it answers `Some`, failing after [`WAIT`] with `what`.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
