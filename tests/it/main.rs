@@ -11,6 +11,7 @@ mod common;
 
 mod config_errors;
 mod deploy;
+mod doc_links;
 mod eks_guide;
 mod eks_token;
 mod fuzz;

@@ -1,8 +1,10 @@
-//! Every README block that starts a server in the background (`hydroplane ... &`), pasted whole
-//! into a shell: each runs as a bash script (`set -e`), in a directory of its own, with the test
-//! binaries for `target/release/...` and on `PATH`, and free ports for the ones it names; then what
-//! it printed is checked. Blocks for the local runtime run as they are; the Kubernetes quickstart
-//! runs against the simulator (through `KUBECONFIG`, as the README says a kubeconfig is found).
+//! Every block of the README and of the pages in `docs/` that starts a server in the background
+//! (`hydroplane ... &`), pasted whole into a shell: each runs as a bash script (`set -e`), in a
+//! directory of its own, with the test binaries for `target/release/...` and on `PATH`, and free
+//! ports for the ones it names; then what it printed is checked. Blocks for the local runtime run
+//! as they are; the Kubernetes quickstart runs against the simulator (through `KUBECONFIG`, as
+//! the README says a kubeconfig is found). The TLS recipe of `docs/securing-the-api.md` is run by
+//! `tls_setup`.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -12,39 +14,70 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, KubeSim, free_port};
 
-/// A `sh` block of the README and the `##` section it is in.
+/// A `sh` block of the documentation and the section it is in.
 pub struct Block {
-    /// The section's heading, without the `## `.
+    /// The file it is in, relative to the repository's root (`README.md`, `docs/hpctl.md`).
+    pub file: String,
+    /// The nearest heading above it, without its `#`s.
     pub section: String,
     /// The block's lines.
     pub code: String,
 }
 
-/// The README's `sh` blocks.
+/// The documents whose blocks are read: the README and the pages of `docs/`, in name order.
+pub fn documents() -> Vec<String> {
+    let mut pages: Vec<String> = std::fs::read_dir(common::repo_root().join("docs"))
+        .expect("read docs/")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    pages.sort();
+    std::iter::once("README.md".to_owned()).chain(pages).collect()
+}
+
+/// The `sh` blocks of the README and of the pages of `docs/`.
 pub fn sh_blocks() -> Vec<Block> {
-    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).expect("read README.md");
+    documents().into_iter().flat_map(|file| sh_blocks_of(&file)).collect()
+}
+
+/// The `sh` blocks of one document.
+fn sh_blocks_of(file: &str) -> Vec<Block> {
+    let text =
+        std::fs::read_to_string(common::repo_root().join(file)).unwrap_or_else(|_| panic!("read {file}"));
     let mut blocks = Vec::new();
     let mut section = String::new();
-    let mut code: Option<String> = None;
-    for line in readme.lines() {
-        match &mut code {
-            Some(text) if line.trim_start() == "```" => {
-                blocks.push(Block { section: section.clone(), code: std::mem::take(text) });
-                code = None;
+    // Inside a fenced block: `Some(code)` of a `sh` one, `Some(None)` of any other.
+    let mut fenced: Option<Option<String>> = None;
+    for line in text.lines() {
+        let fence = line.trim_start().starts_with("```");
+        match &mut fenced {
+            Some(code) if fence => {
+                if let Some(code) = code.take() {
+                    blocks.push(Block { file: file.to_owned(), section: section.clone(), code });
+                }
+                fenced = None;
             }
-            Some(text) => {
-                text.push_str(line);
-                text.push('\n');
+            Some(Some(code)) => {
+                code.push_str(line);
+                code.push('\n');
             }
-            None if line.trim_start() == "```sh" => code = Some(String::new()),
+            Some(None) => {}
+            None if fence => fenced = Some((line.trim_start() == "```sh").then(String::new)),
             None => {
-                if let Some(heading) = line.strip_prefix("## ") {
-                    section = heading.trim().to_owned();
+                if let Some(heading) = heading(line) {
+                    section = heading.to_owned();
                 }
             }
         }
     }
     blocks
+}
+
+/// The text of a Markdown heading line (`## Quickstart` gives `Quickstart`), if it is one.
+fn heading(line: &str) -> Option<&str> {
+    let text = line.trim_start_matches('#');
+    (text.len() < line.len() && line.len() - text.len() <= 6 && text.starts_with(' ')).then(|| text.trim())
 }
 
 /// Whether a block starts `hydroplane` in the background.
@@ -56,13 +89,14 @@ pub fn starts_a_server(code: &str) -> bool {
     })
 }
 
-/// The README block of a section that starts a server; panics when there is none.
+/// The documentation's block that starts a server under the heading `section`; panics when
+/// there is none.
 #[track_caller]
 pub fn server_block(section: &str) -> String {
     sh_blocks()
         .into_iter()
         .find(|block| block.section == section && starts_a_server(&block.code))
-        .unwrap_or_else(|| panic!("README.md has no block starting a server in `{section}`"))
+        .unwrap_or_else(|| panic!("no block of the docs starts a server under `{section}`"))
         .code
 }
 
@@ -197,14 +231,21 @@ fn assert_ran(ran: &Ran, what: &str) {
 
 #[test]
 fn the_blocks_that_start_a_server_are_the_ones_tested_here() {
-    let sections: Vec<String> = sh_blocks()
+    let places: Vec<(String, String)> = sh_blocks()
         .into_iter()
         .filter(|block| starts_a_server(&block.code))
-        .map(|block| block.section)
+        .map(|block| (block.file, block.section))
         .collect();
-    assert_eq!(sections, ["Quickstart (local runtime)", "Quickstart (Kubernetes)", "Securing the API"]);
+    let expected = [
+        ("README.md", "Quickstart (local runtime)"),
+        ("README.md", "Quickstart (Kubernetes)"),
+        ("docs/securing-the-api.md", "Securing the API"),
+    ];
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(file, section)| (file.to_string(), section.to_string())).collect();
+    assert_eq!(places, expected);
     // In each, the first hpctl command after the server starts waits for it.
-    for section in &sections {
+    for (_, section) in &places {
         let block = server_block(section);
         let first_hpctl = block
             .lines()
@@ -259,9 +300,10 @@ fn the_kubernetes_quickstart_works_pasted_whole_against_the_simulator() {
 }
 
 #[test]
-fn token_create_help_names_the_scopes_as_the_readme_does() {
-    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).expect("read README.md");
-    assert!(readme.contains("`read` (List, Watch, Describe, reflection), `write` (Start, Stop)"));
+fn token_create_help_names_the_scopes_as_the_docs_do() {
+    let page = std::fs::read_to_string(common::repo_root().join("docs/securing-the-api.md"))
+        .expect("read docs/securing-the-api.md");
+    assert!(page.contains("`read` (List, Watch, Describe, reflection), `write` (Start, Stop)"));
     let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
         .args(["token", "create", "--help"])
         .output()
@@ -285,7 +327,7 @@ fn a_server_that_needs_a_token_says_how_to_give_one_once() {
 }
 
 #[test]
-fn the_files_the_readme_has_people_make_in_the_checkout_are_ignored() {
+fn the_files_the_docs_have_people_make_in_the_checkout_are_ignored() {
     let names =
         ["kube.yml", "eks.yml", "creds.json", "tokens.yml", "tokens.yml.lock", "ca.pem", "ca-key.pem"];
     let output = Command::new("git")
