@@ -108,10 +108,10 @@ fn main() -> std::process::ExitCode {
     // woken by another at once, on the same thread (its LIFO slot): when a change goes out to a
     // thousand Watch streams, each stream's task wakes its HTTP/2 connection's task, which then
     // writes that one message with a syscall of its own. On one thread, woken tasks run in turn,
-    // so the connection task finds every stream's message queued and writes them together:
-    // measured with 1,000 watchers, 1.5 µs of CPU per delivered event instead of 4.0 µs (p99
-    // delivery 3.2 ms instead of 9.5 ms), and 20% less CPU per Start. Blocking work (files,
-    // process trees, `/proc`) runs on tokio's blocking threads, as before.
+    // so the connection task finds every stream's message queued and writes them together
+    // (docs/decisions/0001-one-event-loop-thread.md has the figures and the command that
+    // re-measures them). Blocking work (files, process trees, `/proc`) runs on tokio's blocking
+    // threads.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -1,4 +1,4 @@
-//! `-o/--output`: how hpctl prints what it got. `json` (the default, exactly as before: pretty
+//! `-o/--output`: how hpctl prints what it got. `json` (the default: pretty
 //! JSON, one object per line for `watch`) and `yaml` print the same shapes; `table` prints the
 //! columns kubectl users expect (`NAME GROUP STATUS ADDRESS RESTARTS AGE`), `wide` adds
 //! `LABELS IMAGE NODE`, and `name` prints only names, one per line.

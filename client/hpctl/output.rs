@@ -60,7 +60,7 @@ pub struct ProcessJson {
     restart_count: u32,
     exit_code: Option<i32>,
     node: Option<String>,
-    /// Left out when the process has none, so that lists of unlabelled processes look as before.
+    /// Left out when the process has none, so that lists of unlabelled processes carry no empty `labels`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
 }

@@ -153,7 +153,7 @@ impl Default for Allocators {
         Allocators {
             cluster_ips,
             node_ports: PortAllocator::new(30000, 32767),
-            // A /14 (262,142 addresses, from 10.244.0.2 up as before) holds 150,000 pods; a /16
+            // A /14 (262,142 addresses, from 10.244.0.2 up) holds 150,000 pods; a /16
             // ran out at 65,533 and left the rest Pending without an IP.
             pod_ips: IpAllocator::new(Ipv4Addr::new(10, 244, 0, 0), 14, 2),
         }

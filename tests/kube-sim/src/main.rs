@@ -17,8 +17,8 @@ use kube_sim::{kubeconfig, server, tls};
 
 /// mimalloc rather than the system allocator: with 150,000 pods (a `serde_json` tree each) glibc's
 /// malloc spent a fifth of the simulator's CPU clearing pages and consolidating free chunks,
-/// and the simulator's CPU per create doubled as it grew; with mimalloc the last 10,000 creates
-/// of 150,000 run about 10% faster (`cargo bench --bench kube_scale`).
+/// and the simulator's CPU per create doubled as it grew; mimalloc keeps the cost of a create
+/// flat as the store grows (re-measured by `cargo bench --bench kube_scale`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
