@@ -1,8 +1,9 @@
 //! Processes owned by Kubernetes' own controllers, on the simulator: a StatefulSet of one
 //! (`ALWAYS`), a Job (`ON_FAILURE`) or a bare Pod (`NEVER`). A Pod deleted, evicted or lost
 //! with its node while no Hydroplane server runs comes back under the first two (the
-//! controllers did the work); Stop leaves no object of any kind behind; probes and the run-time
-//! limit reach the process's status.
+//! controllers did the work) and is FAILED with the reason under the third (its finalizer kept
+//! it); Stop leaves no object of any kind behind; probes and the run-time limit reach the
+//! process's status.
 
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ fn objects_left(sim: &KubeSim) -> Vec<String> {
 }
 
 /// How a process's Pod is lost.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Loss {
     /// `kubectl delete pod`.
     Deleted,
@@ -89,9 +90,21 @@ enum Loss {
     NodeDeleted,
 }
 
+impl Loss {
+    /// The reason a `NEVER` process shows after this loss.
+    fn reason(self) -> &'static str {
+        match self {
+            Loss::Deleted => "PodDeleted",
+            Loss::Evicted => "Evicted",
+            Loss::NodeDeleted => "NodeLost",
+        }
+    }
+}
+
 /// Starts one process per policy, stops the server, loses their Pods, starts a server again:
-/// `ALWAYS` and `ON_FAILURE` are RUNNING again on new Pods, `NEVER` is gone with its objects;
-/// Stop of the group then leaves nothing behind.
+/// `ALWAYS` and `ON_FAILURE` are RUNNING again on new Pods, `NEVER` is FAILED with the reason
+/// (its Pod kept, marked for deletion, by Hydroplane's finalizer); Stop of the group then
+/// leaves nothing behind.
 fn check_loss(loss: Loss) {
     // Four nodes, the fourth cordoned while the processes start so that it is free for their
     // replacements when the others go.
@@ -132,6 +145,10 @@ fn check_loss(loss: Loss) {
             }
         }
     }
+    // The bare Pod stays, marked for deletion, while no server runs: its finalizer holds it.
+    let kept: serde_json::Value =
+        serde_json::from_str(&sim.kubectl(&["get", "pod", "never", "-o", "json"])).expect("json");
+    assert!(!kept["metadata"]["deletionTimestamp"].is_null(), "{loss:?}: {kept}");
     // The controllers make the Pods again while no server runs.
     for (index, (name, _)) in POLICIES.iter().take(2).enumerate() {
         wait_until(&format!("{name} has a new Pod"), Duration::from_secs(30), || {
@@ -150,10 +167,17 @@ fn check_loss(loss: Loss) {
     assert!(on_failure["restart_count"].as_u64() >= Some(1), "{loss:?}: {on_failure}");
     let history = hpctl_json(&server, &["describe", "always"]).to_string();
     assert!(history.contains("SuccessfulCreate"), "{loss:?}: the StatefulSet's Events: {history}");
-    assert_eq!(listed(&server, "never"), None, "{loss:?}: a bare Pod is not made again");
+    // A bare Pod is not made again: the process is FAILED, saying why.
+    let never = wait_status(&server, "never", "FAILED");
+    assert_eq!(never["reason"], loss.reason(), "{never}");
+    assert!(never["message"].as_str().is_some_and(|message| message.contains("NEVER")), "{never}");
+    if loss == Loss::NodeDeleted {
+        let message = never["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&before[2].1), "names its node: {never}");
+    }
 
     let stopped = hpctl_json(&server, &["stop", "lossy", "-g"]);
-    assert_eq!(stopped, serde_json::json!(["always", "onfailure"]), "{loss:?}");
+    assert_eq!(stopped, serde_json::json!(["always", "never", "onfailure"]), "{loss:?}");
     wait_until("no object left", Duration::from_secs(30), || objects_left(&sim).is_empty());
 }
 
@@ -219,6 +243,45 @@ fn probes_keep_a_process_out_of_running_or_restart_it_and_max_run_seconds_ends_i
     let failed = wait_status(&server, "limited", "FAILED");
     assert_eq!(failed["reason"], "DeadlineExceeded", "{failed}");
     assert!(begun.elapsed() < Duration::from_secs(2 + 30), "{:?}", begun.elapsed());
+
+    // A StatefulSet's Pod has no deadline of its own: the server scales it to zero in time.
+    start(&server, &sim, "limited-always", "always", serde_json::json!({"max_run_seconds": 2}));
+    let begun = std::time::Instant::now();
+    let failed = wait_status(&server, "limited-always", "FAILED");
+    assert_eq!(failed["reason"], "DeadlineExceeded", "{failed}");
+    assert!(begun.elapsed() < Duration::from_secs(2 + 30), "{:?}", begun.elapsed());
+    wait_until("its Pod gone", Duration::from_secs(30), || pods_of(&sim, "limited-always").is_empty());
+    assert_eq!(
+        listed(&server, "limited-always").map(|process| process["status"].clone()),
+        Some("FAILED".into())
+    );
+    // The same Start again answers the ended process; Stop leaves nothing.
+    start(&server, &sim, "limited-always", "always", serde_json::json!({"max_run_seconds": 2}));
+    assert!(sim.names("pods").iter().all(|pod| pod != "limited-always-0"), "not started again");
+    for name in ["probed", "limited", "limited-always"] {
+        assert_eq!(hpctl_json(&server, &["stop", name]), serde_json::json!([name]));
+    }
+    wait_until("no object left", Duration::from_secs(30), || objects_left(&sim).is_empty());
+}
+
+#[test]
+fn a_lost_never_process_can_be_stopped_by_name_and_started_again() {
+    let sim = KubeSim::start(&[]);
+    let server = server_on(&sim);
+    start(&server, &sim, "once", "never", serde_json::json!({}));
+    wait_status(&server, "once", "RUNNING");
+    sim.kubectl(&["delete", "pod", "once", "--wait=false"]);
+    let failed = wait_status(&server, "once", "FAILED");
+    assert_eq!(failed["reason"], "PodDeleted", "{failed}");
+    // The same Start answers the FAILED process rather than refusing a name being stopped.
+    start(&server, &sim, "once", "never", serde_json::json!({}));
+    assert_eq!(hpctl_json(&server, &["stop", "once"]), serde_json::json!(["once"]));
+    wait_until("no object left", Duration::from_secs(30), || objects_left(&sim).is_empty());
+    // Stopped by Hydroplane, a Pod is not kept: a new process of the name starts.
+    start(&server, &sim, "once", "never", serde_json::json!({}));
+    wait_status(&server, "once", "RUNNING");
+    assert_eq!(hpctl_json(&server, &["stop", "once"]), serde_json::json!(["once"]));
+    wait_until("no object left", Duration::from_secs(30), || objects_left(&sim).is_empty());
 }
 
 #[test]
@@ -243,5 +306,72 @@ fn a_bare_pod_an_older_version_made_keeps_working_and_can_be_stopped() {
     assert!(sim.names("statefulsets").is_empty(), "no new object for an old process");
     assert_eq!(sim.names("pods"), ["old"]);
     assert_eq!(hpctl_json(&server, &["stop", "old"]), serde_json::json!(["old"]));
+    wait_until("no object left", Duration::from_secs(30), || objects_left(&sim).is_empty());
+}
+
+/// The objects that run a process named `name` and are not being deleted: its StatefulSet, Job
+/// or bare Pod (named after it), as `kind/name`.
+fn running_objects(sim: &KubeSim, name: &str) -> Vec<String> {
+    ["statefulset", "job", "pod"]
+        .iter()
+        .filter(|kind| {
+            let output = sim
+                .kubectl_command()
+                .args(["get", kind, name, "--ignore-not-found", "-o", "json"])
+                .output()
+                .expect("run kubectl");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let object: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            object.is_object() && object["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|kind| format!("{kind}/{name}"))
+        .collect()
+}
+
+#[test]
+fn starts_of_one_name_with_two_policies_racing_on_two_servers_never_leave_two_objects() {
+    let sim = KubeSim::start(&[]);
+    let (first, second) = (server_on(&sim), server_on(&sim));
+    let names: Vec<String> = (0..4).map(|index| format!("raced-{index}")).collect();
+    let spec_file = |name: &str, policy: &str| {
+        let spec = serde_json::json!({"process_name": name, "group": "lossy", "restart_policy": policy,
+            "container": {"image_uri": "nginx", "ports": [{"container_port": 80}]}});
+        let path = sim.directory().join(format!("{name}-{policy}.json"));
+        std::fs::write(&path, spec.to_string()).expect("write the spec");
+        path
+    };
+    let files: Vec<(std::path::PathBuf, std::path::PathBuf)> =
+        names.iter().map(|name| (spec_file(name, "always"), spec_file(name, "never"))).collect();
+    // Both Starts of each name at once, one on each server, before either index can have seen
+    // the other's object.
+    let outcomes: Vec<(std::process::Output, std::process::Output)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = files
+            .iter()
+            .map(|(always, never)| {
+                let first =
+                    scope.spawn(|| crate::common::hpctl(&first, &["start", always.to_str().expect("path")]));
+                let second =
+                    scope.spawn(|| crate::common::hpctl(&second, &["start", never.to_str().expect("path")]));
+                (first, second)
+            })
+            .collect();
+        runs.into_iter()
+            .map(|(first, second)| (first.join().expect("hpctl"), second.join().expect("hpctl")))
+            .collect()
+    });
+    for (name, (always, never)) in names.iter().zip(&outcomes) {
+        let said = |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!(always.status.success() && never.status.success()), "{name}: both started");
+        for output in [always, never].into_iter().filter(|output| !output.status.success()) {
+            let said = said(output);
+            assert!(said.contains("already exists") || said.contains("try again"), "{name}: {said}");
+        }
+        let objects = running_objects(&sim, name);
+        assert!(objects.len() <= 1, "{name}: two objects for one process: {objects:?}");
+        let started = usize::from(always.status.success()) + usize::from(never.status.success());
+        assert_eq!(objects.len(), started, "{name}: {objects:?}");
+    }
+    let stopped = hpctl_json(&first, &["stop", "lossy", "-g"]);
+    assert!(stopped.as_array().is_some_and(|stopped| stopped.len() <= names.len()), "{stopped}");
     wait_until("no object left", Duration::from_secs(30), || objects_left(&sim).is_empty());
 }

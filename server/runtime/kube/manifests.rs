@@ -48,6 +48,18 @@ pub const MANAGED_BY: &str = "hydroplane";
 pub const SPEC_ANNOTATION: &str = "hydroplane/spec";
 /// The label selector of every object Hydroplane manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hydroplane";
+/// The finalizer on a bare Pod (`NEVER`) that only Hydroplane's Stop removes: a Pod deleted by
+/// anyone else (`kubectl delete`, an eviction, its node's loss) stays, marked for deletion, so
+/// that the process shows FAILED with the reason instead of vanishing.
+pub const KEEP_STATUS_FINALIZER: &str = "hydroplane/keep-status";
+/// The label on a StatefulSet (`ALWAYS`) that carries the process's `max_run_seconds`, which
+/// the server enforces (a StatefulSet's Pod cannot use `activeDeadlineSeconds`).
+pub const MAX_RUN_SECONDS_LABEL: &str = "hydroplane/max-run-seconds";
+/// The label Hydroplane puts on a StatefulSet it ended (scaled to zero) for running longer
+/// than its `max_run_seconds`: its value is the reason, [`DEADLINE_EXCEEDED`].
+pub const ENDED_LABEL: &str = "hydroplane/ended";
+/// The reason of a process stopped for running longer than its `max_run_seconds`, as a Job's.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 /// The label-key prefix under which a process's own labels are stored: `tier` becomes
 /// `label.hydroplane/tier`, and `example.com/tier` becomes `example.com.label.hydroplane/tier`
@@ -312,7 +324,11 @@ fn object_meta(spec: &ProcessSpec, namespace: Option<&str>) -> ObjectMeta {
 
 /// The bare Pod of a process in `namespace` (`NEVER`).
 pub fn pod(spec: &ProcessSpec, namespace: &str) -> Pod {
-    Pod { metadata: object_meta(spec, Some(namespace)), spec: Some(pod_spec(spec)), status: None }
+    let metadata = ObjectMeta {
+        finalizers: Some(vec![KEEP_STATUS_FINALIZER.to_owned()]),
+        ..object_meta(spec, Some(namespace))
+    };
+    Pod { metadata, spec: Some(pod_spec(spec)), status: None }
 }
 
 /// The Pod template of a controller: the same labels and annotation a bare Pod has, so that
@@ -325,8 +341,12 @@ fn pod_template(spec: &ProcessSpec) -> PodTemplateSpec {
 /// and its governing Service is the process's own (which need not exist: a process without
 /// ports has none, and the StatefulSet does not require it).
 pub fn stateful_set(spec: &ProcessSpec, namespace: &str) -> StatefulSet {
+    let mut metadata = object_meta(spec, Some(namespace));
+    if let (Some(seconds), Some(labels)) = (spec.max_run_seconds, metadata.labels.as_mut()) {
+        labels.insert(MAX_RUN_SECONDS_LABEL.to_owned(), seconds.to_string());
+    }
     StatefulSet {
-        metadata: object_meta(spec, Some(namespace)),
+        metadata,
         spec: StatefulSetSpec {
             replicas: Some(1),
             selector: LabelSelector {
@@ -775,6 +795,8 @@ mod tests {
         );
         assert_eq!(liveness.period_seconds, Some(5));
         assert_eq!(spec_of(&pod), Some(spec));
+        // Only Hydroplane's Stop removes a bare Pod: its finalizer keeps a lost one, FAILED.
+        assert_eq!(pod.metadata.finalizers, Some(vec![KEEP_STATUS_FINALIZER.to_owned()]));
     }
 
     /// The labels, annotation and container every object of `spec` and its Pod template share.
@@ -799,7 +821,11 @@ mod tests {
         assert_eq!(Controller::for_policy(spec.restart_policy), Controller::StatefulSet);
         let set = stateful_set(&spec, "procs");
         let set_spec = &set.spec;
-        check_object(&spec, &set.metadata, &set_spec.template);
+        // The server enforces the limit (see `deadline`), read from the StatefulSet's label.
+        let mut metadata = set.metadata.clone();
+        let limit = metadata.labels.as_mut().and_then(|labels| labels.remove(MAX_RUN_SECONDS_LABEL));
+        assert_eq!(limit.as_deref(), Some("30"));
+        check_object(&spec, &metadata, &set_spec.template);
         assert_eq!(set_spec.replicas, Some(1));
         assert_eq!(set_spec.service_name.as_deref(), Some("api"));
         let selector = set_spec.selector.match_labels.as_ref().expect("match labels");

@@ -17,6 +17,7 @@
 //! from the API server's `pods/log` ([`logs`]), with one shared upstream per followed pod.
 
 pub mod connect;
+pub mod deadline;
 pub mod events;
 pub mod index;
 pub mod log_limit;
@@ -36,7 +37,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -78,6 +79,8 @@ pub struct KubeRuntime {
     table: Arc<ProcessTable>,
     index: Arc<Index>,
     index_task: tokio::task::JoinHandle<()>,
+    /// Ends `ALWAYS` processes past their `max_run_seconds` (see [`deadline`]).
+    deadline_task: tokio::task::JoinHandle<()>,
     name: &'static str,
     /// Whether the cluster refused to list Events (a Role without `events: list`), so that the
     /// warning is logged once and not on every Describe.
@@ -91,6 +94,7 @@ pub struct KubeRuntime {
 impl Drop for KubeRuntime {
     fn drop(&mut self) {
         self.index_task.abort();
+        self.deadline_task.abort();
     }
 }
 
@@ -113,6 +117,8 @@ impl KubeRuntime {
         let table = ProcessTable::starting_now();
         let index = Index::new(namespace.clone(), Arc::clone(&table));
         let index_task = index.spawn(client.clone());
+        let deadline_task =
+            tokio::spawn(deadline::run(Arc::clone(&index), Api::namespaced(client.clone(), &namespace)));
         if !index.wait_until(INITIAL_SYNC_TIMEOUT, |view| view.synced()).await {
             tracing::warn!(timeout = ?INITIAL_SYNC_TIMEOUT, health = ?index.health(), "the index is not synced yet; serving what it has");
         }
@@ -133,6 +139,7 @@ impl KubeRuntime {
             table,
             index,
             index_task,
+            deadline_task,
             name,
             events_refused: AtomicBool::new(false),
             log_hubs: Arc::default(),
@@ -276,7 +283,14 @@ impl KubeRuntime {
             })
             .await;
         let existing = manifests::spec_in(&metadata);
-        self.existing(spec, existing.as_ref(), controller, &uid, metadata.deletion_timestamp.is_some()).await
+        // A bare Pod that keeps its finalizer while being deleted was lost, not stopped: it is
+        // the process, FAILED, until Stop removes it.
+        let kept = metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|finalizers| finalizers.iter().any(|f| f == manifests::KEEP_STATUS_FINALIZER));
+        let stopping = metadata.deletion_timestamp.is_some() && !kept;
+        self.existing(spec, existing.as_ref(), controller, &uid, stopping).await
     }
 
     /// The answer to a Start for a name that is taken by the `controller` object `uid`: the
@@ -468,6 +482,12 @@ impl KubeRuntime {
     /// Deletes the object of a Start that failed after creating it, and with it whatever it owns
     /// already: no orphans. Retried a few times, since the failure may be the API server's.
     async fn delete_half_made(&self, controller: Controller, name: &str, uid: &str) {
+        // A bare Pod's finalizer first, or the Pod would stay as a lost process.
+        if controller == Controller::Pod
+            && let Err(error) = self.release_pod(name, uid).await
+        {
+            tracing::warn!(process = %name, error = %error_chain(&error), "cannot remove the finalizer of a failed start's pod");
+        }
         let params = DeleteParams {
             propagation_policy: Some(kube::api::PropagationPolicy::Background),
             preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
@@ -517,6 +537,13 @@ impl KubeRuntime {
                 _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
             },
         };
+        // A bare Pod's finalizer comes off first, so that the delete below is Hydroplane's own
+        // Stop (the Pod goes) and not a loss (the Pod stays, FAILED). A Pod lost already goes
+        // with its finalizer.
+        let released = match controller {
+            Controller::Pod => self.release_pod(name, &uid).await?,
+            _ => None,
+        };
         let params = DeleteParams {
             // Foreground: the object goes only after its Pods, Service and Secrets (and a Job's
             // Pods would be orphaned by a delete that names no policy).
@@ -526,6 +553,7 @@ impl KubeRuntime {
         };
         match self.delete_object(controller, name, &params).await {
             Ok(()) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 && released == Some(true) => {}
             Err(kube::Error::Api(response)) if response.code == 404 => {
                 return Err(RuntimeError::NotFound { name: name.to_owned() });
             }
@@ -533,6 +561,82 @@ impl KubeRuntime {
         }
         self.index.wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| view.stopping_or_gone(name, &uid)).await;
         Ok(vec![name.to_owned()])
+    }
+
+    /// Takes [`manifests::KEEP_STATUS_FINALIZER`] off the bare Pod `name` whose uid is `uid`, so
+    /// that Hydroplane's own delete removes it. Says whether the Pod was being deleted already
+    /// (lost: without the finalizer it is gone now), or `None` when there is no such Pod.
+    async fn release_pod(&self, name: &str, uid: &str) -> Result<Option<bool>, RuntimeError> {
+        let mut delays = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let metadata = self.get_object_meta(Controller::Pod, name).await?;
+            let Some(metadata) = metadata.filter(|metadata| metadata.uid.as_deref() == Some(uid)) else {
+                return Ok(None);
+            };
+            let deleting = metadata.deletion_timestamp.is_some();
+            match self.remove_keep_finalizer(name, &metadata).await {
+                Ok(()) => return Ok(Some(deleting)),
+                // Changed meanwhile (the resourceVersion is the patch's precondition): read again.
+                Err(kube::Error::Api(response)) if response.code == 409 => {
+                    tokio::time::sleep(delays.next_delay()).await;
+                }
+                Err(kube::Error::Api(response)) if response.code == 404 => return Ok(None),
+                Err(error) => {
+                    return Err(self.error(&format!("remove the finalizer of the pod `{name}`"), error));
+                }
+            }
+        }
+    }
+
+    /// Patches [`manifests::KEEP_STATUS_FINALIZER`] out of a Pod's finalizers, if it has it, on
+    /// the condition that the Pod is still at `metadata`'s resourceVersion (a merge patch that
+    /// names the version fails with a conflict otherwise, so another finalizer is never lost).
+    async fn remove_keep_finalizer(&self, name: &str, metadata: &ObjectMeta) -> Result<(), kube::Error> {
+        let finalizers = metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|finalizer| finalizer == manifests::KEEP_STATUS_FINALIZER) {
+            return Ok(());
+        }
+        let rest: Vec<&String> =
+            finalizers.iter().filter(|finalizer| *finalizer != manifests::KEEP_STATUS_FINALIZER).collect();
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": if rest.is_empty() { serde_json::Value::Null } else { serde_json::json!(rest) },
+            "resourceVersion": metadata.resource_version,
+        }});
+        self.pods().patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+    }
+
+    /// Releases every bare Pod among `pods` (by their metadata) that keeps our finalizer, a few at
+    /// a time; answers the processes of those that were lost (being deleted already: now gone).
+    async fn release_pods<'a>(
+        &self,
+        pods: impl Iterator<Item = &'a ObjectMeta>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        use futures::StreamExt;
+        let kept: Vec<(String, String, String)> = pods
+            .filter(|pod| {
+                pod.finalizers.as_ref().is_some_and(|finalizers| {
+                    finalizers.iter().any(|f| f == manifests::KEEP_STATUS_FINALIZER)
+                })
+            })
+            .map(|pod| {
+                let name = pod.name.clone().unwrap_or_default();
+                let process = pod.labels.as_ref().and_then(|labels| labels.get(PROCESS_LABEL)).cloned();
+                (process.unwrap_or_else(|| name.clone()), name, pod.uid.clone().unwrap_or_default())
+            })
+            .collect();
+        let results: Vec<Result<Option<String>, RuntimeError>> = futures::stream::iter(kept)
+            .map(|(process, name, uid)| async move {
+                let released = self.release_pod(&name, &uid).await?;
+                Ok((released == Some(true)).then_some(process))
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut lost = Vec::new();
+        for result in results {
+            lost.extend(result?);
+        }
+        Ok(lost)
     }
 
     async fn stop_group(&self, group: &str) -> Result<Vec<String>, RuntimeError> {
@@ -615,18 +719,28 @@ impl KubeRuntime {
             either::Either::Left(deleted) => names.extend(deleted.items.iter().map(ResourceExt::name_any)),
             either::Either::Right(_) => complete = false,
         }
+        // Bare Pods lose their finalizer first (see `stop_one`); one lost already goes with it.
+        let kept = self
+            .pods()
+            .list_metadata(&list)
+            .await
+            .map_err(|error| self.error(&format!("list {whose} pods"), error))?;
+        names.extend(self.release_pods(kept.items.iter().map(|pod| &pod.metadata)).await?);
         let pods = self
             .pods()
             .delete_collection(&params, &list)
             .await
             .map_err(|error| self.error(&format!("delete {whose} pods"), error))?;
         match pods {
-            either::Either::Left(deleted) => names.extend(
-                deleted
-                    .items
-                    .iter()
-                    .map(|pod| pod.labels().get(PROCESS_LABEL).cloned().unwrap_or_else(|| pod.name_any())),
-            ),
+            either::Either::Left(deleted) => {
+                names.extend(
+                    deleted.items.iter().map(|pod| {
+                        pod.labels().get(PROCESS_LABEL).cloned().unwrap_or_else(|| pod.name_any())
+                    }),
+                );
+                // A bare Pod made between the list and the delete kept its finalizer.
+                self.release_pods(deleted.items.iter().map(|pod| &pod.metadata)).await?;
+            }
             either::Either::Right(_) => complete = false,
         }
         if !complete {
@@ -764,6 +878,23 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let name = spec.process_name.clone();
+        // One Start of a name at a time on this server: a second one waits for the first to be
+        // seen by the index, then answers as for any name taken (the same process, or why not),
+        // rather than making an object of another kind beside it (the kinds' names do not clash).
+        // Until this Start has made the whole process, its object without a Service is not shown
+        // as half-made either.
+        let _making = loop {
+            if let Some(making) = self.index.try_making(&name) {
+                break making;
+            }
+            let done = self.index.wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| !view.making(&name)).await;
+            if !done {
+                return Err(RuntimeError::Unavailable {
+                    runtime: self.name,
+                    message: format!("another Start of `{name}` is still in progress; try again"),
+                });
+            }
+        };
         if self.index.read(|view| view.has(&name)) {
             // Taken: the spec is read from the object itself, since the index keeps none. An
             // object gone meanwhile frees the name again.
@@ -772,9 +903,6 @@ impl Runtime for KubeRuntime {
             }
         }
         let secrets = self.resolve_secrets(&spec)?;
-        // Until this Start has made the whole process (and the index has seen it), its object
-        // without a Service is not shown as half-made.
-        let _making = self.index.making(&name);
         let controller = Controller::for_policy(spec.restart_policy);
         // The object first: its uid is what the Service and Secrets are owned by, so a server
         // that dies after it leaves an object that a retried Start finishes (see
@@ -819,7 +947,7 @@ impl Runtime for KubeRuntime {
         let expects_service = !spec.container.ports.is_empty();
         self.index
             .wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.owner(&name).is_some_and(|(_, owner)| owner == uid)
+                view.has_object(&name, &uid)
                     && view.pod(&name).is_some()
                     && (!expects_service
                         || view
@@ -827,6 +955,21 @@ impl Runtime for KubeRuntime {
                             .is_some_and(|service| service.owner_uid.as_deref() == Some(&*uid)))
             })
             .await;
+        // Another server's Start of the name with another restart policy may have made an object
+        // of another kind meanwhile: whichever Start sees the other's object undoes its own
+        // (both may, and both callers are told to try again), so two never stay.
+        if let Some(other) = self.index.read(|view| view.other_object(&name, &uid)) {
+            self.delete_half_made(controller, &name, &uid).await;
+            return Err(RuntimeError::Conflict {
+                message: format!(
+                    "a {} of `{name}` was made at the same time as this Start's {} (another Start of the name, \
+                     with another restart policy); this Start's is undone: try again",
+                    kind_name(other),
+                    kind_name(controller)
+                ),
+                source: None,
+            });
+        }
         Ok(Started { process: self.info_after_create(&spec, &metadata), created: true })
     }
 
@@ -919,6 +1062,7 @@ impl Runtime for KubeRuntime {
     async fn shutdown(&self) {
         // Processes on a cluster are the cluster's: they outlive the server by design.
         self.index_task.abort();
+        self.deadline_task.abort();
     }
 }
 

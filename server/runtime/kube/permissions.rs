@@ -32,12 +32,14 @@ const fn namespaced(resource: &'static str, verbs: &'static [&'static str]) -> P
 pub const PERMISSIONS: &[Permission] = &[
     // Processes: run by a StatefulSet (ALWAYS), a Job (ON_FAILURE) or a bare Pod (NEVER), each
     // created, watched for the index, read when a name is taken, deleted one by one or by group
-    // (deletecollection by label). Pods are also read for their logs' state.
-    namespaced("pods", &["get", "list", "watch", "create", "delete", "deletecollection"]),
+    // (deletecollection by label). Pods are also read for their logs' state; a bare Pod's
+    // finalizer (which keeps a lost NEVER process listed as FAILED) is patched off by Stop.
+    namespaced("pods", &["get", "list", "watch", "create", "patch", "delete", "deletecollection"]),
     Permission {
         api_group: "apps",
         resource: "statefulsets",
-        verbs: &["get", "list", "watch", "create", "delete", "deletecollection"],
+        // patch: scaled to zero when the process outlives its max_run_seconds.
+        verbs: &["get", "list", "watch", "create", "patch", "delete", "deletecollection"],
         cluster_scoped: false,
     },
     Permission {
@@ -138,12 +140,12 @@ mod tests {
     fn a_missing_verb_and_an_extra_one_are_both_named() {
         let mut roles = documents(include_str!("../../../examples/rbac.yaml"));
         let role = roles.iter_mut().find(|document| document["kind"] == "Role").expect("a Role");
-        role["rules"][0]["verbs"] = json!(["get", "list", "watch", "create", "delete", "patch"]);
+        role["rules"][0]["verbs"] = json!(["get", "list", "watch", "create", "delete", "patch", "update"]);
         assert_eq!(
             check_rbac(&roles),
             [
                 "no Role grants `deletecollection` on `pods`, which the runtime uses",
-                "a Role grants `patch` on `pods`, which the runtime does not use",
+                "a Role grants `update` on `pods`, which the runtime does not use",
             ]
         );
         // Nodes granted in a namespace do not count: nodes are cluster-scoped.

@@ -2,6 +2,7 @@
 //! on the slim Pod its watch decodes.
 
 use super::index::slim::{SlimContainerStatus, SlimPod};
+use super::manifests::KEEP_STATUS_FINALIZER;
 
 use crate::spec::ProcessStatus;
 
@@ -46,7 +47,14 @@ pub fn pod_state(pod: &SlimPod) -> PodState {
         exit_code: None,
     };
     if pod.metadata.deletion_timestamp.is_some() {
-        state.status = ProcessStatus::Stopping;
+        match lost(pod) {
+            Some((reason, message)) => {
+                state.status = ProcessStatus::Failed;
+                state.reason = Some(reason.to_owned());
+                state.message = Some(message);
+            }
+            None => state.status = ProcessStatus::Stopping,
+        }
         return state;
     }
     let phase = status.and_then(|status| status.phase.as_deref()).unwrap_or("Pending");
@@ -114,6 +122,56 @@ pub fn pod_state(pod: &SlimPod) -> PodState {
         }
     }
     state
+}
+
+/// The reason of a `NEVER` process whose bare Pod was deleted by someone else: `kubectl
+/// delete`, a controller, a person.
+pub const DELETED: &str = "PodDeleted";
+/// The reason of a `NEVER` process whose bare Pod was evicted (the Eviction API, as `kubectl
+/// drain` uses it, or the kubelet under node pressure).
+pub const EVICTED: &str = "Evicted";
+/// The reason of a `NEVER` process whose bare Pod was lost with its node (deleted, or
+/// unreachable and its Pods evicted by the taint manager).
+pub const NODE_LOST: &str = "NodeLost";
+/// The reason of a `NEVER` process whose bare Pod was preempted by the scheduler.
+pub const PREEMPTED: &str = "Preempted";
+
+/// Why a bare Pod that is being deleted was lost, when it still carries
+/// [`KEEP_STATUS_FINALIZER`], which only Hydroplane's Stop removes: the reason and a message,
+/// from the `DisruptionTarget` condition the control plane writes before it deletes a Pod it
+/// disrupts (none: someone deleted it). `None` for a Pod Hydroplane is stopping.
+fn lost(pod: &SlimPod) -> Option<(&'static str, String)> {
+    let kept = pod.metadata.finalizers.as_ref()?.iter().any(|finalizer| finalizer == KEEP_STATUS_FINALIZER);
+    if !kept {
+        return None;
+    }
+    let disruption =
+        pod.status.as_ref().and_then(|status| status.conditions.as_ref()).and_then(|conditions| {
+            conditions.iter().find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        });
+    let node = match pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref()) {
+        Some(node) => format!("its node `{node}`"),
+        None => "its node".to_owned(),
+    };
+    let after = "; a process with restart policy NEVER is not made again (Stop removes it)";
+    let (reason, what) = match disruption.and_then(|condition| condition.reason.as_deref()) {
+        Some("EvictionByEvictionAPI" | "TerminationByKubelet") => (EVICTED, "its Pod was evicted".to_owned()),
+        Some("DeletionByPodGC") => (NODE_LOST, format!("its Pod was lost with {node}, which is gone")),
+        Some("DeletionByTaintManager") => {
+            (NODE_LOST, format!("its Pod was evicted from {node}, which is not ready or unreachable"))
+        }
+        Some("PreemptionByScheduler") => {
+            (PREEMPTED, "its Pod was preempted by a Pod of higher priority".to_owned())
+        }
+        Some(other) => (DELETED, format!("its Pod was deleted ({other})")),
+        None => (DELETED, "its Pod was deleted by someone other than Hydroplane".to_owned()),
+    };
+    let detail = disruption.and_then(|condition| condition.message.as_deref());
+    let message = match detail {
+        Some(detail) => format!("{what} ({detail}){after}"),
+        None => format!("{what}{after}"),
+    };
+    Some((reason, message))
 }
 
 /// The reason, message and exit code of a container that has terminated.
@@ -244,5 +302,25 @@ mod tests {
         pod.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         assert_eq!(pod_state(&pod).status, ProcessStatus::Stopping);
+    }
+
+    #[test]
+    fn a_bare_pod_deleted_by_someone_else_is_failed_with_why() {
+        #[track_caller]
+        fn check_lost(conditions: serde_json::Value, reason: &str, says: &str) {
+            let mut pod = pod(serde_json::json!({"phase": "Running", "conditions": conditions}));
+            pod.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+            pod.metadata.finalizers = Some(vec![KEEP_STATUS_FINALIZER.to_owned()]);
+            let state = pod_state(&pod);
+            assert_eq!((state.status, state.reason.as_deref()), (ProcessStatus::Failed, Some(reason)));
+            let message = state.message.unwrap_or_default();
+            assert!(message.contains(says), "{message}");
+        }
+        let disrupted = |reason: &str| serde_json::json!([{"type": "DisruptionTarget", "status": "True", "reason": reason, "message": "why"}]);
+        check_lost(serde_json::json!([]), DELETED, "deleted by someone other than Hydroplane");
+        check_lost(disrupted("EvictionByEvictionAPI"), EVICTED, "evicted (why)");
+        check_lost(disrupted("DeletionByPodGC"), NODE_LOST, "which is gone");
+        check_lost(disrupted("DeletionByTaintManager"), NODE_LOST, "not ready");
     }
 }

@@ -108,6 +108,8 @@ pub struct ControllerEntry {
     pub ended: Option<(ProcessStatus, Box<str>, Option<Box<str>>)>,
     /// How many Pods a Job replaced (deleted, evicted or lost with their node).
     pub replaced: u32,
+    /// A StatefulSet's `max_run_seconds` (its label), which the server enforces.
+    pub max_run_seconds: Option<u64>,
 }
 
 /// The Pods of each process, by the process label: usually one, two while one is replaced.
@@ -454,12 +456,29 @@ fn controller_entry(
         deleting: metadata.deletion_timestamp.is_some(),
         ended: None,
         replaced: 0,
+        max_run_seconds: None,
     };
     (metadata.name.unwrap_or_default(), entry)
 }
 
 pub(super) fn stateful_set_entry(set: SlimStatefulSet, interned: &mut Interned) -> (String, ControllerEntry) {
-    controller_entry(set.metadata, interned)
+    let labels = set.metadata.labels.as_ref();
+    let max_run_seconds = labels
+        .and_then(|labels| labels.get(manifests::MAX_RUN_SECONDS_LABEL))
+        .and_then(|seconds| seconds.parse().ok());
+    let ended = labels.and_then(|labels| labels.get(manifests::ENDED_LABEL)).map(|reason| {
+        let message = match max_run_seconds {
+            Some(seconds) => format!(
+                "ran longer than its max_run_seconds ({seconds} s): Hydroplane scaled its StatefulSet to zero"
+            ),
+            None => "ended by Hydroplane: its StatefulSet is scaled to zero".to_owned(),
+        };
+        (ProcessStatus::Failed, reason.clone().into_boxed_str(), Some(message.into_boxed_str()))
+    });
+    let (name, mut entry) = controller_entry(set.metadata, interned);
+    entry.max_run_seconds = max_run_seconds;
+    entry.ended = ended;
+    (name, entry)
 }
 
 pub(super) fn job_entry(job: SlimJob, interned: &mut Interned) -> (String, ControllerEntry) {

@@ -73,6 +73,9 @@ pub(super) struct IndexState {
     /// The processes a Start of this server is making now ([`Index::making`]): between their
     /// Pod and their Service they are not half-made, only not made yet.
     making: HashSet<String>,
+    /// The StatefulSets with a `max_run_seconds`, which the deadline task checks (few, so it
+    /// never scans every process).
+    limited: HashSet<String>,
 }
 
 /// How long after its last failure a watch counts as down: longer than the longest backoff.
@@ -222,6 +225,13 @@ impl Index {
         Making { index: self, name: name.to_owned() }
     }
 
+    /// Marks `name` as being made by a Start of this server, as [`Index::making`] does, unless
+    /// another Start of this server is making it already: `None` then.
+    pub fn try_making(&self, name: &str) -> Option<Making<'_>> {
+        let inserted = self.lock().making.insert(name.to_owned());
+        inserted.then(|| Making { index: self, name: name.to_owned() })
+    }
+
     /// Reads the index.
     pub fn read<T>(&self, read: impl FnOnce(&IndexView<'_>) -> T) -> T {
         read(&IndexView { state: &self.lock() })
@@ -242,6 +252,14 @@ impl Index {
         let mut state = self.lock();
         let IndexState { stateful_sets, interned, .. } = &mut *state;
         let applied = stateful_sets.apply(event, |set| stateful_set_entry(set, interned));
+        let IndexState { stateful_sets, limited, .. } = &mut *state;
+        for name in &applied.touched {
+            if stateful_sets.live.get(name).is_some_and(|set| set.max_run_seconds.is_some()) {
+                limited.insert(name.clone());
+            } else {
+                limited.remove(name);
+            }
+        }
         self.finish(state, "statefulsets", applied.relisted, applied.touched);
     }
 
@@ -458,6 +476,65 @@ impl IndexView<'_> {
             Some((_, controller)) => controller.deleting,
             None => self.pod(name).is_none_or(|pod| pod.state.status == ProcessStatus::Stopping),
         }
+    }
+
+    /// The StatefulSets past their `max_run_seconds` at `now` that are still running: each
+    /// process's name and its StatefulSet's uid. Read by the
+    /// deadline task a few times a second: only those with a `max_run_seconds` are looked at.
+    pub fn past_deadline(&self, now: jiff::Timestamp) -> Vec<(String, String)> {
+        self.state
+            .limited
+            .iter()
+            .filter_map(|name| Some((name, self.state.stateful_sets.live.get(name)?)))
+            .filter(|(_, set)| !set.deleting && set.ended.is_none())
+            .filter(|(_, set)| {
+                set.max_run_seconds.is_some_and(|seconds| {
+                    let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+                    set.created
+                        .checked_add(jiff::SignedDuration::from_secs(seconds))
+                        .is_ok_and(|due| due <= now)
+                })
+            })
+            .map(|(name, set)| (name.clone(), set.uid.to_string()))
+            .collect()
+    }
+
+    /// Whether a Start of this server is making the process now.
+    pub fn making(&self, name: &str) -> bool {
+        self.state.making.contains(name)
+    }
+
+    /// Whether the index has the object `uid` that runs the process `name`: its StatefulSet, its
+    /// Job or its bare Pod (named after the process).
+    pub fn has_object(&self, name: &str, uid: &str) -> bool {
+        self.objects(name).any(|(_, object_uid, _)| object_uid == uid)
+    }
+
+    /// The kind of an object other than `uid` that runs a process named `name` and is not being
+    /// deleted: a second object for one name, which a Start racing another Start of another
+    /// restart policy (on another server) can make, since the kinds do not share names.
+    pub fn other_object(&self, name: &str, uid: &str) -> Option<Controller> {
+        self.objects(name)
+            .find(|(_, object_uid, deleting)| *object_uid != uid && !deleting)
+            .map(|(controller, _, _)| controller)
+    }
+
+    /// Every object that runs a process named `name`, with its uid and whether it is being
+    /// deleted (or, for a Pod, stopping).
+    fn objects<'b>(&'b self, name: &'b str) -> impl Iterator<Item = (Controller, &'b str, bool)> + 'b {
+        let set = self
+            .state
+            .stateful_sets
+            .live
+            .get(name)
+            .map(|set| (Controller::StatefulSet, &*set.uid, set.deleting));
+        let job = self.state.jobs.live.get(name).map(|job| (Controller::Job, &*job.uid, job.deleting));
+        let bare = self
+            .pods(name)
+            .iter()
+            .filter(move |pod| *pod.name == *name)
+            .map(|pod| (Controller::Pod, &*pod.uid, pod.state.status == ProcessStatus::Stopping));
+        set.into_iter().chain(job).chain(bare)
     }
 
     /// Whether the index has anything of a process: a controller or a Pod.

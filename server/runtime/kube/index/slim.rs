@@ -20,6 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+#[cfg(doc)]
+use super::super::manifests::KEEP_STATUS_FINALIZER;
 use super::super::manifests::{MANAGED_BY_LABEL, USER_LABEL_DOMAIN};
 
 /// The metadata the index reads of an object.
@@ -35,6 +37,8 @@ struct SlimMeta {
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
     owner_references: Option<Vec<OwnerReference>>,
+    /// Read for [`KEEP_STATUS_FINALIZER`]: a bare Pod that keeps it while being deleted was lost.
+    finalizers: Option<Vec<String>>,
 }
 
 /// Decodes an object's metadata through [`SlimMeta`], so that what it skips is never
@@ -50,6 +54,7 @@ fn slim_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D
         creation_timestamp: meta.creation_timestamp,
         deletion_timestamp: meta.deletion_timestamp,
         owner_references: meta.owner_references,
+        finalizers: meta.finalizers,
         ..ObjectMeta::default()
     })
 }
