@@ -139,7 +139,7 @@ async fn a_failed_process_keeps_its_ten_lines_and_its_history() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_processes_and_previous_runs_are_refused() {
+async fn unknown_processes_and_previous_runs_of_processes_never_restarted_are_refused() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let server = server(&scratch, "");
     let mut client = server.client().await;
@@ -151,7 +151,48 @@ async fn unknown_processes_and_previous_runs_are_refused() {
         .await
         .expect_err("previous");
     assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
-    assert!(error.message().contains("one output across a process's restarts"), "{}", error.message());
+    assert!(error.message().contains("has not restarted"), "{}", error.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previous_reads_the_run_before_the_last_restart() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let server = server(&scratch, "");
+    let mut client = server.client().await;
+    // Each run says which it is, on both streams; the first two fail, the third stays.
+    let counter = scratch.path().join("runs");
+    let script = format!(
+        "n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; \
+         echo \"run $n\"; echo \"err $n\" >&2; echo \"end $n\"; \
+         if [ $n -ge 3 ]; then sleep 300; fi; exit 1",
+        counter = counter.display()
+    );
+    let mut spec = shell("again", &script);
+    spec["restart_policy"] = json!("on_failure");
+    client.start(start_request(spec)).await.expect("start");
+    // The third run's output is a line with no event of its own: polled, with a deadline.
+    let deadline = Instant::now() + LOGS_TIMEOUT;
+    loop {
+        let all = text_of(&logs(&mut client, logs_request("again")).await);
+        if all.contains("end 3") {
+            assert!(all.starts_with("run 1\n"), "every run kept without `previous`: {all}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no third run: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let previous = proto::LogsRequest { previous: true, ..logs_request("again") };
+    let both = text_of(&logs(&mut client, previous.clone()).await);
+    let mut lines: Vec<&str> = both.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["end 2", "err 2", "run 2"], "the second run only: {both}");
+    let stdout = proto::LogsRequest { stream: LogStream::Stdout as i32, ..previous.clone() };
+    assert_eq!(text_of(&logs(&mut client, stdout.clone()).await), "run 2\nend 2\n");
+    let tail = proto::LogsRequest { tail_lines: Some(1), ..stdout };
+    assert_eq!(text_of(&logs(&mut client, tail).await), "end 2\n");
+    // A follower of the previous run ends with it.
+    let followed = proto::LogsRequest { follow: true, ..previous };
+    assert!(text_of(&logs(&mut client, followed).await).contains("run 2"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

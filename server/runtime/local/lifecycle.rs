@@ -106,6 +106,8 @@ impl Lifecycle {
                     break;
                 }
             }
+            // The output from here on is the new run's; the one before is Logs' `previous`.
+            self.process.output.begin_run();
             next = self.relaunch().await;
         }
         self.process.output.finish();

@@ -18,6 +18,11 @@
 //!   usual case); otherwise it takes two passes over what is kept: the first counts the lines that
 //!   pass the filters, the second skips all but the last N. Both passes read the same open files,
 //!   so a rotation in between does not shift the count.
+//! - Runs: a process restarted under its policy keeps one output, all its runs in offset order;
+//!   each restart records the offset where the new run begins ([`ProcessOutput::begin_run`]), so
+//!   `previous` reads the run before the current one, as Kubernetes' `previous` reads the
+//!   container before the restart. Without `previous` a call reads every run still kept, so that
+//!   no output is hidden.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -54,6 +59,10 @@ struct OutputState {
     buffer: OutputBuffer,
     /// `None` without a directory, once writing failed, and once the process is stopped.
     disk: Option<SegmentWriter>,
+    /// The global offset where the current run's output begins.
+    run_start: u64,
+    /// The previous run's output: from its first byte's offset to the current run's.
+    previous_run: Option<(u64, u64)>,
 }
 
 /// How far a process's output has got.
@@ -71,7 +80,12 @@ impl ProcessOutput {
     pub fn new(buffer_limit: usize, directory: Option<PathBuf>, max_log_bytes: u64) -> ProcessOutput {
         let disk = directory.clone().map(|directory| SegmentWriter::new(directory, max_log_bytes));
         ProcessOutput {
-            state: Mutex::new(OutputState { buffer: OutputBuffer::new(buffer_limit), disk }),
+            state: Mutex::new(OutputState {
+                buffer: OutputBuffer::new(buffer_limit),
+                disk,
+                run_start: 0,
+                previous_run: None,
+            }),
             progress: watch::Sender::new(Progress::default()),
             directory,
         }
@@ -107,6 +121,21 @@ impl ProcessOutput {
         self.progress.send_modify(|progress| progress.end = end);
     }
 
+    /// Says that a new run of the process begins: what follows is its output, and the run before
+    /// it becomes the `previous` one.
+    pub fn begin_run(&self) {
+        let mut state = lock(&self.state);
+        let end = state.buffer.end();
+        state.previous_run = Some((state.run_start, end));
+        state.run_start = end;
+        state.buffer.seal();
+    }
+
+    /// The previous run's output as offsets (from, to), once the process has restarted.
+    pub fn previous_run(&self) -> Option<(u64, u64)> {
+        lock(&self.state).previous_run
+    }
+
     /// Says that no more output will come, which ends the followers once they have read it all.
     pub fn finish(&self) {
         self.progress.send_modify(|progress| progress.finished = true);
@@ -122,11 +151,19 @@ impl ProcessOutput {
 }
 
 /// Streams what `query` asks of `output`.
+/// With `previous`, that is the previous run's output only, never followed (nothing when the
+/// process has not restarted: the caller checks [`ProcessOutput::previous_run`] first).
 pub fn serve(output: Arc<ProcessOutput>, query: LogsQuery) -> LogPieces {
-    let end = output.progress.borrow().end;
-    let limit = (!query.follow).then_some(end);
+    let (from, end, limit) = if query.previous {
+        let (from, to) = output.previous_run().unwrap_or_default();
+        (from, to, Some(to))
+    } else {
+        let end = output.progress.borrow().end;
+        (0, end, (!query.follow).then_some(end))
+    };
     let serving = Serving {
-        reader: Reader::new(output, limit),
+        reader: Reader::new(output, from, limit),
+        from,
         filter: Filter { streams: query.streams, since: query.since },
         tail: query.tail_lines.map(|lines| (lines, end)),
         skip_lines: 0,
@@ -153,6 +190,8 @@ pub fn serve(output: Arc<ProcessOutput>, query: LogsQuery) -> LogPieces {
 /// One Logs call's state between pieces.
 struct Serving {
     reader: Reader,
+    /// The global offset the call reads from: 0, or the start of the previous run.
+    from: u64,
     filter: Filter,
     /// `tail_lines` and the end offset it counts up to, until the first piece is asked for.
     tail: Option<(u64, u64)>,
@@ -200,14 +239,14 @@ impl Serving {
         }
         let in_memory = {
             let state = lock(&self.reader.output.state);
-            tail_start_in_memory(&state.buffer, self.filter, lines, end)
+            tail_start_in_memory(&state.buffer, self.filter, lines, self.from, end)
         };
         if let Some(start) = in_memory {
             self.reader.cursor = start;
             self.reader.started = true;
             return Ok(());
         }
-        let mut counting = Reader::new(Arc::clone(&self.reader.output), Some(end));
+        let mut counting = Reader::new(Arc::clone(&self.reader.output), self.from, Some(end));
         let mut count = LineCount::default();
         while let Some(piece) = counting.next().await? {
             if self.filter.passes(&piece) {
@@ -221,9 +260,17 @@ impl Serving {
     }
 }
 
-/// Where the last `lines` lines before `end` that pass the filter begin, when the buffer holds
-/// them all (scanning back from `end`); `None` when it holds fewer, and the disk must be counted.
-fn tail_start_in_memory(buffer: &OutputBuffer, filter: Filter, lines: u64, end: u64) -> Option<u64> {
+/// Where the last `lines` lines between `from` and `end` that pass the filter begin, when the
+/// buffer holds them all (scanning back from `end`); `None` when it holds fewer, and the disk
+/// must be counted. `from` is where a run begins, which a chunk never straddles (see
+/// [`OutputBuffer::seal`]).
+fn tail_start_in_memory(
+    buffer: &OutputBuffer,
+    filter: Filter,
+    lines: u64,
+    from: u64,
+    end: u64,
+) -> Option<u64> {
     let mut boundaries = 0;
     // The scan holds the output's lock: past this many bytes, the passes outside it are better.
     let mut budget = MEMORY_TAIL_SCAN_BYTES;
@@ -232,6 +279,9 @@ fn tail_start_in_memory(buffer: &OutputBuffer, filter: Filter, lines: u64, end: 
     for chunk in buffer.chunks().rev() {
         if chunk.offset >= end {
             continue;
+        }
+        if chunk.offset < from {
+            break;
         }
         if !filter.passes_stream_at(chunk.stream, chunk.time) {
             continue;
@@ -249,8 +299,8 @@ fn tail_start_in_memory(buffer: &OutputBuffer, filter: Filter, lines: u64, end: 
         }
     }
     // Fewer lines than asked for in memory: all of them, when memory holds all there is.
-    let nothing_older = buffer.start() == 0;
-    nothing_older.then_some(0)
+    let nothing_older = buffer.start() <= from;
+    nothing_older.then_some(from)
 }
 
 /// Which pieces a call wants.
@@ -343,12 +393,12 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(output: Arc<ProcessOutput>, limit: Option<u64>) -> Reader {
+    fn new(output: Arc<ProcessOutput>, from: u64, limit: Option<u64>) -> Reader {
         let progress = output.progress.subscribe();
         Reader {
             output,
             progress,
-            cursor: 0,
+            cursor: from,
             limit,
             snapshot: None,
             hint: ReadHint::default(),

@@ -490,12 +490,9 @@ impl Runtime for LocalRuntime {
             .get(process_name)
             .cloned()
             .ok_or_else(|| RuntimeError::NotFound { name: process_name.to_owned() })?;
-        if query.previous {
+        if query.previous && process.output.previous_run().is_none() {
             return Err(RuntimeError::NotServable {
-                message: format!(
-                    "process `{process_name}` has no separate previous run: the local runtime keeps one \
-                     output across a process's restarts; ask without `previous` for all of it"
-                ),
+                message: format!("process `{process_name}` has not restarted: there is no previous run"),
             });
         }
         Ok(logs::serve(Arc::clone(&process.output), query))

@@ -74,6 +74,8 @@ pub struct OutputBuffer {
     dropped_bytes: u64,
     /// The global offset past the newest byte.
     end: u64,
+    /// The next push starts a chunk of its own (a run of the process begins there).
+    sealed: bool,
 }
 
 impl OutputBuffer {
@@ -87,7 +89,14 @@ impl OutputBuffer {
             max_chunk: (limit / 8).clamp(1, MAX_CHUNK_BYTES),
             dropped_bytes: 0,
             end: 0,
+            sealed: false,
         }
+    }
+
+    /// Makes the next output start a chunk of its own, so that no chunk holds output of two runs
+    /// of the process (Logs `previous` cuts at the offset between them).
+    pub fn seal(&mut self) {
+        self.sealed = true;
     }
 
     /// Appends output read at `time`, dropping the oldest chunks beyond the limit; its offset is
@@ -118,9 +127,10 @@ impl OutputBuffer {
     /// new one; returns how many bytes were taken.
     fn append(&mut self, stream: OutputStream, bytes: &[u8], time: jiff::Timestamp) -> usize {
         let max_chunk = self.max_chunk;
-        let joins = self.chunks.back().is_some_and(|chunk| {
-            chunk.stream == stream && chunk.bytes.len() < max_chunk && within_coalescing(chunk.time, time)
-        });
+        let joins = !std::mem::take(&mut self.sealed)
+            && self.chunks.back().is_some_and(|chunk| {
+                chunk.stream == stream && chunk.bytes.len() < max_chunk && within_coalescing(chunk.time, time)
+            });
         if !joins {
             let capacity = bytes.len().min(max_chunk);
             let chunk = OutputChunk { stream, offset: self.end, time, bytes: Vec::with_capacity(capacity) };
