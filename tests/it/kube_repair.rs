@@ -266,6 +266,15 @@ async fn a_retried_start_makes_each_missing_dependent_again() {
     // it, and the process runs.
     let mut pod: serde_json::Value =
         serde_json::from_str(&sim.kubectl(&["get", "pod", "job", "-o", "json"])).expect("json");
+    // Its finalizer first, which keeps a NEVER Pod deleted by anyone but Stop (as FAILED).
+    sim.kubectl(&[
+        "patch",
+        "pod",
+        "job",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
     sim.kubectl(&["delete", "pod", "job", "--cascade=foreground"]);
     sim.wait_deleted(&["pod/job", "secret/job-env"]);
     watch.until_process("job", "gone", |kind, _| kind == proto::WatchEventType::Deleted).await;

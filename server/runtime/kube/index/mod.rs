@@ -752,6 +752,43 @@ mod tests {
     }
 
     #[test]
+    fn a_second_object_of_one_name_is_seen_and_deadlines_come_from_the_stateful_sets_label() {
+        let table = ProcessTable::new(0, 100);
+        let index = Index::new("ns".into(), Arc::clone(&table));
+        // A process without ports (so without a Service to wait for).
+        let mut meta = controller_meta("db", "uid-set");
+        meta["labels"][manifests::MAX_RUN_SECONDS_LABEL] = serde_json::json!("2");
+        let set: SlimStatefulSet =
+            serde_json::from_value(serde_json::json!({"metadata": meta.clone()})).expect("a set");
+        index.apply_stateful_set(Event::Apply(set));
+        index.apply_pod(Event::Apply(controlled_pod("db", "db-0", "2025-01-01T00:00:01Z", running())));
+        // Its own Pod is no second object; a bare Pod of the name (another server's Start) is.
+        assert!(index.read(|view| view.has_object("db", "uid-set")));
+        assert_eq!(index.read(|view| view.other_object("db", "uid-set")), None);
+        index.apply_pod(Event::Apply(controlled_pod("db", "db", "2025-01-01T00:00:01Z", running())));
+        assert_eq!(index.read(|view| view.other_object("db", "uid-set")), Some(manifests::Controller::Pod));
+        assert_eq!(
+            index.read(|view| view.other_object("db", "uid-db")),
+            Some(manifests::Controller::StatefulSet)
+        );
+
+        // Created at 00:00:00 with a limit of 2 s: due from 00:00:02, once.
+        let at = |time: &str| time.parse::<jiff::Timestamp>().expect("a time");
+        assert!(index.read(|view| view.past_deadline(at("2025-01-01T00:00:01Z"))).is_empty());
+        assert_eq!(
+            index.read(|view| view.past_deadline(at("2025-01-01T00:00:02Z"))),
+            [("db".to_owned(), "uid-set".to_owned())]
+        );
+        meta["labels"][manifests::ENDED_LABEL] = serde_json::json!(manifests::DEADLINE_EXCEEDED);
+        let ended: SlimStatefulSet =
+            serde_json::from_value(serde_json::json!({"metadata": meta})).expect("a set");
+        index.apply_stateful_set(Event::Apply(ended));
+        assert!(index.read(|view| view.past_deadline(at("2025-01-01T00:00:09Z"))).is_empty());
+        let (status, reason, ..) = shown(&table, "db");
+        assert_eq!((status, reason.as_deref()), (ProcessStatus::Failed, Some(manifests::DEADLINE_EXCEEDED)));
+    }
+
+    #[test]
     fn a_controlled_process_is_one_entry_by_its_label_and_stays_listed_while_its_pod_is_replaced() {
         let table = ProcessTable::new(0, 100);
         let index = Index::new("ns".into(), Arc::clone(&table));
