@@ -332,10 +332,17 @@ fn running_objects(sim: &KubeSim, name: &str) -> Vec<String> {
 fn starts_of_one_name_with_two_policies_racing_on_two_servers_never_leave_two_objects() {
     let sim = KubeSim::start(&[]);
     let (first, second) = (server_on(&sim), server_on(&sim));
-    let names: Vec<String> = (0..4).map(|index| format!("raced-{index}")).collect();
+    let names: Vec<String> = (0..6).map(|index| format!("raced-{index}")).collect();
+    // Half with a port: their Services share the name too. Without one, only the Start's own
+    // check of the index stands between the two objects.
     let spec_file = |name: &str, policy: &str| {
+        let ports = if name.ends_with(['0', '2', '4']) {
+            serde_json::json!([{"container_port": 80}])
+        } else {
+            serde_json::json!([])
+        };
         let spec = serde_json::json!({"process_name": name, "group": "lossy", "restart_policy": policy,
-            "container": {"image_uri": "nginx", "ports": [{"container_port": 80}]}});
+            "container": {"image_uri": "nginx", "ports": ports}});
         let path = sim.directory().join(format!("{name}-{policy}.json"));
         std::fs::write(&path, spec.to_string()).expect("write the spec");
         path

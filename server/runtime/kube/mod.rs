@@ -431,6 +431,22 @@ impl KubeRuntime {
                             .iter()
                             .any(|existing_owner| existing_owner.uid == owner.uid)
                     });
+                    let managed = existing.as_ref().is_some_and(|existing| {
+                        existing.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
+                            == Some(manifests::MANAGED_BY)
+                    });
+                    if !owned && managed {
+                        // Another object of the name (another Start, with another restart
+                        // policy, racing this one) made it: this Start's object is undone.
+                        return Err(RuntimeError::Conflict {
+                            message: format!(
+                                "another Start of `{}` (with another restart policy) made its Service at the same \
+                                 time; this Start is undone: try again",
+                                spec.process_name
+                            ),
+                            source: None,
+                        });
+                    }
                     if !owned {
                         return Err(self.dependent_error(
                             spec,
