@@ -468,10 +468,12 @@ async fn with_retention_files_stay_until_it_elapses_and_past_shutdown() {
     let mut server = server(&scratch, "  log_retention_seconds: 1.5\n");
     let mut client = server.client().await;
     client.start(start_request(shell("kept", "echo kept; sleep 300"))).await.expect("start");
-    wait_until("the output file exists", Duration::from_secs(10), || {
-        process_directories(&scratch, &server, "kept")
-            .iter()
-            .any(|directory| directory.join("output").exists())
+    // The line itself, not only the file: under load the shell may not have run `echo` yet.
+    wait_until("the output file holds the line", Duration::from_secs(10), || {
+        process_directories(&scratch, &server, "kept").iter().any(|directory| {
+            std::fs::read(directory.join("output"))
+                .is_ok_and(|output| output.windows(5).any(|window| window == b"kept\n"))
+        })
     });
     client.stop(stop_process("kept")).await.expect("stop");
     let stopped = Instant::now();
