@@ -10,8 +10,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use hydroplane::config::{RuntimeSettings, SecretStoreSettings, Settings};
+use hydroplane::runtime::local::users::ProcessUsers;
 use hydroplane::security::tls::ServerTls;
 use hydroplane::security::tokens::TokenStore;
+
+/// What sharing the server's user means, said where the settings allow it.
+const SHARED_USER: &str = "local processes will run as the server's own user: each can read the others' \
+    environment and output files and signal them and the server, so tokens restricted to groups \
+    isolate the API, not the processes; set runtime.run_as_by_group (or runtime.run_as) to run \
+    them as other users";
 
 /// Checks the settings file and prints the verdict.
 pub fn run(config: Option<&Path>) -> ExitCode {
@@ -46,6 +53,12 @@ fn check(config: Option<&Path>) -> anyhow::Result<String> {
     if let Some(auth) = &settings.auth {
         TokenStore::open(&auth.tokens_file)?;
     }
+    if let RuntimeSettings::Local(local) = &settings.runtime {
+        let users = ProcessUsers::resolve(local).map_err(anyhow::Error::msg)?;
+        if users.is_shared() {
+            tracing::warn!("{SHARED_USER}");
+        }
+    }
     Ok(format!("{}: valid ({})", path.display(), summary(&settings).join(", ")))
 }
 
@@ -73,5 +86,12 @@ fn summary(settings: &Settings) -> Vec<String> {
     });
     parts.push(format!("tls: {}", if settings.tls.is_some() { "on" } else { "off" }));
     parts.push(format!("auth: {}", if settings.auth.is_some() { "tokens" } else { "off" }));
+    if let RuntimeSettings::Local(local) = &settings.runtime {
+        parts.push(match (&local.run_as, local.run_as_by_group.len()) {
+            (None, 0) => "run_as: the server's user".to_owned(),
+            (Some(user), 0) => format!("run_as: {user}"),
+            (_, rules) => format!("run_as_by_group: {rules} rules"),
+        });
+    }
     parts
 }

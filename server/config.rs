@@ -550,6 +550,118 @@ pub struct LocalRuntimeSettings {
     /// How long a stopped process's files stay on disk (`log_retention_seconds`; zero: removed
     /// when the Stop completes).
     pub log_retention: Duration,
+    /// The server's environment variables a process inherits (`env_passthrough`); default
+    /// [`DEFAULT_ENV_PASSTHROUGH`].
+    pub env_passthrough: Vec<String>,
+    /// The user processes run as when no `run_as_by_group` entry matches (`run_as`); `None`:
+    /// the server's own user.
+    pub run_as: Option<RunAsSetting>,
+    /// The user of each group's processes, first matching pattern first (`run_as_by_group`).
+    pub run_as_by_group: RunAsByGroup,
+}
+
+/// A Unix user (and optionally group) to run processes as: `user` or `user:group`, by name or
+/// number; without a group, the user's primary group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAsSetting {
+    /// The user's name or id.
+    pub user: String,
+    /// The group's name or id, when given.
+    pub group: Option<String>,
+}
+
+impl RunAsSetting {
+    /// Parses `user` or `user:group`; `key` names the setting in the error.
+    fn parse(text: &str, key: &str) -> Result<RunAsSetting, String> {
+        let (user, group) = match text.split_once(':') {
+            Some((user, group)) => (user, Some(group)),
+            None => (text, None),
+        };
+        let valid = |part: &str| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !valid(user) || group.is_some_and(|group| !valid(group)) {
+            return Err(format!(
+                "{key} must be `user` or `user:group` (names or ids of letters, digits, `.`, `_` and `-`), got `{text}`"
+            ));
+        }
+        Ok(RunAsSetting { user: user.to_owned(), group: group.map(str::to_owned) })
+    }
+}
+
+impl std::fmt::Display for RunAsSetting {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(group) => write!(formatter, "{}:{group}", self.user),
+            None => formatter.write_str(&self.user),
+        }
+    }
+}
+
+/// The server's variables a local process inherits when `runtime.env_passthrough` is not set:
+/// what a program needs to find its tools and speak the right language, none of the server's own
+/// settings or credentials.
+pub const DEFAULT_ENV_PASSTHROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// `runtime.run_as_by_group` as written: a mapping whose order is kept (the first match wins).
+#[derive(Default)]
+struct OrderedMapping(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for OrderedMapping {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedMapping;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a mapping of group patterns to users")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OrderedMapping, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMapping(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The users of each group's processes, first matching pattern first.
+pub type RunAsByGroup = Vec<(crate::security::access::GroupPattern, RunAsSetting)>;
+
+/// Checks the local runtime's user and environment keys.
+fn check_run_as(
+    env_passthrough: Option<Vec<String>>,
+    run_as: Option<String>,
+    run_as_by_group: Option<OrderedMapping>,
+) -> Result<(Vec<String>, Option<RunAsSetting>, RunAsByGroup), String> {
+    let env_passthrough = match env_passthrough {
+        None => DEFAULT_ENV_PASSTHROUGH.iter().map(|name| (*name).to_owned()).collect(),
+        Some(names) => {
+            for name in &names {
+                if name.is_empty() || name.contains(['=', '\0']) {
+                    return Err(format!(
+                        "runtime.env_passthrough names environment variables; `{name}` is not a variable's name"
+                    ));
+                }
+                if name == crate::secrets::password::PASSWORD_ENV {
+                    return Err(format!(
+                        "runtime.env_passthrough must not name {name}: the secret store's password never reaches a process"
+                    ));
+                }
+            }
+            names
+        }
+    };
+    let run_as = run_as.map(|text| RunAsSetting::parse(&text, "runtime.run_as")).transpose()?;
+    let mut by_group = Vec::new();
+    for (pattern, user) in run_as_by_group.unwrap_or_default().0 {
+        let pattern = pattern.parse().map_err(|error| format!("runtime.run_as_by_group: {error}"))?;
+        let user = RunAsSetting::parse(&user, &format!("runtime.run_as_by_group.{pattern}"))?;
+        by_group.push((pattern, user));
+    }
+    Ok((env_passthrough, run_as, by_group))
 }
 
 impl Default for LocalRuntimeSettings {
@@ -560,6 +672,9 @@ impl Default for LocalRuntimeSettings {
             log_dir: default_log_dir(),
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             log_retention: Duration::from_secs(DEFAULT_LOG_RETENTION_SECONDS as u64),
+            env_passthrough: DEFAULT_ENV_PASSTHROUGH.iter().map(|name| (*name).to_owned()).collect(),
+            run_as: None,
+            run_as_by_group: Vec::new(),
         }
     }
 }
@@ -775,6 +890,9 @@ struct RawRuntime {
     log_dir: Option<PathBuf>,
     max_log_bytes: Option<Number>,
     log_retention_seconds: Option<Number>,
+    env_passthrough: Option<Vec<String>>,
+    run_as: Option<String>,
+    run_as_by_group: Option<OrderedMapping>,
     namespace: Option<String>,
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
@@ -797,12 +915,15 @@ impl RawRuntime {
     /// The keys given, each with the runtime types it applies to.
     fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
         use RuntimeType::{Eks, Kubernetes, Local};
-        let keys: [(&'static str, bool, &'static [RuntimeType]); 21] = [
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 24] = [
             ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local]),
             ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
             ("log_dir", self.log_dir.is_some(), &[Local]),
             ("max_log_bytes", self.max_log_bytes.is_some(), &[Local]),
             ("log_retention_seconds", self.log_retention_seconds.is_some(), &[Local]),
+            ("env_passthrough", self.env_passthrough.is_some(), &[Local]),
+            ("run_as", self.run_as.is_some(), &[Local]),
+            ("run_as_by_group", self.run_as_by_group.is_some(), &[Local]),
             ("namespace", self.namespace.is_some(), &[Kubernetes, Eks]),
             ("kubeconfig", self.kubeconfig.is_some(), &[Kubernetes]),
             ("context", self.context.is_some(), &[Kubernetes]),
@@ -859,29 +980,38 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
             }
         }
         match chosen {
-            RuntimeType::Local => Ok(RuntimeSettings::Local(LocalRuntimeSettings {
-                stop_grace: STOP_GRACE.check_duration(
-                    raw.stop_grace_seconds,
-                    DEFAULT_STOP_GRACE_SECONDS,
-                    1.0,
-                )?,
-                output_buffer_bytes: OUTPUT_BUFFER
-                    .check_whole(raw.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES)?
-                    as usize,
-                log_dir: match raw.log_dir {
-                    Some(log_dir) if log_dir.as_os_str().is_empty() => {
-                        return Err("runtime.log_dir must be a directory's path, got an empty one".to_owned());
-                    }
-                    Some(log_dir) => log_dir,
-                    None => default_log_dir(),
-                },
-                max_log_bytes: MAX_LOG_BYTES.check_whole(raw.max_log_bytes, DEFAULT_MAX_LOG_BYTES)?,
-                log_retention: LOG_RETENTION.check_duration(
-                    raw.log_retention_seconds,
-                    DEFAULT_LOG_RETENTION_SECONDS,
-                    1.0,
-                )?,
-            })),
+            RuntimeType::Local => {
+                let (env_passthrough, run_as, run_as_by_group) =
+                    check_run_as(raw.env_passthrough, raw.run_as, raw.run_as_by_group)?;
+                Ok(RuntimeSettings::Local(LocalRuntimeSettings {
+                    stop_grace: STOP_GRACE.check_duration(
+                        raw.stop_grace_seconds,
+                        DEFAULT_STOP_GRACE_SECONDS,
+                        1.0,
+                    )?,
+                    output_buffer_bytes: OUTPUT_BUFFER
+                        .check_whole(raw.output_buffer_bytes, DEFAULT_OUTPUT_BUFFER_BYTES)?
+                        as usize,
+                    log_dir: match raw.log_dir {
+                        Some(log_dir) if log_dir.as_os_str().is_empty() => {
+                            return Err(
+                                "runtime.log_dir must be a directory's path, got an empty one".to_owned()
+                            );
+                        }
+                        Some(log_dir) => log_dir,
+                        None => default_log_dir(),
+                    },
+                    max_log_bytes: MAX_LOG_BYTES.check_whole(raw.max_log_bytes, DEFAULT_MAX_LOG_BYTES)?,
+                    log_retention: LOG_RETENTION.check_duration(
+                        raw.log_retention_seconds,
+                        DEFAULT_LOG_RETENTION_SECONDS,
+                        1.0,
+                    )?,
+                    env_passthrough,
+                    run_as,
+                    run_as_by_group,
+                }))
+            }
             RuntimeType::Kubernetes => {
                 check_namespace(&raw.namespace)?;
                 Ok(RuntimeSettings::Kubernetes(KubernetesSettings {
@@ -1337,6 +1467,49 @@ mod tests {
                 &format!("runtime:\n  runtime_type: kubernetes\n  {key}\n"),
                 "does not apply to runtime_type: kubernetes (only to local)",
             );
+        }
+    }
+
+    #[test]
+    fn the_local_runtimes_user_and_environment_settings_parse_and_bad_ones_are_named() {
+        let settings = Settings::parse(
+            "runtime:\n  runtime_type: local\n  env_passthrough: [PATH, LANG]\n  run_as: app:staff\n  \
+             run_as_by_group:\n    ci-*: ci\n    web: web:www-data\n    '*': nobody\n",
+        )
+        .expect("parses");
+        let RuntimeSettings::Local(local) = settings.runtime else { panic!("local") };
+        assert_eq!(local.env_passthrough, ["PATH", "LANG"]);
+        assert_eq!(local.run_as, Some(RunAsSetting { user: "app".into(), group: Some("staff".into()) }));
+        let by_group: Vec<String> =
+            local.run_as_by_group.iter().map(|(pattern, user)| format!("{pattern}={user}")).collect();
+        assert_eq!(by_group, ["ci-*=ci", "web=web:www-data", "*=nobody"], "in the file's order");
+        let defaults = LocalRuntimeSettings::default();
+        assert_eq!(defaults.env_passthrough, DEFAULT_ENV_PASSTHROUGH);
+        assert_eq!((defaults.run_as, defaults.run_as_by_group), (None, Vec::new()));
+
+        let check = |yaml: &str, expected: &str| {
+            let error =
+                Settings::parse(&format!("runtime:\n  runtime_type: local\n  {yaml}\n")).expect_err(yaml);
+            assert!(error.contains(expected), "{yaml}: {error}");
+        };
+        check("run_as: \"\"", "runtime.run_as must be `user` or `user:group`");
+        check("run_as: \"a:b:c\"", "runtime.run_as must be `user` or `user:group`");
+        check("run_as: \"a b\"", "got `a b`");
+        check("run_as_by_group:\n    CI: ci", "runtime.run_as_by_group: group pattern `CI` has `C`");
+        check(
+            "run_as_by_group:\n    ci: \"ci:\"",
+            "runtime.run_as_by_group.ci must be `user` or `user:group`",
+        );
+        check("run_as_by_group: [ci]", "expected mapping");
+        check("env_passthrough: [\"A=B\"]", "`A=B` is not a variable's name");
+        check(
+            "env_passthrough: [HYDROPLANE_SECRET_STORE_PASSWORD]",
+            "must not name HYDROPLANE_SECRET_STORE_PASSWORD",
+        );
+        for key in ["run_as: app", "env_passthrough: [PATH]", "run_as_by_group: {ci: ci}"] {
+            let error =
+                Settings::parse(&format!("runtime:\n  runtime_type: kubernetes\n  {key}\n")).expect_err(key);
+            assert!(error.contains("does not apply to runtime_type: kubernetes (only to local)"), "{error}");
         }
     }
 

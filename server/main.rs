@@ -4,6 +4,7 @@
 //! makes certificates, and `hydroplane check -c FILE` only validates the settings.
 
 mod check_cli;
+mod hygiene;
 mod tls_cli;
 mod token_cli;
 
@@ -97,6 +98,10 @@ fn main() -> std::process::ExitCode {
         Some(Command::Tls(command)) => return tls_cli::run(command),
         None => {}
     }
+    // While the server has one thread, before anything could start a process.
+    hygiene::close_inherited_descriptors_on_exec();
+    let password_variable = hygiene::take_password_variable();
+    let undumpable = hygiene::close_to_same_user();
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if !std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("kube_client"))
@@ -137,7 +142,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(args));
+    if let Err(error) = undumpable {
+        tracing::warn!(%error, "cannot close the server's /proc entries to other processes of its user");
+    }
+    let password = match password_variable {
+        hygiene::PasswordVariable::Unset => None,
+        hygiene::PasswordVariable::Taken(password) => Some(password),
+        hygiene::PasswordVariable::StillVisible(password, why) => {
+            tracing::warn!(
+                "{} was removed from the server's environment, but /proc/{}/environ may still show it \
+                 ({why}); give the password with --password-file instead",
+                hydroplane::secrets::password::PASSWORD_ENV,
+                std::process::id()
+            );
+            Some(password)
+        }
+    };
+    let result = runtime.block_on(run(args, password));
     // The batch exporter is a task of this runtime, which runs only inside `block_on`: the
     // flush waits on a blocking thread while the runtime drives the export.
     let _ = runtime.block_on(async move { tokio::task::spawn_blocking(move || telemetry.shutdown()).await });
@@ -150,7 +171,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, password_variable: Option<hydroplane::secrets::Password>) -> anyhow::Result<()> {
     raise_open_file_limit();
     let mut settings = match &args.config {
         Some(path) => Settings::load(path)?,
@@ -183,11 +204,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // The password is checked before anything binds, so a wrong one ends here with one line.
-    let secrets = hydroplane::secrets::open_configured(
-        &settings.secret_store,
-        hydroplane::secrets::PasswordSource::for_opening(args.password_file.clone()),
-    )
-    .context("cannot open the secret store")?;
+    // The variable was read (and wiped) at start-up; a password file still comes first.
+    let password_source = match (&args.password_file, password_variable) {
+        (None, Some(password)) => hydroplane::secrets::PasswordSource::Given(password),
+        (password_file, _) => hydroplane::secrets::PasswordSource::for_opening(password_file.clone()),
+    };
+    let secrets = hydroplane::secrets::open_configured(&settings.secret_store, password_source)
+        .context("cannot open the secret store")?;
     // Made before the runtime, so that its Kubernetes client is measured from the first request.
     let metrics = settings.metrics.as_ref().map(|_| hydroplane::metrics::Metrics::install());
     let runtime = hydroplane::runtime::from_settings(&settings.runtime, secrets).await?;

@@ -166,6 +166,12 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
+    /// The users of `runtime.run_as` or `runtime.run_as_by_group` cannot be used.
+    #[error("cannot run local processes as configured: {message}")]
+    RunAs {
+        /// What is wrong, naming the setting.
+        message: String,
+    },
     /// No Kubernetes client could be made from the settings.
     #[error(transparent)]
     Kubeconfig(#[from] kube::connect::ConnectError),

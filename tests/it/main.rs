@@ -34,6 +34,7 @@ mod kube_runtime;
 mod kube_throttle;
 mod labels;
 mod list_watch;
+mod local_containment;
 mod local_lifecycle;
 mod local_logs;
 mod local_runtime;

@@ -125,6 +125,20 @@ pub fn create_private_directory(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
+/// Makes a process's own working directory (mode 0700), owned by the user it runs as; one left
+/// by an earlier run of the process is used again.
+pub fn create_working_directory(path: &Path, user: Option<super::supervisor::RunAs>) -> io::Result<()> {
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    if let Some(user) = user {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))?;
+    }
+    Ok(())
+}
+
 // === impl SegmentWriter ===
 
 /// Appends a process's output to its two segment files, rotating them to stay within the bound.
@@ -351,15 +365,26 @@ fn read_full_at(file: &File, buffer: &mut [u8], position: u64) -> io::Result<usi
 /// directories of servers that are not running, and makes this run's own, `run-<pid>` (0700);
 /// returns its path.
 pub fn prepare_run_directory(log_dir: &Path) -> io::Result<PathBuf> {
+    check_path_is_private(log_dir)?;
     create_private_directory(log_dir)?;
+    // Made by the call above, or there before it: checked again, now that it exists (a
+    // directory someone made in between is refused here).
+    check_path_is_private(log_dir)?;
     // Someone else's directory (another user's in a shared /tmp, say) could read or swap our
     // files: refused.
-    let owner = std::fs::metadata(log_dir)?.uid();
+    let metadata = std::fs::symlink_metadata(log_dir)?;
+    let owner = metadata.uid();
     let user = nix::unistd::geteuid().as_raw();
     if owner != user {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("it belongs to user id {owner}, not to the server's user (id {user})"),
+        ));
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("it is writable by other users (mode {:o}): make it 0700", metadata.mode() & 0o7777),
         ));
     }
     let own = std::process::id();
@@ -391,6 +416,52 @@ pub fn prepare_run_directory(log_dir: &Path) -> io::Result<PathBuf> {
     let run = log_dir.join(format!("run-{own}"));
     DirBuilder::new().mode(0o700).create(&run)?;
     Ok(run)
+}
+
+/// Refuses a path that another user could redirect or write into: every existing component
+/// must belong to the server's user or root, and a directory writable by others must be sticky
+/// (as `/tmp` is), so no one else can swap what is in it; a symbolic link on the way must belong to
+/// the server's user or root, and where it leads is checked the same way. The error names the
+/// component.
+pub fn check_path_is_private(path: &Path) -> io::Result<()> {
+    let user = nix::unistd::geteuid().as_raw();
+    let refuse = |path: &Path, why: String| {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} {why}", path.display())))
+    };
+    let mut current = PathBuf::new();
+    for component in path.components() {
+        current.push(component);
+        let metadata = match std::fs::symlink_metadata(&current) {
+            Ok(metadata) => metadata,
+            // The rest is made by the server, 0700.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let owner = metadata.uid();
+        if owner != user && owner != 0 {
+            let what = if metadata.file_type().is_symlink() { "is a symbolic link that" } else { "" };
+            return refuse(
+                &current,
+                format!("{what} belongs to user id {owner}, not to the server's user (id {user}) or root")
+                    .trim_start()
+                    .to_owned(),
+            );
+        }
+        if metadata.file_type().is_symlink() {
+            let target = std::fs::canonicalize(&current)?;
+            check_path_is_private(&target)?;
+            current = target;
+            continue;
+        }
+        let mode = metadata.mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return refuse(
+                &current,
+                format!("is writable by other users (mode {:o}) and not sticky", mode & 0o7777),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Removes a directory and what it holds; one that is already gone is fine.

@@ -25,8 +25,11 @@ use crate::spec::{CheckAction, HealthCheck};
 pub(super) struct CheckContext {
     /// The process's environment, secrets resolved (exec checks get exactly it).
     pub(super) environment: Arc<Vec<(String, Zeroizing<String>)>>,
-    /// The process's working directory, when its spec names one.
+    /// Where exec checks run: the process's working directory, when the check's user can
+    /// reach it by path.
     pub(super) working_dir: Option<PathBuf>,
+    /// The user exec checks run as, the process's own; `None`: the server's.
+    pub(super) user: Option<super::supervisor::RunAs>,
 }
 
 /// Runs one check: `Ok` when it passed, else why it did not, in words for the history
@@ -101,11 +104,17 @@ async fn exec(command: &[String], context: &CheckContext) -> Result<(), String> 
     if let Some(directory) = &context.working_dir {
         child.current_dir(directory);
     }
-    let mut child = child.spawn().map_err(|error| format!("could not be started: {error}"))?;
+    if let Some(user) = context.user {
+        child.gid(user.gid).uid(user.uid);
+    }
+    let (mut child, _tracked) = super::orphans::spawn_tracked(&mut child)
+        .map_err(|error| format!("could not be started: {error}"))?;
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
     // Whatever ends the wait (the check's timeout drops this future), the group goes with it.
     let _group = KillGroupOnDrop(group);
     let status = child.wait().await.map_err(|error| format!("could not be waited for: {error}"))?;
+    // Whatever the check left running outside its group became the server's (a subreaper).
+    let _ = tokio::task::spawn_blocking(super::orphans::reap).await;
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
         (Some(code), _) => Err(format!("exited with code {code}")),
@@ -164,6 +173,7 @@ mod tests {
         CheckContext {
             environment: Arc::new(vec![("PATH".to_owned(), Zeroizing::new("/usr/bin:/bin".to_owned()))]),
             working_dir: None,
+            user: None,
         }
     }
 

@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use super::health::CheckContext;
 use super::launch::{self, Launched, SupervisorProgram};
 use super::monitor::{self, Cause, ExitOutcome, RunChecks, RunEnd};
+use super::supervisor::WorkingDir;
 use super::{Launch, LocalProcess, signal_process};
 use crate::backoff::Backoff;
 use crate::spec::ProcessStatus;
@@ -57,7 +58,14 @@ impl Lifecycle {
             liveness: spec.liveness.clone(),
             context: CheckContext {
                 environment: Arc::clone(&self.environment),
-                working_dir: spec.container.working_dir.as_ref().map(Into::into),
+                working_dir: match &self.process.placement.working_dir {
+                    WorkingDir::Named(directory) => Some(directory.clone()),
+                    // Another user may not reach the process's own directory by its path.
+                    WorkingDir::Own(directory) => {
+                        self.process.placement.user.is_none().then(|| directory.clone())
+                    }
+                },
+                user: self.process.placement.user,
             },
             deadline: spec.max_run_seconds.map(|seconds| started + Duration::from_secs(seconds)),
         };
@@ -121,12 +129,13 @@ impl Lifecycle {
     /// Starts the next run, counting the restart; a run that starts while a Stop is being asked
     /// for is ended here (the Stop may have looked before it began).
     async fn relaunch(&mut self) -> Result<Launched, String> {
-        let (program, spec, environment, grace) =
-            (self.program.clone(), self.process.spec.clone(), Arc::clone(&self.environment), self.grace);
-        let launched =
-            tokio::task::spawn_blocking(move || launch::launch(&program, &spec, &environment, grace))
-                .await
-                .unwrap_or_else(|error| Err(format!("the launch of a process failed: {error}")));
+        let (program, process, environment, grace) =
+            (self.program.clone(), Arc::clone(&self.process), Arc::clone(&self.environment), self.grace);
+        let launched = tokio::task::spawn_blocking(move || {
+            launch::launch(&program, &process.spec, &environment, grace, &process.placement)
+        })
+        .await
+        .unwrap_or_else(|error| Err(format!("the launch of a process failed: {error}")));
         self.process.update_unless_stopping(&self.table, |info| {
             info.restart_count = info.restart_count.saturating_add(1);
             info.status = ProcessStatus::Starting;

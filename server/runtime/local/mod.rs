@@ -40,9 +40,11 @@ mod launch;
 mod lifecycle;
 pub mod logs;
 mod monitor;
+mod orphans;
 pub mod output;
 mod procfs;
 pub mod supervisor;
+pub mod users;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,8 +57,10 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use self::launch::SupervisorProgram;
+use self::launch::{Placement, SupervisorProgram};
 use self::logs::ProcessOutput;
+use self::supervisor::WorkingDir;
+use self::users::{ProcessUser, ProcessUsers};
 use super::logs::{LogPieces, LogsQuery};
 use super::{Runtime, RuntimeError, SetupError, Started, StopTarget, name_taken};
 use crate::config::LocalRuntimeSettings;
@@ -64,12 +68,12 @@ use crate::secrets::SecretStore;
 use crate::spec::{ProcessInfo, ProcessSpec, ProcessStatus, SocketAddress, ValidSpec};
 use crate::table::ProcessTable;
 
-/// Variables of the server's own environment that processes inherit.
-const INHERITED_ENVIRONMENT: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
-
 /// How long after the grace period a supervisor gets to report its tree gone before the server
 /// kills it: the supervisor SIGKILLs the tree at the grace period itself.
 const SUPERVISOR_MARGIN: Duration = Duration::from_millis(500);
+
+/// The directory of the run directory that holds the processes' own working directories.
+const WORK_DIRECTORIES: &str = "work";
 
 /// How long the last resort may take before Stop answers anyway.
 const LAST_RESORT_WAIT: Duration = Duration::from_millis(400);
@@ -87,6 +91,8 @@ pub struct LocalRuntime {
     run_directory: PathBuf,
     /// How many processes were reserved, to name each one's directory.
     reserved: AtomicU64,
+    /// The user each group's processes run as.
+    users: ProcessUsers,
 }
 
 /// The processes by name, reservations included.
@@ -95,6 +101,10 @@ type Processes = Arc<Mutex<HashMap<String, Arc<LocalProcess>>>>;
 /// One process of the local runtime, from its reservation on.
 struct LocalProcess {
     spec: ProcessSpec,
+    /// Where and as whom its command runs.
+    placement: Placement,
+    /// The user it runs as, when not the server's.
+    user: Option<ProcessUser>,
     /// The current state; changed only together with the table, under this lock, so that the
     /// table sees the changes in the order they were made.
     info: Mutex<ProcessInfo>,
@@ -150,8 +160,26 @@ impl LocalRuntime {
         let log_dir = crate::secrets::expand_home(&settings.log_dir).map_err(|error| {
             log_dir_error(std::io::Error::new(std::io::ErrorKind::NotFound, error.to_string()))
         })?;
+        let users = ProcessUsers::resolve(&settings).map_err(|message| SetupError::RunAs { message })?;
         let run_directory = disk::prepare_run_directory(&log_dir).map_err(log_dir_error)?;
         tracing::debug!(directory = %run_directory.display(), "keeping the output of local processes here");
+        disk::create_private_directory(&run_directory.join(WORK_DIRECTORIES)).map_err(log_dir_error)?;
+        if let Err(error) = orphans::become_subreaper() {
+            tracing::warn!(
+                %error,
+                "the server cannot be the subreaper of its processes: a process that kills its own \
+                 supervisor leaves its descendants running"
+            );
+        }
+        if users.is_shared() {
+            tracing::warn!(
+                "local processes run as the server's own user (id {}): each can read the others' \
+                 environment and output and signal them and the server, whatever the groups of the \
+                 tokens that started them; set runtime.run_as_by_group (or runtime.run_as) to run \
+                 them as other users",
+                nix::unistd::geteuid()
+            );
+        }
         let supervisor = SupervisorProgram::of_this_server();
         if let Err(error) = &supervisor {
             tracing::error!(%error, "local processes cannot be started");
@@ -164,6 +192,7 @@ impl LocalRuntime {
             processes: Arc::new(Mutex::new(HashMap::new())),
             run_directory,
             reserved: AtomicU64::new(0),
+            users,
         }))
     }
 
@@ -186,7 +215,16 @@ impl LocalRuntime {
             Some(directory),
             self.settings.max_log_bytes,
         );
+        let user = self.users.for_group(spec.group.as_deref()).cloned();
+        let working_dir = match &spec.container.working_dir {
+            Some(directory) => WorkingDir::Named(PathBuf::from(directory)),
+            None => WorkingDir::Own(
+                self.run_directory.join(WORK_DIRECTORIES).join(format!("{}.{number}", spec.process_name)),
+            ),
+        };
         let process = Arc::new(LocalProcess {
+            placement: Placement { working_dir, user: user.as_ref().map(|user| user.ids) },
+            user,
             spec,
             info: Mutex::new(info),
             launch: launch_receiver,
@@ -207,6 +245,7 @@ impl LocalRuntime {
             secrets: Arc::clone(&self.secrets),
             program: self.supervisor.clone(),
             grace: self.settings.stop_grace(),
+            env_passthrough: self.settings.env_passthrough.clone(),
         };
         tokio::spawn(launching.run(reservation)).await.unwrap_or_else(|error| {
             Err(RuntimeError::Internal(format!("the launch of a process failed: {error}")))
@@ -252,6 +291,11 @@ impl LocalRuntime {
         if let Some(directory) = process.output.close() {
             self.remove_output_files(directory).await;
         }
+        if let WorkingDir::Own(directory) = &process.placement.working_dir {
+            // What the process left in its own directory is not output: it goes with the Stop.
+            let directory = directory.clone();
+            let _ = tokio::task::spawn_blocking(move || disk::remove_directory(&directory)).await;
+        }
         name
     }
 
@@ -277,6 +321,7 @@ struct Launching {
     secrets: Arc<dyn SecretStore>,
     program: Result<SupervisorProgram, String>,
     grace: Duration,
+    env_passthrough: Vec<String>,
 }
 
 impl Launching {
@@ -285,13 +330,22 @@ impl Launching {
     /// and frees the name.
     async fn run(self, reservation: Reservation) -> Result<Started, RuntimeError> {
         let Reservation { process, launch, exited } = reservation;
-        let Launching { table, processes, secrets, program, grace } = self;
+        let Launching { table, processes, secrets, program, grace, env_passthrough } = self;
         let for_launch = Arc::clone(&process);
         let started = tokio::time::Instant::now();
         let launched = tokio::task::spawn_blocking(move || {
-            let environment = launch::environment(&*secrets, &for_launch.spec)?;
+            let environment =
+                launch::environment(&*secrets, &for_launch.spec, &env_passthrough, for_launch.user.as_ref())?;
             Ok(program.and_then(|program| {
-                let launched = launch::launch(&program, &for_launch.spec, &environment, grace)?;
+                if let WorkingDir::Own(directory) = &for_launch.placement.working_dir {
+                    disk::create_working_directory(directory, for_launch.placement.user).map_err(
+                        |error| {
+                            format!("cannot make the working directory `{}`: {error}", directory.display())
+                        },
+                    )?;
+                }
+                let launched =
+                    launch::launch(&program, &for_launch.spec, &environment, grace, &for_launch.placement)?;
                 Ok((launched, program, environment))
             }))
         })

@@ -104,7 +104,7 @@ pub(super) async fn follow_run(
     process: &Arc<LocalProcess>,
     checks: &RunChecks,
 ) -> RunEnd {
-    let Launched { mut child, supervisor, lifeline, .. } = launched;
+    let Launched { mut child, supervisor, lifeline, tracked, .. } = launched;
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         readers.push(tokio::spawn(capture(stdout, OutputStream::Stdout, Arc::clone(&process.output))));
@@ -174,7 +174,9 @@ pub(super) async fn follow_run(
             }
         }
     };
-    let outcome = match status {
+    // Reaped: its pid is no longer the server's to keep from the orphan reaping.
+    drop(tracked);
+    let mut outcome = match status {
         Ok(status) => exit_outcome(status),
         Err(error) => ExitOutcome {
             status: ProcessStatus::Failed,
@@ -183,6 +185,22 @@ pub(super) async fn follow_run(
             exit_code: -1,
         },
     };
+    if !super::launch::ended_on_its_own(&lifeline) {
+        // Killed from outside, the supervisor did not end its tree: the command got SIGKILL
+        // with it (its parent-death signal), and the rest is now the server's to end, before
+        // the status says the process is over.
+        let reaped = tokio::task::spawn_blocking(super::orphans::reap).await.unwrap_or_default();
+        tracing::warn!(process = %process.spec.process_name, reaped, "the supervisor was killed from outside; its tree was ended");
+        outcome = ExitOutcome {
+            status: ProcessStatus::Failed,
+            reason: "SupervisorKilled",
+            message: format!(
+                "its supervisor was {}; the server ended what was left of its tree",
+                outcome.message
+            ),
+            exit_code: outcome.exit_code,
+        };
+    }
     // Output written just before the exit is still in the pipes: take it before reporting.
     let aborts: Vec<_> = readers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     if tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, futures::future::join_all(readers)).await.is_err() {

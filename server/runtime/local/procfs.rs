@@ -30,18 +30,32 @@ pub fn descendants(root: Pid) -> Vec<Pid> {
     tree
 }
 
-/// The parent pid in `/proc/PID/stat`, or `None` when the process is gone or a zombie (a zombie
-/// needs no signal, only reaping).
-fn parent_of(pid: i32) -> Option<i32> {
+/// Every child of `parent`, zombies included (they are children to reap).
+pub fn children(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()))
+        .filter(|&pid| stat_fields(pid).is_some_and(|(_, ppid)| ppid == parent.as_raw()))
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// The state letter and the parent pid in `/proc/PID/stat`.
+fn stat_fields(pid: i32) -> Option<(char, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces or parentheses itself: the fields
     // that follow start after the last `)`.
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.next()?.parse().ok()
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// The parent pid in `/proc/PID/stat`, or `None` when the process is gone or a zombie (a zombie
+/// needs no signal, only reaping).
+fn parent_of(pid: i32) -> Option<i32> {
+    let (state, parent) = stat_fields(pid)?;
+    (state != 'Z' && state != 'X').then_some(parent)
 }
 
 /// The inodes of the sockets among the open files of `pids`.

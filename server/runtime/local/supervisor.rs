@@ -1,5 +1,5 @@
 //! The supervisor of one local process: the server binary re-executed as
-//! `hydroplane __supervise GRACE_MS WORKING_DIR -- COMMAND...`, between the server and the
+//! `hydroplane __supervise GRACE_MS WORKING_DIR USER -- COMMAND...`, between the server and the
 //! process, so that a process is its whole tree.
 //!
 //! - It is a child subreaper (`PR_SET_CHILD_SUBREAPER`): whatever a descendant does with
@@ -7,7 +7,12 @@
 //!   so the supervisor always knows and can signal the whole tree (found through `/proc`).
 //! - It runs the command in a process group of its own, with its own environment (which the
 //!   server gave the supervisor), the working directory, `/dev/null` as stdin, and the
-//!   supervisor's stdout and stderr (the server's capture pipes).
+//!   supervisor's stdout and stderr (the server's capture pipes), and no other descriptor: every
+//!   one it inherited is closed on exec. Under `runtime.run_as` the command runs as that user
+//!   (its groups dropped, then its group id and user id set); the supervisor stays the server's
+//!   user, out of the command's reach.
+//! - The command gets SIGKILL when the supervisor dies (`PR_SET_PDEATHSIG`, set after the user
+//!   switch, which would clear it): a command that kills its supervisor kills itself.
 //! - Its stdin is the **lifeline**: one end of a socket pair whose other end only the server holds.
 //!   The supervisor first writes its [`Report`] there (the command's pid, or why it could not be
 //!   started); end of file later means the server is gone, and the tree gets SIGKILL.
@@ -15,10 +20,12 @@
 //! - When the command ends on its own, what it left behind gets SIGKILL at once, as in a
 //!   container whose main process exits.
 //! - It exits once its tree is gone, as the command did: the same exit code, or the same signal
-//!   raised on itself, so the server reads the command's own status.
+//!   raised on itself, so the server reads the command's own status; just before, it writes
+//!   `ended` on the lifeline, so that a supervisor killed from outside is told from one whose
+//!   command was killed.
 //!
-//! Only a SIGKILL of the supervisor itself defeats this: then the server kills the command's
-//! process group, and descendants that left it are orphans of init.
+//! A SIGKILL of the supervisor itself skips all this: then its orphans become the server's
+//! children (the server is a subreaper too) and the server kills them ([`super::orphans`]).
 
 // The supervisor has no async runtime: it is blocking code that measures real time.
 #![allow(clippy::disallowed_types)]
@@ -52,8 +59,10 @@ const NOT_STARTED: u8 = 127;
 pub struct Request {
     /// How long the tree has between SIGTERM and SIGKILL on a Stop.
     pub grace: Duration,
-    /// Where the command runs; `None`: the supervisor's (the server's) working directory.
-    pub working_dir: Option<PathBuf>,
+    /// Where the command runs.
+    pub working_dir: WorkingDir,
+    /// The user the command runs as; `None`: the supervisor's own.
+    pub user: Option<RunAs>,
     /// The command's argument vector, never empty.
     pub command: Vec<OsString>,
 }
@@ -61,9 +70,18 @@ pub struct Request {
 impl Request {
     /// The arguments that ask a supervisor for this (after [`MODE`]).
     pub fn to_arguments(&self) -> Vec<OsString> {
+        let working_dir = match &self.working_dir {
+            WorkingDir::Named(path) => ("named", path),
+            WorkingDir::Own(path) => ("own", path),
+        };
+        let mut working_dir_argument = OsString::from(working_dir.0);
+        working_dir_argument.push(":");
+        working_dir_argument.push(working_dir.1);
+        let user = self.user.map(|user| format!("{}:{}", user.uid, user.gid)).unwrap_or_default();
         let mut arguments = vec![
             OsString::from(self.grace.as_millis().to_string()),
-            self.working_dir.clone().map(OsString::from).unwrap_or_default(),
+            working_dir_argument,
+            OsString::from(user),
             OsString::from("--"),
         ];
         arguments.extend(self.command.iter().cloned());
@@ -72,14 +90,46 @@ impl Request {
 
     /// The request these arguments (after [`MODE`]) make, if they make one.
     pub fn from_arguments(arguments: &[OsString]) -> Option<Request> {
-        let [grace, working_dir, separator, command @ ..] = arguments else { return None };
+        let [grace, working_dir, user, separator, command @ ..] = arguments else { return None };
         if separator != "--" || command.is_empty() {
             return None;
         }
         let grace = Duration::from_millis(grace.to_str()?.parse().ok()?);
-        let working_dir = (!working_dir.is_empty()).then(|| PathBuf::from(working_dir));
-        Some(Request { grace, working_dir, command: command.to_vec() })
+        let working_dir = working_dir.as_bytes();
+        let working_dir = if let Some(path) = working_dir.strip_prefix(b"named:") {
+            WorkingDir::Named(PathBuf::from(OsStr::from_bytes(path)))
+        } else {
+            WorkingDir::Own(PathBuf::from(OsStr::from_bytes(working_dir.strip_prefix(b"own:")?)))
+        };
+        let user = match user.to_str()? {
+            "" => None,
+            user => {
+                let (uid, gid) = user.split_once(':')?;
+                Some(RunAs { uid: uid.parse().ok()?, gid: gid.parse().ok()? })
+            }
+        };
+        Some(Request { grace, working_dir, user, command: command.to_vec() })
     }
+}
+
+/// Where a command runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkingDir {
+    /// The directory the spec names, entered as the command's user (whose rights to reach it
+    /// are checked).
+    Named(PathBuf),
+    /// The process's own directory, made by the server: the supervisor enters it before the
+    /// command starts, so that a command running as another user needs no right on its parents.
+    Own(PathBuf),
+}
+
+/// A user and group a command runs as, by number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user id.
+    pub uid: u32,
+    /// The group id; the only group the command has.
+    pub gid: u32,
 }
 
 /// The one line a supervisor writes on its lifeline before anything else.
@@ -89,6 +139,8 @@ pub enum Report {
     Started(Pid),
     /// The command could not be started; the supervisor exits.
     Failed(String),
+    /// The supervisor ended the tree and exits as its command did: its last line.
+    Ended,
 }
 
 impl Report {
@@ -98,12 +150,16 @@ impl Report {
             Report::Started(pid) => format!("started {pid}\n"),
             // One line: the message's own line ends would end the report early.
             Report::Failed(message) => format!("failed {}\n", message.replace('\n', " ")),
+            Report::Ended => "ended\n".to_owned(),
         }
     }
 
     /// The report of a line (with or without its newline).
     pub fn from_line(line: &str) -> Option<Report> {
         let line = line.trim_end_matches('\n');
+        if line == "ended" {
+            return Some(Report::Ended);
+        }
         if let Some(pid) = line.strip_prefix("started ") {
             return pid.parse().ok().map(|pid| Report::Started(Pid::from_raw(pid)));
         }
@@ -152,27 +208,50 @@ impl Supervisor {
     fn start(request: &Request) -> Result<Supervisor, String> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|error| format!("cannot become the subreaper of the process tree: {error}"))?;
+        let supervisor = nix::unistd::getpid();
         let program = &request.command[0];
         let mut command = std::process::Command::new(program);
         command.args(&request.command[1..]).stdin(Stdio::null()).process_group(0);
-        if let Some(directory) = &request.working_dir {
-            // Said plainly: a missing directory would otherwise read as a missing program.
-            match std::fs::metadata(directory) {
-                Ok(metadata) if metadata.is_dir() => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "the working directory `{}` is not a directory",
-                        directory.display()
-                    ));
-                }
-                Err(error) => {
-                    return Err(format!(
-                        "the working directory `{}` cannot be used: {error}",
-                        directory.display()
-                    ));
-                }
+        match &request.working_dir {
+            WorkingDir::Named(directory) => {
+                // Said plainly: a missing directory would otherwise read as a missing program.
+                // Checked as the supervisor's user; the command's own user enters it (below).
+                check_directory(directory)?;
+                command.current_dir(directory);
             }
-            command.current_dir(directory);
+            WorkingDir::Own(directory) => {
+                check_directory(directory)?;
+                std::env::set_current_dir(directory).map_err(|error| {
+                    format!("the working directory `{}` cannot be entered: {error}", directory.display())
+                })?;
+            }
+        }
+        if let Some(user) = request.user {
+            // std drops the supplementary groups (the supervisor runs as root to switch users),
+            // then sets the group id and the user id, in that order.
+            command.gid(user.gid).uid(user.uid);
+        }
+        // SAFETY: the closure runs in the forked child before exec and makes only system calls
+        // that are async-signal-safe (prctl, getppid, close_range), allocating nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(move || {
+                // After the user switch (std's, just before), which would clear it.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The supervisor died between the fork and the line above: no signal will come.
+                if nix::unistd::getppid() != supervisor {
+                    return Err(std::io::Error::other("the supervisor is gone"));
+                }
+                // Whatever the server inherited from its own parent and did not mark
+                // close-on-exec must not reach the command: only 0, 1 and 2 do (std's own
+                // error pipe is close-on-exec already).
+                if nix::libc::close_range(3, nix::libc::c_uint::MAX, nix::libc::CLOSE_RANGE_CLOEXEC as i32)
+                    != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let child = command
             .spawn()
@@ -252,6 +331,7 @@ impl Supervisor {
             }
         }
         kill_tree(self.command, &mut command_status);
+        report(&Report::Ended);
         exit_as(command_status)
     }
 
@@ -281,6 +361,15 @@ fn server_gone() -> bool {
         Ok(0) => true,
         Ok(_) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => false,
         Err(_) => true,
+    }
+}
+
+/// Whether `directory` is one, said plainly when not.
+fn check_directory(directory: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(directory) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(format!("the working directory `{}` is not a directory", directory.display())),
+        Err(error) => Err(format!("the working directory `{}` cannot be used: {error}", directory.display())),
     }
 }
 
@@ -366,15 +455,28 @@ mod tests {
     fn requests_and_reports_survive_their_encoding() {
         let request = Request {
             grace: Duration::from_millis(1500),
-            working_dir: Some(PathBuf::from("/srv/app dir")),
+            working_dir: WorkingDir::Named(PathBuf::from("/srv/app dir")),
+            user: Some(RunAs { uid: 1001, gid: 1002 }),
             command: vec!["sh".into(), "-c".into(), "echo -- \"$1\"".into(), "--".into()],
         };
         assert_eq!(Request::from_arguments(&request.to_arguments()), Some(request.clone()));
-        let without = Request { working_dir: None, ..request };
-        assert_eq!(Request::from_arguments(&without.to_arguments()), Some(without));
-        assert_eq!(Request::from_arguments(&["1".into(), "".into(), "--".into()]), None);
+        let own = Request {
+            working_dir: WorkingDir::Own(PathBuf::from("/state/run-1/a.1/work")),
+            user: None,
+            ..request
+        };
+        assert_eq!(Request::from_arguments(&own.to_arguments()), Some(own));
+        assert_eq!(Request::from_arguments(&["1".into(), "own:/".into(), "".into(), "--".into()]), None);
+        assert_eq!(
+            Request::from_arguments(&["1".into(), "/x".into(), "".into(), "--".into(), "sh".into()]),
+            None
+        );
 
-        for report in [Report::Started(Pid::from_raw(4242)), Report::Failed("cannot run `x`: gone".into())] {
+        for report in [
+            Report::Started(Pid::from_raw(4242)),
+            Report::Failed("cannot run `x`: gone".into()),
+            Report::Ended,
+        ] {
             assert_eq!(Report::from_line(&report.to_line()), Some(report));
         }
         assert_eq!(

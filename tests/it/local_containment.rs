@@ -1,0 +1,548 @@
+//! The local runtime contains what it starts (issue 26), tried as a hostile process would: the
+//! three escapes (a grandchild in its own session, a double fork, a command that kills its
+//! supervisor) leave nothing running after a Stop, the server's SIGTERM or its SIGKILL; a process
+//! starts with only the documented environment, its own descriptors 0, 1 and 2, and a working
+//! directory of its own; the secret store's password is in neither its environment nor the
+//! server's `/proc` entry; a state directory someone else controls stops the server; and with
+//! `runtime.run_as_by_group`, one group's process cannot read or signal another's, nor the server.
+//!
+//! Processes are found through `/proc` by a marker in their command line: a `sleep` whose
+//! duration is unique to the test.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::requests::{start_waiting, stop_process};
+use crate::common::watch::Watch;
+use crate::common::{Server, local_secret_store, wait_until};
+use hydroplane::proto::{self, ProcessStatus};
+
+/// The grace period of these tests' servers.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// How long after a Stop or a server's death the tree may take to be gone.
+fn budget() -> Duration {
+    GRACE + Duration::from_secs(1)
+}
+
+/// A `sleep` argument no other test uses, to find processes by.
+fn marker(name: &str) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    // The name's length keeps two markers of one test apart.
+    format!("7304.{}{:09}{}", std::process::id(), nanos, name.len())
+}
+
+/// The live processes whose command line holds `marker`.
+fn marked(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(marker) && crate::common::process_alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The marked processes that are not supervisors: the command and its descendants.
+fn commands(marker: &str) -> Vec<i32> {
+    marked(marker)
+        .into_iter()
+        .filter(|pid| {
+            !std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("__supervise"))
+        })
+        .collect()
+}
+
+/// Waits until no process holds `marker`, within `budget` of `since`; fails naming them.
+#[track_caller]
+fn assert_gone_by(marker: &str, since: Instant, budget: Duration, what: &str) {
+    loop {
+        let left = marked(marker);
+        if left.is_empty() {
+            return;
+        }
+        if since.elapsed() > budget {
+            panic!("{what}: {left:?} still run with `{marker}` {:?} later", since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The three escapes of issue 26, each a command (for `sh -c`) whose processes all hold the
+/// marker, and the fourth, a grandchild that kills the supervisor and lives on.
+fn escapes(marker: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("setsid", format!("setsid sh -c 'exec sleep {marker}' & exec sleep {marker}")),
+        ("double-fork", format!("(sleep {marker} &) ; exec sleep {marker}")),
+        ("kill-supervisor", format!("sleep 0.5; kill -9 $PPID; exec sleep {marker}")),
+        (
+            "kill-supervisor-grandchild",
+            format!("(sleep 0.5; kill -9 $PPID; exec sleep {marker}) & exec sleep {marker}"),
+        ),
+    ]
+}
+
+fn server(directory: &Path) -> Server {
+    Server::start_with_config(directory, "runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n")
+}
+
+fn escape_spec(name: &str, script: &str) -> serde_json::Value {
+    serde_json::json!({"process_name": name, "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sh", "-c", script]}})
+}
+
+/// Starts every escape with its own marker; returns (name, marker). Each runs (its marker is
+/// seen) before this returns, except the supervisor killers' own commands, which die with it.
+async fn start_escapes(
+    client: &mut proto::process_service_client::ProcessServiceClient<tonic::transport::Channel>,
+) -> Vec<(&'static str, String)> {
+    let mut started = Vec::new();
+    for (index, name) in
+        ["setsid", "double-fork", "kill-supervisor", "kill-supervisor-grandchild"].iter().enumerate()
+    {
+        let marker = format!("{}{index}", marker(name));
+        let script = escapes(&marker).into_iter().find(|(escape, _)| escape == name).expect("an escape").1;
+        client.start(start_waiting(escape_spec(name, &script))).await.expect("start");
+        started.push((*name, marker));
+    }
+    for (name, marker) in &started {
+        wait_until(&format!("{name} runs"), Duration::from_secs(20), || !marked(marker).is_empty());
+    }
+    started
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_escape_outlives_its_stop_and_a_killed_supervisor_is_not_failed_while_its_tree_runs() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = server(directory.path());
+    let mut client = server.client().await;
+    let started = start_escapes(&mut client).await;
+    for (name, marker) in &started {
+        if name.starts_with("kill-supervisor") {
+            // The supervisor dies half a second in: the status says so only once the tree is gone.
+            let mut watch = Watch::process(&mut client, name).await;
+            let failed = watch
+                .until_process(name, "failed", |_, process| process.status() == ProcessStatus::Failed)
+                .await;
+            assert_eq!(failed.reason(), "SupervisorKilled", "{failed:?}");
+            assert!(marked(marker).is_empty(), "{name} is FAILED while {:?} still run", marked(marker));
+        }
+        let begin = Instant::now();
+        let stopped = client.stop(stop_process(name)).await.expect("stop").into_inner().stopped;
+        assert_eq!(stopped, [name.to_string()]);
+        assert!(begin.elapsed() <= budget(), "stopping {name} took {:?}", begin.elapsed());
+        assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_escape_outlives_the_servers_sigterm() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut server = server(directory.path());
+    let mut client = server.client().await;
+    let started = start_escapes(&mut client).await;
+    drop(client);
+    let begin = Instant::now();
+    assert_eq!(server.terminate(), Some(0), "a clean exit after SIGTERM");
+    for (name, marker) in &started {
+        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGTERM"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_escape_outlives_the_servers_sigkill() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = server(directory.path());
+    let mut client = server.client().await;
+    let started = start_escapes(&mut client).await;
+    drop(client);
+    let begin = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL the server");
+    for (name, marker) in &started {
+        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGKILL"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_run_as_a_command_cannot_kill_its_supervisor_so_the_servers_sigkill_leaves_nothing() {
+    // Sharing the server's user, a grandchild that kills its supervisor the moment before the
+    // server is SIGKILLed outlives both (docs/local-runtime-security.md); under run_as the kill
+    // itself is refused.
+    let users = TestUsers::create(1);
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_config(
+        directory.path(),
+        &format!("runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n  run_as: {}\n", users.0[0]),
+    );
+    let mut client = server.client().await;
+    let marker = marker("race");
+    let script = format!("(kill -9 $PPID; echo $? > tried; exec sleep {marker}) & exec sleep {marker}");
+    client.start(start_waiting(escape_spec("race", &script))).await.expect("start");
+    wait_until("the grandchild tried", Duration::from_secs(20), || {
+        commands(&marker).first().is_some_and(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.join("tried").exists())
+        })
+    });
+    let supervisors = marked(&marker).len() - commands(&marker).len();
+    assert_eq!(supervisors, 1, "the supervisor outlived its command's kill -9");
+    let begin = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL the server");
+    assert_gone_by(&marker, begin, budget(), "after the server's SIGKILL");
+    drop(users);
+}
+
+/// Starts a server with a local secret store opened through the password variable, and a
+/// variable of its own no process may see.
+fn server_with_store(directory: &Path, password: &str) -> Server {
+    let store = directory.join("store");
+    let output = local_secret_store(password).arg("--store").arg(&store).arg("init").output().expect("init");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let config = directory.join("hydroplane.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "secret_store:\n  secret_store_type: local\n  store_location: {}\nruntime:\n  runtime_type: local\n  \
+             stop_grace_seconds: 1\n",
+            store.display()
+        ),
+    )
+    .expect("config");
+    Server::start_with_env(
+        &["-c", config.to_str().expect("utf-8")],
+        &[("HYDROPLANE_SECRET_STORE_PASSWORD", password), ("SERVER_ONLY_SETTING", "server-only-value")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_sees_only_the_documented_environment_and_the_password_is_gone_from_proc() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let password = "pw-not-for-processes-4242";
+    let server = server_with_store(directory.path(), password);
+    let mut client = server.client().await;
+    let marker = marker("environment");
+    let out = directory.path().join("seen");
+    let script = format!(
+        "cat /proc/self/environ > {out}.own; cat /proc/{server}/environ > {out}.server 2>&1; touch {out}.done; \
+         exec sleep {marker}",
+        out = out.display(),
+        server = server.pid()
+    );
+    let spec = serde_json::json!({"process_name": "env", "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sh", "-c", script], "env": [{"name": "FROM_SPEC", "value": "yes"}]}});
+    client.start(start_waiting(spec)).await.expect("start");
+    wait_until("the process ran", Duration::from_secs(20), || {
+        Path::new(&format!("{}.done", out.display())).exists()
+    });
+
+    // What the command itself was given (sh's own variables aside).
+    let command = commands(&marker)[0];
+    let environ = std::fs::read(format!("/proc/{command}/environ")).expect("the command's environ");
+    let names: BTreeSet<String> = environ
+        .split(|byte| *byte == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).split('=').next().unwrap_or_default().to_owned())
+        .collect();
+    let allowed: BTreeSet<&str> = hydroplane::config::DEFAULT_ENV_PASSTHROUGH
+        .iter()
+        .copied()
+        .chain(["FROM_SPEC", "PWD", "SHLVL", "_", "OLDPWD"])
+        .collect();
+    let extra: Vec<&String> = names.iter().filter(|name| !allowed.contains(name.as_str())).collect();
+    assert!(extra.is_empty(), "the process got the server's {extra:?}");
+    assert!(names.contains("FROM_SPEC") && names.contains("PATH"), "{names:?}");
+    let own = std::fs::read_to_string(format!("{}.own", out.display())).expect("own environ");
+    assert!(!own.contains("SERVER_ONLY_SETTING") && !own.contains(password), "{own}");
+
+    // The server's /proc entry, read by the process (as root here, so it may read it) and by the test.
+    let seen =
+        std::fs::read(format!("{}.server", out.display())).expect("server environ as the process saw it");
+    let server_environ = std::fs::read(format!("/proc/{}/environ", server.pid())).expect("server environ");
+    for bytes in [&seen, &server_environ] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(password), "the password is readable from /proc/<server>/environ");
+        assert!(!text.contains("HYDROPLANE_SECRET_STORE_PASSWORD"), "the variable is still shown");
+    }
+    assert!(
+        String::from_utf8_lossy(&server_environ).contains("SERVER_ONLY_SETTING"),
+        "the test reads the right entry"
+    );
+    // And the store opened with it.
+    assert!(server.stderr().contains("serving"), "{}", server.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_has_only_descriptors_0_1_and_2_and_a_private_working_directory() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    // The test leaves a descriptor open across exec, as a careless parent of the server would.
+    let leaked =
+        std::fs::File::open("/etc/hostname").or_else(|_| std::fs::File::open("/etc/passwd")).expect("a file");
+    rustix::io::fcntl_setfd(&leaked, rustix::io::FdFlags::empty()).expect("clear close-on-exec");
+    let server = server(directory.path());
+    let mut client = server.client().await;
+    let marker = marker("descriptors");
+    let spec = serde_json::json!({"process_name": "fds", "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sleep", marker]}});
+    client.start(start_waiting(spec)).await.expect("start");
+    wait_until("the process runs", Duration::from_secs(20), || !marked(&marker).is_empty());
+    let command = commands(&marker)[0];
+    let server_fds: Vec<String> = list(&format!("/proc/{}/fd", server.pid()));
+    assert!(server_fds.len() > 3, "the server itself holds the leaked descriptor and more: {server_fds:?}");
+    assert_eq!(list(&format!("/proc/{command}/fd")), ["0", "1", "2"]);
+
+    let cwd = std::fs::read_link(format!("/proc/{command}/cwd")).expect("cwd");
+    assert!(cwd.ends_with("work/fds.1"), "{}", cwd.display());
+    assert!(
+        cwd.to_string_lossy().contains("/hydroplane/logs/run-"),
+        "under the state directory: {}",
+        cwd.display()
+    );
+    assert_eq!(std::fs::metadata(&cwd).expect("cwd").permissions().mode() & 0o777, 0o700);
+    client.stop(stop_process("fds")).await.expect("stop");
+    assert!(!cwd.exists(), "the working directory goes with the Stop");
+    drop(leaked);
+}
+
+fn list(directory: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .expect("list")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|name| name.parse::<i64>().unwrap_or(i64::MAX));
+    names
+}
+
+/// Runs the server with no `XDG_STATE_HOME` nor `HOME`, so that its state goes under
+/// `$TMPDIR/hydroplane-<uid>`; returns its exit code and stderr (it must refuse at once).
+fn refused_start(temporary: &Path) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-H", "127.0.0.1", "-p", "0"])
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env("TMPDIR", temporary)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+        .wait_with_output()
+        .expect("wait");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_state_directory_another_user_controls_stops_the_server_with_one_line_naming_it() {
+    let temporary = tempfile::tempdir().expect("tempdir");
+    let state = temporary.path().join(format!("hydroplane-{}", nix::unistd::geteuid()));
+    let stranger = 54321;
+
+    // Created first by someone else.
+    std::fs::create_dir(&state).expect("mkdir");
+    std::os::unix::fs::chown(&state, Some(stranger), Some(stranger)).expect("chown");
+    let (code, stderr) = refused_start(temporary.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("{} belongs to user id {stranger}", state.display())), "{stderr}");
+
+    // Ours, but with someone else's symbolic link planted where the logs go.
+    std::os::unix::fs::chown(&state, Some(nix::unistd::geteuid().as_raw()), None).expect("chown back");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let elsewhere = temporary.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let link = state.join("logs");
+    std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+    std::os::unix::fs::lchown(&link, Some(stranger), Some(stranger)).expect("lchown");
+    let (code, stderr) = refused_start(temporary.path());
+    assert_eq!((code, stderr.lines().count()), (Some(1), 1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is a symbolic link that belongs to user id {stranger}", link.display())),
+        "{stderr}"
+    );
+
+    // Ours, but writable by everyone.
+    std::fs::remove_file(&link).expect("rm link");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (code, stderr) = refused_start(temporary.path());
+    assert_eq!((code, stderr.lines().count()), (Some(1), 1), "{stderr}");
+    assert!(stderr.contains(&format!("{} is writable by other users", state.display())), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("elsewhere").count(),
+        0,
+        "nothing was written through the link"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_state_directory_is_private() {
+    let temporary = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(temporary.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("sticky, as /tmp");
+    let mut server = Server::start_with_env(
+        &[],
+        &[("XDG_STATE_HOME", ""), ("HOME", ""), ("TMPDIR", temporary.path().to_str().expect("utf-8"))],
+    );
+    let state = temporary.path().join(format!("hydroplane-{}", nix::unistd::geteuid()));
+    for directory in [state.clone(), state.join("logs")] {
+        let metadata = std::fs::metadata(&directory).expect("made");
+        assert_eq!(metadata.mode() & 0o777, 0o700, "{}", directory.display());
+        assert_eq!(metadata.uid(), nix::unistd::geteuid().as_raw());
+    }
+    assert_eq!(server.terminate(), Some(0));
+}
+
+/// Two Unix users made for one test, removed when it ends (also when it fails).
+struct TestUsers(Vec<String>);
+
+impl TestUsers {
+    fn create(count: usize) -> TestUsers {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root: it creates Unix users and runs processes as them"
+        );
+        let mut users = TestUsers(Vec::new());
+        for index in 0..count {
+            let name = format!("hp{}x{index}", std::process::id());
+            let status = Command::new("useradd")
+                .args(["--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", &name])
+                .status()
+                .expect("run useradd");
+            assert!(status.success(), "useradd {name}");
+            users.0.push(name);
+        }
+        users
+    }
+}
+
+impl Drop for TestUsers {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("userdel").arg(name).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// The uid a process runs as, from `/proc/PID/status`.
+fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .expect("a uid")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_nor_the_server() {
+    let users = TestUsers::create(2);
+    let (user_a, user_b) = (&users.0[0], &users.0[1]);
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_config(
+        directory.path(),
+        &format!(
+            "runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n  run_as_by_group:\n    team-a: {user_a}\n    \
+             team-*: {user_b}\n"
+        ),
+    );
+    assert!(!server.stderr().contains("run as the server's own user"), "{}", server.stderr());
+    let mut client = server.client().await;
+
+    // B: a secret in its environment, output on disk, a file in its working directory.
+    let marker_b = marker("team-b");
+    let spec_b = serde_json::json!({"process_name": "b", "group": "team-b", "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sh", "-c", format!("echo b-output; echo b-file > mine; exec sleep {marker_b}")],
+            "env": [{"name": "B_SECRET", "value": "b-secret-value"}]}});
+    client.start(start_waiting(spec_b)).await.expect("start b");
+    wait_until("b runs", Duration::from_secs(20), || !marked(&marker_b).is_empty());
+    wait_until("b's command runs", Duration::from_secs(20), || !commands(&marker_b).is_empty());
+    let b = commands(&marker_b)[0];
+    let b_cwd = std::fs::read_link(format!("/proc/{b}/cwd")).expect("b's cwd");
+    wait_until("b wrote its file", Duration::from_secs(20), || b_cwd.join("mine").exists());
+    let run_directory = b_cwd.parent().and_then(Path::parent).expect("the run directory").to_path_buf();
+    wait_until("b's output is on disk", Duration::from_secs(20), || {
+        std::fs::read_dir(run_directory.join("b.1")).is_ok_and(|mut entries| entries.next().is_some())
+    });
+    let b_output: Vec<PathBuf> = std::fs::read_dir(run_directory.join("b.1"))
+        .expect("b's output")
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    let b_supervisor = std::fs::read_to_string(format!("/proc/{b}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+        })
+        .expect("b's parent");
+
+    // A probes B and the server, each probe's exit status on one line, in its own directory.
+    let marker_a = marker("team-a-probe");
+    let probes = [
+        ("environ", format!("cat /proc/{b}/environ")),
+        ("supervisor-environ", format!("cat /proc/{b_supervisor}/environ")),
+        ("server-environ", format!("cat /proc/{}/environ", server.pid())),
+        ("working-dir", format!("ls {}", b_cwd.display())),
+        ("working-file", format!("cat {}/mine", b_cwd.display())),
+        ("kill", format!("kill -0 {b}")),
+        ("kill-supervisor", format!("kill -0 {b_supervisor}")),
+        ("kill-server", format!("kill -0 {}", server.pid())),
+    ];
+    let mut script: String = probes
+        .iter()
+        .map(|(name, probe)| format!("{probe} >/dev/null 2>&1; echo {name} $? >> probes; "))
+        .collect();
+    for (index, file) in b_output.iter().enumerate() {
+        script
+            .push_str(&format!("cat {} >/dev/null 2>&1; echo output-{index} $? >> probes; ", file.display()));
+    }
+    script.push_str(&format!("echo done >> probes; exec sleep {marker_a}"));
+    let spec_a = serde_json::json!({"process_name": "a", "group": "team-a", "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
+    client.start(start_waiting(spec_a)).await.expect("start a");
+    wait_until("a ran its probes", Duration::from_secs(20), || !marked(&marker_a).is_empty());
+    wait_until("a's command runs", Duration::from_secs(20), || !commands(&marker_a).is_empty());
+    let a = commands(&marker_a)[0];
+    let probes_file = std::fs::read_link(format!("/proc/{a}/cwd")).expect("a's cwd").join("probes");
+    wait_until("a's probes are written", Duration::from_secs(20), || {
+        std::fs::read_to_string(&probes_file).is_ok_and(|text| text.contains("done"))
+    });
+    let results = std::fs::read_to_string(&probes_file).expect("probes");
+
+    // Each probe failed, and each would have worked for the server's user (root).
+    let uid = |name: &str| nix::unistd::User::from_name(name).expect("lookup").expect("user").uid.as_raw();
+    assert_eq!((uid_of(a), uid_of(b)), (uid(user_a), uid(user_b)), "each group runs as its user");
+    assert!(!b_output.is_empty(), "b has output files");
+    for line in results.lines().filter(|line| *line != "done") {
+        let (name, status) = line.split_once(' ').expect("a probe line");
+        assert_ne!(status, "0", "a's process could `{name}` of b's or the server's:\n{results}");
+    }
+    assert_eq!(results.lines().count(), probes.len() + b_output.len() + 1, "{results}");
+    assert!(
+        std::fs::read(format!("/proc/{b}/environ"))
+            .expect("root reads it")
+            .windows(14)
+            .any(|w| w == b"b-secret-value")
+    );
+    for file in &b_output {
+        let metadata = std::fs::metadata(file).expect("output file");
+        assert_eq!(metadata.mode() & 0o077, 0, "{} is private", file.display());
+    }
+    assert_eq!(std::fs::metadata(&b_cwd).expect("cwd").uid(), uid(user_b), "b owns its working directory");
+    for name in ["a", "b"] {
+        client.stop(stop_process(name)).await.expect("stop");
+    }
+    drop(client);
+    drop(server);
+    drop(users);
+}
