@@ -546,3 +546,30 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
     drop(server);
     drop(users);
 }
+
+#[test]
+fn without_run_as_check_and_the_start_up_log_say_that_processes_share_the_servers_user() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("hydroplane.yml");
+    std::fs::write(&path, "runtime:\n  runtime_type: local\n").expect("config");
+    let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("check");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.trim_end().ends_with("run_as: the server's user)"), "{stdout}");
+    assert!(
+        stderr.contains("local processes will run as the server's own user")
+            && stderr.contains("tokens restricted to groups isolate the API, not the processes"),
+        "{stderr}"
+    );
+
+    let server = Server::start_with_config(directory.path(), "runtime:\n  runtime_type: local\n");
+    // The log line was written before the address; its pipe is read by another thread.
+    wait_until("the start-up log says so", Duration::from_secs(10), || {
+        server.stderr().contains("local processes run as the server's own user")
+    });
+}

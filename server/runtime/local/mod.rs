@@ -15,10 +15,15 @@
 //!   when there are none; then EXITED (code 0) or FAILED (non-zero code, signal, or a command
 //!   that could not be spawned, with the reason) as soon as the command itself ends, whatever its
 //!   descendants held open, unless its restart policy starts it again ([`lifecycle`]).
-//! - The environment is the spec's `env` on top of a few variables of the server's (`PATH`,
-//!   `HOME`, `LANG`, `TZ`, `TMPDIR`): never the whole environment, which may hold the server's own
-//!   credentials. It runs in `container.working_dir` (else the server's working directory), as
-//!   the server's user.
+//! - The environment is the spec's `env` on top of the server's variables named in
+//!   `env_passthrough` (by default `PATH`, `HOME`, `LANG`, `LC_ALL`, `TZ`, `TMPDIR`): never the
+//!   whole environment, which may hold the server's own credentials. No descriptor but 0, 1 and
+//!   2 reaches the command. It runs in `container.working_dir`, else in a 0700 directory of its
+//!   own under the run directory, as the user `run_as_by_group` or `run_as` gives its group
+//!   ([`users`]), else as the server's user. docs/local-runtime-security.md says what this
+//!   contains and what it does not.
+//! - The server is a subreaper too ([`orphans`]): a supervisor killed from outside leaves its
+//!   tree to the server, which kills it before the status says the run ended.
 //! - A Start does its blocking work (secrets, environment, fork and exec, the supervisor's report)
 //!   on a blocking thread, outside the runtime's lock: the name is reserved under the lock first,
 //!   so two Starts of one name spawn once.
@@ -31,7 +36,8 @@
 //!
 //! Where to read: [`launch`] (environment and spawning), [`supervisor`] (the tree), [`lifecycle`]
 //! (restarts and the deadline), [`monitor`] (one run: status, checks and output), [`health`] (the
-//! checks), [`procfs`] (what `/proc` says), [`output`] (the bounded buffer),
+//! checks), [`procfs`] (what `/proc` says), [`orphans`] (the server as subreaper), [`users`]
+//! (who runs a process), [`output`] (the bounded buffer),
 //! [`disk`] (the files and their format), [`logs`] (serving Logs).
 
 pub mod disk;
