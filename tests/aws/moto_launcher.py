@@ -24,6 +24,14 @@ WSGI app closes the gaps:
   parameters (for a GET: the request headers) instead of the empty body when it re-signs a
   request, so every EKS ``GET`` (DescribeCluster) failed with SignatureDoesNotMatch; a patch of
   ``IAMRequestBase._create_aws_request`` makes it hash the body actually sent.
+* **AssumeRoleWithWebIdentity (IRSA).** STS takes it unsigned (the web identity token is the
+  credential), which moto's authentication mode refuses. The middleware answers an unsigned
+  ``AssumeRoleWithWebIdentity`` itself, through moto's STS backend (so the credentials it hands
+  out are moto's own and work for every later call): a missing token is ``InvalidIdentityToken``,
+  a role moto's IAM does not know is ``AccessDenied``. The token is not verified (there is no
+  OIDC provider here); each one seen is counted under ``web_identity_tokens`` in the stats, so a
+  test sees which token a caller sent. The credentials last ``DurationSeconds``, else
+  ``--web-identity-duration-seconds`` (default 3600), so a test can make them expire soon.
 * **Counters.** ``GET /_launcher/stats`` returns ``{"sts": {action: n}, "sts_presigned": {action:
   n}, "eks": {action: n}}``: every STS call by action (presigned ones included), the presigned
   subset, and every EKS call by operation name. Calls are counted whatever their outcome.
@@ -124,13 +132,20 @@ def parse_args(argv):
     parser.add_argument("--region", default="us-west-2", help="region of the fixtures' self-check")
     parser.add_argument("--eks-endpoint", help="endpoint URL every EKS cluster reports")
     parser.add_argument("--eks-ca-file", help="PEM file whose base64 every EKS cluster reports as CA")
+    parser.add_argument(
+        "--web-identity-duration-seconds",
+        type=int,
+        default=3600,
+        help="lifetime of AssumeRoleWithWebIdentity credentials that ask for none",
+    )
     return parser.parse_args(argv)
 
 
 class Stats:
-    """Thread-safe call counters, grouped by kind (``sts``, ``sts_presigned``, ``eks``)."""
+    """Thread-safe call counters, grouped by kind (``sts``, ``sts_presigned``, ``eks``,
+    ``web_identity_tokens``)."""
 
-    KINDS = ("sts", "sts_presigned", "eks")
+    KINDS = ("sts", "sts_presigned", "eks", "web_identity_tokens")
 
     def __init__(self):
         """Starts with every counter at zero."""
@@ -223,10 +238,11 @@ class PresignedRejection(Exception):
 class LauncherMiddleware:
     """WSGI middleware in front of moto: presigned STS, AssumeRole checks, counters, stats API."""
 
-    def __init__(self, app, stats):
+    def __init__(self, app, stats, web_identity_duration=3600):
         """Wraps moto's WSGI ``app``; counts into ``stats``."""
         self.app = app
         self.stats = stats
+        self.web_identity_duration = web_identity_duration
 
     def __call__(self, environ, start_response):
         """Handles one request."""
@@ -242,6 +258,12 @@ class LauncherMiddleware:
         presigned_scope = self._presigned_sts_scope(query) if not authorization else None
         if presigned_scope is not None:
             return self._presigned_sts(environ, start_response, query, presigned_scope)
+
+        if not authorization and environ.get("REQUEST_METHOD") == "POST":
+            params = dict(query)
+            params.update(urllib.parse.parse_qsl(read_body(environ).decode("utf-8", "replace")))
+            if params.get("Action") == "AssumeRoleWithWebIdentity":
+                return self._assume_role_with_web_identity(start_response, params)
 
         scope = credential_scope_of(authorization)
         service = scope[3] if scope else None
@@ -320,6 +342,50 @@ class LauncherMiddleware:
             start_response(status, headers)
             return [body]
         start_response(captured["status"], captured["headers"])
+        return [body]
+
+
+    def _assume_role_with_web_identity(self, start_response, params):
+        """Answers an unsigned AssumeRoleWithWebIdentity as STS would, with moto's credentials."""
+        from moto.sts.models import sts_backends
+
+        self.stats.count("sts", "AssumeRoleWithWebIdentity")
+        token = params.get("WebIdentityToken", "")
+        role_arn = params.get("RoleArn", "")
+        if not token:
+            status, headers, body = sts_error(400, "InvalidIdentityToken", "No web identity token was given.")
+        elif not role_exists(role_arn):
+            message = f"Not authorized to perform sts:AssumeRoleWithWebIdentity on resource: {role_arn}"
+            status, headers, body = sts_error(403, "AccessDenied", message)
+        else:
+            self.stats.count("web_identity_tokens", token)
+            # The unsigned call names no region; the account's credentials are the same in all.
+            region = "us-east-1"
+            duration = int(params.get("DurationSeconds") or self.web_identity_duration)
+            role = sts_backends[ACCOUNT_ID][partition_of(region)].assume_role_with_web_identity(
+                region_name=region,
+                role_session_name=params.get("RoleSessionName", "web-identity"),
+                role_arn=role_arn,
+                policy=None,
+                duration=duration,
+                external_id=None,
+            )
+            expiration = role.expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = (
+                f'<AssumeRoleWithWebIdentityResponse xmlns="{STS_XMLNS}"><AssumeRoleWithWebIdentityResult>'
+                f"<Credentials><AccessKeyId>{role.access_key_id}</AccessKeyId>"
+                f"<SecretAccessKey>{xml_escape(role.secret_access_key)}</SecretAccessKey>"
+                f"<SessionToken>{xml_escape(role.session_token)}</SessionToken>"
+                f"<Expiration>{expiration}</Expiration></Credentials>"
+                f"<AssumedRoleUser><Arn>{xml_escape(role.arn)}</Arn>"
+                f"<AssumedRoleId>{xml_escape(role.user_id)}</AssumedRoleId></AssumedRoleUser>"
+                f"<SubjectFromWebIdentityToken>system:serviceaccount</SubjectFromWebIdentityToken>"
+                f"</AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
+                f"</ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
+            ).encode()
+            status, headers = "200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))]
+            log.info("AssumeRoleWithWebIdentity of %s for %s s", role_arn, duration)
+        start_response(status, headers)
         return [body]
 
 
@@ -622,7 +688,9 @@ def main(argv=None):
     install_auth_fixes()
 
     stats = Stats()
-    app = LauncherMiddleware(DomainDispatcherApplication(create_backend_app), stats)
+    app = LauncherMiddleware(
+        DomainDispatcherApplication(create_backend_app), stats, args.web_identity_duration_seconds
+    )
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=RequestHandler)
     url = f"http://127.0.0.1:{server.server_port}"
     threading.Thread(target=server.serve_forever, name="serve", daemon=True).start()

@@ -13,6 +13,7 @@ mod config_errors;
 mod deploy;
 mod doc_links;
 mod eks_guide;
+mod eks_identity;
 mod eks_token;
 mod fuzz;
 mod harness;

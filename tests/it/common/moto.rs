@@ -100,6 +100,18 @@ impl Moto {
     /// Starts the launcher on `port` (0: a free one) for `region`; every EKS cluster reports
     /// `eks_endpoint` and the PEM of `eks_ca_file` as its CA.
     pub fn start(port: u16, region: &str, eks_endpoint: &str, eks_ca_file: &Path) -> Moto {
+        Moto::start_with(port, region, eks_endpoint, eks_ca_file, &[])
+    }
+
+    /// [`Moto::start`] with more of the launcher's flags, such as
+    /// `--web-identity-duration-seconds`.
+    pub fn start_with(
+        port: u16,
+        region: &str,
+        eks_endpoint: &str,
+        eks_ca_file: &Path,
+        extra: &[&str],
+    ) -> Moto {
         let mut spawned = child::spawn_with_first_line(
             "the moto launcher",
             Command::new(test_python())
@@ -107,6 +119,7 @@ impl Moto {
                 .args(["--port", &port.to_string(), "--region", region, "--eks-endpoint", eks_endpoint])
                 .arg("--eks-ca-file")
                 .arg(eks_ca_file)
+                .args(extra)
                 .stdin(Stdio::piped())
                 .stderr(Stdio::piped()),
             child::FIRST_LINE_TIMEOUT,
@@ -182,7 +195,8 @@ impl Moto {
         (status, body.to_owned())
     }
 
-    /// The launcher's call counters, by group (`eks`, `sts`, `sts_presigned`) and action.
+    /// The launcher's call counters, by group (`eks`, `sts`, `sts_presigned`,
+    /// `web_identity_tokens`) and action (or token).
     pub fn stats(&self) -> Value {
         let (status, body) = self.http("GET", "/_launcher/stats", &[]);
         assert_eq!(status, 200, "{body}");
