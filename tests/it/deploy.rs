@@ -147,10 +147,49 @@ fn server_container(deployment: &Value) -> &Value {
     &deployment["spec"]["template"]["spec"]["containers"][0]
 }
 
+/// Makes what deploy/README.md's Secret step makes (a server certificate and a tokens file),
+/// with the binaries, in `directory`, named as the Secret's keys; returns the token.
+fn secret_files(directory: &Path) -> String {
+    let dir = directory.to_str().expect("utf-8 path");
+    for args in [
+        vec!["tls", "ca", "create", "--dir", dir],
+        vec![
+            "tls",
+            "cert",
+            "create",
+            "--server",
+            "--dir",
+            dir,
+            "--ca",
+            &format!("{dir}/ca.pem"),
+            "--ca-key",
+            &format!("{dir}/ca-key.pem"),
+        ],
+    ] {
+        let output = hydroplane(&args);
+        assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+    }
+    std::fs::rename(directory.join("server-cert.pem"), directory.join("tls.crt")).expect("rename");
+    std::fs::rename(directory.join("server-key.pem"), directory.join("tls.key")).expect("rename");
+    common::create_token(&directory.join("tokens.yml"), "ci", "read,write", None)
+}
+
+/// The path of the Secret's mount in the Deployment.
+fn secret_mount(container: &Value) -> String {
+    container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|mount| mount["name"] == "secrets")
+        .and_then(|mount| mount["mountPath"].as_str())
+        .expect("the secrets mount")
+        .to_owned()
+}
+
 #[test]
 fn the_configmap_settings_pass_the_servers_own_check_with_the_deployments_flags() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let (path, yaml) = configmap_settings(directory.path());
+    let (_, yaml) = configmap_settings(directory.path());
     let deployments = manifests("deployment.yaml");
     let deployment = only(&deployments, "Deployment");
     let container = server_container(deployment);
@@ -160,6 +199,13 @@ fn the_configmap_settings_pass_the_servers_own_check_with_the_deployments_flags(
         .iter()
         .map(|arg| arg.as_str().expect("a string").to_owned())
         .collect();
+    // The Secret's files, where the settings expect them (the mount, here a directory).
+    let mount = secret_mount(container);
+    let secrets = directory.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("mkdir");
+    secret_files(&secrets);
+    let path = directory.path().join("local.yml");
+    std::fs::write(&path, yaml.replace(&mount, secrets.to_str().expect("utf-8"))).expect("write");
     // The Deployment's flags, parsed by the real binary, with the config at its local path.
     let config_at = args.iter().position(|arg| arg == "-c").expect("-c") + 1;
     let mounted = &args[config_at];
@@ -173,72 +219,51 @@ fn the_configmap_settings_pass_the_servers_own_check_with_the_deployments_flags(
     assert!(
         stdout.contains(
             "valid (runtime_type: kubernetes, namespace: hydroplane-processes, kubeconfig: in-cluster"
-        ),
+        ) && stdout.contains("tls: on, auth: tokens"),
         "{stdout}"
     );
     assert!(!yaml.lines().any(|line| line.trim_start().starts_with("kubeconfig:")), "in-cluster: {yaml}");
 
     // The config path the server reads is where the ConfigMap is mounted.
-    let mount = container["volumeMounts"]
+    let config_mount = container["volumeMounts"]
         .as_array()
         .expect("mounts")
         .iter()
         .find(|mount| mount["name"] == "config")
         .expect("the config mount");
-    assert_eq!(*mounted, format!("{}/hydroplane.yml", mount["mountPath"].as_str().expect("path")));
+    assert_eq!(*mounted, format!("{}/hydroplane.yml", config_mount["mountPath"].as_str().expect("path")));
     let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
     assert!(
         volumes
             .iter()
             .any(|volume| volume["name"] == "config" && volume["configMap"]["name"] == "hydroplane")
     );
-    // The TLS and tokens Secret is optional: the server starts without it.
-    assert!(volumes.iter().any(|volume| volume["secret"]["optional"] == true), "{volumes:?}");
-
-    // A Pod is reached on its IP: every address, and --insecure while neither tls nor auth is set
-    // (the server refuses that exposure otherwise).
+    // Secure by default: the Secret is required (the Pods wait for it rather than serve open),
+    // and nothing asks for --insecure.
+    let secret_volume =
+        volumes.iter().find(|volume| volume["name"] == "secrets").expect("the secrets volume");
+    assert_eq!(secret_volume["secret"]["secretName"], "hydroplane-secrets");
+    assert!(secret_volume["secret"].get("optional").is_none_or(|optional| *optional == false));
+    // A Pod is reached on its IP: every address.
     let host = &args[args.iter().position(|arg| arg == "-H").expect("-H") + 1];
     assert_eq!(host, "0.0.0.0");
-    let protected = yaml.lines().any(|line| line.starts_with("tls:"))
-        && yaml.lines().any(|line| line.starts_with("auth:"));
-    assert_eq!(args.contains(&"--insecure".to_owned()), !protected, "{args:?}");
-
-    // The secure variant the ConfigMap documents in comments is valid settings too, with its
-    // files in the optional Secret's mount.
-    let uncommented: String = yaml
-        .lines()
-        .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if rest.starts_with("auth:") || rest.starts_with("tls:") || rest.starts_with("  ") => {
-                rest
-            }
-            _ => line,
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let secure = hydroplane::config::Settings::parse(&uncommented).expect("the secure variant parses");
-    let secret_mount = container["volumeMounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .find(|mount| mount["name"] == "secrets")
-        .and_then(|mount| mount["mountPath"].as_str())
-        .expect("the secrets mount");
-    let tokens_file = secure.auth.expect("auth").tokens_file;
-    assert!(tokens_file.starts_with(secret_mount), "{}", tokens_file.display());
-    assert!(secure.tls.expect("tls").cert_file.starts_with(secret_mount));
+    assert!(!args.contains(&"--insecure".to_owned()), "{args:?}");
+    let settings = hydroplane::config::Settings::parse(&yaml).expect("the settings parse");
+    assert!(settings.auth.expect("auth").tokens_file.starts_with(&mount));
+    assert!(settings.tls.expect("tls").cert_file.starts_with(&mount));
 }
 
 #[test]
-fn the_probes_ask_the_grpc_health_service_on_the_port_the_server_listens_on() {
+fn the_probes_open_the_port_the_server_listens_on() {
     let deployments = manifests("deployment.yaml");
     let container = server_container(only(&deployments, "Deployment"));
     let args: Vec<&str> =
         container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
     let port: u64 = args[args.iter().position(|arg| *arg == "-p").expect("-p") + 1].parse().expect("a port");
+    // The kubelet's gRPC probes speak plaintext, the server TLS: the probes connect over TCP to
+    // the named port, which is the one the server listens on.
     for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(container[probe]["grpc"]["port"], port, "{probe}");
-        // No service name: the kubelet asks for the server's overall health.
-        assert!(container[probe]["grpc"].get("service").is_none(), "{probe}");
+        assert_eq!(container[probe]["tcpSocket"]["port"], "grpc", "{probe}");
     }
     let ports = container["ports"].as_array().expect("ports");
     assert!(ports.iter().any(|entry| entry["name"] == "grpc" && entry["containerPort"] == port));
@@ -252,21 +277,50 @@ fn the_probes_ask_the_grpc_health_service_on_the_port_the_server_listens_on() {
         services.iter().any(|service| service["spec"]["ports"][0]["port"] == 9464),
         "the metrics Service"
     );
+}
 
-    // What such a probe asks (grpc.health.v1 Check, service ""), the real server answers SERVING.
-    let server = Server::start();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(server.url())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let answer =
-            health.check(tonic_health::pb::HealthCheckRequest::default()).await.expect("health").into_inner();
-        assert_eq!(answer.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    });
+#[test]
+fn the_network_policy_admits_only_labelled_clients_to_the_servers_ports() {
+    let policies = manifests("networkpolicy.yaml");
+    let policy = only(&policies, "NetworkPolicy");
+    assert_eq!(policy["metadata"]["namespace"], "hydroplane");
+    let deployments = manifests("deployment.yaml");
+    let deployment = only(&deployments, "Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (label, value) in policy["spec"]["podSelector"]["matchLabels"].as_object().expect("labels") {
+        assert_eq!(&pod_labels[label], value, "selects the server's Pods");
+    }
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress");
+    let container_ports: Vec<&str> = server_container(deployment)["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|port| port["name"].as_str())
+        .collect();
+    let mut admitted = Vec::new();
+    for rule in rules {
+        let ports: Vec<&str> = rule["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .filter_map(|port| port["port"].as_str())
+            .collect();
+        assert!(ports.iter().all(|port| container_ports.contains(port)), "{ports:?}");
+        for peer in rule["from"].as_array().expect("from") {
+            // Every peer is chosen by a label: no rule admits all Pods or all addresses.
+            let labels = peer["podSelector"]["matchLabels"].as_object().expect("a pod label");
+            assert!(!labels.is_empty() && peer.get("ipBlock").is_none(), "{peer}");
+            admitted.push((ports.clone(), labels.keys().cloned().collect::<Vec<_>>()));
+        }
+    }
+    assert_eq!(
+        admitted,
+        [
+            (vec!["grpc"], vec!["hydroplane.io/client".to_owned()]),
+            (vec!["metrics"], vec!["hydroplane.io/metrics".to_owned()])
+        ]
+    );
 }
 
 #[test]
@@ -386,6 +440,7 @@ fn kubectl_apply_k_creates_every_object_on_the_simulator() {
         "service/hydroplane created",
         "service/hydroplane-metrics created",
         "deployment.apps/hydroplane created",
+        "networkpolicy.networking.k8s.io/hydroplane created",
     ];
     for object in expected {
         assert!(applied.lines().any(|line| line == object), "{object} in:\n{applied}");
@@ -406,6 +461,229 @@ fn kubectl_apply_k_creates_every_object_on_the_simulator() {
     .expect("JSON");
     let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image");
     assert_eq!(image, "ghcr.io/example/hydroplane:0.1.0", "kustomize set the image");
+}
+
+/// The code of the first fenced `language` block under deploy/README.md's `## section`.
+#[track_caller]
+fn readme_block(section: &str, language: &str) -> String {
+    let readme = std::fs::read_to_string(deploy_file("README.md")).expect("deploy/README.md");
+    let heading = format!("## {section}\n");
+    let start = readme.find(&heading).unwrap_or_else(|| panic!("no section {section:?}")) + heading.len();
+    let body = &readme[start..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    let fence = format!("```{language}\n");
+    let code = &body
+        [body.find(&fence).unwrap_or_else(|| panic!("no {language} block in {section:?}")) + fence.len()..];
+    code[..code.find("```").expect("the block ends")].to_owned()
+}
+
+/// One object from the simulator, as JSON.
+fn get_object(sim: &KubeSim, kind: &str, name: &str) -> Value {
+    serde_json::from_str(&sim.kubectl(&["get", kind, name, "-n", "hydroplane", "-o", "json"])).expect("JSON")
+}
+
+/// The files the kubelet would give the server's container for `deployment`: each ConfigMap and
+/// Secret volume written under `root` (Secret files with the volume's mode). Returns each
+/// mount path with the local directory standing in for it.
+fn mount_volumes(sim: &KubeSim, deployment: &Value, root: &Path) -> Vec<(String, PathBuf)> {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mut mounts = Vec::new();
+    for mount in server_container(deployment)["volumeMounts"].as_array().expect("mounts") {
+        let name = mount["name"].as_str().expect("a name");
+        let volume = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|volume| volume["name"] == name)
+            .expect("the mount's volume");
+        let directory = root.join(name);
+        std::fs::create_dir(&directory).expect("mkdir");
+        if let Some(config_map) = volume["configMap"]["name"].as_str() {
+            let object = get_object(sim, "configmap", config_map);
+            for (key, value) in object["data"].as_object().expect("data") {
+                std::fs::write(directory.join(key), value.as_str().expect("text")).expect("write");
+            }
+        } else if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            let object = get_object(sim, "secret", secret);
+            let mode = volume["secret"]["defaultMode"].as_u64().map_or(0o644, |mode| mode as u32);
+            for (key, value) in object["data"].as_object().expect("data") {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(value.as_str().expect("base64"))
+                    .expect("base64");
+                let file = directory.join(key);
+                std::fs::write(&file, bytes).expect("write");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            }
+        }
+        mounts.push((mount["mountPath"].as_str().expect("a path").to_owned(), directory));
+    }
+    mounts
+}
+
+#[test]
+fn kubectl_apply_k_and_the_readme_steps_give_a_server_that_refuses_a_call_without_a_token() {
+    let service_account = tempfile::tempdir().expect("tempdir");
+    let ca_file = service_account.path().join("ca.crt");
+    let sim = KubeSim::start(&["--tls", "--token", "sa-token", "--ca-out", ca_file.to_str().expect("path")]);
+    sim.kubectl(&["apply", "-k", deploy_file("").to_str().expect("path")]);
+
+    // The README's steps for the Secret, as written, in a shell whose `hydroplane` is ours and
+    // whose `kubectl` talks to the simulator; HOME is the test's.
+    let home = tempfile::tempdir().expect("tempdir");
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hydroplane"), bin.join("hydroplane")).expect("symlink");
+    let kubectl = sim.kubectl_command();
+    // The real kubectl by its full path: the wrapper's own name would find the wrapper again.
+    let program = Path::new(kubectl.get_program());
+    let program = if program.is_absolute() {
+        program.to_path_buf()
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|directory| directory.join(program))
+            .find(|candidate| candidate.is_file())
+            .expect("kubectl on PATH")
+    };
+    let mut wrapper = format!("#!/bin/sh\nexec '{}'", program.display());
+    for arg in kubectl.get_args() {
+        wrapper.push_str(&format!(" '{}'", arg.to_str().expect("utf-8")));
+    }
+    wrapper.push_str(" \"$@\"\n");
+    std::fs::write(bin.join("kubectl"), wrapper).expect("write");
+    std::fs::set_permissions(bin.join("kubectl"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let steps = readme_block("Before the server starts: its Secret", "sh");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("sh")
+        .args(["-euc", &steps])
+        .env("PATH", path)
+        .env("HOME", home.path())
+        .current_dir(home.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the README's steps");
+    assert!(
+        output.status.success(),
+        "{steps}\nstdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let secrets = home.path().join("hydroplane-secrets");
+
+    // The server's container as the kubelet makes it from what is in the cluster now: the
+    // Deployment's args, its ConfigMap and Secret at their mounts (here, local directories), and
+    // the in-cluster environment. The tests reach only loopback, so the server listens on
+    // 127.0.0.1 rather than the Pod's every address.
+    let deployment = get_object(&sim, "deployment", "hydroplane");
+    let pod_root = tempfile::tempdir().expect("tempdir");
+    let mounts = mount_volumes(&sim, &deployment, pod_root.path());
+    let local = |text: &str| {
+        mounts.iter().fold(text.to_owned(), |text, (mount, directory)| {
+            text.replace(mount.as_str(), directory.to_str().expect("utf-8"))
+        })
+    };
+    let config_directory =
+        &mounts.iter().find(|(mount, _)| mount == "/etc/hydroplane").expect("the config mount").1;
+    let settings = config_directory.join("hydroplane.yml");
+    std::fs::write(&settings, local(&std::fs::read_to_string(&settings).expect("read"))).expect("write");
+    let container_args: Vec<String> = server_container(&deployment)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|arg| local(arg.as_str().expect("a string")))
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    let mut given = container_args.iter();
+    while let Some(arg) = given.next() {
+        // The address and port are the test's (Server gives -H 127.0.0.1 -p 0).
+        if arg == "-H" || arg == "-p" {
+            given.next();
+        } else {
+            args.push(arg);
+        }
+    }
+    std::fs::write(service_account.path().join("token"), "sa-token").expect("write");
+    std::fs::write(service_account.path().join("namespace"), "hydroplane").expect("write");
+    let port = sim.url.rsplit(':').next().expect("a port").to_owned();
+    let server = Server::start_with_env(
+        &args,
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+            ("HYDROPLANE_SERVICE_ACCOUNT_DIR", service_account.path().to_str().expect("path")),
+            ("KUBECONFIG", "/nonexistent/kubeconfig"),
+            ("HOME", pod_root.path().to_str().expect("path")),
+        ],
+    );
+    assert!(server.stderr().contains("tls=true tokens=true"), "{}", server.stderr());
+
+    // As the README says a client connects: TLS with the CA it made, and its token.
+    let url = format!("https://localhost:{}", server.address.rsplit(':').next().expect("a port"));
+    let hpctl = |token_file: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hpctl"));
+        command.args(["--server", &url, "--ca-cert"]).arg(secrets.join("ca.pem"));
+        if let Some(file) = token_file {
+            command.arg("--token-file").arg(file);
+        }
+        command.arg("list").env_remove("HYDROPLANE_TOKEN").stdin(Stdio::null()).output().expect("run hpctl")
+    };
+    let refused = hpctl(None);
+    assert!(!refused.status.success(), "a call without a token was served");
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("this server needs a token"), "{stderr}");
+    let served = hpctl(Some(&secrets.join("ci.token")));
+    assert!(served.status.success(), "{}", text(&served.stderr));
+    assert_eq!(text(&served.stdout).trim(), "[]");
+    // Plaintext is not served at all.
+    let plain = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        .args(["--server", &format!("http://{}", server.address), "--token-file"])
+        .arg(secrets.join("ci.token"))
+        .arg("list")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hpctl");
+    assert!(!plain.status.success(), "plaintext was served: {}", text(&plain.stdout));
+}
+
+#[test]
+fn the_eks_identity_of_the_readme_is_valid_with_the_deployment() {
+    // The README's `runtime:` for EKS, in the ConfigMap's settings, passes the server's check.
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (_, yaml) = configmap_settings(directory.path());
+    let eks_runtime = readme_block("On EKS: the AWS identity", "yaml");
+    let start = yaml.find("runtime:\n").expect("a runtime block");
+    let end = start + yaml[start..].find("\nsecret_store:").expect("secret_store follows runtime");
+    let deployments = manifests("deployment.yaml");
+    let mount = secret_mount(server_container(only(&deployments, "Deployment")));
+    let secrets = directory.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("mkdir");
+    secret_files(&secrets);
+    let eks_yaml = format!("{}{}{}", &yaml[..start], eks_runtime.trim_end(), &yaml[end..])
+        .replace(&mount, secrets.to_str().expect("utf-8"));
+    assert!(!eks_yaml.contains("credentials:"), "the Pod's identity, not keys: {eks_yaml}");
+    let (code, stdout, stderr, _) = check_yaml(directory.path(), &eks_yaml);
+    assert_eq!(code, Some(0), "{stderr}\n{eks_yaml}");
+    assert!(stdout.contains("runtime_type: eks, cluster_name: my-cluster, region: us-west-2"), "{stdout}");
+
+    // The ServiceAccount's IRSA annotation, uncommented, is the one EKS's webhook reads.
+    let text = std::fs::read_to_string(deploy_file("serviceaccount.yaml")).expect("read");
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            line.strip_prefix("  # ").map(|rest| format!("  {rest}")).unwrap_or_else(|| line.to_owned())
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let account: Value = serde_saphyr::from_str(&uncommented).expect("YAML");
+    let role =
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str().expect("the annotation");
+    assert!(role.starts_with("arn:aws:iam::") && role.contains(":role/"), "{role}");
+    // The README names the Pod Identity association for the same ServiceAccount.
+    let readme = std::fs::read_to_string(deploy_file("README.md")).expect("read");
+    assert!(readme.contains("aws eks create-pod-identity-association"), "{readme}");
+    assert!(readme.contains("--namespace hydroplane\n  --service-account hydroplane"), "{readme}");
 }
 
 // === The in-cluster config ===

@@ -94,6 +94,7 @@ pub fn admit_create(
         | Kind::ConfigMap
         | Kind::Event
         | Kind::ServiceAccount
+        | Kind::NetworkPolicy
         | Kind::Role
         | Kind::RoleBinding
         | Kind::ClusterRole
@@ -146,6 +147,7 @@ pub fn admit_update(
         | Kind::ConfigMap
         | Kind::Event
         | Kind::ServiceAccount
+        | Kind::NetworkPolicy
         | Kind::Role
         | Kind::RoleBinding
         | Kind::ClusterRole

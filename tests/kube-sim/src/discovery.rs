@@ -22,7 +22,7 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 /// The named API groups served, each at `v1`.
-pub const GROUPS: [&str; 3] = ["apps", "batch", crate::rbac::GROUP];
+pub const GROUPS: [&str; 4] = ["apps", "batch", crate::rbac::GROUP, crate::resources::NETWORKING_GROUP];
 
 /// The `/apis` document.
 pub fn group_list() -> Value {
@@ -130,12 +130,13 @@ pub fn openapi_v3_index() -> Value {
     json!({"paths": paths})
 }
 
-fn group_versions() -> [(&'static str, (&'static str, &'static str)); 4] {
+fn group_versions() -> [(&'static str, (&'static str, &'static str)); 5] {
     [
         ("api/v1", ("", "v1")),
         ("apis/apps/v1", ("apps", "v1")),
         ("apis/batch/v1", ("batch", "v1")),
         ("apis/rbac.authorization.k8s.io/v1", (crate::rbac::GROUP, "v1")),
+        ("apis/networking.k8s.io/v1", (crate::resources::NETWORKING_GROUP, "v1")),
     ]
 }
 
@@ -205,7 +206,7 @@ mod tests {
         let groups = group_list();
         let names: Vec<&str> =
             groups["groups"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
-        assert_eq!(names, ["apps", "batch", "rbac.authorization.k8s.io"]);
+        assert_eq!(names, ["apps", "batch", "rbac.authorization.k8s.io", "networking.k8s.io"]);
         let index = openapi_v3_index();
         assert!(index["paths"]["apis/rbac.authorization.k8s.io/v1"]["serverRelativeURL"].is_string());
     }

@@ -39,6 +39,8 @@ pub enum Kind {
     ClusterRole,
     /// rbac/v1 ClusterRoleBinding (cluster-scoped).
     ClusterRoleBinding,
+    /// networking.k8s.io/v1 NetworkPolicy: stored, not enforced (the simulator has no network).
+    NetworkPolicy,
 }
 
 /// Static facts about one resource type.
@@ -184,6 +186,19 @@ const STATEFUL_SET: ResourceInfo = ResourceInfo {
     has_status: true,
     extra_field_labels: &[],
 };
+/// The API group of NetworkPolicy.
+pub const NETWORKING_GROUP: &str = "networking.k8s.io";
+const NETWORK_POLICY: ResourceInfo = ResourceInfo {
+    kind: "NetworkPolicy",
+    plural: "networkpolicies",
+    singular: "networkpolicy",
+    group: NETWORKING_GROUP,
+    version: "v1",
+    namespaced: true,
+    short_names: &["netpol"],
+    has_status: false,
+    extra_field_labels: &[],
+};
 const JOB: ResourceInfo = ResourceInfo {
     kind: "Job",
     plural: "jobs",
@@ -198,7 +213,7 @@ const JOB: ResourceInfo = ResourceInfo {
 
 impl Kind {
     /// Every kind, in discovery order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -214,6 +229,7 @@ impl Kind {
         Kind::RoleBinding,
         Kind::ClusterRole,
         Kind::ClusterRoleBinding,
+        Kind::NetworkPolicy,
     ];
 
     /// The static facts about this kind.
@@ -234,6 +250,7 @@ impl Kind {
             Kind::RoleBinding => &rbac::ROLE_BINDING,
             Kind::ClusterRole => &rbac::CLUSTER_ROLE,
             Kind::ClusterRoleBinding => &rbac::CLUSTER_ROLE_BINDING,
+            Kind::NetworkPolicy => &NETWORK_POLICY,
         }
     }
 
@@ -256,6 +273,7 @@ impl Kind {
             "" => "v1",
             rbac::GROUP => "rbac.authorization.k8s.io/v1",
             "batch" => "batch/v1",
+            NETWORKING_GROUP => "networking.k8s.io/v1",
             _ => "apps/v1",
         }
     }
@@ -310,5 +328,6 @@ mod tests {
         assert_eq!(Kind::Role.qualified_resource(), "roles.rbac.authorization.k8s.io");
         assert_eq!(Kind::Job.api_version(), "batch/v1");
         assert_eq!(Kind::StatefulSet.api_version(), "apps/v1");
+        assert_eq!(Kind::NetworkPolicy.api_version(), "networking.k8s.io/v1");
     }
 }

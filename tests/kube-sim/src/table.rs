@@ -100,6 +100,7 @@ pub fn columns(kind: Kind) -> Value {
         Kind::ConfigMap
         | Kind::Event
         | Kind::ServiceAccount
+        | Kind::NetworkPolicy
         | Kind::Role
         | Kind::RoleBinding
         | Kind::ClusterRole
@@ -307,6 +308,7 @@ fn cells(kind: Kind, object: &Value) -> Vec<Value> {
         Kind::ConfigMap
         | Kind::Event
         | Kind::ServiceAccount
+        | Kind::NetworkPolicy
         | Kind::Role
         | Kind::RoleBinding
         | Kind::ClusterRole

@@ -147,7 +147,7 @@ pub fn validate(kind: Kind, object: &Value) -> Vec<FieldError> {
         Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
             crate::rbac::validate(kind, object, &mut errors)
         }
-        Kind::Namespace | Kind::Node | Kind::Event | Kind::ServiceAccount => {}
+        Kind::Namespace | Kind::Node | Kind::Event | Kind::ServiceAccount | Kind::NetworkPolicy => {}
     }
     errors
 }
