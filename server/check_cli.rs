@@ -4,8 +4,14 @@
 //! secret store is not opened (no password is asked for) and nothing binds. For CI and for
 //! deploy scripts: exit 0 and one line on stdout when valid, exit 1 and one line on stderr when
 //! not.
+//!
+//! `--cluster` goes one step further, for a Kubernetes or EKS runtime: it opens the secret store
+//! and connects to the cluster exactly as the server does at start-up (the same checks of
+//! credentials, namespace and permissions, the same errors), and prints the runtime's warnings
+//! about the cluster, such as nodes without an ExternalIP (a public process would get no public
+//! address there).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -20,16 +26,26 @@ const SHARED_USER: &str = "local processes will run as the server's own user: ea
     isolate the API, not the processes; set runtime.run_as_by_group (or runtime.run_as) to run \
     them as other users";
 
-/// Checks the settings file and prints the verdict.
-pub fn run(config: Option<&Path>) -> ExitCode {
-    // Warnings of the loader are tracing events: they go to stderr, one line each.
+/// Checks the settings file and prints the verdict. `cluster` (the `--password-file`, if any)
+/// asks for the connection to the cluster to be checked too.
+pub fn run(config: Option<&Path>, cluster: Option<Option<PathBuf>>) -> ExitCode {
+    // Warnings of the loader and of the runtime are tracing events: they go to stderr, one line
+    // each. Connecting logs its progress at INFO, which a check leaves out.
+    let level = if cluster.is_some() { tracing::Level::WARN } else { tracing::Level::INFO };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_max_level(level)
         .without_time()
         .with_target(false)
         .with_ansi(false)
         .init();
-    match check(config) {
+    let checked = check(config).and_then(|(settings, summary)| match cluster {
+        Some(password_file) => {
+            check_cluster(&settings, password_file).map(|found| format!("{summary}; {found}"))
+        }
+        None => Ok(summary),
+    });
+    match checked {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
@@ -41,8 +57,8 @@ pub fn run(config: Option<&Path>) -> ExitCode {
     }
 }
 
-/// The one-line summary of a valid file, or why it is not.
-fn check(config: Option<&Path>) -> anyhow::Result<String> {
+/// The settings and the one-line summary of a valid file, or why it is not.
+fn check(config: Option<&Path>) -> anyhow::Result<(Settings, String)> {
     let Some(path) = config else {
         anyhow::bail!("give the settings file to check: hydroplane check -c FILE");
     };
@@ -59,7 +75,31 @@ fn check(config: Option<&Path>) -> anyhow::Result<String> {
             tracing::warn!("{SHARED_USER}");
         }
     }
-    Ok(format!("{}: valid ({})", path.display(), summary(&settings).join(", ")))
+    let summary = format!("{}: valid ({})", path.display(), summary(&settings).join(", "));
+    Ok((settings, summary))
+}
+
+/// Connects to the settings' cluster as the server does at start-up; what was found, or why it
+/// cannot be used. The runtime's own warnings (nodes without an ExternalIP) are logged as it
+/// connects.
+fn check_cluster(settings: &Settings, password_file: Option<PathBuf>) -> anyhow::Result<String> {
+    let namespace = match &settings.runtime {
+        RuntimeSettings::Kubernetes(kubernetes) => kubernetes.namespace(),
+        RuntimeSettings::Eks(eks) => eks.namespace(),
+        RuntimeSettings::Local(_) => anyhow::bail!("--cluster: runtime_type local has no cluster to check"),
+    };
+    let secrets = hydroplane::secrets::open_configured(
+        &settings.secret_store,
+        hydroplane::secrets::PasswordSource::for_opening(password_file),
+    )
+    .context("cannot open the secret store")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let connected = hydroplane::runtime::from_settings(&settings.runtime, secrets).await?;
+        drop(connected);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(format!("the cluster is reachable and namespace `{namespace}` usable"))
 }
 
 /// The settings that decide what the server does, as `key: value`.

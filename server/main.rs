@@ -80,8 +80,15 @@ enum Command {
     #[command(subcommand)]
     Tls(tls_cli::TlsCommand),
     /// Loads and validates the settings (-c FILE) without connecting to anything or opening
-    /// the secret store; exit 0 when valid, 1 with the error.
-    Check,
+    /// the secret store; exit 0 when valid, 1 with the error. With --cluster, also connects to
+    /// the cluster as the server would and warns about what will not work there.
+    Check {
+        /// Also connect to the cluster the settings name (opening the secret store if it is
+        /// used), check the namespace and permissions, and warn, for example, when no node has
+        /// an ExternalIP for public processes.
+        #[arg(long)]
+        cluster: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,7 +101,10 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse_from(arguments);
     match args.command {
         Some(Command::Token(command)) => return token_cli::run(command, args.config.as_deref()),
-        Some(Command::Check) => return check_cli::run(args.config.as_deref()),
+        Some(Command::Check { cluster }) => {
+            let cluster = cluster.then(|| args.password_file.clone());
+            return check_cli::run(args.config.as_deref(), cluster);
+        }
         Some(Command::Tls(command)) => return tls_cli::run(command),
         None => {}
     }

@@ -130,6 +130,48 @@ fn check_refuses_a_missing_file() {
     assert!(text(&output.stderr).contains("hydroplane check -c FILE"));
 }
 
+#[test]
+fn check_cluster_warns_when_no_node_has_an_external_ip() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let check_cluster = |sim: &KubeSim, extra: &str| {
+        let path = directory.path().join("cluster.yml");
+        std::fs::write(&path, sim.hydroplane_config(extra)).expect("write");
+        let output = hydroplane(&["check", "--cluster", "-c", path.to_str().expect("path")]);
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    // Private nodes: a public process would have no public address, which check says.
+    let private = KubeSim::start(&["--nodes-without-external-ip"]);
+    let (code, stdout, stderr) = check_cluster(&private, "");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("the cluster is reachable and namespace `default` usable"), "{stdout}");
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains("no node of the cluster has an ExternalIP")
+            && stderr.contains("public_exposure: load_balancer"),
+        "{stderr}"
+    );
+    // ... unless public processes get load balancers instead.
+    let (code, _, stderr) = check_cluster(&private, "  public_exposure: load_balancer\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("ExternalIP"), "{stderr}");
+    // Nodes with ExternalIPs: nothing to say.
+    let public = KubeSim::start(&[]);
+    let (code, stdout, stderr) = check_cluster(&public, "");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("usable"), "{stdout}");
+    assert!(!stderr.contains("ExternalIP"), "{stderr}");
+    // A namespace that does not exist: the server's own start-up error, exit 1.
+    let (code, stdout, stderr) = check_cluster(&public, "  namespace: no-such-namespace\n");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stderr.contains("no-such-namespace"), "{stderr}");
+    // The local runtime has no cluster.
+    let (code, _, stderr, path) = check_yaml(directory.path(), "runtime:\n  runtime_type: local\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    let output = hydroplane(&["check", "--cluster", "-c", path.to_str().expect("path")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("runtime_type local has no cluster"), "{}", text(&output.stderr));
+}
+
 // === deploy/ ===
 
 /// The ConfigMap's `hydroplane.yml`, written to `directory`.
