@@ -659,7 +659,11 @@ fn kubectl_apply_k_and_the_readme_steps_give_a_server_that_refuses_a_call_withou
             ("HOME", pod_root.path().to_str().expect("path")),
         ],
     );
-    assert!(server.stderr().contains("tls=true tokens=true"), "{}", server.stderr());
+    common::wait_until(
+        "the server logs that it serves TLS with tokens",
+        std::time::Duration::from_secs(10),
+        || server.stderr().contains("tls=true tokens=true"),
+    );
 
     // As the README says a client connects: TLS with the CA it made, and its token.
     let url = format!("https://localhost:{}", server.address.rsplit(':').next().expect("a port"));

@@ -66,7 +66,12 @@ fn launcher_emulates_sts_and_eks_for_the_eks_runtime() {
     let (mut launcher, _ca_directory) = start_launcher();
     let user = launcher.user.clone();
     let context = || launcher.stderr();
-    assert_eq!(launcher.stats(), json!({"eks": {}, "sts": {}, "sts_presigned": {}}), "{}", context());
+    assert_eq!(
+        launcher.stats(),
+        json!({"eks": {}, "sts": {}, "sts_presigned": {}, "web_identity_tokens": {}}),
+        "{}",
+        context()
+    );
 
     // EKS: the cluster reports the endpoint and CA given on the command line, CA as base64 of the PEM.
     let vpc = json!({"subnetIds": ["subnet-0123"], "securityGroupIds": ["sg-0123"]});
@@ -150,11 +155,15 @@ fn launcher_emulates_sts_and_eks_for_the_eks_runtime() {
         "eks": {"CreateCluster": 1, "DescribeCluster": 3},
         "sts": {"AssumeRole": 2, "GetCallerIdentity": 8},
         "sts_presigned": {"GetCallerIdentity": 7},
+        "web_identity_tokens": {},
     });
     assert_eq!(launcher.stats(), expected, "{}", context());
     let (status, _) = launcher.http("POST", "/_launcher/reset-stats", &[]);
     assert_eq!(status, 200);
-    assert_eq!(launcher.stats(), json!({"eks": {}, "sts": {}, "sts_presigned": {}}));
+    assert_eq!(
+        launcher.stats(),
+        json!({"eks": {}, "sts": {}, "sts_presigned": {}, "web_identity_tokens": {}})
+    );
 
     let status = launcher.close_stdin_and_wait();
     assert!(
