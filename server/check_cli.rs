@@ -1,6 +1,7 @@
 //! `hydroplane check -c FILE`: would the server start with these settings? The file is read
 //! with the server's own loader (every warning printed on stderr), and the files it names for
-//! TLS and tokens are read as the server reads them at start-up; nothing is connected to, the
+//! TLS and tokens are read as the server reads them at start-up; nothing is connected to but a
+//! docker runtime's engine (its version is reported, or why it cannot be reached), the
 //! secret store is not opened (no password is asked for) and nothing binds. For CI and for
 //! deploy scripts: exit 0 and one line on stdout when valid, exit 1 and one line on stderr when
 //! not.
@@ -75,7 +76,11 @@ fn check(config: Option<&Path>) -> anyhow::Result<(Settings, String)> {
             tracing::warn!("{SHARED_USER}");
         }
     }
-    let summary = format!("{}: valid ({})", path.display(), summary(&settings).join(", "));
+    let mut parts = summary(&settings);
+    if let RuntimeSettings::Docker(docker) = &settings.runtime {
+        parts.push(engine(docker)?);
+    }
+    let summary = format!("{}: valid ({})", path.display(), parts.join(", "));
     Ok((settings, summary))
 }
 
@@ -87,6 +92,11 @@ fn check_cluster(settings: &Settings, password_file: Option<PathBuf>) -> anyhow:
         RuntimeSettings::Kubernetes(kubernetes) => kubernetes.namespace(),
         RuntimeSettings::Eks(eks) => eks.namespace(),
         RuntimeSettings::Local(_) => anyhow::bail!("--cluster: runtime_type local has no cluster to check"),
+        RuntimeSettings::Docker(_) => {
+            anyhow::bail!(
+                "--cluster: runtime_type docker has no cluster to check (check reports its engine without it)"
+            )
+        }
     };
     let secrets = hydroplane::secrets::open_configured(
         &settings.secret_store,
@@ -102,6 +112,13 @@ fn check_cluster(settings: &Settings, password_file: Option<PathBuf>) -> anyhow:
     Ok(format!("the cluster is reachable and namespace `{namespace}` usable"))
 }
 
+/// The docker engine's version and address, or why it cannot be reached.
+fn engine(settings: &hydroplane::config::DockerRuntimeSettings) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (_, version) = runtime.block_on(hydroplane::runtime::docker::connect(settings))?;
+    Ok(format!("engine: {version}"))
+}
+
 /// The settings that decide what the server does, as `key: value`.
 fn summary(settings: &Settings) -> Vec<String> {
     let mut parts = vec![format!("runtime_type: {}", settings.runtime.runtime_type())];
@@ -113,6 +130,9 @@ fn summary(settings: &Settings) -> Vec<String> {
                 Some(path) => format!("kubeconfig: {}", path.display()),
                 None => "kubeconfig: in-cluster, else ~/.kube/config".to_owned(),
             });
+        }
+        RuntimeSettings::Docker(docker) => {
+            parts.push(format!("network: {}", docker.network));
         }
         RuntimeSettings::Eks(eks) => {
             parts.push(format!("cluster_name: {}", eks.cluster_name));

@@ -517,6 +517,8 @@ pub enum RuntimeSettings {
     Kubernetes(KubernetesSettings),
     /// Amazon EKS (boxed: it is much larger than the others).
     Eks(Box<EksSettings>),
+    /// Containers on one Docker Engine (or Podman's compatible socket).
+    Docker(DockerRuntimeSettings),
 }
 
 impl Default for RuntimeSettings {
@@ -532,6 +534,35 @@ impl RuntimeSettings {
             RuntimeSettings::Local(_) => "local",
             RuntimeSettings::Kubernetes(_) => "kubernetes",
             RuntimeSettings::Eks(_) => "eks",
+            RuntimeSettings::Docker(_) => "docker",
+        }
+    }
+}
+
+/// Settings of the `docker` runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DockerRuntimeSettings {
+    /// The engine's address (`runtime.docker_host`): `unix://PATH`, `tcp://HOST:PORT` (TLS with
+    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`, as the docker CLI); `None`: `DOCKER_HOST`, else
+    /// the engine's default socket.
+    pub docker_host: Option<String>,
+    /// The user-defined network every container joins (`runtime.network`), where processes reach
+    /// each other by name; made when missing. Containers are also labelled with it, and a server
+    /// lists only the containers of its own network.
+    pub network: String,
+    /// How long a stopped container gets between SIGTERM and SIGKILL (`stop_grace_seconds`).
+    pub stop_grace: Duration,
+}
+
+/// The network of the docker runtime when `runtime.network` is not set (the Python Hydroplane's).
+pub const DEFAULT_DOCKER_NETWORK: &str = "hydroplane";
+
+impl Default for DockerRuntimeSettings {
+    fn default() -> Self {
+        DockerRuntimeSettings {
+            docker_host: None,
+            network: DEFAULT_DOCKER_NETWORK.to_owned(),
+            stop_grace: Duration::from_secs(DEFAULT_STOP_GRACE_SECONDS as u64),
         }
     }
 }
@@ -877,6 +908,7 @@ enum RuntimeType {
     Local,
     Kubernetes,
     Eks,
+    Docker,
 }
 
 /// `runtime` as written: one flat mapping, so that a key of another runtime type is named as
@@ -909,14 +941,16 @@ struct RawRuntime {
     api_burst: Option<Number>,
     public_exposure: Option<RawExposure>,
     load_balancer_annotations: Option<BTreeMap<String, String>>,
+    docker_host: Option<String>,
+    network: Option<String>,
 }
 
 impl RawRuntime {
     /// The keys given, each with the runtime types it applies to.
     fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
-        use RuntimeType::{Eks, Kubernetes, Local};
-        let keys: [(&'static str, bool, &'static [RuntimeType]); 24] = [
-            ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local]),
+        use RuntimeType::{Docker, Eks, Kubernetes, Local};
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 26] = [
+            ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local, Docker]),
             ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
             ("log_dir", self.log_dir.is_some(), &[Local]),
             ("max_log_bytes", self.max_log_bytes.is_some(), &[Local]),
@@ -940,6 +974,8 @@ impl RawRuntime {
             ("api_burst", self.api_burst.is_some(), &[Kubernetes, Eks]),
             ("public_exposure", self.public_exposure.is_some(), &[Kubernetes, Eks]),
             ("load_balancer_annotations", self.load_balancer_annotations.is_some(), &[Kubernetes, Eks]),
+            ("docker_host", self.docker_host.is_some(), &[Docker]),
+            ("network", self.network.is_some(), &[Docker]),
         ];
         keys.into_iter().filter(|(_, given, _)| *given).map(|(key, _, types)| (key, types)).collect()
     }
@@ -950,6 +986,7 @@ fn runtime_type_name(runtime_type: RuntimeType) -> &'static str {
         RuntimeType::Local => "local",
         RuntimeType::Kubernetes => "kubernetes",
         RuntimeType::Eks => "eks",
+        RuntimeType::Docker => "docker",
     }
 }
 
@@ -958,6 +995,18 @@ fn check_namespace(namespace: &Option<String>) -> Result<(), String> {
         Some(namespace) => dns_label_rule(namespace).map_err(|rule| format!("runtime.namespace {rule}")),
         None => Ok(()),
     }
+}
+
+/// The names Docker accepts for a network: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn docker_network_rule(network: &str) -> Result<(), String> {
+    let mut characters = network.chars();
+    let first_fits = characters.next().is_some_and(|first| first.is_ascii_alphanumeric());
+    if first_fits && characters.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Ok(());
+    }
+    Err(format!(
+        "runtime.network `{network}` is not a Docker network name (a letter or digit, then letters, digits, `_`, `.` or `-`)"
+    ))
 }
 
 fn required(value: Option<String>, key: &str) -> Result<String, String> {
@@ -1012,6 +1061,26 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                     run_as_by_group,
                 }))
             }
+            RuntimeType::Docker => Ok(RuntimeSettings::Docker(DockerRuntimeSettings {
+                docker_host: match raw.docker_host {
+                    Some(host) if host.trim().is_empty() => {
+                        return Err("runtime.docker_host must be an address (unix:///var/run/docker.sock, tcp://HOST:2376), got an empty one".to_owned());
+                    }
+                    host => host,
+                },
+                network: match raw.network {
+                    Some(network) => {
+                        docker_network_rule(&network)?;
+                        network
+                    }
+                    None => DEFAULT_DOCKER_NETWORK.to_owned(),
+                },
+                stop_grace: STOP_GRACE.check_duration(
+                    raw.stop_grace_seconds,
+                    DEFAULT_STOP_GRACE_SECONDS,
+                    1.0,
+                )?,
+            })),
             RuntimeType::Kubernetes => {
                 check_namespace(&raw.namespace)?;
                 Ok(RuntimeSettings::Kubernetes(KubernetesSettings {
@@ -1358,8 +1427,28 @@ mod tests {
 
     #[test]
     fn an_unknown_runtime_type_is_named() {
-        let error = Settings::parse("runtime:\n  runtime_type: docker\n").unwrap_err();
-        assert!(error.contains("docker"), "{error}");
+        let error = Settings::parse("runtime:\n  runtime_type: nomad\n").unwrap_err();
+        assert!(error.contains("nomad"), "{error}");
+    }
+
+    #[test]
+    fn the_python_hydroplanes_basic_config_is_the_docker_runtime() {
+        let settings = Settings::parse(
+            "---\nsecret_store:\n  secret_store_type: none\n\nruntime:\n  runtime_type: docker\n",
+        )
+        .unwrap();
+        assert_eq!(settings.runtime, RuntimeSettings::Docker(DockerRuntimeSettings::default()));
+        let settings = Settings::parse(
+            "runtime:\n  runtime_type: docker\n  docker_host: unix:///run/x.sock\n  network: lab-1\n  stop_grace_seconds: 3\n",
+        )
+        .unwrap();
+        let RuntimeSettings::Docker(docker) = settings.runtime else { panic!("not docker") };
+        assert_eq!(docker.docker_host.as_deref(), Some("unix:///run/x.sock"));
+        assert_eq!((docker.network.as_str(), docker.stop_grace), ("lab-1", Duration::from_secs(3)));
+        let error = Settings::parse("runtime:\n  runtime_type: docker\n  network: -bad\n").unwrap_err();
+        assert!(error.contains("runtime.network"), "{error}");
+        let error = Settings::parse("runtime:\n  runtime_type: docker\n  namespace: x\n").unwrap_err();
+        assert!(error.contains("does not apply to runtime_type: docker"), "{error}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
 //! so that those two calls behave the same everywhere.
 
+pub mod docker;
 #[cfg(test)]
 pub mod fake;
 pub mod kube;
@@ -24,7 +25,7 @@ use crate::table::ProcessTable;
 /// Starts and stops processes, and keeps their table up to date.
 #[async_trait]
 pub trait Runtime: Send + Sync {
-    /// The runtime's name (`local`, `kubernetes`, `eks`), for logs.
+    /// The runtime's name (`local`, `kubernetes`, `eks`, `docker`), for logs.
     fn name(&self) -> &'static str;
 
     /// Starts a process from a validated spec. Retry-safe: the same spec again returns the
@@ -181,6 +182,9 @@ pub enum SetupError {
     /// The EKS cluster could not be found, authenticated with or used.
     #[error("cannot use the EKS cluster")]
     Eks(#[source] kube::connect::eks::EksError),
+    /// The docker engine could not be reached or used.
+    #[error(transparent)]
+    Docker(#[from] docker::DockerSetupError),
 }
 
 /// Builds the runtime the settings name; secrets resolve the specs' (and AWS's) references.
@@ -211,6 +215,10 @@ pub async fn from_settings(
         RuntimeSettings::Eks(eks) => {
             tracing::info!(cluster = %eks.cluster_name, region = %eks.region, "connecting to EKS");
             let runtime = kube::connect::eks::connect(eks, secrets).await.map_err(SetupError::Eks)?;
+            Ok(runtime)
+        }
+        RuntimeSettings::Docker(docker) => {
+            let runtime: Arc<dyn Runtime> = docker::DockerRuntime::connect(docker.clone(), secrets).await?;
             Ok(runtime)
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod child;
+pub mod docker;
 pub mod moto;
 pub mod requests;
 pub mod watch;

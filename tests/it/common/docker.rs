@@ -1,0 +1,96 @@
+//! The docker runtime's tests' engine: the one `scripts/dockerd start` names (the engine at
+//! `DOCKER_HOST`, or the private dockerd it starts under `target/`, with the test images built),
+//! and a network of each test's own, whose containers are removed when the test ends.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use super::{Server, repo_root};
+
+/// The engine's address, from `scripts/dockerd start` (once per test process).
+pub fn engine_host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let output = Command::new(repo_root().join("scripts/dockerd"))
+            .arg("start")
+            .output()
+            .expect("run scripts/dockerd start");
+        assert!(
+            output.status.success(),
+            "scripts/dockerd start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+    })
+}
+
+/// The image every test process runs: busybox-static's rootfs (see scripts/dockerd).
+pub const BUSYBOX: &str = "hydroplane-test/busybox:latest";
+
+/// One test's network on the engine, and the containers on it, removed when dropped.
+pub struct DockerNetwork {
+    /// The network's name (unique to the test).
+    pub network: String,
+    /// The engine's address.
+    pub host: String,
+}
+
+impl DockerNetwork {
+    /// A network for the test named `test` (made by the server when it starts).
+    pub fn new(test: &str) -> DockerNetwork {
+        let network = format!("hpt-{test}-{}", std::process::id());
+        DockerNetwork { network, host: engine_host().to_owned() }
+    }
+
+    /// The server settings of a docker runtime on this network (extra lines under `runtime:`).
+    pub fn config(&self, extra: &str) -> String {
+        format!(
+            "runtime:\n  runtime_type: docker\n  docker_host: {}\n  network: {}\n  stop_grace_seconds: 2\n{extra}",
+            self.host, self.network
+        )
+    }
+
+    /// A server of this network, its settings written in `directory`.
+    pub fn server(&self, directory: &Path) -> Server {
+        Server::start_with_config(directory, &self.config(""))
+    }
+
+    /// Runs the docker CLI against the engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker").arg("-H").arg(&self.host).args(args).output().expect("run docker")
+    }
+
+    /// Runs the docker CLI and returns its stdout, asserting success.
+    #[track_caller]
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let output = self.docker(args);
+        assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The names of the containers on this network (Hydroplane's label), sorted.
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=hydroplane/network={}", self.network);
+        let names = self.docker_ok(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+        let mut names: Vec<String> = names.lines().map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for DockerNetwork {
+    fn drop(&mut self) {
+        let filter = format!("label=hydroplane/network={}", self.network);
+        if let Ok(output) =
+            Command::new("docker").args(["-H", &self.host, "ps", "-aq", "--filter", &filter]).output()
+        {
+            let ids: Vec<String> =
+                String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").args(["-H", &self.host, "rm", "-f"]).args(&ids).output();
+            }
+        }
+        let _ = Command::new("docker").args(["-H", &self.host, "network", "rm", &self.network]).output();
+    }
+}

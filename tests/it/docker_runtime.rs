@@ -1,0 +1,511 @@
+//! The docker runtime against a real engine (`scripts/dockerd`: the engine at `DOCKER_HOST`, or
+//! a private dockerd): the real `hydroplane` binary on a free loopback port, each test on a
+//! network of its own, its containers removed when it ends.
+
+use std::time::Duration;
+
+use hydroplane::proto::{self, ProcessStatus, WatchEventType};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::common::docker::{BUSYBOX, DockerNetwork};
+use crate::common::requests::{start_request, start_waiting, stop_group, stop_process};
+use crate::common::watch::Watch;
+use crate::common::{
+    Server, free_port, hpctl, hpctl_json, http_get_status, local_secret_store, repo_root, wait_until,
+};
+
+/// A name unique to this test process: container names are the engine's, shared by every test.
+fn unique(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
+}
+
+/// A busybox process running `script` with `sh -c`.
+fn shell(name: &str, script: &str) -> Value {
+    json!({"process_name": name, "container": {"image_uri": BUSYBOX, "command": ["sh", "-c", script]}})
+}
+
+/// A busybox HTTP server on `port` (inside the container).
+fn web(name: &str, port: u16) -> Value {
+    json!({"process_name": name, "container": {"image_uri": BUSYBOX,
+        "command": ["httpd", "-f", "-p", port.to_string(), "-h", "/www"],
+        "ports": [{"container_port": port}]}})
+}
+
+async fn list(
+    client: &mut proto::process_service_client::ProcessServiceClient<tonic::transport::Channel>,
+) -> Vec<proto::ProcessInfo> {
+    client.list(proto::ListRequest::default()).await.expect("list").into_inner().processes
+}
+
+async fn describe(
+    client: &mut proto::process_service_client::ProcessServiceClient<tonic::transport::Channel>,
+    name: &str,
+) -> proto::ProcessDetail {
+    client
+        .describe(proto::DescribeRequest { process_name: name.to_owned() })
+        .await
+        .expect("describe")
+        .into_inner()
+}
+
+async fn logs(
+    client: &mut proto::process_service_client::ProcessServiceClient<tonic::transport::Channel>,
+    request: proto::LogsRequest,
+) -> Vec<proto::LogChunk> {
+    let mut stream = client.logs(request).await.expect("logs").into_inner();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("a log chunk") {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+fn text(chunks: &[proto::LogChunk]) -> String {
+    chunks.iter().map(|chunk| String::from_utf8_lossy(&chunk.data).into_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_reach_each_other_by_name_and_list_watch_and_stop() {
+    let engine = DockerNetwork::new("byname");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let mut watch = Watch::all(&mut client).await;
+    watch.until_synced().await;
+
+    let (server_name, caller) = (unique("srv"), unique("caller"));
+    let mut spec = web(&server_name, 8080);
+    spec["group"] = "pair".into();
+    let started = client.start(start_waiting(spec)).await.expect("start").into_inner();
+    assert!(started.created);
+    let process = started.process.expect("process");
+    assert_eq!(process.status(), ProcessStatus::Running, "{process:?}");
+    let address = &process.socket_addresses[0];
+    assert_eq!((address.host.as_str(), address.is_public), ("127.0.0.1", false), "{address:?}");
+    assert_ne!(address.port, 8080, "a port the engine chose");
+    assert!(http_get_status(&address.host, address.port).contains("200"));
+
+    // The second process reaches the first by its process name on the network.
+    let script = format!("wget -q -O - http://{server_name}:8080/ && sleep 300");
+    let mut spec = shell(&caller, &script);
+    spec["group"] = "pair".into();
+    client.start(start_request(spec)).await.expect("start the caller");
+    watch.until_process(&caller, "the caller runs", |_, info| info.status() == ProcessStatus::Running).await;
+    let request = proto::LogsRequest { process_name: caller.clone(), follow: true, ..Default::default() };
+    let mut stream = client.logs(request).await.expect("logs").into_inner();
+    let mut seen = String::new();
+    while !seen.contains("hello from hydroplane-test") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the caller's output in time")
+            .expect("a chunk")
+            .expect("the stream goes on");
+        seen.push_str(&String::from_utf8_lossy(&chunk.data));
+    }
+    drop(stream);
+
+    let mut names: Vec<String> = list(&mut client).await.into_iter().map(|info| info.process_name).collect();
+    names.sort();
+    let mut expected = vec![caller.clone(), server_name.clone()];
+    expected.sort();
+    assert_eq!(names, expected);
+
+    // A container Hydroplane did not make is never listed nor touched.
+    let foreign = unique("foreign");
+    engine.docker_ok(&["run", "-d", "--name", &foreign, "--network", "none", BUSYBOX, "sleep", "300"]);
+    let refused = client.stop(stop_process(&foreign)).await.expect_err("not ours");
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let taken = client.start(start_request(shell(&foreign, "sleep 1"))).await.expect_err("taken");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("did not make"), "{taken:?}");
+    assert_eq!(list(&mut client).await.len(), 2);
+    engine.docker_ok(&["rm", "-f", &foreign]);
+
+    let stopped = client.stop(stop_group("pair")).await.expect("stop").into_inner().stopped;
+    assert_eq!(stopped, expected);
+    assert!(list(&mut client).await.is_empty());
+    assert!(engine.containers().is_empty(), "{:?}", engine.containers());
+    watch
+        .until_process(&server_name, "the server's DELETED", |kind, _| kind == WatchEventType::Deleted)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spec_reaches_the_container_and_start_is_idempotent_and_repairing() {
+    let engine = DockerNetwork::new("fields");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let store = directory.path().join("secrets");
+    let run_store = |args: &[&str]| {
+        let output = local_secret_store("pw").arg("--store").arg(&store).args(args).output().expect("store");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    run_store(&["init"]);
+    let token_file = directory.path().join("token");
+    std::fs::write(&token_file, "s3cr3t-token-value").expect("write");
+    run_store(&["add", "-f", token_file.to_str().expect("path"), "api-token"]);
+    let config = engine.config(&format!(
+        "secret_store:\n  secret_store_type: local\n  store_location: {}\n",
+        store.display()
+    ));
+    let path = directory.path().join("hydroplane.yml");
+    std::fs::write(&path, config).expect("write config");
+    let server = Server::start_with_env(
+        &["-c", path.to_str().expect("path")],
+        &[("HYDROPLANE_SECRET_STORE_PASSWORD", "pw")],
+    );
+    let mut client = server.client().await;
+
+    let name = unique("fields");
+    let spec = json!({"process_name": name, "group": "g1", "labels": {"tier": "back"}, "has_public_ip": true,
+        "restart_policy": "on_failure",
+        "container": {"image_uri": BUSYBOX, "command": ["sh", "-c", "echo \"$PLAIN $TOKEN\"; exec httpd -f -p 9000"],
+            "working_dir": "/tmp",
+            "env": [{"name": "PLAIN", "value": "plain-value"}, {"name": "TOKEN", "secret": {"secret_name": "api-token"}}],
+            "ports": [{"container_port": 9000}],
+            "resource_limit": {"cpu_vcpu": 0.5, "memory_mib": 64},
+            "resource_request": {"cpu_vcpu": 0.25, "memory_mib": 32}}});
+    let first = client.start(start_request(spec.clone())).await.expect("start").into_inner();
+    assert!(first.created);
+    let again = client.start(start_request(spec.clone())).await.expect("start again").into_inner();
+    assert!(!again.created);
+    let mut different = spec.clone();
+    different["container"]["working_dir"] = "/".into();
+    let refused = client.start(start_request(different)).await.expect_err("a different spec");
+    assert_eq!(refused.code(), Code::AlreadyExists);
+    assert!(refused.message().contains("container.working_dir"), "{refused:?}");
+
+    let format = "{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{.Config.WorkingDir}}|{{.HostConfig.Memory}}|\
+                  {{.HostConfig.NanoCpus}}|{{.HostConfig.MemoryReservation}}|{{.HostConfig.CpuShares}}|\
+                  {{.HostConfig.RestartPolicy.Name}}|{{index .Config.Labels \"hydroplane/group-id\"}}|\
+                  {{index .Config.Labels \"label.hydroplane/tier\"}}|{{(index (index .HostConfig.PortBindings \"9000/tcp\") 0).HostIp}}";
+    let inspected = engine.docker_ok(&["inspect", "--format", format, &name]);
+    assert_eq!(
+        inspected.trim(),
+        format!(
+            "[\"sh\"]|[\"-c\",\"echo \\\"$PLAIN $TOKEN\\\"; exec httpd -f -p 9000\"]|/tmp|{}|500000000|{}|256|on-failure|g1|back|0.0.0.0",
+            64 * 1024 * 1024,
+            32 * 1024 * 1024
+        )
+    );
+    wait_until("the process prints its environment", Duration::from_secs(30), || {
+        engine.docker_ok(&["logs", &name]).contains("plain-value s3cr3t-token-value")
+    });
+    let info =
+        client.start(start_request(spec.clone())).await.expect("start").into_inner().process.expect("info");
+    assert!(
+        info.socket_addresses.iter().all(|address| address.is_public && address.host == "0.0.0.0"),
+        "{info:?}"
+    );
+    // The secret's value is in the container's environment only: not in its labels (the stored
+    // spec keeps the reference), nor in the server's output.
+    let labels = engine.docker_ok(&["inspect", "--format", "{{json .Config.Labels}}", &name]);
+    assert!(!labels.contains("s3cr3t"), "{labels}");
+    let detail = describe(&mut client, &name).await;
+    assert!(!format!("{detail:?}").contains("s3cr3t"));
+
+    // Stopped behind the server's back, it shows so; a Start of the same spec starts it again.
+    engine.docker_ok(&["stop", "-t", "0", &name]);
+    let mut watch = Watch::process(&mut client, &name).await;
+    watch.until_process(&name, "the stop is seen", |_, info| info.status() != ProcessStatus::Running).await;
+    let repaired = client.start(start_request(spec)).await.expect("repair").into_inner();
+    assert!(!repaired.created);
+    watch.until_process(&name, "running again", |_, info| info.status() == ProcessStatus::Running).await;
+    assert!(!server.stderr().contains("s3cr3t"), "{}", server.stderr());
+
+    // Removed behind the server's back, it leaves the list (the engine's events, not polling).
+    engine.docker_ok(&["rm", "-f", &name]);
+    watch.until_process(&name, "the removal is seen", |kind, _| kind == WatchEventType::Deleted).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_host_port_is_failed_precondition_and_leaves_nothing() {
+    let engine = DockerNetwork::new("hostport");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let port = free_port();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).expect("hold the port");
+    let name = unique("clash");
+    let mut spec = web(&name, 80);
+    spec["container"]["ports"][0]["host_port"] = port.into();
+    let refused = client.start(start_request(spec)).await.expect_err("the port is taken");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains(&format!("host_port {port}")), "{refused:?}");
+    assert!(list(&mut client).await.is_empty());
+    assert!(engine.containers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_cannot_be_pulled_is_failed_with_the_reason() {
+    let engine = DockerNetwork::new("pull");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    // A loopback port that refuses: the pull fails at once, and never leaves the machine.
+    let refusing = free_port();
+    let name = unique("nopull");
+    let spec = json!({"process_name": name, "container": {"image_uri": format!("127.0.0.1:{refusing}/nothing/here")}});
+    let started = client.start(start_waiting(spec.clone())).await.expect("start").into_inner();
+    let process = started.process.expect("process");
+    assert_eq!(process.status(), ProcessStatus::Failed, "{process:?}");
+    assert_eq!(process.reason.as_deref(), Some("ErrImagePull"), "{process:?}");
+    assert!(process.message().contains("cannot pull image"), "{process:?}");
+    let detail = describe(&mut client, &name).await;
+    assert!(detail.history.iter().any(|step| step.reason.as_deref() == Some("ErrImagePull")), "{detail:?}");
+    assert_eq!(list(&mut client).await.len(), 1);
+    let again = client.start(start_request(spec)).await.expect("start again").into_inner();
+    assert_eq!(again.process.expect("process").reason.as_deref(), Some("ErrImagePull"));
+    let stopped = client.stop(stop_process(&name)).await.expect("stop").into_inner().stopped;
+    assert_eq!(stopped, [name]);
+    assert!(list(&mut client).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exits_restarts_and_an_oom_kill_are_shown_with_their_reasons() {
+    let engine = DockerNetwork::new("exits");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let mut watch = Watch::all(&mut client).await;
+    watch.until_synced().await;
+
+    let (fails, done, crashes, hungry) =
+        (unique("fails"), unique("done"), unique("crashes"), unique("hungry"));
+    let mut spec = shell(&fails, "exit 3");
+    spec["restart_policy"] = "never".into();
+    client.start(start_request(spec)).await.expect("start");
+    let mut spec = shell(&done, "echo bye");
+    spec["restart_policy"] = "on_failure".into();
+    client.start(start_request(spec)).await.expect("start");
+    let mut spec = shell(&crashes, "echo crash; exit 1");
+    spec["restart_policy"] = "on_failure".into();
+    client.start(start_request(spec)).await.expect("start");
+    let mut spec = shell(&hungry, "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done");
+    spec["restart_policy"] = "never".into();
+    spec["container"]["resource_limit"] = json!({"memory_mib": 8});
+    client.start(start_request(spec)).await.expect("start");
+
+    let info = watch.until_process(&fails, "FAILED", |_, info| info.status() == ProcessStatus::Failed).await;
+    assert_eq!((info.reason.as_deref(), info.exit_code), (Some("Error"), Some(3)), "{info:?}");
+    let info = watch.until_process(&done, "EXITED", |_, info| info.status() == ProcessStatus::Exited).await;
+    assert_eq!(info.exit_code, Some(0), "{info:?}");
+    let info = watch.until_process(&crashes, "restarted", |_, info| info.restart_count >= 1).await;
+    assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
+    let info = watch
+        .until_process(&hungry, "OOM-killed", |_, info| info.reason.as_deref() == Some("OOMKilled"))
+        .await;
+    assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
+    assert!(info.message().contains("memory limit of 8 MiB"), "{info:?}");
+    let detail = describe(&mut client, &hungry).await;
+    assert!(detail.history.iter().any(|step| step.reason.as_deref() == Some("OOMKilled")), "{detail:?}");
+    let detail = describe(&mut client, &fails).await;
+    let reasons: Vec<&str> = detail.history.iter().filter_map(|step| step.reason.as_deref()).collect();
+    assert!(reasons.contains(&"Died"), "the engine's events are in the history: {reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_tail_since_follow_and_the_streams_apart() {
+    let engine = DockerNetwork::new("logs");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let name = unique("talker");
+    let script = "echo out1; echo err1 >&2; echo out2; sleep 1; echo late; sleep 300";
+    client.start(start_waiting(shell(&name, script))).await.expect("start");
+    let request = |stream: proto::LogStream| proto::LogsRequest {
+        process_name: name.clone(),
+        stream: stream.into(),
+        timestamps: true,
+        ..Default::default()
+    };
+    wait_until("the process has written", Duration::from_secs(30), || {
+        engine.docker_ok(&["logs", &name]).contains("late")
+    });
+    let stdout = logs(&mut client, request(proto::LogStream::Stdout)).await;
+    assert_eq!(text(&stdout), "out1\nout2\nlate\n");
+    assert!(
+        stdout.iter().all(|chunk| chunk.timestamp.is_some() && chunk.stream() == proto::LogStream::Stdout)
+    );
+    let stderr = logs(&mut client, request(proto::LogStream::Stderr)).await;
+    assert_eq!(text(&stderr), "err1\n");
+    assert_eq!(stderr[0].stream(), proto::LogStream::Stderr);
+    let tail =
+        logs(&mut client, proto::LogsRequest { tail_lines: Some(1), ..request(proto::LogStream::Stdout) })
+            .await;
+    assert_eq!(text(&tail), "late\n");
+    let late_time = stdout[2].timestamp.expect("a time");
+    let since = proto::LogsRequest {
+        since: Some(proto::logs_request::Since::SinceTime(late_time)),
+        ..request(proto::LogStream::Unspecified)
+    };
+    assert_eq!(text(&logs(&mut client, since).await), "late\n");
+
+    // Follow ends once the process is stopped.
+    let follow = proto::LogsRequest { follow: true, ..request(proto::LogStream::Unspecified) };
+    let mut stream = client.logs(follow).await.expect("follow").into_inner();
+    let mut other = server.client().await;
+    let stopper = tokio::spawn(async move { other.stop(stop_process(&name)).await });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while stream.message().await.expect("a chunk").is_some() {}
+    })
+    .await
+    .expect("follow ends when the process is stopped");
+    stopper.await.expect("join").expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_ports_healthchecks_and_the_deadline() {
+    let engine = DockerNetwork::new("ready");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let mut watch = Watch::all(&mut client).await;
+    watch.until_synced().await;
+    let (slow, checked, limited) = (unique("slow"), unique("checked"), unique("limited"));
+
+    // Without a readiness check: RUNNING once the declared port accepts connections.
+    let mut spec = web(&slow, 8080);
+    spec["container"]["command"] = json!(["sh", "-c", "sleep 2; exec httpd -f -p 8080 -h /www"]);
+    let started = client.start(start_request(spec)).await.expect("start").into_inner();
+    assert_eq!(started.process.expect("info").status(), ProcessStatus::Starting);
+    // With a command check: the engine's healthcheck.
+    let mut spec = shell(&checked, "sleep 2; touch /tmp/ready; sleep 300");
+    spec["readiness"] = json!({"exec": {"command": ["test", "-f", "/tmp/ready"]}, "period_seconds": 1});
+    client.start(start_request(spec)).await.expect("start");
+    let mut spec = shell(&limited, "sleep 300");
+    spec["max_run_seconds"] = 2.into();
+    client.start(start_request(spec)).await.expect("start");
+
+    let info = watch.until_process(&slow, "RUNNING", |_, info| info.status() == ProcessStatus::Running).await;
+    let address = &info.socket_addresses[0];
+    assert!(http_get_status(&address.host, address.port).contains("200"));
+    // The events of the two others may have come while waiting for the first: wait on the view.
+    let view = watch
+        .until_view("the checked one RUNNING and the limited one past its deadline", |view| {
+            view.get(&checked).is_some_and(|info| info.status() == ProcessStatus::Running)
+                && view.get(&limited).is_some_and(|info| info.status() == ProcessStatus::Failed)
+        })
+        .await;
+    let info = view[&limited].clone();
+    assert_eq!(info.reason.as_deref(), Some("DeadlineExceeded"), "{info:?}");
+    let health = engine.docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", &checked]);
+    assert_eq!(health.trim(), "healthy");
+
+    let mut spec = shell(&unique("lively"), "sleep 300");
+    spec["liveness"] = json!({"tcp_socket": {"port": 80}});
+    let refused = client.start(start_request(spec)).await.expect_err("liveness is not mapped yet");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("liveness"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_and_started_again_adopts_every_container_once() {
+    let engine = DockerNetwork::new("adopt");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = (0..3).map(|number| unique(&format!("kept{number}"))).collect();
+    {
+        let server = engine.server(directory.path());
+        let mut client = server.client().await;
+        for name in &names {
+            client.start(start_waiting(shell(name, "sleep 300"))).await.expect("start");
+        }
+        let pid = nix::unistd::Pid::from_raw(server.pid());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill the server");
+    }
+    assert_eq!(engine.containers().len(), 3, "the containers outlive the server");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let mut listed: Vec<String> = list(&mut client).await.into_iter().map(|info| info.process_name).collect();
+    listed.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "every container listed again, none twice, none lost");
+    let info = list(&mut client).await.into_iter().next().expect("one");
+    assert_eq!(info.status(), ProcessStatus::Running, "{info:?}");
+    let stopped = client.stop(stop_process(&names[0])).await.expect("stop").into_inner().stopped;
+    assert_eq!(stopped, [names[0].clone()]);
+    assert_eq!(engine.containers().len(), 2);
+}
+
+#[test]
+fn an_unreachable_engine_is_one_line_at_start_up_and_exit_1_and_check_reports_the_engine() {
+    let engine = DockerNetwork::new("check");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let missing = directory.path().join("no-engine.sock");
+    let config = directory.path().join("unreachable.yml");
+    std::fs::write(
+        &config,
+        format!("runtime:\n  runtime_type: docker\n  docker_host: unix://{}\n", missing.display()),
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+        .args(["-H", "127.0.0.1", "-p", "0", "-c", config.to_str().expect("path")])
+        .output()
+        .expect("run the server");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cannot reach the docker engine"), "{stderr}");
+
+    let check = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            .args(["check", "-c", path.to_str().expect("path")])
+            .output()
+            .expect("run check")
+    };
+    let refused = check(&config);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot reach the docker engine"));
+    let good = directory.path().join("good.yml");
+    std::fs::write(&good, engine.config("")).expect("write");
+    let checked = check(&good);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(stdout.contains("runtime_type: docker") && stdout.contains("engine: docker engine "), "{stdout}");
+    assert!(stdout.contains("(API 1."), "{stdout}");
+}
+
+/// The Python Hydroplane's quickstart on its docker runtime: its `basic-config.yml` as written
+/// (the engine from `DOCKER_HOST`, the network `hydroplane`), `examples/nginx.json` (the image
+/// built locally under its name) and the chat example's three specs, through hpctl.
+#[test]
+fn the_python_hydroplanes_docker_quickstart_runs_as_written() {
+    let engine = DockerNetwork {
+        network: "hydroplane".to_owned(),
+        host: crate::common::docker::engine_host().to_owned(),
+    };
+    let examples = repo_root().join("examples/docker");
+    let config = examples.join("basic-config.yml");
+    let server =
+        Server::start_with_env(&["-c", config.to_str().expect("path")], &[("DOCKER_HOST", &engine.host)]);
+    let file = |name: &str| examples.join(name).to_str().expect("path").to_owned();
+
+    let started = hpctl(&server, &["start", "--wait", &file("nginx.json")]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let listed = hpctl_json(&server, &["list", "-o", "json"]);
+    let text = listed.to_string();
+    assert!(text.contains("\"nginx\"") && text.contains("8080"), "{text}");
+    assert!(http_get_status("127.0.0.1", 8080).contains("200"));
+
+    for spec in ["chat/chat-server.json", "chat/chat-client-alice.json", "chat/chat-client-bob.json"] {
+        let started = hpctl(&server, &["start", &file(spec)]);
+        assert!(started.status.success(), "{spec}: {}", String::from_utf8_lossy(&started.stderr));
+    }
+    wait_until("alice talks to chat-server by name", Duration::from_secs(60), || {
+        let output = hpctl(&server, &["logs", "chat-client-alice"]);
+        String::from_utf8_lossy(&output.stdout).contains("server: welcome to the chat")
+    });
+    let listed = hpctl_json(&server, &["list", "-o", "json"]).to_string();
+    for name in ["nginx", "chat-server", "chat-client-alice", "chat-client-bob", "12347", "6000", "6100"] {
+        assert!(listed.contains(name), "{name} in {listed}");
+    }
+    for args in [&["stop", "-g", "chat-clients"][..], &["stop", "chat-server"], &["stop", "nginx"]] {
+        let stopped = hpctl(&server, args);
+        assert!(stopped.status.success(), "{args:?}: {}", String::from_utf8_lossy(&stopped.stderr));
+    }
+    let listed = hpctl_json(&server, &["list", "-o", "json"]).to_string();
+    assert!(!listed.contains("chat") && !listed.contains("nginx"), "{listed}");
+    assert!(engine.containers().is_empty(), "{:?}", engine.containers());
+}
