@@ -341,7 +341,7 @@ fn bad_configs_are_clear_errors() {
         assert_eq!(output.status.code(), Some(1), "a clean failure, not a panic: {stderr}");
         assert!(stderr.contains(expected), "`{expected}` missing from:\n{stderr}");
     };
-    check("runtime:\n  runtime_type: docker\n", "unknown variant `docker`");
+    check("runtime:\n  runtime_type: nomad\n", "unknown variant `nomad`");
     check("runtime:\n  runtime_type: local\n  bogus: 1\n", "bogus");
     check(
         "runtime:\n  runtime_type: eks\n  cluster_name: c\n  region: us-west-2\n  credentials:\n    access_key:\n      \
