@@ -290,8 +290,12 @@ async fn exits_restarts_and_an_oom_kill_are_shown_with_their_reasons() {
     assert_eq!((info.reason.as_deref(), info.exit_code), (Some("Error"), Some(3)), "{info:?}");
     let info = watch.until_process(&done, "EXITED", |_, info| info.status() == ProcessStatus::Exited).await;
     assert_eq!(info.exit_code, Some(0), "{info:?}");
-    let info = watch.until_process(&crashes, "restarted", |_, info| info.restart_count >= 1).await;
-    assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
+    // The engine restarts it within a moment: it may be seen running again already, but its
+    // count and the engine's events tell.
+    watch.until_process(&crashes, "restarted", |_, info| info.restart_count >= 1).await;
+    let detail = describe(&mut client, &crashes).await;
+    let died = detail.history.iter().filter(|step| step.reason.as_deref() == Some("Died")).count();
+    assert!(died >= 1, "{detail:?}");
     let info = watch
         .until_process(&hungry, "OOM-killed", |_, info| info.reason.as_deref() == Some("OOMKilled"))
         .await;

@@ -239,6 +239,7 @@ fn the_blocks_that_start_a_server_are_the_ones_tested_here() {
     let expected = [
         ("README.md", "Quickstart (local runtime)"),
         ("README.md", "Quickstart (Kubernetes)"),
+        ("docs/runtime-docker.md", "Quickstart (docker runtime)"),
         ("docs/securing-the-api.md", "Securing the API"),
     ];
     let expected: Vec<(String, String)> =
@@ -297,6 +298,60 @@ fn the_kubernetes_quickstart_works_pasted_whole_against_the_simulator() {
     assert_ran(&ran, "the Kubernetes quickstart");
     assert!(ran.stdout.contains("\"process_name\": \"nginx\""), "{}", ran.stdout);
     assert!(ran.stdout.contains("\"nginx\""), "{}", ran.stdout);
+}
+
+/// The docker runtime's quickstart against the tests' engine (`common::docker`), with the
+/// Python Hydroplane's examples: its names and ports made unique to this test (the engine's
+/// container names and the host's ports are shared with the other tests), on a network of its own.
+#[test]
+fn the_docker_quickstart_works_pasted_whole() {
+    let engine = common::docker::DockerNetwork::new("quickstart");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let suffix = std::process::id();
+    let api_port = free_port();
+    let mut replace: Vec<(String, String)> = ["8080", "12347", "6000", "6100"]
+        .into_iter()
+        .map(|port| (port.to_owned(), free_port().to_string()))
+        .collect();
+    for name in ["chat-server", "chat-client-alice", "chat-client-bob"] {
+        replace.push((name.to_owned(), format!("{name}-{suffix}")));
+    }
+    replace.push(("\"process_name\": \"nginx\"".to_owned(), format!("\"process_name\": \"nginx-{suffix}\"")));
+    replace.push(("hpctl stop nginx".to_owned(), format!("hpctl stop nginx-{suffix}")));
+    replace.push((
+        "runtime_type: docker".to_owned(),
+        format!("runtime_type: docker\n  docker_host: {}\n  network: {}", engine.host, engine.network),
+    ));
+    let source = common::repo_root().join("examples/docker");
+    for relative in [
+        "basic-config.yml",
+        "nginx.json",
+        "chat/chat-server.json",
+        "chat/chat-client-alice.json",
+        "chat/chat-client-bob.json",
+    ] {
+        let mut text = std::fs::read_to_string(source.join(relative)).expect("read an example");
+        let mut target = format!("examples/docker/{relative}");
+        for (from, to) in &replace {
+            text = text.replace(from, to);
+            target = target.replace(from, to);
+        }
+        let target = directory.path().join(target);
+        std::fs::create_dir_all(target.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(target, text).expect("write an example");
+    }
+    let block = server_block("Quickstart (docker runtime)");
+    replace.push((
+        "-c examples/docker/basic-config.yml &".to_owned(),
+        format!("-c examples/docker/basic-config.yml -p {api_port} &"),
+    ));
+    let server = format!("http://127.0.0.1:{api_port}");
+    let ran = run_script(&block, directory.path(), &replace, "", &[("HYDROPLANE_SERVER", server.as_str())]);
+    assert_ran(&ran, "the docker quickstart");
+    assert!(ran.stdout.contains(&format!("nginx-{suffix}")), "{}", ran.stdout);
+    assert!(ran.stdout.contains("hello from nginx"), "curl's page: {}", ran.stdout);
+    assert!(ran.stdout.contains("server: welcome to the chat"), "alice's output: {}", ran.stdout);
+    assert!(engine.containers().is_empty(), "{:?}", engine.containers());
 }
 
 #[test]
