@@ -81,16 +81,20 @@ impl DockerNetwork {
 
 impl Drop for DockerNetwork {
     fn drop(&mut self) {
+        // Bounded: a wedged engine must fail the run's later steps, not hang this test.
+        let docker = |args: &[&str]| {
+            Command::new("timeout").arg("60").arg("docker").arg("-H").arg(&self.host).args(args).output()
+        };
         let filter = format!("label=hydroplane/network={}", self.network);
-        if let Ok(output) =
-            Command::new("docker").args(["-H", &self.host, "ps", "-aq", "--filter", &filter]).output()
-        {
+        if let Ok(output) = docker(&["ps", "-aq", "--filter", &filter]) {
             let ids: Vec<String> =
                 String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["-H", &self.host, "rm", "-f"]).args(&ids).output();
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = docker(&args);
             }
         }
-        let _ = Command::new("docker").args(["-H", &self.host, "network", "rm", &self.network]).output();
+        let _ = docker(&["network", "rm", &self.network]);
     }
 }
