@@ -188,6 +188,25 @@ impl KubeRuntime {
         found.map_err(|error| self.error(&format!("get the {} `{name}`", kind_name(controller)), error))
     }
 
+    /// A live object (not being deleted) of another kind than `mine` named `name`, as the API
+    /// server has it now.
+    async fn other_live_object(
+        &self,
+        mine: Controller,
+        name: &str,
+    ) -> Result<Option<Controller>, RuntimeError> {
+        for controller in [Controller::StatefulSet, Controller::Job, Controller::Pod] {
+            if controller == mine {
+                continue;
+            }
+            let found = self.get_object_meta(controller, name).await?;
+            if found.is_some_and(|metadata| metadata.deletion_timestamp.is_none()) {
+                return Ok(Some(controller));
+            }
+        }
+        Ok(None)
+    }
+
     /// The object named `name` that runs (or would run) a process, as the cluster has it now: of
     /// the kind the index shows first, then of the kind `preferred`, then the others.
     async fn find_object(
@@ -973,8 +992,21 @@ impl Runtime for KubeRuntime {
             .await;
         // Another server's Start of the name with another restart policy may have made an object
         // of another kind meanwhile: whichever Start sees the other's object undoes its own
-        // (both may, and both callers are told to try again), so two never stay.
-        if let Some(other) = self.index.read(|view| view.other_object(&name, &uid)) {
+        // (both may, and both callers are told to try again), so two never stay. The index may
+        // not have seen that object yet, so the API server is asked too: its answers are
+        // linearizable, so of two racing Starts at least one sees the other's object.
+        let other = match self.index.read(|view| view.other_object(&name, &uid)) {
+            Some(other) => Ok(Some(other)),
+            None => self.other_live_object(controller, &name).await,
+        };
+        let other = match other {
+            Ok(other) => other,
+            Err(error) => {
+                self.delete_half_made(controller, &name, &uid).await;
+                return Err(error);
+            }
+        };
+        if let Some(other) = other {
             self.delete_half_made(controller, &name, &uid).await;
             return Err(RuntimeError::Conflict {
                 message: format!(

@@ -166,14 +166,7 @@ impl PodSets {
             }
             Event::InitDone => {
                 let fresh = self.relisting.take().unwrap_or_default();
-                let mut touched: Vec<String> =
-                    self.live.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
-                touched.extend(
-                    fresh
-                        .iter()
-                        .filter(|(name, value)| self.live.get(*name) != Some(value))
-                        .map(|(name, _)| name.clone()),
-                );
+                let touched = relist_changes(&self.live, &fresh);
                 self.live = fresh;
                 relisted = true;
                 touched
@@ -315,16 +308,7 @@ impl<E: PartialEq> Entries<E> {
             }
             Event::InitDone => {
                 let fresh = self.relisting.take().unwrap_or_default();
-                // Only what the relist changed: at 150,000 processes, republishing every one
-                // after each relist would cost seconds of CPU for nothing.
-                let mut touched: Vec<String> =
-                    self.live.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
-                touched.extend(
-                    fresh
-                        .iter()
-                        .filter(|(name, value)| self.live.get(*name) != Some(value))
-                        .map(|(name, _)| name.clone()),
-                );
+                let touched = relist_changes(&self.live, &fresh);
                 self.live = fresh;
                 relisted = true;
                 touched
@@ -502,4 +486,15 @@ pub(super) fn job_entry(job: SlimJob, interned: &mut Interned) -> (String, Contr
         None
     };
     (name, entry)
+}
+
+/// The names a relist changed: gone from `fresh`, new in it, or with another value. Only these
+/// are republished: with many processes, republishing every one after each relist would cost
+/// a great deal of CPU for nothing.
+fn relist_changes<V: PartialEq>(live: &HashMap<String, V>, fresh: &HashMap<String, V>) -> Vec<String> {
+    let mut touched: Vec<String> = live.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
+    touched.extend(
+        fresh.iter().filter(|(name, value)| live.get(*name) != Some(value)).map(|(name, _)| name.clone()),
+    );
+    touched
 }
