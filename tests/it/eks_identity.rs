@@ -291,12 +291,16 @@ fn a_pod_identity_endpoint_that_refuses_the_token_is_named_at_start_up() {
     let agent = PodIdentityAgent::start(credentials, Duration::from_secs(600), "the-right-token");
     let token_file = world.token_file("eks-pod-identity-token", "a-wrong-token");
     let settings = world.settings();
-    let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
-        .args(["-p", "0", "-c", settings.to_str().expect("path")])
-        .envs(pod_identity_environment(&agent, &token_file))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hydroplane");
+    // The server as the Pod starts it: it must end at start-up, naming what is wrong.
+    let run_server = || {
+        Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            .args(["-p", "0", "-c", settings.to_str().expect("path")])
+            .envs(pod_identity_environment(&agent, &token_file))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hydroplane")
+    };
+    let output = run_server();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -308,12 +312,7 @@ fn a_pod_identity_endpoint_that_refuses_the_token_is_named_at_start_up() {
 
     // A token file with a line break cannot be a header: refused by name, the token unsaid.
     replace_file(&token_file, "the-right-token\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_hydroplane"))
-        .args(["-p", "0", "-c", settings.to_str().expect("path")])
-        .envs(pod_identity_environment(&agent, &token_file))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hydroplane");
+    let output = run_server();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot be sent as a header"), "{stderr}");
