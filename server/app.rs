@@ -18,8 +18,7 @@ use crate::table::{ChangeKind, Filter, Watch, WatchEvent};
 /// How long a `wait`ing Start waits when the caller gives no timeout.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
-/// The longest wait a caller may ask for.
-pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+pub use crate::spec::validation::limits::MAX_WAIT;
 
 /// Why an operation of the process service failed, named after the step.
 #[derive(Debug, thiserror::Error)]

@@ -33,15 +33,11 @@ pub mod report;
 pub mod runtime;
 pub mod secrets;
 pub mod security;
-pub mod spec;
+pub use hydroplane_core::spec;
 pub mod table;
 pub mod telemetry;
 
-/// The code generated from `proto/hydroplane/v1` (messages, the server trait and the client), from
-/// the client crate, so that the server and its clients share one set of types.
-pub mod proto {
-    pub use hydroplane_client::proto::*;
-
-    /// The encoded descriptor set of the contract, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hydroplane_descriptor");
-}
+/// The code generated from `proto/hydroplane/v1` (messages, the server trait, the client and the
+/// descriptor set for reflection), compiled once in `hydroplane-core`, so that the server and its
+/// clients share one set of types.
+pub use hydroplane_core::proto;

@@ -1,9 +1,9 @@
 //! `hpctl describe NAME`: one process as one JSON object: `process` (as `list` prints it), `spec`
 //! (in the JSON spec format of `start`, secret references only) and `history` (oldest first).
 
-use hydroplane::grpc::convert::stored_spec_from_proto;
-use hydroplane::spec::ProcessSpec;
 use hydroplane_client::{Client, proto};
+use hydroplane_core::convert::stored_spec_from_proto;
+use hydroplane_core::spec::ProcessSpec;
 use serde::Serialize;
 
 use crate::format::{Format, header, layout, print_names, print_text, print_yaml, row};

@@ -12,10 +12,10 @@ use crate::connect::Seconds;
 use crate::format::{Format, header, layout, print_names, print_text, print_yaml, row};
 use crate::output::{ProcessJson, RunError, print_pretty, status_name};
 use anyhow::{Context, bail};
-use hydroplane::app::MAX_WAIT;
-use hydroplane::grpc::convert::spec_to_proto;
-use hydroplane::spec::ProcessSpec;
 use hydroplane_client::{Client, Resume, Wait, proto};
+use hydroplane_core::convert::spec_to_proto;
+use hydroplane_core::spec::ProcessSpec;
+use hydroplane_core::spec::validation::limits::MAX_WAIT;
 use tokio_stream::StreamExt;
 
 /// Arguments of `hpctl start`.

@@ -381,16 +381,18 @@ fn the_pod_runs_as_a_non_root_user_on_a_read_only_root() {
     assert_eq!(pod["serviceAccountName"], "hydroplane");
 }
 
-/// The `[[bin]]` names of Cargo.toml.
+/// The `[[bin]]` names of the server's package and of hpctl's.
 fn cargo_binaries() -> Vec<String> {
-    let manifest = std::fs::read_to_string(common::repo_root().join("Cargo.toml")).expect("Cargo.toml");
     let mut binaries = Vec::new();
-    let mut in_bin = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_bin = line == "[[bin]]";
-        } else if in_bin && let Some(name) = line.strip_prefix("name = ") {
-            binaries.push(name.trim_matches('"').to_owned());
+    for path in ["Cargo.toml", "client/hpctl/Cargo.toml"] {
+        let manifest = std::fs::read_to_string(common::repo_root().join(path)).expect(path);
+        let mut in_bin = false;
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_bin = line == "[[bin]]";
+            } else if in_bin && let Some(name) = line.strip_prefix("name = ") {
+                binaries.push(name.trim_matches('"').to_owned());
+            }
         }
     }
     binaries
@@ -668,7 +670,7 @@ fn kubectl_apply_k_and_the_readme_steps_give_a_server_that_refuses_a_call_withou
     // As the README says a client connects: TLS with the CA it made, and its token.
     let url = format!("https://localhost:{}", server.address.rsplit(':').next().expect("a port"));
     let hpctl = |token_file: Option<&Path>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hpctl"));
+        let mut command = Command::new(common::hpctl_binary());
         command.args(["--server", &url, "--ca-cert"]).arg(secrets.join("ca.pem"));
         if let Some(file) = token_file {
             command.arg("--token-file").arg(file);
@@ -683,7 +685,7 @@ fn kubectl_apply_k_and_the_readme_steps_give_a_server_that_refuses_a_call_withou
     assert!(served.status.success(), "{}", text(&served.stderr));
     assert_eq!(text(&served.stdout).trim(), "[]");
     // Plaintext is not served at all.
-    let plain = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let plain = Command::new(common::hpctl_binary())
         .args(["--server", &format!("http://{}", server.address), "--token-file"])
         .arg(secrets.join("ci.token"))
         .arg("list")

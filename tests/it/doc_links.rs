@@ -227,7 +227,7 @@ fn the_link_checker_finds_what_is_broken() {
 fn binary(name: &str) -> Option<PathBuf> {
     match name {
         "hydroplane" => Some(PathBuf::from(env!("CARGO_BIN_EXE_hydroplane"))),
-        "hpctl" => Some(PathBuf::from(env!("CARGO_BIN_EXE_hpctl"))),
+        "hpctl" => Some(common::hpctl_binary()),
         "kube-sim" => Some(common::kube_sim_binary()),
         _ => None,
     }

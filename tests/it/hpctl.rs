@@ -18,7 +18,7 @@ struct Watch(Follow);
 
 impl Watch {
     fn start(server: &Server) -> Watch {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hpctl"));
+        let mut command = Command::new(crate::common::hpctl_binary());
         command.args(["watch", "--server", &server.url()]);
         Watch(Follow::spawn("hpctl watch", &mut command))
     }
@@ -78,7 +78,7 @@ fn the_server_flag_goes_before_or_after_the_subcommand() {
     for args in
         [vec!["-s", server.address.as_str(), "list"], vec!["list", "--server", server.address.as_str()]]
     {
-        let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        let output = Command::new(crate::common::hpctl_binary())
             .args(&args)
             .env_remove("HYDROPLANE_SERVER")
             .output()
@@ -90,7 +90,7 @@ fn the_server_flag_goes_before_or_after_the_subcommand() {
 #[test]
 fn a_spec_from_stdin_works_and_malformed_json_names_the_file_and_line() {
     let server = Server::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let mut child = Command::new(crate::common::hpctl_binary())
         .args(["start", "-"])
         .env("HYDROPLANE_SERVER", server.url())
         .stdin(Stdio::piped())
@@ -129,7 +129,7 @@ fn a_spec_from_stdin_works_and_malformed_json_names_the_file_and_line() {
 #[test]
 fn an_unreachable_server_is_one_clear_line() {
     let port = free_port();
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["list", "-s", &format!("127.0.0.1:{port}")])
         .output()
         .expect("run");

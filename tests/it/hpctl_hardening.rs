@@ -115,7 +115,7 @@ fn hpctl_takes_the_python_hpctl_spellings() {
 fn with_closed_stdout(server: &Server, args: &[&str]) -> Output {
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let child = Command::new(crate::common::hpctl_binary())
         .args(args)
         .env("HYDROPLANE_SERVER", server.url())
         .stdout(writer)
@@ -137,7 +137,7 @@ fn hpctl_ends_quietly_when_stdout_closes() {
     }
     // Through a shell, as people write it.
     for command in ["list", "watch"] {
-        let script = format!("'{}' {command} | head -1", env!("CARGO_BIN_EXE_hpctl"));
+        let script = format!("'{}' {command} | head -1", crate::common::hpctl_binary().display());
         let output = Command::new("sh")
             .args(["-c", &script])
             .env("HYDROPLANE_SERVER", server.url())
@@ -175,7 +175,7 @@ impl Silent {
 /// Runs hpctl with these arguments and returns its output and how long it took.
 fn timed_hpctl(args: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(args)
         .env_remove("HYDROPLANE_SERVER")
         .stdin(Stdio::null())
@@ -244,7 +244,7 @@ struct Watching {
 
 impl Watching {
     fn start(server: &str, extra: &[&str]) -> Watching {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        let mut child = Command::new(crate::common::hpctl_binary())
             .args(["watch", "-s", server])
             .args(extra)
             .stdin(Stdio::null())
@@ -339,7 +339,7 @@ fn hpctl_watch_reconnects_to_a_restarted_server_and_says_it_cannot_resume() {
     let listen = format!("unix:{}", socket.display());
     let mut first = Server::start_with_args(&["-H", &listen]);
     let spec = write(&directory, "sleeper.json", SLEEPER);
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["-s", &listen, "start", &spec])
         .output()
         .expect("run");
@@ -371,7 +371,7 @@ fn hpctl_watch_reconnects_to_a_restarted_server_and_says_it_cannot_resume() {
     assert!(line.contains(&format!("cannot replay what changed after revision {revision}: RESET")), "{line}");
     // The fresh snapshot is empty (the first server's processes died with it), then live events.
     let synced = watching.event("SYNCED");
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["-s", &listen, "start", &spec])
         .output()
         .expect("run");

@@ -75,7 +75,7 @@ fn hpctl_lists_watches_and_stops_by_label_selector() {
     );
 
     // A watch of the selected processes prints only their changes.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hpctl"));
+    let mut command = Command::new(crate::common::hpctl_binary());
     command.args(["watch", "-l", "tier=web", "--server", &server.url()]);
     let watch = Follow::spawn("hpctl watch -l tier=web", &mut command);
     let mut printed = Vec::new();

@@ -46,7 +46,7 @@ struct Following(std::process::Child);
 
 impl Following {
     fn spawn(server: &Server, name: &str) -> Following {
-        let child = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        let child = Command::new(crate::common::hpctl_binary())
             .args(["logs", "-f", name])
             .env("HYDROPLANE_SERVER", server.url())
             .stdout(Stdio::piped())

@@ -119,7 +119,7 @@ fn watch_prints_rows_and_names() {
     let (server, _specs) = server_with_three_processes();
     // `watch` follows until interrupted; a closed stdout ends it: `head` keeps the first lines.
     let script = |format: &str, lines: usize| {
-        let hpctl = env!("CARGO_BIN_EXE_hpctl");
+        let hpctl = crate::common::hpctl_binary().display().to_string();
         format!("'{hpctl}' watch -s '{}' -o {format} | head -n {lines}", server.url())
     };
     let output = Command::new("sh").args(["-c", &script("table", 4)]).output().expect("run sh");
@@ -136,7 +136,7 @@ fn hpctl_output_and_the_config_file_choose_the_format_and_flags_win() {
     let (server, _specs) = server_with_three_processes();
     let config_home = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str], environment: &[(&str, &str)]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+        let output = Command::new(crate::common::hpctl_binary())
             .args(args)
             .env_remove("HYDROPLANE_SERVER")
             .env_remove("HPCTL_OUTPUT")
@@ -159,7 +159,7 @@ fn hpctl_output_and_the_config_file_choose_the_format_and_flags_win() {
     assert!(run(&["list", "-o", "json"], &[("HPCTL_OUTPUT", "table")]).starts_with('['));
 
     std::fs::write(config.join("config.yaml"), "output: tabel\n").expect("write config");
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["list", "-s", &server.url()])
         .env("XDG_CONFIG_HOME", config_home.path())
         .env_remove("HPCTL_OUTPUT")
@@ -175,7 +175,7 @@ fn hpctl_output_and_the_config_file_choose_the_format_and_flags_win() {
 fn completion_scripts_name_the_subcommands() {
     for shell in ["bash", "zsh", "fish"] {
         let output =
-            Command::new(env!("CARGO_BIN_EXE_hpctl")).args(["completion", shell]).output().expect("run");
+            Command::new(crate::common::hpctl_binary()).args(["completion", shell]).output().expect("run");
         let script = stdout(&output);
         for word in ["wait-ready", "describe", "output"] {
             assert!(script.contains(word), "{shell}: no {word}");
@@ -184,7 +184,10 @@ fn completion_scripts_name_the_subcommands() {
     let output = Command::new("bash")
         .args([
             "-c",
-            &format!("source <('{}' completion bash) && complete -p hpctl", env!("CARGO_BIN_EXE_hpctl")),
+            &format!(
+                "source <('{}' completion bash) && complete -p hpctl",
+                crate::common::hpctl_binary().display()
+            ),
         ])
         .output()
         .expect("run bash");

@@ -48,13 +48,13 @@ fn wait_ready_waits_for_a_server_that_is_still_starting() {
         .stderr(Stdio::null());
     let server_url = format!("http://127.0.0.1:{port}");
     let _server = Follow::spawn("the hydroplane server", &mut command);
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["wait-ready", "--timeout", "60", "-s", &server_url])
         .output()
         .expect("run hpctl wait-ready");
     assert!(output.status.success(), "wait-ready: {}", String::from_utf8_lossy(&output.stderr));
     assert!(output.stdout.is_empty());
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["list", "-s", &server_url])
         .output()
         .expect("run hpctl list");
@@ -67,7 +67,7 @@ fn wait_ready_waits_for_a_server_that_is_still_starting() {
 fn wait_ready_gives_up_after_its_timeout_and_refused_says_why() {
     let server_url = format!("http://127.0.0.1:{}", free_port());
     let started = std::time::Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["wait-ready", "--timeout", "0.5", "-s", &server_url])
         .output()
         .expect("run hpctl wait-ready");
@@ -83,7 +83,7 @@ fn wait_ready_gives_up_after_its_timeout_and_refused_says_why() {
     );
     assert!(stderr.contains("Connection refused"), "{stderr}");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(crate::common::hpctl_binary())
         .args(["list", "-s", &server_url])
         .output()
         .expect("run hpctl list");

@@ -45,6 +45,7 @@ mod moto_launcher;
 mod process_tree;
 mod python_client;
 mod readme_blocks;
+mod seams;
 mod secret_store;
 mod secrets_server;
 mod secure_api;

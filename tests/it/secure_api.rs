@@ -579,7 +579,7 @@ async fn with_a_client_ca_a_client_certificate_is_mandatory() {
 
 /// Runs hpctl with these arguments and environment (no HYDROPLANE_* from the test's own).
 fn hpctl(args: &[&str], environment: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    Command::new(common::hpctl_binary())
         .args(args)
         .env_remove("HYDROPLANE_SERVER")
         .env_remove("HYDROPLANE_TOKEN")

@@ -142,7 +142,7 @@ fn tls_server(directory: &Path, cert: &Path, key: &Path, client_ca: Option<&Path
 #[track_caller]
 fn refused(server: &Server, host: &str, flags: &[&str]) -> String {
     let port = server.address.rsplit(':').next().expect("a port");
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(common::hpctl_binary())
         .args(["list", "-s", &format!("https://{host}:{port}")])
         .args(flags)
         .output()
@@ -303,7 +303,7 @@ fn mtls_without_a_client_certificate_or_with_a_strangers_is_one_sentence_each() 
     );
     assert_logged(&server, "the client's certificate is not signed by the CA in tls.client_ca_file");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    let output = Command::new(common::hpctl_binary())
         .args(["list", "-s", &format!("https://localhost:{port}"), "--ca-cert", &path("ca.pem")])
         .args(["--client-cert", &path("ci-cert.pem"), "--client-key", &path("ci-key.pem")])
         .output()

@@ -1,14 +1,14 @@
 //! A Rust client of Hydroplane's gRPC API (`proto/hydroplane/v1/process.proto`).
 //!
 //! - [`proto`]: the messages, the generated client and the generated server trait, compiled
-//!   from the contract with protox (no system `protoc`).
+//!   from the contract with protox (no system `protoc`) in `hydroplane-core`.
 //! - [`Client`]: connects ([`ConnectOptions`]: `http://`, `https://` with a CA and a client
 //!   certificate, `unix:PATH`; a bearer [`Token`]) and starts, stops (by name, group or label
 //!   selector), lists (every page of a listing: [`Listing`]), describes, watches and reads logs;
 //!   its [`Watch`] resumes from the last revision when the stream breaks.
 //!
-//! It depends on tonic, prost and rustls (on ring) only: no Kubernetes or AWS crates and not the
-//! server, so that a service can depend on it cheaply. `hpctl` is built on it.
+//! It depends on tonic, prost, rustls (on ring) and `hydroplane-core` only: no Kubernetes or AWS
+//! crates and not the server, so that a service can depend on it cheaply. `hpctl` is built on it.
 //!
 //! # Example
 //!
@@ -225,11 +225,9 @@ mod connect;
 mod watch;
 
 /// The code generated from `proto/hydroplane/v1`: the messages, the client
-/// (`process_service_client`) and the server trait (`process_service_server`).
-pub mod proto {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("hydroplane.v1");
-}
+/// (`process_service_client`) and the server trait (`process_service_server`), from
+/// `hydroplane-core`, so that the server and its clients share one set of types.
+pub use hydroplane_core::proto;
 
 pub use client::{Client, Listing, MAX_LIST_RESTARTS, Wait};
 pub use connect::{

@@ -269,6 +269,43 @@ pub fn kube_sim_binary() -> PathBuf {
     binary
 }
 
+/// The `hpctl` binary, which is its own package (`client/hpctl`), so cargo builds it for the
+/// whole workspace's tests (`scripts/test`) but not for `cargo nextest run -p hydroplane` alone:
+/// then, when it is missing or older than its sources, it is built here, so that the tests never
+/// run an hpctl older than the code.
+pub fn hpctl_binary() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let binary = Path::new(env!("CARGO_BIN_EXE_hydroplane")).with_file_name("hpctl");
+            let root = repo_root();
+            let sources = ["client/hpctl", "client/rust/src", "core", "proto", "Cargo.lock"]
+                .map(|path| root.join(path));
+            let built = std::fs::metadata(&binary).and_then(|metadata| metadata.modified()).ok();
+            if built.is_none_or(|built| sources.iter().any(|source| changed_since(source, built))) {
+                let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+                    .args(["build", "-p", "hpctl", "--bin", "hpctl"])
+                    .current_dir(&root)
+                    .status()
+                    .expect("run cargo build -p hpctl");
+                assert!(status.success(), "cannot build hpctl");
+            }
+            binary
+        })
+        .clone()
+}
+
+/// Whether `path` (a file, or any file under a folder) was modified after `time`.
+fn changed_since(path: &Path, time: std::time::SystemTime) -> bool {
+    let Ok(metadata) = std::fs::metadata(path) else { return false };
+    if metadata.is_dir() {
+        let entries = std::fs::read_dir(path).expect("read a source folder");
+        entries.flatten().any(|entry| changed_since(&entry.path(), time))
+    } else {
+        metadata.modified().is_ok_and(|modified| modified > time)
+    }
+}
+
 impl KubeSim {
     /// Starts the simulator with extra flags.
     pub fn start(extra: &[&str]) -> KubeSim {
@@ -390,7 +427,7 @@ impl Drop for KubeSim {
 
 /// Runs `hpctl` against a server; returns its output.
 pub fn hpctl(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hpctl"))
+    Command::new(hpctl_binary())
         .args(args)
         .env("HYDROPLANE_SERVER", server.url())
         .output()

@@ -15,7 +15,7 @@ use crate::alloc::{AllocError, Allocators};
 use crate::error::{ApiError, FieldError};
 use crate::meta;
 use crate::resources::Kind;
-use crate::selector::LabelSelector;
+use crate::selector::{LabelSelector, labels_match, selector_from_object};
 
 /// What admission may read and change besides the object.
 pub struct AdmissionContext<'a> {
@@ -302,7 +302,7 @@ fn node_is_schedulable(node: &Value, node_selector: &LabelSelector) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
     let cordoned = node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false);
-    ready && !cordoned && node_selector.matches(node.pointer("/metadata/labels"))
+    ready && !cordoned && labels_match(node_selector, node.pointer("/metadata/labels"))
 }
 
 /// Binds an unbound pod to a node, round-robin among the nodes that fit, or marks it
@@ -330,7 +330,7 @@ pub(crate) fn schedule_pod(pod: &mut Value, context: &mut AdmissionContext<'_>) 
             let selector = pod
                 .pointer("/spec/nodeSelector")
                 .and_then(Value::as_object)
-                .map(|labels| LabelSelector::from_object(&json!({"matchLabels": labels})))
+                .map(|labels| selector_from_object(&json!({"matchLabels": labels})))
                 .unwrap_or_default();
             let fitting: Vec<&Arc<Value>> =
                 context.nodes.iter().filter(|n| node_is_schedulable(n, &selector)).collect();

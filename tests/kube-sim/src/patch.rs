@@ -1,5 +1,6 @@
-//! The three patch types the API accepts: JSON merge patch (RFC 7386), strategic merge patch
-//! (for the fields kubectl and our clients touch) and JSON patch (RFC 6902).
+//! The three patch types the API accepts: JSON merge patch (RFC 7386) and JSON patch (RFC 6902),
+//! both by the `json-patch` crate, and strategic merge patch (for the fields kubectl and our
+//! clients touch), which is Kubernetes' own and written here.
 //!
 //! Strategic merge differs from merge patch in how lists are combined: lists with a known merge
 //! key (containers by `name`, ports by port number, conditions by `type`, ...) are merged element
@@ -7,6 +8,7 @@
 //! `$patch`, `$deleteFromPrimitiveList`) are honoured or dropped, so `kubectl apply` of a changed
 //! manifest lands as it would on a real server.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Which patch format a request body is in, from its `Content-Type`.
@@ -41,9 +43,9 @@ pub enum PatchError {
     /// A JSON patch `test` operation failed.
     #[error("the server rejected our request due to an error in our request: testing value {0} failed")]
     TestFailed(String),
-    /// A JSON patch path does not exist in the target.
-    #[error("the server rejected our request due to an error in our request: path {0} not found")]
-    PathNotFound(String),
+    /// A JSON patch operation could not be applied, e.g. at a path that does not exist.
+    #[error("the server rejected our request due to an error in our request: {0}")]
+    NotApplicable(String),
 }
 
 /// Applies `patch` of type `patch_type` to `target`.
@@ -53,7 +55,7 @@ pub fn apply(patch_type: PatchType, target: &mut Value, patch: &Value) -> Result
             if !patch.is_object() {
                 return Err(PatchError::Malformed("a merge patch must be a JSON object".into()));
             }
-            merge_patch(target, patch);
+            json_patch::merge(target, patch);
             Ok(())
         }
         PatchType::StrategicMerge => {
@@ -69,26 +71,6 @@ pub fn apply(patch_type: PatchType, target: &mut Value, patch: &Value) -> Result
             Ok(())
         }
         PatchType::Json => json_patch(target, patch),
-    }
-}
-
-/// RFC 7386 JSON merge patch: objects merge, `null` deletes, everything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
     }
 }
 
@@ -214,125 +196,18 @@ fn strip_directives_value(value: &mut Value) {
     }
 }
 
-/// Decodes a JSON pointer token (`~1` is `/`, `~0` is `~`).
-fn unescape(token: &str) -> String {
-    token.replace("~1", "/").replace("~0", "~")
-}
-
-fn split_pointer(path: &str) -> Result<(Vec<String>, String), PatchError> {
-    if path.is_empty() {
-        return Err(PatchError::Malformed("the whole document cannot be patched".into()));
-    }
-    let rest = path.strip_prefix('/').ok_or_else(|| PatchError::Malformed(format!("invalid path {path}")))?;
-    let mut tokens: Vec<String> = rest.split('/').map(unescape).collect();
-    let last = tokens.pop().unwrap_or_default();
-    Ok((tokens, last))
-}
-
-fn parent_mut<'a>(target: &'a mut Value, tokens: &[String], path: &str) -> Result<&'a mut Value, PatchError> {
-    let mut current = target;
-    for token in tokens {
-        current = match current {
-            Value::Object(map) => map.get_mut(token),
-            Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
-            _ => None,
-        }
-        .ok_or_else(|| PatchError::PathNotFound(path.to_string()))?;
-    }
-    Ok(current)
-}
-
-fn remove_at(target: &mut Value, path: &str) -> Result<Value, PatchError> {
-    let (tokens, last) = split_pointer(path)?;
-    match parent_mut(target, &tokens, path)? {
-        Value::Object(map) => map.remove(&last).ok_or_else(|| PatchError::PathNotFound(path.to_string())),
-        Value::Array(items) => match last.parse::<usize>() {
-            Ok(index) if index < items.len() => Ok(items.remove(index)),
-            _ => Err(PatchError::PathNotFound(path.to_string())),
-        },
-        _ => Err(PatchError::PathNotFound(path.to_string())),
-    }
-}
-
-fn add_at(target: &mut Value, path: &str, value: Value, replace: bool) -> Result<(), PatchError> {
-    let (tokens, last) = split_pointer(path)?;
-    match parent_mut(target, &tokens, path)? {
-        Value::Object(map) => {
-            if replace && !map.contains_key(&last) {
-                return Err(PatchError::PathNotFound(path.to_string()));
-            }
-            map.insert(last, value);
-            Ok(())
-        }
-        Value::Array(items) => {
-            if last == "-" && !replace {
-                items.push(value);
-                return Ok(());
-            }
-            let index = last.parse::<usize>().map_err(|_| PatchError::PathNotFound(path.to_string()))?;
-            if replace {
-                let slot = items.get_mut(index).ok_or_else(|| PatchError::PathNotFound(path.to_string()))?;
-                *slot = value;
-            } else if index <= items.len() {
-                items.insert(index, value);
-            } else {
-                return Err(PatchError::PathNotFound(path.to_string()));
-            }
-            Ok(())
-        }
-        _ => Err(PatchError::PathNotFound(path.to_string())),
-    }
-}
-
 /// RFC 6902 JSON patch: a list of `add`, `remove`, `replace`, `move`, `copy` and `test` operations,
 /// applied all or nothing.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    let operations =
-        patch.as_array().ok_or_else(|| PatchError::Malformed("a JSON patch must be a JSON array".into()))?;
-    let mut working = target.clone();
-    for operation in operations {
-        let op = operation.get("op").and_then(Value::as_str).unwrap_or_default();
-        let path = operation
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PatchError::Malformed("operation has no path".into()))?;
-        let value = || {
-            operation
-                .get("value")
-                .cloned()
-                .ok_or_else(|| PatchError::Malformed(format!("{op} at {path} has no value")))
-        };
-        let from = || {
-            operation
-                .get("from")
-                .and_then(Value::as_str)
-                .ok_or_else(|| PatchError::Malformed(format!("{op} at {path} has no from")))
-        };
-        match op {
-            "add" => add_at(&mut working, path, value()?, false)?,
-            "replace" => add_at(&mut working, path, value()?, true)?,
-            "remove" => {
-                remove_at(&mut working, path)?;
-            }
-            "move" => {
-                let moved = remove_at(&mut working, from()?)?;
-                add_at(&mut working, path, moved, false)?;
-            }
-            "copy" => {
-                let copied =
-                    working.pointer(from()?).cloned().ok_or_else(|| PatchError::PathNotFound(path.into()))?;
-                add_at(&mut working, path, copied, false)?;
-            }
-            "test" => {
-                if working.pointer(path) != Some(&value()?) {
-                    return Err(PatchError::TestFailed(path.to_string()));
-                }
-            }
-            other => return Err(PatchError::Malformed(format!("unknown operation {other:?}"))),
-        }
+    if !patch.is_array() {
+        return Err(PatchError::Malformed("a JSON patch must be a JSON array".into()));
     }
-    *target = working;
-    Ok(())
+    let operations =
+        json_patch::Patch::deserialize(patch).map_err(|error| PatchError::Malformed(error.to_string()))?;
+    json_patch::patch(target, &operations).map_err(|error| match error.kind {
+        json_patch::PatchErrorKind::TestFailed => PatchError::TestFailed(error.path.to_string()),
+        _ => PatchError::NotApplicable(error.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -343,7 +218,8 @@ mod tests {
     #[test]
     fn merge_patch_merges_objects_and_deletes_nulls() {
         let mut target = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"x": [1, 2]}});
-        merge_patch(&mut target, &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"x": [3]}}));
+        let patch = json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"x": [3]}});
+        apply(PatchType::Merge, &mut target, &patch).unwrap();
         assert_eq!(target, json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": {"x": [3]}}));
     }
 
@@ -405,9 +281,15 @@ mod tests {
         let mut target = json!({"a": 1});
         let patch =
             json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "remove", "path": "/missing"}]);
-        assert_eq!(json_patch(&mut target, &patch), Err(PatchError::PathNotFound("/missing".into())));
+        let error = json_patch(&mut target, &patch).unwrap_err();
+        assert!(
+            matches!(&error, PatchError::NotApplicable(message) if message.contains("/missing")),
+            "{error}"
+        );
         assert_eq!(target, json!({"a": 1}));
-        assert!(json_patch(&mut target, &json!({"op": "add"})).is_err());
-        assert!(json_patch(&mut target, &json!([{"op": "test", "path": "/a", "value": 5}])).is_err());
+        assert!(matches!(json_patch(&mut target, &json!({"op": "add"})), Err(PatchError::Malformed(_))));
+        assert!(matches!(json_patch(&mut target, &json!([{"op": "add"}])), Err(PatchError::Malformed(_))));
+        let test = json!([{"op": "test", "path": "/a", "value": 5}]);
+        assert_eq!(json_patch(&mut target, &test), Err(PatchError::TestFailed("/a".into())));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use hydroplane_core::spec::labels::{label_key_rule, label_value_rule};
 use serde_json::Value;
 
 use crate::error::FieldError;
@@ -103,11 +104,11 @@ fn check_labels(path: &str, labels: Option<&Value>, errors: &mut Vec<FieldError>
         return;
     };
     for (key, value) in labels {
-        if crate::selector::label_key_error(key).is_some() {
+        if label_key_rule(key).is_err() {
             errors.push(FieldError::invalid(path, key.as_str(), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
         }
         match value.as_str() {
-            Some(text) if crate::selector::is_label_value_syntax(text) => {}
+            Some(text) if label_value_rule(text).is_ok() => {}
             _ => errors.push(FieldError::invalid(
                 path,
                 value.clone(),
@@ -383,14 +384,14 @@ fn check_selector(spec: Option<&Value>, what: &str, errors: &mut Vec<FieldError>
     match selector {
         None | Some(Value::Null) => errors.push(FieldError::required("spec.selector", "")),
         Some(selector) => {
-            let parsed = crate::selector::LabelSelector::from_object(selector);
+            let parsed = crate::selector::selector_from_object(selector);
             if parsed.is_empty() {
                 errors.push(FieldError::invalid(
                     "spec.selector",
                     selector.clone(),
                     format!("empty selector is invalid for {what}"),
                 ));
-            } else if !parsed.matches(template_labels) {
+            } else if !crate::selector::labels_match(&parsed, template_labels) {
                 errors.push(FieldError::invalid(
                     "spec.template.metadata.labels",
                     template_labels.cloned().unwrap_or(Value::Null),

@@ -250,7 +250,7 @@ impl Pump {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selector::LabelSelector;
+    use crate::selector::parse_labels;
 
     fn event(event_type: EventType, labels: Value, previous: Option<Value>) -> Event {
         Event {
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn objects_entering_or_leaving_a_selection_are_added_or_deleted() {
-        let filter = Filter { labels: LabelSelector::parse("app=web").unwrap(), ..Filter::default() };
+        let filter = Filter { labels: parse_labels("app=web").unwrap(), ..Filter::default() };
         let web = json!({"app": "web"});
         let db = json!({"app": "db"});
         assert_eq!(visible(&event(EventType::Added, web.clone(), None), &filter), Some(EventType::Added));

@@ -15,7 +15,7 @@ use super::{AppState, MAX_BODY_BYTES};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::resources::Kind;
-use crate::selector::{FieldSelector, Filter, LabelSelector};
+use crate::selector::{FieldSelector, Filter, parse_labels};
 use crate::store::{DeleteOptions, ObjectKey, Propagation};
 use crate::table::IncludeObject;
 
@@ -113,7 +113,7 @@ pub(super) fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<
 
 /// The `labelSelector` and `fieldSelector` parameters (400 for a field `kind` cannot select on).
 pub(super) fn filter_from(query: &Query, kind: Kind) -> Result<Filter, ApiError> {
-    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
+    let labels = parse_labels(query.get("labelSelector").unwrap_or_default())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;

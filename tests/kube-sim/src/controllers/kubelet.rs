@@ -8,7 +8,7 @@
 //! - `Always`, or `OnFailure` with a non-zero code: the container waits in `CrashLoopBackOff`
 //!   (`restartCount + 1`, `lastState.terminated`, a BackOff Event) for the back-off, then runs
 //!   again. The back-off starts at the configured base (10 s on a real kubelet) and doubles per
-//!   restart of that container up to 5 minutes.
+//!   restart of that container up to 5 minutes; each wait is up to a tenth longer, at random.
 //! - `Never`, or `OnFailure` with code 0: the container stays terminated; once every container
 //!   has, the pod is `Succeeded` (all exited 0) or `Failed`.
 //! - Readiness false: the container is not ready, nor are the pod's Ready and ContainersReady
@@ -163,7 +163,7 @@ impl Kubelet {
             let container = container.to_string();
             let restarts = restart_count(&written, &container);
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(jittered(delay)).await;
                 kubelet.start_again(&key, &uid, &container, restarts);
             });
         }
@@ -172,6 +172,8 @@ impl Kubelet {
 
     /// The back-off before a container's next start: the base, then double the last, up to
     /// [`MAX_BACKOFF`].
+    /// The nominal back-off of a container's next restart, as the kubelet reports it; the wait
+    /// itself is [`jittered`].
     fn next_backoff(&self, uid: &str, container: &str) -> Duration {
         let mut backoffs = self.backoffs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let next = match backoffs.get(&(uid.to_string(), container.to_string())) {
@@ -329,6 +331,13 @@ impl Kubelet {
             }
         });
     }
+}
+
+/// A back-off made up to a tenth longer, at random: containers that crashed together (a bad
+/// rollout, a lost dependency) then do not all restart on the same tick, against the same API
+/// server and logs.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(1.0 + fastrand::f64() / 10.0)
 }
 
 fn phase(pod: &Value) -> &str {
@@ -506,5 +515,13 @@ mod tests {
         assert_eq!(seconds, [10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(human(Duration::from_millis(50)), "50ms");
         assert_eq!(human(Duration::from_secs(80)), "1m20s");
+    }
+
+    #[test]
+    fn waits_are_up_to_a_tenth_longer_than_the_back_off() {
+        let delay = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..100).map(|_| jittered(delay)).collect();
+        assert!(waits.iter().all(|wait| (delay..=delay.mul_f64(1.1)).contains(wait)), "{waits:?}");
+        assert!(waits.iter().any(|wait| *wait != waits[0]), "the waits differ");
     }
 }

@@ -175,11 +175,10 @@ mod tests {
             store.list(Kind::Pod, Some("default"), &everything, Some(10), first.next_start.as_ref(), 2);
         assert_eq!(second.items.len(), 3);
         assert!(second.next_start.is_none());
-        let none =
-            Filter { labels: crate::selector::LabelSelector::parse("app=db").unwrap(), ..Filter::default() };
+        let none = Filter { labels: crate::selector::parse_labels("app=db").unwrap(), ..Filter::default() };
         assert!(store.list(Kind::Pod, None, &none, None, None, 0).items.is_empty());
         let selected =
-            Filter { labels: crate::selector::LabelSelector::parse("app=web").unwrap(), ..Filter::default() };
+            Filter { labels: crate::selector::parse_labels("app=web").unwrap(), ..Filter::default() };
         let page = store.list(Kind::Pod, Some("default"), &selected, Some(2), None, 0);
         assert!(page.next_start.is_some());
         assert_eq!(page.remaining, None, "a real server leaves the count unset with selectors");

@@ -59,6 +59,8 @@ pub mod limits {
     pub const MAX_CHECK_FAILURE_THRESHOLD: u32 = 1_000;
     /// The longest HTTP path of a health check.
     pub const MAX_CHECK_PATH_BYTES: usize = 2_048;
+    /// The longest wait a Start may ask for (`wait_timeout`); hpctl checks `--timeout` against it.
+    pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 }
 
 use limits::*;

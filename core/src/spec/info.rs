@@ -79,8 +79,8 @@ pub type Labels = std::sync::Arc<std::collections::BTreeMap<String, String>>;
 impl ProcessInfo {
     /// A process of the tests: `name` in `group` with `status`, created at the epoch, and
     /// nothing else set.
-    #[cfg(test)]
-    pub(crate) fn of_tests(name: &str, group: Option<&str>, status: ProcessStatus) -> ProcessInfo {
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn of_tests(name: &str, group: Option<&str>, status: ProcessStatus) -> ProcessInfo {
         ProcessInfo {
             process_name: name.into(),
             group: group.map(Into::into),

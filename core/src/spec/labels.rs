@@ -174,10 +174,29 @@ pub struct Requirement {
 }
 
 impl Requirement {
+    /// A requirement on `key`, its values sorted and without repeats as matching needs. Neither
+    /// the key nor the values are checked against the label rules: for selectors that come as
+    /// objects (a Kubernetes `LabelSelector`'s `matchExpressions`), not as text.
+    pub fn new(
+        key: impl Into<String>,
+        operator: Operator,
+        values: impl IntoIterator<Item = String>,
+    ) -> Requirement {
+        let mut values: Vec<String> = values.into_iter().collect();
+        values.sort();
+        values.dedup();
+        Requirement { key: key.into(), operator, values }
+    }
+
     /// Whether `labels` meet this requirement; as in Kubernetes, `NotEquals` and `NotIn` are met
     /// when the label is absent.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let label = labels.get(&self.key);
+        self.matches_label(labels.get(&self.key).map(String::as_str))
+    }
+
+    /// Whether a label of this requirement's key with the value `label` (`None`: no such label)
+    /// meets it.
+    pub fn matches_label(&self, label: Option<&str>) -> bool {
         match self.operator {
             Operator::Equals | Operator::In => label.is_some_and(|value| self.has_value(value)),
             Operator::NotEquals | Operator::NotIn => label.is_none_or(|value| !self.has_value(value)),
@@ -238,6 +257,18 @@ impl LabelSelector {
         if text.len() > MAX_SELECTOR_BYTES {
             return Err(SelectorError::TooLong { bytes: text.len() });
         }
+        LabelSelector::parse_at_most(text, MAX_REQUIREMENTS)
+    }
+
+    /// Parses as [`LabelSelector::parse`] does but without its limits on length and number of
+    /// requirements, as a Kubernetes API server reads the selectors it is sent (the simulator's),
+    /// which a server makes from a user's selector and its own requirements.
+    pub fn parse_unlimited(text: &str) -> Result<LabelSelector, SelectorError> {
+        LabelSelector::parse_at_most(text, usize::MAX)
+    }
+
+    /// The parser behind both: one pass, at most `max_requirements` requirements.
+    fn parse_at_most(text: &str, max_requirements: usize) -> Result<LabelSelector, SelectorError> {
         let mut parser = Parser::new(text);
         let mut requirements = Vec::new();
         if parser.peek().0 == Token::End {
@@ -245,7 +276,7 @@ impl LabelSelector {
         }
         let mut expected_key = "a label key or `!`";
         loop {
-            if requirements.len() == MAX_REQUIREMENTS {
+            if requirements.len() == max_requirements {
                 let (_, offset) = parser.peek();
                 return Err(SelectorError::TooManyRequirements { position: parser.position(offset) });
             }
@@ -263,9 +294,23 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// The selector of these requirements, sorted and without repeats as a parsed one.
+    pub fn from_requirements(requirements: impl IntoIterator<Item = Requirement>) -> LabelSelector {
+        let mut requirements: Vec<Requirement> = requirements.into_iter().collect();
+        requirements.sort();
+        requirements.dedup();
+        LabelSelector { requirements }
+    }
+
     /// Whether `labels` meet every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|requirement| requirement.matches(labels))
+    }
+
+    /// Whether the labels that `label_of` looks up by key meet every requirement: for labels
+    /// kept in another shape than a map of strings, such as a Kubernetes object's JSON.
+    pub fn matches_by<'a>(&self, label_of: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.requirements.iter().all(|requirement| requirement.matches_label(label_of(&requirement.key)))
     }
 
     /// The requirements, sorted by key (then operator and values), for planning lookups:
@@ -673,6 +718,26 @@ mod tests {
             Err(error) => error.to_string(),
         };
         assert_eq!(found, expected, "for `{text}`");
+    }
+
+    #[test]
+    fn the_unlimited_and_built_selectors_are_parsed_ones() {
+        let many = (0..=MAX_REQUIREMENTS).map(|index| format!("k{index}")).collect::<Vec<_>>().join(",");
+        assert!(LabelSelector::parse(&many).is_err());
+        let unlimited = LabelSelector::parse_unlimited(&many).expect("no limit");
+        assert_eq!(unlimited.requirements().len(), MAX_REQUIREMENTS + 1);
+        let parsed = LabelSelector::parse("tier in (web,db),!canary").expect("parses");
+        let built = LabelSelector::from_requirements([
+            Requirement::new("tier", Operator::In, ["web", "db", "web"].map(str::to_owned)),
+            Requirement::new("canary", Operator::DoesNotExist, []),
+        ]);
+        assert_eq!(built, parsed);
+        let label = |labels: &'static [(&'static str, &'static str)]| {
+            move |key: &str| labels.iter().find(|(name, _)| *name == key).map(|(_, value)| *value)
+        };
+        assert!(parsed.matches_by(label(&[("tier", "db")])));
+        assert!(!parsed.matches_by(label(&[("tier", "db"), ("canary", "yes")])));
+        assert!(!parsed.matches_by(label(&[("tier", "api")])));
     }
 
     #[test]
