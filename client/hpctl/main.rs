@@ -1,5 +1,6 @@
 //! `hpctl`: the command-line client of a Hydroplane server, built on the `hydroplane-client` crate
-//! (`client/rust/`), which connects, calls and resumes watches.
+//! (`client/rust/`), which connects, calls and resumes watches, and on `hydroplane-core` (`core/`)
+//! for the spec files it reads; its own package, so it links no kube, AWS SDK or server.
 //!
 //! Each subcommand has its own file; `connect.rs` turns the connection flags into the crate's
 //! options (a plain, TLS (`https://`, optionally with a client certificate) or Unix-socket
