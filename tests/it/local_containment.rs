@@ -63,18 +63,13 @@ fn commands(marker: &str) -> Vec<i32> {
 }
 
 /// Waits until no process holds `marker`, within `budget` of `since`; fails naming them.
-#[track_caller]
-fn assert_gone_by(marker: &str, since: Instant, budget: Duration, what: &str) {
-    loop {
+async fn assert_gone_by(marker: &str, since: Instant, budget: Duration, what: &str) {
+    let what = format!("no process runs with `{marker}` {what}");
+    eventually(&what, budget.saturating_sub(since.elapsed()), async || {
         let left = marked(marker);
-        if left.is_empty() {
-            return;
-        }
-        if since.elapsed() > budget {
-            panic!("{what}: {left:?} still run with `{marker}` {:?} later", since.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    })
+    .await;
 }
 
 /// The three escapes of issue 26, each a command (for `sh -c`) whose processes all hold the
@@ -141,7 +136,7 @@ async fn no_escape_outlives_its_stop_and_a_killed_supervisor_is_not_failed_while
         let stopped = client.stop(stop_process(name)).await.expect("stop").into_inner().stopped;
         assert_eq!(stopped, [name.to_string()]);
         assert!(begin.elapsed() <= budget(), "stopping {name} took {:?}", begin.elapsed());
-        assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}"));
+        assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}")).await;
     }
 }
 
@@ -155,7 +150,7 @@ async fn no_escape_outlives_the_servers_sigterm() {
     let begin = Instant::now();
     assert_eq!(server.terminate(), Some(0), "a clean exit after SIGTERM");
     for (name, marker) in &started {
-        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGTERM"));
+        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGTERM")).await;
     }
 }
 
@@ -170,7 +165,7 @@ async fn no_escape_outlives_the_servers_sigkill() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
         .expect("SIGKILL the server");
     for (name, marker) in &started {
-        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGKILL"));
+        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGKILL")).await;
     }
 }
 
@@ -200,7 +195,7 @@ async fn under_run_as_a_command_cannot_kill_its_supervisor_so_the_servers_sigkil
     let begin = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
         .expect("SIGKILL the server");
-    assert_gone_by(&marker, begin, budget(), "after the server's SIGKILL");
+    assert_gone_by(&marker, begin, budget(), "after the server's SIGKILL").await;
     drop(users);
 }
 
