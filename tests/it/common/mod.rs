@@ -235,9 +235,13 @@ pub fn http_get(address: &str, path: &str) -> (String, String) {
 
 /// [`eventually`] for tests that are not async, blocking the thread while it waits. Inside an
 /// async test it panics (a runtime cannot start within another): await `eventually` there.
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub fn wait_until<Outcome: eventually::Attempt>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Outcome,
+) -> Outcome::Found {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
-    runtime.block_on(eventually(what, timeout, async || condition()));
+    runtime.block_on(eventually(what, timeout, async || check()))
 }
 
 /// A running Kubernetes API simulator (`kube-sim`), killed when dropped.
