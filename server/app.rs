@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::{Metrics, OutcomeLabels};
+use crate::runtime::collect::RuntimeCollector;
 use crate::runtime::logs::{LogPieces, LogsQuery};
 use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
 use crate::security::access::Denied;
@@ -86,9 +87,12 @@ impl Processes {
         Processes { runtime, metrics: None }
     }
 
-    /// The same service, recording its metrics in `metrics` (which then reports this runtime).
+    /// The same service, recording its metrics in `metrics`, which from now on also reports this
+    /// runtime's processes and index, and each process's seconds to its first RUNNING.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Processes {
-        metrics.observe_runtime(&self.runtime);
+        metrics.register_collector(Box::new(RuntimeCollector::new(Arc::clone(&self.runtime))));
+        let start_to_running = metrics.domain.start_to_running.clone();
+        self.runtime.table().on_running(Box::new(move |seconds| start_to_running.observe(seconds)));
         self.metrics = Some(metrics);
         self
     }

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use hydroplane::config::{RuntimeSettings, SecretStoreSettings, Settings};
 use hydroplane::runtime::local::users::ProcessUsers;
-use hydroplane::security::tls::ServerTls;
 use hydroplane::security::tokens::TokenStore;
+use hydroplane::transport::tls::ServerTls;
 
 /// What sharing the server's user means, said where the settings allow it.
 const SHARED_USER: &str = "local processes will run as the server's own user: each can read the others' \

@@ -47,7 +47,7 @@ pub struct Settings {
     pub tracing: Option<crate::telemetry::TracingSettings>,
     /// The Prometheus metrics listener, when set.
     #[serde(default)]
-    pub metrics: Option<crate::metrics::MetricsSettings>,
+    pub metrics: Option<MetricsSettings>,
 }
 
 // === Numbers and their ranges ===
@@ -71,6 +71,11 @@ pub struct NumberRange {
     /// means (`no limit`); -1 reads as 0.
     pub zero_means: Option<&'static str>,
 }
+
+/// The environment variable that holds the local secret store's password, for scripts and
+/// services. Named here, beside the settings, because `runtime.env_passthrough` must refuse it;
+/// [`crate::secrets::password`] reads it.
+pub const PASSWORD_ENV: &str = "HYDROPLANE_SECRET_STORE_PASSWORD";
 
 const fn range(key: &'static str, low: f64, high: f64, unit: &'static str) -> NumberRange {
     NumberRange { key, low, above_low: false, high, whole: false, unit, zero_means: None }
@@ -676,7 +681,7 @@ fn check_run_as(
                         "runtime.env_passthrough names environment variables; `{name}` is not a variable's name"
                     ));
                 }
-                if name == crate::secrets::password::PASSWORD_ENV {
+                if name == PASSWORD_ENV {
                     return Err(format!(
                         "runtime.env_passthrough must not name {name}: the secret store's password never reaches a process"
                     ));
@@ -1371,6 +1376,35 @@ fn realign_indentation(text: &str) -> Option<(String, Vec<String>)> {
         lines.push(format!("{}{content}", " ".repeat(new_indent)));
     }
     (!warnings.is_empty()).then(|| (lines.join("\n") + "\n", warnings))
+}
+
+/// `metrics` in the settings: where the metrics listener listens.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "RawMetricsSettings")]
+pub struct MetricsSettings {
+    /// The address of the metrics listener (port 0 picks a free one).
+    pub listen: std::net::SocketAddr,
+}
+
+/// `metrics` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetricsSettings {
+    listen: String,
+}
+
+impl TryFrom<RawMetricsSettings> for MetricsSettings {
+    type Error = String;
+
+    fn try_from(raw: RawMetricsSettings) -> Result<MetricsSettings, String> {
+        let listen = raw.listen.trim().parse().map_err(|_| {
+            format!(
+                "metrics.listen must be an IP address and a port, such as 127.0.0.1:9464 or [::1]:9464, got `{}`",
+                raw.listen
+            )
+        })?;
+        Ok(MetricsSettings { listen })
+    }
 }
 
 #[cfg(test)]

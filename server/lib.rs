@@ -5,7 +5,8 @@
 //! - [`spec`]: the domain model (process specs, their validation, process info). No I/O.
 //! - [`config`]: the YAML settings, in the Python Hydroplane's format.
 //! - [`secrets`]: secret stores, which resolve the secret references of specs and settings.
-//! - [`security`]: who may call: scopes and callers, the tokens file, TLS.
+//! - [`security`]: who may call: scopes and callers, the tokens file.
+//! - [`transport`]: what every listener shares: connection limits, the peer, TLS.
 //! - [`table`]: the revisioned process table List and Watch are served from.
 //! - [`app`]: the operations (start with wait, stop, list, watch, describe, logs) for a caller,
 //!   over a runtime.
@@ -36,6 +37,7 @@ pub mod security;
 pub use hydroplane_core::spec;
 pub mod table;
 pub mod telemetry;
+pub mod transport;
 
 /// The code generated from `proto/hydroplane/v1` (messages, the server trait, the client and the
 /// descriptor set for reflection), compiled once in `hydroplane-core`, so that the server and its

@@ -18,9 +18,9 @@ use hydroplane::app::Processes;
 use hydroplane::config::{AuthSettings, Settings, TlsSettings};
 use hydroplane::grpc::guard::Guard;
 use hydroplane::grpc::listen::{self, ListenAddress, Listener};
-use hydroplane::security::tls::ServerTls;
 use hydroplane::security::tokens::TokenStore;
 use hydroplane::telemetry::LogFormat;
+use hydroplane::transport::tls::ServerTls;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long calls in flight may take to finish once shutdown has begun.

@@ -5,10 +5,10 @@
 use tonic::Status;
 
 use crate::app::AppError;
-use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::proto::stop_request::Target;
 use crate::security::access::Caller;
+use crate::transport::connections::Peer;
 
 /// The longest target text logged: names come from callers, so a huge one is cut.
 const MAX_TARGET_CHARS: usize = 200;

@@ -6,11 +6,11 @@ use tonic::Status;
 use crate::app::{AppError, Processes};
 use crate::grpc::audit;
 use crate::grpc::convert;
-use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::security::access::{Caller, Scope};
 use crate::spec::{Violations, dns_label_rule};
 use crate::telemetry::call;
+use crate::transport::connections::Peer;
 
 /// Checks the request's process name.
 pub fn parse(request: &proto::DescribeRequest) -> Result<&str, AppError> {

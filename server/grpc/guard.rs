@@ -9,7 +9,6 @@
 //! decoded request says which group a call is about; the guard provides what they need for it.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -29,33 +28,9 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::config::LimitSettings;
 use crate::grpc::audit;
-use crate::grpc::connections::{CallInProgress, ConnectionInfo, ConnectionLimits, PeerKey};
 use crate::security::access::{Caller, Groups, Scope};
 use crate::security::tokens::{TokenBook, TokenId, TokenStore};
-
-/// Where a call came from, for audit lines: a TCP peer address, or the Unix socket's peer user.
-/// Kept as it is found and formatted only when an audit line is written.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Peer {
-    /// A TCP (or TLS) peer.
-    Tcp(std::net::SocketAddr),
-    /// A Unix socket peer, with its credentials when the OS gave them.
-    Unix(Option<(u32, Option<i32>)>),
-    /// Nothing is known (an in-memory connection).
-    #[default]
-    Unknown,
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Tcp(address) => write!(formatter, "{address}"),
-            Peer::Unix(Some((uid, pid))) => write!(formatter, "unix (uid {uid}, pid {})", pid.unwrap_or(0)),
-            Peer::Unix(None) => formatter.write_str("unix"),
-            Peer::Unknown => formatter.write_str("unknown"),
-        }
-    }
-}
+use crate::transport::connections::{CallInProgress, ConnectionInfo, ConnectionLimits, Peer, PeerKey};
 
 impl Peer {
     /// The peer of a request, from the connection information tonic attached to it.

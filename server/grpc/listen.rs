@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::security::tls::ServerTls;
+use crate::transport::tls::ServerTls;
 
 /// An address from `-H`: a host (with the port from `-p`) or `unix:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,12 +6,12 @@ use tonic::Status;
 
 use crate::app::{AppError, Processes};
 use crate::grpc::audit;
-use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::runtime::logs::{LogPiece, LogSource, LogsQuery, StreamFilter};
 use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
 use crate::telemetry::call;
+use crate::transport::connections::Peer;
 
 /// The stream a Logs call answers with.
 pub type LogsStream = BoxStream<'static, Result<proto::LogChunk, Status>>;

@@ -4,7 +4,6 @@
 
 pub mod audit;
 pub mod closing;
-pub mod connections;
 pub mod convert;
 pub mod describe;
 pub mod error;
@@ -31,6 +30,7 @@ use crate::grpc::listen::Listener;
 use crate::proto;
 use crate::proto::process_service_server::{ProcessService, ProcessServiceServer};
 use crate::security::access::Caller;
+use crate::transport::connections::Peer;
 
 /// The `ProcessService` implementation.
 pub struct ProcessServiceHandler {
@@ -60,9 +60,9 @@ impl ProcessServiceHandler {
 
 /// The caller the guard layer attached to a request. Its absence is the server's mistake (a
 /// service mounted without the guard), so it fails closed.
-fn caller_of<T>(request: &Request<T>) -> Result<(Caller, guard::Peer), Status> {
+fn caller_of<T>(request: &Request<T>) -> Result<(Caller, Peer), Status> {
     let caller = request.extensions().get::<Caller>().cloned();
-    let peer = request.extensions().get::<guard::Peer>().cloned().unwrap_or_default();
+    let peer = request.extensions().get::<Peer>().cloned().unwrap_or_default();
     match caller {
         Some(caller) => Ok((caller, peer)),
         None => {
@@ -192,8 +192,8 @@ pub async fn serve(
             .max_concurrent_streams(streams_per_connection)
             // Pings find peers that vanished under an open stream; idle connections are closed
             // by `connections`, which knows whether a call is in progress.
-            .http2_keepalive_interval(Some(connections::KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(connections::KEEPALIVE_TIMEOUT))
+            .http2_keepalive_interval(Some(crate::transport::connections::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::transport::connections::KEEPALIVE_TIMEOUT))
             .layer(
                 tower::ServiceBuilder::new()
                     // Outermost, so that calls the guard refuses are counted with their codes.
@@ -204,11 +204,12 @@ pub async fn serve(
         let router = server.add_routes(routes.clone());
         let limits = Arc::clone(&limits_of_connections);
         servers.push(match listener {
-            Listener::Tcp(listener) => Box::pin(
-                router.serve_with_incoming_shutdown(connections::incoming(listener, limits), stopped),
-            ),
+            Listener::Tcp(listener) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::transport::connections::incoming(listener, limits),
+                stopped,
+            )),
             Listener::Tls(listener, tls) => Box::pin(router.serve_with_incoming_shutdown(
-                crate::security::tls::incoming(listener, tls, limits),
+                crate::transport::tls::incoming(listener, tls, limits),
                 stopped,
             )),
             Listener::InMemory(accepted) => {
@@ -218,7 +219,7 @@ pub async fn serve(
                     async move {
                         match accepted {
                             Ok(stream) => limits
-                                .admit(guard::Peer::Unknown)
+                                .admit(Peer::Unknown)
                                 .ok()
                                 .map(|slot| Ok::<_, std::io::Error>(limits.gate(stream, slot))),
                             Err(error) => Some(Err(error)),
@@ -229,9 +230,10 @@ pub async fn serve(
             }
             Listener::Unix(listener, socket_file) => {
                 socket_files.push(socket_file);
-                Box::pin(
-                    router.serve_with_incoming_shutdown(connections::incoming(listener, limits), stopped),
-                )
+                Box::pin(router.serve_with_incoming_shutdown(
+                    crate::transport::connections::incoming(listener, limits),
+                    stopped,
+                ))
             }
         });
     }

@@ -8,11 +8,11 @@ use crate::app::AppError;
 use crate::app::{DEFAULT_WAIT, MAX_WAIT, Processes};
 use crate::grpc::audit;
 use crate::grpc::convert;
-use crate::grpc::guard::Peer;
 use crate::proto;
 use crate::security::access::Caller;
 use crate::spec::{ValidSpec, Violations};
 use crate::telemetry::call;
+use crate::transport::connections::Peer;
 
 /// A parsed Start request.
 pub struct Start {

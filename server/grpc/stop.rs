@@ -4,13 +4,13 @@ use tonic::Status;
 
 use crate::app::AppError;
 use crate::app::Processes;
-use crate::grpc::guard::Peer;
 use crate::grpc::{audit, convert};
 use crate::proto::{self, stop_request::Target};
 use crate::runtime::StopTarget;
 use crate::security::access::Caller;
 use crate::spec::{Violations, dns_label_rule};
 use crate::telemetry::call;
+use crate::transport::connections::Peer;
 
 /// Checks the request's target.
 pub fn parse(request: proto::StopRequest) -> Result<StopTarget, AppError> {

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::{CONTENT_TYPE, Metrics};
-use crate::grpc::connections::{ConnectionLimits, next_admitted};
+use crate::transport::connections::{ConnectionLimits, next_admitted};
 
 /// Why the metrics listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +107,7 @@ pub async fn serve(
 /// Binds the listener the settings name, prints its address on stdout (tests and scripts read
 /// it, as they read the gRPC address) and serves it in a task until the server ends.
 pub async fn start(
-    settings: &super::MetricsSettings,
+    settings: &crate::config::MetricsSettings,
     metrics: &Arc<Metrics>,
     limits: Arc<ConnectionLimits>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BindError> {
@@ -135,7 +135,7 @@ mod tests {
     async fn metrics_are_served_at_their_path_and_nothing_else() {
         let metrics = Arc::new(Metrics::new());
         metrics.domain.watch_resets.inc();
-        let settings = super::super::MetricsSettings { listen: "127.0.0.1:0".parse().expect("address") };
+        let settings = crate::config::MetricsSettings { listen: "127.0.0.1:0".parse().expect("address") };
         let limits = ConnectionLimits::new(&crate::config::LimitSettings::default(), None);
         let (address, task) = start(&settings, &metrics, limits).await.expect("bind");
         let scraped = get(address, "/metrics").await;

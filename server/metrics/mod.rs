@@ -15,7 +15,8 @@
 //!   token or secret is ever a label value, so a caller cannot blow up the series count, and no
 //!   secret can leak through a scrape.
 //! - The registry is an `Arc<Metrics>` handed to what needs it ([`crate::app::Processes`], the
-//!   gRPC layer, the listener). The Kubernetes client and the index are built deep inside the
+//!   gRPC layer, the listener). This module knows no runtime: the runtime's own collector is
+//!   registered by the app, which owns both ([`Metrics::register_collector`]). The Kubernetes client and the index are built deep inside the
 //!   runtime set-up, several calls away from `main`; for those few places [`backend`] is a
 //!   process-wide `OnceLock`, set once by [`Metrics::install`], and empty (every count a no-op)
 //!   when metrics are off.
@@ -27,58 +28,27 @@ pub mod grpc;
 pub mod http;
 pub mod rest;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
-
-use crate::runtime::Runtime;
-
-/// `metrics` in the settings: where the metrics listener listens.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(try_from = "RawMetricsSettings")]
-pub struct MetricsSettings {
-    /// The address of the metrics listener (port 0 picks a free one).
-    pub listen: std::net::SocketAddr,
-}
-
-/// `metrics` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetricsSettings {
-    listen: String,
-}
-
-impl TryFrom<RawMetricsSettings> for MetricsSettings {
-    type Error = String;
-
-    fn try_from(raw: RawMetricsSettings) -> Result<MetricsSettings, String> {
-        let listen = raw.listen.trim().parse().map_err(|_| {
-            format!(
-                "metrics.listen must be an IP address and a port, such as 127.0.0.1:9464 or [::1]:9464, got `{}`",
-                raw.listen
-            )
-        })?;
-        Ok(MetricsSettings { listen })
-    }
-}
 
 /// Every metric the server keeps, and the registry that encodes them.
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a lock only so that collectors can be registered after the registry is shared;
+    /// it is held while one scrape encodes, never across an await.
+    registry: Mutex<Registry>,
     /// The gRPC server's metrics, recorded by the [`grpc`] layer.
     pub grpc: grpc::GrpcMetrics,
     /// The process service's own metrics.
     pub domain: DomainMetrics,
     /// The backends' metrics (see [`backend`]).
     pub backend: BackendMetrics,
-    /// The runtime whose processes and index a scrape reports, once it is built.
-    runtime: Arc<OnceLock<Arc<dyn Runtime>>>,
 }
 
 /// The outcome label of a Start or Stop.
@@ -248,24 +218,21 @@ impl Metrics {
             "Failed watches of the Kubernetes index, by resource; each is retried with backoff",
             backend.index_watch_errors.clone(),
         );
-        let runtime = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(collect::RuntimeCollector::new(Arc::clone(&runtime))));
         registry.register_collector(Box::new(collect::ProcessCollector));
-        Metrics { registry, grpc, domain, backend, runtime }
+        Metrics { registry: Mutex::new(registry), grpc, domain, backend }
     }
 
-    /// Reports this runtime's processes and index from now on (the first runtime given wins).
-    pub fn observe_runtime(&self, runtime: &Arc<dyn Runtime>) {
-        if self.runtime.set(Arc::clone(runtime)).is_ok() {
-            let start_to_running = self.domain.start_to_running.clone();
-            runtime.table().on_running(Box::new(move |seconds| start_to_running.observe(seconds)));
-        }
+    /// Reports what `collector` reads at every scrape from now on: how a module this one does
+    /// not know (the runtime) is scraped, wired by the caller that owns both.
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner).register_collector(collector);
     }
 
     /// The text exposition of every metric, as a scrape gets it.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
     }
 }

@@ -4,6 +4,7 @@
 //! Every runtime keeps a [`ProcessTable`] of what it knows, from which List and Watch are served,
 //! so that those two calls behave the same everywhere.
 
+pub mod collect;
 pub mod docker;
 #[cfg(test)]
 pub mod fake;

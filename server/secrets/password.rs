@@ -12,8 +12,7 @@ use zeroize::Zeroizing;
 use super::SecretError;
 use super::files::read_private;
 
-/// The environment variable that holds the store's password, for scripts and services.
-pub const PASSWORD_ENV: &str = "HYDROPLANE_SECRET_STORE_PASSWORD";
+pub use crate::config::PASSWORD_ENV;
 /// The environment variable that holds the new password of `init` and `change-password`.
 pub const NEW_PASSWORD_ENV: &str = "HYDROPLANE_SECRET_STORE_NEW_PASSWORD";
 /// The prompt for the store's password, as Hydroplane words it.

@@ -13,11 +13,11 @@
 //! List is paged ([`listing`]): every page of one listing shows the table at one revision, and
 //! a watch that resumes from that revision gets exactly the changes after the listing (list
 //! then watch). Processes are kept once, shared (`Arc`) by the table, its history, its
-//! snapshots and every watcher; group and label lookups go through [`index`], so a List or a
+//! snapshots and every watcher; group and label lookups go through [`lookups`], so a List or a
 //! Watch of a group of 100 among 150,000 processes touches about 100.
 
-mod index;
 pub mod listing;
+mod lookups;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
-use self::index::{Candidates, Indexes};
 use self::listing::{Listings, Page, PageError, PageQuery};
+use self::lookups::{Candidates, Lookups};
 use crate::security::access::Groups;
 use crate::spec::labels::LabelSelector;
 use crate::spec::{HISTORY_LIMIT, ProcessInfo, ProcessStatus, Transition};
@@ -222,7 +222,7 @@ pub type RunningObserver = Box<dyn Fn(f64) + Send + Sync>;
 
 struct TableState {
     processes: BTreeMap<Arc<str>, Entry>,
-    indexes: Indexes,
+    lookups: Lookups,
     revision: u64,
     /// Changes after `history_floor`, oldest first.
     history: VecDeque<Change>,
@@ -248,7 +248,7 @@ impl ProcessTable {
         Arc::new(ProcessTable {
             state: Mutex::new(TableState {
                 processes: BTreeMap::new(),
-                indexes: Indexes::default(),
+                lookups: Lookups::default(),
                 revision: initial_revision,
                 history: VecDeque::new(),
                 history_floor: initial_revision,
@@ -304,17 +304,17 @@ impl ProcessTable {
                 if previous.group != process.group || previous.labels != process.labels {
                     // A new process of the same name (a relist joined its Delete and Add).
                     let name: Arc<str> = process.process_name.as_str().into();
-                    state.indexes.remove(&name, &previous, revision);
-                    state.indexes.insert(&name, &process, revision);
+                    state.lookups.remove(&name, &previous, revision);
+                    state.lookups.insert(&name, &process, revision);
                 } else {
-                    state.indexes.replace(&process.process_name, &process, revision);
+                    state.lookups.replace(&process.process_name, &process, revision);
                 }
                 (ChangeKind::Modified, process, Some(previous))
             }
             None => {
                 let name: Arc<str> = process.process_name.as_str().into();
                 let process = Arc::new(process);
-                state.indexes.insert(&name, &process, revision);
+                state.lookups.insert(&name, &process, revision);
                 let transitions = Box::new([Transition::of(&process, now)]);
                 state.processes.insert(name, Entry { process: Arc::clone(&process), transitions });
                 (ChangeKind::Added, process, None)
@@ -328,7 +328,7 @@ impl ProcessTable {
         let mut state = self.lock();
         let state = &mut *state;
         let (name, entry) = state.processes.remove_entry(process_name)?;
-        state.indexes.remove(&name, &entry.process, state.revision + 1);
+        state.lookups.remove(&name, &entry.process, state.revision + 1);
         Some(self.record(state, ChangeKind::Deleted, entry.process, None))
     }
 
@@ -380,7 +380,7 @@ impl ProcessTable {
         }
         let (matching, revision, group_changed) = {
             let state = self.lock();
-            let group_changed = filter.group.as_deref().and_then(|group| state.indexes.group_changed(group));
+            let group_changed = filter.group.as_deref().and_then(|group| state.lookups.group_changed(group));
             (state.matching(filter), state.revision, group_changed)
         };
         let mut page = self.listings.first_page(filter, revision, matching, query);
@@ -393,7 +393,7 @@ impl ProcessTable {
     /// change was that one still shows the group as it is at the table's revision.
     pub fn group_version(&self, group: &str) -> (Option<u64>, u64) {
         let state = self.lock();
-        (state.indexes.group_changed(group), state.revision)
+        (state.lookups.group_changed(group), state.revision)
     }
 
     /// How many processes the table has in each status (statuses with none are left out).
@@ -469,7 +469,7 @@ impl ProcessTable {
 }
 
 impl TableState {
-    /// The processes that pass the filter, ordered by name, found through the narrowest index
+    /// The processes that pass the filter, ordered by name, found through the narrowest lookup
     /// that applies.
     fn matching(&self, filter: &Filter) -> Vec<Arc<ProcessInfo>> {
         if let Some(name) = &filter.process_name {
@@ -480,7 +480,7 @@ impl TableState {
                 .map(|entry| vec![Arc::clone(&entry.process)])
                 .unwrap_or_default();
         }
-        match self.indexes.candidates(filter) {
+        match self.lookups.candidates(filter) {
             Candidates::Processes(processes) => {
                 processes.into_iter().filter(|process| filter.matches(process)).collect()
             }
@@ -853,7 +853,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_and_selectors_are_served_from_the_indexes() {
+    fn groups_and_selectors_are_served_from_the_lookups() {
         let table = ProcessTable::new(0, 1000);
         table.upsert(labelled("a", Some("g1"), &[("tier", "web"), ("zone", "x")]));
         table.upsert(labelled("b", Some("g1"), &[("tier", "db")]));
@@ -875,14 +875,14 @@ mod tests {
         assert_eq!(listed(None, Some("example.com/team=blue")), ["c"]);
         assert_eq!(listed(Some("g2"), Some("tier=db")), Vec::<String>::new());
         assert_eq!(listed(Some("nope"), None), Vec::<String>::new());
-        // Removing and re-adding keeps the indexes exact.
+        // Removing and re-adding keeps the lookups exact.
         table.remove("a");
         assert_eq!(listed(None, Some("tier=web")), ["c"]);
         table.upsert(labelled("c", Some("g1"), &[("tier", "db")]));
         assert_eq!(listed(None, Some("tier=web")), Vec::<String>::new());
         assert_eq!(listed(Some("g1"), Some("tier=db")), ["b", "c"]);
         assert_eq!(listed(Some("g2"), None), Vec::<String>::new());
-        // A change of state is what the indexes serve from then on.
+        // A change of state is what the lookups serve from then on.
         let mut failed = labelled("b", Some("g1"), &[("tier", "db")]);
         failed.status = ProcessStatus::Failed;
         table.upsert(failed);

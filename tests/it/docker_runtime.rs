@@ -12,7 +12,8 @@ use crate::common::docker::{BUSYBOX, DockerNetwork};
 use crate::common::requests::{start_request, start_waiting, stop_group, stop_process};
 use crate::common::watch::Watch;
 use crate::common::{
-    Server, free_port, hpctl, hpctl_json, http_get_status, local_secret_store, repo_root, wait_until,
+    Server, eventually, free_port, hpctl, hpctl_json, http_get_status, local_secret_store, repo_root,
+    wait_until,
 };
 
 /// A name unique to this test process: container names are the engine's, shared by every test.
@@ -188,9 +189,10 @@ async fn the_spec_reaches_the_container_and_start_is_idempotent_and_repairing() 
             32 * 1024 * 1024
         )
     );
-    wait_until("the process prints its environment", Duration::from_secs(30), || {
+    eventually("the process prints its environment", Duration::from_secs(30), async || {
         engine.docker_ok(&["logs", &name]).contains("plain-value s3cr3t-token-value")
-    });
+    })
+    .await;
     let info =
         client.start(start_request(spec.clone())).await.expect("start").into_inner().process.expect("info");
     assert!(
@@ -323,9 +325,10 @@ async fn logs_tail_since_follow_and_the_streams_apart() {
         timestamps: true,
         ..Default::default()
     };
-    wait_until("the process has written", Duration::from_secs(30), || {
+    eventually("the process has written", Duration::from_secs(30), async || {
         engine.docker_ok(&["logs", &name]).contains("late")
-    });
+    })
+    .await;
     let stdout = logs(&mut client, request(proto::LogStream::Stdout)).await;
     assert_eq!(text(&stdout), "out1\nout2\nlate\n");
     assert!(

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::common::certs::TestCa;
-use crate::common::{Server, hpctl, hpctl_json};
+use crate::common::{Server, hpctl, hpctl_json, wait_until};
 
 /// The whole of stderr, for a command expected to fail with one line.
 #[track_caller]
@@ -296,14 +296,8 @@ impl Watching {
 
     /// Waits for the watch to end by itself; its exit code.
     fn exit_code(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("hpctl watch did not end");
+        wait_until("hpctl watch ends", Duration::from_secs(30), || self.child.try_wait().expect("try_wait"))
+            .code()
     }
 }
 

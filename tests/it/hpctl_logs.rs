@@ -5,11 +5,11 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{Server, hpctl, hpctl_json};
+use crate::common::{Server, hpctl, hpctl_json, wait_until};
 
 /// A server on the local runtime whose log directory is in `directory`.
 fn server_in(directory: &Path) -> Server {
@@ -57,20 +57,13 @@ impl Following {
     }
 
     /// Waits up to `timeout` for hpctl to exit; its exit code and stderr.
-    #[track_caller]
     fn wait(&mut self, timeout: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("wait for hpctl") {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = self.0.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                return (status.code(), stderr);
-            }
-            assert!(Instant::now() < deadline, "hpctl logs -f did not end within {timeout:?}");
-            std::thread::sleep(Duration::from_millis(20));
+        let status = wait_until("hpctl logs -f ends", timeout, || self.0.try_wait().expect("wait for hpctl"));
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.0.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
         }
+        (status.code(), stderr)
     }
 }
 

@@ -107,7 +107,8 @@ async fn on_nodes_without_an_external_ip_a_node_port_is_not_reported_as_public()
         "{detail:#}"
     );
     // Said once at start-up too, for every public process to come.
-    common::wait_until("the start-up warning", Duration::from_secs(10), || {
+    common::eventually("the start-up warning", Duration::from_secs(10), async || {
         server.stderr().contains("no node of the cluster has an ExternalIP")
-    });
+    })
+    .await;
 }

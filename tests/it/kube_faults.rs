@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::requests::{start_request, stop_process};
-use crate::common::{KubeSim, Server};
+use crate::common::{KubeSim, Server, eventually};
 use hydroplane::proto::{self, WatchEventType, process_service_client::ProcessServiceClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
 /// What a process looks like at the end: (status, reason), or `None` once deleted.
 type Final = Option<(String, String)>;
+
+/// How long a call is retried through the injected 500s.
+const RETRIES: Duration = Duration::from_secs(20);
 
 fn spec(name: &str, with_port: bool) -> proto::StartRequest {
     let mut json =
@@ -35,33 +38,32 @@ fn summary(process: &proto::ProcessInfo) -> (String, String) {
 
 /// Calls until the server stops answering UNAVAILABLE or ABORTED (the injected 500s).
 async fn start_with_retries(client: &mut ProcessServiceClient<Channel>, name: &str) {
-    for _ in 0..50 {
+    eventually(&format!("Start of {name} gets through"), Duration::from_secs(20), async || {
         match client.start(spec(name, true)).await {
-            Ok(_) => return,
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+            Ok(_) => Ok(()),
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => Err(status),
             Err(status) => panic!("start {name}: {status:?}"),
         }
-    }
-    panic!("start {name} kept failing");
+    })
+    .await
 }
 
 /// kubectl, retried through the injected 500s.
-fn patch_with_retries(sim: &KubeSim, pod: &str, status: serde_json::Value) {
+async fn patch_with_retries(sim: &KubeSim, pod: &str, status: serde_json::Value, timeout: Duration) {
     let patch = serde_json::json!({ "status": status }).to_string();
-    for _ in 0..50 {
+    eventually(&format!("kubectl patches {pod}"), timeout, async || {
         let output = sim
             .kubectl_command()
             .args(["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &patch])
             .output()
             .expect("run kubectl");
-        if output.status.success() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("patching {pod} kept failing");
+        output
+            .status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+    .await
 }
 
 fn crash_loop(name: &str, restarts: u32) -> serde_json::Value {
@@ -96,8 +98,8 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
 
     // Watches dropped every few events, then history forgotten: the index must relist.
     sim.faults(serde_json::json!({"close_watches_after_events": 3}));
-    patch_with_retries(&sim, "p0", crash_loop("p0", 2));
-    patch_with_retries(&sim, "p1", crash_loop("p1", 5));
+    patch_with_retries(&sim, "p0", crash_loop("p0", 2), RETRIES).await;
+    patch_with_retries(&sim, "p1", crash_loop("p1", 5), RETRIES).await;
     sim.faults(serde_json::json!({"force_gone": true, "drop_watches_now": true}));
     client.stop(stop_process("p2")).await.expect("stop p2");
 
@@ -106,7 +108,7 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     for index in 6..14 {
         start_with_retries(&mut client, &format!("p{index}")).await;
     }
-    patch_with_retries(&sim, "p6", crash_loop("p6", 1));
+    patch_with_retries(&sim, "p6", crash_loop("p6", 1), RETRIES).await;
     sim.faults(serde_json::json!({"error_rate": 0.0}));
 
     // The API server is down for 10 s: List answers from the index and says it may be stale;
@@ -114,7 +116,7 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
     sim.faults(serde_json::json!({"refuse_connections_for_ms": 10_000}));
     let mut saw_stale = false;
     let mut saw_unavailable = false;
-    for _ in 0..160 {
+    eventually("List says it may be stale and Start is UNAVAILABLE", Duration::from_secs(10), async || {
         let listed = client
             .list(proto::ListRequest::default())
             .await
@@ -131,29 +133,17 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
             }
         }
         if saw_stale && saw_unavailable {
-            break;
+            Ok(())
+        } else {
+            Err((("stale", saw_stale), ("unavailable", saw_unavailable)))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(saw_stale, "List said it may be stale during the outage");
-    assert!(saw_unavailable, "Start was UNAVAILABLE during the outage");
+    })
+    .await;
 
     // After the outage: one more change that the index can only learn from a fresh watch.
-    let mut patched = false;
-    for _ in 0..400 {
-        let output = sim
-            .kubectl_command()
-            .args(["patch", "pod", "p3", "--subresource=status", "--type=merge", "-p",
-                r#"{"status": {"phase": "Succeeded", "containerStatuses": [{"name": "p3", "image": "nginx", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}}"#])
-            .output()
-            .expect("run kubectl");
-        if output.status.success() {
-            patched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(patched, "the API server came back");
+    let completed = serde_json::json!({"phase": "Succeeded", "containerStatuses": [{"name": "p3", "image": "nginx",
+        "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]});
+    patch_with_retries(&sim, "p3", completed, Duration::from_secs(30)).await;
 
     // Converged: the server's List equals the API server's pods, and the watcher's last word on
     // every process equals List (DELETED for the ones that are gone).
@@ -199,19 +189,14 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
 
     // List says it is fresh again once no watch of the index has failed for a while; no event
     // tells when, so its answer is asked for (bounded). Then it equals what the watcher saw.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let listed = loop {
+    let listed = eventually("List says it is fresh after the outage", Duration::from_secs(60), async || {
         let listed = client.list(proto::ListRequest::default()).await.expect("list").into_inner();
-        if listed.stale_reason.is_none() {
-            break listed;
+        match &listed.stale_reason {
+            None => Ok(listed),
+            Some(reason) => Err(reason.clone()),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "List still says it may be stale after the outage: {:?}",
-            listed.stale_reason
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let listed_states: BTreeMap<String, Final> =
         listed.processes.iter().map(|p| (p.process_name.clone(), Some(summary(p)))).collect();
     assert_eq!(listed_states, live(&latest.borrow()), "List equals the watcher's last word");

@@ -167,7 +167,8 @@ async fn follow_sends_new_lines_in_order_once_and_ends_when_the_container_exits_
     let mut stream =
         open(&mut client, LogsRequest { tail_lines: Some(0), ..following("stopped") }).await.expect("follow");
     // With `tail_lines: 0` nothing comes first; wait until the simulator has the follow open.
-    common::wait_until("the upstream follow is open", CHUNK_TIMEOUT, || follow_counts(&sim).0 == 1);
+    common::eventually("the upstream follow is open", CHUNK_TIMEOUT, async || follow_counts(&sim).0 == 1)
+        .await;
     print(&sim, "stopped", "last words\n");
     assert_eq!(read_until(&mut stream, "last words\n").await, "last words\n");
     client.stop(stop_process("stopped")).await.expect("stop");
@@ -265,7 +266,8 @@ async fn fifty_followers_share_one_upstream_and_each_gets_every_line_once() {
 
     // The last follower leaves: the hub goes, and with it the upstream follow.
     drop(slow);
-    common::wait_until("the upstream follow is closed", CHUNK_TIMEOUT, || follow_counts(&sim).0 == 0);
+    common::eventually("the upstream follow is closed", CHUNK_TIMEOUT, async || follow_counts(&sim).0 == 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -284,12 +286,13 @@ async fn an_unschedulable_process_has_no_output_and_describe_says_why() {
     let mut follower = open(&mut client, following("nowhere")).await.expect("follow");
 
     let mut detail = serde_json::Value::Null;
-    common::wait_until("the FailedScheduling event in the history", CHUNK_TIMEOUT, || {
+    common::eventually("the FailedScheduling event in the history", CHUNK_TIMEOUT, async || {
         detail = hpctl_json(&server, &["describe", "nowhere"]);
         detail["history"]
             .as_array()
             .is_some_and(|history| history.iter().any(|entry| entry["reason"] == "FailedScheduling"))
-    });
+    })
+    .await;
     let event = detail["history"]
         .as_array()
         .and_then(|history| history.iter().find(|entry| entry["reason"] == "FailedScheduling"))

@@ -19,8 +19,8 @@ fn public(name: &str) -> hydroplane::proto::StartRequest {
 }
 
 /// The value of an unlabelled gauge, from one scrape of the server's metrics.
-fn gauge(server: &Server, name: &str) -> Option<f64> {
-    let (_, response) = common::http_get(&server.metrics_address(), "/metrics");
+async fn gauge(server: &Server, name: &str) -> Option<f64> {
+    let (_, response) = common::http_get(&server.metrics_address().await, "/metrics");
     response.lines().find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
 }
 
@@ -45,11 +45,12 @@ async fn the_eleventh_public_process_on_a_range_of_ten_is_resource_exhausted_nam
     assert!(message.contains("10 by Hydroplane's public processes"), "{message}");
     assert!(message.contains("runtime.public_exposure: load_balancer"), "{message}");
     // The refused Start left nothing behind, and the dry run that learnt the range made nothing.
-    common::wait_until("the refused Start's Pod is gone", std::time::Duration::from_secs(30), || {
+    common::eventually("the refused Start's Pod is gone", std::time::Duration::from_secs(30), async || {
         !sim.names("pods").contains(&"web-10".to_owned())
-    });
+    })
+    .await;
     assert_eq!(sim.names("services").len(), 10, "{:?}", sim.names("services"));
-    assert_eq!(gauge(&server, "hydroplane_kube_node_ports_in_use"), Some(10.0));
+    assert_eq!(gauge(&server, "hydroplane_kube_node_ports_in_use").await, Some(10.0));
 
     // Stopping one gives its port back, once its Service is gone.
     client.stop(stop_process("web-3")).await.expect("stop web-3");

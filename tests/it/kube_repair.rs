@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::common::requests::start_request;
 use crate::common::watch::Watch;
-use crate::common::{KubeSim, Server, local_secret_store};
+use crate::common::{KubeSim, Server, eventually, local_secret_store};
 use hydroplane::proto::{self, ProcessStatus, process_service_client::ProcessServiceClient};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -69,16 +69,15 @@ fn web(name: &str) -> serde_json::Value {
 
 /// Start, retried while the server answers UNAVAILABLE or ABORTED.
 async fn start(client: &mut ProcessServiceClient<Channel>, spec: &serde_json::Value) -> proto::StartResponse {
-    for _ in 0..100 {
+    let what = format!("Start of {} gets through", spec["process_name"]);
+    eventually(&what, Duration::from_secs(30), async || {
         match client.start(start_request(spec.clone())).await {
-            Ok(response) => return response.into_inner(),
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::Aborted) => Err(status),
             Err(status) => panic!("start {}: {status:?}", spec["process_name"]),
         }
-    }
-    panic!("start {} kept failing", spec["process_name"]);
+    })
+    .await
 }
 
 /// The uids of the objects of a kind by name, and the uid of the object (a StatefulSet, a Job
@@ -166,16 +165,12 @@ async fn a_server_killed_during_200_starts_leaves_half_made_processes_that_retri
     }
 
     // The same Starts again, at once.
-    let mut calls = Vec::new();
-    for spec in &specs {
+    let calls = specs.iter().map(|spec| {
         let mut client = client.clone();
-        let spec = spec.clone();
-        calls.push(tokio::spawn(async move { start(&mut client, &spec).await }));
-    }
-    let mut created = 0;
-    for call in calls {
-        created += usize::from(call.await.expect("the call").created);
-    }
+        async move { start(&mut client, spec).await }
+    });
+    let created: usize =
+        futures::future::join_all(calls).await.iter().map(|response| usize::from(response.created)).sum();
     eprintln!(
         "after the kill: {} pods, {} services; {created} created by the retried Starts, {} finished",
         pods.len(),

@@ -312,14 +312,15 @@ async fn describe_shows_why_a_pod_cannot_be_scheduled() {
             .is_some_and(|history| history.iter().any(|entry| entry["reason"] == "FailedScheduling"))
     };
     let mut detail = serde_json::Value::Null;
-    common::wait_until(
+    common::eventually(
         "the FailedScheduling event in the history",
         std::time::Duration::from_secs(20),
-        || {
+        async || {
             detail = hpctl_json(&server, &["describe", "nowhere"]);
             has_event(&detail)
         },
-    );
+    )
+    .await;
     let event = detail["history"]
         .as_array()
         .and_then(|history| history.iter().find(|entry| entry["reason"] == "FailedScheduling"))

@@ -36,8 +36,8 @@ fn simulator_counts(sim: &KubeSim) -> (u64, u64) {
 }
 
 /// The sum of a metric's samples over all its labels, from one scrape of the server's metrics.
-fn metric_sum(server: &Server, name: &str) -> f64 {
-    let (_, response) = common::http_get(&server.metrics_address(), "/metrics");
+async fn metric_sum(server: &Server, name: &str) -> f64 {
+    let (_, response) = common::http_get(&server.metrics_address().await, "/metrics");
     response
         .lines()
         .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
@@ -94,10 +94,10 @@ async fn a_burst_of_starts_under_429s_all_succeed_within_the_configured_rate() {
 
     // The server counted its retries (each after an injected 429, and none before the faults
     // began) and its waits for the bucket.
-    let retries = metric_sum(&server, "rest_client_request_retries_total");
+    let retries = metric_sum(&server, "rest_client_request_retries_total").await;
     let (_, injected_ever) = simulator_counts(&sim);
     assert!(retries >= 1.0 && retries <= injected_ever as f64, "{retries} retries for {injected_ever} 429s");
-    let waits = metric_sum(&server, "rest_client_rate_limiter_duration_seconds_count");
+    let waits = metric_sum(&server, "rest_client_rate_limiter_duration_seconds_count").await;
     assert!(waits >= requests as f64, "every one of the {requests} requests waited for its token: {waits}");
 }
 
@@ -148,8 +148,8 @@ async fn with_the_default_limit_a_thousand_starts_under_429s_for_a_third_all_suc
         2 * MANY
     );
     // Each retry waited its Retry-After (1 s), and the metrics say so.
-    let retries = metric_sum(&server, "rest_client_request_retries_total");
-    let waited = metric_sum(&server, "hydroplane_kube_retry_wait_seconds_total");
+    let retries = metric_sum(&server, "rest_client_request_retries_total").await;
+    let waited = metric_sum(&server, "hydroplane_kube_retry_wait_seconds_total").await;
     assert!(retries >= 1.0 && retries <= injected_after as f64, "{retries} retries for {injected} 429s");
     assert!(
         (waited - retries).abs() < 0.5,

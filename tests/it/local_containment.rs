@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::requests::{start_waiting, stop_process};
 use crate::common::watch::Watch;
-use crate::common::{Server, local_secret_store, wait_until};
+use crate::common::{Server, eventually, local_secret_store, wait_until};
 use hydroplane::proto::{self, ProcessStatus};
 
 /// The grace period of these tests' servers.
@@ -63,18 +63,13 @@ fn commands(marker: &str) -> Vec<i32> {
 }
 
 /// Waits until no process holds `marker`, within `budget` of `since`; fails naming them.
-#[track_caller]
-fn assert_gone_by(marker: &str, since: Instant, budget: Duration, what: &str) {
-    loop {
+async fn assert_gone_by(marker: &str, since: Instant, budget: Duration, what: &str) {
+    let what = format!("no process runs with `{marker}` {what}");
+    eventually(&what, budget.saturating_sub(since.elapsed()), async || {
         let left = marked(marker);
-        if left.is_empty() {
-            return;
-        }
-        if since.elapsed() > budget {
-            panic!("{what}: {left:?} still run with `{marker}` {:?} later", since.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    })
+    .await;
 }
 
 /// The three escapes of issue 26, each a command (for `sh -c`) whose processes all hold the
@@ -115,7 +110,8 @@ async fn start_escapes(
         started.push((*name, marker));
     }
     for (name, marker) in &started {
-        wait_until(&format!("{name} runs"), Duration::from_secs(20), || !marked(marker).is_empty());
+        eventually(&format!("{name} runs"), Duration::from_secs(20), async || !marked(marker).is_empty())
+            .await;
     }
     started
 }
@@ -140,7 +136,7 @@ async fn no_escape_outlives_its_stop_and_a_killed_supervisor_is_not_failed_while
         let stopped = client.stop(stop_process(name)).await.expect("stop").into_inner().stopped;
         assert_eq!(stopped, [name.to_string()]);
         assert!(begin.elapsed() <= budget(), "stopping {name} took {:?}", begin.elapsed());
-        assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}"));
+        assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}")).await;
     }
 }
 
@@ -154,7 +150,7 @@ async fn no_escape_outlives_the_servers_sigterm() {
     let begin = Instant::now();
     assert_eq!(server.terminate(), Some(0), "a clean exit after SIGTERM");
     for (name, marker) in &started {
-        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGTERM"));
+        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGTERM")).await;
     }
 }
 
@@ -169,7 +165,7 @@ async fn no_escape_outlives_the_servers_sigkill() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
         .expect("SIGKILL the server");
     for (name, marker) in &started {
-        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGKILL"));
+        assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGKILL")).await;
     }
 }
 
@@ -188,17 +184,18 @@ async fn under_run_as_a_command_cannot_kill_its_supervisor_so_the_servers_sigkil
     let marker = marker("race");
     let script = format!("(kill -9 $PPID; echo $? > tried; exec sleep {marker}) & exec sleep {marker}");
     client.start(start_waiting(escape_spec("race", &script))).await.expect("start");
-    wait_until("the grandchild tried", Duration::from_secs(20), || {
+    eventually("the grandchild tried", Duration::from_secs(20), async || {
         commands(&marker).first().is_some_and(|pid| {
             std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.join("tried").exists())
         })
-    });
+    })
+    .await;
     let supervisors = marked(&marker).len() - commands(&marker).len();
     assert_eq!(supervisors, 1, "the supervisor outlived its command's kill -9");
     let begin = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
         .expect("SIGKILL the server");
-    assert_gone_by(&marker, begin, budget(), "after the server's SIGKILL");
+    assert_gone_by(&marker, begin, budget(), "after the server's SIGKILL").await;
     drop(users);
 }
 
@@ -241,9 +238,10 @@ async fn a_process_sees_only_the_documented_environment_and_the_password_is_gone
     let spec = serde_json::json!({"process_name": "env", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sh", "-c", script], "env": [{"name": "FROM_SPEC", "value": "yes"}]}});
     client.start(start_waiting(spec)).await.expect("start");
-    wait_until("the process ran", Duration::from_secs(20), || {
+    eventually("the process ran", Duration::from_secs(20), async || {
         Path::new(&format!("{}.done", out.display())).exists()
-    });
+    })
+    .await;
 
     // What the command itself was given (sh's own variables aside).
     let command = commands(&marker)[0];
@@ -294,7 +292,7 @@ async fn a_process_has_only_descriptors_0_1_and_2_and_a_private_working_director
     let spec = serde_json::json!({"process_name": "fds", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sleep", marker]}});
     client.start(start_waiting(spec)).await.expect("start");
-    wait_until("the process runs", Duration::from_secs(20), || !marked(&marker).is_empty());
+    eventually("the process runs", Duration::from_secs(20), async || !marked(&marker).is_empty()).await;
     let command = commands(&marker)[0];
     let server_fds: Vec<String> = list(&format!("/proc/{}/fd", server.pid()));
     assert!(server_fds.len() > 3, "the server itself holds the leaked descriptor and more: {server_fds:?}");
@@ -465,15 +463,16 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
         "container": {"image_uri": "x", "command": ["sh", "-c", format!("echo b-output; echo b-file > mine; exec sleep {marker_b}")],
             "env": [{"name": "B_SECRET", "value": "b-secret-value"}]}});
     client.start(start_waiting(spec_b)).await.expect("start b");
-    wait_until("b runs", Duration::from_secs(20), || !marked(&marker_b).is_empty());
-    wait_until("b's command runs", Duration::from_secs(20), || !commands(&marker_b).is_empty());
+    eventually("b runs", Duration::from_secs(20), async || !marked(&marker_b).is_empty()).await;
+    eventually("b's command runs", Duration::from_secs(20), async || !commands(&marker_b).is_empty()).await;
     let b = commands(&marker_b)[0];
     let b_cwd = std::fs::read_link(format!("/proc/{b}/cwd")).expect("b's cwd");
-    wait_until("b wrote its file", Duration::from_secs(20), || b_cwd.join("mine").exists());
+    eventually("b wrote its file", Duration::from_secs(20), async || b_cwd.join("mine").exists()).await;
     let run_directory = b_cwd.parent().and_then(Path::parent).expect("the run directory").to_path_buf();
-    wait_until("b's output is on disk", Duration::from_secs(20), || {
+    eventually("b's output is on disk", Duration::from_secs(20), async || {
         std::fs::read_dir(run_directory.join("b.1")).is_ok_and(|mut entries| entries.next().is_some())
-    });
+    })
+    .await;
     let b_output: Vec<PathBuf> = std::fs::read_dir(run_directory.join("b.1"))
         .expect("b's output")
         .flatten()
@@ -510,13 +509,14 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
     let spec_a = serde_json::json!({"process_name": "a", "group": "team-a", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
     client.start(start_waiting(spec_a)).await.expect("start a");
-    wait_until("a ran its probes", Duration::from_secs(20), || !marked(&marker_a).is_empty());
-    wait_until("a's command runs", Duration::from_secs(20), || !commands(&marker_a).is_empty());
+    eventually("a ran its probes", Duration::from_secs(20), async || !marked(&marker_a).is_empty()).await;
+    eventually("a's command runs", Duration::from_secs(20), async || !commands(&marker_a).is_empty()).await;
     let a = commands(&marker_a)[0];
     let probes_file = std::fs::read_link(format!("/proc/{a}/cwd")).expect("a's cwd").join("probes");
-    wait_until("a's probes are written", Duration::from_secs(20), || {
+    eventually("a's probes are written", Duration::from_secs(20), async || {
         std::fs::read_to_string(&probes_file).is_ok_and(|text| text.contains("done"))
-    });
+    })
+    .await;
     let results = std::fs::read_to_string(&probes_file).expect("probes");
 
     // Each probe failed, and each would have worked for the server's user (root).

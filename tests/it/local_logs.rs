@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use crate::common::requests::{start_request, stop_process};
 use crate::common::watch::{Watch, status_name};
-use crate::common::{Server, test_python, wait_until};
+use crate::common::{Server, eventually, test_python};
 
 /// How long any one Logs call may take before the test fails.
 const LOGS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -171,16 +171,12 @@ async fn previous_reads_the_run_before_the_last_restart() {
     spec["restart_policy"] = json!("on_failure");
     client.start(start_request(spec)).await.expect("start");
     // The third run's output is a line with no event of its own: polled, with a deadline.
-    let deadline = Instant::now() + LOGS_TIMEOUT;
-    loop {
+    let all = eventually("the third run's last line is in the logs", LOGS_TIMEOUT, async || {
         let all = text_of(&logs(&mut client, logs_request("again")).await);
-        if all.contains("end 3") {
-            assert!(all.starts_with("run 1\n"), "every run kept without `previous`: {all}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no third run: {all}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if all.contains("end 3") { Ok(all) } else { Err(all) }
+    })
+    .await;
+    assert!(all.starts_with("run 1\n"), "every run kept without `previous`: {all}");
     let previous = proto::LogsRequest { previous: true, ..logs_request("again") };
     let both = text_of(&logs(&mut client, previous.clone()).await);
     let mut lines: Vec<&str> = both.lines().collect();
@@ -439,13 +435,14 @@ async fn files_are_removed_on_stop_and_on_shutdown() {
     let mut client = server.client().await;
     client.start(start_request(shell("brief", "echo kept until stopped; sleep 300"))).await.expect("start");
     client.start(start_request(shell("other", "echo other; sleep 300"))).await.expect("start");
-    wait_until("the output files exist", Duration::from_secs(10), || {
+    eventually("the output files exist", Duration::from_secs(10), async || {
         ["brief", "other"].iter().all(|name| {
             process_directories(&scratch, &server, name)
                 .iter()
                 .any(|directory| directory.join("output").exists())
         })
-    });
+    })
+    .await;
     client.stop(stop_process("brief")).await.expect("stop");
     assert!(process_directories(&scratch, &server, "brief").is_empty(), "removed when the Stop answers");
 
@@ -469,28 +466,31 @@ async fn with_retention_files_stay_until_it_elapses_and_past_shutdown() {
     let mut client = server.client().await;
     client.start(start_request(shell("kept", "echo kept; sleep 300"))).await.expect("start");
     // The line itself, not only the file: under load the shell may not have run `echo` yet.
-    wait_until("the output file holds the line", Duration::from_secs(10), || {
+    eventually("the output file holds the line", Duration::from_secs(10), async || {
         process_directories(&scratch, &server, "kept").iter().any(|directory| {
             std::fs::read(directory.join("output"))
                 .is_ok_and(|output| output.windows(5).any(|window| window == b"kept\n"))
         })
-    });
+    })
+    .await;
     client.stop(stop_process("kept")).await.expect("stop");
     let stopped = Instant::now();
     let directories = process_directories(&scratch, &server, "kept");
     assert_eq!(directories.len(), 1, "kept after the Stop");
     let output = std::fs::read(directories[0].join("output")).expect("the file is readable");
     assert!(output.windows(5).any(|window| window == b"kept\n"));
-    wait_until("the files are removed", Duration::from_secs(30), || {
+    eventually("the files are removed", Duration::from_secs(30), async || {
         process_directories(&scratch, &server, "kept").is_empty()
-    });
+    })
+    .await;
     let kept_for = stopped.elapsed();
     assert!(kept_for >= RETENTION - Duration::from_millis(100), "removed after {kept_for:?}");
 
     client.start(start_request(shell("at-shutdown", "echo bye; sleep 300"))).await.expect("start");
-    wait_until("the output file exists", Duration::from_secs(10), || {
+    eventually("the output file exists", Duration::from_secs(10), async || {
         !process_directories(&scratch, &server, "at-shutdown").is_empty()
-    });
+    })
+    .await;
     let run = scratch.path().join("logs").join(format!("run-{}", server.pid()));
     server.terminate();
     assert!(run.exists(), "with retention, the run's files outlive the server");

@@ -7,7 +7,7 @@ use crate::common::requests::{
     http_server_spec, sleeper, start_request, start_waiting, stop_group, stop_process,
 };
 use crate::common::watch::{Watch, describe};
-use crate::common::{self, Server, free_port, http_get_status, process_alive, wait_until};
+use crate::common::{self, Server, eventually, free_port, http_get_status, process_alive};
 use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use tonic::Code;
 
@@ -238,9 +238,10 @@ async fn sigterm_stops_every_process_and_leaves_no_child_behind() {
     let mut pids = Vec::new();
     for (name, _) in &commands {
         let path = pid_file(name);
-        wait_until(&format!("{name} wrote its pid"), Duration::from_secs(10), || {
+        eventually(&format!("{name} wrote its pid"), Duration::from_secs(10), async || {
             std::fs::read_to_string(&path).is_ok_and(|text| text.trim().parse::<i32>().is_ok())
-        });
+        })
+        .await;
         let pid: i32 = std::fs::read_to_string(&path).expect("pid").trim().parse().expect("a pid");
         assert!(process_alive(pid), "{name} is running before the shutdown");
         pids.push(pid);

@@ -41,6 +41,7 @@ mod local_lifecycle;
 mod local_logs;
 mod local_runtime;
 mod metrics;
+mod module_graph;
 mod moto_launcher;
 mod process_tree;
 mod python_client;

@@ -104,7 +104,7 @@ fn process_service(method: &'static str) -> [(&'static str, &'static str); 3] {
 async fn counters_equal_the_calls_made_by_method_and_code() {
     let directory = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with_config(directory.path(), "metrics:\n  listen: 127.0.0.1:0\n");
-    let address = server.metrics_address();
+    let address = server.metrics_address().await;
     let mut client = server.client().await;
     for index in 0..100 {
         client.start(start_request(sleeper(&format!("m{index:03}")))).await.expect("start");
@@ -188,17 +188,22 @@ async fn a_running_process_shows_and_the_index_turns_stale_when_the_cluster_goes
         sim.directory(),
         &sim.hydroplane_config("metrics:\n  listen: 127.0.0.1:0\n"),
     );
-    let address = server.metrics_address();
+    let address = server.metrics_address().await;
     let mut client = server.client().await;
     let started = client.start(start_waiting(sleeper("web"))).await.expect("start").into_inner();
     assert_eq!(started.process.expect("a process").status(), proto::ProcessStatus::Running);
 
     let running = [("runtime", "kubernetes"), ("status", "RUNNING")];
     let mut samples = Vec::new();
-    common::wait_until("the RUNNING process is in hydroplane_processes", Duration::from_secs(30), || {
-        samples = scrape(&address);
-        value(&samples, "hydroplane_processes", &running) == 1.0
-    });
+    common::eventually(
+        "the RUNNING process is in hydroplane_processes",
+        Duration::from_secs(30),
+        async || {
+            samples = scrape(&address);
+            value(&samples, "hydroplane_processes", &running) == 1.0
+        },
+    )
+    .await;
     assert_eq!(value(&samples, "hydroplane_index_synced", &[]), 1.0);
     assert_eq!(value(&samples, "hydroplane_index_staleness_seconds", &[]), 0.0);
     assert!(
@@ -220,16 +225,18 @@ async fn a_running_process_shows_and_the_index_turns_stale_when_the_cluster_goes
 
     drop(sim);
     let mut staleness = 0.0;
-    common::wait_until("the index is no longer synced", Duration::from_secs(30), || {
+    common::eventually("the index is no longer synced", Duration::from_secs(30), async || {
         samples = scrape(&address);
         staleness = value(&samples, "hydroplane_index_staleness_seconds", &[]);
         value(&samples, "hydroplane_index_synced", &[]) == 0.0 && staleness > 0.0
-    });
+    })
+    .await;
     let first = staleness;
-    common::wait_until("the staleness grows", Duration::from_secs(30), || {
+    common::eventually("the staleness grows", Duration::from_secs(30), async || {
         samples = scrape(&address);
         value(&samples, "hydroplane_index_staleness_seconds", &[]) >= first + 1.0
-    });
+    })
+    .await;
     assert_eq!(value(&samples, "hydroplane_index_synced", &[]), 0.0);
     assert!(value(&samples, "hydroplane_index_watch_errors_total", &[("resource", "pods")]) >= 1.0);
     // The process is still known, from the index as it was.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::requests::{start_request, start_waiting, stop_group, stop_process};
 use crate::common::watch::Watch;
-use crate::common::{Server, free_port, process_alive, wait_until};
+use crate::common::{Server, eventually, free_port, process_alive};
 use hydroplane::proto::{self, ProcessStatus};
 use tonic::Code;
 
@@ -56,7 +56,7 @@ async fn start_escaping(
         let spec = serde_json::json!({"process_name": name, "restart_policy": "never", "group": "tree",
             "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
         client.start(start_waiting(spec)).await.expect("start");
-        let pid = read_pid(&directory.join(format!("{name}.pid")));
+        let pid = read_pid(&directory.join(format!("{name}.pid"))).await;
         assert!(process_alive(pid), "{name}'s grandchild runs");
         grandchildren.push((name.to_owned(), pid));
     }
@@ -64,11 +64,12 @@ async fn start_escaping(
 }
 
 /// Waits for a pid file (there is no event for it) and parses it.
-#[track_caller]
-fn read_pid(path: &PathBuf) -> i32 {
-    let parse = || std::fs::read_to_string(path).ok().and_then(|text| text.trim().parse::<i32>().ok());
-    wait_until(&format!("{} is written", path.display()), Duration::from_secs(20), || parse().is_some());
-    parse().expect("a pid")
+async fn read_pid(path: &PathBuf) -> i32 {
+    eventually(&format!("{} is written", path.display()), Duration::from_secs(20), async || {
+        let text = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
+        text.trim().parse::<i32>().map_err(|_| text)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,7 +113,7 @@ async fn stop_sends_sigterm_to_every_process_of_the_tree_first() {
     let spec = serde_json::json!({"process_name": "graceful", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
     client.start(start_waiting(spec)).await.expect("start");
-    let grandchild = read_pid(&directory.path().join("grandchild.pid"));
+    let grandchild = read_pid(&directory.path().join("grandchild.pid")).await;
     let begin = Instant::now();
     client.stop(stop_process("graceful")).await.expect("stop");
     let took = begin.elapsed();
@@ -152,9 +153,10 @@ async fn escaped_grandchildren_die_when_the_server_is_killed() {
         .expect("SIGKILL the server");
     // The supervisors notice the closed lifeline on their own; there is no event to wait on.
     for (name, pid) in grandchildren {
-        wait_until(&format!("{name}'s grandchild {pid} is gone"), Duration::from_secs(10), || {
+        eventually(&format!("{name}'s grandchild {pid} is gone"), Duration::from_secs(10), async || {
             !process_alive(pid)
-        });
+        })
+        .await;
     }
 }
 
@@ -186,7 +188,7 @@ async fn a_command_that_ends_is_reported_at_once_though_its_grandchild_held_the_
         assert_eq!((ended.exit_code, ended.reason()), (Some(exit_code), reason), "{ended:?}");
         assert!(took < Duration::from_secs(10), "{name} was reported after {took:?}");
         // The supervisor killed and reaped the tree before it exited, so before the report.
-        let grandchild = read_pid(&pid_file);
+        let grandchild = read_pid(&pid_file).await;
         assert!(!process_alive(grandchild), "{name}'s grandchild {grandchild} outlived it");
     }
 }
@@ -313,6 +315,6 @@ async fn concurrent_starts_of_one_name_spawn_it_once() {
         assert_eq!(started.process.expect("process").status(), ProcessStatus::Running);
     }
     assert_eq!(created, 1, "exactly one Start created the process");
-    wait_until("the command ran", Duration::from_secs(20), || runs.exists());
+    eventually("the command ran", Duration::from_secs(20), async || runs.exists()).await;
     assert_eq!(std::fs::read_to_string(&runs).expect("read").lines().count(), 1);
 }

@@ -92,7 +92,7 @@ pub struct LocalRuntime {
     /// The binary that supervises each process, found once; without it every Start is FAILED.
     supervisor: Result<SupervisorProgram, String>,
     /// Shared with the launches, which run as tasks of their own.
-    processes: Processes,
+    processes: ProcessesByName,
     /// This run's directory of output files, `run-<pid>` in the log directory.
     run_directory: PathBuf,
     /// How many processes were reserved, to name each one's directory.
@@ -102,7 +102,7 @@ pub struct LocalRuntime {
 }
 
 /// The processes by name, reservations included.
-type Processes = Arc<Mutex<HashMap<String, Arc<LocalProcess>>>>;
+type ProcessesByName = Arc<Mutex<HashMap<String, Arc<LocalProcess>>>>;
 
 /// One process of the local runtime, from its reservation on.
 struct LocalProcess {
@@ -323,7 +323,7 @@ impl LocalRuntime {
 /// What a launch needs of the runtime.
 struct Launching {
     table: Arc<ProcessTable>,
-    processes: Processes,
+    processes: ProcessesByName,
     secrets: Arc<dyn SecretStore>,
     program: Result<SupervisorProgram, String>,
     grace: Duration,
@@ -402,7 +402,7 @@ impl Launching {
 }
 
 /// Drops the process from the runtime, unless its name went to another process already.
-fn forget(processes: &Processes, process: &Arc<LocalProcess>) {
+fn forget(processes: &ProcessesByName, process: &Arc<LocalProcess>) {
     let mut processes = lock(processes);
     if processes.get(&process.spec.process_name).is_some_and(|current| Arc::ptr_eq(current, process)) {
         processes.remove(&process.spec.process_name);

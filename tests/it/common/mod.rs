@@ -1,12 +1,13 @@
 //! Shared helpers of the integration tests: the real `hydroplane` binary and the Kubernetes API
 //! simulator on free loopback ports, stopped when the test ends (also when it fails), `hpctl`,
-//! tokens, and small utilities. Beside them: [`child`] (a child's first line with a timeout,
+//! tokens, and small utilities. Beside them: [`eventually`] (every wait), [`child`] (a child's first line with a timeout,
 //! followed lines, `$KUBECTL`), [`requests`] (specs and requests), [`watch`] (waiting on Watch
 //! events), [`moto`] (the AWS fixtures) and [`certs`] (test CAs).
 
 pub mod certs;
 pub mod child;
 pub mod docker;
+pub mod eventually;
 pub mod moto;
 pub mod requests;
 pub mod watch;
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub use eventually::eventually;
 
 use hydroplane::proto::process_service_client::ProcessServiceClient;
 use tonic::transport::Channel;
@@ -141,17 +144,13 @@ impl Server {
 
     /// The address the server announced for metrics (`hydroplane metrics on ADDR`), from its
     /// stdout, once it has.
-    pub fn metrics_address(&self) -> String {
-        let mut address = None;
-        wait_until("the server prints its metrics address", Duration::from_secs(10), || {
-            address = self
-                .stdout()
-                .lines()
-                .find_map(|line| line.strip_prefix("hydroplane metrics on "))
-                .map(|rest| rest.trim().to_owned());
-            address.is_some()
-        });
-        address.expect("an address")
+    pub async fn metrics_address(&self) -> String {
+        eventually("the server prints its metrics address", Duration::from_secs(10), async || {
+            let stdout = self.stdout();
+            let address = stdout.lines().find_map(|line| line.strip_prefix("hydroplane metrics on "));
+            address.map(|rest| rest.trim().to_owned()).ok_or(stdout)
+        })
+        .await
     }
 
     /// The server's process id.
@@ -234,15 +233,15 @@ pub fn http_get(address: &str, path: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {timeout:?} waiting until {what}");
+/// [`eventually`] for tests that are not async, blocking the thread while it waits. Inside an
+/// async test it panics (a runtime cannot start within another): await `eventually` there.
+pub fn wait_until<Outcome: eventually::Attempt>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Outcome,
+) -> Outcome::Found {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    runtime.block_on(eventually(what, timeout, async || check()))
 }
 
 /// A running Kubernetes API simulator (`kube-sim`), killed when dropped.

@@ -12,6 +12,7 @@
 //! ([`KEEPALIVE_INTERVAL`]).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -26,7 +27,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::LimitSettings;
-use crate::grpc::guard::Peer;
+
+/// Where a call came from, for audit lines: a TCP peer address, or the Unix socket's peer user.
+/// Kept as it is found and formatted only when an audit line is written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP (or TLS) peer.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket peer, with its credentials when the OS gave them.
+    Unix(Option<(u32, Option<i32>)>),
+    /// Nothing is known (an in-memory connection).
+    #[default]
+    Unknown,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(address) => write!(formatter, "{address}"),
+            Peer::Unix(Some((uid, pid))) => write!(formatter, "unix (uid {uid}, pid {})", pid.unwrap_or(0)),
+            Peer::Unix(None) => formatter.write_str("unix"),
+            Peer::Unknown => formatter.write_str("unknown"),
+        }
+    }
+}
 
 /// How often the server pings an HTTP/2 connection that has been silent, to find peers that
 /// are gone without a word (a quiet Watch otherwise holds its slots for ever).

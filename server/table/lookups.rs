@@ -1,4 +1,5 @@
-//! The table's secondary indexes: the processes of each group and of each label value, so that
+//! The table's lookups by group and by label (secondary indexes; "index" in this tree names a
+//! runtime's mirror of its backend): the processes of each group and of each label value, so that
 //! a List or a Watch of a group or a label selector touches only the processes that may match,
 //! not every process of the table. They hold the processes themselves (shared), not names to
 //! look up: a List of a group of 100 among 150,000 costs what a List of 100 does.
@@ -24,7 +25,7 @@ struct Group {
 
 /// Processes by group and by label.
 #[derive(Default)]
-pub(super) struct Indexes {
+pub(super) struct Lookups {
     by_group: HashMap<Box<str>, Group>,
     /// Label key, then label value, then the names of the processes that have it.
     by_label: HashMap<Box<str>, HashMap<Box<str>, Names>>,
@@ -34,11 +35,11 @@ pub(super) struct Indexes {
 pub(super) enum Candidates {
     /// Among these only, ordered by name.
     Processes(Vec<Arc<ProcessInfo>>),
-    /// Anywhere: the filter names nothing an index knows.
+    /// Anywhere: the filter names nothing a lookup knows.
     All,
 }
 
-impl Indexes {
+impl Lookups {
     /// Records a process under its group and labels, by the change of `revision`.
     pub(super) fn insert(&mut self, name: &Arc<str>, process: &Arc<ProcessInfo>, revision: u64) {
         if let Some(group) = &process.group {
@@ -80,7 +81,7 @@ impl Indexes {
 
     /// Forgets a process's group and labels (as `process` had them), by the change of
     /// `revision`. A group left empty is forgotten: when it has processes again, its
-    /// [`Indexes::group_changed`] is a later revision than any it had before.
+    /// [`Lookups::group_changed`] is a later revision than any it had before.
     pub(super) fn remove(&mut self, name: &str, process: &ProcessInfo, revision: u64) {
         if let Some(group) = &process.group
             && let Some(entry) = self.by_group.get_mut(group.as_str())
@@ -110,7 +111,7 @@ impl Indexes {
         self.by_group.get(group).map(|entry| entry.changed)
     }
 
-    /// The names the filter may match, from the narrowest index that applies: the group, or
+    /// The names the filter may match, from the narrowest lookup that applies: the group, or
     /// the label requirement (`=`, `in`, or having the key) with the fewest processes. The
     /// caller still checks the whole filter on each.
     pub(super) fn candidates(&self, filter: &Filter) -> Candidates {

@@ -26,8 +26,8 @@ use tokio_rustls::server::TlsStream;
 use zeroize::Zeroizing;
 
 use crate::config::TlsSettings;
-use crate::grpc::connections::{ConnectionLimits, Gated, PeerKey, WeakConnection, next_admitted};
-use crate::grpc::guard::Peer;
+use crate::transport::connections::Peer;
+use crate::transport::connections::{ConnectionLimits, Gated, PeerKey, WeakConnection, next_admitted};
 
 /// Handshakes in progress at once; beyond this, newcomers are closed at once.
 const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
