@@ -65,11 +65,58 @@ fn process_name(index: usize) -> String {
     format!("p{index:06}")
 }
 
+/// The restart policy every Start asks for (`--restart-policy`); unset: the server's default.
+static RESTART_POLICY: std::sync::OnceLock<proto::RestartPolicy> = std::sync::OnceLock::new();
+
+/// Reads `--restart-policy always|on_failure|never`.
+fn restart_policy(args: &[String]) -> Result<proto::RestartPolicy, String> {
+    let Some(position) = args.iter().position(|arg| arg == "--restart-policy") else {
+        return Ok(proto::RestartPolicy::Unspecified);
+    };
+    match args.get(position + 1).map(String::as_str) {
+        Some("always") => Ok(proto::RestartPolicy::Always),
+        Some("on_failure") => Ok(proto::RestartPolicy::OnFailure),
+        Some("never") => Ok(proto::RestartPolicy::Never),
+        other => Err(format!("--restart-policy takes always, on_failure or never, not {other:?}")),
+    }
+}
+
 /// A Start of the `index`th process: nginx with one port (so a Pod and a ClusterIP Service);
 /// the first 100 are the group `small`, the rest `bench`.
 fn start_request(index: usize) -> proto::StartRequest {
     let group = if index < SMALL_GROUP_SIZE { SMALL_GROUP } else { "bench" };
-    common::nginx(&process_name(index), group)
+    let mut request = common::nginx(&process_name(index), group);
+    if let Some(spec) = request.spec.as_mut() {
+        spec.set_restart_policy(RESTART_POLICY.get().copied().unwrap_or_default());
+    }
+    request
+}
+
+/// The name of each process's current Pod, by process index: a bare Pod is named as its
+/// process, a StatefulSet's Pod `NAME-0`, a Job's `NAME-xxxxx`.
+async fn pod_names(pods: &kube::Api<Pod>, count: usize) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let mut names = vec![String::new(); count];
+    let mut params = ListParams::default().labels("hydroplane/process-id").limit(5_000);
+    loop {
+        let page = pods.list_metadata(&params).await?;
+        for pod in &page.items {
+            let process = pod.metadata.labels.as_ref().and_then(|labels| labels.get("hydroplane/process-id"));
+            let index = process.and_then(|name| name.strip_prefix('p')).and_then(|n| n.parse::<usize>().ok());
+            if let (Some(index), Some(name)) = (index, pod.metadata.name.as_ref())
+                && index < count
+            {
+                names[index].clone_from(name);
+            }
+        }
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    if let Some(missing) = names.iter().position(String::is_empty) {
+        return Err(format!("process {} has no Pod", process_name(missing)).into());
+    }
+    Ok(names)
 }
 
 /// Starts processes `range` with `callers` concurrent callers; returns the elapsed time.
@@ -337,7 +384,8 @@ fn ratio_interval(ratios: &[f64]) -> (f64, f64, f64) {
     (mean.exp(), (mean - error).exp(), (mean + error).exp())
 }
 
-/// A pod status that the server reads as a crash-looping process whose message carries `text`.
+/// A pod status that the server reads as a crash-looping process whose message carries `text`;
+/// `name` is its container's, the process's name.
 fn crashing_status(name: &str, restarts: u32, text: &str) -> serde_json::Value {
     serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{"name": name, "image": "nginx",
         "imageID": "", "ready": false, "restartCount": restarts,
@@ -355,7 +403,7 @@ fn changed_process(change: usize, changes: usize, count: usize) -> usize {
 /// when it was written.
 async fn change_pods(
     pods: &kube::Api<Pod>,
-    count: usize,
+    pod_names: &[String],
     changes: usize,
     restarts: u32,
     tag: &str,
@@ -372,12 +420,13 @@ async fn change_pods(
                     tokio::time::sleep_until((begin + Duration::from_secs_f64(change as f64 / rate)).into())
                         .await;
                 }
-                let name = process_name(changed_process(change, changes, count));
+                let process = changed_process(change, changes, pod_names.len());
+                let name = &pod_names[process];
                 let text = format!("{tag} {change} {}", origin.elapsed().as_micros());
                 pods.patch_status(
-                    &name,
+                    name,
                     &PatchParams::default(),
-                    &Patch::Merge(crashing_status(&name, restarts, &text)),
+                    &Patch::Merge(crashing_status(&process_name(process), restarts, &text)),
                 )
                 .await
             }
@@ -596,6 +645,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let changes = argument(&args, "--changes", 10_000).min(count);
     let change_rate = argument(&args, "--change-rate", 200) as f64;
     let batch = BATCH.min(count / 3);
+    let policy = restart_policy(&args)?;
+    RESTART_POLICY.set(policy).expect("the restart policy is set once");
 
     let stack = start_stack()?;
     let server_pid = stack.server.0.id();
@@ -603,7 +654,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut client = connect(&stack.url).await?;
     let pods = pods_api(&stack.kubeconfig).await?;
     println!(
-        "kubernetes runtime on kube-sim: {count} processes (Pod + ClusterIP Service each), {callers} callers, {watchers} watchers, gRPC on loopback"
+        "kubernetes runtime on kube-sim: {count} processes (restart policy {policy:?}: its objects and a ClusterIP Service each), {callers} callers, {watchers} watchers, gRPC on loopback"
     );
 
     // RSS with no process, once the server has synced and served a call.
@@ -824,15 +875,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read to the nanosecond: 10,000 events take about 0.1 s of CPU, ten of `/proc`'s ticks.
     let origin = Instant::now();
     let event_changes = changes;
+    let pod_names = pod_names(&pods, count).await?;
     let cpu_before = run_time(server_pid);
-    change_pods(&pods, count, event_changes, 1, "cpu", 0.0, origin).await?;
+    change_pods(&pods, &pod_names, event_changes, 1, "cpu", 0.0, origin).await?;
     let marker = process_name(0);
     let mut marker_watch = client
         .watch(proto::WatchRequest { process_name: Some(marker.clone()), ..Default::default() })
         .await?
         .into_inner();
-    pods.patch_status(&marker, &PatchParams::default(), &Patch::Merge(crashing_status(&marker, 2, "marker")))
-        .await?;
+    let marker_pod = &pod_names[0];
+    pods.patch_status(
+        marker_pod,
+        &PatchParams::default(),
+        &Patch::Merge(crashing_status(&marker, 2, "marker")),
+    )
+    .await?;
     while let Some(event) = marker_watch.message().await? {
         if event.process.is_some_and(|p| p.message.as_deref() == Some("marker")) {
             break;
@@ -867,7 +924,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_before = cpu_time(server_pid);
     let client_cpu_before = cpu_time(std::process::id());
     let began = Instant::now();
-    change_pods(&pods, count, changes, 3, "watch", change_rate, origin).await?;
+    change_pods(&pods, &pod_names, changes, 3, "watch", change_rate, origin).await?;
     let sent = began.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
     while done.load(Ordering::Relaxed) < watchers && Instant::now() < deadline {

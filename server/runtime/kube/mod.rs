@@ -195,16 +195,23 @@ impl KubeRuntime {
         mine: Controller,
         name: &str,
     ) -> Result<Option<Controller>, RuntimeError> {
-        for controller in [Controller::StatefulSet, Controller::Job, Controller::Pod] {
-            if controller == mine {
-                continue;
-            }
-            let found = self.get_object_meta(controller, name).await?;
-            if found.is_some_and(|metadata| metadata.deletion_timestamp.is_none()) {
-                return Ok(Some(controller));
-            }
-        }
-        Ok(None)
+        let [first, second] = match mine {
+            Controller::StatefulSet => [Controller::Job, Controller::Pod],
+            Controller::Job => [Controller::StatefulSet, Controller::Pod],
+            Controller::Pod => [Controller::StatefulSet, Controller::Job],
+        };
+        // Asked at once: a Start waits for one round trip, not two.
+        let (found_first, found_second) =
+            tokio::try_join!(self.get_object_meta(first, name), self.get_object_meta(second, name))?;
+        let live =
+            |found: Option<ObjectMeta>| found.is_some_and(|metadata| metadata.deletion_timestamp.is_none());
+        Ok(if live(found_first) {
+            Some(first)
+        } else if live(found_second) {
+            Some(second)
+        } else {
+            None
+        })
     }
 
     /// The object named `name` that runs (or would run) a process, as the cluster has it now: of
@@ -975,31 +982,37 @@ impl Runtime for KubeRuntime {
         };
         let uid = metadata.uid.clone().unwrap_or_default();
         let owner = manifests::owned_by(controller, &name, &uid);
-        if let Err(error) = self.create_dependents(&spec, &owner, secrets).await {
-            self.delete_half_made(controller, &name, &uid).await;
-            return Err(error);
-        }
         let expects_service = !spec.container.ports.is_empty();
-        self.index
-            .wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.has_object(&name, &uid)
-                    && view.pod(&name).is_some()
-                    && (!expects_service
-                        || view
-                            .service(&name)
-                            .is_some_and(|service| service.owner_uid.as_deref() == Some(&*uid)))
-            })
-            .await;
+        let make_the_rest = async {
+            self.create_dependents(&spec, &owner, secrets).await?;
+            // Read your writes: the process is in the index (a controller's Pod, made later by
+            // its controller, is not waited for: the process shows meanwhile as awaiting it).
+            self.index
+                .wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| {
+                    view.has_object(&name, &uid)
+                        && (controller != Controller::Pod || view.pod(&name).is_some())
+                        && (!expects_service
+                            || view
+                                .service(&name)
+                                .is_some_and(|service| service.owner_uid.as_deref() == Some(&*uid)))
+                })
+                .await;
+            Ok(())
+        };
         // Another server's Start of the name with another restart policy may have made an object
         // of another kind meanwhile: whichever Start sees the other's object undoes its own
         // (both may, and both callers are told to try again), so two never stay. The index may
         // not have seen that object yet, so the API server is asked too: its answers are
-        // linearizable, so of two racing Starts at least one sees the other's object.
-        let other = match self.index.read(|view| view.other_object(&name, &uid)) {
-            Some(other) => Ok(Some(other)),
-            None => self.other_live_object(controller, &name).await,
+        // linearizable, so of two racing Starts at least one sees the other's object. Asked
+        // while the rest is made, since the answer needs only this Start's object to exist.
+        let look_for_another = async {
+            match self.index.read(|view| view.other_object(&name, &uid)) {
+                Some(other) => Ok(Some(other)),
+                None => self.other_live_object(controller, &name).await,
+            }
         };
-        let other = match other {
+        let (made, other) = tokio::join!(make_the_rest, look_for_another);
+        let other = match made.and(other) {
             Ok(other) => other,
             Err(error) => {
                 self.delete_half_made(controller, &name, &uid).await;

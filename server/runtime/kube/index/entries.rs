@@ -104,13 +104,18 @@ pub struct ControllerEntry {
     /// Whether it is being deleted.
     pub deleting: bool,
     /// How a Job ended (`Complete`: EXITED; `Failed`: FAILED with its reason, such as
-    /// `DeadlineExceeded` or `BackoffLimitExceeded`), with its message.
-    pub ended: Option<(ProcessStatus, Box<str>, Option<Box<str>>)>,
+    /// `DeadlineExceeded` or `BackoffLimitExceeded`), with its message. Boxed: few processes
+    /// have ended, and every process has an entry.
+    pub ended: Option<Box<Ended>>,
     /// How many Pods a Job replaced (deleted, evicted or lost with their node).
     pub replaced: u32,
-    /// A StatefulSet's `max_run_seconds` (its label), which the server enforces.
-    pub max_run_seconds: Option<u64>,
+    /// A StatefulSet's `max_run_seconds` (its label), which the server enforces (at most
+    /// `i32::MAX`, as a spec allows).
+    pub max_run_seconds: Option<u32>,
 }
+
+/// How a process's controller says it ended: its status, reason and message.
+pub type Ended = (ProcessStatus, Box<str>, Option<Box<str>>);
 
 /// The Pods of each process, by the process label: usually one, two while one is replaced.
 #[derive(Default)]
@@ -457,7 +462,7 @@ pub(super) fn stateful_set_entry(set: SlimStatefulSet, interned: &mut Interned) 
             ),
             None => "ended by Hydroplane: its StatefulSet is scaled to zero".to_owned(),
         };
-        (ProcessStatus::Failed, reason.clone().into_boxed_str(), Some(message.into_boxed_str()))
+        Box::new((ProcessStatus::Failed, reason.clone().into_boxed_str(), Some(message.into_boxed_str())))
     });
     let (name, mut entry) = controller_entry(set.metadata, interned);
     entry.max_run_seconds = max_run_seconds;
@@ -474,14 +479,14 @@ pub(super) fn job_entry(job: SlimJob, interned: &mut Interned) -> (String, Contr
     let holds = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
     entry.ended = if let Some(failed) = holds("Failed") {
         let reason = failed.reason.clone().unwrap_or_else(|| "Failed".to_owned());
-        Some((
+        Some(Box::new((
             ProcessStatus::Failed,
             reason.into_boxed_str(),
             failed.message.clone().map(String::into_boxed_str),
-        ))
+        )))
     } else if holds("Complete").is_some() {
         // As its Pod says (the condition's reason, `CompletionsReached`, is the Job's).
-        Some((ProcessStatus::Exited, "Completed".into(), None))
+        Some(Box::new((ProcessStatus::Exited, "Completed".into(), None)))
     } else {
         None
     };
@@ -497,4 +502,21 @@ fn relist_changes<V: PartialEq>(live: &HashMap<String, V>, fresh: &HashMap<Strin
         fresh.iter().filter(|(name, value)| live.get(*name) != Some(value)).map(|(name, _)| name.clone()),
     );
     touched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entries_every_process_has_stay_small() {
+        // Each process of a StatefulSet has one of each: their size is most of the index's
+        // memory per process (a target of `kube_scale`).
+        assert!(
+            size_of::<ControllerEntry>() <= 80,
+            "ControllerEntry is {} bytes",
+            size_of::<ControllerEntry>()
+        );
+        assert!(size_of::<PodEntry>() <= 160, "PodEntry is {} bytes", size_of::<PodEntry>());
+    }
 }

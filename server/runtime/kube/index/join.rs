@@ -81,7 +81,7 @@ pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> 
             info.status = ProcessStatus::Stopping;
             info.reason = None;
             info.message = None;
-        } else if let Some((status, reason, message)) = &controller.ended {
+        } else if let Some((status, reason, message)) = controller.ended.as_deref() {
             info.status = *status;
             info.reason = Some((**reason).into());
             info.message = message.as_deref().map(Into::into).or(info.message);

@@ -489,9 +489,8 @@ impl IndexView<'_> {
             .filter(|(_, set)| !set.deleting && set.ended.is_none())
             .filter(|(_, set)| {
                 set.max_run_seconds.is_some_and(|seconds| {
-                    let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
                     set.created
-                        .checked_add(jiff::SignedDuration::from_secs(seconds))
+                        .checked_add(jiff::SignedDuration::from_secs(i64::from(seconds)))
                         .is_ok_and(|due| due <= now)
                 })
             })
