@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::requests::{start_waiting, stop_process};
+use crate::common::requests::{start_request, start_waiting, stop_process};
 use crate::common::watch::Watch;
 use crate::common::{Server, eventually, local_secret_store, wait_until};
 use hydroplane::proto::{self, ProcessStatus};
@@ -431,6 +431,11 @@ impl Drop for TestUsers {
     }
 }
 
+/// Logs of one process, from its beginning, without following.
+fn logs_of(name: &str) -> proto::LogsRequest {
+    proto::LogsRequest { process_name: name.to_owned(), ..Default::default() }
+}
+
 /// The uid a process runs as, from `/proc/PID/status`.
 fn uid_of(pid: i32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -450,8 +455,8 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
     let server = Server::start_with_config(
         directory.path(),
         &format!(
-            "runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n  run_as_by_group:\n    team-a: {user_a}\n    \
-             team-*: {user_b}\n"
+            "runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n  output_buffer_bytes: 1024\n  \
+             run_as_by_group:\n    team-a: {user_a}\n    team-*: {user_b}\n"
         ),
     );
     assert!(!server.stderr().contains("run as the server's own user"), "{}", server.stderr());
@@ -460,7 +465,7 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
     // B: a secret in its environment, output on disk, a file in its working directory.
     let marker_b = marker("team-b");
     let spec_b = serde_json::json!({"process_name": "b", "group": "team-b", "restart_policy": "never",
-        "container": {"image_uri": "x", "command": ["sh", "-c", format!("echo b-output; echo b-file > mine; exec sleep {marker_b}")],
+        "container": {"image_uri": "x", "command": ["sh", "-c", format!("echo b-output; yes b-line | head -n 500; echo b-file > mine; exec sleep {marker_b}")],
             "env": [{"name": "B_SECRET", "value": "b-secret-value"}]}});
     client.start(start_waiting(spec_b)).await.expect("start b");
     eventually("b runs", Duration::from_secs(20), async || !marked(&marker_b).is_empty()).await;
@@ -535,9 +540,21 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
             .any(|w| w == b"b-secret-value")
     );
     for file in &b_output {
+        // The server's own record of the output, not the process's: its user writes and reads
+        // it (for Logs), and no process's user may (docs/local-runtime-security.md).
         let metadata = std::fs::metadata(file).expect("output file");
         assert_eq!(metadata.mode() & 0o077, 0, "{} is private", file.display());
+        assert_eq!(metadata.uid(), nix::unistd::geteuid().as_raw(), "{} is the server's", file.display());
     }
+    // The memory buffer (1 KiB) kept only the newest output: Logs read the rest from those files.
+    let mut stream = client.logs(logs_of("b")).await.expect("logs").into_inner();
+    let mut logged = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("the Logs stream ends with OK") {
+        logged.extend(chunk.data);
+    }
+    let logged = String::from_utf8_lossy(&logged);
+    assert!(logged.starts_with("b-output\nb-line\n"), "{logged:.100}");
+    assert_eq!(logged.matches("b-line\n").count(), 500, "all of b's output");
     assert_eq!(std::fs::metadata(&b_cwd).expect("cwd").uid(), uid(user_b), "b owns its working directory");
     for name in ["a", "b"] {
         client.stop(stop_process(name)).await.expect("stop");
@@ -572,4 +589,93 @@ fn without_run_as_check_and_the_start_up_log_say_that_processes_share_the_server
     wait_until("the start-up log says so", Duration::from_secs(10), || {
         server.stderr().contains("local processes run as the server's own user")
     });
+}
+
+/// A Unix group made for one test, with the given users as members; removed when it ends.
+struct TestGroup(String);
+
+impl TestGroup {
+    fn create(members: &[String]) -> TestGroup {
+        let name = format!("hp{}g", std::process::id());
+        let status = Command::new("groupadd").arg(&name).status().expect("run groupadd");
+        assert!(status.success(), "groupadd {name}");
+        let group = TestGroup(name);
+        for member in members {
+            let status = Command::new("usermod")
+                .args(["--append", "--groups", &group.0, member])
+                .status()
+                .expect("usermod");
+            assert!(status.success(), "usermod --append --groups {} {member}", group.0);
+        }
+        group
+    }
+
+    fn gid(&self) -> u32 {
+        nix::unistd::Group::from_name(&self.0).expect("lookup").expect("group").gid.as_raw()
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel").arg(&self.0).stderr(Stdio::null()).status();
+    }
+}
+
+/// The ids of one line of `/proc/PID/status` (`Gid:`, `Groups:`).
+fn status_ids(pid: i32, field: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .map(|ids| ids.split_whitespace().filter_map(|id| id.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_run_as_a_process_and_its_checks_have_the_users_supplementary_groups() {
+    let users = TestUsers::create(1);
+    let user = &users.0[0];
+    let group = TestGroup::create(std::slice::from_ref(user));
+    // A file only the group may read, in a directory anyone may cross.
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let file = shared.path().join("for-the-group");
+    std::fs::write(&file, "group-only-content").expect("write");
+    std::os::unix::fs::chown(&file, Some(0), Some(group.gid())).expect("chown");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_config(
+        directory.path(),
+        &format!("runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n  run_as: {user}\n"),
+    );
+    let mut client = server.client().await;
+    let marker = marker("groups");
+    let spec = serde_json::json!({"process_name": "member", "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sh", "-c", format!("cat {} > copy; exec sleep {marker}", file.display())]},
+        // Ready only when the check, as the process's user, can read the file too.
+        "readiness": {"exec": {"command": ["test", "-r", file.to_str().expect("utf-8")]}, "period_seconds": 1, "failure_threshold": 1}});
+    let mut watch = Watch::process(&mut client, "member").await;
+    client.start(start_request(spec)).await.expect("start");
+    let ready = watch
+        .until_process("member", "readiness", |_, info| {
+            matches!(info.status(), ProcessStatus::Running | ProcessStatus::Failed)
+        })
+        .await;
+    assert_eq!(ready.status(), ProcessStatus::Running, "{ready:?}");
+    wait_until("the command runs", Duration::from_secs(20), || !commands(&marker).is_empty());
+    let command = commands(&marker)[0];
+
+    let own = nix::unistd::User::from_name(user).expect("lookup").expect("user");
+    assert_eq!(uid_of(command), own.uid.as_raw());
+    assert_eq!(status_ids(command, "Gid:")[0], own.gid.as_raw());
+    let groups: BTreeSet<u32> = status_ids(command, "Groups:").into_iter().collect();
+    assert_eq!(groups, BTreeSet::from([own.gid.as_raw(), group.gid()]), "only the user's own groups");
+    let cwd = std::fs::read_link(format!("/proc/{command}/cwd")).expect("cwd");
+    assert_eq!(std::fs::read_to_string(cwd.join("copy")).expect("the copy"), "group-only-content");
+    client.stop(stop_process("member")).await.expect("stop");
+    drop(client);
+    drop(server);
+    drop(group);
+    drop(users);
 }

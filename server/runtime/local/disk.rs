@@ -127,7 +127,7 @@ pub fn create_private_directory(path: &Path) -> io::Result<()> {
 
 /// Makes a process's own working directory (mode 0700), owned by the user it runs as; one left
 /// by an earlier run of the process is used again.
-pub fn create_working_directory(path: &Path, user: Option<super::supervisor::RunAs>) -> io::Result<()> {
+pub fn create_working_directory(path: &Path, user: Option<&super::supervisor::RunAs>) -> io::Result<()> {
     match DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}

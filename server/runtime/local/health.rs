@@ -101,11 +101,35 @@ async fn exec(command: &[String], context: &CheckContext) -> Result<(), String> 
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(directory) = &context.working_dir {
-        child.current_dir(directory);
-    }
-    if let Some(user) = context.user {
-        child.gid(user.gid).uid(user.uid);
+    match (&context.user, &context.working_dir) {
+        (None, Some(directory)) => {
+            child.current_dir(directory);
+        }
+        (None, None) => {}
+        (Some(user), directory) => {
+            // The directory is entered as the check's user, once it is that user (std would enter
+            // it first, as the server's); the path is made before the fork.
+            let directory = directory
+                .as_ref()
+                .map(|directory| std::ffi::CString::new(directory.as_os_str().as_encoded_bytes()))
+                .transpose()
+                .map_err(|_| "has a working directory that holds NUL".to_owned())?;
+            let user = user.clone();
+            // SAFETY: the closure runs in the forked child before exec and makes only system calls
+            // (setgroups, setgid, setuid, chdir), allocating nothing.
+            #[allow(unsafe_code)]
+            unsafe {
+                child.pre_exec(move || {
+                    user.become_in_child()?;
+                    if let Some(directory) = &directory
+                        && nix::libc::chdir(directory.as_ptr()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
     }
     let (mut child, _tracked) = super::orphans::spawn_tracked(&mut child)
         .map_err(|error| format!("could not be started: {error}"))?;

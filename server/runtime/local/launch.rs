@@ -142,7 +142,7 @@ pub fn launch(
     let request = Request {
         grace,
         working_dir: placement.working_dir.clone(),
-        user: placement.user,
+        user: placement.user.clone(),
         command: spec.container.command.iter().map(OsString::from).collect(),
     };
     // Both ends are close-on-exec, so no other supervisor inherits the server's end and keeps a

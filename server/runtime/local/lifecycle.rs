@@ -65,7 +65,7 @@ impl Lifecycle {
                         self.process.placement.user.is_none().then(|| directory.clone())
                     }
                 },
-                user: self.process.placement.user,
+                user: self.process.placement.user.clone(),
             },
             deadline: spec.max_run_seconds.map(|seconds| started + Duration::from_secs(seconds)),
         };

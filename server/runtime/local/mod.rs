@@ -229,7 +229,7 @@ impl LocalRuntime {
             ),
         };
         let process = Arc::new(LocalProcess {
-            placement: Placement { working_dir, user: user.as_ref().map(|user| user.ids) },
+            placement: Placement { working_dir, user: user.as_ref().map(|user| user.ids.clone()) },
             user,
             spec,
             info: Mutex::new(info),
@@ -344,7 +344,7 @@ impl Launching {
                 launch::environment(&*secrets, &for_launch.spec, &env_passthrough, for_launch.user.as_ref())?;
             Ok(program.and_then(|program| {
                 if let WorkingDir::Own(directory) = &for_launch.placement.working_dir {
-                    disk::create_working_directory(directory, for_launch.placement.user).map_err(
+                    disk::create_working_directory(directory, for_launch.placement.user.as_ref()).map_err(
                         |error| {
                             format!("cannot make the working directory `{}`: {error}", directory.display())
                         },

@@ -9,8 +9,8 @@
 //!   server gave the supervisor), the working directory, `/dev/null` as stdin, and the
 //!   supervisor's stdout and stderr (the server's capture pipes), and no other descriptor: every
 //!   one it inherited is closed on exec. Under `runtime.run_as` the command runs as that user
-//!   (its groups dropped, then its group id and user id set); the supervisor stays the server's
-//!   user, out of the command's reach.
+//!   (the user's supplementary groups set, then its group id and user id); the supervisor stays
+//!   the server's user, out of the command's reach.
 //! - The command gets SIGKILL when the supervisor dies (`PR_SET_PDEATHSIG`, set after the user
 //!   switch, which would clear it): a command that kills its supervisor kills itself.
 //! - Its stdin is the **lifeline**: one end of a socket pair whose other end only the server holds.
@@ -77,7 +77,7 @@ impl Request {
         let mut working_dir_argument = OsString::from(working_dir.0);
         working_dir_argument.push(":");
         working_dir_argument.push(working_dir.1);
-        let user = self.user.map(|user| format!("{}:{}", user.uid, user.gid)).unwrap_or_default();
+        let user = self.user.as_ref().map(RunAs::to_argument).unwrap_or_default();
         let mut arguments = vec![
             OsString::from(self.grace.as_millis().to_string()),
             working_dir_argument,
@@ -103,10 +103,7 @@ impl Request {
         };
         let user = match user.to_str()? {
             "" => None,
-            user => {
-                let (uid, gid) = user.split_once(':')?;
-                Some(RunAs { uid: uid.parse().ok()?, gid: gid.parse().ok()? })
-            }
+            user => Some(RunAs::from_argument(user)?),
         };
         Some(Request { grace, working_dir, user, command: command.to_vec() })
     }
@@ -123,13 +120,51 @@ pub enum WorkingDir {
     Own(PathBuf),
 }
 
-/// A user and group a command runs as, by number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A user and groups a command runs as, by number.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunAs {
     /// The user id.
     pub uid: u32,
-    /// The group id; the only group the command has.
+    /// The group id.
     pub gid: u32,
+    /// The supplementary groups: the user's own list from the group database (as `initgroups`
+    /// makes it), `gid` included.
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// `UID:GID:G1,G2,...`, for a supervisor's arguments.
+    fn to_argument(&self) -> String {
+        let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+        format!("{}:{}:{}", self.uid, self.gid, groups.join(","))
+    }
+
+    /// The user of an argument [`RunAs::to_argument`] made.
+    fn from_argument(argument: &str) -> Option<RunAs> {
+        let mut parts = argument.splitn(3, ':');
+        let (uid, gid, groups) = (parts.next()?, parts.next()?, parts.next()?);
+        let groups = match groups {
+            "" => Vec::new(),
+            groups => groups.split(',').map(|group| group.parse().ok()).collect::<Option<_>>()?,
+        };
+        Some(RunAs { uid: uid.parse().ok()?, gid: gid.parse().ok()?, groups })
+    }
+
+    /// Becomes this user in a forked child, before exec: its supplementary groups, then its group
+    /// id, then its user id (after which none of the others could be set). Only system calls,
+    /// nothing allocated: it runs between fork and exec of a process that may have threads.
+    pub fn become_in_child(&self) -> std::io::Result<()> {
+        // SAFETY: the pointer and length describe `self.groups`, alive for the call; setgroups
+        // only reads them.
+        #[allow(unsafe_code)]
+        let result = unsafe { nix::libc::setgroups(self.groups.len(), self.groups.as_ptr()) };
+        if result != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(self.gid))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(self.uid))?;
+        Ok(())
+    }
 }
 
 /// The one line a supervisor writes on its lifeline before anything else.
@@ -217,7 +252,9 @@ impl Supervisor {
                 // Said plainly: a missing directory would otherwise read as a missing program.
                 // Checked as the supervisor's user; the command's own user enters it (below).
                 check_directory(directory)?;
-                command.current_dir(directory);
+                if request.user.is_none() {
+                    command.current_dir(directory);
+                }
             }
             WorkingDir::Own(directory) => {
                 check_directory(directory)?;
@@ -226,16 +263,32 @@ impl Supervisor {
                 })?;
             }
         }
-        if let Some(user) = request.user {
-            // std drops the supplementary groups (the supervisor runs as root to switch users),
-            // then sets the group id and the user id, in that order.
-            command.gid(user.gid).uid(user.uid);
-        }
+        // Under run_as the command enters a named directory as its own user, once it is that user:
+        // std would enter it before the switch below, as the supervisor's (root).
+        let named_directory = match (&request.user, &request.working_dir) {
+            (Some(_), WorkingDir::Named(directory)) => Some(
+                std::ffi::CString::new(directory.as_os_str().as_bytes())
+                    .map_err(|_| format!("the working directory `{}` holds NUL", directory.display()))?,
+            ),
+            _ => None,
+        };
+        let user = request.user.clone();
         // SAFETY: the closure runs in the forked child before exec and makes only system calls
-        // that are async-signal-safe (prctl, getppid, close_range), allocating nothing.
+        // that are async-signal-safe (setgroups, setgid, setuid, chdir, prctl, getppid,
+        // close_range), allocating nothing: the group list and the path were made before the fork.
         #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(move || {
+                if let Some(user) = &user {
+                    // The user's own groups, not std's empty list: the supervisor runs as root to
+                    // switch users, and std drops every group but the one it is given.
+                    user.become_in_child()?;
+                }
+                if let Some(directory) = &named_directory
+                    && nix::libc::chdir(directory.as_ptr()) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // After the user switch (std's, just before), which would clear it.
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The supervisor died between the fork and the line above: no signal will come.
@@ -456,7 +509,7 @@ mod tests {
         let request = Request {
             grace: Duration::from_millis(1500),
             working_dir: WorkingDir::Named(PathBuf::from("/srv/app dir")),
-            user: Some(RunAs { uid: 1001, gid: 1002 }),
+            user: Some(RunAs { uid: 1001, gid: 1002, groups: vec![1002, 27, 1003] }),
             command: vec!["sh".into(), "-c".into(), "echo -- \"$1\"".into(), "--".into()],
         };
         assert_eq!(Request::from_arguments(&request.to_arguments()), Some(request.clone()));
@@ -465,7 +518,9 @@ mod tests {
             user: None,
             ..request
         };
-        assert_eq!(Request::from_arguments(&own.to_arguments()), Some(own));
+        assert_eq!(Request::from_arguments(&own.to_arguments()), Some(own.clone()));
+        let groupless = Request { user: Some(RunAs { uid: 7, gid: 8, groups: Vec::new() }), ..own };
+        assert_eq!(Request::from_arguments(&groupless.to_arguments()), Some(groupless));
         assert_eq!(Request::from_arguments(&["1".into(), "own:/".into(), "".into(), "--".into()]), None);
         assert_eq!(
             Request::from_arguments(&["1".into(), "/x".into(), "".into(), "--".into(), "sh".into()]),

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use nix::unistd::{Group, Uid, User};
+use nix::unistd::{Gid, Group, Uid, User};
 
 use super::supervisor::RunAs;
 use crate::config::{LocalRuntimeSettings, RunAsSetting};
@@ -92,8 +92,16 @@ fn resolve(setting: &RunAsSetting, key: &str) -> Result<ProcessUser, String> {
             .gid
         }
     };
+    // What initgroups would set: the groups that list the user as a member, and `gid`.
+    let name = std::ffi::CString::new(user.name.as_bytes())
+        .map_err(|_| format!("{key}: the user name `{}` holds NUL", setting.user))?;
+    let groups = nix::unistd::getgrouplist(&name, gid)
+        .map_err(|error| format!("{key}: cannot list the groups of `{}`: {error}", user.name))?
+        .into_iter()
+        .map(Gid::as_raw)
+        .collect();
     Ok(ProcessUser {
-        ids: RunAs { uid: user.uid.as_raw(), gid: gid.as_raw() },
+        ids: RunAs { uid: user.uid.as_raw(), gid: gid.as_raw(), groups },
         name: user.name,
         home: user.dir,
     })
