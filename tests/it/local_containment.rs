@@ -679,3 +679,89 @@ async fn under_run_as_a_process_and_its_checks_have_the_users_supplementary_grou
     drop(group);
     drop(users);
 }
+
+/// The cgroup2 path `/proc/PID/cgroup` gives a process.
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .expect("cgroup")
+        .lines()
+        .find_map(|line| line.strip_prefix("0::").map(str::to_owned))
+        .expect("a cgroup2 line")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_orphaned_as_the_server_is_sigkilled_is_ended_by_the_next_servers_start() {
+    // The gap of docs/local-runtime-security.md, made certain: the server is stopped (SIGSTOP)
+    // so it cannot reap, a grandchild kills its supervisor, then the server is SIGKILLed. The
+    // grandchild is init's now; only its cgroup still says whose it was.
+    let directory = tempfile::tempdir().expect("tempdir");
+    let first = server(directory.path());
+    let mut client = first.client().await;
+    let marker = marker("orphaned");
+    let script = format!(
+        "(while [ ! -e go ]; do sleep 0.05; done; kill -9 $PPID; exec sleep {marker}) & exec sleep {marker}"
+    );
+    client.start(start_waiting(escape_spec("orphaned", &script))).await.expect("start");
+    wait_until("the command runs", Duration::from_secs(20), || !commands(&marker).is_empty());
+    let command = *commands(&marker).iter().min().expect("the command");
+    let own_cgroup = cgroup_of(command);
+    assert!(
+        own_cgroup.ends_with(&format!("/hydroplane-{}/orphaned.1", first.pid())),
+        "the process has a cgroup of its own: {own_cgroup}"
+    );
+    let cwd = std::fs::read_link(format!("/proc/{command}/cwd")).expect("cwd");
+    drop(client);
+
+    let server_pid = nix::unistd::Pid::from_raw(first.pid());
+    nix::sys::signal::kill(server_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP the server");
+    std::fs::write(cwd.join("go"), "").expect("go");
+    // The supervisor dies (a zombie of the stopped server), and its command with it.
+    wait_until("only the grandchild is left", Duration::from_secs(20), || {
+        let left = marked(&marker);
+        left.len() == 1
+            && std::fs::read(format!("/proc/{}/cmdline", left[0]))
+                .is_ok_and(|cmdline| cmdline.starts_with(b"sleep\0"))
+    });
+    nix::sys::signal::kill(server_pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the server");
+    wait_until("the server is gone", Duration::from_secs(20), || !crate::common::process_alive(first.pid()));
+    let orphan = marked(&marker)[0];
+    assert_eq!(cgroup_of(orphan), own_cgroup, "the orphan is still in the process's cgroup");
+    drop(first);
+    assert_eq!(marked(&marker), [orphan], "no server is left to end it");
+
+    let begin = Instant::now();
+    let second = server(directory.path());
+    assert_gone_by(&marker, begin, budget(), "after the next server's start");
+    wait_until("the next server says so", Duration::from_secs(10), || {
+        second.stderr().contains("killed the processes that servers now gone left running")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_process_leaves_no_cgroup_behind() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut server = server(directory.path());
+    let mut client = server.client().await;
+    let marker = marker("cgroup");
+    let spec = serde_json::json!({"process_name": "grouped", "restart_policy": "never",
+        "container": {"image_uri": "x", "command": ["sleep", marker]}});
+    client.start(start_waiting(spec)).await.expect("start");
+    wait_until("the process runs", Duration::from_secs(20), || !commands(&marker).is_empty());
+    let relative = cgroup_of(commands(&marker)[0]);
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .find(|line| line.contains(" - cgroup2 "))
+        .and_then(|line| line.split_whitespace().nth(4).map(PathBuf::from))
+        .expect("a cgroup2 mount");
+    let cgroup = mount.join(relative.trim_start_matches('/'));
+    assert!(cgroup.join("cgroup.procs").exists(), "{}", cgroup.display());
+    client.stop(stop_process("grouped")).await.expect("stop");
+    assert!(!cgroup.exists(), "the Stop removed {}", cgroup.display());
+    drop(client);
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        !cgroup.parent().expect("the run's cgroup").exists(),
+        "the server's SIGTERM removed its run's cgroup"
+    );
+}

@@ -73,6 +73,8 @@ pub struct Placement {
     pub working_dir: WorkingDir,
     /// The user it runs as; `None`: the server's.
     pub user: Option<RunAs>,
+    /// Its cgroup; `None`: the host gives the server no cgroups.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Resolves the spec's environment, secrets included: the server's variables named in
@@ -143,6 +145,7 @@ pub fn launch(
         grace,
         working_dir: placement.working_dir.clone(),
         user: placement.user.clone(),
+        cgroup: placement.cgroup.clone(),
         command: spec.container.command.iter().map(OsString::from).collect(),
     };
     // Both ends are close-on-exec, so no other supervisor inherits the server's end and keeps a

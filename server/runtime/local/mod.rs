@@ -40,6 +40,7 @@
 //! (who runs a process), [`output`] (the bounded buffer),
 //! [`disk`] (the files and their format), [`logs`] (serving Logs).
 
+mod cgroup;
 pub mod disk;
 mod health;
 mod launch;
@@ -99,6 +100,8 @@ pub struct LocalRuntime {
     reserved: AtomicU64,
     /// The user each group's processes run as.
     users: ProcessUsers,
+    /// This run's cgroup, where the host lets the server make one.
+    cgroups: Option<cgroup::RunCgroup>,
 }
 
 /// The processes by name, reservations included.
@@ -186,6 +189,24 @@ impl LocalRuntime {
                 nix::unistd::geteuid()
             );
         }
+        let cgroups = match cgroup::RunCgroup::prepare() {
+            Ok(prepared) => {
+                if prepared.killed_leftovers > 0 {
+                    tracing::warn!(
+                        killed = prepared.killed_leftovers,
+                        "killed the processes that servers now gone left running in their cgroups"
+                    );
+                }
+                Some(prepared.run)
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    %reason,
+                    "no cgroup per local process: a tree orphaned in the moment the server is SIGKILLed                      is not ended by the next server"
+                );
+                None
+            }
+        };
         let supervisor = SupervisorProgram::of_this_server();
         if let Err(error) = &supervisor {
             tracing::error!(%error, "local processes cannot be started");
@@ -199,6 +220,7 @@ impl LocalRuntime {
             run_directory,
             reserved: AtomicU64::new(0),
             users,
+            cgroups,
         }))
     }
 
@@ -215,7 +237,8 @@ impl LocalRuntime {
         let (exited, exited_receiver) = watch::channel(false);
         // The number makes a name started again a new directory: it never reads old output.
         let number = self.reserved.fetch_add(1, Ordering::Relaxed) + 1;
-        let directory = self.run_directory.join(format!("{}.{number}", spec.process_name));
+        let directory_name = format!("{}.{number}", spec.process_name);
+        let directory = self.run_directory.join(&directory_name);
         let output = ProcessOutput::new(
             self.settings.output_buffer_bytes,
             Some(directory),
@@ -229,7 +252,11 @@ impl LocalRuntime {
             ),
         };
         let process = Arc::new(LocalProcess {
-            placement: Placement { working_dir, user: user.as_ref().map(|user| user.ids.clone()) },
+            placement: Placement {
+                working_dir,
+                user: user.as_ref().map(|user| user.ids.clone()),
+                cgroup: self.cgroups.as_ref().map(|cgroups| cgroups.process(&directory_name)),
+            },
             user,
             spec,
             info: Mutex::new(info),
@@ -302,6 +329,10 @@ impl LocalRuntime {
             let directory = directory.clone();
             let _ = tokio::task::spawn_blocking(move || disk::remove_directory(&directory)).await;
         }
+        if let Some(path) = process.placement.cgroup.clone() {
+            // Empty by now (each run's end killed what was left), unless the last resort ran.
+            let _ = tokio::task::spawn_blocking(move || cgroup::remove_tree(&path)).await;
+        }
         name
     }
 
@@ -349,6 +380,11 @@ impl Launching {
                             format!("cannot make the working directory `{}`: {error}", directory.display())
                         },
                     )?;
+                }
+                if let Some(cgroup) = &for_launch.placement.cgroup {
+                    cgroup::create(cgroup).map_err(|error| {
+                        format!("cannot make the process's cgroup `{}`: {error}", cgroup.display())
+                    })?;
                 }
                 let launched =
                     launch::launch(&program, &for_launch.spec, &environment, grace, &for_launch.placement)?;
@@ -564,6 +600,9 @@ impl Runtime for LocalRuntime {
             tracing::info!(count = all.len(), "stopping every local process");
         }
         futures::future::join_all(all.into_iter().map(|process| self.stop_process(process))).await;
+        if let Some(cgroups) = self.cgroups.clone() {
+            let _ = tokio::task::spawn_blocking(move || cgroups.remove()).await;
+        }
         if self.settings.log_retention.is_zero() {
             let run_directory = self.run_directory.clone();
             let _ = tokio::task::spawn_blocking(move || disk::remove_directory(&run_directory)).await;

@@ -201,6 +201,15 @@ pub(super) async fn follow_run(
             exit_code: outcome.exit_code,
         };
     }
+    if let Some(path) = process.placement.cgroup.clone() {
+        // Whatever the tree left that neither the supervisor nor the orphan reaping found (a
+        // process that is no descendant of either any more) is still in the cgroup.
+        let killed =
+            tokio::task::spawn_blocking(move || super::cgroup::kill_all(&path)).await.unwrap_or_default();
+        if killed > 0 {
+            tracing::warn!(process = %process.spec.process_name, killed, "processes of the run outlived its tree; killed through its cgroup");
+        }
+    }
     // Output written just before the exit is still in the pipes: take it before reporting.
     let aborts: Vec<_> = readers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     if tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, futures::future::join_all(readers)).await.is_err() {

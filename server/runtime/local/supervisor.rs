@@ -1,5 +1,5 @@
 //! The supervisor of one local process: the server binary re-executed as
-//! `hydroplane __supervise GRACE_MS WORKING_DIR USER -- COMMAND...`, between the server and the
+//! `hydroplane __supervise GRACE_MS WORKING_DIR USER CGROUP -- COMMAND...`, between the server and the
 //! process, so that a process is its whole tree.
 //!
 //! - It is a child subreaper (`PR_SET_CHILD_SUBREAPER`): whatever a descendant does with
@@ -63,6 +63,9 @@ pub struct Request {
     pub working_dir: WorkingDir,
     /// The user the command runs as; `None`: the supervisor's own.
     pub user: Option<RunAs>,
+    /// The process's cgroup, which the supervisor joins before it starts the command; `None`:
+    /// the host gives the server no cgroups.
+    pub cgroup: Option<PathBuf>,
     /// The command's argument vector, never empty.
     pub command: Vec<OsString>,
 }
@@ -82,6 +85,7 @@ impl Request {
             OsString::from(self.grace.as_millis().to_string()),
             working_dir_argument,
             OsString::from(user),
+            self.cgroup.as_ref().map(|path| path.clone().into_os_string()).unwrap_or_default(),
             OsString::from("--"),
         ];
         arguments.extend(self.command.iter().cloned());
@@ -90,7 +94,7 @@ impl Request {
 
     /// The request these arguments (after [`MODE`]) make, if they make one.
     pub fn from_arguments(arguments: &[OsString]) -> Option<Request> {
-        let [grace, working_dir, user, separator, command @ ..] = arguments else { return None };
+        let [grace, working_dir, user, cgroup, separator, command @ ..] = arguments else { return None };
         if separator != "--" || command.is_empty() {
             return None;
         }
@@ -105,7 +109,8 @@ impl Request {
             "" => None,
             user => Some(RunAs::from_argument(user)?),
         };
-        Some(Request { grace, working_dir, user, command: command.to_vec() })
+        let cgroup = (!cgroup.is_empty()).then(|| PathBuf::from(cgroup));
+        Some(Request { grace, working_dir, user, cgroup, command: command.to_vec() })
     }
 }
 
@@ -244,6 +249,11 @@ impl Supervisor {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|error| format!("cannot become the subreaper of the process tree: {error}"))?;
         let supervisor = nix::unistd::getpid();
+        if let Some(cgroup) = &request.cgroup {
+            // Before the command exists: everything it starts is born in the cgroup.
+            super::cgroup::join(cgroup)
+                .map_err(|error| format!("cannot join the cgroup `{}`: {error}", cgroup.display()))?;
+        }
         let program = &request.command[0];
         let mut command = std::process::Command::new(program);
         command.args(&request.command[1..]).stdin(Stdio::null()).process_group(0);
@@ -510,20 +520,32 @@ mod tests {
             grace: Duration::from_millis(1500),
             working_dir: WorkingDir::Named(PathBuf::from("/srv/app dir")),
             user: Some(RunAs { uid: 1001, gid: 1002, groups: vec![1002, 27, 1003] }),
+            cgroup: Some(PathBuf::from("/sys/fs/cgroup/hydroplane-1/web.1")),
             command: vec!["sh".into(), "-c".into(), "echo -- \"$1\"".into(), "--".into()],
         };
         assert_eq!(Request::from_arguments(&request.to_arguments()), Some(request.clone()));
         let own = Request {
             working_dir: WorkingDir::Own(PathBuf::from("/state/run-1/a.1/work")),
             user: None,
+            cgroup: None,
             ..request
         };
         assert_eq!(Request::from_arguments(&own.to_arguments()), Some(own.clone()));
         let groupless = Request { user: Some(RunAs { uid: 7, gid: 8, groups: Vec::new() }), ..own };
         assert_eq!(Request::from_arguments(&groupless.to_arguments()), Some(groupless));
-        assert_eq!(Request::from_arguments(&["1".into(), "own:/".into(), "".into(), "--".into()]), None);
         assert_eq!(
-            Request::from_arguments(&["1".into(), "/x".into(), "".into(), "--".into(), "sh".into()]),
+            Request::from_arguments(&["1".into(), "own:/".into(), "".into(), "".into(), "--".into()]),
+            None
+        );
+        assert_eq!(
+            Request::from_arguments(&[
+                "1".into(),
+                "/x".into(),
+                "".into(),
+                "".into(),
+                "--".into(),
+                "sh".into()
+            ]),
             None
         );
 
