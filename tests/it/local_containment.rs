@@ -765,3 +765,76 @@ async fn a_stopped_process_leaves_no_cgroup_behind() {
         "the server's SIGTERM removed its run's cgroup"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_root_still_contains_its_processes_and_keeps_its_secrets_from_them() {
+    // No run_as and no cgroups (the hierarchy is root's): the subreapers, the parent-death
+    // signal, the lifeline, the clean start and the non-dumpable server are all that hold.
+    let users = TestUsers::create(1);
+    let user = nix::unistd::User::from_name(&users.0[0]).expect("lookup").expect("user");
+    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+    let directory = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::chown(directory.path(), Some(uid), Some(gid)).expect("chown");
+    let config = directory.path().join("hydroplane.yml");
+    std::fs::write(&config, "runtime:\n  runtime_type: local\n  stop_grace_seconds: 1\n").expect("config");
+    let password = "pw-of-an-unprivileged-server-4242";
+    let server = Server::start_as(
+        Some((uid, gid)),
+        &["-c", config.to_str().expect("utf-8")],
+        &[("HYDROPLANE_SECRET_STORE_PASSWORD", password), ("HOME", "/nonexistent")],
+    );
+    assert_eq!(uid_of(server.pid()), uid, "the server runs unprivileged");
+    assert!(server.stderr().contains("no cgroup per local process"), "{}", server.stderr());
+    let mut client = server.client().await;
+
+    // A process of the server's own user probes the server.
+    let marker_probe = marker("unprivileged-probe");
+    let script = format!(
+        "cat /proc/{server}/environ >/dev/null 2>&1; echo environ $? >> probes; \
+         ls /proc/{server}/fd >/dev/null 2>&1; echo fd $? >> probes; \
+         ls /proc/self/fd > fds; tr '\\0' '\\n' < /proc/self/environ > environ; \
+         echo done >> probes; exec sleep {marker_probe}",
+        server = server.pid()
+    );
+    client.start(start_waiting(escape_spec("probe", &script))).await.expect("start the probe");
+    wait_until("the probe runs", Duration::from_secs(20), || !commands(&marker_probe).is_empty());
+    let probe = commands(&marker_probe)[0];
+    assert_eq!(uid_of(probe), uid);
+    let cwd = std::fs::read_link(format!("/proc/{probe}/cwd")).expect("cwd");
+    wait_until("the probes are written", Duration::from_secs(20), || {
+        std::fs::read_to_string(cwd.join("probes")).is_ok_and(|text| text.contains("done"))
+    });
+    let probes = std::fs::read_to_string(cwd.join("probes")).expect("probes");
+    assert!(
+        probes.contains("environ 1") && probes.contains("fd 2"),
+        "the server's /proc entries are closed to its own user's processes:\n{probes}"
+    );
+    let environ = std::fs::read_to_string(cwd.join("environ")).expect("environ");
+    assert!(!environ.contains(password) && !environ.contains("HYDROPLANE_"), "{environ}");
+    // `ls` opened the directory it lists: 3 is its own.
+    let fds: Vec<String> =
+        std::fs::read_to_string(cwd.join("fds")).expect("fds").lines().map(str::to_owned).collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "only stdin, stdout and stderr are inherited");
+    let server_environ = std::fs::read(format!("/proc/{}/environ", server.pid())).expect("root reads it");
+    assert!(!String::from_utf8_lossy(&server_environ).contains(password), "the password is wiped");
+
+    // The escapes: one stopped, the others ended by the server's SIGKILL.
+    let started = start_escapes(&mut client).await;
+    for name in ["kill-supervisor", "kill-supervisor-grandchild"] {
+        let mut watch = Watch::process(&mut client, name).await;
+        watch.until_process(name, "failed", |_, process| process.status() == ProcessStatus::Failed).await;
+    }
+    let (name, marker) = &started[0];
+    let begin = Instant::now();
+    client.stop(stop_process(name)).await.expect("stop");
+    assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}, unprivileged"));
+    drop(client);
+    let begin = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL the server");
+    for marker in started.iter().map(|(_, marker)| marker).chain([&marker_probe]) {
+        assert_gone_by(marker, begin, budget(), "after the unprivileged server's SIGKILL");
+    }
+    drop(server);
+    drop(users);
+}

@@ -50,7 +50,12 @@ impl RunCgroup {
     pub fn prepare() -> Result<Prepared, String> {
         let base = own_cgroup_directory()?;
         let own = std::process::id();
-        let mut killed_leftovers = 0;
+        let path = base.join(format!("{RUN_PREFIX}{own}"));
+        // One under our own pid is a dead server's whose pid was reused: we are just starting.
+        let mut killed_leftovers = if path.exists() { remove_tree(&path) } else { 0 };
+        // Made first: a server that cannot make it may not remove anything either.
+        std::fs::create_dir(&path)
+            .map_err(|error| format!("cannot make a cgroup in {}: {error}", base.display()))?;
         if let Ok(entries) = std::fs::read_dir(&base) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
@@ -58,20 +63,13 @@ impl RunCgroup {
                     continue;
                 };
                 let Ok(pid) = pid.parse::<i32>() else { continue };
-                // Our own pid names a dead server's run whose pid was reused: we are just starting.
-                let alive = pid as u32 != own
-                    && pid > 0
-                    && !matches!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
-                if !alive {
+                let gone = pid > 0
+                    && pid as u32 != own
+                    && matches!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+                if gone {
                     killed_leftovers += remove_tree(&entry.path());
                 }
             }
-        }
-        let path = base.join(format!("{RUN_PREFIX}{own}"));
-        match std::fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(format!("cannot make a cgroup in {}: {error}", base.display())),
         }
         Ok(Prepared { run: RunCgroup { path }, killed_leftovers })
     }

@@ -87,10 +87,22 @@ impl Server {
 
     /// Starts the server with extra arguments and environment variables, on a free port.
     pub fn start_with_env(args: &[&str], environment: &[(&str, &str)]) -> Server {
+        Server::start_as(None, args, environment)
+    }
+
+    /// Starts the server as the user and group `user` (by id) when given, which then owns its
+    /// state directory; the test must run as root to switch.
+    pub fn start_as(user: Option<(u32, u32)>, args: &[&str], environment: &[(&str, &str)]) -> Server {
+        use std::os::unix::process::CommandExt;
         let state = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hydroplane"));
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(state.path(), Some(uid), Some(gid)).expect("chown the state directory");
+            command.uid(uid).gid(gid);
+        }
         let spawned = child::spawn_with_first_line(
             "the hydroplane server",
-            Command::new(env!("CARGO_BIN_EXE_hydroplane"))
+            command
                 .args(["-H", "127.0.0.1", "-p", "0"])
                 .args(args)
                 .env("RUST_LOG", "info,hydroplane=debug")
