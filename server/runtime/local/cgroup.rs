@@ -5,17 +5,20 @@
 //! The server makes `hydroplane-<pid>` in its own cgroup (the one `/proc/self/cgroup` names,
 //! under the cgroup2 mount), and one cgroup per process in it, `<name>.<n>` as its output
 //! directory. Each supervisor joins its process's cgroup before it starts the command. When a
-//! run ends, the server kills what is left in the cgroup before it reports the run's end; at
-//! start-up it kills and removes the `hydroplane-<pid>` cgroups of servers that are gone, so
-//! that even a tree orphaned in the moment a server was SIGKILLed does not outlive the next
-//! server's start.
+//! run ends, the server kills what is left in the cgroup before it reports the run's end. The
+//! run directory records the run's cgroup (`run-<pid>/cgroup`): a server starting on the same
+//! `log_dir` kills and removes the cgroups that the runs of servers now gone recorded, so that
+//! even a tree orphaned in the moment a server was SIGKILLed does not outlive the next server's
+//! start.
 //!
 //! No controller is enabled: resource limits are not set through these cgroups.
 //!
 //! Where the cgroup2 hierarchy is missing or not writable (no delegation to an unprivileged
 //! user, a read-only mount), the runtime works without cgroups and says so once.
 
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{Signal, kill};
@@ -23,6 +26,9 @@ use nix::unistd::Pid;
 
 /// The prefix of a server run's cgroup.
 const RUN_PREFIX: &str = "hydroplane-";
+
+/// The file of a run directory that holds the path of the run's cgroup.
+const RECORD: &str = "cgroup";
 
 /// How many times the server looks whether a killed cgroup is empty, [`EMPTY_POLL`] apart.
 const EMPTY_POLLS: u32 = 200;
@@ -36,42 +42,29 @@ pub struct RunCgroup {
     path: PathBuf,
 }
 
-/// What [`RunCgroup::prepare`] found.
-pub struct Prepared {
-    /// This run's cgroup.
-    pub run: RunCgroup,
-    /// How many processes that servers now gone left running were killed.
-    pub killed_leftovers: usize,
-}
-
 impl RunCgroup {
-    /// Makes this run's cgroup in the server's own, after killing and removing those of servers
-    /// that are gone; the error says why cgroups cannot be used on this host.
-    pub fn prepare() -> Result<Prepared, String> {
+    /// Makes this run's cgroup in the server's own and writes its path into the run directory
+    /// (`run-<pid>/cgroup`), where the next server on the same `log_dir` finds it; the error says
+    /// why cgroups cannot be used on this host.
+    pub fn prepare(run_directory: &Path) -> Result<RunCgroup, String> {
         let base = own_cgroup_directory()?;
-        let own = std::process::id();
-        let path = base.join(format!("{RUN_PREFIX}{own}"));
-        // One under our own pid is a dead server's whose pid was reused: we are just starting.
-        let mut killed_leftovers = if path.exists() { remove_tree(&path) } else { 0 };
-        // Made first: a server that cannot make it may not remove anything either.
+        let path = base.join(format!("{RUN_PREFIX}{}", std::process::id()));
+        if path.exists() {
+            // A dead server's, whose pid was reused: we are just starting.
+            report_leftovers(remove_tree(&path));
+        }
         std::fs::create_dir(&path)
             .map_err(|error| format!("cannot make a cgroup in {}: {error}", base.display()))?;
-        if let Ok(entries) = std::fs::read_dir(&base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().and_then(|name| name.strip_prefix(RUN_PREFIX)) else {
-                    continue;
-                };
-                let Ok(pid) = pid.parse::<i32>() else { continue };
-                let gone = pid > 0
-                    && pid as u32 != own
-                    && matches!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
-                if gone {
-                    killed_leftovers += remove_tree(&entry.path());
-                }
-            }
-        }
-        Ok(Prepared { run: RunCgroup { path }, killed_leftovers })
+        let record = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(run_directory.join(RECORD));
+        record
+            .and_then(|mut record| record.write_all(path.as_os_str().as_bytes()))
+            .map_err(|error| format!("cannot record the run's cgroup: {error}"))?;
+        Ok(RunCgroup { path })
     }
 
     /// The cgroup of the process whose output directory is `<name>.<n>`.
@@ -85,17 +78,30 @@ impl RunCgroup {
     }
 }
 
+/// Kills what is left in the cgroup that a dead server's run directory `run` records, and
+/// removes it. Blocking.
+pub fn end_dead_run(run: &Path) {
+    let Ok(recorded) = std::fs::read(run.join(RECORD)) else { return };
+    let path = PathBuf::from(std::ffi::OsString::from_vec(recorded));
+    // Only a run cgroup, in the cgroup2 hierarchy, whatever the file says.
+    let is_run_cgroup =
+        path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with(RUN_PREFIX))
+            && path.join("cgroup.procs").exists()
+            && cgroup2_mount().is_ok_and(|mount| path.starts_with(mount));
+    if is_run_cgroup {
+        report_leftovers(remove_tree(&path));
+    }
+}
+
+fn report_leftovers(killed: usize) {
+    if killed > 0 {
+        tracing::warn!(killed, "killed the processes that a server now gone left running in its cgroups");
+    }
+}
+
 /// The directory of the server's own cgroup in the cgroup2 hierarchy, or why there is none.
 fn own_cgroup_directory() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|error| format!("cannot read /proc/self/mountinfo: {error}"))?;
-    // Fields: id, parent, device, root, mount point, options..., `-`, type, source, options.
-    let mount = mountinfo
-        .lines()
-        .find(|line| line.split_once(" - ").is_some_and(|(_, rest)| rest.starts_with("cgroup2 ")))
-        .and_then(|line| line.split_whitespace().nth(4))
-        .map(PathBuf::from)
-        .ok_or_else(|| "no cgroup2 hierarchy is mounted".to_owned())?;
+    let mount = cgroup2_mount()?;
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|error| format!("cannot read /proc/self/cgroup: {error}"))?;
     let own = cgroup
@@ -103,6 +109,19 @@ fn own_cgroup_directory() -> Result<PathBuf, String> {
         .find_map(|line| line.strip_prefix("0::"))
         .ok_or_else(|| "the server is in no cgroup2 cgroup".to_owned())?;
     Ok(mount.join(own.trim_start_matches('/')))
+}
+
+/// Where the cgroup2 hierarchy is mounted.
+fn cgroup2_mount() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|error| format!("cannot read /proc/self/mountinfo: {error}"))?;
+    // Fields: id, parent, device, root, mount point, options..., `-`, type, source, options.
+    mountinfo
+        .lines()
+        .find(|line| line.split_once(" - ").is_some_and(|(_, rest)| rest.starts_with("cgroup2 ")))
+        .and_then(|line| line.split_whitespace().nth(4))
+        .map(PathBuf::from)
+        .ok_or_else(|| "no cgroup2 hierarchy is mounted".to_owned())
 }
 
 /// Makes a process's cgroup; one left by an earlier run of the process is used again.

@@ -403,6 +403,8 @@ pub fn prepare_run_directory(log_dir: &Path) -> io::Result<PathBuf> {
                 Err(nix::errno::Errno::ESRCH)
             );
         if !alive {
+            // What its processes left running first, while the run directory still says where.
+            super::cgroup::end_dead_run(&entry.path());
             match std::fs::remove_dir_all(entry.path()) {
                 Ok(()) => {
                     tracing::info!(directory = %entry.path().display(), "removed the output of a server that is gone")

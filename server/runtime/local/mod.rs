@@ -189,20 +189,13 @@ impl LocalRuntime {
                 nix::unistd::geteuid()
             );
         }
-        let cgroups = match cgroup::RunCgroup::prepare() {
-            Ok(prepared) => {
-                if prepared.killed_leftovers > 0 {
-                    tracing::warn!(
-                        killed = prepared.killed_leftovers,
-                        "killed the processes that servers now gone left running in their cgroups"
-                    );
-                }
-                Some(prepared.run)
-            }
+        let cgroups = match cgroup::RunCgroup::prepare(&run_directory) {
+            Ok(run) => Some(run),
             Err(reason) => {
                 tracing::warn!(
                     %reason,
-                    "no cgroup per local process: a tree orphaned in the moment the server is SIGKILLed                      is not ended by the next server"
+                    "no cgroup per local process: a tree orphaned in the moment the server is SIGKILLed \
+                     is not ended by the next server"
                 );
                 None
             }
