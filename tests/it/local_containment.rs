@@ -160,6 +160,8 @@ async fn no_escape_outlives_the_servers_sigkill() {
     let server = server(directory.path());
     let mut client = server.client().await;
     let started = start_escapes(&mut client).await;
+    let run_cgroup =
+        cgroup_directory(commands(&started[0].1)[0]).parent().expect("the run's cgroup").to_path_buf();
     drop(client);
     let begin = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
@@ -167,6 +169,12 @@ async fn no_escape_outlives_the_servers_sigkill() {
     for (name, marker) in &started {
         assert_gone_by(marker, begin, budget(), &format!("{name}, after the server's SIGKILL")).await;
     }
+    // The dead server's cgroups are empty now, and the next server's start tidies them away
+    // (once the server is reaped: a zombie's pid is still taken).
+    drop(server);
+    assert!(run_cgroup.exists(), "{}", run_cgroup.display());
+    let _next = Server::start();
+    assert!(!run_cgroup.exists(), "{} is left", run_cgroup.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -689,6 +697,17 @@ fn cgroup_of(pid: i32) -> String {
         .expect("a cgroup2 line")
 }
 
+/// The directory of a process's cgroup in the cgroup2 hierarchy.
+fn cgroup_directory(pid: i32) -> PathBuf {
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .find(|line| line.contains(" - cgroup2 "))
+        .and_then(|line| line.split_whitespace().nth(4).map(PathBuf::from))
+        .expect("a cgroup2 mount");
+    mount.join(cgroup_of(pid).trim_start_matches('/'))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tree_orphaned_as_the_server_is_sigkilled_is_ended_by_the_next_servers_start() {
     // The gap of docs/local-runtime-security.md, made certain: the server is stopped (SIGSTOP)
@@ -752,14 +771,7 @@ async fn a_stopped_process_leaves_no_cgroup_behind() {
         "container": {"image_uri": "x", "command": ["sleep", marker]}});
     client.start(start_waiting(spec)).await.expect("start");
     wait_until("the process runs", Duration::from_secs(20), || !commands(&marker).is_empty());
-    let relative = cgroup_of(commands(&marker)[0]);
-    let mount = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .find(|line| line.contains(" - cgroup2 "))
-        .and_then(|line| line.split_whitespace().nth(4).map(PathBuf::from))
-        .expect("a cgroup2 mount");
-    let cgroup = mount.join(relative.trim_start_matches('/'));
+    let cgroup = cgroup_directory(commands(&marker)[0]);
     assert!(cgroup.join("cgroup.procs").exists(), "{}", cgroup.display());
     client.stop(stop_process("grouped")).await.expect("stop");
     assert!(!cgroup.exists(), "the Stop removed {}", cgroup.display());

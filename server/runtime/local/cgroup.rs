@@ -55,6 +55,7 @@ impl RunCgroup {
         }
         std::fs::create_dir(&path)
             .map_err(|error| format!("cannot make a cgroup in {}: {error}", base.display()))?;
+        tidy_dead_runs(&base);
         let record = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -90,6 +91,37 @@ pub fn end_dead_run(run: &Path) {
             && cgroup2_mount().is_ok_and(|mount| path.starts_with(mount));
     if is_run_cgroup {
         report_leftovers(remove_tree(&path));
+    }
+}
+
+/// Removes the empty cgroups that servers now gone left in `base` (one killed, or one that
+/// failed after making its cgroup): a populated one is left alone, for the next server on its
+/// own `log_dir` ([`end_dead_run`]), since a cgroup that still holds a process cannot be removed.
+fn tidy_dead_runs(base: &Path) {
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(RUN_PREFIX))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = pid > 0
+            && u32::try_from(pid).is_ok_and(|pid| pid != own)
+            && matches!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+        if gone {
+            if let Ok(processes) = std::fs::read_dir(entry.path()) {
+                for process in
+                    processes.flatten().filter(|process| process.file_type().is_ok_and(|kind| kind.is_dir()))
+                {
+                    let _ = std::fs::remove_dir(process.path());
+                }
+            }
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 

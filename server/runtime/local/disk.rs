@@ -9,7 +9,9 @@
 //! dead server's whose pid was reused). Inside, each process has a directory `<name>.<n>`, `n`
 //! counting the processes of this run, so a process started again under the same name never
 //! reads the output of the one before (names are DNS labels, without dots: the two parts cannot
-//! be confused).
+//! be confused). Beside them, `work` holds the processes' own working directories, and the file
+//! `cgroup` names the run's cgroup (module `cgroup`), which a dead server's successor kills before
+//! it removes the run directory.
 //!
 //! # Format
 //!

@@ -141,6 +141,11 @@ pub fn launch(
     grace: Duration,
     placement: &Placement,
 ) -> Result<Launched, String> {
+    if let Some(cgroup) = &placement.cgroup {
+        // Made for every run: one that was tidied away between two runs is made again.
+        super::cgroup::create(cgroup)
+            .map_err(|error| format!("cannot make the process's cgroup `{}`: {error}", cgroup.display()))?;
+    }
     let request = Request {
         grace,
         working_dir: placement.working_dir.clone(),

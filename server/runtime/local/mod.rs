@@ -374,11 +374,6 @@ impl Launching {
                         },
                     )?;
                 }
-                if let Some(cgroup) = &for_launch.placement.cgroup {
-                    cgroup::create(cgroup).map_err(|error| {
-                        format!("cannot make the process's cgroup `{}`: {error}", cgroup.display())
-                    })?;
-                }
                 let launched =
                     launch::launch(&program, &for_launch.spec, &environment, grace, &for_launch.placement)?;
                 Ok((launched, program, environment))
