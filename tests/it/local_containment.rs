@@ -671,7 +671,7 @@ async fn under_run_as_a_process_and_its_checks_have_the_users_supplementary_grou
         })
         .await;
     assert_eq!(ready.status(), ProcessStatus::Running, "{ready:?}");
-    wait_until("the command runs", Duration::from_secs(20), || !commands(&marker).is_empty());
+    eventually("the command runs", Duration::from_secs(20), async || !commands(&marker).is_empty()).await;
     let command = commands(&marker)[0];
 
     let own = nix::unistd::User::from_name(user).expect("lookup").expect("user");
@@ -726,7 +726,7 @@ async fn a_tree_orphaned_as_the_server_is_sigkilled_is_ended_by_the_next_servers
         "(while [ ! -e go ]; do sleep 0.05; done; kill -9 $PPID; exec sleep {marker}) & exec sleep {marker}"
     );
     client.start(start_waiting(escape_spec("orphaned", &script))).await.expect("start");
-    wait_until("the command runs", Duration::from_secs(20), || !commands(&marker).is_empty());
+    eventually("the command runs", Duration::from_secs(20), async || !commands(&marker).is_empty()).await;
     let command = *commands(&marker).iter().min().expect("the command");
     let own_cgroup = cgroup_of(command);
     assert!(
@@ -740,14 +740,18 @@ async fn a_tree_orphaned_as_the_server_is_sigkilled_is_ended_by_the_next_servers
     nix::sys::signal::kill(server_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP the server");
     std::fs::write(cwd.join("go"), "").expect("go");
     // The supervisor dies (a zombie of the stopped server), and its command with it.
-    wait_until("only the grandchild is left", Duration::from_secs(20), || {
+    eventually("only the grandchild is left", Duration::from_secs(20), async || {
         let left = marked(&marker);
         left.len() == 1
             && std::fs::read(format!("/proc/{}/cmdline", left[0]))
                 .is_ok_and(|cmdline| cmdline.starts_with(b"sleep\0"))
-    });
+    })
+    .await;
     nix::sys::signal::kill(server_pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the server");
-    wait_until("the server is gone", Duration::from_secs(20), || !crate::common::process_alive(first.pid()));
+    eventually("the server is gone", Duration::from_secs(20), async || {
+        !crate::common::process_alive(first.pid())
+    })
+    .await;
     let orphan = marked(&marker)[0];
     assert_eq!(cgroup_of(orphan), own_cgroup, "the orphan is still in the process's cgroup");
     drop(first);
@@ -755,10 +759,11 @@ async fn a_tree_orphaned_as_the_server_is_sigkilled_is_ended_by_the_next_servers
 
     let begin = Instant::now();
     let second = Server::start_with_config(directory.path(), &config);
-    assert_gone_by(&marker, begin, budget(), "after the next server's start");
-    wait_until("the next server says so", Duration::from_secs(10), || {
+    assert_gone_by(&marker, begin, budget(), "after the next server's start").await;
+    eventually("the next server says so", Duration::from_secs(10), async || {
         second.stderr().contains("killed the processes that a server now gone left running in its cgroups")
-    });
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -770,7 +775,7 @@ async fn a_stopped_process_leaves_no_cgroup_behind() {
     let spec = serde_json::json!({"process_name": "grouped", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sleep", marker]}});
     client.start(start_waiting(spec)).await.expect("start");
-    wait_until("the process runs", Duration::from_secs(20), || !commands(&marker).is_empty());
+    eventually("the process runs", Duration::from_secs(20), async || !commands(&marker).is_empty()).await;
     let cgroup = cgroup_directory(commands(&marker)[0]);
     assert!(cgroup.join("cgroup.procs").exists(), "{}", cgroup.display());
     client.stop(stop_process("grouped")).await.expect("stop");
@@ -802,9 +807,10 @@ async fn a_server_without_root_still_contains_its_processes_and_keeps_its_secret
     );
     assert_eq!(uid_of(server.pid()), uid, "the server runs unprivileged");
     // Logged before the address; its pipe is read by another thread.
-    wait_until("the server says it has no cgroups", Duration::from_secs(10), || {
+    eventually("the server says it has no cgroups", Duration::from_secs(10), async || {
         server.stderr().contains("no cgroup per local process")
-    });
+    })
+    .await;
     let mut client = server.client().await;
 
     // A process of the server's own user probes the server.
@@ -817,13 +823,14 @@ async fn a_server_without_root_still_contains_its_processes_and_keeps_its_secret
         server = server.pid()
     );
     client.start(start_waiting(escape_spec("probe", &script))).await.expect("start the probe");
-    wait_until("the probe runs", Duration::from_secs(20), || !commands(&marker_probe).is_empty());
+    eventually("the probe runs", Duration::from_secs(20), async || !commands(&marker_probe).is_empty()).await;
     let probe = commands(&marker_probe)[0];
     assert_eq!(uid_of(probe), uid);
     let cwd = std::fs::read_link(format!("/proc/{probe}/cwd")).expect("cwd");
-    wait_until("the probes are written", Duration::from_secs(20), || {
+    eventually("the probes are written", Duration::from_secs(20), async || {
         std::fs::read_to_string(cwd.join("probes")).is_ok_and(|text| text.contains("done"))
-    });
+    })
+    .await;
     let probes = std::fs::read_to_string(cwd.join("probes")).expect("probes");
     assert!(
         probes.contains("environ 1") && probes.contains("fd 2"),
@@ -847,13 +854,13 @@ async fn a_server_without_root_still_contains_its_processes_and_keeps_its_secret
     let (name, marker) = &started[0];
     let begin = Instant::now();
     client.stop(stop_process(name)).await.expect("stop");
-    assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}, unprivileged"));
+    assert_gone_by(marker, begin, budget(), &format!("after the Stop of {name}, unprivileged")).await;
     drop(client);
     let begin = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
         .expect("SIGKILL the server");
     for marker in started.iter().map(|(_, marker)| marker).chain([&marker_probe]) {
-        assert_gone_by(marker, begin, budget(), "after the unprivileged server's SIGKILL");
+        assert_gone_by(marker, begin, budget(), "after the unprivileged server's SIGKILL").await;
     }
     drop(server);
     drop(users);
