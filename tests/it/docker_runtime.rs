@@ -398,12 +398,102 @@ async fn readiness_ports_healthchecks_and_the_deadline() {
     assert_eq!(info.reason.as_deref(), Some("DeadlineExceeded"), "{info:?}");
     let health = engine.docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", &checked]);
     assert_eq!(health.trim(), "healthy");
+}
 
-    let mut spec = shell(&unique("lively"), "sleep 300");
-    spec["liveness"] = json!({"tcp_socket": {"port": 80}});
-    let refused = client.start(start_request(spec)).await.expect_err("liveness is not mapped yet");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(refused.message().contains("liveness"), "{refused:?}");
+/// A busybox HTTP server on 8080 serving `/w`, where `files` are made at each start.
+fn web_with_files(name: &str, files: &[&str]) -> Value {
+    let touch: String = files.iter().map(|file| format!("echo ok > /w/{file}; ")).collect();
+    let script = format!("mkdir -p /w; {touch}exec httpd -f -p 8080 -h /w");
+    shell(name, &script)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_is_checked_for_the_whole_run_and_a_failing_liveness_check_restarts_under_the_policy() {
+    let engine = DockerNetwork::new("health");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let server = engine.server(directory.path());
+    let mut client = server.client().await;
+    let mut watch = Watch::all(&mut client).await;
+    watch.until_synced().await;
+    let (flappy, sick, doomed) = (unique("flappy"), unique("sick"), unique("doomed"));
+
+    let mut spec = web_with_files(&flappy, &["ready"]);
+    spec["readiness"] =
+        json!({"http_get": {"port": 8080, "path": "/ready"}, "period_seconds": 1, "failure_threshold": 1});
+    client.start(start_request(spec)).await.expect("start");
+    let mut spec = web_with_files(&sick, &["healthz"]);
+    spec["restart_policy"] = "always".into();
+    spec["liveness"] =
+        json!({"http_get": {"port": 8080, "path": "/healthz"}, "period_seconds": 1, "failure_threshold": 2});
+    client.start(start_request(spec)).await.expect("start");
+    let mut spec = shell(&doomed, "touch /tmp/alive; exec sleep 300");
+    spec["restart_policy"] = "never".into();
+    spec["liveness"] = json!({"exec": {"command": ["test", "-f", "/tmp/alive"]}, "period_seconds": 1, "failure_threshold": 1});
+    client.start(start_request(spec)).await.expect("start");
+
+    // Readiness comes and goes with the run: RUNNING only while the check passes.
+    watch.until_process(&flappy, "ready", |_, info| info.status() == ProcessStatus::Running).await;
+    engine.docker_ok(&["exec", &flappy, "rm", "/w/ready"]);
+    let info = watch
+        .until_process(&flappy, "no longer ready", |_, info| info.status() != ProcessStatus::Running)
+        .await;
+    assert_eq!(info.status(), ProcessStatus::Starting, "{info:?}");
+    assert_eq!(info.reason.as_deref(), Some("Unready"), "{info:?}");
+    assert!(info.message().contains("GET :8080/ready returned 404"), "{info:?}");
+    engine.docker_ok(&["exec", &flappy, "sh", "-c", "echo ok > /w/ready"]);
+    let info =
+        watch.until_process(&flappy, "ready again", |_, info| info.status() == ProcessStatus::Running).await;
+    assert_eq!(info.restart_count, 0, "readiness never restarts: {info:?}");
+
+    // A failing liveness check restarts the container under `always`, and says why.
+    // Its events may have come while waiting for another: wait on the view.
+    watch
+        .until_view("sick running", |view| {
+            view.get(&sick).is_some_and(|info| info.status() == ProcessStatus::Running)
+        })
+        .await;
+    let first_run = engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &sick]);
+    engine.docker_ok(&["exec", &sick, "rm", "/w/healthz"]);
+    let info =
+        watch.until_process(&sick, "unhealthy", |_, info| info.reason.as_deref() == Some("Unhealthy")).await;
+    assert!(info.message().contains("GET :8080/healthz returned 404"), "{info:?}");
+    let info = watch
+        .until_process(&sick, "restarted and running", |_, info| {
+            info.status() == ProcessStatus::Running && info.restart_count >= 1
+        })
+        .await;
+    assert_eq!(info.restart_count, 1, "{info:?}");
+    let second_run = engine.docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &sick]);
+    assert_ne!(first_run, second_run, "a new run of the same container");
+    let detail = describe(&mut client, &sick).await;
+    // The history says why: the event of the failed check, and the transition to FAILED.
+    let said = detail.history.iter().any(|step| {
+        step.reason.as_deref() == Some("Unhealthy")
+            && step.message().contains("liveness check failed: GET :8080/healthz returned 404")
+    });
+    assert!(said, "{detail:?}");
+
+    // Under `never` the container is stopped and stays FAILED with the reason (an exec check,
+    // run through the engine).
+    // Its events may have come while waiting for another: wait on the view.
+    watch
+        .until_view("doomed running", |view| {
+            view.get(&doomed).is_some_and(|info| info.status() == ProcessStatus::Running)
+        })
+        .await;
+    engine.docker_ok(&["exec", &doomed, "rm", "/tmp/alive"]);
+    let info = watch
+        .until_process(&doomed, "failed for its liveness", |_, info| {
+            info.reason.as_deref() == Some("Unhealthy")
+        })
+        .await;
+    assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
+    assert!(info.message().contains("exec test -f /tmp/alive exited with code 1"), "{info:?}");
+    wait_until("the container is stopped", Duration::from_secs(30), || {
+        engine.docker_ok(&["inspect", "--format", "{{.State.Status}}", &doomed]).trim() == "exited"
+    });
+    let info = list(&mut client).await.into_iter().find(|info| info.process_name == doomed).expect("listed");
+    assert_eq!((info.status(), info.restart_count), (ProcessStatus::Failed, 0), "{info:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

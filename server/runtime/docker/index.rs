@@ -1,33 +1,40 @@
 //! What the docker runtime knows of its containers, fed by the engine: one listing, then the
 //! event stream, each event answered by an inspection of its container ([`Index::follow`]). The
-//! index keeps the process table up to date, probes running containers for readiness, enforces
-//! `max_run_seconds`, and keeps each container's notable events for Describe.
+//! index keeps the process table up to date, runs the server's checks of each run of a container
+//! (readiness for the whole run, liveness, restarting a container whose liveness check fails
+//! under its restart policy), enforces `max_run_seconds`, and keeps each container's notable
+//! events for Describe.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
-use bollard::models::EventMessage;
+use bollard::exec::StartExecResults;
+use bollard::models::{EventMessage, ExecConfig};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, StopContainerOptions};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::container::{EngineState, PROCESS_LABEL, Snapshot, ours_filter};
 use super::{engine_message, failed_pull_info, probed_readiness};
+use crate::runtime::local::health::{self, CheckTarget, Streak};
 use crate::runtime::{IndexSync, RuntimeError, RuntimeEvent, StopTarget};
-use crate::spec::{CheckAction, ProcessInfo, ProcessSpec};
+use crate::spec::{CheckAction, HealthCheck, ProcessInfo, ProcessSpec, ProcessStatus};
 use crate::table::ProcessTable;
 
 /// How many events of one container Describe keeps (the newest).
 const EVENTS_KEPT: usize = 30;
-/// Between two probes of a container that is not ready yet.
+/// Between two probes of the ports of a container without a readiness check, until they answer.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long one probe's connection may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT_SECONDS: u32 = 1;
+/// How many removed containers the index remembers: enough for any inspection that raced with
+/// their Stop to have been answered, few enough that a long-lived server's memory stays flat.
+const REMOVED_KEPT: usize = 1024;
 /// Between a broken event stream and the next listing.
 const RESYNC_PAUSE: Duration = Duration::from_secs(1);
 /// How many containers are inspected at once while listing.
@@ -37,6 +44,8 @@ const INSPECTIONS_AT_ONCE: usize = 16;
 pub struct Index {
     docker: Docker,
     network: String,
+    /// The grace a container stopped for its liveness check gets.
+    stop_grace: Duration,
     table: Arc<ProcessTable>,
     state: Mutex<State>,
     closed: AtomicBool,
@@ -49,7 +58,7 @@ struct State {
     /// again.
     failed_pulls: HashMap<String, FailedPull>,
     /// Containers a Stop removed: an inspection that raced with it must not bring them back.
-    removed: HashSet<String>,
+    removed: Removed,
     synced: bool,
     /// Since when, and why, the index has not been following the engine.
     broken: Option<(tokio::time::Instant, String)>,
@@ -57,14 +66,45 @@ struct State {
 
 struct Process {
     snapshot: Snapshot,
-    /// The run (its start time) the server's probe passed for.
+    /// The run (its start time) the server's readiness check passes for now.
     ready_run: Option<String>,
-    /// The run a probe is running for.
-    probing_run: Option<String>,
+    /// Why the current run's readiness check fails, while it does.
+    unready: Option<String>,
+    /// The run the server's checks are running for.
+    checked_run: Option<String>,
+    /// The run whose liveness check failed, and how.
+    unhealthy: Option<(String, String)>,
+    /// Restarts before the engine's own count of the current run: the engine starts counting
+    /// again when the server starts a container (as after a failed liveness check).
+    restarts_before: u32,
     stopping: bool,
     deadline_armed: bool,
     deadline_exceeded: bool,
     events: VecDeque<RuntimeEvent>,
+}
+
+/// The ids of the last [`REMOVED_KEPT`] containers a Stop removed, oldest forgotten first.
+#[derive(Default)]
+struct Removed {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Removed {
+    fn insert(&mut self, id: &str) {
+        if self.ids.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+            while self.order.len() > REMOVED_KEPT {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.ids.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
 }
 
 struct FailedPull {
@@ -93,13 +133,89 @@ pub enum Existing {
     },
 }
 
-/// What tells that a running container is ready, when the engine does not.
-#[derive(Clone, Debug)]
-enum Probe {
-    /// Every one of these ports accepts a connection.
-    Ports(Vec<u16>),
-    /// An HTTP GET answers 200 to 399.
-    Http { port: u16, path: String },
+/// What the server checks of one run of a container.
+#[derive(Clone, Debug, Default)]
+struct RunChecks {
+    /// The spec's TCP or HTTP readiness check, run for the whole run (a command check is the
+    /// engine's healthcheck instead).
+    readiness: Option<HealthCheck>,
+    /// Without a readiness check: the declared TCP ports, probed until they all accept a
+    /// connection once (as on the local runtime).
+    ports: Vec<u16>,
+    /// The spec's liveness check.
+    liveness: Option<HealthCheck>,
+}
+
+impl RunChecks {
+    /// The checks of a container's runs, from its spec.
+    fn of(snapshot: &Snapshot) -> RunChecks {
+        let Some(spec) = snapshot.spec.as_ref() else { return RunChecks::default() };
+        let liveness = spec.liveness.clone();
+        match spec.readiness.as_ref() {
+            Some(check) if matches!(check.action, CheckAction::Exec { .. }) => {
+                RunChecks { readiness: None, ports: Vec::new(), liveness }
+            }
+            Some(check) => RunChecks { readiness: Some(check.clone()), ports: Vec::new(), liveness },
+            None => RunChecks { readiness: None, ports: snapshot.tcp_ports(), liveness },
+        }
+    }
+
+    /// Whether a check connects to the container's address.
+    fn connects(&self) -> bool {
+        let connects = |check: &HealthCheck| !matches!(check.action, CheckAction::Exec { .. });
+        !self.ports.is_empty()
+            || self.readiness.as_ref().is_some_and(connects)
+            || self.liveness.as_ref().is_some_and(connects)
+    }
+}
+
+/// A container as the target of the shared health checks: its address on the network, and its
+/// commands run through the engine's exec API.
+struct ContainerTarget {
+    docker: Docker,
+    id: String,
+    ip: Option<IpAddr>,
+}
+
+impl CheckTarget for ContainerTarget {
+    fn address(&self) -> IpAddr {
+        // Checks that connect are only run once the container has an address.
+        self.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    fn exec(&self, command: &[String]) -> impl Future<Output = Result<(), String>> + Send {
+        let config = ExecConfig {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        async move {
+            let created = self
+                .docker
+                .create_exec(&self.id, config)
+                .await
+                .map_err(|error| format!("could not be started: {}", engine_message(&error)))?;
+            // Attached, so that the end of its output is the end of the command. A command that
+            // outlives the check's timeout keeps running in the container: the engine cannot
+            // kill an exec.
+            match self.docker.start_exec(&created.id, None).await {
+                Ok(StartExecResults::Attached { mut output, .. }) => while output.next().await.is_some() {},
+                Ok(StartExecResults::Detached) => {}
+                Err(error) => return Err(format!("could not be started: {}", engine_message(&error))),
+            }
+            let inspected = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|error| format!("could not be inspected: {}", engine_message(&error)))?;
+            match inspected.exit_code {
+                Some(0) => Ok(()),
+                Some(code) => Err(format!("exited with code {code}")),
+                None => Err("ended without an exit code".to_owned()),
+            }
+        }
+    }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -109,10 +225,16 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Index {
     /// An empty index of `network`'s containers.
-    pub fn new(docker: Docker, network: String, table: Arc<ProcessTable>) -> Arc<Index> {
+    pub fn new(
+        docker: Docker,
+        network: String,
+        stop_grace: Duration,
+        table: Arc<ProcessTable>,
+    ) -> Arc<Index> {
         Arc::new(Index {
             docker,
             network,
+            stop_grace,
             table,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
@@ -251,15 +373,13 @@ impl Index {
         {
             let mut state = lock(&self.state);
             if let Some(process) = state.processes.get_mut(name).filter(|process| process.snapshot.id == id) {
+                // A replayed event (the stream resumes from a little before it broke) is kept once.
                 let seen = process
                     .events
                     .iter()
                     .any(|event| event.time == recorded.time && event.reason == recorded.reason);
                 if !seen {
-                    process.events.push_back(recorded);
-                    while process.events.len() > EVENTS_KEPT {
-                        process.events.pop_front();
-                    }
+                    push_event(process, recorded);
                 }
             }
         }
@@ -294,8 +414,8 @@ impl Index {
         self.refresh(name).await
     }
 
-    /// Records a container's inspection, and starts what its state calls for (a readiness probe,
-    /// the deadline).
+    /// Records a container's inspection, and starts what its state calls for (the checks of a new
+    /// run, the deadline).
     fn apply(self: &Arc<Self>, snapshot: Snapshot) -> Option<ProcessInfo> {
         let mut state = lock(&self.state);
         if state.removed.contains(&snapshot.id) {
@@ -310,7 +430,10 @@ impl Index {
                 Process {
                     snapshot: snapshot.clone(),
                     ready_run: None,
-                    probing_run: None,
+                    unready: None,
+                    checked_run: None,
+                    unhealthy: None,
+                    restarts_before: 0,
                     stopping: false,
                     deadline_armed: false,
                     deadline_exceeded: false,
@@ -323,21 +446,25 @@ impl Index {
         let snapshot = &process.snapshot;
         let running = snapshot.state == EngineState::Running;
         let run = snapshot.started_at.clone();
-        if running && snapshot.health.is_none() && probed_readiness(snapshot.spec.as_ref()) {
-            let probe = probe_of(snapshot);
-            let needs_probe =
-                process.ready_run.as_ref() != Some(&run) && process.probing_run.as_ref() != Some(&run);
-            match probe {
-                Some(Probe::Ports(ports)) if ports.is_empty() => process.ready_run = Some(run.clone()),
-                Some(probe) if needs_probe => {
-                    if let Some(ip) = snapshot.ip {
-                        process.probing_run = Some(run.clone());
-                        let index = Arc::clone(self);
-                        let (id, name) = (snapshot.id.clone(), name.clone());
-                        tokio::spawn(async move { index.probe(name, id, run, ip, probe).await });
-                    }
-                }
-                _ => {}
+        if running && !process.stopping && process.checked_run.as_ref() != Some(&run) {
+            let checks = RunChecks::of(snapshot);
+            if checks.readiness.is_none()
+                && checks.ports.is_empty()
+                && probed_readiness(snapshot.spec.as_ref())
+            {
+                // Nothing to wait for: ready as soon as it runs.
+                process.ready_run = Some(run.clone());
+            }
+            let idle = checks.readiness.is_none() && checks.ports.is_empty() && checks.liveness.is_none();
+            // Checks that connect wait for an inspection that shows the container's address.
+            if !idle && (snapshot.ip.is_some() || !checks.connects()) {
+                process.checked_run = Some(run.clone());
+                process.unready = None;
+                let index = Arc::clone(self);
+                let target =
+                    ContainerTarget { docker: self.docker.clone(), id: snapshot.id.clone(), ip: snapshot.ip };
+                let name = name.clone();
+                tokio::spawn(async move { index.check_run(name, target, run, checks).await });
             }
         }
         let snapshot = &process.snapshot;
@@ -371,41 +498,199 @@ impl Index {
         }
     }
 
-    async fn probe(self: Arc<Self>, name: String, id: String, run: String, ip: IpAddr, probe: Probe) {
+    /// Whether the run of the container is the process's current one, running, not stopping.
+    fn is_current(&self, name: &str, id: &str, run: &str) -> bool {
+        !self.closed.load(Ordering::Relaxed)
+            && lock(&self.state).processes.get(name).is_some_and(|process| {
+                process.snapshot.id == id
+                    && process.snapshot.started_at == run
+                    && process.snapshot.state == EngineState::Running
+                    && !process.stopping
+            })
+    }
+
+    /// Runs the server's checks of one run until the run ends: the ports until they answer, the
+    /// readiness check for the whole run, the liveness check until it fails.
+    async fn check_run(
+        self: Arc<Self>,
+        name: String,
+        target: ContainerTarget,
+        run: String,
+        checks: RunChecks,
+    ) {
+        let readiness = async {
+            if !checks.ports.is_empty() {
+                self.probe_ports(&name, &target, &run, &checks.ports).await;
+            }
+            if let Some(check) = &checks.readiness {
+                self.check_readiness(&name, &target, &run, check).await;
+            }
+        };
+        let liveness = async {
+            if let Some(check) = &checks.liveness {
+                self.check_liveness(&name, &target, &run, check).await;
+            }
+        };
+        tokio::join!(readiness, liveness);
+    }
+
+    async fn probe_ports(&self, name: &str, target: &ContainerTarget, run: &str, ports: &[u16]) {
+        let checks: Vec<HealthCheck> = ports
+            .iter()
+            .map(|port| HealthCheck {
+                timeout_seconds: PROBE_TIMEOUT_SECONDS,
+                ..HealthCheck::new(CheckAction::TcpSocket { port: i64::from(*port) })
+            })
+            .collect();
         loop {
-            let current = {
-                let state = lock(&self.state);
-                state.processes.get(&name).is_some_and(|process| {
-                    process.snapshot.id == id
-                        && process.snapshot.started_at == run
-                        && process.snapshot.state == EngineState::Running
-                        && !process.stopping
-                })
-            };
-            if !current || self.closed.load(Ordering::Relaxed) {
-                let mut state = lock(&self.state);
-                if let Some(process) = state
-                    .processes
-                    .get_mut(&name)
-                    .filter(|process| process.probing_run.as_ref() == Some(&run))
-                {
-                    process.probing_run = None;
-                }
+            if !self.is_current(name, &target.id, run) {
                 return;
             }
-            if passes(ip, &probe).await {
-                let mut state = lock(&self.state);
-                if let Some(process) =
-                    state.processes.get_mut(&name).filter(|process| process.snapshot.id == id)
-                {
-                    process.probing_run = None;
-                    process.ready_run = Some(run);
-                    self.table.upsert(process_info(process));
+            let mut passed = true;
+            for check in &checks {
+                if health::run_check(check, target).await.is_err() {
+                    passed = false;
+                    break;
                 }
+            }
+            if passed {
+                self.set_ready(name, &target.id, run, true, None);
                 return;
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
+    }
+
+    /// Ready after one pass, not ready after `failure_threshold` failures in a row, for as long
+    /// as the run lasts (as on the local runtime).
+    async fn check_readiness(&self, name: &str, target: &ContainerTarget, run: &str, check: &HealthCheck) {
+        let mut streak = Streak::new(check);
+        let mut ready = false;
+        tokio::time::sleep(health::FIRST_CHECK_DELAY).await;
+        loop {
+            if !self.is_current(name, &target.id, run) {
+                return;
+            }
+            match health::run_check(check, target).await {
+                Ok(()) => {
+                    streak.record(true);
+                    if !ready {
+                        ready = true;
+                        self.set_ready(name, &target.id, run, true, None);
+                    }
+                }
+                Err(why) => {
+                    // While not ready, each failure says why (a refused connection that becomes
+                    // a 503); once ready, only the threshold takes it out.
+                    if streak.record(false) || !ready {
+                        ready = false;
+                        self.set_ready(name, &target.id, run, false, Some(why));
+                    }
+                }
+            }
+            tokio::time::sleep(check.period()).await;
+        }
+    }
+
+    /// First one period after the run starts (the time a process gets to come up); when it fails
+    /// its threshold, the container is restarted under its policy.
+    async fn check_liveness(
+        self: &Arc<Self>,
+        name: &str,
+        target: &ContainerTarget,
+        run: &str,
+        check: &HealthCheck,
+    ) {
+        let mut streak = Streak::new(check);
+        loop {
+            tokio::time::sleep(check.period()).await;
+            if !self.is_current(name, &target.id, run) {
+                return;
+            }
+            match health::run_check(check, target).await {
+                Ok(()) => {
+                    streak.record(true);
+                }
+                Err(why) => {
+                    if streak.record(false) {
+                        self.liveness_failed(name, &target.id, run, why).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_ready(&self, name: &str, id: &str, run: &str, ready: bool, why: Option<String>) {
+        let mut state = lock(&self.state);
+        let Some(process) = state
+            .processes
+            .get_mut(name)
+            .filter(|process| process.snapshot.id == id && process.snapshot.started_at == run)
+        else {
+            return;
+        };
+        let ready_run = ready.then(|| run.to_owned());
+        if process.ready_run != ready_run || process.unready != why {
+            process.ready_run = ready_run;
+            process.unready = why;
+            self.table.upsert(process_info(process));
+        }
+    }
+
+    /// The liveness check of the run failed: the container is stopped (with the grace) and, when
+    /// its restart policy restarts a failed run, started again.
+    async fn liveness_failed(self: &Arc<Self>, name: &str, id: &str, run: &str, why: String) {
+        let restarts = {
+            let mut state = lock(&self.state);
+            let Some(process) = state
+                .processes
+                .get_mut(name)
+                .filter(|process| process.snapshot.id == id && process.snapshot.started_at == run)
+            else {
+                return;
+            };
+            if process.stopping {
+                return;
+            }
+            let restarts =
+                process.snapshot.spec.as_ref().is_some_and(|spec| spec.restart_policy.restarts_after(false));
+            let then = if restarts { "restarting the container" } else { "stopping the container" };
+            process.unhealthy = Some((run.to_owned(), why.clone()));
+            push_event(
+                process,
+                RuntimeEvent {
+                    time: jiff::Timestamp::now(),
+                    reason: Some("Unhealthy".to_owned()),
+                    message: Some(format!("liveness check failed: {why}; {then}")),
+                },
+            );
+            self.table.upsert(process_info(process));
+            restarts
+        };
+        tracing::info!(process = %name, %why, restarts, "the liveness check failed; stopping the container");
+        let grace = i32::try_from(self.stop_grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptions { t: Some(grace), signal: None };
+        if let Err(error) = self.docker.stop_container(id, Some(options)).await {
+            tracing::warn!(process = %name, error = %engine_message(&error), "cannot stop the unhealthy container");
+        }
+        if restarts {
+            let start = {
+                let mut state = lock(&self.state);
+                match state.processes.get_mut(name).filter(|process| process.snapshot.id == id) {
+                    Some(process) if !process.stopping && !process.deadline_exceeded => {
+                        // The engine's count of this container starts again with a start of ours.
+                        process.restarts_before += process.snapshot.restart_count + 1;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if start && let Err(error) = self.docker.start_container(id, None).await {
+                tracing::warn!(process = %name, error = %engine_message(&error), "cannot start the unhealthy container again");
+            }
+        }
+        self.refresh(id).await;
     }
 
     async fn enforce_deadline(self: Arc<Self>, name: String, id: String, deadline: jiff::Timestamp) {
@@ -423,11 +708,14 @@ impl Index {
                 return;
             }
             process.deadline_exceeded = true;
-            process.events.push_back(RuntimeEvent {
-                time: jiff::Timestamp::now(),
-                reason: Some("DeadlineExceeded".to_owned()),
-                message: Some("max_run_seconds passed: stopping the container".to_owned()),
-            });
+            push_event(
+                process,
+                RuntimeEvent {
+                    time: jiff::Timestamp::now(),
+                    reason: Some("DeadlineExceeded".to_owned()),
+                    message: Some("max_run_seconds passed: stopping the container".to_owned()),
+                },
+            );
             self.table.upsert(process_info(process));
         }
         tracing::info!(process = %name, "max_run_seconds passed; stopping the container");
@@ -506,7 +794,7 @@ impl Index {
     /// A Stop removed the container: the process leaves the index and the table.
     pub fn stopped(&self, name: &str, id: &str) {
         let mut state = lock(&self.state);
-        state.removed.insert(id.to_owned());
+        state.removed.insert(id);
         if state.processes.get(name).is_some_and(|process| process.snapshot.id == id) {
             state.processes.remove(name);
             self.table.remove(name);
@@ -588,46 +876,38 @@ impl Index {
 }
 
 fn process_info(process: &Process) -> ProcessInfo {
-    let ready = process.ready_run.as_ref() == Some(&process.snapshot.started_at);
-    process.snapshot.info(ready, process.stopping, process.deadline_exceeded)
-}
-
-/// The server's probe of a container: the spec's readiness check (TCP or HTTP), else its TCP ports.
-fn probe_of(snapshot: &Snapshot) -> Option<Probe> {
-    let spec = snapshot.spec.as_ref()?;
-    Some(match spec.readiness.as_ref().map(|check| &check.action) {
-        Some(CheckAction::TcpSocket { port }) => Probe::Ports(vec![u16::try_from(*port).ok()?]),
-        Some(CheckAction::HttpGet { port, path }) => {
-            Probe::Http { port: u16::try_from(*port).ok()?, path: path.clone() }
+    let snapshot = &process.snapshot;
+    let ready = process.ready_run.as_ref() == Some(&snapshot.started_at);
+    let mut info = snapshot.info(ready, process.stopping, process.deadline_exceeded);
+    info.restart_count = info.restart_count.saturating_add(process.restarts_before);
+    if process.stopping || process.deadline_exceeded {
+        return info;
+    }
+    match &process.unhealthy {
+        // Until its next run, the run that failed its liveness check is FAILED for it.
+        Some((run, why)) if *run == snapshot.started_at => {
+            info.status = ProcessStatus::Failed;
+            info.reason = Some("Unhealthy".into());
+            info.message = Some(format!("liveness check failed: {why}"));
         }
-        Some(CheckAction::Exec { .. }) => return None,
-        None => Probe::Ports(snapshot.tcp_ports()),
-    })
-}
-
-async fn passes(ip: IpAddr, probe: &Probe) -> bool {
-    match probe {
-        Probe::Ports(ports) => {
-            for port in ports {
-                let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, *port));
-                if !matches!(tokio::time::timeout(PROBE_TIMEOUT, connect).await, Ok(Ok(_))) {
-                    return false;
-                }
+        _ => {
+            if info.status == ProcessStatus::Starting
+                && snapshot.state == EngineState::Running
+                && let Some(why) = &process.unready
+            {
+                info.reason = Some("Unready".into());
+                info.message = Some(format!("readiness check failed: {why}"));
             }
-            true
         }
-        Probe::Http { port, path } => {
-            let exchange = async {
-                let mut stream = tokio::net::TcpStream::connect(SocketAddr::new(ip, *port)).await.ok()?;
-                let request = format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
-                stream.write_all(request.as_bytes()).await.ok()?;
-                let mut head = vec![0_u8; 64];
-                let read = stream.read(&mut head).await.ok()?;
-                let line = String::from_utf8_lossy(&head[..read]).into_owned();
-                line.split_whitespace().nth(1)?.parse::<u16>().ok()
-            };
-            matches!(tokio::time::timeout(PROBE_TIMEOUT, exchange).await, Ok(Some(200..=399)))
-        }
+    }
+    info
+}
+
+/// Keeps an event for Describe, the newest [`EVENTS_KEPT`].
+fn push_event(process: &mut Process, event: RuntimeEvent) {
+    process.events.push_back(event);
+    while process.events.len() > EVENTS_KEPT {
+        process.events.pop_front();
     }
 }
 
@@ -658,4 +938,21 @@ fn notable(
         _ => return None,
     };
     Some(RuntimeEvent { time, reason: Some(reason.to_owned()), message: Some(message) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_removed_containers_are_bounded_and_the_oldest_forgotten_first() {
+        let mut removed = Removed::default();
+        for number in 0..REMOVED_KEPT + 10 {
+            removed.insert(&format!("id{number}"));
+        }
+        removed.insert(&format!("id{}", REMOVED_KEPT + 9));
+        assert_eq!((removed.ids.len(), removed.order.len()), (REMOVED_KEPT, REMOVED_KEPT));
+        assert!(!removed.contains("id0") && !removed.contains("id9"));
+        assert!(removed.contains("id10") && removed.contains(&format!("id{}", REMOVED_KEPT + 9)));
+    }
 }

@@ -16,10 +16,13 @@
 //!   check: the engine's healthcheck for a readiness check that runs a command, else the server's
 //!   own probe from this host of the container's address on the network (the readiness check's
 //!   TCP port or HTTP GET, or without one every declared TCP port accepting connections, at once
-//!   when there are none). Then RUNNING; EXITED (code 0), FAILED with `OOMKilled`, `Error` (the
-//!   code), `StartError` (the engine's message), `CrashLoopBackOff` while the engine restarts it,
-//!   `ErrImagePull` when the image could not be pulled (no container is made; a Start again
-//!   retries), `DeadlineExceeded` after `max_run_seconds`.
+//!   when there are none). Then RUNNING, while ready: a readiness check runs for the whole run.
+//!   EXITED (code 0), FAILED with `OOMKilled`, `Error` (the code), `StartError` (the engine's
+//!   message), `CrashLoopBackOff` while the engine restarts it, `ErrImagePull` when the image
+//!   could not be pulled (no container is made; a Start again retries), `DeadlineExceeded` after
+//!   `max_run_seconds`, `Unhealthy` when the liveness check failed. That check is the server's
+//!   (the local runtime's checker; a command runs through the engine's exec API): failing it
+//!   stops the container, and starts it again when its restart policy restarts a failed run.
 //! - Start: the image is pulled when missing (the spec's registry user name and password as the
 //!   pull's credentials, never logged); the command replaces the image's entrypoint; env secrets
 //!   are resolved; ports are published on 127.0.0.1, or on every address with `has_public_ip`, at
@@ -168,7 +171,12 @@ impl DockerRuntime {
         let (docker, engine) = connect(&settings).await?;
         tracing::info!(engine = %engine, network = %settings.network, "connected to the docker engine");
         ensure_network(&docker, &settings.network).await?;
-        let index = Index::new(docker.clone(), settings.network.clone(), ProcessTable::starting_now());
+        let index = Index::new(
+            docker.clone(),
+            settings.network.clone(),
+            settings.stop_grace,
+            ProcessTable::starting_now(),
+        );
         index.sync_once().await;
         index.follow();
         Ok(Arc::new(DockerRuntime { docker, settings, secrets, index }))
@@ -395,21 +403,6 @@ fn engine_message(error: &EngineError) -> String {
     }
 }
 
-/// The checks the docker runtime cannot map yet, as the error a Start gets.
-fn unsupported_checks(spec: &ProcessSpec) -> Result<(), RuntimeError> {
-    // TODO(issue 29): liveness needs the server to restart a container whose check fails; the
-    // engine's healthcheck only reports. Until then it is refused rather than ignored.
-    if spec.liveness.is_some() {
-        return Err(RuntimeError::Unsupported {
-            field: "liveness".to_owned(),
-            message: "the docker runtime does not run liveness checks yet; use restart_policy (the engine \
-                      restarts a process that exits), or run it on Kubernetes"
-                .to_owned(),
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
@@ -418,7 +411,6 @@ impl Runtime for DockerRuntime {
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
         let spec = spec.into_inner();
-        unsupported_checks(&spec)?;
         for _attempt in 0..3 {
             if let Some(existing) = self.index.existing(&spec.process_name) {
                 match existing {

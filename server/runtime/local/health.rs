@@ -1,10 +1,13 @@
-//! Health checks of local processes, run by the server: an HTTP GET or a TCP connection to the
-//! process's own address (`127.0.0.1`, since it shares the host's network), or a command run with
-//! the process's environment and working directory. Each check is bounded by its timeout and
-//! holds nothing between runs, so hundreds of processes that never pass cost a connection
-//! attempt each per period.
+//! Health checks run by the server: an HTTP GET or a TCP connection to the process's address, or
+//! a command. For a local process ([`CheckContext`]) the address is `127.0.0.1` (it shares the
+//! host's network) and the command runs with the process's environment and working directory;
+//! the docker runtime runs the same checks through [`CheckTarget`] at a container's address,
+//! its commands through the engine. Each check is bounded by its timeout and holds nothing
+//! between runs, so hundreds of processes that never pass cost a connection attempt each per
+//! period.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -32,24 +35,45 @@ pub(super) struct CheckContext {
     pub(super) user: Option<super::supervisor::RunAs>,
 }
 
+/// Where a check runs: the address its connections go to, and how its command runs.
+pub(crate) trait CheckTarget: Sync {
+    /// The address HTTP GET and TCP checks connect to.
+    fn address(&self) -> IpAddr;
+    /// Runs an exec check's command: `Ok` when it exits with code 0, else why not (`exited with
+    /// code 3`).
+    fn exec(&self, command: &[String]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl CheckTarget for CheckContext {
+    fn address(&self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+
+    fn exec(&self, command: &[String]) -> impl Future<Output = Result<(), String>> + Send {
+        exec(command, self)
+    }
+}
+
 /// Runs one check: `Ok` when it passed, else why it did not, in words for the history
 /// (`GET :8000/healthz returned 503`).
-pub(super) async fn run_check(check: &HealthCheck, context: &CheckContext) -> Result<(), String> {
+pub(crate) async fn run_check(check: &HealthCheck, target: &impl CheckTarget) -> Result<(), String> {
     let action = &check.action;
-    let outcome = tokio::time::timeout(check.timeout(), attempt(action, context)).await;
+    let outcome = tokio::time::timeout(check.timeout(), attempt(action, target)).await;
     match outcome {
         Ok(result) => result.map_err(|why| format!("{action} {why}")),
         Err(_) => Err(format!("{action} timed out after {} s", check.timeout_seconds)),
     }
 }
 
-async fn attempt(action: &CheckAction, context: &CheckContext) -> Result<(), String> {
+async fn attempt(action: &CheckAction, target: &impl CheckTarget) -> Result<(), String> {
+    let address = |port: i64| port_of(port).map(|port| SocketAddr::new(target.address(), port));
     match action {
-        CheckAction::HttpGet { port, path } => http_get(port_of(*port)?, path).await,
-        CheckAction::TcpSocket { port } => {
-            connect(port_of(*port)?).await.map(drop).map_err(|error| format!("could not connect: {error}"))
-        }
-        CheckAction::Exec { command } => exec(command, context).await,
+        CheckAction::HttpGet { port, path } => http_get(address(*port)?, path).await,
+        CheckAction::TcpSocket { port } => TcpStream::connect(address(*port)?)
+            .await
+            .map(drop)
+            .map_err(|error| format!("could not connect: {error}")),
+        CheckAction::Exec { command } => target.exec(command).await,
     }
 }
 
@@ -58,20 +82,16 @@ fn port_of(port: i64) -> Result<u16, String> {
     u16::try_from(port).map_err(|_| format!("has no valid port ({port})"))
 }
 
-async fn connect(port: u16) -> std::io::Result<TcpStream> {
-    TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
-}
-
 /// An HTTP/1.1 GET of the path; a status from 200 to 399 passes, as a Kubernetes probe does.
-async fn http_get(port: u16, path: &str) -> Result<(), String> {
-    let stream = connect(port).await.map_err(|error| format!("could not connect: {error}"))?;
+async fn http_get(address: SocketAddr, path: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(address).await.map_err(|error| format!("could not connect: {error}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| format!("failed: {error}"))?;
     // The connection is driven beside the request and dropped with this function.
     let driver = tokio::spawn(connection);
     let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .header(hyper::header::HOST, address.to_string())
         .header(hyper::header::USER_AGENT, "hydroplane-health-check")
         .body(String::new())
         .map_err(|error| format!("is not a valid request: {error}"))?;
@@ -161,20 +181,20 @@ impl Drop for KillGroupOnDrop {
 /// Counts a check's results in a row: it fails after `failure_threshold` failures and passes
 /// again with one success, as a Kubernetes probe with a success threshold of 1.
 #[derive(Debug)]
-pub(super) struct Streak {
+pub(crate) struct Streak {
     threshold: u32,
     failures: u32,
 }
 
 impl Streak {
     /// A streak for this check.
-    pub(super) fn new(check: &HealthCheck) -> Streak {
+    pub(crate) fn new(check: &HealthCheck) -> Streak {
         Streak { threshold: check.failure_threshold.max(1), failures: 0 }
     }
 
     /// Records one result; true when this failure is the one that reaches the threshold (once
     /// per streak of failures, however long it goes on).
-    pub(super) fn record(&mut self, passed: bool) -> bool {
+    pub(crate) fn record(&mut self, passed: bool) -> bool {
         if passed {
             self.failures = 0;
             false
@@ -187,7 +207,7 @@ impl Streak {
 
 /// The pause before the first check of a run: short, so a process that is ready at once is
 /// RUNNING at once, as with the port check.
-pub(super) const FIRST_CHECK_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_CHECK_DELAY: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
