@@ -12,8 +12,8 @@ use crate::common::docker::{BUSYBOX, DockerNetwork};
 use crate::common::requests::{start_request, start_waiting, stop_group, stop_process};
 use crate::common::watch::Watch;
 use crate::common::{
-    Server, eventually, free_port, hpctl, hpctl_json, http_get_status, local_secret_store, repo_root,
-    wait_until,
+    Server, create_token, eventually, free_port, hpctl, hpctl_json, http_get, http_get_status,
+    local_secret_store, repo_root, token_client, wait_until,
 };
 
 /// A name unique to this test process: container names are the engine's, shared by every test.
@@ -489,9 +489,10 @@ async fn readiness_is_checked_for_the_whole_run_and_a_failing_liveness_check_res
         .await;
     assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
     assert!(info.message().contains("exec test -f /tmp/alive exited with code 1"), "{info:?}");
-    wait_until("the container is stopped", Duration::from_secs(30), || {
+    eventually("the container is stopped", Duration::from_secs(30), async || {
         engine.docker_ok(&["inspect", "--format", "{{.State.Status}}", &doomed]).trim() == "exited"
-    });
+    })
+    .await;
     let info = list(&mut client).await.into_iter().find(|info| info.process_name == doomed).expect("listed");
     assert_eq!((info.status(), info.restart_count), (ProcessStatus::Failed, 0), "{info:?}");
 }
@@ -605,4 +606,84 @@ fn the_python_hydroplanes_docker_quickstart_runs_as_written() {
     let listed = hpctl_json(&server, &["list", "-o", "json"]).to_string();
     assert!(!listed.contains("chat") && !listed.contains("nginx"), "{listed}");
     assert!(engine.containers().is_empty(), "{:?}", engine.containers());
+}
+
+/// The value of the first sample of `name` whose labels include every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, rest) = series.split_once('{')?;
+        (series_name == name && labels.iter().all(|label| rest.contains(label)))
+            .then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scopes_limits_audit_and_metrics_apply_to_the_docker_runtime() {
+    let engine = DockerNetwork::new("secure");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let tokens_file = directory.path().join("tokens.yml");
+    let writer_token = create_token(&tokens_file, "writer", "read,write", None);
+    let reader_token = create_token(&tokens_file, "reader", "read", None);
+    let config = engine.config(&format!(
+        "auth:\n  tokens_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  start_stop_per_second: 1\n  start_stop_burst: 2\n",
+        tokens_file.display()
+    ));
+    let server = Server::start_with_config(directory.path(), &config);
+    let channel =
+        tonic::transport::Channel::from_shared(server.url()).expect("url").connect().await.expect("connect");
+    let mut reader = token_client(channel.clone(), Some(&reader_token));
+    let mut writer = token_client(channel, Some(&writer_token));
+
+    let name = unique("guarded");
+    let refused = reader.start(start_request(shell(&name, "sleep 300"))).await.expect_err("read only");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(engine.containers().is_empty(), "a refused Start makes no container");
+    let started = writer.start(start_request(shell(&name, "sleep 300"))).await.expect("start").into_inner();
+    assert!(started.created);
+    assert_eq!(engine.containers(), std::slice::from_ref(&name));
+    // Over the token's rate (one a second, a burst of two), Starts are refused before the engine.
+    let again = (0..5).map(|_| {
+        let mut writer = writer.clone();
+        let spec = shell(&name, "sleep 300");
+        async move { writer.start(start_request(spec)).await }
+    });
+    let outcomes = futures::future::join_all(again).await;
+    let limited = outcomes
+        .iter()
+        .filter(|outcome| outcome.as_ref().is_err_and(|status| status.code() == Code::ResourceExhausted))
+        .count();
+    let answered = outcomes
+        .iter()
+        .filter(|outcome| outcome.as_ref().is_ok_and(|started| !started.get_ref().created))
+        .count();
+    assert!(limited >= 3 && limited + answered == 5, "{outcomes:?}");
+    assert_eq!(engine.containers(), std::slice::from_ref(&name));
+
+    let stderr = server.stderr();
+    let audit: Vec<&str> = stderr.lines().filter(|line| line.contains("audit")).collect();
+    let audited = |caller: &str, target: &str, outcome: &str| {
+        audit.iter().any(|line| {
+            line.contains(&format!("caller={caller}"))
+                && line.contains("call=Start")
+                && line.contains(target)
+                && line.contains(&format!("outcome=\"{outcome}\""))
+        })
+    };
+    assert!(
+        audited("reader", "lacks the `write` scope", "refused") && audited("writer", &name, "ok"),
+        "{}",
+        audit.join("\n")
+    );
+    let (_, metrics) = http_get(&server.metrics_address().await, "/metrics");
+    let handled = |code: &str| {
+        sample(
+            &metrics,
+            "grpc_server_handled_total",
+            &["grpc_method=\"Start\"", &format!("grpc_code=\"{code}\"")],
+        )
+    };
+    assert_eq!(handled("OK"), Some((1 + answered) as f64), "{metrics}");
+    assert_eq!(handled("PermissionDenied"), Some(1.0), "{metrics}");
+    assert_eq!(handled("ResourceExhausted"), Some(limited as f64), "{metrics}");
 }
