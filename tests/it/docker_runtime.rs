@@ -8,7 +8,7 @@ use hydroplane::proto::{self, ProcessStatus, WatchEventType};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::common::docker::{BUSYBOX, DockerNetwork};
+use crate::common::docker::{BUSYBOX, DockerNetwork, EngineProxy};
 use crate::common::requests::{start_request, start_waiting, stop_group, stop_process};
 use crate::common::watch::Watch;
 use crate::common::{
@@ -686,4 +686,70 @@ async fn scopes_limits_audit_and_metrics_apply_to_the_docker_runtime() {
     assert_eq!(handled("OK"), Some((1 + answered) as f64), "{metrics}");
     assert_eq!(handled("PermissionDenied"), Some(1.0), "{metrics}");
     assert_eq!(handled("ResourceExhausted"), Some(limited as f64), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_event_stream_breaks_the_index_lists_again_and_comes_back_true() {
+    let engine = DockerNetwork::new("resync");
+    let directory = tempfile::tempdir().expect("tempdir");
+    let proxy = EngineProxy::start(&engine.host, directory.path().join("engine.sock"));
+    let through_proxy = DockerNetwork { network: engine.network.clone(), host: proxy.host.clone() };
+    let server = Server::start_with_config(directory.path(), &through_proxy.config(""));
+    let mut client = server.client().await;
+    let mut watch = Watch::all(&mut client).await;
+    watch.until_synced().await;
+    let (removed, stopped, kept, appeared) =
+        (unique("removed"), unique("stopped"), unique("kept"), unique("appeared"));
+    for name in [&removed, &stopped, &kept] {
+        let mut spec = shell(name, "trap 'exit 0' TERM; sleep 300 & wait");
+        spec["restart_policy"] = "never".into();
+        client.start(start_waiting(spec)).await.expect("start");
+    }
+
+    // The engine's event stream breaks, and while the server cannot reach the engine, its
+    // containers change behind its back.
+    proxy.cut();
+    eventually("the server sees its event stream break", Duration::from_secs(30), async || {
+        server.stderr().contains("listing the containers again")
+    })
+    .await;
+    engine.docker_ok(&["rm", "-f", &removed]);
+    engine.docker_ok(&["stop", "-t", "5", &stopped]);
+    let network_label = format!("hydroplane/network={}", engine.network);
+    let process_label = format!("hydroplane/process-id={appeared}");
+    engine.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &appeared,
+        "--network",
+        &engine.network,
+        "--label",
+        &network_label,
+        "--label",
+        &process_label,
+        BUSYBOX,
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(list(&mut client).await.len(), 3, "the index cannot know yet");
+
+    proxy.resume();
+    let view = watch
+        .until_view("the index true again", |view| {
+            !view.contains_key(&removed)
+                && view.get(&stopped).is_some_and(|info| info.status() == ProcessStatus::Exited)
+                && view.get(&kept).is_some_and(|info| info.status() == ProcessStatus::Running)
+                && view.get(&appeared).is_some_and(|info| info.status() == ProcessStatus::Running)
+        })
+        .await;
+    assert_eq!(view.len(), 3, "{view:?}");
+    let mut listed: Vec<String> = list(&mut client).await.into_iter().map(|info| info.process_name).collect();
+    listed.sort();
+    let mut expected = vec![stopped.clone(), kept.clone(), appeared.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    // And it follows the engine again.
+    engine.docker_ok(&["rm", "-f", &kept]);
+    watch.until_process(&kept, "the removal is seen", |kind, _| kind == WatchEventType::Deleted).await;
 }

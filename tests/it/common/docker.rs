@@ -1,10 +1,15 @@
 //! The docker runtime's tests' engine: the one `scripts/dockerd start` names (the engine at
 //! `DOCKER_HOST`, or the private dockerd it starts under `target/`, with the test images built),
-//! and a network of each test's own, whose containers are removed when the test ends.
+//! a network of each test's own, whose containers are removed when the test ends, and
+//! [`EngineProxy`], a way to the engine that a test can cut.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::AbortHandle;
 
 use super::{Server, repo_root};
 
@@ -96,5 +101,65 @@ impl Drop for DockerNetwork {
             }
         }
         let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// A Unix socket that forwards every connection to the engine's socket until [`cut`]: then every
+/// connection through it is closed (the server's event stream breaks) and new ones are refused,
+/// until [`resume`]. Stopped when dropped.
+///
+/// [`cut`]: EngineProxy::cut
+/// [`resume`]: EngineProxy::resume
+pub struct EngineProxy {
+    /// The proxy's address, as `runtime.docker_host`.
+    pub host: String,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accepting: AbortHandle,
+}
+
+impl EngineProxy {
+    /// A proxy at `socket` to the engine at `engine` (a `unix://` address); in a Tokio runtime.
+    pub fn start(engine: &str, socket: PathBuf) -> EngineProxy {
+        let engine = PathBuf::from(engine.strip_prefix("unix://").expect("the test engine is a unix socket"));
+        let listener = UnixListener::bind(&socket).expect("bind the proxy's socket");
+        let open = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (accept_open, accept_connections) = (Arc::clone(&open), Arc::clone(&connections));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if !accept_open.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let engine = engine.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut upstream) = UnixStream::connect(&engine).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                accept_connections.lock().expect("lock").push(forward.abort_handle());
+            }
+        })
+        .abort_handle();
+        EngineProxy { host: format!("unix://{}", socket.display()), open, connections, accepting }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.connections.lock().expect("lock").drain(..).for_each(|connection| connection.abort());
+    }
+
+    /// Forwards new connections again.
+    pub fn resume(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut();
     }
 }
