@@ -548,9 +548,12 @@ impl RuntimeSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DockerRuntimeSettings {
     /// The engine's address (`runtime.docker_host`): `unix://PATH`, `tcp://HOST:PORT` (TLS with
-    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`, as the docker CLI); `None`: `DOCKER_HOST`, else
-    /// the engine's default socket.
+    /// `docker_cert_path`, or `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` as for the docker CLI);
+    /// `None`: `DOCKER_HOST`, else the engine's default socket.
     pub docker_host: Option<String>,
+    /// The directory of `ca.pem`, `cert.pem` and `key.pem` for a `tcp://` engine that verifies
+    /// its clients (`runtime.docker_cert_path`); set, the engine is reached with TLS.
+    pub docker_cert_path: Option<PathBuf>,
     /// The user-defined network every container joins (`runtime.network`), where processes reach
     /// each other by name; made when missing. Containers are also labelled with it, and a server
     /// lists only the containers of its own network.
@@ -566,6 +569,7 @@ impl Default for DockerRuntimeSettings {
     fn default() -> Self {
         DockerRuntimeSettings {
             docker_host: None,
+            docker_cert_path: None,
             network: DEFAULT_DOCKER_NETWORK.to_owned(),
             stop_grace: Duration::from_secs(DEFAULT_STOP_GRACE_SECONDS as u64),
         }
@@ -947,6 +951,7 @@ struct RawRuntime {
     public_exposure: Option<RawExposure>,
     load_balancer_annotations: Option<BTreeMap<String, String>>,
     docker_host: Option<String>,
+    docker_cert_path: Option<PathBuf>,
     network: Option<String>,
 }
 
@@ -954,7 +959,7 @@ impl RawRuntime {
     /// The keys given, each with the runtime types it applies to.
     fn keys_given(&self) -> Vec<(&'static str, &'static [RuntimeType])> {
         use RuntimeType::{Docker, Eks, Kubernetes, Local};
-        let keys: [(&'static str, bool, &'static [RuntimeType]); 26] = [
+        let keys: [(&'static str, bool, &'static [RuntimeType]); 27] = [
             ("stop_grace_seconds", self.stop_grace_seconds.is_some(), &[Local, Docker]),
             ("output_buffer_bytes", self.output_buffer_bytes.is_some(), &[Local]),
             ("log_dir", self.log_dir.is_some(), &[Local]),
@@ -980,6 +985,7 @@ impl RawRuntime {
             ("public_exposure", self.public_exposure.is_some(), &[Kubernetes, Eks]),
             ("load_balancer_annotations", self.load_balancer_annotations.is_some(), &[Kubernetes, Eks]),
             ("docker_host", self.docker_host.is_some(), &[Docker]),
+            ("docker_cert_path", self.docker_cert_path.is_some(), &[Docker]),
             ("network", self.network.is_some(), &[Docker]),
         ];
         keys.into_iter().filter(|(_, given, _)| *given).map(|(key, _, types)| (key, types)).collect()
@@ -1073,6 +1079,7 @@ impl TryFrom<RawRuntime> for RuntimeSettings {
                     }
                     host => host,
                 },
+                docker_cert_path: raw.docker_cert_path,
                 network: match raw.network {
                     Some(network) => {
                         docker_network_rule(&network)?;
@@ -1479,6 +1486,12 @@ mod tests {
         let RuntimeSettings::Docker(docker) = settings.runtime else { panic!("not docker") };
         assert_eq!(docker.docker_host.as_deref(), Some("unix:///run/x.sock"));
         assert_eq!((docker.network.as_str(), docker.stop_grace), ("lab-1", Duration::from_secs(3)));
+        assert_eq!(docker.docker_cert_path, None);
+        let settings =
+            Settings::parse("runtime:\n  runtime_type: docker\n  docker_host: tcp://127.0.0.1:2376\n  docker_cert_path: /certs\n")
+                .unwrap();
+        let RuntimeSettings::Docker(docker) = settings.runtime else { panic!("not docker") };
+        assert_eq!(docker.docker_cert_path.as_deref(), Some(Path::new("/certs")));
         let error = Settings::parse("runtime:\n  runtime_type: docker\n  network: -bad\n").unwrap_err();
         assert!(error.contains("runtime.network"), "{error}");
         let error = Settings::parse("runtime:\n  runtime_type: docker\n  namespace: x\n").unwrap_err();

@@ -753,3 +753,65 @@ async fn when_the_event_stream_breaks_the_index_lists_again_and_comes_back_true(
     engine.docker_ok(&["rm", "-f", &kept]);
     watch.until_process(&kept, "the removal is seen", |kind, _| kind == WatchEventType::Deleted).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_engine_with_tls_is_reached_with_the_certificates_the_settings_name() {
+    let (tls_host, certs, socket) = crate::common::docker::tls_engine();
+    // The containers are cleaned up through the engine's socket.
+    let engine = DockerNetwork { network: format!("hpt-tls-{}", std::process::id()), host: socket };
+    let directory = tempfile::tempdir().expect("tempdir");
+    let config_with = |extra: &str| {
+        format!(
+            "runtime:\n  runtime_type: docker\n  docker_host: {tls_host}\n  network: {}\n{extra}",
+            engine.network
+        )
+    };
+    let check = |name: &str, config: String, environment: &[(&str, &std::path::Path)]| {
+        let path = directory.path().join(name);
+        std::fs::write(&path, config).expect("write");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hydroplane"));
+        command.args(["check", "-c", path.to_str().expect("path")]);
+        command.env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH");
+        for (variable, value) in environment {
+            command.env(variable, value);
+        }
+        command.output().expect("run check")
+    };
+
+    // Without certificates the engine refuses the client: one line, exit 1.
+    let refused = check("plain.yml", config_with(""), &[]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot reach the docker engine"),
+        "{refused:?}"
+    );
+    // Certificates of another CA are refused too.
+    let other = tempfile::tempdir().expect("tempdir");
+    let stranger = crate::common::certs::TestCa::new("another CA");
+    stranger.write_ca_file(other.path(), "ca.pem");
+    let (cert, key) = stranger.write_client_files(other.path(), "client");
+    std::fs::rename(cert, other.path().join("cert.pem")).expect("rename");
+    std::fs::rename(key, other.path().join("key.pem")).expect("rename");
+    let cert_path = |directory: &std::path::Path| format!("  docker_cert_path: {}\n", directory.display());
+    let refused = check("stranger.yml", config_with(&cert_path(other.path())), &[]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    // The docker CLI's variables work as for the CLI.
+    let checked = check(
+        "environment.yml",
+        config_with(""),
+        &[("DOCKER_TLS_VERIFY", std::path::Path::new("1")), ("DOCKER_CERT_PATH", &certs)],
+    );
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(String::from_utf8_lossy(&checked.stdout).contains(&tls_host), "{checked:?}");
+
+    // With runtime.docker_cert_path, a server runs processes on that engine.
+    let server = Server::start_with_config(directory.path(), &config_with(&cert_path(&certs)));
+    let mut client = server.client().await;
+    let name = unique("over-tls");
+    let started = client.start(start_waiting(shell(&name, "sleep 300"))).await.expect("start").into_inner();
+    assert_eq!(started.process.expect("info").status(), ProcessStatus::Running);
+    assert_eq!(engine.containers(), std::slice::from_ref(&name));
+    let stopped = client.stop(stop_process(&name)).await.expect("stop").into_inner().stopped;
+    assert_eq!(stopped, [name]);
+    assert!(engine.containers().is_empty());
+}

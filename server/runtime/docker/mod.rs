@@ -40,6 +40,7 @@ pub mod container;
 mod index;
 mod logs;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,11 +130,49 @@ fn engine_host(settings: &DockerRuntimeSettings) -> String {
         .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
 }
 
+/// Where the certificates of a TLS engine are: `runtime.docker_cert_path`, else, when
+/// `DOCKER_TLS_VERIFY` is set (not empty, as for the docker CLI), `DOCKER_CERT_PATH` or
+/// `~/.docker`; `None`: no TLS.
+fn engine_cert_path(settings: &DockerRuntimeSettings) -> Option<PathBuf> {
+    if let Some(path) = &settings.docker_cert_path {
+        return Some(path.clone());
+    }
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    set("DOCKER_TLS_VERIFY")?;
+    set("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".docker")))
+}
+
+/// A client of the engine at `host`: over TLS with the certificates of `cert_path` for a TCP
+/// address, else as the address says.
+fn client_of(host: &str, cert_path: Option<&Path>) -> Result<Docker, EngineError> {
+    let tcp = host.starts_with("tcp://") || host.starts_with("https://");
+    match cert_path {
+        Some(directory) if tcp => Docker::connect_with_ssl(
+            host,
+            &directory.join("key.pem"),
+            &directory.join("cert.pem"),
+            &directory.join("ca.pem"),
+            ENGINE_TIMEOUT_SECONDS,
+            bollard::API_DEFAULT_VERSION,
+        ),
+        // Without TLS: bollard's own choice would read DOCKER_TLS_VERIFY itself.
+        _ if tcp => Docker::connect_with_http(host, ENGINE_TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
+        _ => Docker::connect_with_host(host),
+    }
+}
+
+/// How long one call to the engine may take (bollard's default; a Watch of its events is not
+/// bound by it).
+const ENGINE_TIMEOUT_SECONDS: u64 = 120;
+
 /// Connects to the engine and agrees on an API version.
 pub async fn connect(settings: &DockerRuntimeSettings) -> Result<(Docker, EngineVersion), DockerSetupError> {
     let host = engine_host(settings);
     let unreachable = |source: BoxedError| DockerSetupError::Unreachable { host: host.clone(), source };
-    let docker = Docker::connect_with_host(&host).map_err(|source| match source {
+    let cert_path = engine_cert_path(settings);
+    let docker = client_of(&host, cert_path.as_deref()).map_err(|source| match source {
         EngineError::SocketNotFoundError(_) => unreachable(Box::new(source)),
         source => DockerSetupError::Address { host: host.clone(), source },
     })?;

@@ -30,6 +30,26 @@ pub fn engine_host() -> &'static str {
     })
 }
 
+/// The private engine's TLS address (it verifies its clients), a directory of `ca.pem`,
+/// `cert.pem` and `key.pem` its clients use, and its Unix socket, from `scripts/dockerd tls`.
+pub fn tls_engine() -> (String, PathBuf, String) {
+    let output = Command::new(repo_root().join("scripts/dockerd"))
+        .arg("tls")
+        .output()
+        .expect("run scripts/dockerd tls");
+    assert!(
+        output.status.success(),
+        "scripts/dockerd tls failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8(output.stdout).expect("utf-8");
+    let mut fields = line.split_whitespace();
+    let (Some(host), Some(certs), Some(socket)) = (fields.next(), fields.next(), fields.next()) else {
+        panic!("scripts/dockerd tls printed `{line}`")
+    };
+    (host.to_owned(), PathBuf::from(certs), socket.to_owned())
+}
+
 /// The image every test process runs: busybox-static's rootfs (see scripts/dockerd).
 pub const BUSYBOX: &str = "hydroplane-test/busybox:latest";
 
