@@ -13,14 +13,37 @@ use tokio::task::AbortHandle;
 
 use super::{Server, repo_root};
 
+/// `scripts/dockerd` with `action`, as a test that holds its lease on the private engine: the
+/// script stops an engine it started once no test process has held a lease for a while, so tests
+/// run outside `scripts/test` leave no dockerd behind.
+fn dockerd(action: &str) -> Output {
+    static LEASE: OnceLock<std::fs::File> = OnceLock::new();
+    LEASE.get_or_init(|| {
+        let state = repo_root().join("target/dockerd");
+        std::fs::create_dir_all(&state).expect("make target/dockerd");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(state.join("users.lock"))
+            .expect("open the engine's lease file");
+        // Shared: every test process holds one; released by the kernel when the process ends,
+        // however it ends.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared).expect("take the engine's lease");
+        file
+    });
+    Command::new(repo_root().join("scripts/dockerd"))
+        .arg(action)
+        .env("HYDROPLANE_DOCKERD_REAP", "1")
+        .output()
+        .unwrap_or_else(|error| panic!("run scripts/dockerd {action}: {error}"))
+}
+
 /// The engine's address, from `scripts/dockerd start` (once per test process).
 pub fn engine_host() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
-        let output = Command::new(repo_root().join("scripts/dockerd"))
-            .arg("start")
-            .output()
-            .expect("run scripts/dockerd start");
+        let output = dockerd("start");
         assert!(
             output.status.success(),
             "scripts/dockerd start failed: {}",
@@ -33,10 +56,7 @@ pub fn engine_host() -> &'static str {
 /// The private engine's TLS address (it verifies its clients), a directory of `ca.pem`,
 /// `cert.pem` and `key.pem` its clients use, and its Unix socket, from `scripts/dockerd tls`.
 pub fn tls_engine() -> (String, PathBuf, String) {
-    let output = Command::new(repo_root().join("scripts/dockerd"))
-        .arg("tls")
-        .output()
-        .expect("run scripts/dockerd tls");
+    let output = dockerd("tls");
     assert!(
         output.status.success(),
         "scripts/dockerd tls failed: {}",
