@@ -524,11 +524,20 @@ impl KubeRuntime {
     /// Deletes the object of a Start that failed after creating it, and with it whatever it owns
     /// already: no orphans. Retried a few times, since the failure may be the API server's.
     async fn delete_half_made(&self, controller: Controller, name: &str, uid: &str) {
-        // A bare Pod's finalizer first, or the Pod would stay as a lost process.
-        if controller == Controller::Pod
-            && let Err(error) = self.release_pod(name, uid).await
-        {
-            tracing::warn!(process = %name, error = %error_chain(&error), "cannot remove the finalizer of a failed start's pod");
+        // A bare Pod's finalizer first, or the Pod would stay as a lost process (FAILED
+        // `PodDeleted`): retried like the delete, since the API server may fail a call now and
+        // then.
+        if controller == Controller::Pod {
+            let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            for attempt in 1..=5 {
+                match self.release_pod(name, uid).await {
+                    Ok(_) => break,
+                    Err(error) if attempt == 5 => {
+                        tracing::warn!(process = %name, error = %error_chain(&error), "cannot remove the finalizer of a failed start's pod");
+                    }
+                    Err(_) => tokio::time::sleep(delays.next_delay()).await,
+                }
+            }
         }
         let params = DeleteParams {
             propagation_policy: Some(kube::api::PropagationPolicy::Background),
