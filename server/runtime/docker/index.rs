@@ -64,6 +64,15 @@ struct State {
     broken: Option<(tokio::time::Instant, String)>,
 }
 
+impl State {
+    /// The process `name` while its container `id` is still in the run that started at `run`.
+    fn run_mut(&mut self, name: &str, id: &str, run: &str) -> Option<&mut Process> {
+        self.processes
+            .get_mut(name)
+            .filter(|process| process.snapshot.id == id && process.snapshot.started_at == run)
+    }
+}
+
 struct Process {
     snapshot: Snapshot,
     /// The run (its start time) the server's readiness check passes for now.
@@ -623,11 +632,7 @@ impl Index {
 
     fn set_ready(&self, name: &str, id: &str, run: &str, ready: bool, why: Option<String>) {
         let mut state = lock(&self.state);
-        let Some(process) = state
-            .processes
-            .get_mut(name)
-            .filter(|process| process.snapshot.id == id && process.snapshot.started_at == run)
-        else {
+        let Some(process) = state.run_mut(name, id, run) else {
             return;
         };
         let ready_run = ready.then(|| run.to_owned());
@@ -643,11 +648,7 @@ impl Index {
     async fn liveness_failed(self: &Arc<Self>, name: &str, id: &str, run: &str, why: String) {
         let restarts = {
             let mut state = lock(&self.state);
-            let Some(process) = state
-                .processes
-                .get_mut(name)
-                .filter(|process| process.snapshot.id == id && process.snapshot.started_at == run)
-            else {
+            let Some(process) = state.run_mut(name, id, run) else {
                 return;
             };
             if process.stopping {
