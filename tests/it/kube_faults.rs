@@ -113,7 +113,7 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
 
     // The API server is down for 10 s: List answers from the index and says it may be stale;
     // Start is UNAVAILABLE.
-    sim.faults(serde_json::json!({"refuse_connections_for_ms": 10_000}));
+    sim.refuse_connections_for(Duration::from_secs(10)).await;
     let mut saw_stale = false;
     let mut saw_unavailable = false;
     eventually("List says it may be stale and Start is UNAVAILABLE", Duration::from_secs(10), async || {
@@ -124,7 +124,8 @@ async fn the_index_converges_and_watchers_see_every_final_state_under_faults() {
             .into_inner();
         assert!(listed.processes.len() >= 13, "the index keeps what it had");
         saw_stale |= listed.stale_reason.is_some();
-        // Once List says it is stale, the outage is surely on.
+        // The outage is on (the simulator refuses connections); List may have been stale since
+        // the faults before it, so staleness alone does not say so.
         if saw_stale && !saw_unavailable {
             match client.start(spec("during-outage", true)).await {
                 Err(status) if status.code() == Code::Unavailable => saw_unavailable = true,

@@ -406,6 +406,17 @@ impl KubeSim {
         self.admin("POST", "faults", &body.to_string());
     }
 
+    /// Makes the simulator refuse connections for `duration` and returns once it does: the
+    /// admin call is answered before the simulator's accept loop closes its listener.
+    pub async fn refuse_connections_for(&self, duration: Duration) {
+        self.faults(serde_json::json!({"refuse_connections_for_ms": duration.as_millis() as u64}));
+        let address = self.url.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+        eventually("the simulator refuses connections", duration, async || {
+            tokio::net::TcpStream::connect(&address).await.is_err()
+        })
+        .await;
+    }
+
     /// Calls one of the simulator's admin endpoints (`{method} /_sim/{path}` with `body`) and
     /// returns its JSON answer; panics unless it answers 200.
     #[track_caller]
