@@ -62,6 +62,21 @@ fn commands(marker: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Waits until the command marked with `marker` has become its final `sleep` (a shell's `exec
+/// sleep MARKER` passes through forks and an exec, in which its `/proc` entry says little) and
+/// returns the lowest such pid.
+async fn settled_command(marker: &str) -> i32 {
+    eventually(&format!("a `sleep {marker}` runs"), Duration::from_secs(20), async || {
+        commands(marker)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "sleep")
+            })
+            .min()
+    })
+    .await
+}
+
 /// Waits until no process holds `marker`, within `budget` of `since`; fails naming them.
 async fn assert_gone_by(marker: &str, since: Instant, budget: Duration, what: &str) {
     let what = format!("no process runs with `{marker}` {what}");
@@ -160,8 +175,10 @@ async fn no_escape_outlives_the_servers_sigkill() {
     let server = server(directory.path());
     let mut client = server.client().await;
     let started = start_escapes(&mut client).await;
-    let run_cgroup =
-        cgroup_directory(commands(&started[0].1)[0]).parent().expect("the run's cgroup").to_path_buf();
+    let run_cgroup = cgroup_directory(settled_command(&started[0].1).await)
+        .parent()
+        .expect("the run's cgroup")
+        .to_path_buf();
     drop(client);
     let begin = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), nix::sys::signal::Signal::SIGKILL)
@@ -252,7 +269,7 @@ async fn a_process_sees_only_the_documented_environment_and_the_password_is_gone
     .await;
 
     // What the command itself was given (sh's own variables aside).
-    let command = commands(&marker)[0];
+    let command = settled_command(&marker).await;
     let environ = std::fs::read(format!("/proc/{command}/environ")).expect("the command's environ");
     let names: BTreeSet<String> = environ
         .split(|byte| *byte == 0)
@@ -300,8 +317,7 @@ async fn a_process_has_only_descriptors_0_1_and_2_and_a_private_working_director
     let spec = serde_json::json!({"process_name": "fds", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sleep", marker]}});
     client.start(start_waiting(spec)).await.expect("start");
-    eventually("the process runs", Duration::from_secs(20), async || !marked(&marker).is_empty()).await;
-    let command = commands(&marker)[0];
+    let command = settled_command(&marker).await;
     let server_fds: Vec<String> = list(&format!("/proc/{}/fd", server.pid()));
     assert!(server_fds.len() > 3, "the server itself holds the leaked descriptor and more: {server_fds:?}");
     assert_eq!(list(&format!("/proc/{command}/fd")), ["0", "1", "2"]);
@@ -477,8 +493,7 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
             "env": [{"name": "B_SECRET", "value": "b-secret-value"}]}});
     client.start(start_waiting(spec_b)).await.expect("start b");
     eventually("b runs", Duration::from_secs(20), async || !marked(&marker_b).is_empty()).await;
-    eventually("b's command runs", Duration::from_secs(20), async || !commands(&marker_b).is_empty()).await;
-    let b = commands(&marker_b)[0];
+    let b = settled_command(&marker_b).await;
     let b_cwd = std::fs::read_link(format!("/proc/{b}/cwd")).expect("b's cwd");
     eventually("b wrote its file", Duration::from_secs(20), async || b_cwd.join("mine").exists()).await;
     let run_directory = b_cwd.parent().and_then(Path::parent).expect("the run directory").to_path_buf();
@@ -523,8 +538,7 @@ async fn with_run_as_by_group_one_groups_process_cannot_read_or_signal_anothers_
         "container": {"image_uri": "x", "command": ["sh", "-c", script]}});
     client.start(start_waiting(spec_a)).await.expect("start a");
     eventually("a ran its probes", Duration::from_secs(20), async || !marked(&marker_a).is_empty()).await;
-    eventually("a's command runs", Duration::from_secs(20), async || !commands(&marker_a).is_empty()).await;
-    let a = commands(&marker_a)[0];
+    let a = settled_command(&marker_a).await;
     let probes_file = std::fs::read_link(format!("/proc/{a}/cwd")).expect("a's cwd").join("probes");
     eventually("a's probes are written", Duration::from_secs(20), async || {
         std::fs::read_to_string(&probes_file).is_ok_and(|text| text.contains("done"))
@@ -671,8 +685,7 @@ async fn under_run_as_a_process_and_its_checks_have_the_users_supplementary_grou
         })
         .await;
     assert_eq!(ready.status(), ProcessStatus::Running, "{ready:?}");
-    eventually("the command runs", Duration::from_secs(20), async || !commands(&marker).is_empty()).await;
-    let command = commands(&marker)[0];
+    let command = settled_command(&marker).await;
 
     let own = nix::unistd::User::from_name(user).expect("lookup").expect("user");
     assert_eq!(uid_of(command), own.uid.as_raw());
@@ -726,8 +739,7 @@ async fn a_tree_orphaned_as_the_server_is_sigkilled_is_ended_by_the_next_servers
         "(while [ ! -e go ]; do sleep 0.05; done; kill -9 $PPID; exec sleep {marker}) & exec sleep {marker}"
     );
     client.start(start_waiting(escape_spec("orphaned", &script))).await.expect("start");
-    eventually("the command runs", Duration::from_secs(20), async || !commands(&marker).is_empty()).await;
-    let command = *commands(&marker).iter().min().expect("the command");
+    let command = settled_command(&marker).await;
     let own_cgroup = cgroup_of(command);
     assert!(
         own_cgroup.ends_with(&format!("/hydroplane-{}/orphaned.1", first.pid())),
@@ -775,8 +787,7 @@ async fn a_stopped_process_leaves_no_cgroup_behind() {
     let spec = serde_json::json!({"process_name": "grouped", "restart_policy": "never",
         "container": {"image_uri": "x", "command": ["sleep", marker]}});
     client.start(start_waiting(spec)).await.expect("start");
-    eventually("the process runs", Duration::from_secs(20), async || !commands(&marker).is_empty()).await;
-    let cgroup = cgroup_directory(commands(&marker)[0]);
+    let cgroup = cgroup_directory(settled_command(&marker).await);
     assert!(cgroup.join("cgroup.procs").exists(), "{}", cgroup.display());
     client.stop(stop_process("grouped")).await.expect("stop");
     assert!(!cgroup.exists(), "the Stop removed {}", cgroup.display());
@@ -823,8 +834,7 @@ async fn a_server_without_root_still_contains_its_processes_and_keeps_its_secret
         server = server.pid()
     );
     client.start(start_waiting(escape_spec("probe", &script))).await.expect("start the probe");
-    eventually("the probe runs", Duration::from_secs(20), async || !commands(&marker_probe).is_empty()).await;
-    let probe = commands(&marker_probe)[0];
+    let probe = settled_command(&marker_probe).await;
     assert_eq!(uid_of(probe), uid);
     let cwd = std::fs::read_link(format!("/proc/{probe}/cwd")).expect("cwd");
     eventually("the probes are written", Duration::from_secs(20), async || {
