@@ -338,7 +338,7 @@ impl PodLog {
     fn pod_gone(&self) -> bool {
         self.index.read(|view| {
             view.pod(&self.name)
-                .is_none_or(|pod| *pod.uid != *self.uid || pod.state.status == ProcessStatus::Stopping)
+                .is_none_or(|pod| !pod.uid.is(&self.uid) || pod.state.status == ProcessStatus::Stopping)
         })
     }
 
@@ -363,7 +363,7 @@ impl PodLog {
         self.index
             .wait_for(&self.name, START_WAIT, |view| {
                 view.pod(&self.name)
-                    .is_none_or(|pod| *pod.uid != *self.uid || pod.state.status != ProcessStatus::Starting)
+                    .is_none_or(|pod| !pod.uid.is(&self.uid) || pod.state.status != ProcessStatus::Starting)
             })
             .await;
     }

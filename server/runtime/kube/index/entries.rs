@@ -7,6 +7,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ pub struct PodEntry {
     /// for a Job's.
     pub name: Box<str>,
     /// The Pod's uid.
-    pub uid: Box<str>,
+    pub uid: Uid,
     /// The process's group, from its label (shared by the group's entries).
     pub group: Option<Arc<str>>,
     /// The process's own labels (see [`manifests::user_labels`]), shared by every entry with the
@@ -41,6 +42,68 @@ pub struct PodEntry {
     /// annotation, which the index does not keep): what a half-made process lacks is told from
     /// these.
     pub needs: Needs,
+}
+
+/// An object's uid as the index keeps it: the 16 bytes of the UUID the API server gives (its
+/// text costs a heap block per Pod and per controller), else the text as it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Uid {
+    /// A UUID in its canonical lowercase text, which [`fmt::Display`] gives back exactly.
+    Uuid([u8; 16]),
+    /// Any other text.
+    Other(Box<str>),
+}
+
+impl Uid {
+    /// The uid `text`, kept as 16 bytes when it is a canonical lowercase UUID.
+    pub fn new(text: &str) -> Uid {
+        uuid_bytes(text).map_or_else(|| Uid::Other(text.into()), Uid::Uuid)
+    }
+
+    /// Whether this is the uid `text`.
+    pub fn is(&self, text: &str) -> bool {
+        match self {
+            Uid::Uuid(bytes) => uuid_bytes(text).as_ref() == Some(bytes),
+            Uid::Other(other) => **other == *text,
+        }
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uid::Uuid(bytes) => {
+                for (index, byte) in bytes.iter().enumerate() {
+                    if matches!(index, 4 | 6 | 8 | 10) {
+                        formatter.write_str("-")?;
+                    }
+                    write!(formatter, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+            Uid::Other(text) => formatter.write_str(text),
+        }
+    }
+}
+
+/// The bytes of a UUID written as `8-4-4-4-12` lowercase hex digits; `None` for any other text,
+/// so that a uid kept as bytes always prints as it came.
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let text = text.as_bytes();
+    if text.len() != 36 || [8, 13, 18, 23].iter().any(|&dash| text[dash] != b'-') {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut digits = text.iter().filter(|&&c| c != b'-');
+    let mut bytes = [0u8; 16];
+    for byte in &mut bytes {
+        *byte = (digit(*digits.next()?)? << 4) | digit(*digits.next()?)?;
+    }
+    Some(bytes)
 }
 
 /// The objects a process's Pod needs besides itself, as its Pod spec says.
@@ -94,7 +157,7 @@ pub struct NodeEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ControllerEntry {
     /// The object's uid: what the process's Service and Secrets are owned by.
-    pub uid: Box<str>,
+    pub uid: Uid,
     /// The process's group, from its label.
     pub group: Option<Arc<str>>,
     /// The process's own labels.
@@ -121,9 +184,9 @@ pub type Ended = (ProcessStatus, Box<str>, Option<Box<str>>);
 #[derive(Default)]
 pub(super) struct PodSets {
     /// The Pods as the watcher last reported them, each process's sorted by Pod name.
-    pub(super) live: HashMap<String, Vec<PodEntry>>,
+    pub(super) live: HashMap<Box<str>, Vec<PodEntry>>,
     /// Pods seen during a relist, which replaces `live` when it completes.
-    relisting: Option<HashMap<String, Vec<PodEntry>>>,
+    relisting: Option<HashMap<Box<str>, Vec<PodEntry>>>,
 }
 
 /// Puts a Pod into its process's set, replacing the one of the same name; says whether it
@@ -166,7 +229,10 @@ impl PodSets {
             Event::InitApply(pod) => {
                 let process = process_of(&pod);
                 let entry = pod_entry(pod, &process, interned);
-                put(self.relisting.get_or_insert_with(HashMap::new).entry(process).or_default(), entry);
+                put(
+                    self.relisting.get_or_insert_with(HashMap::new).entry(process.into()).or_default(),
+                    entry,
+                );
                 Vec::new()
             }
             Event::InitDone => {
@@ -179,19 +245,22 @@ impl PodSets {
             Event::Apply(pod) => {
                 let process = process_of(&pod);
                 let entry = pod_entry(pod, &process, interned);
-                let changed = put(self.live.entry(process.clone()).or_default(), entry);
+                let changed = match self.live.get_mut(process.as_str()) {
+                    Some(set) => put(set, entry),
+                    None => put(self.live.entry(process.as_str().into()).or_default(), entry),
+                };
                 if changed { vec![process] } else { Vec::new() }
             }
             Event::Delete(pod) => {
                 let process = process_of(&pod);
                 let name = pod.metadata.name.unwrap_or_default();
-                match self.live.get_mut(&process) {
+                match self.live.get_mut(process.as_str()) {
                     Some(set) => {
                         let before = set.len();
                         set.retain(|entry| *entry.name != *name);
                         let changed = set.len() != before;
                         if set.is_empty() {
-                            self.live.remove(&process);
+                            self.live.remove(process.as_str());
                         }
                         if changed { vec![process] } else { Vec::new() }
                     }
@@ -272,9 +341,9 @@ impl Interned {
 /// The entries of one kind, by name, kept current from its watcher's events.
 pub(super) struct Entries<E> {
     /// The objects as the watcher last reported them.
-    pub(super) live: HashMap<String, E>,
+    pub(super) live: HashMap<Box<str>, E>,
     /// Objects seen during a relist, which replaces `live` when it completes.
-    relisting: Option<HashMap<String, E>>,
+    relisting: Option<HashMap<Box<str>, E>>,
 }
 
 impl<E> Default for Entries<E> {
@@ -308,7 +377,7 @@ impl<E: PartialEq> Entries<E> {
             }
             Event::InitApply(object) => {
                 let (name, value) = entry(object);
-                self.relisting.get_or_insert_with(HashMap::new).insert(name, value);
+                self.relisting.get_or_insert_with(HashMap::new).insert(name.into_boxed_str(), value);
                 Vec::new()
             }
             Event::InitDone => {
@@ -320,14 +389,14 @@ impl<E: PartialEq> Entries<E> {
             }
             Event::Apply(object) => {
                 let (name, value) = entry(object);
-                match self.live.entry(name) {
+                match self.live.entry(name.into_boxed_str()) {
                     Entry::Occupied(mut occupied) if *occupied.get() != value => {
                         occupied.insert(value);
-                        vec![occupied.key().clone()]
+                        vec![occupied.key().to_string()]
                     }
                     Entry::Occupied(_) => Vec::new(),
                     Entry::Vacant(vacant) => {
-                        let name = vacant.key().clone();
+                        let name = vacant.key().to_string();
                         vacant.insert(value);
                         vec![name]
                     }
@@ -335,7 +404,7 @@ impl<E: PartialEq> Entries<E> {
             }
             Event::Delete(object) => {
                 let name = object.name_any();
-                match self.live.remove(&name) {
+                match self.live.remove(name.as_str()) {
                     Some(_) => vec![name],
                     None => Vec::new(),
                 }
@@ -352,7 +421,7 @@ pub(super) fn pod_entry(pod: SlimPod, process: &str, interned: &mut Interned) ->
     let labels = metadata.labels.unwrap_or_default();
     PodEntry {
         name: metadata.name.unwrap_or_default().into_boxed_str(),
-        uid: metadata.uid.unwrap_or_default().into_boxed_str(),
+        uid: Uid::new(&metadata.uid.unwrap_or_default()),
         group: labels.get(GROUP_LABEL).map(|group| interned.string(group)),
         labels: interned.labels(manifests::user_labels(&labels)),
         created: metadata.creation_timestamp.map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0),
@@ -438,7 +507,7 @@ fn controller_entry(
 ) -> (String, ControllerEntry) {
     let labels = metadata.labels.unwrap_or_default();
     let entry = ControllerEntry {
-        uid: metadata.uid.unwrap_or_default().into_boxed_str(),
+        uid: Uid::new(&metadata.uid.unwrap_or_default()),
         group: labels.get(GROUP_LABEL).map(|group| interned.string(group)),
         labels: interned.labels(manifests::user_labels(&labels)),
         created: metadata.creation_timestamp.map_or(jiff::Timestamp::UNIX_EPOCH, |time| time.0),
@@ -496,10 +565,11 @@ pub(super) fn job_entry(job: SlimJob, interned: &mut Interned) -> (String, Contr
 /// The names a relist changed: gone from `fresh`, new in it, or with another value. Only these
 /// are republished: with many processes, republishing every one after each relist would cost
 /// a great deal of CPU for nothing.
-fn relist_changes<V: PartialEq>(live: &HashMap<String, V>, fresh: &HashMap<String, V>) -> Vec<String> {
-    let mut touched: Vec<String> = live.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
+fn relist_changes<V: PartialEq>(live: &HashMap<Box<str>, V>, fresh: &HashMap<Box<str>, V>) -> Vec<String> {
+    let mut touched: Vec<String> =
+        live.keys().filter(|name| !fresh.contains_key(*name)).map(|name| name.to_string()).collect();
     touched.extend(
-        fresh.iter().filter(|(name, value)| live.get(*name) != Some(value)).map(|(name, _)| name.clone()),
+        fresh.iter().filter(|(name, value)| live.get(*name) != Some(value)).map(|(name, _)| name.to_string()),
     );
     touched
 }
@@ -512,11 +582,36 @@ mod tests {
     fn the_entries_every_process_has_stay_small() {
         // Each process of a StatefulSet has one of each: their size is most of the index's
         // memory per process (a target of `kube_scale`).
+        // 88: a uid of 16 bytes and a tag, in place of a 16-byte pointer to a 48-byte block.
         assert!(
-            size_of::<ControllerEntry>() <= 80,
+            size_of::<ControllerEntry>() <= 88,
             "ControllerEntry is {} bytes",
             size_of::<ControllerEntry>()
         );
-        assert!(size_of::<PodEntry>() <= 160, "PodEntry is {} bytes", size_of::<PodEntry>());
+        assert!(size_of::<PodEntry>() <= 168, "PodEntry is {} bytes", size_of::<PodEntry>());
+    }
+
+    #[test]
+    fn uids_are_kept_as_bytes_when_they_are_uuids_and_print_as_they_came() {
+        let uuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        assert!(matches!(Uid::new(uuid), Uid::Uuid(_)));
+        assert_eq!(Uid::new(uuid).to_string(), uuid);
+        assert!(Uid::new(uuid).is(uuid));
+        assert!(!Uid::new(uuid).is("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f1"));
+        // Upper case, braces, a missing dash or a wrong length would not print back the same.
+        for other in [
+            "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
+            "0f1e2d3c4b5a-6978-8796-a5b4c3d2e1f0-",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
+            "uid-1",
+            "",
+        ] {
+            let uid = Uid::new(other);
+            assert!(matches!(uid, Uid::Other(_)), "{other}");
+            assert_eq!(uid.to_string(), other);
+            assert!(uid.is(other));
+            assert!(!uid.is(uuid));
+        }
+        assert!(!Uid::new(uuid).is("0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0"));
     }
 }

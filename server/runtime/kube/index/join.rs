@@ -1,7 +1,7 @@
 //! The join that makes a process's info: its StatefulSet or Job, its current Pod, its Service
 //! and the Node it runs on, and whether the process is half-made (see [`half_made`]).
 
-use super::entries::{LoadBalancer, NodeEntry, PodEntry, ServiceEntry, current_pod};
+use super::entries::{LoadBalancer, NodeEntry, PodEntry, ServiceEntry, Uid, current_pod};
 use super::{IndexState, controller_of};
 use crate::runtime::kube::manifests;
 use crate::spec::{ProcessInfo, ProcessStatus, SocketAddress};
@@ -37,8 +37,8 @@ pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> 
     let pod = state.pods.live.get(name).and_then(|pods| current_pod(pods));
     let service = state.services.live.get(name);
     let owner_uid = match (controller, pod) {
-        (Some((_, controller)), _) => &*controller.uid,
-        (None, Some(pod)) => &*pod.uid,
+        (Some((_, controller)), _) => &controller.uid,
+        (None, Some(pod)) => &pod.uid,
         (None, None) => return None,
     };
     let node = pod.and_then(|pod| pod.node_name.as_deref()).and_then(|node| state.nodes.live.get(node));
@@ -144,7 +144,7 @@ pub(super) fn process_info(state: &IndexState, dns_suffix: &str, name: &str) -> 
 pub(super) fn half_made(
     name: &str,
     pod: &PodEntry,
-    owner_uid: &str,
+    owner_uid: &Uid,
     service: Option<&ServiceEntry>,
 ) -> Option<String> {
     let secret_error = pod.state.reason.as_deref() == Some(CONFIG_ERROR);
@@ -184,8 +184,8 @@ pub(super) fn half_made(
 /// Whether a Service is the process's: owned by its owner `owner_uid` (its controller, or its
 /// bare Pod), or by nothing at all (made by hand to match). One owned by another uid was an
 /// earlier process's of the same name, and is about to be collected.
-fn belongs_to(service: &ServiceEntry, owner_uid: &str) -> bool {
-    service.owner_uid.as_deref().is_none_or(|owner| owner == owner_uid)
+fn belongs_to(service: &ServiceEntry, owner_uid: &Uid) -> bool {
+    service.owner_uid.as_deref().is_none_or(|owner| owner_uid.is(owner))
 }
 
 /// What a process's addresses leave to say about how it is exposed.

@@ -30,7 +30,7 @@ mod follow;
 mod join;
 pub mod slim;
 
-pub use entries::{ControllerEntry, Needs, NodeEntry, PodEntry, ServiceEntry, current_pod};
+pub use entries::{ControllerEntry, Needs, NodeEntry, PodEntry, ServiceEntry, Uid, current_pod};
 use entries::{Entries, Interned, PodSets, job_entry, node_entry, service_entry, stateful_set_entry};
 use follow::follow;
 use join::process_info;
@@ -254,7 +254,7 @@ impl Index {
         let applied = stateful_sets.apply(event, |set| stateful_set_entry(set, interned));
         let IndexState { stateful_sets, limited, .. } = &mut *state;
         for name in &applied.touched {
-            if stateful_sets.live.get(name).is_some_and(|set| set.max_run_seconds.is_some()) {
+            if stateful_sets.live.get(name.as_str()).is_some_and(|set| set.max_run_seconds.is_some()) {
                 limited.insert(name.clone());
             } else {
                 limited.remove(name);
@@ -292,7 +292,7 @@ impl Index {
                 .filter(|(_, pods)| {
                     pods.iter().any(|pod| pod.node_name.as_deref().is_some_and(|node| nodes.contains(node)))
                 })
-                .map(|(name, _)| name.clone())
+                .map(|(name, _)| name.to_string())
                 .collect()
         };
         self.finish(state, "nodes", applied.relisted, touched);
@@ -452,10 +452,10 @@ impl IndexView<'_> {
 
     /// What a process's Service and Secrets are owned by: its StatefulSet or Job, else its bare
     /// Pod; with that object's uid.
-    pub fn owner(&self, name: &str) -> Option<(Controller, &str)> {
+    pub fn owner(&self, name: &str) -> Option<(Controller, String)> {
         match self.controller(name) {
-            Some((controller, entry)) => Some((controller, &entry.uid)),
-            None => self.pod(name).map(|pod| (Controller::Pod, &*pod.uid)),
+            Some((controller, entry)) => Some((controller, entry.uid.to_string())),
+            None => self.pod(name).map(|pod| (Controller::Pod, pod.uid.to_string())),
         }
     }
 
@@ -463,10 +463,10 @@ impl IndexView<'_> {
     /// or being deleted (a controller's), or its bare Pod is stopping.
     pub fn stopping_or_gone(&self, name: &str, uid: &str) -> bool {
         match self.controller(name) {
-            Some((_, controller)) => *controller.uid != *uid || controller.deleting,
+            Some((_, controller)) => !controller.uid.is(uid) || controller.deleting,
             None => self
                 .pod(name)
-                .is_none_or(|pod| *pod.uid != *uid || pod.state.status == ProcessStatus::Stopping),
+                .is_none_or(|pod| !pod.uid.is(uid) || pod.state.status == ProcessStatus::Stopping),
         }
     }
 
@@ -485,7 +485,7 @@ impl IndexView<'_> {
         self.state
             .limited
             .iter()
-            .filter_map(|name| Some((name, self.state.stateful_sets.live.get(name)?)))
+            .filter_map(|name| Some((name, self.state.stateful_sets.live.get(name.as_str())?)))
             .filter(|(_, set)| !set.deleting && set.ended.is_none())
             .filter(|(_, set)| {
                 set.max_run_seconds.is_some_and(|seconds| {
@@ -506,7 +506,7 @@ impl IndexView<'_> {
     /// Whether the index has the object `uid` that runs the process `name`: its StatefulSet, its
     /// Job or its bare Pod (named after the process).
     pub fn has_object(&self, name: &str, uid: &str) -> bool {
-        self.objects(name).any(|(_, object_uid, _)| object_uid == uid)
+        self.objects(name).any(|(_, object_uid, _)| object_uid.is(uid))
     }
 
     /// The kind of an object other than `uid` that runs a process named `name` and is not being
@@ -514,25 +514,25 @@ impl IndexView<'_> {
     /// restart policy (on another server) can make, since the kinds do not share names.
     pub fn other_object(&self, name: &str, uid: &str) -> Option<Controller> {
         self.objects(name)
-            .find(|(_, object_uid, deleting)| *object_uid != uid && !deleting)
+            .find(|(_, object_uid, deleting)| !object_uid.is(uid) && !deleting)
             .map(|(controller, _, _)| controller)
     }
 
     /// Every object that runs a process named `name`, with its uid and whether it is being
     /// deleted (or, for a Pod, stopping).
-    fn objects<'b>(&'b self, name: &'b str) -> impl Iterator<Item = (Controller, &'b str, bool)> + 'b {
+    fn objects<'b>(&'b self, name: &'b str) -> impl Iterator<Item = (Controller, &'b Uid, bool)> + 'b {
         let set = self
             .state
             .stateful_sets
             .live
             .get(name)
-            .map(|set| (Controller::StatefulSet, &*set.uid, set.deleting));
-        let job = self.state.jobs.live.get(name).map(|job| (Controller::Job, &*job.uid, job.deleting));
+            .map(|set| (Controller::StatefulSet, &set.uid, set.deleting));
+        let job = self.state.jobs.live.get(name).map(|job| (Controller::Job, &job.uid, job.deleting));
         let bare = self
             .pods(name)
             .iter()
             .filter(move |pod| *pod.name == *name)
-            .map(|pod| (Controller::Pod, &*pod.uid, pod.state.status == ProcessStatus::Stopping));
+            .map(|pod| (Controller::Pod, &pod.uid, pod.state.status == ProcessStatus::Stopping));
         set.into_iter().chain(job).chain(bare)
     }
 
@@ -566,7 +566,7 @@ impl IndexView<'_> {
     pub fn group(&self, group: &str) -> Vec<String> {
         let state = self.state;
         let in_group = |entry_group: &Option<Arc<str>>| entry_group.as_deref() == Some(group);
-        let names: std::collections::BTreeSet<&String> = state
+        let names: std::collections::BTreeSet<&Box<str>> = state
             .pods
             .live
             .iter()
@@ -575,7 +575,7 @@ impl IndexView<'_> {
             .chain(state.stateful_sets.live.iter().filter(|(_, c)| in_group(&c.group)).map(|(name, _)| name))
             .chain(state.jobs.live.iter().filter(|(_, c)| in_group(&c.group)).map(|(name, _)| name))
             .collect();
-        names.into_iter().cloned().collect()
+        names.into_iter().map(|name| name.to_string()).collect()
     }
 }
 
