@@ -20,6 +20,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::spec::{SecretReference, dns_label_rule};
 
+mod tracing_section;
+pub use tracing_section::{OtlpEndpoint, TracingSettings};
+
 /// Everything the server reads from its config file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +47,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// OTLP export of the call spans, when set.
     #[serde(default)]
-    pub tracing: Option<crate::telemetry::TracingSettings>,
+    pub tracing: Option<TracingSettings>,
     /// The Prometheus metrics listener, when set.
     #[serde(default)]
     pub metrics: Option<MetricsSettings>,

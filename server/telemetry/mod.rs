@@ -11,7 +11,6 @@
 //! process and group names, never a spec's environment.
 
 pub mod call;
-pub mod settings;
 
 use std::io::IsTerminal;
 
@@ -23,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, fmt};
 
-pub use settings::{OtlpEndpoint, TracingSettings};
+use crate::config::{OtlpEndpoint, TracingSettings};
 
 /// The name the server's spans are exported under (`service.name`), unless `OTEL_SERVICE_NAME`
 /// says otherwise.

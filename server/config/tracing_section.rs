@@ -1,5 +1,5 @@
-//! The `tracing:` section of the settings. It is its own type here, not in `config`, so that
-//! what telemetry needs is read and checked in one place; `config` only names the section.
+//! The `tracing:` section of the settings, read by telemetry: its own file, since the endpoint's
+//! checks are most of it.
 //!
 //! The endpoint is checked when the settings load (and by `hydroplane check`): a typo such as
 //! `127.0.0.1:4317` without a scheme, or `grpc://...`, is refused with a line that names the key,
