@@ -5,10 +5,11 @@
 //! that object so they go with it. Kubernetes' own controllers bring a lost Pod back, with or
 //! without a Hydroplane server running. List and Watch are served from a watch-fed [`index`].
 //!
-//! A Start makes the object first, then the Secrets, then the Service. One that fails half-way
-//! deletes the object again; one whose server died half-way leaves an object that the index
-//! shows as half-made (STARTING, `Incomplete`) and that the same Start, retried, finishes
-//! (`finish_half_made`). At start-up the namespace must exist ([`check_namespace`]); one that
+//! A Start is one idempotent `ensure` ([`ensure`]): it reads what exists for the name and makes
+//! what is missing, the object first, then the Secrets, then the Service. One that fails
+//! half-way deletes the object it made; one whose server died half-way leaves an object that the
+//! index shows as half-made (STARTING, `Incomplete`) and that the same Start, retried, finishes
+//! by the same steps. At start-up the namespace must exist ([`check_namespace`]); one that
 //! goes later makes calls FAILED_PRECONDITION. Watch failures are logged through a
 //! [`log_limit`], and kube-client's own per-request lines are off ([`QUIET_CLIENT_DIRECTIVE`]).
 //!
@@ -18,6 +19,7 @@
 
 pub mod connect;
 pub mod deadline;
+mod ensure;
 pub mod events;
 pub mod index;
 pub mod log_limit;
@@ -27,7 +29,6 @@ pub mod node_ports;
 pub mod permissions;
 pub mod status;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,25 +36,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Api, Client, ResourceExt};
 
-use self::index::slim::{SlimJob, SlimPod, SlimService, SlimStatefulSet};
-use self::index::{Index, IndexHealth, IndexView};
+use self::index::slim::{SlimJob, SlimPod, SlimStatefulSet};
+use self::index::{Index, IndexHealth};
 use self::manifests::{Controller, GROUP_LABEL, MANAGED_SELECTOR, PROCESS_LABEL};
-use super::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget, name_taken};
+use super::{Runtime, RuntimeError, RuntimeEvent, Started, StopTarget};
 use crate::backoff::Backoff;
 use crate::config::PublicExposure;
 use crate::report::error_chain;
 use crate::secrets::SecretStore;
-use crate::secrets::resolve_text;
 use crate::spec::labels::LabelSelector;
 use crate::spec::validation::limits::MAX_LABEL_PREFIX_CHARACTERS;
-use crate::spec::{ProcessInfo, ProcessSpec, ValidSpec, ValueOrSecret};
+use crate::spec::{ProcessSpec, ValidSpec};
 use crate::table::ProcessTable;
 
 /// The log directive that silences kube-client's own line per failed HTTP request: it is at
@@ -188,32 +186,6 @@ impl KubeRuntime {
         found.map_err(|error| self.error(&format!("get the {} `{name}`", kind_name(controller)), error))
     }
 
-    /// A live object (not being deleted) of another kind than `mine` named `name`, as the API
-    /// server has it now.
-    async fn other_live_object(
-        &self,
-        mine: Controller,
-        name: &str,
-    ) -> Result<Option<Controller>, RuntimeError> {
-        let [first, second] = match mine {
-            Controller::StatefulSet => [Controller::Job, Controller::Pod],
-            Controller::Job => [Controller::StatefulSet, Controller::Pod],
-            Controller::Pod => [Controller::StatefulSet, Controller::Job],
-        };
-        // Asked at once: a Start waits for one round trip, not two.
-        let (found_first, found_second) =
-            tokio::try_join!(self.get_object_meta(first, name), self.get_object_meta(second, name))?;
-        let live =
-            |found: Option<ObjectMeta>| found.is_some_and(|metadata| metadata.deletion_timestamp.is_none());
-        Ok(if live(found_first) {
-            Some(first)
-        } else if live(found_second) {
-            Some(second)
-        } else {
-            None
-        })
-    }
-
     /// The object named `name` that runs (or would run) a process, as the cluster has it now: of
     /// the kind the index shows first, then of the kind `preferred`, then the others.
     async fn find_object(
@@ -265,309 +237,9 @@ impl KubeRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Creates `object` and decodes the API server's answer as the slim `K` (for which
-    /// `Api::create` would need `K` to serialise the full object).
-    async fn create<K>(&self, object: &impl Serialize) -> Result<K, kube::Error>
-    where
-        K: Resource<DynamicType = ()> + DeserializeOwned,
-    {
-        let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
-        let mut request = kube::core::Request::new(K::url_path(&(), Some(&self.namespace)))
-            .create(&PostParams::default(), body)
-            .map_err(kube::Error::BuildRequest)?;
-        request.extensions_mut().insert("create");
-        self.client.request::<K>(request).await
-    }
-
+    /// Says what failed, as the caller can act on it (see [`api_error`]).
     fn error(&self, step: &str, error: kube::Error) -> RuntimeError {
         api_error(self.name, step, error)
-    }
-
-    /// The answer to a Start for a name that the `controller` object `metadata` (as just read
-    /// from the cluster) takes: once the index shows that object, what [`KubeRuntime::existing`]
-    /// says.
-    async fn taken(
-        &self,
-        spec: &ProcessSpec,
-        controller: Controller,
-        metadata: ObjectMeta,
-    ) -> Result<Started, RuntimeError> {
-        let name = &spec.process_name;
-        let managed = metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(manifests::MANAGED_BY_LABEL))
-            .map(String::as_str)
-            == Some(manifests::MANAGED_BY);
-        let uid = metadata.uid.clone().unwrap_or_default();
-        if !managed {
-            return self.existing(spec, None, controller, &uid, false).await;
-        }
-        self.index
-            .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                view.owner(name).is_some_and(|(_, owner)| owner == uid)
-            })
-            .await;
-        let existing = manifests::spec_in(&metadata);
-        // A bare Pod that keeps its finalizer while being deleted was lost, not stopped: it is
-        // the process, FAILED, until Stop removes it.
-        let kept = metadata
-            .finalizers
-            .as_ref()
-            .is_some_and(|finalizers| finalizers.iter().any(|f| f == manifests::KEEP_STATUS_FINALIZER));
-        let stopping = metadata.deletion_timestamp.is_some() && !kept;
-        self.existing(spec, existing.as_ref(), controller, &uid, stopping).await
-    }
-
-    /// The answer to a Start for a name that is taken by the `controller` object `uid`: the
-    /// process itself when the spec is the same, finished first if it is half-made; otherwise
-    /// ALREADY_EXISTS saying why.
-    async fn existing(
-        &self,
-        spec: &ProcessSpec,
-        existing: Option<&ProcessSpec>,
-        controller: Controller,
-        uid: &str,
-        stopping: bool,
-    ) -> Result<Started, RuntimeError> {
-        let name = &spec.process_name;
-        match existing {
-            Some(existing) => {
-                name_taken(spec, existing, stopping)?;
-                self.finish_half_made(spec, controller, uid).await?;
-                match self.table.get(name) {
-                    Some(process) => Ok(Started { process, created: false }),
-                    None => Err(RuntimeError::Unavailable {
-                        runtime: self.name,
-                        message: format!("process `{name}` exists but is not in the index yet; try again"),
-                    }),
-                }
-            }
-            None => Err(RuntimeError::AlreadyExists {
-                name: name.clone(),
-                detail: format!(
-                    "as a {} in namespace `{}` that Hydroplane did not create",
-                    kind_name(controller),
-                    self.namespace
-                ),
-            }),
-        }
-    }
-
-    /// Makes whatever the `controller` object `uid` of a retried Start lacks, for a Start that
-    /// died half-way (a server killed between the object and its Service): the same objects,
-    /// owned by the same object, with the secret values resolved again. A Service it owns proves
-    /// the whole process is there, since the Secrets are made before it; without one (or without
-    /// ports), the Secrets are created again, and one that exists already counts as made, as
-    /// Hydroplane may not read Secrets back.
-    async fn finish_half_made(
-        &self,
-        spec: &ProcessSpec,
-        controller: Controller,
-        uid: &str,
-    ) -> Result<(), RuntimeError> {
-        let name = &spec.process_name;
-        let expects_service = !spec.container.ports.is_empty();
-        let has_service = |view: &IndexView<'_>| {
-            view.service(name)
-                .is_some_and(|service| service.owner_uid.as_deref().is_none_or(|owner| owner == uid))
-        };
-        if expects_service && self.index.read(has_service) {
-            return Ok(());
-        }
-        if !expects_service && !needs_secrets(spec) {
-            return Ok(());
-        }
-        let secrets = self.resolve_secrets(spec)?;
-        let owner = manifests::owned_by(controller, name, uid);
-        let made = self.create_dependents(spec, &owner, secrets).await?;
-        if !made.is_empty() {
-            tracing::info!(process = %name, made = %made.join(", "), "finished a half-made process");
-        }
-        if expects_service {
-            self.index.wait_for(name, READ_YOUR_WRITES_TIMEOUT, has_service).await;
-        }
-        Ok(())
-    }
-
-    /// Resolves the secret env values (by variable name) and the registry credentials.
-    fn resolve_secrets(&self, spec: &ProcessSpec) -> Result<ResolvedSecrets, RuntimeError> {
-        let container = &spec.container;
-        let mut env = BTreeMap::new();
-        for variable in &container.env {
-            if let ValueOrSecret::Secret(reference) = &variable.value {
-                env.insert(variable.name.clone(), self.secrets.resolve(reference)?.to_vec());
-            }
-        }
-        let registry = match (&container.username, &container.password) {
-            (Some(username), Some(password)) => {
-                let username = match username {
-                    ValueOrSecret::Value(value) => value.clone(),
-                    ValueOrSecret::Secret(reference) => resolve_text(&*self.secrets, reference)?.to_string(),
-                };
-                Some((username, resolve_text(&*self.secrets, password)?))
-            }
-            _ => None,
-        };
-        Ok(ResolvedSecrets { env, registry })
-    }
-
-    /// Creates what the process's object `owner` owns: its Secrets, then its Service (last, so
-    /// that a Service it owns vouches for the Secrets). Says which it made; one that another
-    /// Start of the same process made meanwhile counts as there.
-    async fn create_dependents(
-        &self,
-        spec: &ProcessSpec,
-        owner: &OwnerReference,
-        secrets: ResolvedSecrets,
-    ) -> Result<Vec<String>, RuntimeError> {
-        let post = PostParams::default();
-        let mut made = Vec::new();
-        let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut to_create = Vec::new();
-        if let Some(secret) = manifests::env_secret(spec, &self.namespace, owner, secrets.env) {
-            to_create.push(secret);
-        }
-        if let Some((username, password)) = &secrets.registry {
-            to_create.push(manifests::registry_secret(spec, &self.namespace, owner, username, password));
-        }
-        for secret in to_create {
-            let secret_name = secret.name_any();
-            match secrets_api.create(&post, &secret).await {
-                Ok(_) => made.push(format!("Secret `{secret_name}`")),
-                // Named after our process, and not readable by design: taken as made by an
-                // earlier or concurrent Start of this process.
-                Err(kube::Error::Api(response)) if response.code == 409 => {}
-                Err(error) => return Err(self.dependent_error(spec, "secret", &secret_name, error)),
-            }
-        }
-        if let Some(service) = manifests::service(spec, &self.namespace, owner, &self.exposure) {
-            let services: Api<SlimService> = Api::namespaced(self.client.clone(), &self.namespace);
-            let service_name = service.name_any();
-            match self.create::<SlimService>(&service).await {
-                Ok(_) => made.push(format!("Service `{service_name}`")),
-                Err(kube::Error::Api(response)) if response.code == 409 => {
-                    let existing = services
-                        .get_opt(&service_name)
-                        .await
-                        .map_err(|error| self.error(&format!("get the service `{service_name}`"), error))?;
-                    let owned = existing.as_ref().is_some_and(|existing| {
-                        existing
-                            .owner_references()
-                            .iter()
-                            .any(|existing_owner| existing_owner.uid == owner.uid)
-                    });
-                    let managed = existing.as_ref().is_some_and(|existing| {
-                        existing.labels().get(manifests::MANAGED_BY_LABEL).map(String::as_str)
-                            == Some(manifests::MANAGED_BY)
-                    });
-                    if !owned && managed {
-                        // Another object of the name (another Start, with another restart
-                        // policy, racing this one) made it: this Start's object is undone.
-                        return Err(RuntimeError::Conflict {
-                            message: format!(
-                                "another Start of `{}` (with another restart policy) made its Service at the same \
-                                 time; this Start is undone: try again",
-                                spec.process_name
-                            ),
-                            source: None,
-                        });
-                    }
-                    if !owned {
-                        return Err(self.dependent_error(
-                            spec,
-                            "service",
-                            &service_name,
-                            kube::Error::Api(response),
-                        ));
-                    }
-                }
-                Err(kube::Error::Api(response)) if node_ports::is_exhausted(&response) => {
-                    return Err(self.node_ports_exhausted(spec).await);
-                }
-                Err(error) => return Err(self.dependent_error(spec, "service", &service_name, error)),
-            }
-        }
-        Ok(made)
-    }
-
-    /// The answer to a Start whose Service got no NodePort: which range is full, and what to do.
-    async fn node_ports_exhausted(&self, spec: &ProcessSpec) -> RuntimeError {
-        let range = node_ports::probe_range(self.client.clone(), &self.namespace).await;
-        let ours = self.index.read(|view| view.node_ports_in_use());
-        RuntimeError::Exhausted {
-            message: node_ports::exhausted_message(&spec.process_name, range, ours, &self.namespace),
-        }
-    }
-
-    /// An error creating an object the Pod owns; a name taken by an object Hydroplane did not
-    /// make is ALREADY_EXISTS saying which.
-    fn dependent_error(
-        &self,
-        spec: &ProcessSpec,
-        kind: &str,
-        object: &str,
-        error: kube::Error,
-    ) -> RuntimeError {
-        match error {
-            kube::Error::Api(response) if response.code == 409 => RuntimeError::AlreadyExists {
-                name: spec.process_name.clone(),
-                detail: format!(
-                    "in part: a {kind} named `{object}` is already in namespace `{}`, and Hydroplane did not make it",
-                    self.namespace
-                ),
-            },
-            other => self.error(&format!("create the {kind} `{object}`"), other),
-        }
-    }
-
-    /// Deletes the object of a Start that failed after creating it, and with it whatever it owns
-    /// already: no orphans. Retried a few times, since the failure may be the API server's.
-    async fn delete_half_made(&self, controller: Controller, name: &str, uid: &str) {
-        // A bare Pod's finalizer first, or the Pod would stay as a lost process (FAILED
-        // `PodDeleted`): retried like the delete, since the API server may fail a call now and
-        // then.
-        if controller == Controller::Pod {
-            let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-            for attempt in 1..=5 {
-                match self.release_pod(name, uid).await {
-                    Ok(_) => break,
-                    Err(error) if attempt == 5 => {
-                        tracing::warn!(process = %name, error = %error_chain(&error), "cannot remove the finalizer of a failed start's pod");
-                    }
-                    Err(_) => tokio::time::sleep(delays.next_delay()).await,
-                }
-            }
-        }
-        let params = DeleteParams {
-            propagation_policy: Some(kube::api::PropagationPolicy::Background),
-            preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
-            ..Default::default()
-        };
-        let mut delays = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        for attempt in 1..=5 {
-            match self.delete_object(controller, name, &params).await {
-                Ok(()) => return,
-                Err(kube::Error::Api(response)) if response.code == 404 || response.code == 409 => return,
-                Err(error) if attempt == 5 => {
-                    tracing::error!(process = %name, %error, "cannot delete the object of a failed start; it is left behind");
-                }
-                Err(error) => {
-                    tracing::warn!(process = %name, %error, attempt, "cannot delete the object of a failed start yet; retrying");
-                    tokio::time::sleep(delays.next_delay()).await;
-                }
-            }
-        }
-    }
-
-    /// The process as the index shows it, or as the created object says when the index has not
-    /// caught up in time.
-    fn info_after_create(&self, spec: &ProcessSpec, metadata: &ObjectMeta) -> ProcessInfo {
-        self.table.get(&spec.process_name).unwrap_or_else(|| {
-            let created =
-                metadata.creation_timestamp.as_ref().map_or_else(jiff::Timestamp::now, |time| time.0);
-            ProcessInfo::starting(spec, created)
-        })
     }
 
     async fn stop_one(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
@@ -575,14 +247,7 @@ impl KubeRuntime {
             Some(owner) => owner,
             // Not in the index: it may be newer than the index, or not ours at all.
             None => match self.find_object(name, None).await? {
-                Some((controller, metadata))
-                    if metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|labels| labels.get(manifests::MANAGED_BY_LABEL))
-                        .map(String::as_str)
-                        == Some(manifests::MANAGED_BY) =>
-                {
+                Some((controller, metadata)) if managed(&metadata) => {
                     (controller, metadata.uid.unwrap_or_default())
                 }
                 _ => return Err(RuntimeError::NotFound { name: name.to_owned() }),
@@ -812,17 +477,10 @@ fn kind_name(controller: Controller) -> String {
     controller.kind().to_lowercase()
 }
 
-/// Whether a process needs Secrets: secret env values or registry credentials.
-fn needs_secrets(spec: &ProcessSpec) -> bool {
-    let container = &spec.container;
-    container.env.iter().any(|variable| matches!(variable.value, ValueOrSecret::Secret(_)))
-        || (container.username.is_some() && container.password.is_some())
-}
-
-/// Secret values a process needs, resolved before anything is created.
-struct ResolvedSecrets {
-    env: BTreeMap<String, Vec<u8>>,
-    registry: Option<(String, zeroize::Zeroizing<String>)>,
+/// Whether an object carries Hydroplane's `managed-by` label: made by Hydroplane.
+fn managed(metadata: &ObjectMeta) -> bool {
+    metadata.labels.as_ref().and_then(|labels| labels.get(manifests::MANAGED_BY_LABEL)).map(String::as_str)
+        == Some(manifests::MANAGED_BY)
 }
 
 /// Checks that `namespace` exists, since listing or watching in a namespace that does not
@@ -928,119 +586,7 @@ impl Runtime for KubeRuntime {
     }
 
     async fn start(&self, spec: ValidSpec) -> Result<Started, RuntimeError> {
-        let name = spec.process_name.clone();
-        // One Start of a name at a time on this server: a second one waits for the first to be
-        // seen by the index, then answers as for any name taken (the same process, or why not),
-        // rather than making an object of another kind beside it (the kinds' names do not clash).
-        // Until this Start has made the whole process, its object without a Service is not shown
-        // as half-made either.
-        let _making = loop {
-            if let Some(making) = self.index.try_making(&name) {
-                break making;
-            }
-            let done = self.index.wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| !view.making(&name)).await;
-            if !done {
-                return Err(RuntimeError::Unavailable {
-                    runtime: self.name,
-                    message: format!("another Start of `{name}` is still in progress; try again"),
-                });
-            }
-        };
-        if self.index.read(|view| view.has(&name)) {
-            // Taken: the spec is read from the object itself, since the index keeps none. An
-            // object gone meanwhile frees the name again.
-            if let Some((controller, metadata)) = self.find_object(&name, None).await? {
-                return self.taken(&spec, controller, metadata).await;
-            }
-        }
-        let secrets = self.resolve_secrets(&spec)?;
-        let controller = Controller::for_policy(spec.restart_policy);
-        // The object first: its uid is what the Service and Secrets are owned by, so a server
-        // that dies after it leaves an object that a retried Start finishes (see
-        // `finish_half_made`).
-        let namespace = &self.namespace;
-        let created = match controller {
-            Controller::StatefulSet => self
-                .create::<SlimStatefulSet>(&manifests::stateful_set(&spec, namespace))
-                .await
-                .map(|o| o.metadata),
-            Controller::Job => {
-                self.create::<SlimJob>(&manifests::job(&spec, namespace)).await.map(|o| o.metadata)
-            }
-            Controller::Pod => {
-                self.create::<SlimPod>(&manifests::pod(&spec, namespace)).await.map(|o| o.metadata)
-            }
-        };
-        let metadata = match created {
-            Ok(metadata) => metadata,
-            Err(kube::Error::Api(response)) if response.code == 409 => {
-                // Created meanwhile, by another call or another server: compare with the cluster.
-                let (controller, metadata) =
-                    self.find_object(&name, Some(controller)).await?.ok_or_else(|| {
-                        RuntimeError::Unavailable {
-                            runtime: self.name,
-                            message: format!(
-                                "the {} `{name}` was there and is gone; try again",
-                                kind_name(controller)
-                            ),
-                        }
-                    })?;
-                return self.taken(&spec, controller, metadata).await;
-            }
-            Err(error) => return Err(self.error(&format!("create the {}", kind_name(controller)), error)),
-        };
-        let uid = metadata.uid.clone().unwrap_or_default();
-        let owner = manifests::owned_by(controller, &name, &uid);
-        let expects_service = !spec.container.ports.is_empty();
-        let make_the_rest = async {
-            self.create_dependents(&spec, &owner, secrets).await?;
-            // Read your writes: the process is in the index (a controller's Pod, made later by
-            // its controller, is not waited for: the process shows meanwhile as awaiting it).
-            self.index
-                .wait_for(&name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                    view.has_object(&name, &uid)
-                        && (controller != Controller::Pod || view.pod(&name).is_some())
-                        && (!expects_service
-                            || view
-                                .service(&name)
-                                .is_some_and(|service| service.owner_uid.as_deref() == Some(&*uid)))
-                })
-                .await;
-            Ok(())
-        };
-        // Another server's Start of the name with another restart policy may have made an object
-        // of another kind meanwhile: whichever Start sees the other's object undoes its own
-        // (both may, and both callers are told to try again), so two never stay. The index may
-        // not have seen that object yet, so the API server is asked too: its answers are
-        // linearizable, so of two racing Starts at least one sees the other's object. Asked
-        // while the rest is made, since the answer needs only this Start's object to exist.
-        let look_for_another = async {
-            match self.index.read(|view| view.other_object(&name, &uid)) {
-                Some(other) => Ok(Some(other)),
-                None => self.other_live_object(controller, &name).await,
-            }
-        };
-        let (made, other) = tokio::join!(make_the_rest, look_for_another);
-        let other = match made.and(other) {
-            Ok(other) => other,
-            Err(error) => {
-                self.delete_half_made(controller, &name, &uid).await;
-                return Err(error);
-            }
-        };
-        if let Some(other) = other {
-            self.delete_half_made(controller, &name, &uid).await;
-            return Err(RuntimeError::Conflict {
-                message: format!(
-                    "a {} of `{name}` was made at the same time as this Start's {} (another Start of the name, \
-                     with another restart policy); this Start's is undone: try again",
-                    kind_name(other),
-                    kind_name(controller)
-                ),
-                source: None,
-            });
-        }
-        Ok(Started { process: self.info_after_create(&spec, &metadata), created: true })
+        self.ensure(&spec).await
     }
 
     async fn stop(&self, target: StopTarget) -> Result<Vec<String>, RuntimeError> {
