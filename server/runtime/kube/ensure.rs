@@ -120,7 +120,7 @@ impl KubeRuntime {
             // Read your writes: the index shows the object found, since what it lacks is read there.
             self.index
                 .wait_for(name, READ_YOUR_WRITES_TIMEOUT, |view| {
-                    view.owner(name).is_some_and(|(_, owner)| owner == uid)
+                    view.owner(name).is_some_and(|(_, owner)| owner.is(&uid))
                 })
                 .await;
         }

@@ -157,7 +157,8 @@ impl KubeRuntime {
 
     /// The object that runs the process and its uid, as the index has them.
     fn indexed_owner(&self, process_name: &str) -> Option<(Controller, String)> {
-        self.index.read(|view| view.owner(process_name).map(|(controller, uid)| (controller, uid.to_owned())))
+        self.index
+            .read(|view| view.owner(process_name).map(|(controller, uid)| (controller, uid.to_string())))
     }
 
     /// The metadata of the `controller` object `name` as the cluster has it now; `None` when

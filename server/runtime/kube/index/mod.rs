@@ -452,10 +452,10 @@ impl IndexView<'_> {
 
     /// What a process's Service and Secrets are owned by: its StatefulSet or Job, else its bare
     /// Pod; with that object's uid.
-    pub fn owner(&self, name: &str) -> Option<(Controller, String)> {
+    pub fn owner(&self, name: &str) -> Option<(Controller, &Uid)> {
         match self.controller(name) {
-            Some((controller, entry)) => Some((controller, entry.uid.to_string())),
-            None => self.pod(name).map(|pod| (Controller::Pod, pod.uid.to_string())),
+            Some((controller, entry)) => Some((controller, &entry.uid)),
+            None => self.pod(name).map(|pod| (Controller::Pod, &pod.uid)),
         }
     }
 
@@ -806,7 +806,7 @@ mod tests {
         assert_eq!(shown(&table, "web"), (ProcessStatus::Running, None, String::new(), 1));
         assert_eq!(listed(&table).len(), 1, "one process, not one per object");
         assert_eq!(
-            index.read(|view| view.owner("web").map(|(kind, uid)| (kind, uid.to_owned()))),
+            index.read(|view| view.owner("web").map(|(kind, uid)| (kind, uid.to_string()))),
             Some((manifests::Controller::StatefulSet, "uid-set".to_owned()))
         );
 
