@@ -114,7 +114,7 @@ impl KubeRuntime {
         let uid = metadata.uid.clone().unwrap_or_default();
         let belongs = |view: &IndexView<'_>| {
             view.service(name)
-                .is_some_and(|service| service.owner_uid.as_deref().is_none_or(|owner| owner == uid))
+                .is_some_and(|service| service.owner_uid.as_ref().is_none_or(|owner| owner.is(&uid)))
         };
         if !created {
             // Read your writes: the index shows the object found, since what it lacks is read there.

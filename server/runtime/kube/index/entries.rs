@@ -141,7 +141,7 @@ pub struct ServiceEntry {
     pub ports: Box<[(u16, Option<u16>)]>,
     /// The uid of the Pod that owns it, so a Service left from an earlier Pod of the same name
     /// does not count as this Pod's.
-    pub owner_uid: Option<Box<str>>,
+    pub owner_uid: Option<Uid>,
 }
 
 /// What the index keeps of a Node: its addresses.
@@ -486,7 +486,7 @@ pub(super) fn service_entry(service: SlimService) -> (String, ServiceEntry) {
             .unwrap_or_default()
             .into_iter()
             .find(|owner| owner.name == name && manifests::Controller::of_kind(&owner.kind).is_some())
-            .map(|owner| owner.uid.into_boxed_str()),
+            .map(|owner| Uid::new(&owner.uid)),
     };
     (name, entry)
 }

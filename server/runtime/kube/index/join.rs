@@ -185,7 +185,7 @@ pub(super) fn half_made(
 /// bare Pod), or by nothing at all (made by hand to match). One owned by another uid was an
 /// earlier process's of the same name, and is about to be collected.
 fn belongs_to(service: &ServiceEntry, owner_uid: &Uid) -> bool {
-    service.owner_uid.as_deref().is_none_or(|owner| owner_uid.is(owner))
+    service.owner_uid.as_ref().is_none_or(|owner| owner == owner_uid)
 }
 
 /// What a process's addresses leave to say about how it is exposed.
