@@ -729,19 +729,24 @@ impl LocalRuntimeSettings {
     }
 }
 
-/// Where the local runtime keeps output when `runtime.log_dir` is not set: the XDG state
-/// directory (`$XDG_STATE_HOME`, else `~/.local/state`), else a directory of this user's in the
-/// temporary directory.
+/// Where the local runtime keeps output when `runtime.log_dir` is not set: `logs` in the
+/// [`default_state_dir`].
 pub fn default_log_dir() -> PathBuf {
+    default_state_dir().join("logs")
+}
+
+/// The server's own state: `hydroplane` in the XDG state directory (`$XDG_STATE_HOME`, else
+/// `~/.local/state`), else a directory of this user's in the temporary directory.
+pub fn default_state_dir() -> PathBuf {
     let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
     if let Some(state) = non_empty("XDG_STATE_HOME") {
-        return state.join("hydroplane/logs");
+        return state.join("hydroplane");
     }
     if let Some(home) = non_empty("HOME") {
-        return home.join(".local/state/hydroplane/logs");
+        return home.join(".local/state/hydroplane");
     }
     let temporary = non_empty("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));
-    temporary.join(format!("hydroplane-{}", nix::unistd::getuid())).join("logs")
+    temporary.join(format!("hydroplane-{}", nix::unistd::getuid()))
 }
 
 /// The namespace of the Kubernetes runtimes when the settings name none.

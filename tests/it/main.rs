@@ -12,6 +12,7 @@ mod common;
 mod config_errors;
 mod deploy;
 mod doc_links;
+mod docker_restarts;
 mod docker_runtime;
 mod eks_guide;
 mod eks_identity;

@@ -2,8 +2,14 @@
 //! event stream, each event answered by an inspection of its container ([`Index::follow`]). The
 //! index keeps the process table up to date, runs the server's checks of each run of a container
 //! (readiness for the whole run, liveness, restarting a container whose liveness check fails
-//! under its restart policy), enforces `max_run_seconds`, and keeps each container's notable
-//! events for Describe.
+//! under its restart policy, after a back-off), enforces `max_run_seconds`, and keeps each
+//! container's notable events for Describe.
+//!
+//! A liveness restart waits as the local runtime's restarts do: from at most 1 s, doubling up to
+//! 5 min, with a little jitter, starting over after a run that lasted 10 min; meanwhile the
+//! process is FAILED with reason `CrashLoopBackOff`. What the engine forgets of those restarts
+//! (its count starts again at each start through its API) is kept in the [`Ledger`], so a
+//! restarted server counts on from where the last one was and makes a restart that was waiting.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -20,8 +26,11 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions, StopContai
 use futures::StreamExt;
 
 use super::container::{EngineState, PROCESS_LABEL, Snapshot, ours_filter};
+use super::ledger::{Ledger, Record};
 use super::{engine_message, failed_pull_info, probed_readiness};
+use crate::backoff::Backoff;
 use crate::runtime::local::health::{self, CheckTarget, Streak};
+use crate::runtime::local::lifecycle::{BACKOFF_RESET_AFTER, FIRST_RESTART_DELAY, MAX_RESTART_DELAY};
 use crate::runtime::{IndexSync, RuntimeError, RuntimeEvent, StopTarget};
 use crate::spec::{CheckAction, HealthCheck, ProcessInfo, ProcessSpec, ProcessStatus};
 use crate::table::ProcessTable;
@@ -47,6 +56,8 @@ pub struct Index {
     /// The grace a container stopped for its liveness check gets.
     stop_grace: Duration,
     table: Arc<ProcessTable>,
+    /// What a restarted server must know of the restarts this one made.
+    ledger: Ledger,
     state: Mutex<State>,
     closed: AtomicBool,
 }
@@ -84,8 +95,16 @@ struct Process {
     /// The run whose liveness check failed, and how.
     unhealthy: Option<(String, String)>,
     /// Restarts before the engine's own count of the current run: the engine starts counting
-    /// again when the server starts a container (as after a failed liveness check).
+    /// again when the server starts a container (as after a failed liveness check). Kept in the
+    /// ledger.
     restarts_before: u32,
+    /// The delays between liveness restarts.
+    backoff: Backoff,
+    /// How many delays the back-off has given since it last started over (kept in the ledger).
+    backoff_steps: u32,
+    /// A liveness restart waiting for its delay: when it is due, and what the process says
+    /// meanwhile.
+    restart_pending: Option<(jiff::Timestamp, String)>,
     stopping: bool,
     deadline_armed: bool,
     deadline_exceeded: bool,
@@ -239,12 +258,14 @@ impl Index {
         network: String,
         stop_grace: Duration,
         table: Arc<ProcessTable>,
+        ledger: Ledger,
     ) -> Arc<Index> {
         Arc::new(Index {
             docker,
             network,
             stop_grace,
             table,
+            ledger,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
         })
@@ -281,6 +302,7 @@ impl Index {
             .await;
         let present: HashSet<String> =
             snapshots.iter().map(|snapshot| snapshot.process_name.clone()).collect();
+        self.ledger.retain(&snapshots.iter().map(|snapshot| snapshot.id.clone()).collect());
         {
             let mut state = lock(&self.state);
             let gone: Vec<String> = state
@@ -433,7 +455,23 @@ impl Index {
         let name = snapshot.process_name.clone();
         state.failed_pulls.remove(&name);
         let replace = state.processes.get(&name).is_none_or(|process| process.snapshot.id != snapshot.id);
+        let mut resume = None;
         if replace {
+            // A container this server has not seen yet: one it just made (no record), or one a
+            // server before it made, whose restarts the ledger counts on.
+            let record = self.ledger.load(&snapshot.id);
+            let mut backoff = restart_backoff();
+            for _ in 0..record.backoff_steps.min(64) {
+                backoff.next_delay();
+            }
+            let restart_pending = record
+                .restart_at_ms
+                .filter(|_| snapshot.state == EngineState::Exited)
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map(|at| (at, format!("its liveness check failed; restarting at {at:.0}")));
+            if let Some((at, _)) = &restart_pending {
+                resume = Some(*at);
+            }
             state.processes.insert(
                 name.clone(),
                 Process {
@@ -442,7 +480,10 @@ impl Index {
                     unready: None,
                     checked_run: None,
                     unhealthy: None,
-                    restarts_before: 0,
+                    restarts_before: record.restarts,
+                    backoff,
+                    backoff_steps: record.backoff_steps,
+                    restart_pending,
                     stopping: false,
                     deadline_armed: false,
                     deadline_exceeded: false,
@@ -487,6 +528,11 @@ impl Index {
                 + jiff::SignedDuration::from_secs(i64::try_from(seconds).unwrap_or(i64::MAX));
             tokio::spawn(async move { index.enforce_deadline(name, id, deadline).await });
         }
+        if let Some(at) = resume {
+            let index = Arc::clone(self);
+            let (id, name) = (snapshot.id.clone(), name.clone());
+            tokio::spawn(async move { index.restart_when_due(&name, &id, at).await });
+        }
         let info = process_info(process);
         self.table.upsert(info.clone());
         Some(info)
@@ -505,6 +551,8 @@ impl Index {
             state.processes.remove(&name);
             self.table.remove(&name);
         }
+        drop(state);
+        self.ledger.forget(id);
     }
 
     /// Whether the run of the container is the process's current one, running, not stopping.
@@ -644,7 +692,7 @@ impl Index {
     }
 
     /// The liveness check of the run failed: the container is stopped (with the grace) and, when
-    /// its restart policy restarts a failed run, started again.
+    /// its restart policy restarts a failed run, started again after the back-off's delay.
     async fn liveness_failed(self: &Arc<Self>, name: &str, id: &str, run: &str, why: String) {
         let restarts = {
             let mut state = lock(&self.state);
@@ -675,23 +723,96 @@ impl Index {
         if let Err(error) = self.docker.stop_container(id, Some(options)).await {
             tracing::warn!(process = %name, error = %engine_message(&error), "cannot stop the unhealthy container");
         }
-        if restarts {
-            let start = {
-                let mut state = lock(&self.state);
-                match state.processes.get_mut(name).filter(|process| process.snapshot.id == id) {
-                    Some(process) if !process.stopping && !process.deadline_exceeded => {
-                        // The engine's count of this container starts again with a start of ours.
-                        process.restarts_before += process.snapshot.restart_count + 1;
-                        true
-                    }
-                    _ => false,
-                }
-            };
-            if start && let Err(error) = self.docker.start_container(id, None).await {
-                tracing::warn!(process = %name, error = %engine_message(&error), "cannot start the unhealthy container again");
+        if !restarts {
+            self.refresh(id).await;
+            return;
+        }
+        // The delay counts from the end of the run, as on the local runtime.
+        let due = {
+            let mut state = lock(&self.state);
+            let Some(process) = state.run_mut(name, id, run) else { return };
+            if process.stopping || process.deadline_exceeded {
+                return;
             }
+            let lasted = run
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .and_then(|started| Duration::try_from(jiff::Timestamp::now().duration_since(started)).ok());
+            if lasted.is_some_and(|lasted| lasted >= BACKOFF_RESET_AFTER) {
+                process.backoff = restart_backoff();
+                process.backoff_steps = 0;
+            }
+            let delay = process.backoff.next_delay();
+            process.backoff_steps = process.backoff_steps.saturating_add(1);
+            let due = jiff::Timestamp::now() + delay;
+            let seconds = delay.as_secs_f64();
+            process.restart_pending =
+                Some((due, format!("liveness check failed: {why}; restarting in {seconds:.2} s")));
+            self.ledger.save(id, &record_of(process));
+            self.table.upsert(process_info(process));
+            due
+        };
+        self.refresh(id).await;
+        self.restart_when_due(name, id, due).await;
+    }
+
+    /// Starts the container of a liveness restart once its delay is over, unless a Stop, the
+    /// deadline or a start by someone else came first.
+    async fn restart_when_due(self: &Arc<Self>, name: &str, id: &str, due: jiff::Timestamp) {
+        if let Ok(left) = Duration::try_from(due.duration_since(jiff::Timestamp::now())) {
+            tokio::time::sleep(left).await;
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let start = {
+            let mut state = lock(&self.state);
+            match state.processes.get_mut(name).filter(|process| process.snapshot.id == id) {
+                Some(process) if process.restart_pending.is_some() => {
+                    let start = !process.stopping && !process.deadline_exceeded;
+                    if start {
+                        // The engine's count of this container starts again with a start of ours.
+                        process.restarts_before = process
+                            .restarts_before
+                            .saturating_add(process.snapshot.restart_count)
+                            .saturating_add(1);
+                    }
+                    let record = Record { restart_at_ms: None, ..record_of(process) };
+                    self.ledger.save(id, &record);
+                    start
+                }
+                _ => false,
+            }
+        };
+        // Still waiting, as the process says, until the engine has started it.
+        if start && let Err(error) = self.docker.start_container(id, None).await {
+            tracing::warn!(process = %name, error = %engine_message(&error), "cannot start the unhealthy container again");
+        }
+        if let Some(process) =
+            lock(&self.state).processes.get_mut(name).filter(|process| process.snapshot.id == id)
+        {
+            process.restart_pending = None;
         }
         self.refresh(id).await;
+    }
+
+    /// Counts a start of a stopped container that a Start asked for (the engine's count starts
+    /// again with it); false when a liveness restart is waiting for its delay (it makes the start).
+    pub fn count_repair(&self, name: &str, id: &str, ended: bool) -> bool {
+        let mut state = lock(&self.state);
+        let Some(process) = state.processes.get_mut(name).filter(|process| process.snapshot.id == id) else {
+            return true;
+        };
+        if process.restart_pending.is_some() {
+            return false;
+        }
+        let before = process.restarts_before;
+        process.restarts_before =
+            before.saturating_add(process.snapshot.restart_count).saturating_add(u32::from(ended));
+        if process.restarts_before != before {
+            self.ledger.save(id, &record_of(process));
+        }
+        true
     }
 
     async fn enforce_deadline(self: Arc<Self>, name: String, id: String, deadline: jiff::Timestamp) {
@@ -800,6 +921,8 @@ impl Index {
             state.processes.remove(name);
             self.table.remove(name);
         }
+        drop(state);
+        self.ledger.forget(id);
     }
 
     /// The processes a Stop is for; NOT_FOUND for one process the index does not know.
@@ -884,6 +1007,15 @@ fn process_info(process: &Process) -> ProcessInfo {
     if process.stopping || process.deadline_exceeded {
         return info;
     }
+    if let Some((_, message)) = &process.restart_pending
+        && snapshot.state != EngineState::Running
+    {
+        // Waiting for the back-off's delay, as a Kubernetes container in the same state.
+        info.status = ProcessStatus::Failed;
+        info.reason = Some("CrashLoopBackOff".into());
+        info.message = Some(message.clone());
+        return info;
+    }
     match &process.unhealthy {
         // Until its next run, the run that failed its liveness check is FAILED for it.
         Some((run, why)) if *run == snapshot.started_at => {
@@ -902,6 +1034,20 @@ fn process_info(process: &Process) -> ProcessInfo {
         }
     }
     info
+}
+
+/// The back-off of liveness restarts: the local runtime's restart delays, with jitter.
+fn restart_backoff() -> Backoff {
+    Backoff::new(FIRST_RESTART_DELAY, MAX_RESTART_DELAY).with_jitter()
+}
+
+/// What the ledger keeps of a process.
+fn record_of(process: &Process) -> Record {
+    Record {
+        restarts: process.restarts_before,
+        backoff_steps: process.backoff_steps,
+        restart_at_ms: process.restart_pending.as_ref().map(|(due, _)| due.as_millisecond()),
+    }
 }
 
 /// Keeps an event for Describe, the newest [`EVENTS_KEPT`].

@@ -18,11 +18,13 @@
 //!   TCP port or HTTP GET, or without one every declared TCP port accepting connections, at once
 //!   when there are none). Then RUNNING, while ready: a readiness check runs for the whole run.
 //!   EXITED (code 0), FAILED with `OOMKilled`, `Error` (the code), `StartError` (the engine's
-//!   message), `CrashLoopBackOff` while the engine restarts it, `ErrImagePull` when the image
-//!   could not be pulled (no container is made; a Start again retries), `DeadlineExceeded` after
-//!   `max_run_seconds`, `Unhealthy` when the liveness check failed. That check is the server's
-//!   (the local runtime's checker; a command runs through the engine's exec API): failing it
-//!   stops the container, and starts it again when its restart policy restarts a failed run.
+//!   message), `CrashLoopBackOff` while the engine (or the server) restarts it, `ErrImagePull`
+//!   when the image could not be pulled (no container is made; a Start again retries),
+//!   `DeadlineExceeded` after `max_run_seconds`, `Unhealthy` when the liveness check failed.
+//!   That check is the server's (the local runtime's checker; a command runs through the
+//!   engine's exec API): failing it stops the container, and starts it again after a back-off
+//!   when its restart policy restarts a failed run; what the engine forgets of those restarts is
+//!   kept in a [`ledger`] under the server's state directory.
 //! - Start: the image is pulled when missing (the spec's registry user name and password as the
 //!   pull's credentials, never logged); the command replaces the image's entrypoint; env secrets
 //!   are resolved; ports are published on 127.0.0.1, or on every address with `has_public_ip`, at
@@ -34,10 +36,12 @@
 //!   removed. A server that shuts down leaves its containers running, for the next one to adopt.
 //!
 //! Where to read: [`container`] (spec to container, inspection to status), [`index`] (the event
-//! stream and what it knows), [`logs`] (serving Logs).
+//! stream and what it knows), [`ledger`] (the restarts a restarted server must know), [`logs`]
+//! (serving Logs).
 
 pub mod container;
 mod index;
+mod ledger;
 mod logs;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +61,7 @@ use zeroize::Zeroizing;
 
 use self::container::{EngineState, Snapshot};
 use self::index::Index;
+use self::ledger::Ledger;
 use super::logs::{LogPieces, LogsQuery};
 use super::{IndexSync, Runtime, RuntimeError, RuntimeEvent, Started, StopTarget, name_taken};
 use crate::config::DockerRuntimeSettings;
@@ -215,6 +220,7 @@ impl DockerRuntime {
             settings.network.clone(),
             settings.stop_grace,
             ProcessTable::starting_now(),
+            Ledger::new(&crate::config::default_state_dir(), &settings.network),
         );
         index.sync_once().await;
         index.follow();
@@ -399,7 +405,14 @@ impl DockerRuntime {
             EngineState::Exited => spec.restart_policy.restarts_after(succeeded),
             _ => false,
         };
-        if wanted && !self.index.is_deadline_exceeded(&snapshot.process_name) {
+        if wanted
+            && !self.index.is_deadline_exceeded(&snapshot.process_name)
+            && self.index.count_repair(
+                &snapshot.process_name,
+                &snapshot.id,
+                snapshot.state == EngineState::Exited,
+            )
+        {
             tracing::info!(process = %snapshot.process_name, "starting the stopped container again");
             if let Err(error) = self.docker.start_container(&snapshot.id, None).await {
                 tracing::warn!(process = %snapshot.process_name, error = %engine_message(&error), "cannot start the container again");

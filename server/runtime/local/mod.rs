@@ -45,7 +45,7 @@ pub mod disk;
 // The docker runtime runs the same checks at its containers' addresses.
 pub(crate) mod health;
 mod launch;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod logs;
 mod monitor;
 mod orphans;
