@@ -184,7 +184,7 @@ async fn the_spec_reaches_the_container_and_start_is_idempotent_and_repairing() 
     assert_eq!(
         inspected.trim(),
         format!(
-            "[\"sh\"]|[\"-c\",\"echo \\\"$PLAIN $TOKEN\\\"; exec httpd -f -p 9000\"]|/tmp|{}|500000000|{}|256|on-failure|g1|back|0.0.0.0",
+            "[\"sh\"]|[\"-c\",\"echo \\\"$PLAIN $TOKEN\\\"; exec httpd -f -p 9000\"]|/tmp|{}|500000000|{}|256|on-failure|g1|back|",
             64 * 1024 * 1024,
             32 * 1024 * 1024
         )
@@ -294,17 +294,29 @@ async fn exits_restarts_and_an_oom_kill_are_shown_with_their_reasons() {
     assert_eq!(info.exit_code, Some(0), "{info:?}");
     // The engine restarts it within a moment: it may be seen running again already, but its
     // count and the engine's events tell.
+    // The events are answered one after the other: the inspection that shows the restart may
+    // come before the `die` event is read.
     watch.until_process(&crashes, "restarted", |_, info| info.restart_count >= 1).await;
-    let detail = describe(&mut client, &crashes).await;
-    let died = detail.history.iter().filter(|step| step.reason.as_deref() == Some("Died")).count();
-    assert!(died >= 1, "{detail:?}");
-    let info = watch
-        .until_process(&hungry, "OOM-killed", |_, info| info.reason.as_deref() == Some("OOMKilled"))
-        .await;
-    assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
-    assert!(info.message().contains("memory limit of 8 MiB"), "{info:?}");
-    let detail = describe(&mut client, &hungry).await;
-    assert!(detail.history.iter().any(|step| step.reason.as_deref() == Some("OOMKilled")), "{detail:?}");
+    eventually("the engine's Died event in the history", Duration::from_secs(30), async || {
+        let detail = describe(&mut client, &crashes).await;
+        detail.history.iter().any(|step| step.reason.as_deref() == Some("Died"))
+    })
+    .await;
+    if engine.is_podman() {
+        // Podman 4.3 on cgroup v1 reports no OOM kill (`OOMKilled` false, no `oom` event): only
+        // the SIGKILL's exit code.
+        let info =
+            watch.until_process(&hungry, "killed", |_, info| info.status() == ProcessStatus::Failed).await;
+        assert_eq!((info.reason.as_deref(), info.exit_code), (Some("Error"), Some(137)), "{info:?}");
+    } else {
+        let info = watch
+            .until_process(&hungry, "OOM-killed", |_, info| info.reason.as_deref() == Some("OOMKilled"))
+            .await;
+        assert_eq!(info.status(), ProcessStatus::Failed, "{info:?}");
+        assert!(info.message().contains("memory limit of 8 MiB"), "{info:?}");
+        let detail = describe(&mut client, &hungry).await;
+        assert!(detail.history.iter().any(|step| step.reason.as_deref() == Some("OOMKilled")), "{detail:?}");
+    }
     let detail = describe(&mut client, &fails).await;
     let reasons: Vec<&str> = detail.history.iter().filter_map(|step| step.reason.as_deref()).collect();
     assert!(reasons.contains(&"Died"), "the engine's events are in the history: {reasons:?}");
@@ -376,7 +388,8 @@ async fn readiness_ports_healthchecks_and_the_deadline() {
     spec["container"]["command"] = json!(["sh", "-c", "sleep 2; exec httpd -f -p 8080 -h /www"]);
     let started = client.start(start_request(spec)).await.expect("start").into_inner();
     assert_eq!(started.process.expect("info").status(), ProcessStatus::Starting);
-    // With a command check: the engine's healthcheck.
+    // With a command check: the engine's healthcheck (Docker), or the server's through the
+    // exec API (Podman, which runs healthchecks from systemd timers only).
     let mut spec = shell(&checked, "sleep 2; touch /tmp/ready; sleep 300");
     spec["readiness"] = json!({"exec": {"command": ["test", "-f", "/tmp/ready"]}, "period_seconds": 1});
     client.start(start_request(spec)).await.expect("start");
@@ -397,7 +410,8 @@ async fn readiness_ports_healthchecks_and_the_deadline() {
     let info = view[&limited].clone();
     assert_eq!(info.reason.as_deref(), Some("DeadlineExceeded"), "{info:?}");
     let health = engine.docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", &checked]);
-    assert_eq!(health.trim(), "healthy");
+    let expected = if engine.is_podman() { "" } else { "healthy" };
+    assert_eq!(health.trim(), expected, "the engine's healthcheck");
 }
 
 /// A busybox HTTP server on 8080 serving `/w`, where `files` are made at each start.

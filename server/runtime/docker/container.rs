@@ -55,12 +55,14 @@ fn port_key(port: i64, protocol: Protocol) -> String {
     format!("{port}/{}", protocol.as_str())
 }
 
-/// The container a spec runs as, on `network`, with its environment already resolved.
+/// The container a spec runs as, on `network`, with its environment already resolved;
+/// `engine_checks`: whether the engine runs a command readiness check as its healthcheck.
 pub fn create_body(
     spec: &ProcessSpec,
     environment: &[(String, Zeroizing<String>)],
     network: &str,
     grace_seconds: u64,
+    engine_checks: bool,
 ) -> ContainerCreateBody {
     let container = &spec.container;
     let mut labels = HashMap::from([
@@ -75,7 +77,9 @@ pub fn create_body(
     for (key, value) in &spec.labels {
         labels.insert(format!("{USER_LABEL_PREFIX}{key}"), value.clone());
     }
-    let host_ip = if spec.has_public_ip { "0.0.0.0" } else { "127.0.0.1" };
+    // Every address is the empty host address, as `docker run -p PORT:PORT` sends it: Podman 4's
+    // netavark takes a literal `0.0.0.0` as one address no connection ever has.
+    let host_ip = if spec.has_public_ip { "" } else { "127.0.0.1" };
     let mut bindings = HashMap::new();
     let mut exposed = Vec::new();
     for port in &container.ports {
@@ -126,7 +130,7 @@ pub fn create_body(
         labels: Some(labels),
         working_dir: container.working_dir.clone(),
         exposed_ports: Some(exposed),
-        healthcheck: readiness_healthcheck(spec),
+        healthcheck: if engine_checks { readiness_healthcheck(spec) } else { None },
         stop_timeout: i64::try_from(grace_seconds).ok(),
         host_config: Some(host_config),
         ..Default::default()
@@ -233,18 +237,22 @@ impl Snapshot {
         if let Some(spec) = &spec {
             for port in &spec.container.ports {
                 let bindings = published.get(&port_key(port.container_port, port.protocol));
+                // The IPv4 binding; an empty host address (Podman's answer for every address) is
+                // 0.0.0.0.
+                fn host_of(binding: &PortBinding) -> Option<&str> {
+                    match binding.host_ip.as_deref() {
+                        None | Some("") => Some("0.0.0.0"),
+                        Some(ip) => ip.parse::<std::net::Ipv4Addr>().is_ok().then_some(ip),
+                    }
+                }
                 let binding = bindings.and_then(|bindings| bindings.as_ref()).and_then(|bindings| {
-                    bindings.iter().find(|binding| {
-                        binding.host_ip.as_deref().is_some_and(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
-                    })
+                    bindings.iter().find_map(|binding| Some((binding, host_of(binding)?)))
                 });
-                let Some(host_port) = binding
-                    .and_then(|binding| binding.host_port.as_deref())
-                    .and_then(|port| port.parse::<u16>().ok())
-                else {
+                let Some((host_port, host)) = binding.and_then(|(binding, host)| {
+                    Some((binding.host_port.as_deref()?.parse::<u16>().ok()?, host))
+                }) else {
                     continue;
                 };
-                let host = binding.and_then(|binding| binding.host_ip.as_deref()).unwrap_or("127.0.0.1");
                 addresses.push(SocketAddress {
                     host: CompactString::from(host),
                     port: host_port,
@@ -417,7 +425,7 @@ mod tests {
         }))
         .unwrap();
         let environment = vec![("A".to_owned(), Zeroizing::new("1".to_owned()))];
-        let body = create_body(&spec, &environment, "net", 5);
+        let body = create_body(&spec, &environment, "net", 5, true);
         assert_eq!(body.image.as_deref(), Some("nginx:latest"));
         assert_eq!(body.entrypoint, Some(vec!["httpd".to_owned()]));
         assert_eq!(body.cmd, Some(vec!["-f".to_owned()]));
@@ -432,7 +440,7 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(500_000_000));
         let bindings = host.port_bindings.unwrap();
         let binding = |key: &str| bindings[key].as_ref().unwrap()[0].clone();
-        assert_eq!(binding("80/tcp").host_ip.as_deref(), Some("0.0.0.0"));
+        assert_eq!(binding("80/tcp").host_ip.as_deref(), Some(""), "every address");
         assert_eq!(binding("80/tcp").host_port.as_deref(), Some(""));
         assert_eq!(binding("53/udp").host_port.as_deref(), Some("5353"));
     }

@@ -21,9 +21,10 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::exec::StartExecResults;
-use bollard::models::{EventMessage, ExecConfig};
+use bollard::models::{ContainerInspectResponse, EventMessage, ExecConfig};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, StopContainerOptions};
 use futures::StreamExt;
+use zeroize::Zeroizing;
 
 use super::container::{EngineState, PROCESS_LABEL, Snapshot, ours_filter};
 use super::ledger::{Ledger, Record};
@@ -58,6 +59,8 @@ pub struct Index {
     table: Arc<ProcessTable>,
     /// What a restarted server must know of the restarts this one made.
     ledger: Ledger,
+    /// Whether the engine runs command readiness checks as healthchecks (else the server does).
+    engine_checks: bool,
     state: Mutex<State>,
     closed: AtomicBool,
 }
@@ -164,8 +167,8 @@ pub enum Existing {
 /// What the server checks of one run of a container.
 #[derive(Clone, Debug, Default)]
 struct RunChecks {
-    /// The spec's TCP or HTTP readiness check, run for the whole run (a command check is the
-    /// engine's healthcheck instead).
+    /// The spec's readiness check, run for the whole run (a command check is the engine's
+    /// healthcheck instead where the engine runs them).
     readiness: Option<HealthCheck>,
     /// Without a readiness check: the declared TCP ports, probed until they all accept a
     /// connection once (as on the local runtime).
@@ -175,12 +178,13 @@ struct RunChecks {
 }
 
 impl RunChecks {
-    /// The checks of a container's runs, from its spec.
-    fn of(snapshot: &Snapshot) -> RunChecks {
+    /// The checks of a container's runs, from its spec; `engine_checks`: whether the engine runs
+    /// a command readiness check itself.
+    fn of(snapshot: &Snapshot, engine_checks: bool) -> RunChecks {
         let Some(spec) = snapshot.spec.as_ref() else { return RunChecks::default() };
         let liveness = spec.liveness.clone();
         match spec.readiness.as_ref() {
-            Some(check) if matches!(check.action, CheckAction::Exec { .. }) => {
+            Some(check) if engine_checks && matches!(check.action, CheckAction::Exec { .. }) => {
                 RunChecks { readiness: None, ports: Vec::new(), liveness }
             }
             Some(check) => RunChecks { readiness: Some(check.clone()), ports: Vec::new(), liveness },
@@ -246,6 +250,27 @@ impl CheckTarget for ContainerTarget {
     }
 }
 
+/// Inspects a container. Podman 4's compatible API may answer with its own state `stopped` (a
+/// run that ended, before its clean-up or the restart policy's next run), which the Engine API
+/// does not have and bollard cannot read: such an answer is read again with `exited`. The
+/// answer holds the container's environment, so a failure never carries it.
+async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInspectResponse, EngineError> {
+    match docker.inspect_container(id, None).await {
+        Err(EngineError::JsonDataError { message, contents, column }) => {
+            let contents = Zeroizing::new(contents);
+            let failed =
+                || EngineError::JsonDataError { message: message.clone(), contents: String::new(), column };
+            let mut value: serde_json::Value = serde_json::from_str(&contents).map_err(|_| failed())?;
+            match value.pointer_mut("/State/Status") {
+                Some(status) if status == "stopped" => *status = "exited".into(),
+                _ => return Err(failed()),
+            }
+            serde_json::from_value(value).map_err(|_| failed())
+        }
+        other => other,
+    }
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // Every update is a few assignments: a holder that panicked leaves it usable.
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -259,6 +284,7 @@ impl Index {
         stop_grace: Duration,
         table: Arc<ProcessTable>,
         ledger: Ledger,
+        engine_checks: bool,
     ) -> Arc<Index> {
         Arc::new(Index {
             docker,
@@ -266,6 +292,7 @@ impl Index {
             stop_grace,
             table,
             ledger,
+            engine_checks,
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
         })
@@ -293,7 +320,7 @@ impl Index {
         };
         let ids: Vec<String> = listed.into_iter().filter_map(|summary| summary.id).collect();
         let snapshots: Vec<Snapshot> = futures::stream::iter(ids)
-            .map(|id| async move { self.docker.inspect_container(&id, None).await.ok() })
+            .map(|id| async move { inspect(&self.docker, &id).await.ok() })
             .buffer_unordered(INSPECTIONS_AT_ONCE)
             .filter_map(
                 |inspect| async move { inspect.and_then(|inspect| Snapshot::of(&inspect, &self.network)) },
@@ -414,7 +441,8 @@ impl Index {
                 }
             }
         }
-        if action == "destroy" {
+        // Podman says `remove` where Docker says `destroy`.
+        if action == "destroy" || action == "remove" {
             self.gone(&id);
         } else {
             self.refresh(&id).await;
@@ -424,12 +452,19 @@ impl Index {
     /// Inspects one container and records what it says; its info, or `None` when it is not (or no
     /// longer) one of this server's.
     pub async fn refresh(self: &Arc<Self>, id: &str) -> Option<ProcessInfo> {
-        match self.docker.inspect_container(id, None).await {
+        match inspect(&self.docker, id).await {
             Ok(inspect) => {
                 let snapshot = Snapshot::of(&inspect, &self.network)?;
                 self.apply(snapshot)
             }
             Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => {
+                self.gone(id);
+                None
+            }
+            // Podman 4 may answer 500 for a container removed meanwhile.
+            Err(EngineError::DockerResponseServerError { message, .. })
+                if message.contains("no such container") =>
+            {
                 self.gone(id);
                 None
             }
@@ -497,10 +532,10 @@ impl Index {
         let running = snapshot.state == EngineState::Running;
         let run = snapshot.started_at.clone();
         if running && !process.stopping && process.checked_run.as_ref() != Some(&run) {
-            let checks = RunChecks::of(snapshot);
+            let checks = RunChecks::of(snapshot, self.engine_checks);
             if checks.readiness.is_none()
                 && checks.ports.is_empty()
-                && probed_readiness(snapshot.spec.as_ref())
+                && probed_readiness(snapshot.spec.as_ref(), self.engine_checks)
             {
                 // Nothing to wait for: ready as soon as it runs.
                 process.ready_run = Some(run.clone());

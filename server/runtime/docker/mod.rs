@@ -118,11 +118,23 @@ pub struct EngineVersion {
     pub version: String,
     /// The API version both sides speak.
     pub api_version: String,
+    /// Whether it is Podman's compatible service rather than Docker Engine.
+    pub podman: bool,
+}
+
+impl EngineVersion {
+    /// Whether the engine runs a container's healthcheck by itself. Podman runs them from
+    /// systemd timers, so without systemd (a container, a CI machine) never: there the server
+    /// runs a command readiness check through the exec API, as it does liveness checks.
+    pub fn runs_healthchecks(&self) -> bool {
+        !self.podman
+    }
 }
 
 impl std::fmt::Display for EngineVersion {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "docker engine {} (API {}) at {}", self.version, self.api_version, self.host)
+        let kind = if self.podman { ", Podman" } else { "" };
+        write!(formatter, "docker engine {} (API {}{kind}) at {}", self.version, self.api_version, self.host)
     }
 }
 
@@ -193,6 +205,11 @@ pub async fn connect(settings: &DockerRuntimeSettings) -> Result<(Docker, Engine
         host: host.clone(),
         version: version.version.unwrap_or_else(|| "unknown".to_owned()),
         api_version: negotiated.client_version().to_string(),
+        podman: version
+            .components
+            .iter()
+            .flatten()
+            .any(|component| component.name.to_ascii_lowercase().contains("podman")),
     };
     Ok((negotiated, engine))
 }
@@ -203,6 +220,8 @@ pub struct DockerRuntime {
     settings: DockerRuntimeSettings,
     secrets: Arc<dyn SecretStore>,
     index: Arc<Index>,
+    /// Whether the engine runs command readiness checks as healthchecks.
+    engine_checks: bool,
 }
 
 impl DockerRuntime {
@@ -215,16 +234,18 @@ impl DockerRuntime {
         let (docker, engine) = connect(&settings).await?;
         tracing::info!(engine = %engine, network = %settings.network, "connected to the docker engine");
         ensure_network(&docker, &settings.network).await?;
+        let engine_checks = engine.runs_healthchecks();
         let index = Index::new(
             docker.clone(),
             settings.network.clone(),
             settings.stop_grace,
             ProcessTable::starting_now(),
             Ledger::new(&crate::config::default_state_dir(), &settings.network),
+            engine_checks,
         );
         index.sync_once().await;
         index.follow();
-        Ok(Arc::new(DockerRuntime { docker, settings, secrets, index }))
+        Ok(Arc::new(DockerRuntime { docker, settings, secrets, index, engine_checks }))
     }
 
     /// The engine's registry credentials for the spec's image, resolved from the secret store.
@@ -305,6 +326,7 @@ impl DockerRuntime {
             &environment,
             &self.settings.network,
             self.settings.stop_grace.as_secs(),
+            self.engine_checks,
         );
         drop(environment);
         let options = CreateContainerOptions { name: Some(spec.process_name.clone()), ..Default::default() };
@@ -321,11 +343,19 @@ impl DockerRuntime {
         let id = match created {
             Ok(created) => created.id,
             Err(EngineError::DockerResponseServerError { status_code: 409, .. }) => return Ok(None),
+            // Podman 4 answers a taken name with 500.
+            Err(EngineError::DockerResponseServerError { message, .. })
+                if message.contains("is already in use") =>
+            {
+                return Ok(None);
+            }
             Err(error) => return Err(self.engine_error("create the container", &error)),
         };
         if let Err(error) = self.docker.start_container(&id, None).await {
             let message = engine_message(&error);
             self.remove(&id).await;
+            // Gone at once from the index too, whatever of it the engine's events told already.
+            self.index.stopped(&spec.process_name, &id);
             if message.contains("port is already allocated") || message.contains("address already in use") {
                 let ports: Vec<String> = spec
                     .container
@@ -570,12 +600,14 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// Whether the spec's readiness is probed by the server (not by the engine's healthcheck).
-pub(crate) fn probed_readiness(spec: Option<&ProcessSpec>) -> bool {
-    !matches!(
-        spec.and_then(|spec| spec.readiness.as_ref()).map(|check| &check.action),
-        Some(CheckAction::Exec { .. })
-    )
+/// Whether the spec's readiness is probed by the server (not by the engine's healthcheck);
+/// `engine_checks`: whether the engine runs command checks (see [`EngineVersion::runs_healthchecks`]).
+pub(crate) fn probed_readiness(spec: Option<&ProcessSpec>, engine_checks: bool) -> bool {
+    !engine_checks
+        || !matches!(
+            spec.and_then(|spec| spec.readiness.as_ref()).map(|check| &check.action),
+            Some(CheckAction::Exec { .. })
+        )
 }
 
 /// The status a process shows while its image cannot be pulled.

@@ -106,6 +106,13 @@ impl DockerNetwork {
         Command::new("docker").arg("-H").arg(&self.host).args(args).output().expect("run docker")
     }
 
+    /// Whether the engine is Podman's compatible service (whose differences the tests state).
+    pub fn is_podman(&self) -> bool {
+        let components =
+            self.docker_ok(&["version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}"]);
+        components.contains("Podman")
+    }
+
     /// Runs the docker CLI and returns its stdout, asserting success.
     #[track_caller]
     pub fn docker_ok(&self, args: &[&str]) -> String {
