@@ -804,7 +804,10 @@ impl Index {
             let mut state = lock(&self.state);
             match state.processes.get_mut(name).filter(|process| process.snapshot.id == id) {
                 Some(process) if process.restart_pending.is_some() => {
-                    let start = !process.stopping && !process.deadline_exceeded;
+                    // Not when someone started it meanwhile: that start is no restart of ours.
+                    let start = !process.stopping
+                        && !process.deadline_exceeded
+                        && process.snapshot.state != EngineState::Running;
                     if start {
                         // The engine's count of this container starts again with a start of ours.
                         process.restarts_before = process
