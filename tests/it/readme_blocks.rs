@@ -257,12 +257,24 @@ fn the_blocks_that_start_a_server_are_the_ones_tested_here() {
     }
 }
 
+/// A free port for each port number a block uses, as replacements of one for the other. They run
+/// one after another, so a port chosen for one must not hold another's number (36000 holds
+/// 6000), or a later replacement would change it.
+fn free_ports_for(originals: &[&str]) -> Vec<(String, String)> {
+    let unlike_the_originals = || loop {
+        let port = free_port().to_string();
+        if !originals.iter().any(|original| port.contains(original)) {
+            break port;
+        }
+    };
+    originals.iter().map(|original| ((*original).to_owned(), unlike_the_originals())).collect()
+}
+
 #[test]
 fn the_local_quickstart_works_pasted_whole() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let (api_port, http_port) = (free_port(), free_port());
-    let replace =
-        vec![("50051".to_owned(), api_port.to_string()), ("8000".to_owned(), http_port.to_string())];
+    let replace = free_ports_for(&["50051", "8000"]);
+    let api_port = replace[0].1.clone();
     copy_examples(directory.path(), &replace);
     let block = server_block("Quickstart (local runtime)");
     assert!(block.contains("hydroplane &"), "{block}");
@@ -309,10 +321,7 @@ fn the_docker_quickstart_works_pasted_whole() {
     let directory = tempfile::tempdir().expect("tempdir");
     let suffix = std::process::id();
     let api_port = free_port();
-    let mut replace: Vec<(String, String)> = ["8080", "12347", "6000", "6100"]
-        .into_iter()
-        .map(|port| (port.to_owned(), free_port().to_string()))
-        .collect();
+    let mut replace = free_ports_for(&["8080", "12347", "6000", "6100"]);
     for name in ["chat-server", "chat-client-alice", "chat-client-bob"] {
         replace.push((name.to_owned(), format!("{name}-{suffix}")));
     }
