@@ -25,8 +25,8 @@ impl Backoff {
 
     /// The same delays, each shortened by a random share of up to a fifth: many processes that
     /// failed at once do not come back at the same instant, and no delay exceeds its un-jittered
-    /// value (so `first` and `max` stay upper bounds), while each delay still exceeds the one
-    /// before it (four fifths of twice a delay is more than the delay).
+    /// value (so `first` and `max` stay upper bounds), while each delay below the cap still exceeds
+    /// the one before it (four fifths of twice a delay is more than the delay).
     pub const fn with_jitter(self) -> Backoff {
         Backoff { jitter: true, ..self }
     }
