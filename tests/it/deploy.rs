@@ -631,7 +631,12 @@ fn kubectl_apply_k_and_the_readme_steps_give_a_server_that_refuses_a_call_withou
     let config_directory =
         &mounts.iter().find(|(mount, _)| mount == "/etc/hydroplane").expect("the config mount").1;
     let settings = config_directory.join("hydroplane.yml");
-    std::fs::write(&settings, local(&std::fs::read_to_string(&settings).expect("read"))).expect("write");
+    // The metrics listener too is the test's: loopback, on a free port, so that two runs of the
+    // suite on one machine do not meet on the Pod's 0.0.0.0:9464.
+    let shipped = local(&std::fs::read_to_string(&settings).expect("read"));
+    assert!(shipped.contains("listen: 0.0.0.0:9464"), "{shipped}");
+    let ours = shipped.replace("listen: 0.0.0.0:9464", &format!("listen: 127.0.0.1:{}", common::free_port()));
+    std::fs::write(&settings, ours).expect("write");
     let container_args: Vec<String> = server_container(&deployment)["args"]
         .as_array()
         .expect("args")
